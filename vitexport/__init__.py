@@ -1,0 +1,32 @@
+"""vitexport: export dynamic-pad Vision Transformers to ONNX and TorchScript, verify and serve them.
+
+Attributes are imported lazily so that ``vitexport.runtime`` (ONNX Runtime + numpy
+only) can be used in images without PyTorch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "ViTConfig": "vitexport.config",
+    "get_preset": "vitexport.config",
+    "VisionTransformer": "vitexport.model",
+    "create_model": "vitexport.model",
+    "resample_abs_pos_embed": "vitexport.layers",
+    "load_model": "vitexport.checkpoint",
+    "read_checkpoint": "vitexport.checkpoint",
+    "save_checkpoint": "vitexport.checkpoint",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'vitexport' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,590 @@
+"""Read every supported checkpoint format safely; resolve the model config.
+
+Nothing here executes code from a file: pickles go through
+``torch.load(weights_only=True)`` (tensors, plain containers and an allow-list of
+inert data classes), safetensors through ``safetensors``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import math
+import os
+import pickle
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vitexport.config import ViTConfig, load_config_arg, preset_args
+from vitexport.errors import CheckpointError, ConfigError, UnsafeCheckpointError
+
+logger = logging.getLogger(__name__)
+
+FORMAT_NAME = "vitexport.checkpoint"
+FORMAT_VERSION = 1
+WEIGHT_FILES_IN_DIR = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
+STATE_DICT_KEYS = ("state_dict", "model")
+EMA_STATE_DICT_KEYS = ("state_dict_ema", "model_ema")
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+# Inert data classes that timm's train.py pickles beside the weights (its `args`).
+SAFE_GLOBALS: list[Any] = [argparse.Namespace]
+
+
+@dataclass
+class Checkpoint:
+    """What a checkpoint file holds once read: config, weights and travelling metadata."""
+
+    config: ViTConfig
+    state_dict: dict[str, torch.Tensor]
+    path: Path
+    format: str
+    config_source: str
+    sha256: str
+    preprocess: dict[str, Any] | None = None
+    labels: list[str] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            "preprocess": self.preprocess,
+            "labels": self.labels,
+            "source": {
+                "path": str(self.path),
+                "format": self.format,
+                "config_source": self.config_source,
+                "sha256": self.sha256,
+            },
+        }
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------
+# raw file reading
+# ---------------------------------------------------------------------------
+def _resolve_file(path: Path) -> Path:
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist; check the path")
+    if path.is_dir():
+        for name in WEIGHT_FILES_IN_DIR:
+            if (path / name).is_file():
+                return path / name
+        raise CheckpointError(
+            f"{str(path)!r} is a directory without {' or '.join(WEIGHT_FILES_IN_DIR[:2])}; pass the weights file itself"
+        )
+    if not path.is_file():
+        raise CheckpointError(f"{str(path)!r} is not a regular file; pass a checkpoint file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {str(path)!r} is empty (0 bytes); re-download or re-save it")
+    return path
+
+
+def _sniff(path: Path) -> str:
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+    if head.startswith(b"PK\x03\x04"):
+        return "torch-zip"
+    if head[:1] == b"\x80":
+        return "torch-pickle"
+    if len(head) >= 9 and head[8:9] == b"{":
+        return "safetensors"
+    if head.startswith(b"\x08") and path.suffix == ".onnx":
+        return "onnx"
+    return "unknown"
+
+
+def _load_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        tensors: dict[str, torch.Tensor] = {}
+        with safe_open(str(path), framework="pt") as fh:
+            metadata = fh.metadata() or {}
+            for key in fh.keys():
+                tensors[key] = fh.get_tensor(key)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"{str(path)!r} is not a readable safetensors file ({_short(exc)}); it may be truncated: re-download it"
+        ) from exc
+    return tensors, metadata
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:160] + ("..." if len(text) > 160 else "")
+
+
+def _unsafe_globals(path: Path) -> list[str]:
+    try:
+        return list(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+    except (RuntimeError, ValueError, OSError, pickle.UnpicklingError):  # only improves an error message
+        return []
+
+
+def _load_pickle(path: Path, kind: str) -> Any:
+    try:
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            return torch.load(str(path), map_location="cpu", weights_only=True, mmap=kind == "torch-zip")
+    except pickle.UnpicklingError as exc:
+        message = str(exc)
+        if "Weights only load failed" in message or "Unsupported global" in message or "GLOBAL" in message:
+            names = _unsafe_globals(path) if kind == "torch-zip" else []
+            if not names:
+                names = re.findall(r"(?:GLOBAL|global:?) ([\w.]+)", message) or ["a non-tensor object"]
+            raise UnsafeCheckpointError(
+                f"refused to load {str(path)!r}: its pickle references {', '.join(sorted(set(names)))}, "
+                "which would run code on load; re-save only the weights "
+                "(torch.save(model.state_dict(), path)) or convert them to safetensors"
+            ) from exc
+        raise CheckpointError(f"{str(path)!r} is not a valid checkpoint ({_short(exc)}); re-save it") from exc
+    except (EOFError, RuntimeError, ValueError, OSError, IndexError, KeyError) as exc:
+        raise CheckpointError(
+            f"{str(path)!r} could not be read ({_short(exc)}); it is truncated or corrupt: re-download or re-save it"
+        ) from exc
+
+
+def read_raw(path: str | os.PathLike[str]) -> tuple[Path, str, Any]:
+    """(resolved path, format, loaded object) for a checkpoint file, without executing code."""
+    file = _resolve_file(Path(path))
+    kind = _sniff(file)
+    if kind == "safetensors" or file.suffix == ".safetensors":
+        tensors, metadata = _load_safetensors(file)
+        return file, "safetensors", {"__safetensors__": tensors, "__metadata__": metadata}
+    if kind in ("torch-zip", "torch-pickle"):
+        return file, kind, _load_pickle(file, kind)
+    hint = " (this is an ONNX model: use `vitexport info` or `vitexport verify` on it)" if kind == "onnx" else ""
+    raise CheckpointError(
+        f"{str(file)!r} is not a checkpoint{hint}; expected a PyTorch .pt/.pth/.bin file, .safetensors, "
+        "or a vitexport checkpoint"
+    )
+
+
+# ---------------------------------------------------------------------------
+# state dict extraction
+# ---------------------------------------------------------------------------
+def _is_tensor_dict(obj: Any) -> bool:
+    return isinstance(obj, dict) and len(obj) > 0 and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    )
+
+
+def clean_state_dict(state_dict: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Strip ``module.`` (DataParallel/DDP) and ``_orig_mod.`` (torch.compile) prefixes."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        if not isinstance(value, torch.Tensor):
+            continue
+        changed = True
+        while changed:
+            changed = False
+            for prefix in WRAPPER_PREFIXES:
+                if key.startswith(prefix):
+                    key = key[len(prefix) :]
+                    changed = True
+        out[key] = value
+    return out
+
+
+def extract_state_dict(obj: Any, path: Path, use_ema: bool = False) -> tuple[dict[str, torch.Tensor], str]:
+    """The state dict inside a loaded checkpoint object, and which key it came from."""
+    if _is_tensor_dict(obj):
+        return clean_state_dict(obj), "state_dict"
+    if isinstance(obj, dict):
+        keys = (EMA_STATE_DICT_KEYS + STATE_DICT_KEYS) if use_ema else STATE_DICT_KEYS
+        for key in keys:
+            if _is_tensor_dict(obj.get(key)):
+                return clean_state_dict(obj[key]), key
+        if use_ema:
+            raise CheckpointError(
+                f"{str(path)!r} has no EMA weights (state_dict_ema or model_ema); drop --ema to load the plain weights"
+            )
+        found = ", ".join(sorted(str(k) for k in obj)[:10])
+        raise CheckpointError(
+            f"{str(path)!r} holds no state dict (keys: {found or 'none'}); "
+            "expected tensors or one of state_dict, state_dict_ema, model, model_ema"
+        )
+    raise CheckpointError(
+        f"{str(path)!r} holds a {type(obj).__name__}, not a state dict; re-save it with torch.save(model.state_dict())"
+    )
+
+
+# ---------------------------------------------------------------------------
+# config inference from tensor shapes
+# ---------------------------------------------------------------------------
+def _shape(sd: dict[str, torch.Tensor], key: str) -> tuple[int, ...] | None:
+    t = sd.get(key)
+    return tuple(t.shape) if t is not None else None
+
+
+def mlp_ratio_for(dim: int, hidden: int) -> float:
+    """The smallest float ratio with ``int(dim * ratio) == hidden`` (timm sizes the MLP that way)."""
+    ratio = hidden / dim
+    while int(dim * ratio) < hidden:
+        ratio = math.nextafter(ratio, math.inf)
+    return ratio
+
+
+def infer_config_args(sd: dict[str, torch.Tensor]) -> tuple[dict[str, Any], list[str]]:
+    """timm keyword arguments implied by tensor shapes, and notes on what was guessed."""
+    notes: list[str] = []
+    proj = _shape(sd, "patch_embed.proj.weight")
+    if proj is None or len(proj) != 4:
+        raise ConfigError(
+            "cannot infer the model config: the weights have no patch_embed.proj.weight of a ViT; "
+            "pass --config with timm keyword arguments"
+        )
+    embed_dim, in_chans, ph, pw = proj
+    block_ids = {int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k))}
+    if not block_ids:
+        raise ConfigError("cannot infer the model config: no blocks.N.* weights; pass --config")
+    args: dict[str, Any] = {
+        "embed_dim": embed_dim,
+        "in_chans": in_chans,
+        "patch_size": ph if ph == pw else (ph, pw),
+        "depth": max(block_ids) + 1,
+        "class_token": "cls_token" in sd,
+        "qkv_bias": "blocks.0.attn.qkv.bias" in sd,
+        "pre_norm": "norm_pre.weight" in sd,
+    }
+    reg = _shape(sd, "reg_token")
+    args["reg_tokens"] = reg[1] if reg else 0
+    head = _shape(sd, "head.weight")
+    args["num_classes"] = head[0] if head else 0
+    fc1 = _shape(sd, "blocks.0.mlp.fc1.weight")
+    if fc1:
+        args["mlp_ratio"] = mlp_ratio_for(embed_dim, fc1[0])
+    q_norm = _shape(sd, "blocks.0.attn.q_norm.weight")
+    args["qk_norm"] = q_norm is not None
+    if q_norm:
+        args["num_heads"] = embed_dim // q_norm[0]
+    else:
+        args["num_heads"] = max(1, embed_dim // 64)
+        notes.append(f"num_heads is not stored in the weights; assumed embed_dim/64 = {args['num_heads']}")
+    if "blocks.0.ls1.gamma" in sd:
+        args["init_values"] = 1e-5  # the value is irrelevant once gamma is loaded; it only enables LayerScale
+    has_fc_norm = "fc_norm.weight" in sd
+    has_norm = "norm.weight" in sd
+    args["final_norm"] = has_fc_norm or has_norm
+    if has_fc_norm:
+        args["fc_norm"] = True
+        args["global_pool"] = "avg"
+        notes.append("global_pool assumed 'avg' (fc_norm present; max/avgmax are not distinguishable by shape)")
+    elif args["class_token"]:
+        args["global_pool"] = "token"
+    else:
+        args["global_pool"] = "avg"
+        args["fc_norm"] = False
+    pos = _shape(sd, "pos_embed")
+    if pos is None:
+        raise ConfigError("cannot infer the model config: no pos_embed; pass --config")
+    num_prefix = int(args["class_token"]) + args["reg_tokens"]
+    candidates = []
+    for no_embed_class in (False, True):
+        n = pos[1] - (0 if no_embed_class else num_prefix)
+        side = math.isqrt(max(n, 0))
+        if n > 0 and side * side == n:
+            candidates.append((no_embed_class, side))
+    if num_prefix == 0:
+        candidates = candidates[:1]
+    if len(candidates) != 1:
+        raise ConfigError(
+            f"cannot infer the positional-embedding grid from pos_embed of {pos[1]} rows "
+            f"with {num_prefix} prefix tokens (non-square or ambiguous); pass --config with img_size and no_embed_class"
+        )
+    no_embed_class, side = candidates[0]
+    args["no_embed_class"] = no_embed_class
+    args["img_size"] = (side * ph, side * pw) if ph != pw else side * ph
+    notes.append(f"native grid inferred as {side}x{side} (img_size {side * ph}x{side * pw})")
+    return args, notes
+
+
+def _merge_shape_facts(base: dict[str, Any], sd: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """A preset's args corrected by what the weights state unambiguously (classes, channels, grid)."""
+    merged = dict(base)
+    head = _shape(sd, "head.weight")
+    merged["num_classes"] = head[0] if head else 0
+    proj = _shape(sd, "patch_embed.proj.weight")
+    if proj and len(proj) == 4:
+        merged["in_chans"] = proj[1]
+    try:
+        inferred, _ = infer_config_args(sd)
+    except ConfigError:
+        return merged
+    grid = lambda args: ViTConfig.from_dict({k: args[k] for k in ("img_size", "patch_size") if k in args}).grid_size  # noqa: E731
+    if grid(merged) != grid(inferred):
+        merged["img_size"] = inferred["img_size"]
+    return merged
+
+
+# ---------------------------------------------------------------------------
+# config sources
+# ---------------------------------------------------------------------------
+def _hub_config(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None, list[str] | None]:
+    """timm's hub ``config.json`` -> (model args, preprocess, labels)."""
+    args: dict[str, Any] = {}
+    if data.get("architecture"):
+        args["architecture"] = data["architecture"]
+    pcfg = data.get("pretrained_cfg") or {}
+    input_size = pcfg.get("input_size")
+    if isinstance(input_size, (list, tuple)) and len(input_size) == 3:
+        args["in_chans"] = int(input_size[0])
+        args["img_size"] = (int(input_size[1]), int(input_size[2]))
+    for key in ("num_classes", "global_pool"):
+        if key in data:
+            args[key] = data[key]
+    model_args = data.get("model_args") or {}
+    if not isinstance(model_args, dict):
+        raise ConfigError("config.json: model_args must be an object of timm keyword arguments")
+    args.update(model_args)
+    preprocess = None
+    if pcfg.get("mean") is not None and pcfg.get("std") is not None:
+        preprocess = {
+            "scale": 1 / 255,
+            "mean": [float(v) for v in pcfg["mean"]],
+            "std": [float(v) for v in pcfg["std"]],
+        }
+        if pcfg.get("interpolation"):
+            preprocess["interpolation"] = pcfg["interpolation"]
+    labels = data.get("label_names") or pcfg.get("label_names")
+    if isinstance(labels, dict):  # {"0": "tench", ...}
+        labels = [labels[k] for k in sorted(labels, key=lambda s: int(s))]
+    return args, preprocess, [str(v) for v in labels] if labels else None
+
+
+def _is_hub_layout(data: dict[str, Any]) -> bool:
+    return "model_args" in data or "pretrained_cfg" in data
+
+
+def _config_from_args(args: dict[str, Any], where: str) -> ViTConfig:
+    try:
+        return ViTConfig.from_dict(args)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def read_checkpoint(
+    path: str | os.PathLike[str],
+    config: dict[str, Any] | str | os.PathLike[str] | None = None,
+    use_ema: bool = False,
+) -> Checkpoint:
+    """Read any supported checkpoint and resolve its config (see `load_model`)."""
+    file, kind, obj = read_raw(path)
+    preprocess: dict[str, Any] | None = None
+    labels: list[str] | None = None
+    notes: list[str] = []
+    explicit = load_config_arg(config) if not isinstance(config, os.PathLike) else load_config_arg(str(config))
+
+    if isinstance(obj, dict) and obj.get("format") == FORMAT_NAME:
+        fmt = "vitexport"
+        if obj.get("format_version", 0) > FORMAT_VERSION:
+            raise CheckpointError(
+                f"{str(file)!r} was written by a newer vitexport "
+                f"(format {obj.get('format_version')}); upgrade vitexport"
+            )
+        sd = obj.get("state_dict")
+        if not _is_tensor_dict(sd):
+            raise CheckpointError(f"{str(file)!r} is a vitexport checkpoint without weights; re-save it")
+        preprocess, labels = obj.get("preprocess"), obj.get("labels")
+        args, source = dict(obj.get("config") or {}), "checkpoint"
+    elif kind == "safetensors":
+        fmt = "safetensors"
+        sd = clean_state_dict(obj["__safetensors__"])
+        if not sd:
+            raise CheckpointError(f"{str(file)!r} holds no tensors; it is not a model checkpoint")
+        args, source = {}, ""
+    else:
+        sd, key = extract_state_dict(obj, file, use_ema=use_ema)
+        fmt = "timm-train" if key != "state_dict" or (isinstance(obj, dict) and "arch" in obj) else "state_dict"
+        args, source = {}, ""
+        if isinstance(obj, dict) and isinstance(obj.get("arch"), str):
+            args, source = _merge_shape_facts(preset_args(obj["arch"]) | {"architecture": obj["arch"]}, sd), "arch"
+
+    if explicit is not None:
+        if _is_hub_layout(explicit):
+            args, preprocess_hub, labels_hub = _hub_config(explicit)
+            preprocess, labels = preprocess_hub or preprocess, labels_hub or labels
+        else:
+            args = explicit
+        source = "--config"
+    elif not source:
+        hub = file.parent / "config.json"
+        if hub.is_file():
+            data = load_config_arg(str(hub))
+            assert data is not None
+            args, preprocess, labels = _hub_config(data) if _is_hub_layout(data) else (data, None, None)
+            source = "config.json"
+        else:
+            args, notes = infer_config_args(sd)
+            source = "inferred"
+    for note in notes:
+        logger.warning("%s", note)
+    cfg = _config_from_args(args, f"model config ({source})")
+    return Checkpoint(
+        config=cfg,
+        state_dict=sd,
+        path=file,
+        format=fmt,
+        config_source=source,
+        sha256=sha256_file(file),
+        preprocess=preprocess,
+        labels=[str(v) for v in labels] if labels else None,
+        extra={"notes": notes},
+    )
+
+
+def check_state_dict(model: torch.nn.Module, sd: dict[str, torch.Tensor], where: str) -> None:
+    """One error listing missing keys, unexpected keys and shape mismatches, if any."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in sd]
+    unexpected = [k for k in sd if k not in expected]
+    mismatched = [
+        f"{k} {tuple(sd[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in expected
+        if k in sd and tuple(sd[k].shape) != tuple(expected[k].shape)
+    ]
+    if not (missing or unexpected or mismatched):
+        return
+
+    def listing(title: str, items: list[str]) -> str:
+        shown = ", ".join(items[:6]) + (f", ... ({len(items)} in all)" if len(items) > 6 else "")
+        return f"{title}: {shown}"
+
+    parts = [
+        listing(t, i)
+        for t, i in (("shape mismatch", mismatched), ("missing", missing), ("unexpected", unexpected))
+        if i
+    ]
+    raise CheckpointError(
+        f"weights in {where} do not fit the model config: " + "; ".join(parts)
+        + "; pass the right --config (or fix the checkpoint)"
+    )
+
+
+def load_model(
+    path: str | os.PathLike[str],
+    config: dict[str, Any] | str | os.PathLike[str] | None = None,
+    use_ema: bool = False,
+):
+    """Build the dynamic-pad ViT from a checkpoint file, in eval mode, without executing its code.
+
+    ``config`` is a dict of timm keyword arguments, a path to a JSON file of them, or a
+    timm hub ``config.json``. Without it the config comes from the checkpoint itself
+    (vitexport format), its ``arch`` (timm training checkpoints), a ``config.json``
+    beside the weights, or the tensor shapes.
+    """
+    from vitexport.model import VisionTransformer
+
+    ckpt = read_checkpoint(path, config=config, use_ema=use_ema)
+    model = VisionTransformer(ckpt.config)
+    check_state_dict(model, ckpt.state_dict, repr(str(ckpt.path)))
+    model.load_state_dict(ckpt.state_dict, strict=True)
+    model.meta = ckpt.meta()
+    return model.eval()
+
+
+def save_checkpoint(
+    model,
+    path: str | os.PathLike[str],
+    preprocess: dict[str, Any] | None = None,
+    labels: list[str] | None = None,
+) -> Path:
+    """Write a vitexport checkpoint (config, weights, preprocessing, labels) atomically."""
+    from vitexport import __version__
+
+    meta = getattr(model, "meta", {}) or {}
+    payload = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "vitexport_version": __version__,
+        "config": model.config.to_dict(),
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+        "preprocess": preprocess if preprocess is not None else meta.get("preprocess"),
+        "labels": list(labels) if labels is not None else meta.get("labels"),
+    }
+    target = Path(path)
+    with atomic_output(target, force=True) as tmp:
+        torch.save(payload, tmp)
+    return target
+
+
+class atomic_output:
+    """Write to a temporary file beside ``path``; rename into place only on success.
+
+    An existing ``path`` is refused unless ``force``; on any failure the temporary
+    file is removed and an existing output stays untouched.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], force: bool = False, suffix: str | None = None) -> None:
+        self.path = Path(path)
+        self.force = force
+        self.suffix = suffix if suffix is not None else self.path.suffix
+        self.tmp: Path | None = None
+
+    def __enter__(self) -> Path:
+        from vitexport.errors import OutputExistsError
+
+        if self.path.is_dir():
+            raise OutputExistsError(f"output {str(self.path)!r} is a directory; pass a file path with -o")
+        if self.path.exists() and not self.force:
+            raise OutputExistsError(f"output {str(self.path)!r} exists; pass --force to replace it")
+        parent = self.path.parent
+        if not parent.is_dir():
+            raise CheckpointError(f"output folder {str(parent)!r} does not exist; create it first")
+        try:
+            fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=f".tmp{self.suffix}", dir=parent)
+        except OSError as exc:
+            raise CheckpointError(
+                f"cannot write to {str(parent)!r} ({exc.strerror}); choose a writable output path"
+            ) from exc
+        os.close(fd)
+        self.tmp = Path(name)
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        assert self.tmp is not None
+        if exc_type is None:
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
+        return False
+
+
+def describe_checkpoint(ckpt: Checkpoint) -> dict[str, Any]:
+    """Summary fields for `vitexport info`."""
+    return {
+        "path": str(ckpt.path),
+        "format": ckpt.format,
+        "config_source": ckpt.config_source,
+        "sha256": ckpt.sha256,
+        "preprocess": ckpt.preprocess,
+        "labels": ckpt.labels,
+        "notes": ckpt.extra.get("notes", []),
+    }
+
+
+__all__ = [
+    "Checkpoint",
+    "atomic_output",
+    "check_state_dict",
+    "clean_state_dict",
+    "describe_checkpoint",
+    "extract_state_dict",
+    "infer_config_args",
+    "load_model",
+    "read_checkpoint",
+    "read_raw",
+    "save_checkpoint",
+    "sha256_file",
+]
