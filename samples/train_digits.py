@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from digits_data import held_out, load_digits_uint8, render, split  # noqa: E402
+from digits_data import held_out, load_digits_uint8, render, split
 
-from vitexport import ViTConfig, save_checkpoint  # noqa: E402
-from vitexport.model import VisionTransformer  # noqa: E402
+from vitexport import ViTConfig, save_checkpoint
+from vitexport.model import VisionTransformer
 
 CONFIG = ViTConfig(
     img_size=28, patch_size=8, in_chans=1, num_classes=10,

@@ -139,16 +139,20 @@ def _load_pickle(path: Path, kind: str) -> Any:
             return torch.load(str(path), map_location="cpu", weights_only=True, mmap=kind == "torch-zip")
     except pickle.UnpicklingError as exc:
         message = str(exc)
-        if "Weights only load failed" in message or "Unsupported global" in message or "GLOBAL" in message:
-            names = _unsafe_globals(path) if kind == "torch-zip" else []
-            if not names:
-                names = re.findall(r"(?:GLOBAL|global:?) ([\w.]+)", message) or ["a non-tensor object"]
+        if "Unsupported global" in message:
+            names = (_unsafe_globals(path) if kind == "torch-zip" else []) or re.findall(
+                r"GLOBAL ([\w.]+) was not", message
+            )
             raise UnsafeCheckpointError(
                 f"refused to load {str(path)!r}: its pickle references {', '.join(sorted(set(names)))}, "
                 "which would run code on load; re-save only the weights "
                 "(torch.save(model.state_dict(), path)) or convert them to safetensors"
             ) from exc
-        raise CheckpointError(f"{str(path)!r} is not a valid checkpoint ({_short(exc)}); re-save it") from exc
+        detail = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|$)", message, re.S)
+        raise CheckpointError(
+            f"{str(path)!r} is not a plain weights file ({_short(detail.group(1) if detail else exc)}); "
+            "re-save it with torch.save(model.state_dict(), path) or convert it to safetensors"
+        ) from exc
     except (EOFError, RuntimeError, ValueError, OSError, IndexError, KeyError) as exc:
         raise CheckpointError(
             f"{str(path)!r} could not be read ({_short(exc)}); it is truncated or corrupt: re-download or re-save it"
@@ -304,6 +308,8 @@ def infer_config_args(sd: dict[str, torch.Tensor]) -> tuple[dict[str, Any], list
             f"with {num_prefix} prefix tokens (non-square or ambiguous); pass --config with img_size and no_embed_class"
         )
     no_embed_class, side = candidates[0]
+    if no_embed_class:
+        notes.append("pos_embed has no rows for the prefix tokens: no_embed_class=True, square grid assumed")
     args["no_embed_class"] = no_embed_class
     args["img_size"] = (side * ph, side * pw) if ph != pw else side * ph
     notes.append(f"native grid inferred as {side}x{side} (img_size {side * ph}x{side * pw})")
@@ -408,7 +414,7 @@ def read_checkpoint(
         sd, key = extract_state_dict(obj, file, use_ema=use_ema)
         fmt = "timm-train" if key != "state_dict" or (isinstance(obj, dict) and "arch" in obj) else "state_dict"
         args, source = {}, ""
-        if isinstance(obj, dict) and isinstance(obj.get("arch"), str):
+        if explicit is None and isinstance(obj, dict) and isinstance(obj.get("arch"), str):
             args, source = _merge_shape_facts(preset_args(obj["arch"]) | {"architecture": obj["arch"]}, sd), "arch"
 
     if explicit is not None:
@@ -549,6 +555,9 @@ class atomic_output:
                 f"cannot write to {str(parent)!r} ({exc.strerror}); choose a writable output path"
             ) from exc
         os.close(fd)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(name, 0o666 & ~mask)  # as a plain open() would create it, not mkstemp's 0600
         self.tmp = Path(name)
         return self.tmp
 
