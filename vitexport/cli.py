@@ -10,6 +10,7 @@ import json
 import logging
 import re
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -157,6 +158,64 @@ def _print_checkpoint_info(info: dict) -> None:
         )
 
 
+def _artifact_info(path: str) -> dict | None:
+    """Info on an exported .onnx or TorchScript file; None when ``path`` is neither."""
+    from vitexport.export import is_torchscript, read_torchscript_metadata
+
+    p = Path(path)
+    if p.suffix == ".onnx":
+        from vitexport.graph import inspect_graph, load_onnx
+
+        report = inspect_graph(load_onnx(p), str(p))
+        return {
+            "kind": "onnx",
+            "path": str(p),
+            "bytes": p.stat().st_size + sum((p.parent / f).stat().st_size for f in report.external_data),
+            "opset": report.opset,
+            "inputs": report.inputs,
+            "outputs": report.outputs,
+            "external_data": report.external_data,
+            "op_counts": dict(sorted(report.op_counts.items(), key=lambda kv: -kv[1])),
+            "resize": report.resize,
+            "metadata": report.metadata,
+        }
+    if p.is_file() and is_torchscript(p):
+        return {"kind": "torchscript", "path": str(p), "bytes": p.stat().st_size,
+                "metadata": read_torchscript_metadata(p)}
+    return None
+
+
+def _print_artifact_info(info: dict) -> None:
+    meta = info["metadata"]
+    click.echo(f"{info['kind']:14s} {info['path']} ({info['bytes'] / 1e6:.2f} MB)")
+    if info["kind"] == "onnx":
+        click.echo(f"opset          {info['opset']}")
+        for name, dims in {**info["inputs"], **info["outputs"]}.items():
+            click.echo(f"tensor         {name} [{', '.join(str(d) for d in dims)}]")
+        if info["external_data"]:
+            click.echo(f"external data  {', '.join(info['external_data'])}")
+        ops = ", ".join(f"{k} {v}" for k, v in info["op_counts"].items())
+        click.echo(f"ops            {sum(info['op_counts'].values())} nodes: {ops}")
+    if not meta:
+        click.echo("metadata       none (not exported by vitexport)")
+        return
+    click.echo(f"exported by    vitexport {meta.get('version')} (torch {meta.get('torch_version')}, "
+               f"onnx {meta.get('onnx_version')}, onnxscript {meta.get('onnxscript_version')})")
+    click.echo(f"dynamic axes   {json.dumps(meta.get('dynamic_axes'))}")
+    if meta.get("static_size"):
+        click.echo(f"static size    {_fmt_hw(meta['static_size'])}")
+    click.echo(f"dtype          {meta.get('dtype')}")
+    click.echo(f"patch / grid   patch {_fmt_hw(meta['patch_size'])}, native grid {_fmt_hw(meta['native_grid'])}, "
+               f"prefix tokens {meta['num_prefix_tokens']}")
+    if meta.get("preprocess"):
+        p = meta["preprocess"]
+        click.echo(f"preprocess     scale {p.get('scale')}, mean {p.get('mean')}, std {p.get('std')}")
+    if meta.get("labels"):
+        click.echo(f"labels         {len(meta['labels'])}: {', '.join(meta['labels'][:10])}")
+    click.echo(f"source sha256  {meta.get('source_sha256')}")
+    click.echo("config         " + json.dumps(meta.get("config")))
+
+
 @cli.command()
 @click.argument("model_path", metavar="CHECKPOINT|MODEL", type=click.Path(dir_okay=True, path_type=str))
 @click.option("--config", "config", type=str, help="JSON file of timm keyword arguments (or a timm config.json).")
@@ -164,12 +223,108 @@ def _print_checkpoint_info(info: dict) -> None:
 @click.option("--size", "sizes", type=SIZE, multiple=True, help="Show padding, grid and sequence length for HxW.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def info(model_path: str, config: str | None, use_ema: bool, sizes: tuple, as_json: bool) -> None:
-    """Describe a checkpoint or an exported model."""
-    data = _checkpoint_info(model_path, config, use_ema, sizes)
+    """Describe a checkpoint, or an exported .onnx / TorchScript model."""
+    data = _artifact_info(model_path)
+    if data is None:
+        data = _checkpoint_info(model_path, config, use_ema, sizes)
+        printer = _print_checkpoint_info
+    else:
+        printer = _print_artifact_info
     if as_json:
         click.echo(json.dumps(data, indent=2))
     else:
-        _print_checkpoint_info(data)
+        printer(data)
+
+
+def _load_for_export(checkpoint: str, config: str | None, use_ema: bool, img_size: tuple[int, int] | None):
+    from vitexport.checkpoint import load_model
+
+    model = load_model(checkpoint, config=config, use_ema=use_ema)
+    if img_size is not None:
+        model.set_input_size(img_size)
+    return model
+
+
+def _default_output(checkpoint: str, suffix: str) -> Path:
+    p = Path(checkpoint)
+    stem = p.name.split(".")[0] if p.is_file() else p.name  # a hub folder exports beside itself
+    return p.parent / f"{stem}{suffix}"
+
+
+def _print_export(result) -> None:
+    click.echo(f"wrote          {result.path} ({result.bytes / 1e6:.2f} MB)")
+    if result.external_data:
+        click.echo(f"external data  {result.external_data}")
+    if result.opset:
+        click.echo(f"opset          {result.opset}")
+    axes = result.io.to_json()
+    click.echo("dynamic axes   " + (json.dumps(axes) if any(axes.values()) else "none (fixed shapes)"))
+    if result.static_size:
+        click.echo(f"static size    {_fmt_hw(result.static_size)}")
+    click.echo(f"dtype          {result.dtype}")
+    click.echo(f"parameters     {result.parameters:,}")
+    click.echo(f"checks         {'; '.join(result.checks)}")
+    click.echo(f"export time    {result.seconds:.1f} s")
+
+
+class BatchType(click.ParamType):
+    name = "dynamic|N"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int | None:
+        if value is None or value == "dynamic":
+            return None
+        try:
+            n = int(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not 'dynamic' or a positive integer", param, ctx)
+        if n < 1:
+            self.fail(f"{value!r}: the batch size must be at least 1", param, ctx)
+        return n
+
+
+@cli.command("onnx")
+@click.argument("checkpoint", type=str)
+@click.option("-o", "--output", type=str, help="Output .onnx path (default: beside the checkpoint).")
+@click.option("--config", "config", type=str, help="JSON file of timm keyword arguments (or a timm config.json).")
+@click.option("--ema", "use_ema", is_flag=True, help="Use the EMA weights of a timm training checkpoint.")
+@click.option("--opset", type=int, default=None, help="ONNX opset (default 18: Resize runs on ORT's CUDA provider).")
+@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
+@click.option("--batch-size", type=BatchType(), default="dynamic", show_default=True)
+@click.option("--static", "static_size", type=SIZE, help="Export a fixed HxW graph instead of dynamic height/width.")
+@click.option("--img-size", type=SIZE, help="Make HxW the model's native size first (set_input_size).")
+@click.option("--force", is_flag=True, help="Replace an existing output file.")
+def onnx_cmd(checkpoint, output, config, use_ema, opset, dtype, batch_size, static_size, img_size, force) -> None:
+    """Export a checkpoint to ONNX with dynamic batch, height and width."""
+    from vitexport.export import export_onnx
+    from vitexport.spec import DEFAULT_OPSET
+
+    out = Path(output) if output else _default_output(checkpoint, ".onnx")
+    if out.exists() and not force:  # refuse before the (slow) load and export
+        raise CliError(f"output {str(out)!r} exists; pass --force to replace it", 2)
+    model = _load_for_export(checkpoint, config, use_ema, img_size)
+    result = export_onnx(
+        model, out, opset=opset or DEFAULT_OPSET, dtype=dtype, batch_size=batch_size,
+        static_size=static_size, force=force,
+    )
+    _print_export(result)
+
+
+@cli.command("torchscript")
+@click.argument("checkpoint", type=str)
+@click.option("-o", "--output", type=str, help="Output .ts path (default: beside the checkpoint).")
+@click.option("--config", "config", type=str, help="JSON file of timm keyword arguments (or a timm config.json).")
+@click.option("--ema", "use_ema", is_flag=True, help="Use the EMA weights of a timm training checkpoint.")
+@click.option("--img-size", type=SIZE, help="Make HxW the model's native size first (set_input_size).")
+@click.option("--force", is_flag=True, help="Replace an existing output file.")
+def torchscript_cmd(checkpoint, output, config, use_ema, img_size, force) -> None:
+    """Export a checkpoint to TorchScript (torch.jit.script: shapes stay dynamic)."""
+    from vitexport.export import export_torchscript
+
+    out = Path(output) if output else _default_output(checkpoint, ".ts")
+    if out.exists() and not force:
+        raise CliError(f"output {str(out)!r} exists; pass --force to replace it", 2)
+    model = _load_for_export(checkpoint, config, use_ema, img_size)
+    _print_export(export_torchscript(model, out, force=force))
 
 
 @cli.command()
@@ -188,6 +343,136 @@ def presets(as_json: bool) -> None:
             f"dim {args['embed_dim']}  depth {args['depth']}  heads {args['num_heads']}  "
             f"registers {args['reg_tokens']}  pool {args['global_pool'] or 'none'}"
         )
+
+
+def _parse_sizes(ctx: click.Context, param: click.Parameter, value: str | None) -> list[tuple[int, int]] | None:
+    if value is None:
+        return None
+    try:
+        return [parse_size(part) for part in value.split(",") if part.strip()]
+    except click.BadParameter as exc:
+        raise click.BadParameter(exc.message, ctx=ctx, param=param) from exc
+
+
+def _parse_batches(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+    try:
+        batches = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a list of integers, e.g. 1,3", ctx=ctx, param=param) from None
+    if not batches or min(batches) < 1:
+        raise click.BadParameter(f"{value!r}: batch sizes must be positive integers, e.g. 1,3", ctx=ctx, param=param)
+    return batches
+
+
+def _fmt_err(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2e}"
+
+
+def _case_line(c) -> str:
+    status = "ok  " if c.passed else "FAIL"
+    top1 = "-" if c.top1_agreement is None else f"{c.top1_agreement:.2f}"
+    rt = "-" if c.runtime_ms is None else f"{c.runtime_ms:.1f}"
+    pt = "-" if c.torch_ms is None else f"{c.torch_ms:.1f}"
+    cos = 0.0 if c.cosine is None else c.cosine
+    line = (f"{status} {c.provider:6s} {c.height:>4d}x{c.width:<4d} b{c.batch:<2d} {c.input_kind[:5]:5s} "
+            f"pad {_fmt_hw(c.padded_size):>9s} grid {_fmt_hw(c.grid):>6s} seq {c.seq_len:>5d}  "
+            f"max|d| {_fmt_err(c.max_abs)}  rel {_fmt_err(c.max_rel)}  cos {cos:.6f}"
+            f"  top1 {top1}  ort {rt} ms  torch {pt} ms")
+    if c.nonfinite:
+        line += "  NaN/Inf"
+    if c.error:
+        line += f"  error: {c.error}"
+    return line
+
+
+@cli.command("verify")
+@click.argument("model_path", metavar="MODEL", type=str)
+@click.option("--checkpoint", type=str, help="Reference from the original checkpoint (also catches changed weights).")
+@click.option("--config", "config", type=str, help="JSON config for --checkpoint.")
+@click.option("--provider", type=click.Choice(["auto", "cuda", "cpu", "tensorrt", "all"]), default="auto",
+              show_default=True)
+@click.option("--sizes", callback=_parse_sizes, help="Comma-separated HxW list (default: a sweep from the model).")
+@click.option("--batch-sizes", default="1,3", show_default=True, callback=_parse_batches)
+@click.option("--atol", type=float, help="Absolute tolerance (default by dtype: fp32 2e-5, fp16 5e-3).")
+@click.option("--rtol", type=float, help="Relative tolerance (default by dtype: fp32 1e-4, fp16 1e-2).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "json_path", type=str, help="Write the report as JSON (schema: docs/verify-report.md).")
+@click.option("--plot", "plot_path", type=str, help="Write a heatmap PNG of max error over heights x widths.")
+@click.option("--force", is_flag=True, help="Replace existing --json/--plot files.")
+@click.pass_context
+def verify_cmd(ctx, model_path, checkpoint, config, provider, sizes, batch_sizes, atol, rtol, seed, json_path,
+               plot_path, force) -> None:
+    """Prove ONNX Runtime (or TorchScript) matches PyTorch at many resolutions; exit 1 on any mismatch."""
+    from vitexport.verify import verify
+
+    for target in (json_path, plot_path):
+        if target and Path(target).exists() and not force:
+            raise CliError(f"output {target!r} exists; pass --force to replace it", 2)
+    if plot_path:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise CliError("--plot needs matplotlib; pip install 'vitexport[plot]'", 2) from None
+
+    def progress(case, done: int, total: int) -> None:
+        click.echo(f"[{done:>3d}/{total}] {_case_line(case)}")
+
+    report = verify(model_path, checkpoint=checkpoint, config=config, provider=provider, sizes=sizes,
+                    batch_sizes=batch_sizes, atol=atol, rtol=rtol, seed=seed, progress=progress,
+                    debug=ctx.obj.get("debug", False))
+    click.echo("")
+    click.echo(f"model          {report.model} ({report.format}, {report.dtype}); reference: {report.reference}")
+    for s in report.sessions:
+        click.echo(f"session        {s['name']}: requested {s['requested']}, running on {', '.join(s['providers'])}"
+                   + (f"; placement {s['placement']}" if s.get("placement") else ""))
+        for w in s.get("warnings", []):
+            click.echo(f"warning        {w}")
+    for skipped in report.skipped_providers:
+        click.echo(f"skipped        {skipped}")
+    for note in report.static_notes:
+        click.echo(f"note           {note}")
+    for problem in report.static_problems:
+        click.echo(f"static check   FAIL {problem}")
+    if not report.static_problems:
+        click.echo("static checks  ok (dynamic axes, Resize attributes, Pad)" if report.format == "onnx"
+                   else "static checks  n/a for TorchScript")
+    if report.weight_diff:
+        worst = sorted(report.weight_diff.items(), key=lambda kv: -kv[1])[:5]
+        click.echo("weights        differ from the checkpoint: " + ", ".join(f"{k} {v:.3g}" for k, v in worst))
+    for x in report.cross_provider:
+        if not x["passed"]:
+            click.echo(f"cross-provider FAIL {x['height']}x{x['width']} b{x['batch']} {x['providers']}: "
+                       f"max|d| {x['max_abs']:.2e}")
+    fails = report.failures
+    worst = max((c.max_abs or 0 for c in report.cases if c.max_abs is not None), default=0.0)
+    click.echo(f"tolerance      |d| <= {report.atol:g} + {report.rtol:g}*|ref|; worst max|d| {worst:.2e}")
+    if json_path:
+        from vitexport.checkpoint import atomic_output
+
+        with atomic_output(json_path, force=True) as tmp:
+            tmp.write_text(json.dumps(report.to_json(), indent=2, default=str))
+        click.echo(f"report         {json_path}")
+    if plot_path:
+        from vitexport.config import ViTConfig
+        from vitexport.plot import heatmap_sizes, render_heatmap
+
+        cfg = ViTConfig.from_dict(report.config)
+        heights, widths = heatmap_sizes(cfg.img_hw, cfg.patch_hw)
+        click.echo(f"plot           sweeping {len(heights)}x{len(widths)} sizes for the heatmap ...")
+        grid_report = verify(model_path, checkpoint=checkpoint, config=config, provider=report.sessions[0]["name"]
+                             if report.format == "onnx" and report.sessions else provider,
+                             sizes=[(h, w) for h in heights for w in widths], batch_sizes=(1,), atol=report.atol,
+                             rtol=report.rtol, seed=seed)
+        render_heatmap(grid_report, plot_path, heights, widths)
+        click.echo(f"plot           {plot_path}")
+    verdict = "PASSED" if report.passed else "FAILED"
+    passed = len(report.cases) - len(fails)
+    click.echo(f"{verdict}         {passed}/{len(report.cases)} cases in {report.seconds:.1f} s")
+    if not report.passed:
+        where = ", ".join(dict.fromkeys(f"{c.height}x{c.width}" for c in fails))
+        where = where if len(where) < 120 else where[:117] + "..."
+        reason = "static checks failed" if report.static_problems and not fails else f"mismatch at {where}"
+        raise CliError(f"verification failed: {reason}; see the table above", 1)
 
 
 def main() -> None:

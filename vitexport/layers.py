@@ -6,7 +6,7 @@ written without Python branches on tensor sizes, so that an exported graph keeps
 them for every input size (see shared/NUMERICS.md).
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: TorchScript needs evaluated annotations (torch.jit.Final).
 
 import logging
 from typing import List, Optional, Tuple

@@ -4,7 +4,7 @@ Reads top to bottom: patch embedding (pad right/bottom, conv) -> prefix tokens a
 positional embeddings (resampled to the input's grid) -> blocks -> norm -> pool -> head.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: TorchScript needs evaluated annotations (torch.jit.Final).
 
 import logging
 from typing import Any, Dict, List, Tuple
@@ -36,7 +36,7 @@ class VisionTransformer(nn.Module):
         elif kwargs:
             config = config.replace(**kwargs)
         self.config = config
-        self.meta: Dict[str, Any] = {}  # preprocessing, labels, source: filled by the loader
+        self.meta = {}  # preprocessing, labels, source: filled by the loader
         c = config
         D = c.embed_dim
 

@@ -1,0 +1,397 @@
+"""ONNX and TorchScript export with dynamic batch, height and width.
+
+The ONNX graph comes from ``torch.onnx.export(dynamo=True)`` (the only exporter that
+emits antialiased bicubic Resize), traced from a non-native, non-square example so
+that padding and resampling stay in the graph. Every graph is checked before it is
+written; a failing graph never replaces anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import gc
+import io
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vitexport import __version__
+from vitexport.errors import ExportError, OutputExistsError
+from vitexport.graph import check_graph, inspect_graph, load_onnx
+from vitexport.model import VisionTransformer, count_parameters
+from vitexport.spec import (
+    DEFAULT_OPSET,
+    MAX_OPSET,
+    MIN_OPSET,
+    TORCHSCRIPT_EXTRA_FILE,
+    IOSpec,
+    encode_metadata,
+    io_spec,
+)
+
+logger = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16}
+TWO_GB = 2 * 1024**3
+
+
+@dataclass
+class ExportResult:
+    """What an export wrote and how it went."""
+
+    path: Path
+    format: str
+    bytes: int
+    seconds: float
+    parameters: int
+    io: IOSpec
+    opset: int | None = None
+    dtype: str = "float32"
+    static_size: tuple[int, int] | None = None
+    batch_size: int | None = None
+    example_size: tuple[int, int] | None = None
+    external_data: Path | None = None
+    checks: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def default_example_size(model: VisionTransformer) -> tuple[int, int]:
+    """A traced example that is neither the native size, nor square, nor a multiple of the patch."""
+    (h, w), (ph, pw) = model.config.img_hw, model.patch_embed.patch_size
+    eh, ew = h + ph + max(1, ph // 2), w + 2 * pw + max(1, pw // 2) + 1
+    if eh == ew:
+        ew += pw
+    if not model.patch_embed.dynamic_img_pad:  # then inputs must be multiples of the patch
+        eh, ew = (eh // ph) * ph, (ew // pw) * pw
+        if eh == ew:
+            ew += pw
+    return eh, ew
+
+
+def artifact_metadata(
+    model: VisionTransformer,
+    spec: IOSpec,
+    dtype: str,
+    static_size: tuple[int, int] | None,
+    batch_size: int | None,
+    source_sha256: str | None,
+    opset: int | None = None,
+) -> dict[str, Any]:
+    """The metadata every artifact carries (ONNX metadata_props, TorchScript extra file)."""
+    import onnx
+    import onnxscript
+
+    meta = model.meta or {}
+    source = meta.get("source") or {}
+    return {
+        "version": __version__,
+        "config": model.config.to_dict(),
+        "patch_size": list(model.patch_embed.patch_size),
+        "native_grid": list(model.patch_embed.grid_size),
+        "num_prefix_tokens": model.num_prefix_tokens,
+        "preprocess": meta.get("preprocess"),
+        "labels": meta.get("labels"),
+        "input_name": spec.input_name,
+        "output_name": spec.output_name,
+        "dynamic_axes": spec.to_json(),
+        "static_size": list(static_size) if static_size else None,
+        "batch_size": batch_size,
+        "dtype": dtype,
+        "opset": opset,
+        "source_sha256": source_sha256 or source.get("sha256"),
+        "torch_version": torch.__version__,
+        "onnx_version": onnx.__version__,
+        "onnxscript_version": onnxscript.__version__,
+    }
+
+
+class _Staging:
+    """A temporary folder beside the output; its files are moved into place only on success."""
+
+    def __init__(self, path: Path, force: bool) -> None:
+        self.path = path
+        self.force = force
+        self.folder = Path()
+
+    def __enter__(self) -> _Staging:
+        if self.path.is_dir():
+            raise OutputExistsError(f"output {str(self.path)!r} is a directory; pass a file path with -o")
+        if self.path.exists() and not self.force:
+            raise OutputExistsError(f"output {str(self.path)!r} exists; pass --force to replace it")
+        if not self.path.parent.is_dir():
+            raise ExportError(f"output folder {str(self.path.parent)!r} does not exist; create it first")
+        try:
+            self.folder = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", dir=self.path.parent))
+        except OSError as exc:
+            raise ExportError(
+                f"cannot write to {str(self.path.parent)!r} ({exc.strerror}); choose a writable output path"
+            ) from exc
+        return self
+
+    def commit(self) -> None:
+        """Move the staged files into place: data files first, the model file last."""
+        if self.path.exists() and not self.force:  # appeared while we were exporting
+            raise OutputExistsError(f"output {str(self.path)!r} exists; pass --force to replace it")
+        staged = sorted(self.folder.iterdir(), key=lambda p: p.name == self.path.name)
+        mask = os.umask(0)
+        os.umask(mask)
+        for item in staged:
+            os.chmod(item, 0o666 & ~mask)
+            os.replace(item, self.path.parent / item.name)
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if self.folder != Path():
+            shutil.rmtree(self.folder, ignore_errors=True)
+        return False
+
+
+def _check_opset(opset: int) -> None:
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ExportError(
+            f"opset {opset} is not supported: antialiased bicubic Resize needs opset >= {MIN_OPSET} "
+            f"(the exporter goes up to {MAX_OPSET}); use --opset {DEFAULT_OPSET}"
+        )
+
+
+def _prepare(model: VisionTransformer, dtype: str) -> VisionTransformer:
+    """The model in eval mode and ``dtype``; a copy only when the dtype changes (ViT-B: 350 MB saved)."""
+    if dtype not in DTYPES:
+        raise ExportError(f"dtype {dtype!r} is not supported; use float32 or float16")
+    if all(p.dtype == DTYPES[dtype] for p in model.parameters()) and not model.training:
+        return model
+    return copy.deepcopy(model).eval().to(DTYPES[dtype])
+
+
+def export_onnx(
+    model: VisionTransformer,
+    path: str | os.PathLike[str],
+    *,
+    opset: int = DEFAULT_OPSET,
+    dtype: str = "float32",
+    batch_size: int | None = None,
+    static_size: tuple[int, int] | None = None,
+    example_size: tuple[int, int] | None = None,
+    force: bool = False,
+    source_sha256: str | None = None,
+    external_data: bool | None = None,
+) -> ExportResult:
+    """Export to ONNX with dynamic batch/height/width (unless fixed), check the graph, write atomically.
+
+    ``dtype="float16"`` converts weights and activations; positional-embedding
+    resampling still runs in float32 (as timm does). Models over 2 GB get their
+    weights in one ``<name>.data`` file beside the model. ``example_size`` is only
+    for tests of the graph checks: the default example is non-native and non-square.
+    """
+    _check_opset(opset)
+    if batch_size is not None and batch_size < 1:
+        raise ExportError(f"batch size must be at least 1, got {batch_size}; or leave it dynamic")
+    out = Path(path)
+    start = time.perf_counter()
+    cfg = model.config
+    dynamic_size = static_size is None and cfg.dynamic_img_size
+    spec = io_spec(cfg.num_classes, cfg.global_pool, dynamic_batch=batch_size is None, dynamic_size=dynamic_size)
+    if static_size is None and not cfg.dynamic_img_size:
+        static_size = cfg.img_hw  # a fixed-size model can only be exported at its size
+    size = static_size or example_size or default_example_size(model)
+    batch = batch_size or 2  # batch 1 would specialise the batch axis
+    example = torch.randn(batch, cfg.in_chans, *size, dtype=DTYPES.get(dtype, torch.float32))
+
+    with _Staging(out, force) as stage:
+        folder = stage.folder
+        prepared = _prepare(model, dtype)
+        dims: dict[int, Any] = {}
+        if batch_size is None:
+            dims[0] = torch.export.Dim("batch", min=1)
+        if dynamic_size:
+            dims[2] = torch.export.Dim("height", min=1)
+            dims[3] = torch.export.Dim("width", min=1)
+        log = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+                program = torch.onnx.export(
+                    prepared,
+                    (example,),
+                    dynamo=True,
+                    opset_version=opset,
+                    input_names=[spec.input_name],
+                    output_names=[spec.output_name],
+                    dynamic_shapes={"x": dims} if dims else None,
+                    optimize=False,  # keeps each weight as one initializer named by its state_dict key
+                    verbose=False,
+                )
+        except Exception as exc:
+            logger.debug("exporter output:\n%s", log.getvalue())
+            first = " ".join(str(exc).split())[:300]
+            raise ExportError(f"torch.onnx.export failed: {type(exc).__name__}: {first}") from exc
+        logger.debug("exporter output:\n%s", log.getvalue())
+        if program is None:
+            raise ExportError("torch.onnx.export returned no program; update torch")
+        metadata = artifact_metadata(prepared, spec, dtype, static_size, batch_size, source_sha256, opset)
+        for node in program.model.graph:  # exporter stack traces per node: half the file, no use at run time
+            node.metadata_props.clear()
+        _name_output_axes(program.model, spec)
+        program.model.metadata_props.update(encode_metadata(metadata))
+        program.model.doc_string = f"vitexport {__version__}: dynamic-pad ViT {json.dumps(cfg.to_dict())}"
+        weight_bytes = sum(p.numel() * p.element_size() for p in prepared.parameters())
+        use_external = external_data if external_data is not None else weight_bytes > TWO_GB * 0.95
+        staged = folder / out.name
+        program.save(str(staged), external_data=use_external)
+        del program, prepared
+        gc.collect()
+
+        checks = _check_onnx_file(staged, model, spec, dynamic_size)
+        size_bytes = sum(f.stat().st_size for f in folder.iterdir())
+        data_file = next((f for f in folder.iterdir() if f.name != out.name), None)
+        stage.commit()
+    seconds = time.perf_counter() - start
+    logger.info("exported %s in %.1fs", out, seconds)
+    return ExportResult(
+        path=out,
+        format="onnx",
+        bytes=size_bytes,
+        seconds=seconds,
+        parameters=count_parameters(model),
+        io=spec,
+        opset=opset,
+        dtype=dtype,
+        static_size=tuple(static_size) if static_size else None,
+        batch_size=batch_size,
+        example_size=tuple(size),
+        external_data=out.parent / data_file.name if data_file else None,
+        checks=checks,
+        metadata=metadata,
+    )
+
+
+def _name_output_axes(model: Any, spec: IOSpec) -> None:
+    """Give dynamic output axes the declared names (the exporter writes expressions such as ``h*w + 1``)."""
+    import onnx_ir as ir
+
+    for value in model.graph.outputs:
+        if value.shape is None:
+            continue
+        dims = list(value.shape)
+        for axis, name in spec.output_axes.items():
+            if axis < len(dims) and not isinstance(dims[axis], int):
+                dims[axis] = ir.SymbolicDim(name)
+        value.shape = ir.Shape(dims)
+
+
+def _check_onnx_file(path: Path, model: VisionTransformer, spec: IOSpec, dynamic_size: bool) -> list[str]:
+    """Full ONNX checker, shape inference and the graph checks; raises ExportError on any failure."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as exc:
+        raise ExportError(f"exported graph fails onnx.checker: {' '.join(str(exc).split())[:300]}") from exc
+    proto = load_onnx(path)
+    try:
+        onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
+    except Exception as exc:
+        raise ExportError(f"exported graph fails shape inference: {' '.join(str(exc).split())[:300]}") from exc
+    report = inspect_graph(proto, str(path))
+    problems = check_graph(
+        report,
+        spec,
+        dynamic_size=dynamic_size,
+        expect_resize=model.config.dynamic_img_size,
+        expect_pad=model.config.dynamic_img_pad,
+    )
+    if problems:
+        raise ExportError("exported graph failed its checks, nothing written: " + "; ".join(problems))
+    checks = ["onnx.checker full check", "shape inference (strict)", "input/output names and symbolic axes"]
+    if report.resize:
+        checks.append("Resize: antialiased cubic a=-0.5, half_pixel, exclude_outside=1"
+                      + (", size follows the input shape" if dynamic_size else ""))
+    if report.pad:
+        checks.append("Pad" + (": pads follow the input shape" if dynamic_size else ""))
+    return checks
+
+
+def export_torchscript(
+    model: VisionTransformer,
+    path: str | os.PathLike[str],
+    *,
+    force: bool = False,
+    source_sha256: str | None = None,
+) -> ExportResult:
+    """``torch.jit.script`` the model (shapes stay dynamic); config and metadata travel as an extra file."""
+    out = Path(path)
+    start = time.perf_counter()
+    cfg = model.config
+    spec = io_spec(cfg.num_classes, cfg.global_pool, dynamic_size=cfg.dynamic_img_size)
+    with _Staging(out, force) as stage:
+        folder = stage.folder
+        prepared = _prepare(model, "float32")
+        try:
+            with warnings.catch_warnings():  # torch.jit's deprecation notices are not the user's business here
+                warnings.simplefilter("ignore", FutureWarning)
+                scripted = torch.jit.script(prepared)
+        except Exception as exc:
+            first = " ".join(str(exc).split())[:300]
+            raise ExportError(f"torch.jit.script failed: {type(exc).__name__}: {first}") from exc
+        metadata = artifact_metadata(prepared, spec, "float32", None, None, source_sha256)
+        staged = folder / out.name
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            torch.jit.save(scripted, str(staged), _extra_files={TORCHSCRIPT_EXTRA_FILE: json.dumps(metadata)})
+            # the archive must load on its own and reproduce eager PyTorch at a non-native size
+            loaded = torch.jit.load(str(staged), map_location="cpu")
+        size = default_example_size(prepared) if cfg.dynamic_img_size else cfg.img_hw
+        x = torch.randn(2, cfg.in_chans, *size)
+        with torch.no_grad():
+            diff = (loaded(x) - prepared(x)).abs().max().item()
+        if not diff <= 1e-5:
+            raise ExportError(f"scripted model differs from eager PyTorch by {diff:.3g} at {size}; nothing written")
+        size_bytes = staged.stat().st_size
+        stage.commit()
+    return ExportResult(
+        path=out,
+        format="torchscript",
+        bytes=size_bytes,
+        seconds=time.perf_counter() - start,
+        parameters=count_parameters(model),
+        io=spec,
+        checks=["torch.jit.load round trip", f"scripted == eager at {size[0]}x{size[1]} (max diff {diff:.2g})"],
+        metadata=metadata,
+    )
+
+
+def is_torchscript(path: str | os.PathLike[str]) -> bool:
+    """A TorchScript archive is a zip with code/ (a plain torch.save checkpoint has none)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return any("/code/" in n or n.startswith("code/") for n in zf.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def read_torchscript_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The vitexport metadata of a TorchScript archive, read without running its code."""
+    import zipfile
+
+    from vitexport.errors import CheckpointError
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            name = next((n for n in zf.namelist() if n.endswith(f"extra/{TORCHSCRIPT_EXTRA_FILE}")), None)
+            if name is None:
+                raise CheckpointError(
+                    f"{str(path)!r} is a TorchScript archive without vitexport metadata; export it with vitexport"
+                )
+            return json.loads(zf.read(name))
+    except (zipfile.BadZipFile, OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{str(path)!r} is not a readable TorchScript archive ({exc}); export it again") from exc
