@@ -262,3 +262,38 @@ def test_cli_onnx_and_info(tmp_path: Path) -> None:
 def test_cli_onnx_to_unwritable_folder(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["onnx", str(SAMPLES / "digits-vit.pt"), "-o", str(tmp_path / "no" / "m.onnx")])
     assert result.exit_code == 1 and "does not exist; create it first" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [dict(img_size=32, dynamic_img_size=False, dynamic_img_pad=False), dict(dynamic_img_pad=False)],
+    ids=["fixed_size_model", "dynamic_without_padding"],
+)
+@torch.no_grad()
+def test_non_dynamic_model_variants_export_and_verify(tmp_path: Path, extra: dict) -> None:
+    from vitexport.verify import verify
+
+    args = dict(CONFIGS["spec_cls"], **extra)
+    model = make_model(args)
+    ref = timm_model(args, model.state_dict())
+    path = tmp_path / "m.onnx"
+    result = export_onnx(model, path)
+    sess = session(path)
+    dynamic = args.get("dynamic_img_size", True)
+    accepted = [(32, 32)] if not dynamic else [(32, 32), (16, 40), (8, 8), (64, 24)]
+    for h, w in accepted:
+        x = torch.randn(3, 1, h, w)
+        assert rel_err(sess.run(None, {"pixel_values": x.numpy()})[0], ref(x)) <= ATOL
+    if not dynamic:
+        assert result.metadata["static_size"] == [32, 32] and not result.io.input_axes.get(2)
+    else:
+        # ONNX has no assert: where PyTorch refuses a non-multiple, the graph's strided conv crops it (documented)
+        x = torch.randn(2, 1, 28, 30)
+        with pytest.raises(AssertionError, match=r"should be divisible by patch size \(8\)"):
+            model(x)
+        cropped = model(x[..., :24, :24])
+        assert rel_err(sess.run(None, {"pixel_values": x.numpy()})[0], cropped) <= ATOL
+    report = verify(path, provider="cpu")
+    assert report, (report.static_problems, [(c.height, c.width, c.error) for c in report.failures])
+    rejected = verify(path, provider="cpu", sizes=[(28, 28)], batch_sizes=(1,))
+    assert not rejected and "rejects 28x28" in (rejected.cases[0].error or "")

@@ -173,8 +173,19 @@ def default_sizes(config: ViTConfig) -> list[tuple[int, int]]:
     return out
 
 
+def accepted_sizes(config: ViTConfig, sizes: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The sizes a model accepts: only its own without dynamic_img_size; patch multiples without padding."""
+    if not config.dynamic_img_size:
+        return [config.img_hw]
+    if config.dynamic_img_pad:
+        return sizes
+    ph, pw = config.patch_hw
+    rounded = [(-(-h // ph) * ph, -(-w // pw) * pw) for h, w in sizes]
+    return list(dict.fromkeys(rounded))
+
+
 def default_cases(config: ViTConfig, batch_sizes: tuple[int, ...] = (1, 3)) -> list[Case]:
-    sizes = default_sizes(config)
+    sizes = accepted_sizes(config, default_sizes(config))
     largest = max(sizes, key=lambda s: s[0] * s[1])
     cases = []
     for h, w in sizes:
@@ -182,9 +193,11 @@ def default_cases(config: ViTConfig, batch_sizes: tuple[int, ...] = (1, 3)) -> l
             if (h, w) == largest and b > 1:
                 continue  # the 4x cases are costly; batch 1 there
             cases.append(Case(h, w, b))
-    (nh, nw) = config.img_hw
+    (nh, nw) = accepted_sizes(config, [config.img_hw])[0]
     cases.append(Case(nh, nw, 1, "constant"))
-    cases.append(Case(nh + 1, nw + 3, 2, "constant"))
+    other = accepted_sizes(config, [(nh + 1, nw + 3)])[0]
+    if other != (nh, nw):
+        cases.append(Case(*other, 2, "constant"))
     return cases
 
 
@@ -400,8 +413,12 @@ def verify(
     outputs: dict[tuple[Case, str], np.ndarray] = {}
     for case in case_list:
         x = make_input(case, cfg.in_chans, seed)
-        with torch.no_grad():
-            ref, torch_ms = _time_call(lambda x=x: reference(torch.from_numpy(x)).numpy())
+        try:
+            with torch.no_grad():
+                ref, torch_ms = _time_call(lambda x=x: reference(torch.from_numpy(x)).numpy())
+        except Exception as exc:  # the model itself does not accept this size (a static or unpadded model)
+            ref, torch_ms = None, None
+            ref_error = f"PyTorch rejects {case.height}x{case.width}: {' '.join(str(exc).split())[:160]}"
         gh, gw = reference.grid_for(case.height, case.width)
         ph, pw = cfg.patch_hw
         geometry = dict(
@@ -413,6 +430,13 @@ def verify(
         for name, run in runners:
             result = CaseResult(case.height, case.width, case.batch, case.input_kind, provider=name, passed=False,
                                 torch_ms=torch_ms, **geometry)
+            if ref is None:
+                result.error = ref_error
+                report.cases.append(result)
+                done += 1
+                if progress is not None:
+                    progress(result, done, total)
+                continue
             try:
                 out, result.runtime_ms = _time_call(lambda run=run, x=x: run(x))
                 comp = compare(out, ref, atol, rtol, top1)
