@@ -475,6 +475,105 @@ def verify_cmd(ctx, model_path, checkpoint, config, provider, sizes, batch_sizes
         raise CliError(f"verification failed: {reason}; see the table above", 1)
 
 
+def _read_image(path: str):
+    from PIL import Image, UnidentifiedImageError
+
+    from vitexport.errors import InputError
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.copy()
+    except FileNotFoundError:
+        raise InputError(f"image {path!r} does not exist; check the path") from None
+    except IsADirectoryError:
+        raise InputError(f"image {path!r} is a directory; pass image files") from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise InputError(
+            f"cannot read image {path!r} ({type(exc).__name__}); pass a PNG, JPEG or other Pillow format"
+        ) from exc
+
+
+@cli.command("predict")
+@click.argument("model_path", metavar="MODEL", type=str)
+@click.argument("images", nargs=-1, required=True, type=str)
+@click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--provider", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True)
+@click.option("--max-tokens", type=click.IntRange(min=1), default=4096, show_default=True,
+              help="Refuse images with more patches than this (attention memory grows with its square).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON array, one object per image.")
+def predict_cmd(model_path, images, top_k, provider, max_tokens, as_json) -> None:
+    """Classify images of any size with an exported ONNX model."""
+    from vitexport.runtime import Predictor
+
+    decoded = [_read_image(p) for p in images]  # unreadable files fail before any model work
+    predictor = Predictor(model_path, provider=provider, top_k=top_k, max_tokens=max_tokens)
+    preds = predictor.predict(decoded)
+    if predictor.provider_note:
+        click.echo(f"note: {predictor.provider_note}", err=True)
+    if as_json:
+        click.echo(json.dumps([
+            {"path": path, "size": list(p.size), "top_k": p.top_k} for path, p in zip(images, preds, strict=True)
+        ]))
+        return
+    for path, p in zip(images, preds, strict=True):
+        if not p.top_k:
+            click.echo(f"{path}  {_fmt_hw(p.size)}  features {tuple(p.output.shape)}")
+            continue
+        best = ", ".join(f"{t['label'] if t['label'] is not None else t['index']} {t['score']:.3f}" for t in p.top_k)
+        click.echo(f"{path}  {_fmt_hw(p.size)}  {best}")
+
+
+@cli.command("bench")
+@click.argument("model_path", metavar="MODEL", type=str)
+@click.option("--sizes", callback=_parse_sizes, help="Comma-separated HxW list (default: native and two odd sizes).")
+@click.option("--batch-sizes", default="1,8", show_default=True, callback=_parse_batches)
+@click.option("--provider", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True)
+@click.option("--warmup", type=click.IntRange(min=0), default=3, show_default=True)
+@click.option("--iters", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads for ONNX Runtime (and torch).")
+@click.option("--compare-torch", is_flag=True, help="Also time PyTorch eager, interleaved, and print the ratio.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def bench_cmd(model_path, sizes, batch_sizes, provider, warmup, iters, threads, compare_torch, as_json) -> None:
+    """Median and p90 latency and images/s per size and batch with ONNX Runtime."""
+    from vitexport.bench import bench
+    from vitexport.runtime import Predictor
+
+    if sizes is None:
+        meta = Predictor(model_path, provider="cpu").metadata
+        if meta.get("static_size"):
+            sizes = [tuple(meta["static_size"])]
+        else:
+            cfg = meta["config"]
+            img = cfg["img_size"] if isinstance(cfg["img_size"], list) else [cfg["img_size"]] * 2
+            ph = meta["patch_size"][0]
+            sizes = [(img[0], img[1]), (img[0] + ph // 2 + 1, 2 * img[1] - 3), (max(1, img[0] // 2) + 1, img[1] + 7)]
+
+    def progress(text: str) -> None:
+        if not as_json and sys.stderr.isatty():
+            click.echo(f"\r{text:40s}", nl=False, err=True)
+
+    report = bench(model_path, sizes, batch_sizes, provider=provider, warmup=warmup, iters=iters,
+                   compare_torch=compare_torch, threads=threads, progress=progress)
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+        return
+    if sys.stderr.isatty():
+        click.echo("\r" + " " * 40 + "\r", nl=False, err=True)
+    click.echo(f"model {report.model} on {', '.join(report.providers)}; {warmup} warm-up + {iters} timed runs per case")
+    head = f"{'size':>9s} {'batch':>5s} {'ORT median ms':>14s} {'p90 ms':>8s} {'images/s':>9s}"
+    if compare_torch:
+        head += f" {'torch median ms':>16s} {'p90 ms':>8s} {'images/s':>9s} {'ORT speed-up':>13s}"
+    click.echo(head)
+    for c in report.cases:
+        line = (f"{_fmt_hw((c.height, c.width)):>9s} {c.batch:>5d} {c.runtime_median_ms:>14.2f} "
+                f"{c.runtime_p90_ms:>8.2f} {c.runtime_images_per_s:>9.1f}")
+        if c.torch_median_ms is not None:
+            line += (f" {c.torch_median_ms:>16.2f} {c.torch_p90_ms:>8.2f} {c.torch_images_per_s:>9.1f} "
+                     f"{c.speedup_vs_torch:>12.2f}x")
+        click.echo(line)
+
+
 def main() -> None:
     cli(prog_name="vitexport")
 

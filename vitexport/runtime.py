@@ -61,9 +61,13 @@ def available_providers() -> list[str]:
     return list(_ort().get_available_providers())
 
 
-def _session_options(debug: bool = False, threads: int | None = None, profile_prefix: str | None = None):
+def _session_options(
+    debug: bool = False, threads: int | None = None, profile_prefix: str | None = None, spin: bool = True
+):
     ort = _ort()
     opts = ort.SessionOptions()
+    if not spin:  # idle worker threads stop busy-waiting (they would steal cores from other work)
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     # ORT logs a provider it cannot initialise as an error and falls back; vitexport detects that itself
     opts.log_severity_level = 0 if debug else 3
     if threads:
@@ -84,7 +88,9 @@ def _preload_cuda() -> None:
             logger.debug("onnxruntime.preload_dlls failed: %s", exc)
 
 
-def create_session(path: str | bytes, provider: str, threads: int | None = None, debug: bool = False):
+def create_session(
+    path: str | bytes, provider: str, threads: int | None = None, debug: bool = False, spin: bool = True
+):
     """(session, SessionInfo) on ``provider`` ('cpu', 'cuda', 'tensorrt'); never silently on another one.
 
     Raises EnvironmentProblem (exit 2) when the provider is not usable here.
@@ -110,7 +116,7 @@ def create_session(path: str | bytes, provider: str, threads: int | None = None,
         # replaces that with one clear message (--debug keeps ORT's log)
         ort.set_default_logger_severity(0 if debug else 4)
     try:
-        session = ort.InferenceSession(path, sess_options=_session_options(debug, threads), providers=chain)
+        session = ort.InferenceSession(path, sess_options=_session_options(debug, threads, spin=spin), providers=chain)
     except Exception as exc:
         text = " ".join(str(exc).split())[:300]
         where = "the model" if isinstance(path, bytes) else repr(path)
@@ -191,3 +197,169 @@ def profile_placement(path: str, provider: str, feeds: dict[str, Any], info: Ses
         )
     if info.memcpy_nodes:
         info.warnings.append(f"{info.memcpy_nodes} Memcpy nodes copy data between CPU and GPU")
+
+
+# ---------------------------------------------------------------------------
+# production inference
+# ---------------------------------------------------------------------------
+@dataclass
+class Prediction:
+    """One image's result, in the order the images were given."""
+
+    index: int
+    size: tuple[int, int]
+    output: Any  # numpy: logits (num_classes,) or features
+    probabilities: Any | None = None
+    top_k: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def logits(self) -> Any:
+        return self.output
+
+
+def _softmax(x: Any) -> Any:
+    import numpy as np
+
+    z = x.astype(np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class Predictor:
+    """Images of any size in, labels out, with ONNX Runtime; safe to share across threads.
+
+    Reads preprocessing, labels and channels from the model's vitexport metadata. Equal
+    sizes are batched together (at most ``max_batch`` per run); results come back in
+    input order. ``max_tokens`` refuses inputs whose patch count would exhaust memory.
+    """
+
+    def __init__(
+        self,
+        model_path: str,
+        provider: str = "auto",
+        threads: int | None = None,
+        max_batch: int = 16,
+        max_tokens: int = 4096,
+        top_k: int = 5,
+        spin: bool = True,
+    ) -> None:
+        from vitexport.preprocess import Preprocess
+        from vitexport.spec import decode_metadata
+
+        if max_batch < 1 or max_tokens < 1:
+            raise ValueError("max_batch and max_tokens must be positive")
+        self.model_path = str(model_path)
+        if not os.path.isfile(self.model_path):
+            raise VerificationError(f"model {self.model_path!r} does not exist; pass an exported .onnx file")
+        if provider == "auto":
+            usable, reason = probe_provider("cuda")
+            provider = "cuda" if usable else "cpu"
+            self.provider_note = "" if usable else f"auto: running on the CPU ({reason.split('; use')[0]})"
+        else:
+            self.provider_note = ""
+        self.session, self.info = create_session(self.model_path, provider, threads=threads, spin=spin)
+        self.provider = provider
+        meta = decode_metadata(dict(self.session.get_modelmeta().custom_metadata_map))
+        if not meta.get("config"):
+            raise VerificationError(f"{self.model_path!r} has no vitexport metadata; export it with `vitexport onnx`")
+        self.metadata = meta
+        self.config = meta["config"]
+        self.channels = int(self.config.get("in_chans", 3))
+        self.labels: list[str] | None = meta.get("labels")
+        self.preprocess = Preprocess.from_metadata(meta.get("preprocess"), self.channels)
+        if not meta.get("preprocess"):
+            logger.warning("%s carries no preprocessing: uint8 pixels are only scaled by 1/255", self.model_path)
+        patch = meta.get("patch_size") or [16, 16]
+        self.patch = (int(patch[0]), int(patch[1]))
+        self.static_size = tuple(meta["static_size"]) if meta.get("static_size") else None
+        self.fixed_batch = meta.get("batch_size")
+        self.max_batch = int(self.fixed_batch or max_batch)
+        self.max_tokens = max_tokens
+        self.top_k = top_k
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        self.input_dtype = "float16" if "float16" in inp.type else "float32"
+        self.output_name = self.session.get_outputs()[0].name
+        self.is_classifier = int(self.config.get("num_classes", 0)) > 0
+
+    @property
+    def providers(self) -> list[str]:
+        return list(self.info.providers)
+
+    def _tokens(self, h: int, w: int) -> int:
+        return -(-h // self.patch[0]) * -(-w // self.patch[1])
+
+    def prepare(self, image: Any) -> Any:
+        """One image -> validated (C, H, W) float32 input."""
+        from vitexport.errors import InputError
+        from vitexport.preprocess import to_model_input
+
+        x = to_model_input(image, self.preprocess)
+        h, w = x.shape[1:]
+        tokens = self._tokens(h, w)
+        if tokens > self.max_tokens:
+            raise InputError(
+                f"a {h}x{w} image gives {tokens:,} patches, over the limit of {self.max_tokens:,} (max_tokens); "
+                "downscale it or raise max_tokens"
+            )
+        if self.static_size and (h, w) != self.static_size:
+            raise InputError(f"this export is fixed at {self.static_size[0]}x{self.static_size[1]}, got {h}x{w}; "
+                             "resize the image or export a dynamic model")
+        return x
+
+    def run_batch(self, batch: Any) -> Any:
+        """Run one (N, C, H, W) float32 batch; returns the raw output (numpy)."""
+        import numpy as np
+
+        from vitexport.errors import InputError
+
+        x = batch.astype(np.float16 if self.input_dtype == "float16" else np.float32, copy=False)
+        if "CUDAExecutionProvider" in self.info.providers:
+            binding = self.session.io_binding()  # per call: thread-safe, no host copies of the output in between
+            binding.bind_cpu_input(self.input_name, np.ascontiguousarray(x))
+            binding.bind_output(self.output_name, "cuda")
+            self.session.run_with_iobinding(binding)
+            out = binding.copy_outputs_to_cpu()[0]
+        else:
+            out = self.session.run([self.output_name], {self.input_name: x})[0]
+        out = out.astype(np.float32, copy=False)
+        if not np.isfinite(out).all():
+            raise InputError("the model produced NaN or Inf for this input")
+        return out
+
+    def predict(self, images: Any) -> Any:
+        """One image -> one Prediction; a list -> a list of Predictions in the same order."""
+        import numpy as np
+
+        single = not isinstance(images, (list, tuple))
+        items = [images] if single else list(images)
+        if not items:
+            return []
+        prepared = [self.prepare(img) for img in items]
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, x in enumerate(prepared):
+            groups.setdefault((x.shape[1], x.shape[2]), []).append(i)
+        outputs: list[Any] = [None] * len(items)
+        for idx in groups.values():
+            for start in range(0, len(idx), self.max_batch):
+                chunk = idx[start : start + self.max_batch]
+                batch = np.stack([prepared[i] for i in chunk])
+                if self.fixed_batch and len(chunk) < self.fixed_batch:  # a fixed-batch export: pad the batch
+                    pad = np.zeros((self.fixed_batch - len(chunk), *batch.shape[1:]), batch.dtype)
+                    batch = np.concatenate([batch, pad])
+                out = self.run_batch(batch)
+                for j, i in enumerate(chunk):
+                    outputs[i] = out[j]
+        results = []
+        for i, out in enumerate(outputs):
+            pred = Prediction(index=i, size=(prepared[i].shape[1], prepared[i].shape[2]), output=out)
+            if self.is_classifier:
+                probs = _softmax(out)
+                pred.probabilities = probs
+                k = min(self.top_k, probs.shape[-1])
+                for c in np.argsort(-probs, kind="stable")[:k]:
+                    label = self.labels[c] if self.labels and c < len(self.labels) else None
+                    pred.top_k.append({"index": int(c), "label": label, "score": float(probs[c])})
+            results.append(pred)
+        return results[0] if single else results

@@ -1,0 +1,207 @@
+"""Production inference: Predictor (no torch), vitexport predict and bench."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from conftest import CONFIGS, ROOT, SAMPLES, make_model
+from digits_data import held_out
+from PIL import Image
+
+from vitexport.cli import cli
+from vitexport.errors import InputError
+from vitexport.export import export_onnx
+from vitexport.runtime import Predictor
+
+
+@pytest.fixture(scope="module")
+def digits_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from vitexport import load_model
+
+    path = tmp_path_factory.mktemp("digits") / "digits-vit.onnx"
+    export_onnx(load_model(SAMPLES / "digits-vit.pt"), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def rgb_onnx(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn.Module]:
+    model = make_model(CONFIGS["reg_noembed"], seed=3)
+    model.meta = {"preprocess": {"scale": 1 / 255, "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3]},
+                  "labels": [f"c{i}" for i in range(7)]}
+    path = tmp_path_factory.mktemp("rgb") / "rgb.onnx"
+    export_onnx(model, path)
+    return path, model
+
+
+def test_runtime_imports_no_torch(digits_onnx: Path) -> None:
+    code = (
+        "import sys, numpy as np\n"
+        "from vitexport.runtime import Predictor\n"
+        f"p = Predictor({str(digits_onnx)!r}, provider='cpu')\n"
+        "r = p.predict(np.zeros((28, 28), np.uint8))\n"
+        "assert r.top_k and r.top_k[0]['label'] is not None\n"
+        "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def write_pngs(folder: Path, size: int) -> tuple[list[str], np.ndarray]:
+    images, labels = held_out(size)
+    paths = []
+    for i, img in enumerate(images):
+        path = folder / f"{i:03d}-{size}.png"
+        Image.fromarray(img, mode="L").save(path)
+        paths.append(str(path))
+    return paths, labels
+
+
+def test_predict_json_accuracy_on_held_out_digits(digits_onnx: Path, tmp_path: Path) -> None:
+    paths, labels = write_pngs(tmp_path, 28)
+    result = CliRunner().invoke(cli, ["predict", str(digits_onnx), *paths, "--json", "--top-k", "3",
+                                      "--provider", "cpu"])
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)  # exactly one JSON array on stdout
+    assert [d["path"] for d in data] == paths
+    assert all(d["size"] == [28, 28] and len(d["top_k"]) == 3 for d in data)
+    first = data[0]["top_k"][0]
+    assert set(first) == {"index", "label", "score"} and first["label"] == str(first["index"])
+    assert all(abs(sum(t["score"] for t in d["top_k"])) <= 1.0 + 1e-6 for d in data)
+    accuracy = np.mean([d["top_k"][0]["index"] == y for d, y in zip(data, labels, strict=True)])
+    assert accuracy >= 0.97, accuracy
+
+
+def test_mixed_sizes_equal_one_by_one(rgb_onnx) -> None:
+    path, _ = rgb_onnx
+    predictor = Predictor(str(path), provider="cpu", max_batch=2)
+    rng = np.random.default_rng(0)
+    sizes = [(24, 40), (17, 33), (24, 40), (5, 70), (24, 40), (17, 33), (1, 1)]
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in sizes]
+    together = predictor.predict(images)
+    for img, pred in zip(images, together, strict=True):
+        alone = predictor.predict(img)
+        assert pred.size == alone.size
+        np.testing.assert_allclose(pred.output, alone.output, atol=1e-5, rtol=0)
+        assert [t["index"] for t in pred.top_k] == [t["index"] for t in alone.top_k]
+    assert [p.index for p in together] == list(range(len(images)))
+
+
+@torch.no_grad()
+def test_predictor_preprocessing_matches_pytorch(rgb_onnx) -> None:
+    path, model = rgb_onnx
+    predictor = Predictor(str(path), provider="cpu")
+    img = np.random.default_rng(1).integers(0, 256, (30, 45, 3), dtype=np.uint8)
+    mean, std = np.array([0.5, 0.4, 0.3]), np.array([0.2, 0.25, 0.3])
+    x = ((img / 255.0 - mean) / std).transpose(2, 0, 1)[None].astype(np.float32)
+    ref = model(torch.from_numpy(x))[0].numpy()
+    np.testing.assert_allclose(predictor.predict(img).output, ref, atol=1e-4, rtol=0)
+    # PIL, a preprocessed float CHW array and a 1xCxHxW array give the same
+    np.testing.assert_allclose(predictor.predict(Image.fromarray(img)).output, ref, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(predictor.predict(x[0]).output, ref, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(predictor.predict(x).output, ref, atol=1e-4, rtol=0)
+    # grayscale into a 3-channel model: replicated channels
+    gray = img[..., 0]
+    np.testing.assert_allclose(predictor.predict(gray).output, predictor.predict(np.stack([gray] * 3, -1)).output,
+                               atol=1e-6)
+    # RGBA: alpha dropped
+    rgba = np.concatenate([img, np.full((30, 45, 1), 7, np.uint8)], -1)
+    np.testing.assert_allclose(predictor.predict(rgba).output, ref, atol=1e-4, rtol=0)
+
+
+def test_rgb_into_grayscale_model_uses_luma(digits_onnx: Path) -> None:
+    predictor = Predictor(str(digits_onnx), provider="cpu")
+    rgb = np.random.default_rng(2).integers(0, 256, (28, 28, 3), dtype=np.uint8)
+    luma = np.asarray(Image.fromarray(rgb).convert("L"))
+    np.testing.assert_allclose(predictor.predict(rgb).output, predictor.predict(luma).output, atol=0.05)
+
+
+def test_eight_threads_match_sequential(digits_onnx: Path) -> None:
+    predictor = Predictor(str(digits_onnx), provider="cpu")
+    rng = np.random.default_rng(3)
+    requests = [[rng.integers(0, 256, (int(rng.integers(1, 60)), int(rng.integers(1, 60))), dtype=np.uint8)
+                 for _ in range(int(rng.integers(1, 4)))] for _ in range(100)]
+    expected = [[p.output for p in predictor.predict(r)] for r in requests]
+    results: dict[tuple[int, int], list[np.ndarray]] = {}
+    errors: list[BaseException] = []
+
+    def worker(t: int) -> None:
+        try:
+            for i, r in enumerate(requests):
+                results[(t, i)] = [p.output for p in predictor.predict(r)]
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors
+    assert len(results) == 800
+    for (_, i), outs in results.items():
+        for a, b in zip(outs, expected[i], strict=True):
+            assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "image, message",
+    [
+        (np.zeros((0, 5), np.uint8), "empty image"),
+        (np.zeros((4, 4, 2), np.uint8), "expected HxW or HxWxC"),
+        (np.zeros((2, 3, 4, 5, 6), np.uint8), "expected HxW or HxWxC"),
+        (np.zeros((3, 10, 10), np.float32), "has 3 channels"),
+        (np.zeros((10, 10), np.float32), "expected a preprocessed CxHxW"),
+        (np.full((1, 10, 10), np.nan, np.float32), "NaN or Inf"),
+        (np.zeros((10, 10), np.int64), "unsupported dtype int64"),
+        ("not an image", "unsupported image type str"),
+        (np.zeros((2000, 2000), np.uint8), "over the limit of 4,096"),
+    ],
+)
+def test_bad_inputs_are_refused(digits_onnx: Path, image, message: str) -> None:
+    predictor = Predictor(str(digits_onnx), provider="cpu")
+    with pytest.raises(InputError, match=message):
+        predictor.predict(image)
+
+
+def test_predict_cli_table_and_errors(digits_onnx: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    images = sorted(str(p) for p in (SAMPLES / "images").glob("*.png"))
+    assert len(images) >= 5
+    result = runner.invoke(cli, ["predict", str(digits_onnx), *images, "--provider", "cpu"])
+    assert result.exit_code == 0, result.stderr
+    for path in images:  # the shipped images are named after their label
+        label = Path(path).name.split("-")[1]
+        line = next(x for x in result.stdout.splitlines() if x.startswith(path))
+        assert line.split()[2] == label, line
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    result = runner.invoke(cli, ["predict", str(digits_onnx), str(tmp_path / "bad.png")])
+    assert result.exit_code == 1 and "cannot read image" in result.stderr and result.stderr.count("\n") == 1
+    result = runner.invoke(cli, ["predict", str(digits_onnx), str(tmp_path / "missing.png")])
+    assert result.exit_code == 1 and "does not exist" in result.stderr
+    result = runner.invoke(cli, ["predict", str(tmp_path / "nope.onnx"), images[0]])
+    assert result.exit_code == 1 and "does not exist" in result.stderr
+    result = runner.invoke(cli, ["predict", str(digits_onnx), images[0], "--max-tokens", "4"])
+    assert result.exit_code == 1 and "over the limit of 4 (max_tokens)" in result.stderr
+
+
+def test_bench_cli(digits_onnx: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(cli, ["bench", str(digits_onnx), "--sizes", "28x28,17x45", "--batch-sizes", "1,4",
+                                 "--iters", "3", "--warmup", "1", "--compare-torch", "--provider", "cpu"])
+    assert result.exit_code == 0, result.stderr
+    assert "ORT median ms" in result.stdout and "ORT speed-up" in result.stdout
+    assert len([x for x in result.stdout.splitlines() if x.strip().startswith(("28x28", "17x45"))]) == 4
+    result = runner.invoke(cli, ["bench", str(digits_onnx), "--iters", "2", "--warmup", "0", "--json",
+                                 "--provider", "cpu"])
+    data = json.loads(result.stdout)
+    assert data["providers"] == ["CPUExecutionProvider"] and len(data["cases"]) == 6
+    assert all(c["runtime_median_ms"] > 0 and c["runtime_p90_ms"] >= c["runtime_median_ms"] for c in data["cases"])
