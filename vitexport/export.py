@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from vitexport import __version__
+from vitexport.attention import ATTENTION_CHOICES, ATTENTION_MIN_OPSET, translation_table
 from vitexport.errors import ExportError, OutputExistsError
 from vitexport.graph import check_graph, inspect_graph, load_onnx
 from vitexport.model import VisionTransformer, count_parameters
@@ -184,6 +185,7 @@ def export_onnx(
     force: bool = False,
     source_sha256: str | None = None,
     external_data: bool | None = None,
+    attention: str = "sdpa",
 ) -> ExportResult:
     """Export to ONNX with dynamic batch/height/width (unless fixed), check the graph, write atomically.
 
@@ -193,6 +195,14 @@ def export_onnx(
     for tests of the graph checks: the default example is non-native and non-square.
     """
     _check_opset(opset)
+    if attention not in ATTENTION_CHOICES:
+        raise ExportError(f"attention {attention!r} is not supported; use one of {', '.join(ATTENTION_CHOICES)}")
+    if opset < ATTENTION_MIN_OPSET[attention]:
+        raise ExportError(
+            f"attention={attention!r} needs opset >= {ATTENTION_MIN_OPSET[attention]}; pass --opset "
+            f"{ATTENTION_MIN_OPSET[attention]} (its Resize-19 runs on CUDA only in recent onnxruntime-gpu) "
+            "or use --attention mha"
+        )
     if batch_size is not None and batch_size < 1:
         raise ExportError(f"batch size must be at least 1, got {batch_size}; or leave it dynamic")
     out = Path(path)
@@ -228,6 +238,7 @@ def export_onnx(
                     dynamic_shapes={"x": dims} if dims else None,
                     optimize=False,  # keeps each weight as one initializer named by its state_dict key
                     verbose=False,
+                    custom_translation_table=translation_table(attention),
                 )
         except Exception as exc:
             logger.debug("exporter output:\n%s", log.getvalue())
@@ -237,6 +248,7 @@ def export_onnx(
         if program is None:
             raise ExportError("torch.onnx.export returned no program; update torch")
         metadata = artifact_metadata(prepared, spec, dtype, static_size, batch_size, source_sha256, opset)
+        metadata["attention"] = attention
         for node in program.model.graph:  # exporter stack traces per node: half the file, no use at run time
             node.metadata_props.clear()
         _name_output_axes(program.model, spec)
