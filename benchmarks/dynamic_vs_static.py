@@ -21,14 +21,16 @@ import torch
 
 from vitexport.export import export_onnx
 from vitexport.model import create_model
+from vitexport.runtime import create_session
 
 
 def session(path: str, profile: str | None = None) -> ort.InferenceSession:
+    if profile is None:
+        return create_session(path, "cpu", spin=False)[0]
     opts = ort.SessionOptions()
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if profile:
-        opts.enable_profiling = True
-        opts.profile_file_prefix = profile
+    opts.enable_profiling = True
+    opts.profile_file_prefix = profile
     return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
 
 

@@ -22,7 +22,7 @@ from vitexport import load_model
 from vitexport.export import export_onnx
 from vitexport.model import create_model
 from vitexport.optimize import quantize_onnx
-from vitexport.runtime import Predictor
+from vitexport.runtime import Predictor, create_session
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "samples"))
@@ -30,9 +30,7 @@ from digits_data import held_out  # noqa: E402
 
 
 def session(path: str) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+    return create_session(path, "cpu", spin=False)[0]  # no spinning: engines run interleaved
 
 
 def main() -> None:

@@ -28,6 +28,7 @@ import torch
 from vitexport.attention import ATTENTION_CHOICES
 from vitexport.export import export_onnx
 from vitexport.model import create_model
+from vitexport.runtime import create_session
 
 HERE = Path(__file__).resolve().parent
 
@@ -64,9 +65,7 @@ def matmul_roofline(seconds: float = 3.0) -> float:
 
 
 def session(path: str) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+    return create_session(path, "cpu", spin=False)[0]  # no spinning: engines run interleaved
 
 
 def main() -> None:
