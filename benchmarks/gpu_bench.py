@@ -14,7 +14,8 @@ against eager fp16. Before timing, every engine's output is compared with eager 
 (max |d| column). ``--budget-s`` bounds the whole run: cases are measured in priority order
 (ViT-B/16 batch 32 224x224 first, the issue's target) and rounds per case shrink to fit; cases
 that no longer fit are listed as skipped. ``--artifacts DIR`` reuses (or writes) the exports
-``{model}-{dtype}-{attention}.onnx``. ``--write`` adds the table to benchmarks/RESULTS.md.
+``{model}-{dtype}-{attention}.onnx``. ``--write`` adds the table to benchmarks/RESULTS.md;
+``--from-json BENCH.json --write`` does so from the results of an earlier run (the GPU visit's bench.json).
 
 Uses vitexport's create_model / export_onnx and plain onnxruntime (no vitexport runtime internals).
 """
@@ -287,7 +288,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", dest="json_path", type=Path, help="write results and environment as JSON")
     parser.add_argument("--quick", action="store_true", help="tiny model, two small sizes, batch 1 and 2")
     parser.add_argument("--write", action="store_true", help="add the table to benchmarks/RESULTS.md")
+    parser.add_argument("--from-json", type=Path, help="print (and --write) the results of an earlier --json run")
     args = parser.parse_args(argv)
+    if args.from_json:
+        return args
     if args.quick:
         args.models, args.sizes, args.batch_sizes = "quick", "32x32,21x45", "1,2"
         args.iters, args.warmup = min(args.iters, 3), 1
@@ -296,8 +300,35 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def write_results(results: list[dict[str, Any]], verdict: str, footer: str, title: str) -> None:
+    """Replace (or add) the GPU section of benchmarks/RESULTS.md."""
+    sys.path.insert(0, str(HERE))
+    from perf import write_section
+
+    write_section(title, table(results) + "\n\n" + verdict + "\n\n" + footer + "\n")
+
+
+def footer_text(env: dict[str, Any], iters: Any, warmup: Any, seconds: float) -> str:
+    return (f"Medians of up to {iters} interleaved rounds after {warmup} warm-up round(s) per case; random "
+            f"weights (seed 0); {env.get('gpu', env.get('machine'))}; torch {env.get('torch')} (TF32 matmul "
+            f"{env.get('torch_matmul_allow_tf32', '-')}), onnxruntime {env.get('onnxruntime')}; {seconds:.0f} s "
+            f"in all (benchmarks/gpu_bench.py).")
+
+
+def from_json(args: argparse.Namespace) -> int:
+    data = json.loads(args.from_json.read_text())
+    env, run = data["environment"], data.get("args", {})
+    footer = footer_text(env, run.get("iters"), run.get("warmup"), data.get("seconds", 0.0))
+    print(table(data["results"]) + "\n\n" + data["target"] + "\n" + footer)
+    if args.write:
+        write_results(data["results"], data["target"], footer, f"GPU: {env.get('gpu', env.get('device'))}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.from_json:
+        return from_json(args)
     start = time.monotonic()
     bench = Bench(args)
     models = args.models.split(",")
@@ -320,9 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     results = rows(cases)
     verdict = target_verdict(results)
     env = environment(args.device)
-    footer = (f"Medians of up to {args.iters} interleaved rounds after {args.warmup} warm-up round(s) per case; "
-              f"random weights (seed 0); {env.get('gpu', env['machine'])}; torch {env['torch']}, "
-              f"onnxruntime {env['onnxruntime']}; {time.monotonic() - start:.0f} s in all.")
+    footer = footer_text(env, args.iters, args.warmup, time.monotonic() - start)
     print("\n" + table(results) + "\n\n" + verdict + "\n" + footer, flush=True)
     skipped = {f"{c.model} {c.size[0]}x{c.size[1]} b{c.batch}": c.skipped for c in cases if c.skipped}
     errors = {f"{c.model} {c.size[0]}x{c.size[1]} b{c.batch} {e}": m for c in cases for e, m in c.errors.items()}
@@ -332,11 +361,7 @@ def main(argv: list[str] | None = None) -> int:
                                               "setup_errors": bench.setup_errors, "errors": errors,
                                               "seconds": time.monotonic() - start}, indent=1))
     if args.write:
-        sys.path.insert(0, str(HERE))
-        from perf import write_section
-
-        write_section(f"GPU: {env.get('gpu', args.device)} (benchmarks/gpu_bench.py)",
-                      table(results) + "\n\n" + verdict + "\n\n" + footer + "\n")
+        write_results(results, verdict, footer, f"GPU: {env.get('gpu', args.device)}")
     return 1 if bench.setup_errors or errors or not results else 0
 
 

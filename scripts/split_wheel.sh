@@ -9,6 +9,8 @@
 #   scripts/split_wheel.sh join PARTDIR OUTDIR  check every part, join them into OUTDIR/NAME, check the whole
 #   scripts/split_wheel.sh stash DEST           (GPU machine) move the carried .whl/parts/* to DEST, check them
 #   scripts/split_wheel.sh rehearse [PYTHON]    split, join, compare, pip install --target the joined wheel
+#   scripts/split_wheel.sh plan [TIMEOUT_S]     print the GPU visit's `run` calls (command, carry) for .whl/parts/,
+#                                               after checking that each call stays under the 64 MiB transfer limit
 #
 # Exit status: 0 ok, 1 a checksum mismatch or a missing/extra part, 2 usage or environment.
 # The sha256 file is plain `sha256sum` output: one line for the whole file, one per part.
@@ -131,6 +133,27 @@ rehearse() {  # [PYTHON]: the whole sequence on this machine
          "pip install --target gave $(ls "$tmp/site" | tr '\n' ' ')"
 }
 
+plan() {  # [TIMEOUT_S of the last call]: the run calls of docs/gpu-runbook.md, ready to paste
+    local last_timeout=${1:-360} manifest tree part n=0 total size
+    manifest=$(manifest_in "$WHL_DIR/parts") || exit 2
+    check_parts "$WHL_DIR/parts" "$manifest" > /dev/null || die 1 "fix the parts first (scripts/split_wheel.sh prepare)"
+    # what travels besides the carried paths: tracked files and untracked files git does not ignore
+    tree=$(cd "$ROOT" && { git ls-files -z; git ls-files -z --others --exclude-standard; } \
+           | xargs -0 stat -c %s 2>/dev/null | awk '{s += $1} END {print s + 0}')
+    total=$(grep -c '\.part-' "$manifest")
+    echo "working tree that travels with every call: $tree bytes"
+    for part in $(awk '$2 ~ /\.part-/ {print $2}' "$manifest"); do
+        n=$((n + 1))
+        size=$(( tree + $(stat -c %s "$WHL_DIR/parts/$part") + $(stat -c %s "$manifest") ))
+        [ "$size" -le $((64 * 1024 * 1024)) ] || die 1 "call $n would move $size bytes, over 64 MiB"
+        local command="bash scripts/split_wheel.sh stash /tmp/ortgpu" timeout=90
+        [ "$n" -eq 1 ] && command="nvidia-smi -L; $command" && timeout=120
+        [ "$n" -eq "$total" ] && command="$command && bash scripts/gpu_check.sh \$OUT" && timeout=$last_timeout
+        printf 'call %d/%d (%d MiB): command=%s\n    carry=[".whl/parts/%s", ".whl/parts/%s"] timeout_s=%d\n' \
+            "$n" "$total" $((size / 1024 / 1024)) "$command" "$part" "$(basename "$manifest")" "$timeout"
+    done
+}
+
 cmd=${1:-prepare}
 shift || true
 case $cmd in
@@ -140,7 +163,8 @@ case $cmd in
     join) [ $# -eq 2 ] || die 2 "usage: join PARTDIR OUTDIR"; join_parts "$1" "$2" ;;
     stash) stash "${1:-/tmp/ortgpu}" ;;
     rehearse) rehearse "$@" ;;
+    plan) plan "$@" ;;
     wheel-name) echo "$WHEEL" ;;
-    -h|--help|help) sed -n '2,15p' "$0" ;;
+    -h|--help|help) sed -n '2,17p' "$0" ;;
     *) die 2 "unknown command '$cmd'; see scripts/split_wheel.sh --help" ;;
 esac

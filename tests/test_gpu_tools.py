@@ -256,3 +256,21 @@ def test_bench_rows_ratios_and_target_verdict() -> None:
     assert gpu_bench.target_verdict(slower).startswith("target NOT met")
     assert gpu_bench.target_verdict(gpu_bench.rows([_case({"eager-fp16": 40.0}, batch=1)])) == \
         "target case not measured"
+
+
+def test_bench_results_from_json_go_into_results_md(tmp_path: Path, monkeypatch) -> None:
+    import perf
+
+    monkeypatch.setattr(perf, "HERE", tmp_path)
+    (tmp_path / "RESULTS.md").write_text("# CPU performance\n\nintro\n\n## attention export: sdpa\n\ncpu table\n")
+    results = gpu_bench.rows([_case({"eager-fp16": 40.0, "ort-fp16-mha": 32.0})])
+    data = {"environment": {"gpu": "Test GPU 80GB", "torch": "2.11", "onnxruntime": "1.31.1"},
+            "args": {"iters": "25", "warmup": "2"}, "results": results,
+            "target": gpu_bench.target_verdict(results), "seconds": 99.0}
+    (tmp_path / "bench.json").write_text(json.dumps(data))
+    assert gpu_bench.main(["--from-json", str(tmp_path / "bench.json"), "--write"]) == 0
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "## attention export: sdpa\n\ncpu table" in text and "## GPU: Test GPU 80GB" in text
+    assert "| vit_base_patch16_224 | 224x224 | 32 | ort-fp16-mha | 32.00 |" in text and "target MET" in text
+    assert gpu_bench.main(["--from-json", str(tmp_path / "bench.json"), "--write"]) == 0
+    assert (tmp_path / "RESULTS.md").read_text().count("## GPU: Test GPU 80GB") == 1
