@@ -18,6 +18,7 @@ parts are there. Stdlib only here: what the steps need is checked by the steps.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -203,6 +204,8 @@ class Check:
         self.lib_paths: dict[str, str | None] = {}
         self.cuda_broken = False  # the ort step found no working CUDA session: the GPU steps are skipped
         self.reserve = 0.0  # seconds kept back for the benchmark while earlier phases run
+        self.stopping = False  # set when the run is stopped: no new command starts
+        self.signalled = False
         self._live: set[subprocess.Popen] = set()
         self._lock = threading.Lock()
         self._log = open(self.out / "log.txt", "a", encoding="utf-8")
@@ -233,6 +236,8 @@ class Check:
             env["OMP_NUM_THREADS"] = str(threads)
         limit = max(1.0, min(timeout, self.remaining() - self.reserve))
         t0 = time.monotonic()
+        if self.stopping:
+            return Proc(cmd, None, "not started: the run is being stopped", 0.0)
         try:
             proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, text=True, errors="replace", start_new_session=True)
@@ -245,7 +250,8 @@ class Check:
             out, _ = proc.communicate(timeout=limit)
         except subprocess.TimeoutExpired:
             timed_out = True
-            os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(OSError):
+                os.killpg(proc.pid, signal.SIGKILL)
             out, _ = proc.communicate()
             out += f"\n[killed after {limit:.0f} s]"
         finally:
@@ -257,12 +263,12 @@ class Check:
         return result
 
     def kill_children(self) -> None:
+        """Stop every command still running (each in its own process group) and start no new one."""
+        self.stopping = True
         with self._lock:
             for proc in list(self._live):
-                try:
+                with contextlib.suppress(OSError):
                     os.killpg(proc.pid, signal.SIGKILL)
-                except OSError:
-                    pass
 
     def parallel(self, jobs: list[Callable[[], Any]], workers: int) -> list[Any]:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -831,6 +837,9 @@ def main(argv: list[str] | None = None) -> int:
     c = Check(args)
 
     def on_signal(signum: int, frame: Any) -> None:
+        if c.signalled:  # `timeout` signals the process and then its group: act once, let the cleanup finish
+            return
+        c.signalled = True
         c.kill_children()  # first, so that waiting threads return at once
         raise SystemExit(128 + signum)
 
@@ -848,6 +857,9 @@ def main(argv: list[str] | None = None) -> int:
         c.step("bench", lambda: step_bench(c), min_s=30)
     finally:
         c.kill_children()
+        if c.signalled:
+            c.steps.append(Step("stopped", "FAILED", 0.0, "stopped by a signal (the hard limit of gpu_check.sh?): "
+                                "the steps after the last one listed did not finish"))
         write_outputs(c)
         c.say(f"done in {time.monotonic() - c.start:.0f} s; results in {args.out}")
     return 1 if any(s.status == "FAILED" for s in c.steps) else 0
