@@ -290,10 +290,12 @@ class Check:
             return f"time limit: {self.remaining():.0f} s left"
         return ""
 
-    def step(self, name: str, fn: Callable[[], str], min_s: float = 5.0, reason: str | None = None) -> Step:
+    def step(self, name: str, fn: Callable[[], str], min_s: float = 5.0, reason: str | None = None,
+             took: float = 0.0) -> Step:
         """Run one step: its note on success, its error on failure; never raises.
 
-        ``reason``: a skip reason decided earlier ('' = run), for steps whose work ran side by side.
+        ``reason`` (a skip reason decided earlier, '' = run) and ``took`` (seconds) are for steps whose
+        work already ran side by side with another's; ``fn`` then only judges the results.
         """
         record = Step(name)
         self.steps.append(record)
@@ -311,7 +313,7 @@ class Check:
                 record.status, record.note = "skipped", str(exc)
             except Exception as exc:  # a bug in this script must not lose the other steps
                 record.status, record.note = "FAILED", f"{type(exc).__name__}: {exc}"
-        record.seconds = time.monotonic() - t0
+        record.seconds = time.monotonic() - t0 + (took if not reason else 0.0)
         self.say(f"== {name}: {record.status} {record.note}")
         write_outputs(self)
         return record
@@ -623,7 +625,9 @@ def phase_exports_and_pytest(c: Check) -> None:
     if jobs:
         c.say(f"== exports ({'no' if why_exports else len(c.artifacts)}) and pytest ({why_pytest or 'yes'}) "
               f"side by side, {workers + 1} at a time")
+    t0 = time.monotonic()
     c.parallel(jobs, workers + 1)
+    took = time.monotonic() - t0
 
     def exports() -> str:
         failed = [a.name for a in c.artifacts if a.export.get("rc") != 0]
@@ -640,8 +644,8 @@ def phase_exports_and_pytest(c: Check) -> None:
             raise StepFailed(f"rc={proc.rc}: {c.pytest_summary}")
         return c.pytest_summary
 
-    c.step("exports", exports, reason=why_exports)
-    c.step("pytest", pytest_step, reason=why_pytest)
+    c.step("exports", exports, reason=why_exports, took=took)
+    c.step("pytest", pytest_step, reason=why_pytest, took=box["pytest"].seconds if "pytest" in box else 0.0)
 
 
 def verify_one(c: Check, art: Artifact, threads: int) -> None:
@@ -683,7 +687,9 @@ def phase_verify_and_placement(c: Check) -> None:
         jobs.append(lambda: run_placement(c, ready, threads))
     if not why_verify:
         jobs += [lambda a=a: verify_one(c, a, threads) for a in arts]
+    t0 = time.monotonic()
     c.parallel(jobs, workers + 1)
+    took = time.monotonic() - t0
 
     def verify() -> str:
         passed = [a.name for a in arts if a.result.get("rc") == 0]
@@ -702,8 +708,8 @@ def phase_verify_and_placement(c: Check) -> None:
             raise StepFailed(note + "; not met: " + ", ".join(missed))
         return note
 
-    c.step("verify", verify, reason=why_verify)
-    c.step("placement", placement, reason=why_placement)
+    c.step("verify", verify, reason=why_verify, took=took)
+    c.step("placement", placement, reason=why_placement, took=took)
 
 
 def step_bench(c: Check) -> str:
