@@ -114,7 +114,7 @@ def ort_runner(session, x: np.ndarray, device: str) -> tuple[Callable[[], None],
         session.run_with_iobinding(binding)
         binding.synchronize_outputs()
 
-    return run, lambda: y_dev.numpy().astype(np.float32)
+    return run, lambda: binding.copy_outputs_to_cpu()[0].astype(np.float32)
 
 
 def torch_runner(model, x: np.ndarray, device: str, half: bool) -> tuple[Callable[[], None], Callable[[], np.ndarray]]:
@@ -178,6 +178,9 @@ class Bench:
         return out
 
     def measure(self, case: Case, cases_left: int) -> None:
+        if self.remaining() <= 0:
+            case.skipped = "budget: none left"
+            return
         h, w = case.size
         x = np.random.default_rng(0).standard_normal((case.batch, 3, h, w)).astype(np.float32)
         runs = self.runners(case, x)
