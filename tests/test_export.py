@@ -87,7 +87,7 @@ def test_exported_graph_declares_its_interface(exported, config_name: str) -> No
 
 @pytest.mark.parametrize("example", [(28, 28), (32, 32), (40, 24), (9, 9)])
 def test_square_native_model_stays_dynamic_from_any_example(tmp_path: Path, example) -> None:
-    """The trap of NUMERICS.md: an export traced at the native (square) size must not lose the Resize."""
+    """The trap of docs/numerics.md: an export traced at the native (square) size must not lose the Resize."""
     model = make_model(CONFIGS["spec_cls"])
     path = tmp_path / "m.onnx"
     export_onnx(model, path, example_size=example)
