@@ -19,21 +19,9 @@ from vitexport.runtime import Predictor
 
 
 @dataclass
-class BenchCase:
-    height: int
-    width: int
-    batch: int
-    runtime_median_ms: float
-    runtime_p90_ms: float
-    runtime_images_per_s: float
-    torch_median_ms: float | None = None
-    torch_p90_ms: float | None = None
-    torch_images_per_s: float | None = None
-    speedup_vs_torch: float | None = None
-
-
-@dataclass
 class BenchReport:
+    """Every case of one `bench` run, with the providers that really ran."""
+
     model: str
     providers: list[str]
     warmup: int
@@ -43,6 +31,22 @@ class BenchReport:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class BenchCase:
+    """Timings of one (size, batch): ONNX Runtime, and PyTorch when compared."""
+
+    height: int
+    width: int
+    batch: int
+    runtime_median_ms: float
+    runtime_p90_ms: float
+    runtime_images_per_s: float
+    speedup_vs_torch: float | None = None  # torch median / ORT median
+    torch_median_ms: float | None = None
+    torch_p90_ms: float | None = None
+    torch_images_per_s: float | None = None
 
 
 def _p90(values: list[float]) -> float:

@@ -30,7 +30,7 @@ from vitexport.errors import ExportError, one_line
 from vitexport.files import check_output, default_output, staged_output
 from vitexport.graph import check_graph, inspect_graph, load_onnx
 from vitexport.model import VisionTransformer, count_parameters
-from vitexport.optimize import OPTIMIZE_PROVIDERS
+from vitexport.optimize import check_optimize_provider
 from vitexport.spec import (
     DEFAULT_OPSET,
     MAX_OPSET,
@@ -129,7 +129,7 @@ def _check_opset(opset: int) -> None:
 def onnx_options(
     attention: str | None = None, opset: int | None = None, optimize: str | None = None
 ) -> tuple[str, int]:
-    """(attention, opset) with the defaults filled in, checked together.
+    """(attention, opset) with the defaults filled in, checked together (and ``optimize``'s provider).
 
     Attention defaults to ``mha`` when optimizing for the CPU (measured faster there), else
     ``sdpa``; the opset defaults to the lowest that attention needs, and at least 18.
@@ -145,8 +145,8 @@ def onnx_options(
             f"{ATTENTION_MIN_OPSET[attention]} (its Resize-19 runs on CUDA only in recent onnxruntime-gpu) "
             "or use --attention mha"
         )
-    if optimize is not None and optimize not in OPTIMIZE_PROVIDERS:
-        raise ExportError(f"cannot optimize for {optimize!r}; use one of {', '.join(OPTIMIZE_PROVIDERS)}")
+    if optimize is not None:
+        check_optimize_provider(optimize)
     return attention, opset
 
 

@@ -14,18 +14,11 @@ def describe_file(
     use_ema: bool = False,
     sizes: tuple[tuple[int, int], ...] = (),
 ) -> dict[str, Any]:
-    """Describe an exported .onnx / TorchScript file, else a checkpoint (``kind`` says which)."""
-    data = describe_artifact(path)
-    return data if data is not None else describe_checkpoint_file(path, config, use_ema, sizes)
-
-
-def describe_checkpoint_file(
-    path: str | os.PathLike[str],
-    config: Any = None,
-    use_ema: bool = False,
-    sizes: tuple[tuple[int, int], ...] = (),
-) -> dict[str, Any]:
-    """Format, config source, parameters, native grid, prefix tokens, and the geometry of each of ``sizes``."""
+    """Describe an exported .onnx / TorchScript file (`describe_artifact`), else a checkpoint: format, config
+    source, parameters, native grid, prefix tokens, and the geometry of each of ``sizes``. ``kind`` says which."""
+    artifact = describe_artifact(path)
+    if artifact is not None:
+        return artifact
     from vitexport.checkpoint import check_state_dict, describe_checkpoint, read_checkpoint
     from vitexport.model import VisionTransformer, count_parameters, infer_grid
 
@@ -74,4 +67,4 @@ def describe_artifact(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     return None
 
 
-__all__ = ["describe_artifact", "describe_checkpoint_file", "describe_file"]
+__all__ = ["describe_artifact", "describe_file"]

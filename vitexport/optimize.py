@@ -89,17 +89,22 @@ def _write_optimized(src: str | os.PathLike[str], dst: Path, provider: str, exte
     ort.InferenceSession(str(src), sess_options=opts, providers=provider_chain(provider))
 
 
-def optimize_onnx(
-    src: str | os.PathLike[str], dst: str | os.PathLike[str], provider: str = "cpu", force: bool = False
-) -> TransformResult:
-    """Write ONNX Runtime's offline-optimized graph for ``provider`` (level EXTENDED: no hardware-specific layouts)."""
+def check_optimize_provider(provider: str) -> None:
+    """Refuse, before any slow work, a provider that offline optimization cannot target here."""
     if provider not in OPTIMIZE_PROVIDERS:
         raise ExportError(f"cannot optimize for {provider!r}; use one of {', '.join(OPTIMIZE_PROVIDERS)}")
-    out = check_output(dst, force)
     if provider != "cpu":
         usable, reason = probe_provider(provider)
         if not usable:
             raise EnvironmentProblem(f"optimizing for {provider} needs it to run here: {reason}")
+
+
+def optimize_onnx(
+    src: str | os.PathLike[str], dst: str | os.PathLike[str], provider: str = "cpu", force: bool = False
+) -> TransformResult:
+    """Write ONNX Runtime's offline-optimized graph for ``provider`` (level EXTENDED: no hardware-specific layouts)."""
+    check_optimize_provider(provider)
+    out = check_output(dst, force)
     source = _source(src)
     start = time.perf_counter()
     with staged_output(out, force) as stage:

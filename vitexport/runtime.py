@@ -89,6 +89,8 @@ class Predictor:
             provider, self.provider_note = choice.provider, choice.note
         self.engine = OrtEngine(provider, threads=threads, spin=spin).load(self.model_path)
         self.provider = provider
+        # ONNX Runtime's own objects, for callers that need more than predict()
+        self.session, self.info, self.input_name = self.engine.session, self.engine.info, self.engine.input_name
         self._read_metadata(self.engine.metadata)
         self.fixed_batch = self.metadata.get("batch_size")
         self.max_batch = int(self.fixed_batch or max_batch)
@@ -116,21 +118,6 @@ class Predictor:
     def providers(self) -> list[str]:
         return self.engine.devices
 
-    @property
-    def info(self) -> SessionInfo:
-        return self.engine.info
-
-    @property
-    def session(self) -> Any:
-        return self.engine.session
-
-    @property
-    def input_name(self) -> str:
-        return self.engine.input_name
-
-    @property
-    def input_dtype(self) -> str:
-        return self.engine.input_dtype
 
     def prepare(self, image: Any) -> Any:
         """One image -> validated (C, H, W) float32 input."""
