@@ -134,6 +134,12 @@ def test_transforms_keep_external_data_external(model_and_ckpt, tmp_path: Path, 
     assert out.stat().st_size < result.external_data.stat().st_size
     report = verify(out, checkpoint=ckpt, provider="cpu", sizes=[(24, 40), (17, 70), (5, 5)], batch_sizes=(2,))
     assert report, [(c.height, c.width, c.max_abs, c.error) for c in report.failures]
+    if transform == "quantize":  # its intermediate (folded) graph must not pull the weights in either (2 GB limit)
+        from vitexport.optimize import _fold_for_quantization
+
+        folded = tmp_path / "src" / "folded.onnx"
+        _fold_for_quantization(src, folded)
+        assert folded.stat().st_size < (tmp_path / "src" / "folded.onnx.data").stat().st_size
 
 
 def test_optimize_for_cuda(model_and_ckpt, plain: Path, tmp_path: Path) -> None:
