@@ -15,7 +15,7 @@ from vitexport.attention import ATTENTION_MIN_OPSET
 from vitexport.cli import cli
 from vitexport.errors import EnvironmentProblem, ExportError, VerificationError
 from vitexport.export import export_onnx
-from vitexport.graph import read_metadata
+from vitexport.graph import read_metadata, set_metadata
 from vitexport.optimize import EXTERNAL_MIN_BYTES, optimize_onnx, quantize_onnx
 from vitexport.runtime import probe_provider
 from vitexport.verify import verify
@@ -68,12 +68,9 @@ def test_onnx_attention_needs_opset_23(model_and_ckpt, tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("attention", ["sdpa", "mha"])
-def test_optimized_graph_passes_verify_with_checkpoint(model_and_ckpt, tmp_path: Path, attention: str) -> None:
-    model, ckpt, _ = model_and_ckpt
-    plain = tmp_path / f"plain-{attention}.onnx"
-    export_onnx(model, plain, attention=attention)
-    out = tmp_path / f"opt-{attention}.onnx"
+def test_optimized_graph_passes_verify_with_checkpoint(model_and_ckpt, plain: Path, tmp_path: Path) -> None:
+    _, ckpt, _ = model_and_ckpt
+    out = tmp_path / "opt-sdpa.onnx"
     result = optimize_onnx(plain, out)
     assert result.details["nodes_after"] < result.details["nodes_before"]
     report = verify(out, checkpoint=ckpt, provider="cpu")
@@ -83,6 +80,7 @@ def test_optimized_graph_passes_verify_with_checkpoint(model_and_ckpt, tmp_path:
 
 
 def test_export_onnx_optimize_is_the_cli_pipeline(model_and_ckpt, tmp_path: Path) -> None:
+    """export_onnx(optimize="cpu") is `vitexport onnx --optimize cpu`: fused attention, export, optimize."""
     model, ckpt, _ = model_and_ckpt
     out = tmp_path / "opt.onnx"
     result = export_onnx(model, out, optimize="cpu")
@@ -91,7 +89,9 @@ def test_export_onnx_optimize_is_the_cli_pipeline(model_and_ckpt, tmp_path: Path
     assert read_metadata(out)["optimized"]["provider"] == "cpu"
     assert result.bytes == out.stat().st_size
     assert sorted(p.name for p in tmp_path.iterdir()) == ["opt.onnx"]  # the intermediate export is gone
-    assert verify(out, checkpoint=ckpt, provider="cpu")
+    assert "MultiHeadAttention" in {n.op_type for n in onnx.load(str(out)).graph.node}
+    report = verify(out, checkpoint=ckpt, provider="cpu")
+    assert report and not report.static_problems
 
 
 def test_int8_passes_verify_with_its_tolerance(model_and_ckpt, plain: Path, tmp_path: Path) -> None:
@@ -108,25 +108,34 @@ def test_int8_passes_verify_with_its_tolerance(model_and_ckpt, plain: Path, tmp_
     assert all("quant" not in i.lower() for i in resize.input)
 
 
-def test_int8_refuses_fp16_source(model_and_ckpt, tmp_path: Path) -> None:
-    model, _, _ = model_and_ckpt
+def test_int8_refuses_fp16_source(plain: Path, tmp_path: Path) -> None:
     half = tmp_path / "half.onnx"
-    export_onnx(model, half, dtype="float16")
-    with pytest.raises(ExportError, match="starts from a float32 export"):
+    shutil.copy(plain, half)
+    set_metadata(half, {"dtype": "float16"})  # what an fp16 export declares (fp16 exports are tested elsewhere)
+    with pytest.raises(ExportError, match=r"starts from a float32 export; .* is float16"):
         quantize_onnx(half, tmp_path / "q16.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["half.onnx"]
+
+
+@pytest.fixture(scope="module")
+def external_src(model_and_ckpt, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An export forced to keep its weights in a data file, as a model over 2 GB does (read-only for the tests)."""
+    model, _, _ = model_and_ckpt
+    src = tmp_path_factory.mktemp("external") / "big.onnx"
+    export_onnx(model, src, external_data=True)
+    assert (src.parent / "big.onnx.data").is_file()
+    return src
 
 
 @pytest.mark.parametrize("transform", ["optimize", "quantize"])
-def test_transforms_keep_external_data_external(model_and_ckpt, tmp_path: Path, transform: str) -> None:
-    """A model over 2 GB keeps its weights in a data file; forced here on a small model."""
-    model, ckpt, _ = model_and_ckpt
-    src = tmp_path / "src" / "big.onnx"
-    src.parent.mkdir()
-    export_onnx(model, src, external_data=True)
+def test_transforms_keep_external_data_external(model_and_ckpt, external_src: Path, tmp_path: Path,
+                                                transform: str) -> None:
+    """Optimize and quantize keep a model's weights in a data file beside the result."""
+    _, ckpt, _ = model_and_ckpt
     out = tmp_path / f"{transform}.onnx"
-    result = optimize_onnx(src, out) if transform == "optimize" else quantize_onnx(src, out)
+    result = optimize_onnx(external_src, out) if transform == "optimize" else quantize_onnx(external_src, out)
     assert result.external_data == tmp_path / f"{transform}.onnx.data" and result.external_data.is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["src", out.name, result.external_data.name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, result.external_data.name])
     proto = onnx.load(str(out), load_external_data=False)
     inline = [t.name for t in proto.graph.initializer
               if t.data_location != onnx.TensorProto.EXTERNAL and len(t.raw_data) >= EXTERNAL_MIN_BYTES]
@@ -137,9 +146,9 @@ def test_transforms_keep_external_data_external(model_and_ckpt, tmp_path: Path, 
     if transform == "quantize":  # its intermediate (folded) graph must not pull the weights in either (2 GB limit)
         from vitexport.optimize import _fold_for_quantization
 
-        folded = tmp_path / "src" / "folded.onnx"
-        _fold_for_quantization(src, folded)
-        assert folded.stat().st_size < (tmp_path / "src" / "folded.onnx.data").stat().st_size
+        folded = tmp_path / "folded.onnx"
+        _fold_for_quantization(external_src, folded)
+        assert folded.stat().st_size < (tmp_path / "folded.onnx.data").stat().st_size
 
 
 def test_optimize_for_cuda(model_and_ckpt, plain: Path, tmp_path: Path) -> None:

@@ -240,9 +240,13 @@ def test_cuda_verify_and_placement(good) -> None:
     assert {s["name"] for s in all_report.sessions} >= {"cuda", "cpu"} and all_report.cross_provider
 
 
-def test_cli_verify_pass_fail_json_and_plot(good, tmp_path) -> None:
+def test_cli_verify_pass_fail_json_and_plot(good, tmp_path, monkeypatch) -> None:
+    import vitexport.verify as verify_mod
+
     path, _ = good
     runner = CliRunner()
+    # a small heatmap grid: heatmap_sizes itself is checked in test_heatmap_sweep_reuses_the_reports_engine...
+    monkeypatch.setattr(verify_mod, "heatmap_sizes", lambda native, patch: ([1, 28, 45], [7, 28, 112]))
     result = runner.invoke(cli, ["verify", str(path), "--provider", "cpu", "--json", str(tmp_path / "r.json"),
                                  "--plot", str(tmp_path / "h.png")])
     assert result.exit_code == 0, result.output

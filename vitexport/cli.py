@@ -224,7 +224,8 @@ class BatchType(click.ParamType):
 @click.option("-o", "--output", type=str, help="Output .onnx path (default: beside the checkpoint).")
 @click.option("--config", "config", type=str, help="JSON file of timm keyword arguments (or a timm config.json).")
 @click.option("--ema", "use_ema", is_flag=True, help="Use the EMA weights of a timm training checkpoint.")
-@click.option("--opset", type=int, default=None, help="ONNX opset (default 18: Resize runs on ORT's CUDA provider).")
+@click.option("--opset", type=int, default=None,
+              help="ONNX opset (default 18, where Resize runs on ORT's CUDA provider; 23 with --attention onnx).")
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
 @click.option("--batch-size", type=BatchType(), default="dynamic", show_default=True)
 @click.option("--static", "static_size", type=SIZE, help="Export a fixed HxW graph instead of dynamic height/width.")
