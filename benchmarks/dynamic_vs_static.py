@@ -16,26 +16,15 @@ import tempfile
 import time
 
 import numpy as np
-import onnxruntime as ort
 import torch
+from common import cpu_session
 
 from vitexport.export import export_onnx
 from vitexport.model import create_model
-from vitexport.runtime import create_session
-
-
-def session(path: str, profile: str | None = None) -> ort.InferenceSession:
-    if profile is None:
-        return create_session(path, "cpu", spin=False)[0]
-    opts = ort.SessionOptions()
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.enable_profiling = True
-    opts.profile_file_prefix = profile
-    return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
 def op_times(path: str, x: np.ndarray, runs: int, folder: str) -> dict[str, float]:
-    s = session(path, os.path.join(folder, "prof"))
+    s = cpu_session(path, os.path.join(folder, "prof"))
     for _ in range(runs):
         s.run(None, {"pixel_values": x})
     with open(s.end_profiling()) as fh:
@@ -63,7 +52,7 @@ def main() -> None:
         dyn, st = os.path.join(folder, "dyn.onnx"), os.path.join(folder, "static.onnx")
         export_onnx(model, dyn)
         export_onnx(model, st, static_size=(h, w))
-        sessions = {"dynamic": session(dyn), "static": session(st)}
+        sessions = {"dynamic": cpu_session(dyn), "static": cpu_session(st)}
         times: dict[str, list[float]] = {k: [] for k in sessions}
         for i in range(args.iters + 3):
             for name in (list(sessions) if i % 2 else list(sessions)[::-1]):

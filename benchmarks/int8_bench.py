@@ -15,22 +15,18 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import torch
 
 from vitexport import load_model
 from vitexport.export import export_onnx
 from vitexport.model import create_model
 from vitexport.optimize import quantize_onnx
-from vitexport.runtime import Predictor, create_session
+from vitexport.runtime import Predictor
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "samples"))
+from common import cpu_session  # noqa: E402
 from digits_data import held_out  # noqa: E402
-
-
-def session(path: str) -> ort.InferenceSession:
-    return create_session(path, "cpu", spin=False)[0]  # no spinning: engines run interleaved
 
 
 def main() -> None:
@@ -42,7 +38,7 @@ def main() -> None:
         fp32, int8 = os.path.join(folder, "s.onnx"), os.path.join(folder, "s8.onnx")
         export_onnx(create_model("vit_small_patch16_224"), fp32)
         quantize_onnx(fp32, int8)
-        sessions = {"fp32": session(fp32), "int8": session(int8)}
+        sessions = {"fp32": cpu_session(fp32), "int8": cpu_session(int8)}
         print(f"ViT-S/16, CPU provider, {args.iters} interleaved runs after 2 warm-up:")
         print(f"{'size':>9s} {'batch':>5s} {'fp32 ms':>8s} {'int8 ms':>8s} {'speed-up':>8s}")
         for (h, w), b in [((224, 224), 1), ((224, 224), 8), ((200, 333), 1), ((97, 513), 8)]:

@@ -24,11 +24,12 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
+from common import cpu_session
 
 from vitexport.attention import ATTENTION_CHOICES
 from vitexport.export import export_onnx
+from vitexport.geometry import grid_size
 from vitexport.model import create_model
-from vitexport.runtime import create_session
 
 HERE = Path(__file__).resolve().parent
 
@@ -36,7 +37,7 @@ HERE = Path(__file__).resolve().parent
 def vit_flops(cfg, h: int, w: int, batch: int) -> float:
     """Multiply-adds x 2 of one forward: patch conv, per block QKV/proj/MLP and attention, head."""
     (ph, pw), d = cfg.patch_hw, cfg.embed_dim
-    gh, gw = -(-h // ph), -(-w // pw)
+    gh, gw = grid_size(h, w, (ph, pw))
     t = gh * gw + cfg.num_prefix_tokens
     hidden = int(d * cfg.mlp_ratio)
     per_block = 2 * t * d * 3 * d + 2 * t * d * d + 2 * 2 * t * d * hidden + 2 * 2 * t * t * d
@@ -62,10 +63,6 @@ def matmul_roofline(seconds: float = 3.0) -> float:
                 runs.append(time.perf_counter() - t0)
             best = max(best, 2 * n**3 / statistics.median(runs) / 1e9)
     return best
-
-
-def session(path: str) -> ort.InferenceSession:
-    return create_session(path, "cpu", spin=False)[0]  # no spinning: engines run interleaved
 
 
 def main() -> None:
@@ -94,11 +91,11 @@ def main() -> None:
             model = create_model(name)
             dyn_path = os.path.join(folder, f"{name}.onnx")
             export_onnx(model, dyn_path, attention=args.attention)
-            dynamic = session(dyn_path)
+            dynamic = cpu_session(dyn_path)
             for h, w in sizes:
                 st_path = os.path.join(folder, f"{name}_{h}x{w}.onnx")
                 export_onnx(model, st_path, static_size=(h, w), attention=args.attention)
-                static = session(st_path)
+                static = cpu_session(st_path)
                 for b in batches:
                     x = np.random.default_rng(0).standard_normal((b, 3, h, w)).astype(np.float32)
                     tx = torch.from_numpy(x)

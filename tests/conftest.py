@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -96,6 +97,24 @@ def sweep_sizes(args: dict[str, Any]) -> list[tuple[int, int]]:
         if s not in out:
             out.append(s)
     return out
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything() -> None:
+    """Every test starts from the same random state, so that no input depends on which tests ran before."""
+    torch.manual_seed(0)
+    np.random.seed(0)
+
+
+@pytest.fixture(scope="session")
+def sample_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The digits sample exported once per session with the library defaults (tests copy it, never write it)."""
+    from vitexport import load_model
+    from vitexport.export import export_onnx
+
+    path = tmp_path_factory.mktemp("sample") / "digits-vit.onnx"
+    export_onnx(load_model(SAMPLES / "digits-vit.pt"), path)
+    return path
 
 
 @pytest.fixture(params=sorted(CONFIGS), ids=sorted(CONFIGS))

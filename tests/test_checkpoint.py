@@ -176,6 +176,35 @@ def test_timm_training_checkpoint_arch_and_ema(tmp_path: Path) -> None:
     assert torch.allclose(ema_model.pos_embed, ema["pos_embed"])
 
 
+EMA_REFUSALS = {
+    "vitexport": ("a vitexport checkpoint", "state_dict"),
+    "timm_train": ("a training checkpoint without state_dict_ema or model_ema", "optimizer"),
+    "plain_compiled": ("a plain state dict", "_orig_mod.blocks.0."),
+    "safetensors_hub": ("a safetensors file", "blocks.0."),
+}
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_ema_on_a_file_without_ema_weights_is_an_error(fmt: str, tmp_path: Path) -> None:
+    """--ema never silently loads the plain weights: the error says what the file is and which keys it has."""
+    from click.testing import CliRunner
+
+    from vitexport.cli import cli
+
+    args = CONFIGS["spec_cls"]
+    path, config = write_format(fmt, make_model(args), args, tmp_path)
+    what, key = EMA_REFUSALS[fmt]
+    with pytest.raises(CheckpointError, match="has no EMA weights") as info:
+        load_model(path, config=config, use_ema=True)
+    message = str(info.value)
+    assert f"it is {what}" in message and key in message and "drop --ema" in message
+    assert load_model(path, config=config)  # without --ema the same file loads
+    cli_config = ["--config", config] if isinstance(config, str) else []
+    if not isinstance(config, dict):
+        result = CliRunner().invoke(cli, ["info", str(path), "--ema", *cli_config])
+        assert result.exit_code == 1 and "has no EMA weights" in result.stderr and result.stderr.count("\n") == 1
+
+
 def test_hub_config_with_preset_architecture(tmp_path: Path) -> None:
     import timm
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -12,23 +10,19 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import CONFIGS, ROOT, SAMPLES, make_model
+from conftest import CONFIGS, SAMPLES, make_model
 from digits_data import held_out
 from PIL import Image
 
 from vitexport.cli import cli
-from vitexport.errors import InputError
+from vitexport.errors import InputError, ServingError
 from vitexport.export import export_onnx
 from vitexport.runtime import Predictor
 
 
 @pytest.fixture(scope="module")
-def digits_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from vitexport import load_model
-
-    path = tmp_path_factory.mktemp("digits") / "digits-vit.onnx"
-    export_onnx(load_model(SAMPLES / "digits-vit.pt"), path)
-    return path
+def digits_onnx(sample_onnx: Path) -> Path:
+    return sample_onnx
 
 
 @pytest.fixture(scope="module")
@@ -41,20 +35,6 @@ def rgb_onnx(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn.M
     return path, model
 
 
-def test_runtime_imports_no_torch(digits_onnx: Path) -> None:
-    code = (
-        "import sys, numpy as np\n"
-        "from vitexport.runtime import Predictor\n"
-        f"p = Predictor({str(digits_onnx)!r}, provider='cpu')\n"
-        "r = p.predict(np.zeros((28, 28), np.uint8))\n"
-        "assert r.top_k and r.top_k[0]['label'] is not None\n"
-        "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))\n"
-        "print('ok')\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
-    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
-
-
 def write_pngs(folder: Path, size: int) -> tuple[list[str], np.ndarray]:
     images, labels = held_out(size)
     paths = []
@@ -63,6 +43,18 @@ def write_pngs(folder: Path, size: int) -> tuple[list[str], np.ndarray]:
         Image.fromarray(img, mode="L").save(path)
         paths.append(str(path))
     return paths, labels
+
+
+@torch.no_grad()
+def torch_logits_of_pngs(paths: list[str]) -> torch.Tensor:
+    """The sample checkpoint in PyTorch on the PNGs, preprocessed by hand as its metadata says."""
+    from vitexport import load_model
+
+    model = load_model(SAMPLES / "digits-vit.pt")
+    pre = model.meta["preprocess"]
+    x = np.stack([np.asarray(Image.open(p).convert("L"), np.float64) for p in paths])
+    x = (x * pre["scale"] - pre["mean"][0]) / pre["std"][0]
+    return model(torch.from_numpy(x[:, None].astype(np.float32)))
 
 
 def test_predict_json_accuracy_on_held_out_digits(digits_onnx: Path, tmp_path: Path) -> None:
@@ -75,7 +67,12 @@ def test_predict_json_accuracy_on_held_out_digits(digits_onnx: Path, tmp_path: P
     assert all(d["size"] == [28, 28] and len(d["top_k"]) == 3 for d in data)
     first = data[0]["top_k"][0]
     assert set(first) == {"index", "label", "score"} and first["label"] == str(first["index"])
-    assert all(abs(sum(t["score"] for t in d["top_k"])) <= 1.0 + 1e-6 for d in data)
+    # the scores are PyTorch's softmax probabilities of the three most likely classes, best first
+    probs = torch.softmax(torch_logits_of_pngs(paths), -1).numpy()
+    for d, p in zip(data, probs, strict=True):
+        best = np.argsort(-p, kind="stable")[:3]
+        assert [t["index"] for t in d["top_k"]] == best.tolist()
+        np.testing.assert_allclose([t["score"] for t in d["top_k"]], p[best], atol=1e-5, rtol=0)
     accuracy = np.mean([d["top_k"][0]["index"] == y for d, y in zip(data, labels, strict=True)])
     assert accuracy >= 0.97, accuracy
 
@@ -200,8 +197,98 @@ def test_bench_cli(digits_onnx: Path) -> None:
     assert result.exit_code == 0, result.stderr
     assert "ORT median ms" in result.stdout and "ORT speed-up" in result.stdout
     assert len([x for x in result.stdout.splitlines() if x.strip().startswith(("28x28", "17x45"))]) == 4
-    result = runner.invoke(cli, ["bench", str(digits_onnx), "--iters", "2", "--warmup", "0", "--json",
-                                 "--provider", "cpu"])
+
+
+def test_bench_default_sizes_come_from_metadata_with_one_session(digits_onnx: Path, monkeypatch) -> None:
+    import vitexport.engines.ort as ort_engine
+    from vitexport.bench import default_bench_sizes
+    from vitexport.graph import read_metadata
+
+    sessions: list[str] = []
+    real = ort_engine.create_session
+
+    def counting(path, provider, *args, **kwargs):
+        sessions.append(str(path))
+        return real(path, provider, *args, **kwargs)
+
+    monkeypatch.setattr(ort_engine, "create_session", counting)
+    result = CliRunner().invoke(cli, ["bench", str(digits_onnx), "--iters", "2", "--warmup", "0", "--json",
+                                      "--provider", "cpu"])
+    assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
-    assert data["providers"] == ["CPUExecutionProvider"] and len(data["cases"]) == 6
+    assert sessions == [str(digits_onnx)]  # the default sizes cost no session of their own
+    meta = read_metadata(digits_onnx)
+    expected = [(h, w, b) for h, w in default_bench_sizes(meta) for b in (1, 8)]
+    assert [(c["height"], c["width"], c["batch"]) for c in data["cases"]] == expected
+    assert data["providers"] == ["CPUExecutionProvider"]
     assert all(c["runtime_median_ms"] > 0 and c["runtime_p90_ms"] >= c["runtime_median_ms"] for c in data["cases"])
+
+
+def test_default_bench_sizes() -> None:
+    from vitexport.bench import default_bench_sizes
+
+    meta = {"config": {"img_size": [24, 40]}, "patch_size": [8, 8]}
+    sizes = default_bench_sizes(meta)
+    assert sizes[0] == (24, 40) and len(set(sizes)) == 3
+    assert all(h != w for h, w in sizes[1:]) and all(h % 8 or w % 8 for h, w in sizes[1:])
+    assert default_bench_sizes({**meta, "static_size": [24, 40]}) == [(24, 40)]
+    with pytest.raises(ServingError, match="pass --sizes"):
+        default_bench_sizes({})
+
+
+@pytest.fixture(scope="module")
+def fixed_batch_onnx(rgb_onnx, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    _, model = rgb_onnx
+    path = tmp_path_factory.mktemp("fixed") / "batch4.onnx"
+    export_onnx(model, path, batch_size=4)
+    return path
+
+
+def test_fixed_batch_export_pads_partial_batches(rgb_onnx, fixed_batch_onnx: Path) -> None:
+    dynamic = Predictor(str(rgb_onnx[0]), provider="cpu")
+    fixed = Predictor(str(fixed_batch_onnx), provider="cpu", max_batch=16)
+    assert fixed.max_batch == 4  # the export's batch wins over max_batch
+    rng = np.random.default_rng(6)
+    for count in (1, 3, 4, 6, 9):  # a partial batch, a full one, and several
+        sizes = [(24, 40) if i % 3 else (17, 33) for i in range(count)]
+        images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in sizes]
+        got, want = fixed.predict(images), dynamic.predict(images)
+        assert [p.size for p in got] == sizes
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_allclose(a.output, b.output, atol=1e-5, rtol=0)
+
+
+def test_static_export_refuses_other_sizes(rgb_onnx, tmp_path: Path) -> None:
+    path, model = rgb_onnx
+    static = tmp_path / "static.onnx"
+    export_onnx(model, static, static_size=(24, 40))
+    predictor = Predictor(str(static), provider="cpu")
+    img = np.random.default_rng(7).integers(0, 256, (24, 40, 3), dtype=np.uint8)
+    np.testing.assert_allclose(predictor.predict(img).output, Predictor(str(path), provider="cpu").predict(img).output,
+                               atol=1e-5, rtol=0)
+    for h, w in [(25, 40), (24, 39), (40, 24)]:
+        with pytest.raises(InputError, match=f"this export is fixed at 24x40, got {h}x{w}"):
+            predictor.predict(np.zeros((h, w, 3), np.uint8))
+
+
+def test_model_without_metadata_is_refused_clearly(digits_onnx: Path, tmp_path: Path) -> None:
+    import onnx
+
+    from vitexport.errors import VerificationError
+    from vitexport.verify import verify
+
+    proto = onnx.load(str(digits_onnx))
+    del proto.metadata_props[:]
+    bare = tmp_path / "bare.onnx"
+    onnx.save(proto, str(bare))
+    with pytest.raises(ServingError, match="has no vitexport metadata; export it with `vitexport onnx`"):
+        Predictor(str(bare), provider="cpu")
+    with pytest.raises(VerificationError, match="carries no vitexport config"):
+        verify(bare, provider="cpu")
+    image = str(SAMPLES / "images" / "digit-4-28px.png")
+    for args in (["predict", str(bare), image], ["bench", str(bare)], ["quantize", str(bare)]):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 1 and result.stderr.count("\n") == 1, (args, result.output)
+        assert "vitexport metadata" in result.stderr or "not exported by vitexport" in result.stderr, result.stderr
+    result = CliRunner().invoke(cli, ["info", str(bare)])
+    assert result.exit_code == 0 and "metadata       none (not exported by vitexport)" in result.stdout

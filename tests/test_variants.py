@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import onnx
@@ -9,13 +10,22 @@ import pytest
 from click.testing import CliRunner
 from conftest import CONFIGS, SAMPLES, make_model
 
-from vitexport import save_checkpoint
+from vitexport import load_model, save_checkpoint
+from vitexport.attention import ATTENTION_MIN_OPSET
 from vitexport.cli import cli
 from vitexport.errors import EnvironmentProblem, ExportError, VerificationError
 from vitexport.export import export_onnx
-from vitexport.optimize import optimize_onnx, quantize_onnx
+from vitexport.graph import read_metadata, set_metadata
+from vitexport.optimize import EXTERNAL_MIN_BYTES, optimize_onnx, quantize_onnx
 from vitexport.runtime import probe_provider
 from vitexport.verify import verify
+
+CUDA = probe_provider("cuda")[0]
+
+
+def matmuls_with_weights(model) -> int:
+    """qkv, proj, fc1 and fc2 per block, and the head: the MatMuls whose second input is a weight."""
+    return 4 * model.config.depth + (1 if model.config.num_classes else 0)
 
 
 @pytest.fixture(scope="module")
@@ -27,32 +37,40 @@ def model_and_ckpt(tmp_path_factory: pytest.TempPathFactory):
     return model, ckpt, folder
 
 
-@pytest.mark.parametrize("attention, opset, op", [("mha", 18, "MultiHeadAttention"), ("onnx", 23, "Attention")])
-def test_fused_attention_passes_verify(model_and_ckpt, attention: str, opset: int, op: str) -> None:
+@pytest.fixture(scope="module")
+def plain(model_and_ckpt) -> Path:
+    """The float32 export every transformation starts from (read-only for the tests)."""
     model, _, folder = model_and_ckpt
-    path = folder / f"{attention}.onnx"
-    result = export_onnx(model, path, attention=attention, opset=opset)
+    path = folder / "plain32.onnx"
+    export_onnx(model, path)
+    return path
+
+
+@pytest.mark.parametrize("attention, op", [("mha", "MultiHeadAttention"), ("onnx", "Attention")])
+def test_fused_attention_passes_verify_with_default_opset(model_and_ckpt, tmp_path: Path, attention: str,
+                                                          op: str) -> None:
+    model, _, _ = model_and_ckpt
+    path = tmp_path / f"{attention}.onnx"
+    result = export_onnx(model, path, attention=attention)  # the library picks the opset attention needs
     proto = onnx.load(str(path))
     ops = [n.op_type for n in proto.graph.node]
     assert ops.count(op) == model.config.depth and "Softmax" not in ops
     assert result.metadata["attention"] == attention
-    assert [o.version for o in proto.opset_import if o.domain == ""] == [opset]
+    assert [o.version for o in proto.opset_import if o.domain == ""] == [max(18, ATTENTION_MIN_OPSET[attention])]
     report = verify(path, provider="cpu")
     assert report, [(c.height, c.width, c.max_abs) for c in report.failures]
 
 
-def test_onnx_attention_needs_opset_23(model_and_ckpt) -> None:
-    model, _, folder = model_and_ckpt
+def test_onnx_attention_needs_opset_23(model_and_ckpt, tmp_path: Path) -> None:
+    model, _, _ = model_and_ckpt
     with pytest.raises(ExportError, match="needs opset >= 23"):
-        export_onnx(model, folder / "x.onnx", attention="onnx", opset=18)
+        export_onnx(model, tmp_path / "x.onnx", attention="onnx", opset=18)
+    assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("attention", ["sdpa", "mha"])
-def test_optimized_graph_passes_verify_with_checkpoint(model_and_ckpt, attention: str) -> None:
-    model, ckpt, folder = model_and_ckpt
-    plain = folder / f"plain-{attention}.onnx"
-    export_onnx(model, plain, attention=attention)
-    out = folder / f"opt-{attention}.onnx"
+def test_optimized_graph_passes_verify_with_checkpoint(model_and_ckpt, plain: Path, tmp_path: Path) -> None:
+    _, ckpt, _ = model_and_ckpt
+    out = tmp_path / "opt-sdpa.onnx"
     result = optimize_onnx(plain, out)
     assert result.details["nodes_after"] < result.details["nodes_before"]
     report = verify(out, checkpoint=ckpt, provider="cpu")
@@ -61,13 +79,26 @@ def test_optimized_graph_passes_verify_with_checkpoint(model_and_ckpt, attention
         verify(out, provider="cpu")
 
 
-def test_int8_passes_verify_with_its_tolerance(model_and_ckpt) -> None:
-    model, ckpt, folder = model_and_ckpt
-    plain = folder / "plain32.onnx"
-    export_onnx(model, plain)
-    out = folder / "int8.onnx"
+def test_export_onnx_optimize_is_the_cli_pipeline(model_and_ckpt, tmp_path: Path) -> None:
+    """export_onnx(optimize="cpu") is `vitexport onnx --optimize cpu`: fused attention, export, optimize."""
+    model, ckpt, _ = model_and_ckpt
+    out = tmp_path / "opt.onnx"
+    result = export_onnx(model, out, optimize="cpu")
+    assert result.optimized == "cpu" and result.metadata["attention"] == "mha"  # the default when optimizing for CPU
+    assert any(c.startswith("ONNX Runtime cpu optimization (extended)") for c in result.checks)
+    assert read_metadata(out)["optimized"]["provider"] == "cpu"
+    assert result.bytes == out.stat().st_size
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["opt.onnx"]  # the intermediate export is gone
+    assert "MultiHeadAttention" in {n.op_type for n in onnx.load(str(out)).graph.node}
+    report = verify(out, checkpoint=ckpt, provider="cpu")
+    assert report and not report.static_problems
+
+
+def test_int8_passes_verify_with_its_tolerance(model_and_ckpt, plain: Path, tmp_path: Path) -> None:
+    model, ckpt, _ = model_and_ckpt
+    out = tmp_path / "int8.onnx"
     result = quantize_onnx(plain, out)
-    assert result.details["matmuls_quantized"] == 4 * model.config.depth + 1  # qkv, proj, fc1, fc2 per block; head
+    assert result.details["matmuls_quantized"] == matmuls_with_weights(model)
     assert "Resize" in result.details["kept_float"] and "Pad" in result.details["kept_float"]
     report = verify(out, checkpoint=ckpt, provider="cpu")
     assert report.dtype == "int8-dynamic" and report, [(c.height, c.width, c.max_abs) for c in report.failures]
@@ -77,23 +108,63 @@ def test_int8_passes_verify_with_its_tolerance(model_and_ckpt) -> None:
     assert all("quant" not in i.lower() for i in resize.input)
 
 
-def test_int8_refuses_fp16_source(model_and_ckpt) -> None:
-    model, _, folder = model_and_ckpt
-    half = folder / "half.onnx"
-    export_onnx(model, half, dtype="float16")
-    with pytest.raises(ExportError, match="starts from a float32 export"):
-        quantize_onnx(half, folder / "q16.onnx")
+def test_int8_refuses_fp16_source(plain: Path, tmp_path: Path) -> None:
+    half = tmp_path / "half.onnx"
+    shutil.copy(plain, half)
+    set_metadata(half, {"dtype": "float16"})  # what an fp16 export declares (fp16 exports are tested elsewhere)
+    with pytest.raises(ExportError, match=r"starts from a float32 export; .* is float16"):
+        quantize_onnx(half, tmp_path / "q16.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["half.onnx"]
 
 
-def test_optimize_for_cuda_without_gpu_is_an_environment_error(model_and_ckpt) -> None:
-    if probe_provider("cuda")[0]:
-        pytest.skip("this machine has CUDA")
-    _, _, folder = model_and_ckpt
-    with pytest.raises(EnvironmentProblem, match="needs it to run here"):
-        optimize_onnx(folder / "plain32.onnx", folder / "cuda.onnx", provider="cuda")
+@pytest.fixture(scope="module")
+def external_src(model_and_ckpt, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An export forced to keep its weights in a data file, as a model over 2 GB does (read-only for the tests)."""
+    model, _, _ = model_and_ckpt
+    src = tmp_path_factory.mktemp("external") / "big.onnx"
+    export_onnx(model, src, external_data=True)
+    assert (src.parent / "big.onnx.data").is_file()
+    return src
 
 
-def test_cli_optimize_quantize_and_verify(tmp_path: Path) -> None:
+@pytest.mark.parametrize("transform", ["optimize", "quantize"])
+def test_transforms_keep_external_data_external(model_and_ckpt, external_src: Path, tmp_path: Path,
+                                                transform: str) -> None:
+    """Optimize and quantize keep a model's weights in a data file beside the result."""
+    _, ckpt, _ = model_and_ckpt
+    out = tmp_path / f"{transform}.onnx"
+    result = optimize_onnx(external_src, out) if transform == "optimize" else quantize_onnx(external_src, out)
+    assert result.external_data == tmp_path / f"{transform}.onnx.data" and result.external_data.is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, result.external_data.name])
+    proto = onnx.load(str(out), load_external_data=False)
+    inline = [t.name for t in proto.graph.initializer
+              if t.data_location != onnx.TensorProto.EXTERNAL and len(t.raw_data) >= EXTERNAL_MIN_BYTES]
+    assert not inline, inline  # no weight was pulled into the model file
+    assert out.stat().st_size < result.external_data.stat().st_size
+    report = verify(out, checkpoint=ckpt, provider="cpu", sizes=[(24, 40), (17, 70), (5, 5)], batch_sizes=(2,))
+    assert report, [(c.height, c.width, c.max_abs, c.error) for c in report.failures]
+    if transform == "quantize":  # its intermediate (folded) graph must not pull the weights in either (2 GB limit)
+        from vitexport.optimize import _fold_for_quantization
+
+        folded = tmp_path / "folded.onnx"
+        _fold_for_quantization(external_src, folded)
+        assert folded.stat().st_size < (tmp_path / "folded.onnx.data").stat().st_size
+
+
+def test_optimize_for_cuda(model_and_ckpt, plain: Path, tmp_path: Path) -> None:
+    _, ckpt, _ = model_and_ckpt
+    out = tmp_path / "cuda.onnx"
+    if not CUDA:
+        with pytest.raises(EnvironmentProblem, match="needs it to run here"):
+            optimize_onnx(plain, out, provider="cuda")
+        assert not out.exists()
+        return
+    result = optimize_onnx(plain, out, provider="cuda")
+    assert result.details["provider"] == "cuda" and read_metadata(out)["optimized"]["provider"] == "cuda"
+    assert verify(out, checkpoint=ckpt, provider="cuda")
+
+
+def test_cli_optimize_quantize_and_verify(sample_onnx: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     sample = str(SAMPLES / "digits-vit.pt")
     opt = tmp_path / "opt.onnx"
@@ -106,15 +177,19 @@ def test_cli_optimize_quantize_and_verify(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "--checkpoint" in result.stderr
 
     plain = tmp_path / "plain.onnx"
-    assert runner.invoke(cli, ["onnx", sample, "-o", str(plain)]).exit_code == 0
+    shutil.copy(sample_onnx, plain)
     result = runner.invoke(cli, ["quantize", str(plain)])
     assert result.exit_code == 0, result.stderr
-    assert "quantized      17 MatMul" in result.stdout and "Resize" in result.stdout
+    expected = matmuls_with_weights(load_model(sample))
+    assert f"quantized      {expected} MatMul" in result.stdout and "Resize" in result.stdout
     q = tmp_path / "plain.int8.onnx"
     result = runner.invoke(cli, ["verify", str(q), "--checkpoint", sample, "--provider", "cpu"])
     assert result.exit_code == 0, result.output
     result = runner.invoke(cli, ["quantize", str(plain)])
     assert result.exit_code == 2 and "pass --force" in result.stderr
     result = runner.invoke(cli, ["onnx", sample, "-o", str(tmp_path / "c.onnx"), "--optimize", "cuda"])
-    if not probe_provider("cuda")[0]:
+    if CUDA:
+        assert result.exit_code == 0 and "ONNX Runtime cuda optimization (extended)" in result.stdout, result.output
+    else:
         assert result.exit_code == 2 and "needs it to run here" in result.stderr
+        assert not (tmp_path / "c.onnx").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,9 @@ from conftest import CONFIGS, make_model
 from onnx import helper, numpy_helper
 
 from vitexport.cli import cli
+from vitexport.config import ViTConfig
 from vitexport.export import export_onnx, export_torchscript
+from vitexport.geometry import grid_size
 from vitexport.verify import compare, default_cases, verify
 
 
@@ -83,8 +86,6 @@ def perturb_pos_embed(model: onnx.ModelProto) -> None:
 
 
 def test_default_sweep_covers_the_issue_cases() -> None:
-    from vitexport.config import ViTConfig
-
     cfg = ViTConfig(**CONFIGS["spec_cls"])
     cases = default_cases(cfg)
     sizes = {(c.height, c.width) for c in cases}
@@ -93,7 +94,7 @@ def test_default_sweep_covers_the_issue_cases() -> None:
     assert any(h % 8 == 0 and w % 8 == 0 and h != w for h, w in sizes)
     assert any(h % 8 and w % 8 for h, w in sizes)
     assert any(h > 2 * w for h, w in sizes) and any(w > 2 * h for h, w in sizes)
-    grids = [(-(-h // 8), -(-w // 8)) for h, w in sizes]
+    grids = [grid_size(h, w, (8, 8)) for h, w in sizes]
     assert any(gh * gw < 9 for gh, gw in grids) and any(gh * gw > 9 for gh, gw in grids)
     assert max(max(h / 28, w / 28) for h, w in sizes) == 4
     assert {c.batch for c in cases} >= {1, 3} and any(c.input_kind == "constant" for c in cases)
@@ -202,9 +203,19 @@ def test_torchscript_verify(tmp_path) -> None:
 
 def test_custom_sizes_and_tolerance(good) -> None:
     path, _ = good
-    report = verify(path, provider="cpu", sizes=[(10, 70), (3, 3)], batch_sizes=(2,), atol=0.0, rtol=0.0)
-    assert [(c.height, c.width, c.batch) for c in report.cases] == [(10, 70, 2), (3, 3, 2)]
-    assert report.atol == 0.0
+    sizes = [(10, 70), (3, 3), (28, 28), (45, 9)]
+    loose = verify(path, provider="cpu", sizes=sizes, batch_sizes=(2,))
+    assert loose and [(c.height, c.width, c.batch) for c in loose.cases] == [(h, w, 2) for h, w in sizes]
+    assert any(c.max_abs > 0 for c in loose.cases)  # ORT and PyTorch round differently somewhere
+    exact = verify(path, provider="cpu", sizes=sizes, batch_sizes=(2,), atol=0.0, rtol=0.0)
+    assert (exact.atol, exact.rtol) == (0.0, 0.0) and not exact
+    for c in exact.cases:  # zero tolerance passes exactly the bit-identical outputs
+        assert c.passed == (c.max_abs == 0.0), (c.height, c.width, c.max_abs)
+    # a tolerance just above a case's error passes it, just below fails it
+    worst = max(loose.cases, key=lambda c: c.max_abs)
+    one = [(worst.height, worst.width)]
+    assert verify(path, provider="cpu", sizes=one, batch_sizes=(2,), atol=worst.max_abs * 1.01, rtol=0.0)
+    assert not verify(path, provider="cpu", sizes=one, batch_sizes=(2,), atol=worst.max_abs * 0.99, rtol=0.0)
 
 
 @pytest.mark.skipif(CUDA, reason="this machine has a usable CUDA provider")
@@ -229,9 +240,13 @@ def test_cuda_verify_and_placement(good) -> None:
     assert {s["name"] for s in all_report.sessions} >= {"cuda", "cpu"} and all_report.cross_provider
 
 
-def test_cli_verify_pass_fail_json_and_plot(good, tmp_path) -> None:
+def test_cli_verify_pass_fail_json_and_plot(good, tmp_path, monkeypatch) -> None:
+    import vitexport.verify as verify_mod
+
     path, _ = good
     runner = CliRunner()
+    # a small heatmap grid: heatmap_sizes itself is checked in test_heatmap_sweep_reuses_the_reports_engine...
+    monkeypatch.setattr(verify_mod, "heatmap_sizes", lambda native, patch: ([1, 28, 45], [7, 28, 112]))
     result = runner.invoke(cli, ["verify", str(path), "--provider", "cpu", "--json", str(tmp_path / "r.json"),
                                  "--plot", str(tmp_path / "h.png")])
     assert result.exit_code == 0, result.output
@@ -245,7 +260,15 @@ def test_cli_verify_pass_fail_json_and_plot(good, tmp_path) -> None:
     bad = edited(path, tmp_path / "bad.onnx", set_resize_attr("antialias", 0))
     result = runner.invoke(cli, ["verify", str(bad), "--provider", "cpu"])
     assert result.exit_code == 1
-    assert "FAIL" in result.stdout and "verification failed: mismatch at 8x32, 59x15, 1x1" in result.stderr
+    # the sizes named in the error are the failing rows of the table, which are where the grid shrinks
+    listed = result.stderr.split("verification failed: mismatch at ")[1].split("; see the table")[0]
+    named = {tuple(int(v) for v in hw.split("x")) for hw in listed.split(", ")}
+    rows = [m.groups() for m in re.finditer(r"^\[\s*\d+/\d+\] (ok  |FAIL) \S+\s+(\d+)x(\d+)", result.stdout, re.M)]
+    failed = {(int(h), int(w)) for status, h, w in rows if status == "FAIL"}
+    native = ViTConfig(**CONFIGS["spec_cls"]).grid_size
+    shrinking = {(int(h), int(w)) for _, h, w in rows
+                 if any(g < n for g, n in zip(grid_size(int(h), int(w), (8, 8)), native, strict=True))}
+    assert rows and named == failed == shrinking and named
 
     result = runner.invoke(cli, ["verify", str(path), "--sizes", "28xx", "--provider", "cpu"])
     assert result.exit_code == 2
@@ -254,3 +277,19 @@ def test_cli_verify_pass_fail_json_and_plot(good, tmp_path) -> None:
     (tmp_path / "trunc.onnx").write_bytes(path.read_bytes()[:5000])
     result = runner.invoke(cli, ["verify", str(tmp_path / "trunc.onnx")])
     assert result.exit_code == 1 and "not a readable ONNX model" in result.stderr
+
+
+def test_heatmap_sweep_reuses_the_reports_engine_and_tolerance(good, monkeypatch) -> None:
+    import vitexport.verify as verify_mod
+
+    path, _ = good
+    report = verify(path, provider="cpu", sizes=[(28, 28)], batch_sizes=(1,), atol=3e-4, rtol=2e-3, seed=5)
+    heights, widths = verify_mod.heatmap_sizes((28, 28), (8, 8))
+    assert 1 in heights and 4 * 28 in widths and any(w % 8 for w in widths)  # 1 to 4x native, odd sizes too
+    monkeypatch.setattr(verify_mod, "heatmap_sizes", lambda native, patch: ([1, 28], [7, 30, 112]))
+    grid = verify_mod.heatmap_sweep(path, report)
+    assert (grid.heights, grid.widths) == ([1, 28], [7, 30, 112])
+    expected = [(h, w, 1) for h in [1, 28] for w in [7, 30, 112]]
+    assert [(c.height, c.width, c.batch) for c in grid.report.cases] == expected
+    assert (grid.report.atol, grid.report.rtol, grid.report.seed) == (3e-4, 2e-3, 5)
+    assert [s["name"] for s in grid.report.sessions] == ["cpu"] and grid.report

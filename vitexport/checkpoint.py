@@ -14,7 +14,6 @@ import math
 import os
 import pickle
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,8 @@ from typing import Any
 import torch
 
 from vitexport.config import ViTConfig, load_config_arg, preset_args
-from vitexport.errors import CheckpointError, ConfigError, UnsafeCheckpointError
+from vitexport.errors import CheckpointError, ConfigError, UnsafeCheckpointError, one_line
+from vitexport.files import atomic_file
 
 logger = logging.getLogger(__name__)
 
@@ -116,14 +116,10 @@ def _load_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
                 tensors[key] = fh.get_tensor(key)
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(
-            f"{str(path)!r} is not a readable safetensors file ({_short(exc)}); it may be truncated: re-download it"
+            f"{str(path)!r} is not a readable safetensors file ({one_line(exc, 160)}); "
+            "it may be truncated: re-download it"
         ) from exc
     return tensors, metadata
-
-
-def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:160] + ("..." if len(text) > 160 else "")
 
 
 def _unsafe_globals(path: Path) -> list[str]:
@@ -150,12 +146,13 @@ def _load_pickle(path: Path, kind: str) -> Any:
             ) from exc
         detail = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|$)", message, re.S)
         raise CheckpointError(
-            f"{str(path)!r} is not a plain weights file ({_short(detail.group(1) if detail else exc)}); "
+            f"{str(path)!r} is not a plain weights file ({one_line(detail.group(1) if detail else exc, 160)}); "
             "re-save it with torch.save(model.state_dict(), path) or convert it to safetensors"
         ) from exc
     except (EOFError, RuntimeError, ValueError, OSError, IndexError, KeyError) as exc:
         raise CheckpointError(
-            f"{str(path)!r} could not be read ({_short(exc)}); it is truncated or corrupt: re-download or re-save it"
+            f"{str(path)!r} could not be read ({one_line(exc, 160)}); "
+            "it is truncated or corrupt: re-download or re-save it"
         ) from exc
 
 
@@ -201,19 +198,32 @@ def clean_state_dict(state_dict: dict[str, Any]) -> dict[str, torch.Tensor]:
     return out
 
 
+def _no_ema(path: Path, what: str, keys: list[str]) -> CheckpointError:
+    shown = ", ".join(keys[:10]) + (f", ... ({len(keys)} in all)" if len(keys) > 10 else "")
+    return CheckpointError(
+        f"{str(path)!r} has no EMA weights: it is {what} (keys: {shown or 'none'}); "
+        "drop --ema to load its weights"
+    )
+
+
 def extract_state_dict(obj: Any, path: Path, use_ema: bool = False) -> tuple[dict[str, torch.Tensor], str]:
-    """The state dict inside a loaded checkpoint object, and which key it came from."""
+    """The state dict inside a loaded checkpoint object, and which key it came from.
+
+    With ``use_ema`` only the EMA weights (``state_dict_ema``, ``model_ema``) are taken; a
+    checkpoint without them is an error naming the keys it has, never the plain weights.
+    """
     if _is_tensor_dict(obj):
+        if use_ema:
+            raise _no_ema(path, "a plain state dict", sorted(obj))
         return clean_state_dict(obj), "state_dict"
     if isinstance(obj, dict):
-        keys = (EMA_STATE_DICT_KEYS + STATE_DICT_KEYS) if use_ema else STATE_DICT_KEYS
+        keys = EMA_STATE_DICT_KEYS if use_ema else STATE_DICT_KEYS
         for key in keys:
             if _is_tensor_dict(obj.get(key)):
                 return clean_state_dict(obj[key]), key
         if use_ema:
-            raise CheckpointError(
-                f"{str(path)!r} has no EMA weights (state_dict_ema or model_ema); drop --ema to load the plain weights"
-            )
+            raise _no_ema(path, "a training checkpoint without state_dict_ema or model_ema",
+                          sorted(str(k) for k in obj))
         found = ", ".join(sorted(str(k) for k in obj)[:10])
         raise CheckpointError(
             f"{str(path)!r} holds no state dict (keys: {found or 'none'}); "
@@ -380,72 +390,101 @@ def _config_from_args(args: dict[str, Any], where: str) -> ViTConfig:
         raise ConfigError(f"{where}: {exc}") from exc
 
 
+@dataclass
+class _Contents:
+    """What a checkpoint file itself says: weights, format, and config/preprocess/labels when it carries them."""
+
+    state_dict: dict[str, torch.Tensor]
+    format: str
+    args: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+    preprocess: dict[str, Any] | None = None
+    labels: list[str] | None = None
+    arch: str | None = None
+
+
+def _vitexport_contents(file: Path, obj: dict[str, Any], use_ema: bool) -> _Contents:
+    if obj.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{str(file)!r} was written by a newer vitexport (format {obj.get('format_version')}); upgrade vitexport"
+        )
+    if use_ema:
+        raise _no_ema(file, "a vitexport checkpoint, which holds one set of weights", sorted(str(k) for k in obj))
+    sd = obj.get("state_dict")
+    if not _is_tensor_dict(sd):
+        raise CheckpointError(f"{str(file)!r} is a vitexport checkpoint without weights; re-save it")
+    return _Contents(sd, "vitexport", dict(obj.get("config") or {}), "checkpoint", obj.get("preprocess"),
+                     obj.get("labels"))
+
+
+def _contents(file: Path, kind: str, obj: Any, use_ema: bool) -> _Contents:
+    if isinstance(obj, dict) and obj.get("format") == FORMAT_NAME:
+        return _vitexport_contents(file, obj, use_ema)
+    if kind == "safetensors":
+        sd = clean_state_dict(obj["__safetensors__"])
+        if not sd:
+            raise CheckpointError(f"{str(file)!r} holds no tensors; it is not a model checkpoint")
+        if use_ema:
+            raise _no_ema(file, "a safetensors file, which holds one set of weights", sorted(sd))
+        return _Contents(sd, "safetensors")
+    sd, key = extract_state_dict(obj, file, use_ema=use_ema)
+    arch = obj.get("arch") if isinstance(obj, dict) and isinstance(obj.get("arch"), str) else None
+    fmt = "timm-train" if key != "state_dict" or (isinstance(obj, dict) and "arch" in obj) else "state_dict"
+    return _Contents(sd, fmt, arch=arch)
+
+
+def _resolve_config(found: _Contents, file: Path, explicit: dict[str, Any] | None) -> list[str]:
+    """Fill ``found.args``/``source`` (and preprocess/labels) from --config, arch, config.json or the shapes."""
+    if explicit is not None:
+        if _is_hub_layout(explicit):
+            found.args, preprocess_hub, labels_hub = _hub_config(explicit)
+            found.preprocess, found.labels = preprocess_hub or found.preprocess, labels_hub or found.labels
+        else:
+            found.args = explicit
+        found.source = "--config"
+    elif found.source:  # the checkpoint carries its config
+        pass
+    elif found.arch is not None:
+        preset = preset_args(found.arch) | {"architecture": found.arch}
+        found.args, found.source = _merge_shape_facts(preset, found.state_dict), "arch"
+    elif (file.parent / "config.json").is_file():
+        data = load_config_arg(str(file.parent / "config.json"))
+        assert data is not None
+        found.args, found.preprocess, found.labels = _hub_config(data) if _is_hub_layout(data) else (data, None, None)
+        found.source = "config.json"
+    else:
+        found.args, notes = infer_config_args(found.state_dict)
+        found.source = "inferred"
+        return notes
+    return []
+
+
 def read_checkpoint(
     path: str | os.PathLike[str],
     config: dict[str, Any] | str | os.PathLike[str] | None = None,
     use_ema: bool = False,
 ) -> Checkpoint:
-    """Read any supported checkpoint and resolve its config (see `load_model`)."""
+    """Read any supported checkpoint and resolve its config (see `load_model`).
+
+    ``use_ema`` takes a training checkpoint's EMA weights; on a file without them (a plain
+    state dict, safetensors, a vitexport checkpoint) it is an error naming the keys there are.
+    """
     file, kind, obj = read_raw(path)
-    preprocess: dict[str, Any] | None = None
-    labels: list[str] | None = None
-    notes: list[str] = []
-    explicit = load_config_arg(config) if not isinstance(config, os.PathLike) else load_config_arg(str(config))
-
-    if isinstance(obj, dict) and obj.get("format") == FORMAT_NAME:
-        fmt = "vitexport"
-        if obj.get("format_version", 0) > FORMAT_VERSION:
-            raise CheckpointError(
-                f"{str(file)!r} was written by a newer vitexport "
-                f"(format {obj.get('format_version')}); upgrade vitexport"
-            )
-        sd = obj.get("state_dict")
-        if not _is_tensor_dict(sd):
-            raise CheckpointError(f"{str(file)!r} is a vitexport checkpoint without weights; re-save it")
-        preprocess, labels = obj.get("preprocess"), obj.get("labels")
-        args, source = dict(obj.get("config") or {}), "checkpoint"
-    elif kind == "safetensors":
-        fmt = "safetensors"
-        sd = clean_state_dict(obj["__safetensors__"])
-        if not sd:
-            raise CheckpointError(f"{str(file)!r} holds no tensors; it is not a model checkpoint")
-        args, source = {}, ""
-    else:
-        sd, key = extract_state_dict(obj, file, use_ema=use_ema)
-        fmt = "timm-train" if key != "state_dict" or (isinstance(obj, dict) and "arch" in obj) else "state_dict"
-        args, source = {}, ""
-        if explicit is None and isinstance(obj, dict) and isinstance(obj.get("arch"), str):
-            args, source = _merge_shape_facts(preset_args(obj["arch"]) | {"architecture": obj["arch"]}, sd), "arch"
-
-    if explicit is not None:
-        if _is_hub_layout(explicit):
-            args, preprocess_hub, labels_hub = _hub_config(explicit)
-            preprocess, labels = preprocess_hub or preprocess, labels_hub or labels
-        else:
-            args = explicit
-        source = "--config"
-    elif not source:
-        hub = file.parent / "config.json"
-        if hub.is_file():
-            data = load_config_arg(str(hub))
-            assert data is not None
-            args, preprocess, labels = _hub_config(data) if _is_hub_layout(data) else (data, None, None)
-            source = "config.json"
-        else:
-            args, notes = infer_config_args(sd)
-            source = "inferred"
+    explicit = load_config_arg(str(config) if isinstance(config, os.PathLike) else config)
+    found = _contents(file, kind, obj, use_ema)
+    notes = _resolve_config(found, file, explicit)
     for note in notes:
         logger.warning("%s", note)
-    cfg = _config_from_args(args, f"model config ({source})")
+    cfg = _config_from_args(found.args, f"model config ({found.source})")
     return Checkpoint(
         config=cfg,
-        state_dict=sd,
+        state_dict=found.state_dict,
         path=file,
-        format=fmt,
-        config_source=source,
+        format=found.format,
+        config_source=found.source,
         sha256=sha256_file(file),
-        preprocess=preprocess,
-        labels=[str(v) for v in labels] if labels else None,
+        preprocess=found.preprocess,
+        labels=[str(v) for v in found.labels] if found.labels else None,
         extra={"notes": notes},
     )
 
@@ -519,55 +558,9 @@ def save_checkpoint(
         "preprocess": preprocess if preprocess is not None else meta.get("preprocess"),
         "labels": list(labels) if labels is not None else meta.get("labels"),
     }
-    target = Path(path)
-    with atomic_output(target, force=True) as tmp:
+    with atomic_file(path, force=True) as tmp:
         torch.save(payload, tmp)
-    return target
-
-
-class atomic_output:
-    """Write to a temporary file beside ``path``; rename into place only on success.
-
-    An existing ``path`` is refused unless ``force``; on any failure the temporary
-    file is removed and an existing output stays untouched.
-    """
-
-    def __init__(self, path: str | os.PathLike[str], force: bool = False, suffix: str | None = None) -> None:
-        self.path = Path(path)
-        self.force = force
-        self.suffix = suffix if suffix is not None else self.path.suffix
-        self.tmp: Path | None = None
-
-    def __enter__(self) -> Path:
-        from vitexport.errors import OutputExistsError
-
-        if self.path.is_dir():
-            raise OutputExistsError(f"output {str(self.path)!r} is a directory; pass a file path with -o")
-        if self.path.exists() and not self.force:
-            raise OutputExistsError(f"output {str(self.path)!r} exists; pass --force to replace it")
-        parent = self.path.parent
-        if not parent.is_dir():
-            raise CheckpointError(f"output folder {str(parent)!r} does not exist; create it first")
-        try:
-            fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=f".tmp{self.suffix}", dir=parent)
-        except OSError as exc:
-            raise CheckpointError(
-                f"cannot write to {str(parent)!r} ({exc.strerror}); choose a writable output path"
-            ) from exc
-        os.close(fd)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(name, 0o666 & ~mask)  # as a plain open() would create it, not mkstemp's 0600
-        self.tmp = Path(name)
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        assert self.tmp is not None
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
-        return False
+    return Path(path)
 
 
 def describe_checkpoint(ckpt: Checkpoint) -> dict[str, Any]:
@@ -585,7 +578,6 @@ def describe_checkpoint(ckpt: Checkpoint) -> dict[str, Any]:
 
 __all__ = [
     "Checkpoint",
-    "atomic_output",
     "check_state_dict",
     "clean_state_dict",
     "describe_checkpoint",

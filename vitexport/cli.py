@@ -1,7 +1,7 @@
 """The `vitexport` command line: parse, call one library function, format, map errors.
 
-Library errors become one-line messages here and only here; exit codes follow
-DESIGN.md: 0 success, 1 the work failed, 2 usage or environment.
+Library errors become one-line messages here and only here; exit codes (docs/design.md):
+0 success, 1 the work failed, 2 usage or environment.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from vitexport import __version__
-from vitexport.errors import VitexportError
+from vitexport.errors import VitexportError, one_line
 
 SIZE_RE = re.compile(r"^\s*(\d+)\s*(?:[xX]\s*(\d+))?\s*$")
 
@@ -44,9 +44,8 @@ class VitexportGroup(click.Group):
         except Exception as exc:
             if ctx.params.get("debug"):
                 raise
-            text = " ".join(str(exc).split())[:300]
             raise CliError(
-                f"unexpected {type(exc).__name__}: {text}; rerun with --debug for the traceback and report it", 1
+                f"unexpected {one_line(exc, kind=True)}; rerun with --debug for the traceback and report it", 1
             ) from exc
 
 
@@ -98,28 +97,6 @@ def _fmt_hw(hw: Any) -> str:
     return f"{hw[0]}x{hw[1]}"
 
 
-def _checkpoint_info(path: str, config: str | None, use_ema: bool, sizes: tuple[tuple[int, int], ...]) -> dict:
-    from vitexport.checkpoint import check_state_dict, describe_checkpoint, read_checkpoint
-    from vitexport.model import VisionTransformer, count_parameters, infer_grid
-
-    ckpt = read_checkpoint(path, config=config, use_ema=use_ema)
-    model = VisionTransformer(ckpt.config)
-    check_state_dict(model, ckpt.state_dict, repr(str(ckpt.path)))
-    cfg = ckpt.config
-    info = describe_checkpoint(ckpt)
-    info.update(
-        kind="checkpoint",
-        config=cfg.to_dict(),
-        parameters=count_parameters(model),
-        patch_size=list(cfg.patch_hw),
-        native_grid=list(cfg.grid_size),
-        prefix_tokens={"class": int(cfg.class_token), "registers": cfg.reg_tokens, "total": cfg.num_prefix_tokens},
-        pos_embed_rows=int(ckpt.state_dict["pos_embed"].shape[1]),
-        sizes=[infer_grid(model, h, w) for h, w in sizes],
-    )
-    return info
-
-
 def _print_checkpoint_info(info: dict) -> None:
     cfg = info["config"]
     prefix = info["prefix_tokens"]
@@ -156,33 +133,6 @@ def _print_checkpoint_info(info: dict) -> None:
             f"{s['num_patches']} patches, sequence length {s['seq_len']} "
             f"(pos-embed resampled {_fmt_hw(s['resampled_from'])} -> {_fmt_hw(s['grid'])})"
         )
-
-
-def _artifact_info(path: str) -> dict | None:
-    """Info on an exported .onnx or TorchScript file; None when ``path`` is neither."""
-    from vitexport.export import is_torchscript, read_torchscript_metadata
-
-    p = Path(path)
-    if p.suffix == ".onnx":
-        from vitexport.graph import inspect_graph, load_onnx
-
-        report = inspect_graph(load_onnx(p), str(p))
-        return {
-            "kind": "onnx",
-            "path": str(p),
-            "bytes": p.stat().st_size + sum((p.parent / f).stat().st_size for f in report.external_data),
-            "opset": report.opset,
-            "inputs": report.inputs,
-            "outputs": report.outputs,
-            "external_data": report.external_data,
-            "op_counts": dict(sorted(report.op_counts.items(), key=lambda kv: -kv[1])),
-            "resize": report.resize,
-            "metadata": report.metadata,
-        }
-    if p.is_file() and is_torchscript(p):
-        return {"kind": "torchscript", "path": str(p), "bytes": p.stat().st_size,
-                "metadata": read_torchscript_metadata(p)}
-    return None
 
 
 def _print_artifact_info(info: dict) -> None:
@@ -224,31 +174,15 @@ def _print_artifact_info(info: dict) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def info(model_path: str, config: str | None, use_ema: bool, sizes: tuple, as_json: bool) -> None:
     """Describe a checkpoint, or an exported .onnx / TorchScript model."""
-    data = _artifact_info(model_path)
-    if data is None:
-        data = _checkpoint_info(model_path, config, use_ema, sizes)
-        printer = _print_checkpoint_info
-    else:
-        printer = _print_artifact_info
+    from vitexport.info import describe_file
+
+    data = describe_file(model_path, config=config, use_ema=use_ema, sizes=sizes)
     if as_json:
         click.echo(json.dumps(data, indent=2))
+    elif data["kind"] == "checkpoint":
+        _print_checkpoint_info(data)
     else:
-        printer(data)
-
-
-def _load_for_export(checkpoint: str, config: str | None, use_ema: bool, img_size: tuple[int, int] | None):
-    from vitexport.checkpoint import load_model
-
-    model = load_model(checkpoint, config=config, use_ema=use_ema)
-    if img_size is not None:
-        model.set_input_size(img_size)
-    return model
-
-
-def _default_output(checkpoint: str, suffix: str) -> Path:
-    p = Path(checkpoint)
-    stem = p.name.split(".")[0] if p.is_file() else p.name  # a hub folder exports beside itself
-    return p.parent / f"{stem}{suffix}"
+        _print_artifact_info(data)
 
 
 def _print_export(result) -> None:
@@ -265,6 +199,9 @@ def _print_export(result) -> None:
     click.echo(f"parameters     {result.parameters:,}")
     click.echo(f"checks         {'; '.join(result.checks)}")
     click.echo(f"export time    {result.seconds:.1f} s")
+    if result.optimized:
+        click.echo(f"attention      {result.metadata.get('attention')}; verify this file with --checkpoint "
+                   "(weights were folded)")
 
 
 class BatchType(click.ParamType):
@@ -287,7 +224,8 @@ class BatchType(click.ParamType):
 @click.option("-o", "--output", type=str, help="Output .onnx path (default: beside the checkpoint).")
 @click.option("--config", "config", type=str, help="JSON file of timm keyword arguments (or a timm config.json).")
 @click.option("--ema", "use_ema", is_flag=True, help="Use the EMA weights of a timm training checkpoint.")
-@click.option("--opset", type=int, default=None, help="ONNX opset (default 18: Resize runs on ORT's CUDA provider).")
+@click.option("--opset", type=int, default=None,
+              help="ONNX opset (default 18, where Resize runs on ORT's CUDA provider; 23 with --attention onnx).")
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
 @click.option("--batch-size", type=BatchType(), default="dynamic", show_default=True)
 @click.option("--static", "static_size", type=SIZE, help="Export a fixed HxW graph instead of dynamic height/width.")
@@ -301,36 +239,13 @@ class BatchType(click.ParamType):
 def onnx_cmd(checkpoint, output, config, use_ema, opset, dtype, batch_size, static_size, img_size, attention,
              optimize, force) -> None:
     """Export a checkpoint to ONNX with dynamic batch, height and width."""
-    import tempfile
+    from vitexport.export import export_checkpoint
 
-    from vitexport.attention import ATTENTION_MIN_OPSET
-    from vitexport.export import export_onnx
-    from vitexport.spec import DEFAULT_OPSET
-
-    out = Path(output) if output else _default_output(checkpoint, ".onnx")
-    if out.exists() and not force:  # refuse before the (slow) load and export
-        raise CliError(f"output {str(out)!r} exists; pass --force to replace it", 2)
-    attention = attention or ("mha" if optimize == "cpu" else "sdpa")
-    model = _load_for_export(checkpoint, config, use_ema, img_size)
-    kwargs = dict(opset=opset or max(DEFAULT_OPSET, ATTENTION_MIN_OPSET[attention]), dtype=dtype,
-                  batch_size=batch_size, static_size=static_size, attention=attention)
-    if optimize is None:
-        _print_export(export_onnx(model, out, force=force, **kwargs))
-        return
-    from vitexport.optimize import optimize_onnx, session_startup_seconds
-
-    with tempfile.TemporaryDirectory() as folder:
-        plain = Path(folder) / "plain.onnx"
-        result = export_onnx(model, plain, **kwargs)
-        opt = optimize_onnx(plain, out, provider=optimize, force=force)
-        before, after = session_startup_seconds(plain, optimize), session_startup_seconds(out, optimize)
-    result.path, result.bytes = out, opt.bytes
-    result.checks.append(
-        f"ONNX Runtime {optimize} optimization (extended): {opt.details['nodes_before']} -> "
-        f"{opt.details['nodes_after']} nodes, session start {before * 1e3:.0f} -> {after * 1e3:.0f} ms"
-    )
-    _print_export(result)
-    click.echo(f"attention      {attention}; verify this file with --checkpoint (weights were folded)")
+    _print_export(export_checkpoint(
+        checkpoint, output, to="onnx", config=config, use_ema=use_ema, img_size=img_size, force=force,
+        opset=opset, dtype=dtype, batch_size=batch_size, static_size=static_size, attention=attention,
+        optimize=optimize,
+    ))
 
 
 @cli.command("quantize")
@@ -341,13 +256,12 @@ def quantize_cmd(model_path, output, force) -> None:
     """Dynamic int8 quantization of the MatMul weights for CPU inference (resampling stays float)."""
     from vitexport.optimize import quantize_onnx
 
-    out = Path(output) if output else Path(model_path).with_suffix(".int8.onnx")
-    if out.exists() and not force:
-        raise CliError(f"output {str(out)!r} exists; pass --force to replace it", 2)
-    result = quantize_onnx(model_path, out, force=force)
+    result = quantize_onnx(model_path, output, force=force)
     d = result.details
     source_mb = Path(model_path).stat().st_size / 1e6
-    click.echo(f"wrote          {out} ({result.bytes / 1e6:.2f} MB, from {source_mb:.2f} MB)")
+    click.echo(f"wrote          {result.path} ({result.bytes / 1e6:.2f} MB, from {source_mb:.2f} MB)")
+    if result.external_data:
+        click.echo(f"external data  {result.external_data}")
     click.echo(f"scheme         {d['scheme']}")
     click.echo(f"quantized      {d['matmuls_quantized']} MatMul (weights int8)")
     click.echo(f"kept float     {d['matmuls_left_float']} MatMul without constant weights (attention scores); "
@@ -364,13 +278,10 @@ def quantize_cmd(model_path, output, force) -> None:
 @click.option("--force", is_flag=True, help="Replace an existing output file.")
 def torchscript_cmd(checkpoint, output, config, use_ema, img_size, force) -> None:
     """Export a checkpoint to TorchScript (torch.jit.script: shapes stay dynamic)."""
-    from vitexport.export import export_torchscript
+    from vitexport.export import export_checkpoint
 
-    out = Path(output) if output else _default_output(checkpoint, ".ts")
-    if out.exists() and not force:
-        raise CliError(f"output {str(out)!r} exists; pass --force to replace it", 2)
-    model = _load_for_export(checkpoint, config, use_ema, img_size)
-    _print_export(export_torchscript(model, out, force=force))
+    _print_export(export_checkpoint(checkpoint, output, to="torchscript", config=config, use_ema=use_ema,
+                                    img_size=img_size, force=force))
 
 
 @cli.command()
@@ -449,16 +360,16 @@ def _case_line(c) -> str:
 def verify_cmd(ctx, model_path, checkpoint, config, provider, sizes, batch_sizes, atol, rtol, seed, json_path,
                plot_path, force) -> None:
     """Prove ONNX Runtime (or TorchScript) matches PyTorch at many resolutions; exit 1 on any mismatch."""
+    from vitexport.files import check_output
     from vitexport.verify import verify
 
     for target in (json_path, plot_path):
-        if target and Path(target).exists() and not force:
-            raise CliError(f"output {target!r} exists; pass --force to replace it", 2)
+        if target:
+            check_output(target, force)  # before the sweep, not after it
     if plot_path:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            raise CliError("--plot needs matplotlib; pip install 'vitexport[plot]'", 2) from None
+        from vitexport.plot import require_matplotlib
+
+        require_matplotlib()
 
     def progress(case, done: int, total: int) -> None:
         click.echo(f"[{done:>3d}/{total}] {_case_line(case)}")
@@ -466,6 +377,22 @@ def verify_cmd(ctx, model_path, checkpoint, config, provider, sizes, batch_sizes
     report = verify(model_path, checkpoint=checkpoint, config=config, provider=provider, sizes=sizes,
                     batch_sizes=batch_sizes, atol=atol, rtol=rtol, seed=seed, progress=progress,
                     debug=ctx.obj.get("debug", False))
+    _print_verify_summary(report)
+    if json_path:
+        report.write_json(json_path, force=True)
+        click.echo(f"report         {json_path}")
+    if plot_path:
+        from vitexport.plot import render_heatmap
+        from vitexport.verify import heatmap_sweep
+
+        click.echo("plot           sweeping heights x widths for the heatmap ...")
+        grid = heatmap_sweep(model_path, report, checkpoint=checkpoint, config=config)
+        render_heatmap(grid.report, plot_path, grid.heights, grid.widths, force=True)
+        click.echo(f"plot           {plot_path} ({len(grid.heights)}x{len(grid.widths)} sizes)")
+    _print_verdict(report)
+
+
+def _print_verify_summary(report) -> None:
     click.echo("")
     click.echo(f"model          {report.model} ({report.format}, {report.dtype}); reference: {report.reference}")
     for s in report.sessions:
@@ -489,55 +416,19 @@ def verify_cmd(ctx, model_path, checkpoint, config, provider, sizes, batch_sizes
         if not x["passed"]:
             click.echo(f"cross-provider FAIL {x['height']}x{x['width']} b{x['batch']} {x['providers']}: "
                        f"max|d| {x['max_abs']:.2e}")
-    fails = report.failures
     worst = max((c.max_abs or 0 for c in report.cases if c.max_abs is not None), default=0.0)
     click.echo(f"tolerance      |d| <= {report.atol:g} + {report.rtol:g}*|ref|; worst max|d| {worst:.2e}")
-    if json_path:
-        from vitexport.checkpoint import atomic_output
 
-        with atomic_output(json_path, force=True) as tmp:
-            tmp.write_text(json.dumps(report.to_json(), indent=2, default=str))
-        click.echo(f"report         {json_path}")
-    if plot_path:
-        from vitexport.config import ViTConfig
-        from vitexport.plot import heatmap_sizes, render_heatmap
 
-        cfg = ViTConfig.from_dict(report.config)
-        heights, widths = heatmap_sizes(cfg.img_hw, cfg.patch_hw)
-        click.echo(f"plot           sweeping {len(heights)}x{len(widths)} sizes for the heatmap ...")
-        grid_report = verify(model_path, checkpoint=checkpoint, config=config, provider=report.sessions[0]["name"]
-                             if report.format == "onnx" and report.sessions else provider,
-                             sizes=[(h, w) for h in heights for w in widths], batch_sizes=(1,), atol=report.atol,
-                             rtol=report.rtol, seed=seed)
-        render_heatmap(grid_report, plot_path, heights, widths)
-        click.echo(f"plot           {plot_path}")
-    verdict = "PASSED" if report.passed else "FAILED"
-    passed = len(report.cases) - len(fails)
+def _print_verdict(report) -> None:
+    fails = report.failures
+    verdict, passed = "PASSED" if report.passed else "FAILED", len(report.cases) - len(fails)
     click.echo(f"{verdict}         {passed}/{len(report.cases)} cases in {report.seconds:.1f} s")
     if not report.passed:
         where = ", ".join(dict.fromkeys(f"{c.height}x{c.width}" for c in fails))
         where = where if len(where) < 120 else where[:117] + "..."
         reason = "static checks failed" if report.static_problems and not fails else f"mismatch at {where}"
         raise CliError(f"verification failed: {reason}; see the table above", 1)
-
-
-def _read_image(path: str):
-    from PIL import Image, UnidentifiedImageError
-
-    from vitexport.errors import InputError
-
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return img.copy()
-    except FileNotFoundError:
-        raise InputError(f"image {path!r} does not exist; check the path") from None
-    except IsADirectoryError:
-        raise InputError(f"image {path!r} is a directory; pass image files") from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise InputError(
-            f"cannot read image {path!r} ({type(exc).__name__}); pass a PNG, JPEG or other Pillow format"
-        ) from exc
 
 
 @cli.command("predict")
@@ -550,9 +441,10 @@ def _read_image(path: str):
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON array, one object per image.")
 def predict_cmd(model_path, images, top_k, provider, max_tokens, as_json) -> None:
     """Classify images of any size with an exported ONNX model."""
+    from vitexport.preprocess import read_image
     from vitexport.runtime import Predictor
 
-    decoded = [_read_image(p) for p in images]  # unreadable files fail before any model work
+    decoded = [read_image(p) for p in images]  # unreadable files fail before any model work
     predictor = Predictor(model_path, provider=provider, top_k=top_k, max_tokens=max_tokens)
     preds = predictor.predict(decoded)
     if predictor.provider_note:
@@ -583,17 +475,6 @@ def predict_cmd(model_path, images, top_k, provider, max_tokens, as_json) -> Non
 def bench_cmd(model_path, sizes, batch_sizes, provider, warmup, iters, threads, compare_torch, as_json) -> None:
     """Median and p90 latency and images/s per size and batch with ONNX Runtime."""
     from vitexport.bench import bench
-    from vitexport.runtime import Predictor
-
-    if sizes is None:
-        meta = Predictor(model_path, provider="cpu").metadata
-        if meta.get("static_size"):
-            sizes = [tuple(meta["static_size"])]
-        else:
-            cfg = meta["config"]
-            img = cfg["img_size"] if isinstance(cfg["img_size"], list) else [cfg["img_size"]] * 2
-            ph = meta["patch_size"][0]
-            sizes = [(img[0], img[1]), (img[0] + ph // 2 + 1, 2 * img[1] - 3), (max(1, img[0] // 2) + 1, img[1] + 7)]
 
     def progress(text: str) -> None:
         if not as_json and sys.stderr.isatty():

@@ -30,8 +30,12 @@ class ExportError(VitexportError):
     """An export failed or produced a graph that failed its checks."""
 
 
-class OutputExistsError(VitexportError):
-    """An output file exists and replacing it was not asked for."""
+class OutputError(VitexportError):
+    """An output cannot be written where it was asked for (missing or unwritable folder)."""
+
+
+class OutputExistsError(OutputError):
+    """An output file exists and replacing it was not asked for (or the path is a directory)."""
 
     exit_code = 2
 
@@ -46,5 +50,32 @@ class EnvironmentProblem(VitexportError):
     exit_code = 2
 
 
+class EngineUnavailable(EnvironmentProblem):
+    """An engine (or execution provider) cannot run here; ``reason`` says why, without the advice."""
+
+    def __init__(self, reason: str, advice: str = "") -> None:
+        super().__init__(f"{reason}; {advice}" if advice else reason)
+        self.reason = reason
+
+
 class InputError(VitexportError):
     """An input image or tensor is unusable (shape, dtype, channels, size)."""
+
+
+class EngineError(VitexportError):
+    """An inference engine could not load or run a model (for verify and serving alike)."""
+
+
+class ServingError(VitexportError):
+    """The serving path (`Predictor`) cannot use a model: missing file, no vitexport metadata."""
+
+
+def one_line(exc: BaseException | str, limit: int = 300, kind: bool = False) -> str:
+    """An exception (or its text) as one line of at most ``limit`` characters, whitespace folded.
+
+    ``kind=True`` prefixes the exception's class name (``RuntimeError: ...``).
+    """
+    text = " ".join(str(exc).split())
+    if len(text) > limit:
+        text = text[: max(0, limit - 3)] + "..."
+    return f"{type(exc).__name__}: {text}" if kind else text

@@ -15,7 +15,6 @@ import io
 import json
 import logging
 import os
-import shutil
 import tempfile
 import time
 import warnings
@@ -27,9 +26,11 @@ import torch
 
 from vitexport import __version__
 from vitexport.attention import ATTENTION_CHOICES, ATTENTION_MIN_OPSET, translation_table
-from vitexport.errors import ExportError, OutputExistsError
+from vitexport.errors import ExportError, one_line
+from vitexport.files import check_output, default_output, staged_output
 from vitexport.graph import check_graph, inspect_graph, load_onnx
 from vitexport.model import VisionTransformer, count_parameters
+from vitexport.optimize import check_optimize_provider
 from vitexport.spec import (
     DEFAULT_OPSET,
     MAX_OPSET,
@@ -64,6 +65,7 @@ class ExportResult:
     external_data: Path | None = None
     checks: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
+    optimized: str | None = None  # the provider an ONNX Runtime offline optimization was for
 
 
 def default_example_size(model: VisionTransformer) -> tuple[int, int]:
@@ -116,52 +118,36 @@ def artifact_metadata(
     }
 
 
-class _Staging:
-    """A temporary folder beside the output; its files are moved into place only on success."""
-
-    def __init__(self, path: Path, force: bool) -> None:
-        self.path = path
-        self.force = force
-        self.folder = Path()
-
-    def __enter__(self) -> _Staging:
-        if self.path.is_dir():
-            raise OutputExistsError(f"output {str(self.path)!r} is a directory; pass a file path with -o")
-        if self.path.exists() and not self.force:
-            raise OutputExistsError(f"output {str(self.path)!r} exists; pass --force to replace it")
-        if not self.path.parent.is_dir():
-            raise ExportError(f"output folder {str(self.path.parent)!r} does not exist; create it first")
-        try:
-            self.folder = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", dir=self.path.parent))
-        except OSError as exc:
-            raise ExportError(
-                f"cannot write to {str(self.path.parent)!r} ({exc.strerror}); choose a writable output path"
-            ) from exc
-        return self
-
-    def commit(self) -> None:
-        """Move the staged files into place: data files first, the model file last."""
-        if self.path.exists() and not self.force:  # appeared while we were exporting
-            raise OutputExistsError(f"output {str(self.path)!r} exists; pass --force to replace it")
-        staged = sorted(self.folder.iterdir(), key=lambda p: p.name == self.path.name)
-        mask = os.umask(0)
-        os.umask(mask)
-        for item in staged:
-            os.chmod(item, 0o666 & ~mask)
-            os.replace(item, self.path.parent / item.name)
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        if self.folder != Path():
-            shutil.rmtree(self.folder, ignore_errors=True)
-        return False
-
-
 def _check_opset(opset: int) -> None:
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise ExportError(
             f"opset {opset} is not supported: antialiased bicubic Resize needs opset >= {MIN_OPSET} "
             f"(the exporter goes up to {MAX_OPSET}); use --opset {DEFAULT_OPSET}"
         )
+
+
+def onnx_options(
+    attention: str | None = None, opset: int | None = None, optimize: str | None = None
+) -> tuple[str, int]:
+    """(attention, opset) with the defaults filled in, checked together (and ``optimize``'s provider).
+
+    Attention defaults to ``mha`` when optimizing for the CPU (measured faster there), else
+    ``sdpa``; the opset defaults to the lowest that attention needs, and at least 18.
+    """
+    attention = attention or ("mha" if optimize == "cpu" else "sdpa")
+    if attention not in ATTENTION_CHOICES:
+        raise ExportError(f"attention {attention!r} is not supported; use one of {', '.join(ATTENTION_CHOICES)}")
+    opset = opset if opset is not None else max(DEFAULT_OPSET, ATTENTION_MIN_OPSET[attention])
+    _check_opset(opset)
+    if opset < ATTENTION_MIN_OPSET[attention]:
+        raise ExportError(
+            f"attention={attention!r} needs opset >= {ATTENTION_MIN_OPSET[attention]}; pass --opset "
+            f"{ATTENTION_MIN_OPSET[attention]} (its Resize-19 runs on CUDA only in recent onnxruntime-gpu) "
+            "or use --attention mha"
+        )
+    if optimize is not None:
+        check_optimize_provider(optimize)
+    return attention, opset
 
 
 def _prepare(model: VisionTransformer, dtype: str) -> VisionTransformer:
@@ -173,11 +159,79 @@ def _prepare(model: VisionTransformer, dtype: str) -> VisionTransformer:
     return copy.deepcopy(model).eval().to(DTYPES[dtype])
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What one ONNX export traces: interface, sizes, example input."""
+
+    spec: IOSpec
+    dynamic_size: bool
+    static_size: tuple[int, int] | None
+    example_size: tuple[int, int]
+    batch_size: int | None
+
+
+def _plan(model: VisionTransformer, batch_size: int | None, static_size: tuple[int, int] | None,
+          example_size: tuple[int, int] | None) -> _Plan:
+    if batch_size is not None and batch_size < 1:
+        raise ExportError(f"batch size must be at least 1, got {batch_size}; or leave it dynamic")
+    cfg = model.config
+    dynamic_size = static_size is None and cfg.dynamic_img_size
+    spec = io_spec(cfg.num_classes, cfg.global_pool, dynamic_batch=batch_size is None, dynamic_size=dynamic_size)
+    if static_size is None and not cfg.dynamic_img_size:
+        static_size = cfg.img_hw  # a fixed-size model can only be exported at its size
+    size = static_size or example_size or default_example_size(model)
+    return _Plan(spec, dynamic_size, tuple(static_size) if static_size else None, tuple(size), batch_size)
+
+
+def _trace(prepared: VisionTransformer, plan: _Plan, opset: int, dtype: str, attention: str):
+    """torch.onnx.export(dynamo=True) of the prepared model; the exporter's chatter goes to the debug log."""
+    batch = plan.batch_size or 2  # batch 1 would specialise the batch axis
+    gen = torch.Generator().manual_seed(0)
+    example = torch.randn(batch, prepared.config.in_chans, *plan.example_size, generator=gen).to(DTYPES[dtype])
+    dims: dict[int, Any] = {}
+    if plan.batch_size is None:
+        dims[0] = torch.export.Dim("batch", min=1)
+    if plan.dynamic_size:
+        dims[2] = torch.export.Dim("height", min=1)
+        dims[3] = torch.export.Dim("width", min=1)
+    log = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            program = torch.onnx.export(
+                prepared,
+                (example,),
+                dynamo=True,
+                opset_version=opset,
+                input_names=[plan.spec.input_name],
+                output_names=[plan.spec.output_name],
+                dynamic_shapes={"x": dims} if dims else None,
+                optimize=False,  # keeps each weight as one initializer named by its state_dict key
+                verbose=False,
+                custom_translation_table=translation_table(attention),
+            )
+    except Exception as exc:
+        raise ExportError(f"torch.onnx.export failed: {one_line(exc, kind=True)}") from exc
+    finally:
+        logger.debug("exporter output:\n%s", log.getvalue())
+    if program is None:
+        raise ExportError("torch.onnx.export returned no program; update torch")
+    return program
+
+
+def _save_program(program: Any, staged: Path, metadata: dict[str, Any], spec: IOSpec, external: bool) -> None:
+    for node in program.model.graph:  # exporter stack traces per node: half the file, no use at run time
+        node.metadata_props.clear()
+    _name_output_axes(program.model, spec)
+    program.model.metadata_props.update(encode_metadata(metadata))
+    program.model.doc_string = f"vitexport {__version__}: dynamic-pad ViT {json.dumps(metadata['config'])}"
+    program.save(str(staged), external_data=external)
+
+
 def export_onnx(
     model: VisionTransformer,
     path: str | os.PathLike[str],
     *,
-    opset: int = DEFAULT_OPSET,
+    opset: int | None = None,
     dtype: str = "float32",
     batch_size: int | None = None,
     static_size: tuple[int, int] | None = None,
@@ -185,104 +239,98 @@ def export_onnx(
     force: bool = False,
     source_sha256: str | None = None,
     external_data: bool | None = None,
-    attention: str = "sdpa",
+    attention: str | None = None,
+    optimize: str | None = None,
 ) -> ExportResult:
     """Export to ONNX with dynamic batch/height/width (unless fixed), check the graph, write atomically.
 
-    ``dtype="float16"`` converts weights and activations; positional-embedding
-    resampling still runs in float32 (as timm does). Models over 2 GB get their
-    weights in one ``<name>.data`` file beside the model. ``example_size`` is only
-    for tests of the graph checks: the default example is non-native and non-square.
+    ``attention`` and ``opset`` default as `onnx_options` says. ``dtype="float16"`` converts
+    weights and activations; positional-embedding resampling still runs in float32 (as timm
+    does). Models over 2 GB get their weights in one ``<name>.data`` file beside the model.
+    ``optimize="cpu"|"cuda"`` writes ONNX Runtime's offline-optimized graph instead (as
+    ``vitexport onnx --optimize``). ``example_size`` is only for tests of the graph checks:
+    the default example is non-native and non-square.
     """
-    _check_opset(opset)
-    if attention not in ATTENTION_CHOICES:
-        raise ExportError(f"attention {attention!r} is not supported; use one of {', '.join(ATTENTION_CHOICES)}")
-    if opset < ATTENTION_MIN_OPSET[attention]:
-        raise ExportError(
-            f"attention={attention!r} needs opset >= {ATTENTION_MIN_OPSET[attention]}; pass --opset "
-            f"{ATTENTION_MIN_OPSET[attention]} (its Resize-19 runs on CUDA only in recent onnxruntime-gpu) "
-            "or use --attention mha"
-        )
-    if batch_size is not None and batch_size < 1:
-        raise ExportError(f"batch size must be at least 1, got {batch_size}; or leave it dynamic")
-    out = Path(path)
+    attention, opset = onnx_options(attention, opset, optimize)
+    out = check_output(path, force)
+    if optimize is not None:
+        return _export_optimized(model, out, force, optimize, opset=opset, dtype=dtype, batch_size=batch_size,
+                                 static_size=static_size, example_size=example_size, source_sha256=source_sha256,
+                                 external_data=external_data, attention=attention)
     start = time.perf_counter()
-    cfg = model.config
-    dynamic_size = static_size is None and cfg.dynamic_img_size
-    spec = io_spec(cfg.num_classes, cfg.global_pool, dynamic_batch=batch_size is None, dynamic_size=dynamic_size)
-    if static_size is None and not cfg.dynamic_img_size:
-        static_size = cfg.img_hw  # a fixed-size model can only be exported at its size
-    size = static_size or example_size or default_example_size(model)
-    batch = batch_size or 2  # batch 1 would specialise the batch axis
-    example = torch.randn(batch, cfg.in_chans, *size, dtype=DTYPES.get(dtype, torch.float32))
-
-    with _Staging(out, force) as stage:
-        folder = stage.folder
+    plan = _plan(model, batch_size, static_size, example_size)
+    with staged_output(out, force) as stage:
         prepared = _prepare(model, dtype)
-        dims: dict[int, Any] = {}
-        if batch_size is None:
-            dims[0] = torch.export.Dim("batch", min=1)
-        if dynamic_size:
-            dims[2] = torch.export.Dim("height", min=1)
-            dims[3] = torch.export.Dim("width", min=1)
-        log = io.StringIO()
-        try:
-            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-                program = torch.onnx.export(
-                    prepared,
-                    (example,),
-                    dynamo=True,
-                    opset_version=opset,
-                    input_names=[spec.input_name],
-                    output_names=[spec.output_name],
-                    dynamic_shapes={"x": dims} if dims else None,
-                    optimize=False,  # keeps each weight as one initializer named by its state_dict key
-                    verbose=False,
-                    custom_translation_table=translation_table(attention),
-                )
-        except Exception as exc:
-            logger.debug("exporter output:\n%s", log.getvalue())
-            first = " ".join(str(exc).split())[:300]
-            raise ExportError(f"torch.onnx.export failed: {type(exc).__name__}: {first}") from exc
-        logger.debug("exporter output:\n%s", log.getvalue())
-        if program is None:
-            raise ExportError("torch.onnx.export returned no program; update torch")
-        metadata = artifact_metadata(prepared, spec, dtype, static_size, batch_size, source_sha256, opset)
+        program = _trace(prepared, plan, opset, dtype, attention)
+        metadata = artifact_metadata(prepared, plan.spec, dtype, plan.static_size, batch_size, source_sha256, opset)
         metadata["attention"] = attention
-        for node in program.model.graph:  # exporter stack traces per node: half the file, no use at run time
-            node.metadata_props.clear()
-        _name_output_axes(program.model, spec)
-        program.model.metadata_props.update(encode_metadata(metadata))
-        program.model.doc_string = f"vitexport {__version__}: dynamic-pad ViT {json.dumps(cfg.to_dict())}"
         weight_bytes = sum(p.numel() * p.element_size() for p in prepared.parameters())
         use_external = external_data if external_data is not None else weight_bytes > TWO_GB * 0.95
-        staged = folder / out.name
-        program.save(str(staged), external_data=use_external)
+        _save_program(program, stage.file, metadata, plan.spec, use_external)
         del program, prepared
         gc.collect()
-
-        checks = _check_onnx_file(staged, model, spec, dynamic_size)
-        size_bytes = sum(f.stat().st_size for f in folder.iterdir())
-        data_file = next((f for f in folder.iterdir() if f.name != out.name), None)
-        stage.commit()
+        checks = _check_onnx_file(stage.file, model, plan.spec, plan.dynamic_size)
+        moved = stage.commit()
     seconds = time.perf_counter() - start
     logger.info("exported %s in %.1fs", out, seconds)
     return ExportResult(
-        path=out,
-        format="onnx",
-        bytes=size_bytes,
-        seconds=seconds,
-        parameters=count_parameters(model),
-        io=spec,
-        opset=opset,
-        dtype=dtype,
-        static_size=tuple(static_size) if static_size else None,
-        batch_size=batch_size,
-        example_size=tuple(size),
-        external_data=out.parent / data_file.name if data_file else None,
-        checks=checks,
-        metadata=metadata,
+        path=out, format="onnx", bytes=sum(p.stat().st_size for p in moved), seconds=seconds,
+        parameters=count_parameters(model), io=plan.spec, opset=opset, dtype=dtype, static_size=plan.static_size,
+        batch_size=batch_size, example_size=plan.example_size,
+        external_data=moved[0] if len(moved) > 1 else None, checks=checks, metadata=metadata,
     )
+
+
+def _export_optimized(model: VisionTransformer, out: Path, force: bool, optimize: str, **options: Any) -> ExportResult:
+    """Export, then write ONNX Runtime's offline-optimized graph for ``optimize`` at ``out``."""
+    from vitexport.optimize import optimize_onnx, session_startup_seconds
+
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as folder:
+        plain = Path(folder) / out.name
+        result = export_onnx(model, plain, **options)
+        opt = optimize_onnx(plain, out, provider=optimize, force=force)
+        before, after = session_startup_seconds(plain, optimize), session_startup_seconds(out, optimize)
+    result.path, result.bytes, result.external_data = out, opt.bytes, opt.external_data
+    result.seconds += opt.seconds
+    result.optimized = optimize
+    result.checks.append(
+        f"ONNX Runtime {optimize} optimization (extended): {opt.details['nodes_before']} -> "
+        f"{opt.details['nodes_after']} nodes, session start {before * 1e3:.0f} -> {after * 1e3:.0f} ms"
+    )
+    return result
+
+
+def export_checkpoint(
+    checkpoint: str | os.PathLike[str],
+    output: str | os.PathLike[str] | None = None,
+    *,
+    to: str = "onnx",
+    config: Any = None,
+    use_ema: bool = False,
+    img_size: tuple[int, int] | None = None,
+    force: bool = False,
+    **options: Any,
+) -> ExportResult:
+    """Load a checkpoint and export it (``to="onnx"`` or ``"torchscript"``), as the CLI commands do.
+
+    The output (default: beside the checkpoint) and the options are checked before the slow
+    load; ``img_size`` first makes that size the model's native one (``set_input_size``).
+    """
+    from vitexport.checkpoint import load_model
+
+    if to not in ("onnx", "torchscript"):
+        raise ExportError(f"cannot export to {to!r}; use onnx or torchscript")
+    if to == "onnx":
+        options["attention"], options["opset"] = onnx_options(
+            options.get("attention"), options.get("opset"), options.get("optimize"))
+    suffix = ".onnx" if to == "onnx" else ".ts"
+    out = check_output(output if output is not None else default_output(checkpoint, suffix), force)
+    model = load_model(checkpoint, config=config, use_ema=use_ema)
+    if img_size is not None:
+        model.set_input_size(img_size)
+    if to == "onnx":
+        return export_onnx(model, out, force=force, **options)
+    return export_torchscript(model, out, force=force, **options)
 
 
 def _name_output_axes(model: Any, spec: IOSpec) -> None:
@@ -306,12 +354,12 @@ def _check_onnx_file(path: Path, model: VisionTransformer, spec: IOSpec, dynamic
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except Exception as exc:
-        raise ExportError(f"exported graph fails onnx.checker: {' '.join(str(exc).split())[:300]}") from exc
+        raise ExportError(f"exported graph fails onnx.checker: {one_line(exc)}") from exc
     proto = load_onnx(path)
     try:
         onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
     except Exception as exc:
-        raise ExportError(f"exported graph fails shape inference: {' '.join(str(exc).split())[:300]}") from exc
+        raise ExportError(f"exported graph fails shape inference: {one_line(exc)}") from exc
     report = inspect_graph(proto, str(path))
     problems = check_graph(
         report,
@@ -331,6 +379,30 @@ def _check_onnx_file(path: Path, model: VisionTransformer, spec: IOSpec, dynamic
     return checks
 
 
+def _script(prepared: VisionTransformer) -> torch.jit.ScriptModule:
+    try:
+        with warnings.catch_warnings():  # torch.jit's deprecation notices are not the user's business here
+            warnings.simplefilter("ignore", FutureWarning)
+            return torch.jit.script(prepared)
+    except Exception as exc:
+        raise ExportError(f"torch.jit.script failed: {one_line(exc, kind=True)}") from exc
+
+
+def _check_scripted(staged: Path, prepared: VisionTransformer) -> str:
+    """The archive must load on its own and reproduce eager PyTorch at a non-native size; the check's line."""
+    cfg = prepared.config
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        loaded = torch.jit.load(str(staged), map_location="cpu")
+    size = default_example_size(prepared) if cfg.dynamic_img_size else cfg.img_hw
+    x = torch.randn(2, cfg.in_chans, *size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        diff = (loaded(x) - prepared(x)).abs().max().item()
+    if not diff <= 1e-5:
+        raise ExportError(f"scripted model differs from eager PyTorch by {diff:.3g} at {size}; nothing written")
+    return f"scripted == eager at {size[0]}x{size[1]} (max diff {diff:.2g})"
+
+
 def export_torchscript(
     model: VisionTransformer,
     path: str | os.PathLike[str],
@@ -339,43 +411,27 @@ def export_torchscript(
     source_sha256: str | None = None,
 ) -> ExportResult:
     """``torch.jit.script`` the model (shapes stay dynamic); config and metadata travel as an extra file."""
-    out = Path(path)
+    out = check_output(path, force)
     start = time.perf_counter()
     cfg = model.config
     spec = io_spec(cfg.num_classes, cfg.global_pool, dynamic_size=cfg.dynamic_img_size)
-    with _Staging(out, force) as stage:
-        folder = stage.folder
+    with staged_output(out, force) as stage:
         prepared = _prepare(model, "float32")
-        try:
-            with warnings.catch_warnings():  # torch.jit's deprecation notices are not the user's business here
-                warnings.simplefilter("ignore", FutureWarning)
-                scripted = torch.jit.script(prepared)
-        except Exception as exc:
-            first = " ".join(str(exc).split())[:300]
-            raise ExportError(f"torch.jit.script failed: {type(exc).__name__}: {first}") from exc
+        scripted = _script(prepared)
         metadata = artifact_metadata(prepared, spec, "float32", None, None, source_sha256)
-        staged = folder / out.name
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
-            torch.jit.save(scripted, str(staged), _extra_files={TORCHSCRIPT_EXTRA_FILE: json.dumps(metadata)})
-            # the archive must load on its own and reproduce eager PyTorch at a non-native size
-            loaded = torch.jit.load(str(staged), map_location="cpu")
-        size = default_example_size(prepared) if cfg.dynamic_img_size else cfg.img_hw
-        x = torch.randn(2, cfg.in_chans, *size)
-        with torch.no_grad():
-            diff = (loaded(x) - prepared(x)).abs().max().item()
-        if not diff <= 1e-5:
-            raise ExportError(f"scripted model differs from eager PyTorch by {diff:.3g} at {size}; nothing written")
-        size_bytes = staged.stat().st_size
-        stage.commit()
+            torch.jit.save(scripted, str(stage.file), _extra_files={TORCHSCRIPT_EXTRA_FILE: json.dumps(metadata)})
+        checked = _check_scripted(stage.file, prepared)
+        moved = stage.commit()
     return ExportResult(
         path=out,
         format="torchscript",
-        bytes=size_bytes,
+        bytes=sum(p.stat().st_size for p in moved),
         seconds=time.perf_counter() - start,
         parameters=count_parameters(model),
         io=spec,
-        checks=["torch.jit.load round trip", f"scripted == eager at {size[0]}x{size[1]} (max diff {diff:.2g})"],
+        checks=["torch.jit.load round trip", checked],
         metadata=metadata,
     )
 

@@ -16,7 +16,7 @@ from typing import Any
 import onnx
 
 from vitexport.errors import CheckpointError
-from vitexport.spec import RESIZE_ATTRIBUTES, RESIZE_DEFAULTS, IOSpec, decode_metadata
+from vitexport.spec import RESIZE_ATTRIBUTES, RESIZE_DEFAULTS, IOSpec, decode_metadata, encode_metadata
 
 
 @dataclass
@@ -167,7 +167,7 @@ def check_graph(
     expect_resize: bool = True,
     expect_pad: bool = True,
 ) -> list[str]:
-    """Problems of a graph against the declared interface and NUMERICS.md; empty when it passes.
+    """Problems of a graph against the declared interface and docs/numerics.md; empty when it passes.
 
     ``expect_resize``/``expect_pad`` follow the model config (dynamic_img_size / dynamic_img_pad).
     """
@@ -207,3 +207,35 @@ def check_graph(
         if dynamic_size and not p["pads_from_input_shape"]:
             problems.append(f"Pad {p['name']!r} has fixed pads: they do not follow the input's height/width")
     return problems
+
+
+def check_against_metadata(
+    report: GraphReport, meta: dict[str, Any], config: dict[str, Any] | None = None
+) -> list[str]:
+    """`check_graph` with what an artifact's metadata declares (``config``: the model config, if not in it)."""
+    cfg = config if config is not None else meta.get("config") or {}
+    dynamic_img_size = cfg.get("dynamic_img_size", True)
+    return check_graph(
+        report,
+        IOSpec.from_metadata(meta),
+        dynamic_size=meta.get("static_size") is None and dynamic_img_size,
+        expect_resize=dynamic_img_size,
+        expect_pad=cfg.get("dynamic_img_pad", True),
+    )
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The vitexport metadata of an ONNX file (decoded; empty when it has none), without loading external data."""
+    model = load_onnx(path)
+    return decode_metadata({p.key: p.value for p in model.metadata_props})
+
+
+def set_metadata(path: str | os.PathLike[str], values: dict[str, Any]) -> None:
+    """Add or replace ``vitexport.*`` metadata in an ONNX file in place; external data stays where it is."""
+    model = onnx.load(str(path), load_external_data=False)  # references to external data are saved as they are
+    props = {p.key: p.value for p in model.metadata_props}
+    props.update(encode_metadata(values))
+    del model.metadata_props[:]
+    for key, value in props.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(path))

@@ -3,7 +3,7 @@
 Every shape-dependent computation that must match timm lives here, in one place:
 padding to the patch grid and the resampling of positional embeddings. Both are
 written without Python branches on tensor sizes, so that an exported graph keeps
-them for every input size (see shared/NUMERICS.md).
+them for every input size (see docs/numerics.md).
 """
 
 # No `from __future__ import annotations` here: TorchScript needs evaluated annotations (torch.jit.Final).
@@ -15,15 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vitexport.geometry import padded_size  # noqa: F401 - the integer form of pad_to_patch, re-exported
+
 logger = logging.getLogger(__name__)
 
 LAYER_NORM_EPS = 1e-6  # timm.layers.LayerNorm default
-
-
-def padded_size(h: int, w: int, patch: Tuple[int, int]) -> Tuple[int, int]:
-    """(height, width) after padding right/bottom to a multiple of the patch size."""
-    ph, pw = patch
-    return h + (ph - h % ph) % ph, w + (pw - w % pw) % pw
 
 
 def pad_to_patch(x: torch.Tensor, patch_h: int, patch_w: int) -> torch.Tensor:

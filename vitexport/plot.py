@@ -6,30 +6,27 @@ import math
 from pathlib import Path
 
 from vitexport.errors import EnvironmentProblem
+from vitexport.files import atomic_file
 
 
-def heatmap_sizes(native: tuple[int, int], patch: tuple[int, int], steps: int = 8) -> tuple[list[int], list[int]]:
-    """Heights and widths from 1 to 4x native, including non-multiples of the patch."""
-    def axis(n: int, p: int) -> list[int]:
-        values = {1, max(1, p - 1), n, n + 1, 4 * n}
-        values.update(max(1, round(4 * n * i / (steps - 1))) for i in range(steps))
-        return sorted(values)[: steps + 3]
-    return axis(native[0], patch[0]), axis(native[1], patch[1])
-
-
-def render_heatmap(report, path: str | Path, heights: list[int], widths: list[int]) -> None:
-    """Write a PNG of max |difference| per (height, width) from a verify report of those sizes."""
+def require_matplotlib() -> None:
+    """Refuse early (before a slow sweep) when matplotlib is missing."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from matplotlib.colors import LogNorm
+        import matplotlib  # noqa: F401
     except ImportError as exc:
         raise EnvironmentProblem("--plot needs matplotlib; pip install 'vitexport[plot]'") from exc
-    import numpy as np
 
-    from vitexport.checkpoint import atomic_output
+
+def render_heatmap(report, path: str | Path, heights: list[int], widths: list[int], force: bool = True) -> Path:
+    """Write a PNG of max |difference| per (height, width) from a verify report of those sizes
+    (`vitexport.verify.heatmap_sweep` makes one). Imports no torch."""
+    require_matplotlib()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.colors import LogNorm
 
     grid = np.full((len(heights), len(widths)), np.nan)
     failed = np.zeros_like(grid, dtype=bool)
@@ -56,6 +53,9 @@ def render_heatmap(report, path: str | Path, heights: list[int], widths: list[in
     ax.set_title(f"{Path(report.model).name}: {report.sessions[0]['name'] if report.sessions else ''} vs PyTorch, "
                  f"{verdict}", fontsize=9)
     fig.tight_layout()
-    with atomic_output(path, force=True, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    try:
+        with atomic_file(path, force=force) as tmp:
+            fig.savefig(tmp, format="png", dpi=110)
+    finally:
+        plt.close(fig)
+    return Path(path)

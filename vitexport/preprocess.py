@@ -88,3 +88,21 @@ def to_model_input(image: Any, prep: Preprocess) -> np.ndarray:
             raise InputError("the input holds NaN or Inf values")
         return np.ascontiguousarray(image, dtype=np.float32)
     raise InputError(f"unsupported dtype {image.dtype}; pass uint8 pixels or a float32 CxHxW array")
+
+
+def read_image(path: str) -> Any:
+    """A decoded PIL image from a file (fully loaded, file closed); `InputError` naming the problem otherwise."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.copy()
+    except FileNotFoundError:
+        raise InputError(f"image {path!r} does not exist; check the path") from None
+    except IsADirectoryError:
+        raise InputError(f"image {path!r} is a directory; pass image files") from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise InputError(
+            f"cannot read image {path!r} ({type(exc).__name__}); pass a PNG, JPEG or other Pillow format"
+        ) from exc

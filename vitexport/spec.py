@@ -52,6 +52,25 @@ class IOSpec:
     input_axes: dict[int, str] = field(default_factory=lambda: {0: BATCH, 2: HEIGHT, 3: WIDTH})
     output_axes: dict[int, str] = field(default_factory=lambda: {0: BATCH})
 
+    @classmethod
+    def from_metadata(cls, meta: dict[str, Any]) -> IOSpec:
+        """The interface an artifact declares in its vitexport metadata.
+
+        ``dynamic_axes`` is taken as written (a name without an entry has no dynamic axes, as in
+        a static export); metadata without ``dynamic_axes`` at all gets a dynamic export's axes.
+        """
+        name_in = meta.get("input_name") or INPUT_NAME
+        name_out = meta.get("output_name") or LOGITS_NAME
+        axes = meta.get("dynamic_axes")
+        if not isinstance(axes, dict):
+            return cls(name_in, name_out)
+        return cls(
+            name_in,
+            name_out,
+            {int(k): v for k, v in (axes.get(name_in) or {}).items()},
+            {int(k): v for k, v in (axes.get(name_out) or {}).items()},
+        )
+
     def to_json(self) -> dict[str, dict[str, str]]:
         return {
             self.input_name: {str(k): v for k, v in self.input_axes.items()},

@@ -8,6 +8,7 @@ or from the original checkpoint.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
@@ -19,15 +20,16 @@ import numpy as np
 import torch
 
 from vitexport.config import ViTConfig
-from vitexport.errors import CheckpointError, EnvironmentProblem, VerificationError
-from vitexport.graph import check_graph, inspect_graph, load_onnx
-from vitexport.layers import padded_size
+from vitexport.engines import Engine, create_engine
+from vitexport.errors import CheckpointError, EngineUnavailable, VerificationError, one_line
+from vitexport.files import write_text
+from vitexport.geometry import grid_size, padded_size
+from vitexport.graph import GraphReport, check_against_metadata, inspect_graph, load_onnx
 from vitexport.model import VisionTransformer
-from vitexport.spec import IOSpec
 
 REPORT_SCHEMA_VERSION = 1
-# Defaults from measurements (shared/NUMERICS.md): fp32 graphs differ from eager by ~1e-7 (tiny ViTs)
-# to ~5e-6 (ViT-S/16, 4-block digits model); fp16 graphs by ~1e-3 on logits of scale 1-10.
+# Defaults from measurements (docs/numerics.md, "Tolerances"): fp32 graphs differ from eager by ~1e-7
+# (tiny ViTs) to ~5e-6 (ViT-S/16, 4-block digits model); fp16 graphs by ~1e-3 on logits of scale 1-10.
 TOLERANCES = {"float32": (2e-5, 1e-4), "float16": (5e-3, 1e-2), "int8-dynamic": (0.1, 5e-2)}
 # int8-dynamic: measured max |d| 0.007-0.15 on the digits sample's logits (scale ~10), cosine >= 0.9987.
 
@@ -143,6 +145,10 @@ class VerifyReport:
         data["passed"] = self.passed
         return data
 
+    def write_json(self, path: str | Path, force: bool = False) -> Path:
+        """Write `to_json` atomically (schema: docs/verify-report.md)."""
+        return write_text(path, json.dumps(self.to_json(), indent=2, default=str), force=force)
+
 
 # ---------------------------------------------------------------------------
 # the sweep
@@ -180,8 +186,7 @@ def accepted_sizes(config: ViTConfig, sizes: list[tuple[int, int]]) -> list[tupl
         return [config.img_hw]
     if config.dynamic_img_pad:
         return sizes
-    ph, pw = config.patch_hw
-    rounded = [(-(-h // ph) * ph, -(-w // pw) * pw) for h, w in sizes]
+    rounded = [padded_size(h, w, config.patch_hw) for h, w in sizes]
     return list(dict.fromkeys(rounded))
 
 
@@ -213,8 +218,19 @@ def make_input(case: Case, channels: int, seed: int) -> np.ndarray:
     return rng.standard_normal((case.batch, channels, case.height, case.width)).astype(np.float32)
 
 
+def heatmap_sizes(native: tuple[int, int], patch: tuple[int, int], steps: int = 8) -> tuple[list[int], list[int]]:
+    """Heights and widths for `heatmap_sweep`: 1 to 4x native, including non-multiples of the patch."""
+
+    def axis(n: int, p: int) -> list[int]:
+        values = {1, max(1, p - 1), n, n + 1, 4 * n}
+        values.update(max(1, round(4 * n * i / (steps - 1))) for i in range(steps))
+        return sorted(values)[: steps + 3]
+
+    return axis(native[0], patch[0]), axis(native[1], patch[1])
+
+
 # ---------------------------------------------------------------------------
-# references and runners
+# references and engines
 # ---------------------------------------------------------------------------
 def _model_from(config: dict[str, Any], state_dict: dict[str, torch.Tensor], where: str) -> VisionTransformer:
     from vitexport.checkpoint import check_state_dict
@@ -261,10 +277,235 @@ def weight_difference(artifact: VisionTransformer, reference: VisionTransformer)
     return out
 
 
+class TorchScriptEngine(Engine):
+    """A TorchScript archive run by torch on the CPU (verify only: serving engines import no torch)."""
+
+    name = "torchscript-cpu"
+
+    def __init__(self, requested: str = "auto") -> None:
+        self.requested = requested
+        self.module: Any = None
+
+    def available(self) -> tuple[bool, str]:
+        return True, ""
+
+    def load(self, path: str) -> TorchScriptEngine:
+        self.module = torch.jit.load(str(path), map_location="cpu")
+        return self
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return self.module(torch.from_numpy(x)).numpy()
+
+    @property
+    def devices(self) -> list[str]:
+        return ["torch (CPU)"]
+
+    def describe(self) -> dict[str, Any]:
+        warnings = [] if self.requested in ("auto", "cpu") else [
+            f"TorchScript is verified on the CPU; --provider {self.requested} applies to ONNX only"]
+        return {"name": self.name, "requested": self.requested, "providers": self.devices, "warnings": warnings}
+
+
+def onnx_engines(path: str, request: str, debug: bool = False) -> tuple[list[tuple[Engine, list[str]]], list[str]]:
+    """Loaded engines for a provider request, each with its warnings; and the providers skipped (``all``)."""
+    from vitexport.engines.ort import resolve_auto_provider, resolve_providers
+
+    engines: list[tuple[Engine, list[str]]] = []
+    skipped: list[str] = []
+    for name in resolve_providers(request):
+        warnings: list[str] = []
+        if name == "auto":  # CUDA when usable, else the CPU, and the report says which
+            choice = resolve_auto_provider(debug=debug)
+            name = choice.provider
+            if choice.fell_back:
+                warnings.append(f"auto: verified on the CPU: {choice.reason}")
+        try:
+            engines.append((create_engine(name, debug=debug).load(path), warnings))
+        except EngineUnavailable as exc:
+            if request != "all":
+                raise
+            skipped.append(f"{name}: {exc}")
+    return engines, skipped
+
+
 def _time_call(fn: Callable[[], Any]) -> tuple[Any, float]:
     start = time.perf_counter()
     result = fn()
     return result, (time.perf_counter() - start) * 1e3
+
+
+# ---------------------------------------------------------------------------
+# the phases of verify()
+# ---------------------------------------------------------------------------
+@dataclass
+class _Artifact:
+    """The file under test: its format, graph report (ONNX), metadata and, for TorchScript, the loaded module."""
+
+    path: str
+    format: str
+    metadata: dict[str, Any]
+    graph: GraphReport | None = None
+    torchscript: TorchScriptEngine | None = None
+
+
+def _load_artifact(path: str, provider: str) -> _Artifact:
+    from vitexport.export import is_torchscript, read_torchscript_metadata
+
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"model {path!r} does not exist; pass an exported .onnx or TorchScript file")
+    if p.suffix == ".onnx" or (p.is_file() and not is_torchscript(p)):
+        graph = inspect_graph(load_onnx(path), path)
+        return _Artifact(path, "onnx", graph.metadata, graph=graph)
+    metadata = read_torchscript_metadata(path)
+    return _Artifact(path, "torchscript", metadata, torchscript=TorchScriptEngine(provider).load(path))
+
+
+def _new_report(artifact: _Artifact, checkpoint: Any, atol: float | None, rtol: float | None,
+                seed: int) -> VerifyReport:
+    dtype = artifact.metadata.get("dtype", "float32")
+    d_atol, d_rtol = TOLERANCES.get(dtype, TOLERANCES["float32"])
+    return VerifyReport(
+        model=artifact.path, format=artifact.format,
+        reference=f"checkpoint {str(checkpoint)!r}" if checkpoint is not None else "weights inside the artifact",
+        dtype=dtype, atol=d_atol if atol is None else atol, rtol=d_rtol if rtol is None else rtol, seed=seed,
+    )
+
+
+def _static_checks(graph: GraphReport, metadata: dict[str, Any], cfg: ViTConfig) -> tuple[list[str], list[str]]:
+    """(problems, notes) of the graph against its declared interface and the model config."""
+    problems = check_against_metadata(graph, metadata, cfg.to_dict())
+    notes: list[str] = []
+    input_name = metadata.get("input_name") or next(iter(graph.inputs), "")
+    in_dims = graph.inputs.get(input_name, [])
+    if len(in_dims) == 4 and all(isinstance(d, int) and d > 0 for d in in_dims[2:]):
+        notes.append(f"fixed-size graph: it can only run at {in_dims[2]}x{in_dims[3]}")
+        if metadata.get("static_size") is None:
+            problems.append(
+                f"the graph's height/width are fixed at {in_dims[2]}x{in_dims[3]} although the model is dynamic"
+            )
+    if graph.opset >= 19 and graph.resize:
+        notes.append(
+            f"opset {graph.opset}: Resize-{graph.opset} runs on CUDA only in onnxruntime-gpu builds from 2026 on"
+        )
+    return problems, notes
+
+
+def _references(artifact: _Artifact, checkpoint: Any, config: Any) -> tuple[VisionTransformer, dict | None]:
+    """The PyTorch reference (the checkpoint's, else the artifact's own weights) and, with both, their weight diff."""
+    reference = None
+    if checkpoint is not None:
+        from vitexport.checkpoint import load_model
+
+        reference = load_model(checkpoint, config=config)
+    meta = artifact.metadata
+    if artifact.torchscript is not None:
+        own = reference_from_torchscript(artifact.torchscript.module, meta, artifact.path)
+    elif meta.get("config") and not (reference is not None and (meta.get("quantization") or meta.get("optimized"))):
+        own = reference_from_onnx(artifact.path, meta)
+    else:
+        own = None
+    if reference is None:
+        if own is None:
+            raise VerificationError(f"{artifact.path!r} carries no vitexport config; pass --checkpoint (and --config)")
+        return own, None
+    return reference, weight_difference(own, reference) if own is not None else None
+
+
+def _case_list(cfg: ViTConfig, sizes: list[tuple[int, int]] | None, batch_sizes: tuple[int, ...],
+               fixed_batch: int | None) -> list[Case]:
+    case_list = default_cases(cfg, batch_sizes) if sizes is None else cases_for(sizes, batch_sizes)
+    if fixed_batch:  # a fixed-batch export runs every case at its batch
+        case_list = list(dict.fromkeys(Case(c.height, c.width, fixed_batch, c.input_kind) for c in case_list))
+    return case_list
+
+
+def _engines(artifact: _Artifact, request: str, debug: bool, probe: np.ndarray,
+             report: VerifyReport) -> list[Engine]:
+    """Load the engines to compare; their report entries (with placement diagnostics) go into ``report``."""
+    if artifact.torchscript is not None:
+        report.sessions.append(artifact.torchscript.describe())
+        return [artifact.torchscript]
+    loaded, report.skipped_providers = onnx_engines(artifact.path, request, debug)
+    for engine, warnings in loaded:
+        engine.diagnose(probe)
+        entry = engine.describe() | {"requested": request}
+        entry["warnings"] = [*warnings, *entry.get("warnings", [])]
+        report.sessions.append(entry)
+    return [engine for engine, _ in loaded]
+
+
+def _run_reference(reference: VisionTransformer, x: np.ndarray) -> tuple[np.ndarray | None, float | None, str]:
+    """(output, ms, error): the PyTorch reference on ``x``; an error when the model refuses that size."""
+    try:
+        with torch.no_grad():
+            out, ms = _time_call(lambda: reference(torch.from_numpy(x)).numpy())
+        return out, ms, ""
+    except Exception as exc:  # the model itself does not accept this size (a static or unpadded model)
+        return None, None, f"PyTorch rejects {x.shape[2]}x{x.shape[3]}: {one_line(exc, 160)}"
+
+
+def _geometry(case: Case, cfg: ViTConfig) -> dict[str, Any]:
+    pad = cfg.dynamic_img_pad
+    gh, gw = grid_size(case.height, case.width, cfg.patch_hw, pad)
+    return dict(padded_size=list(padded_size(case.height, case.width, cfg.patch_hw, pad)), grid=[gh, gw],
+                seq_len=gh * gw + cfg.num_prefix_tokens)
+
+
+def _run_case(engine: Engine, x: np.ndarray, ref: np.ndarray, result: CaseResult, atol: float, rtol: float,
+              top1: bool) -> np.ndarray | None:
+    """Run one engine on one case and fill ``result``; the output, or None when the engine refused the input."""
+    try:
+        out, result.runtime_ms = _time_call(lambda: engine.run(x))
+        comp = compare(out, ref, atol, rtol, top1)
+    except VerificationError as exc:
+        result.error = str(exc)
+        return None
+    except Exception as exc:  # the runtime refused this input: that is a failed case, not a crash
+        result.error = one_line(exc, 200, kind=True)
+        return None
+    for key in ("max_abs", "mean_abs", "max_rel", "cosine", "top1_agreement", "nonfinite"):
+        setattr(result, key, getattr(comp, key))
+    result.passed = comp.within_tolerance
+    return out
+
+
+def _sweep(case_list: list[Case], cfg: ViTConfig, reference: VisionTransformer, engines: list[Engine],
+           report: VerifyReport, progress: Callable[[CaseResult, int, int], None] | None) -> dict:
+    """Every case through the reference and every engine; results go into ``report``, outputs are returned."""
+    total = len(case_list) * len(engines)
+    outputs: dict[tuple[Case, str], np.ndarray] = {}
+    for case in case_list:
+        x = make_input(case, cfg.in_chans, report.seed)
+        ref, torch_ms, ref_error = _run_reference(reference, x)
+        for engine in engines:
+            result = CaseResult(case.height, case.width, case.batch, case.input_kind, provider=engine.name,
+                                passed=False, torch_ms=torch_ms, **_geometry(case, cfg))
+            if ref is None:
+                result.error = ref_error
+            else:
+                out = _run_case(engine, x, ref, result, report.atol, report.rtol, cfg.num_classes > 0)
+                if out is not None:
+                    outputs[(case, engine.name)] = out
+            report.cases.append(result)
+            if progress is not None:
+                progress(result, len(report.cases), total)
+    return outputs
+
+
+def _cross_compare(case_list: list[Case], names: list[str], outputs: dict, report: VerifyReport,
+                   top1: bool) -> None:
+    """With several engines: each one's outputs against the first one's, per case."""
+    for case in case_list:
+        for other in names[1:]:
+            a, b = outputs.get((case, names[0])), outputs.get((case, other))
+            if a is None or b is None:
+                continue
+            comp = compare(b, a, report.atol, report.rtol, top1)
+            report.cross_provider.append({"height": case.height, "width": case.width, "batch": case.batch,
+                                          "providers": [names[0], other], "max_abs": comp.max_abs,
+                                          "passed": comp.within_tolerance})
 
 
 def verify(
@@ -282,196 +523,45 @@ def verify(
     debug: bool = False,
 ) -> VerifyReport:
     """Run an exported model (ONNX or TorchScript) against PyTorch over a sweep of sizes and batches."""
-    from vitexport.export import is_torchscript, read_torchscript_metadata
-
-    path = str(model_path)
     start = time.perf_counter()
-    p = Path(path)
-    if not p.exists():
-        raise CheckpointError(f"model {path!r} does not exist; pass an exported .onnx or TorchScript file")
-    if p.suffix == ".onnx" or (p.is_file() and not is_torchscript(p)):
-        fmt = "onnx"
-        proto = load_onnx(path)
-        graph = inspect_graph(proto, path)
-        metadata = graph.metadata
-        del proto
-    else:
-        fmt, graph = "torchscript", None
-        metadata = read_torchscript_metadata(path)
-
-    dtype = metadata.get("dtype", "float32")
-    d_atol, d_rtol = TOLERANCES.get(dtype, TOLERANCES["float32"])
-    atol = d_atol if atol is None else atol
-    rtol = d_rtol if rtol is None else rtol
-
-    # the reference
-    if checkpoint is not None:
-        from vitexport.checkpoint import load_model
-
-        reference = load_model(checkpoint, config=config)
-        reference_name = f"checkpoint {str(checkpoint)!r}"
-    else:
-        reference = None
-        reference_name = "weights inside the artifact"
-    report = VerifyReport(model=path, format=fmt, reference=reference_name, dtype=dtype, atol=atol, rtol=rtol,
-                          seed=seed)
-
-    cfg = ViTConfig.from_dict(metadata["config"]) if metadata.get("config") else (
-        reference.config if reference is not None else None
-    )
-    if cfg is None:
-        raise VerificationError(f"{path!r} carries no vitexport config; pass --checkpoint (and --config)")
+    artifact = _load_artifact(str(model_path), provider)
+    report = _new_report(artifact, checkpoint, atol, rtol, seed)
+    reference, report.weight_diff = _references(artifact, checkpoint, config)
+    cfg = ViTConfig.from_dict(artifact.metadata["config"]) if artifact.metadata.get("config") else reference.config
     report.config = cfg.to_dict()
-    static_size = metadata.get("static_size")
-    fixed_batch = metadata.get("batch_size")
-
-    # static checks first
-    if graph is not None:
-        spec = IOSpec(
-            metadata.get("input_name", "pixel_values"),
-            metadata.get("output_name", "logits"),
-            {int(k): v for k, v in (metadata.get("dynamic_axes") or {}).get(
-                metadata.get("input_name", "pixel_values"), {"0": "batch", "2": "height", "3": "width"}).items()},
-            {int(k): v for k, v in (metadata.get("dynamic_axes") or {}).get(
-                metadata.get("output_name", "logits"), {"0": "batch"}).items()},
-        )
-        dynamic_size = static_size is None and cfg.dynamic_img_size
-        report.static_problems = check_graph(
-            graph, spec, dynamic_size=dynamic_size, expect_resize=cfg.dynamic_img_size, expect_pad=cfg.dynamic_img_pad
-        )
-        in_dims = graph.inputs.get(spec.input_name, [])
-        if len(in_dims) == 4 and all(isinstance(d, int) and d > 0 for d in in_dims[2:]):
-            report.static_notes.append(f"fixed-size graph: it can only run at {in_dims[2]}x{in_dims[3]}")
-            if static_size is None:
-                report.static_problems.append(
-                    f"the graph's height/width are fixed at {in_dims[2]}x{in_dims[3]} although the model is dynamic"
-                )
-        if graph.opset >= 19 and graph.resize:
-            report.static_notes.append(
-                f"opset {graph.opset}: Resize-{graph.opset} runs on CUDA only in onnxruntime-gpu builds from 2026 on"
-            )
-
-    # the artifact's own weights as reference (also for the weight diff with --checkpoint)
-    ts_module = None
-    transformed = bool(metadata.get("quantization") or metadata.get("optimized"))
-    if fmt == "onnx":
-        use_artifact = metadata.get("config") and not (transformed and reference is not None)
-        artifact_model = reference_from_onnx(path, metadata) if use_artifact else None
-    else:
-        ts_module = torch.jit.load(path, map_location="cpu")
-        artifact_model = reference_from_torchscript(ts_module, metadata, path)
-    if reference is None:
-        reference = artifact_model
-    elif artifact_model is not None:
-        report.weight_diff = weight_difference(artifact_model, reference)
-    assert reference is not None
-
-    case_list = default_cases(cfg, batch_sizes) if sizes is None else cases_for(sizes, batch_sizes)
-    if fixed_batch:
-        case_list = [Case(c.height, c.width, fixed_batch, c.input_kind) for c in case_list]
-        case_list = list(dict.fromkeys(case_list))
-
-    # runners: one per provider
-    runners: list[tuple[str, Callable[[np.ndarray], np.ndarray]]] = []
-    if fmt == "onnx":
-        from vitexport.runtime import PROVIDERS, create_session, profile_placement, resolve_providers
-
-        for name in resolve_providers(provider):
-            try:
-                session, info = create_session(path, "cuda" if name == "auto" else name, debug=debug)
-                name = "cuda" if name == "auto" else name
-            except EnvironmentProblem as exc:
-                if name == "auto":  # auto: CUDA when usable, else the CPU, and the report says which
-                    session, info = create_session(path, "cpu", debug=debug)
-                    reason = str(exc).split("; use --provider")[0]
-                    info.warnings.append(f"auto: verified on the CPU: {reason}")
-                    name = "cpu"
-                elif provider == "all":
-                    report.skipped_providers.append(f"{name}: {exc}")
-                    continue
-                else:
-                    raise
-            info.requested = provider
-            input_name = session.get_inputs()[0].name
-            np_dtype = np.float16 if "float16" in session.get_inputs()[0].type else np.float32
-            if name != "cpu":
-                c0 = case_list[0]
-                feeds = {input_name: make_input(c0, cfg.in_chans, seed).astype(np_dtype)}
-                profile_placement(path, name, feeds, info)
-            report.sessions.append({"name": name, **info.to_json()} | {"provider_chain": PROVIDERS[name]})
-
-            def run(x: np.ndarray, s=session, n=input_name, t=np_dtype) -> np.ndarray:
-                return s.run(None, {n: x.astype(t)})[0]
-
-            runners.append((name, run))
-    else:
-        module = ts_module
-
-        def run_ts(x: np.ndarray) -> np.ndarray:
-            with torch.no_grad():
-                return module(torch.from_numpy(x)).numpy()
-
-        runners.append(("torchscript-cpu", run_ts))
-        report.sessions.append({"name": "torchscript-cpu", "requested": provider, "providers": ["torch (CPU)"],
-                                "warnings": [] if provider in ("auto", "cpu") else
-                                [f"TorchScript is verified on the CPU; --provider {provider} applies to ONNX only"]})
-
-    top1 = cfg.num_classes > 0
-    total = len(case_list) * len(runners)
-    done = 0
-    outputs: dict[tuple[Case, str], np.ndarray] = {}
-    for case in case_list:
-        x = make_input(case, cfg.in_chans, seed)
-        try:
-            with torch.no_grad():
-                ref, torch_ms = _time_call(lambda x=x: reference(torch.from_numpy(x)).numpy())
-        except Exception as exc:  # the model itself does not accept this size (a static or unpadded model)
-            ref, torch_ms = None, None
-            ref_error = f"PyTorch rejects {case.height}x{case.width}: {' '.join(str(exc).split())[:160]}"
-        gh, gw = reference.grid_for(case.height, case.width)
-        ph, pw = cfg.patch_hw
-        geometry = dict(
-            padded_size=list(padded_size(case.height, case.width, (ph, pw)) if cfg.dynamic_img_pad
-                             else (case.height, case.width)),
-            grid=[gh, gw],
-            seq_len=gh * gw + cfg.num_prefix_tokens,
-        )
-        for name, run in runners:
-            result = CaseResult(case.height, case.width, case.batch, case.input_kind, provider=name, passed=False,
-                                torch_ms=torch_ms, **geometry)
-            if ref is None:
-                result.error = ref_error
-                report.cases.append(result)
-                done += 1
-                if progress is not None:
-                    progress(result, done, total)
-                continue
-            try:
-                out, result.runtime_ms = _time_call(lambda run=run, x=x: run(x))
-                comp = compare(out, ref, atol, rtol, top1)
-                outputs[(case, name)] = out
-                for key in ("max_abs", "mean_abs", "max_rel", "cosine", "top1_agreement", "nonfinite"):
-                    setattr(result, key, getattr(comp, key))
-                result.passed = comp.within_tolerance
-            except VerificationError as exc:
-                result.error = str(exc)
-            except Exception as exc:  # the runtime refused this input: that is a failed case, not a crash
-                result.error = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
-            report.cases.append(result)
-            done += 1
-            if progress is not None:
-                progress(result, done, total)
-
-    if len(runners) > 1:
-        names = [n for n, _ in runners]
-        for case in case_list:
-            for other in names[1:]:
-                a, b = outputs.get((case, names[0])), outputs.get((case, other))
-                if a is None or b is None:
-                    continue
-                comp = compare(b, a, atol, rtol, top1)
-                report.cross_provider.append({"height": case.height, "width": case.width, "batch": case.batch,
-                                              "providers": [names[0], other], "max_abs": comp.max_abs,
-                                              "passed": comp.within_tolerance})
+    if artifact.graph is not None:
+        report.static_problems, report.static_notes = _static_checks(artifact.graph, artifact.metadata, cfg)
+    case_list = _case_list(cfg, sizes, batch_sizes, artifact.metadata.get("batch_size"))
+    engines = _engines(artifact, provider, debug, make_input(case_list[0], cfg.in_chans, seed), report)
+    outputs = _sweep(case_list, cfg, reference, engines, report, progress)
+    if len(engines) > 1:
+        _cross_compare(case_list, [e.name for e in engines], outputs, report, cfg.num_classes > 0)
     report.seconds = time.perf_counter() - start
     return report
+
+
+@dataclass
+class HeatmapSweep:
+    """A verify report over every (height, width) of ``heights`` x ``widths``, batch 1."""
+
+    heights: list[int]
+    widths: list[int]
+    report: VerifyReport
+
+
+def heatmap_sweep(
+    model_path: str | Path,
+    report: VerifyReport,
+    *,
+    checkpoint: str | Path | None = None,
+    config: Any = None,
+) -> HeatmapSweep:
+    """Verify again over a grid of heights x widths (1 to 4x native), with ``report``'s engine and tolerances."""
+    cfg = ViTConfig.from_dict(report.config)
+    heights, widths = heatmap_sizes(cfg.img_hw, cfg.patch_hw)
+    first = report.sessions[0] if report.sessions else {}
+    provider = first.get("name", "auto") if report.format == "onnx" else first.get("requested", "auto")
+    grid = verify(model_path, checkpoint=checkpoint, config=config, provider=provider,
+                  sizes=[(h, w) for h in heights for w in widths], batch_sizes=(1,), atol=report.atol,
+                  rtol=report.rtol, seed=report.seed)
+    return HeatmapSweep(heights, widths, grid)

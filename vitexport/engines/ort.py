@@ -1,0 +1,357 @@
+"""ONNX Runtime sessions with honest provider selection. Imports numpy and onnxruntime, never torch.
+
+- A "CUDA" request that ONNX Runtime quietly serves on the CPU is an error here
+  (`EngineUnavailable`, exit 2): ``session.get_providers()`` tells what really runs.
+- ``auto`` is decided once, by `resolve_auto_provider`: CUDA when a probe session really
+  runs on it, else the CPU, with the reason.
+- Nodes that a GPU session places on the CPU, and Memcpy nodes, are found by profiling one run.
+- ONNX Runtime's process-wide logger is silenced while a GPU session is created (it logs an
+  unusable provider as an error before falling back) and set back to its previous level
+  afterwards. onnxruntime has no getter for that level (1.31 has only the setters), so this
+  module remembers the level it last set, starting from onnxruntime's default;
+  `set_logger_severity` sets it through the same record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from vitexport.engines import Engine
+from vitexport.errors import EngineError, EngineUnavailable, EnvironmentProblem, one_line
+
+logger = logging.getLogger(__name__)
+
+PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+PROVIDER_CHOICES = ("auto", "cuda", "cpu", "tensorrt", "all")
+ORT_DEFAULT_LOGGER_SEVERITY = 2  # warning: onnxruntime's own default
+_UNAVAILABLE_ADVICE = "use --provider cpu, or --debug for ONNX Runtime's log"
+
+
+def _ort():
+    try:
+        import onnxruntime
+    except ImportError as exc:  # pragma: no cover - a dependency of the package
+        raise EnvironmentProblem("onnxruntime is not installed; pip install onnxruntime-gpu (or onnxruntime)") from exc
+    return onnxruntime
+
+
+# ---------------------------------------------------------------------------
+# ONNX Runtime's process-wide logger
+# ---------------------------------------------------------------------------
+_logger_lock = threading.RLock()
+_logger_severity = ORT_DEFAULT_LOGGER_SEVERITY
+
+
+def set_logger_severity(level: int) -> int:
+    """Set ONNX Runtime's process-wide logger severity (0 verbose .. 4 fatal); returns the previous level."""
+    global _logger_severity
+    with _logger_lock:
+        previous, _logger_severity = _logger_severity, int(level)
+        _ort().set_default_logger_severity(int(level))
+        return previous
+
+
+@contextlib.contextmanager
+def logger_severity(level: int) -> Iterator[None]:
+    """ONNX Runtime's logger at ``level`` inside the block, at its previous level after it."""
+    with _logger_lock:
+        previous = set_logger_severity(level)
+        try:
+            yield
+        finally:
+            set_logger_severity(previous)
+
+
+# ---------------------------------------------------------------------------
+# sessions
+# ---------------------------------------------------------------------------
+@dataclass
+class SessionInfo:
+    """What a session really runs on."""
+
+    requested: str
+    providers: list[str]
+    placement: dict[str, int] = field(default_factory=dict)  # provider -> node count (from profiling)
+    cpu_nodes: list[str] = field(default_factory=list)  # op types a GPU session left on the CPU
+    memcpy_nodes: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "requested": self.requested,
+            "providers": self.providers,
+            "placement": self.placement,
+            "cpu_nodes": self.cpu_nodes,
+            "memcpy_nodes": self.memcpy_nodes,
+            "warnings": self.warnings,
+        }
+
+
+def available_providers() -> list[str]:
+    return list(_ort().get_available_providers())
+
+
+def provider_chain(provider: str) -> list[str]:
+    """The providers a session for ``provider`` is given, in order (the CPU as the last resort for GPU ones)."""
+    if provider not in PROVIDERS:
+        raise EnvironmentProblem(f"unknown provider {provider!r}; use one of {', '.join(PROVIDER_CHOICES)}")
+    chain = {"cpu": ["cpu"], "cuda": ["cuda", "cpu"], "tensorrt": ["tensorrt", "cuda", "cpu"]}[provider]
+    return [PROVIDERS[p] for p in chain]
+
+
+def session_options(debug: bool = False, threads: int | None = None, profile_prefix: str | None = None,
+                    spin: bool = True):
+    ort = _ort()
+    opts = ort.SessionOptions()
+    if not spin:  # idle worker threads stop busy-waiting (they would steal cores from other work)
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # ORT logs a provider it cannot initialise as an error and falls back; vitexport detects that itself
+    opts.log_severity_level = 0 if debug else 3
+    if threads:
+        opts.intra_op_num_threads = threads
+    if profile_prefix:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = profile_prefix
+    return opts
+
+
+def _preload_cuda() -> None:
+    preload = getattr(_ort(), "preload_dlls", None)
+    if preload is not None:
+        try:
+            preload()  # CUDA/cuDNN from the pip nvidia-* packages (a CUDA build of torch brings them)
+        except Exception as exc:  # missing libraries show up as no CUDA provider below
+            logger.debug("onnxruntime.preload_dlls failed: %s", exc)
+
+
+def _check_in_build(provider: str) -> None:
+    wanted, available = PROVIDERS[provider], available_providers()
+    if wanted not in available:
+        advice = "install onnxruntime-gpu (and uninstall onnxruntime)" if provider != "cpu" else "reinstall onnxruntime"
+        raise EngineUnavailable(f"{wanted} is not in this onnxruntime build (available: {', '.join(available)})",
+                                advice)
+
+
+def create_session(
+    path: str | bytes, provider: str, threads: int | None = None, debug: bool = False, spin: bool = True
+):
+    """(session, SessionInfo) on ``provider`` ('cpu', 'cuda', 'tensorrt'); never silently on another one.
+
+    Raises `EngineUnavailable` (exit 2) when the provider is not usable here, `EngineError` when
+    ONNX Runtime cannot load the model.
+    """
+    ort = _ort()
+    chain = provider_chain(provider)
+    _check_in_build(provider)
+    quiet = contextlib.nullcontext()
+    if provider != "cpu":
+        _preload_cuda()
+        # ORT's process-wide logger prints a provider it cannot load as an error; the check below
+        # replaces that with one clear message (--debug keeps ORT's log)
+        quiet = logger_severity(0 if debug else 4)
+    try:
+        with quiet:
+            session = ort.InferenceSession(path, sess_options=session_options(debug, threads, spin=spin),
+                                           providers=chain)
+    except Exception as exc:
+        where = "the model" if isinstance(path, bytes) else repr(path)
+        raise EngineError(f"ONNX Runtime could not load {where} on {chain[0]}: {one_line(exc)}") from exc
+    used = list(session.get_providers())
+    if chain[0] not in used:
+        raise EngineUnavailable(
+            f"{chain[0]} could not be initialised here (no usable GPU, driver or CUDA/cuDNN libraries; "
+            f"ONNX Runtime fell back to {', '.join(used)})",
+            _UNAVAILABLE_ADVICE,
+        )
+    return session, SessionInfo(requested=provider, providers=used)
+
+
+def _probe_model() -> bytes:
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "probe",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def probe_provider(provider: str, debug: bool = False) -> tuple[bool, str]:
+    """(usable, reason): can a session really run on ``provider`` here? Uses a one-node in-memory graph."""
+    try:
+        create_session(_probe_model(), provider, debug=debug)
+    except EngineUnavailable as exc:
+        return False, exc.reason
+    except EngineError as exc:
+        return False, str(exc)
+    return True, ""
+
+
+@dataclass(frozen=True)
+class AutoChoice:
+    """What ``auto`` resolved to: the provider, whether that is a fallback, and why."""
+
+    provider: str
+    fell_back: bool
+    reason: str = ""
+
+    @property
+    def note(self) -> str:
+        """One line for the user when ``auto`` fell back; empty otherwise."""
+        return f"auto: running on the CPU ({self.reason})" if self.fell_back else ""
+
+
+def resolve_auto_provider(debug: bool = False) -> AutoChoice:
+    """``auto``: CUDA when a session really runs on it here, else the CPU, and the reason."""
+    usable, reason = probe_provider("cuda", debug=debug)
+    return AutoChoice("cuda", False) if usable else AutoChoice("cpu", True, reason)
+
+
+def resolve_providers(request: str) -> list[str]:
+    """Provider names a request stands for: 'all' is every one in this build; 'auto' stays 'auto'."""
+    if request not in PROVIDER_CHOICES:
+        raise EnvironmentProblem(f"unknown provider {request!r}; use one of {', '.join(PROVIDER_CHOICES)}")
+    if request == "all":
+        return [p for p in ("cuda", "tensorrt", "cpu") if PROVIDERS[p] in available_providers()]
+    return [request]
+
+
+def profile_placement(path: str, provider: str, feeds: dict[str, Any], info: SessionInfo) -> None:
+    """Run once with profiling and record which provider ran each node (GPU sessions only)."""
+    with tempfile.TemporaryDirectory() as folder:
+        opts = session_options(profile_prefix=os.path.join(folder, "profile"))
+        session = _ort().InferenceSession(path, sess_options=opts, providers=provider_chain(provider))
+        session.run(None, feeds)
+        with open(session.end_profiling(), encoding="utf-8") as fh:
+            events = json.load(fh)
+    seen: dict[str, tuple[str, str]] = {}
+    for event in events:
+        args = event.get("args") or {}
+        if event.get("cat") == "Node" and "provider" in args:
+            name = event["name"]
+            for suffix in ("_kernel_time", "_fence_before", "_fence_after"):
+                name = name.removesuffix(suffix)
+            seen[name] = (args["provider"], args.get("op_name", ""))
+    placement: dict[str, int] = {}
+    cpu_ops: dict[str, int] = {}
+    for prov, op in seen.values():
+        placement[prov] = placement.get(prov, 0) + 1
+        if op.startswith("Memcpy"):
+            info.memcpy_nodes += 1
+        elif prov == "CPUExecutionProvider":
+            cpu_ops[op] = cpu_ops.get(op, 0) + 1
+    info.placement = placement
+    info.cpu_nodes = [f"{op} x{n}" for op, n in sorted(cpu_ops.items())]
+    if cpu_ops:
+        info.warnings.append(
+            f"{sum(cpu_ops.values())} nodes run on the CPU inside the {provider} session: {', '.join(info.cpu_nodes)}"
+        )
+    if info.memcpy_nodes:
+        info.warnings.append(f"{info.memcpy_nodes} Memcpy nodes copy data between CPU and GPU")
+
+
+# ---------------------------------------------------------------------------
+# the engine
+# ---------------------------------------------------------------------------
+class OrtEngine(Engine):
+    """ONNX Runtime on one execution provider; thread-safe `run` (a session is, and binding is per call)."""
+
+    def __init__(self, provider: str = "cpu", *, threads: int | None = None, spin: bool = True,
+                 debug: bool = False) -> None:
+        provider_chain(provider)  # refuses unknown names now
+        self.name = provider
+        self.threads, self.spin, self.debug = threads, spin, debug
+        self.path = ""
+        self.session: Any = None
+        self.info = SessionInfo(requested=provider, providers=[])
+
+    def available(self) -> tuple[bool, str]:
+        return probe_provider(self.name, debug=self.debug)
+
+    def load(self, path: str) -> OrtEngine:
+        self.path = str(path)
+        self.session, self.info = create_session(self.path, self.name, threads=self.threads, debug=self.debug,
+                                                 spin=self.spin)
+        return self
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        from vitexport.spec import decode_metadata
+
+        return decode_metadata(dict(self.session.get_modelmeta().custom_metadata_map))
+
+    @property
+    def input_name(self) -> str:
+        return self.session.get_inputs()[0].name
+
+    @property
+    def output_name(self) -> str:
+        return self.session.get_outputs()[0].name
+
+    @property
+    def input_dtype(self) -> str:
+        return "float16" if "float16" in self.session.get_inputs()[0].type else "float32"
+
+    @property
+    def devices(self) -> list[str]:
+        return list(self.info.providers)
+
+    def run(self, x: Any) -> Any:
+        import numpy as np
+
+        x = np.ascontiguousarray(x, dtype=np.float16 if self.input_dtype == "float16" else np.float32)
+        if "CUDAExecutionProvider" in self.info.providers:
+            binding = self.session.io_binding()  # per call: thread-safe, no host copies of the output in between
+            binding.bind_cpu_input(self.input_name, x)
+            binding.bind_output(self.output_name, "cuda")
+            self.session.run_with_iobinding(binding)
+            out = binding.copy_outputs_to_cpu()[0]
+        else:
+            out = self.session.run([self.output_name], {self.input_name: x})[0]
+        return out.astype(np.float32, copy=False)
+
+    def diagnose(self, x: Any) -> None:
+        """On a GPU provider: profile one run and record node placement and Memcpy nodes."""
+        import numpy as np
+
+        if self.name != "cpu":
+            dtype = np.float16 if self.input_dtype == "float16" else np.float32
+            profile_placement(self.path, self.name, {self.input_name: x.astype(dtype)}, self.info)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, **self.info.to_json(), "provider_chain": PROVIDERS[self.name]}
+
+
+__all__ = [
+    "ORT_DEFAULT_LOGGER_SEVERITY",
+    "PROVIDERS",
+    "PROVIDER_CHOICES",
+    "AutoChoice",
+    "OrtEngine",
+    "SessionInfo",
+    "available_providers",
+    "create_session",
+    "logger_severity",
+    "probe_provider",
+    "profile_placement",
+    "provider_chain",
+    "resolve_auto_provider",
+    "resolve_providers",
+    "set_logger_severity",
+]

@@ -1,0 +1,70 @@
+"""What `vitexport info` shows, as plain data: a checkpoint's config and geometry, or an exported
+artifact's interface and metadata."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+
+def describe_file(
+    path: str | os.PathLike[str],
+    config: Any = None,
+    use_ema: bool = False,
+    sizes: tuple[tuple[int, int], ...] = (),
+) -> dict[str, Any]:
+    """Describe an exported .onnx / TorchScript file (`describe_artifact`), else a checkpoint: format, config
+    source, parameters, native grid, prefix tokens, and the geometry of each of ``sizes``. ``kind`` says which."""
+    artifact = describe_artifact(path)
+    if artifact is not None:
+        return artifact
+    from vitexport.checkpoint import check_state_dict, describe_checkpoint, read_checkpoint
+    from vitexport.model import VisionTransformer, count_parameters, infer_grid
+
+    ckpt = read_checkpoint(path, config=config, use_ema=use_ema)
+    model = VisionTransformer(ckpt.config)
+    check_state_dict(model, ckpt.state_dict, repr(str(ckpt.path)))
+    cfg = ckpt.config
+    info = describe_checkpoint(ckpt)
+    info.update(
+        kind="checkpoint",
+        config=cfg.to_dict(),
+        parameters=count_parameters(model),
+        patch_size=list(cfg.patch_hw),
+        native_grid=list(cfg.grid_size),
+        prefix_tokens={"class": int(cfg.class_token), "registers": cfg.reg_tokens, "total": cfg.num_prefix_tokens},
+        pos_embed_rows=int(ckpt.state_dict["pos_embed"].shape[1]),
+        sizes=[infer_grid(model, h, w) for h, w in sizes],
+    )
+    return info
+
+
+def describe_artifact(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """Interface and metadata of an exported .onnx or TorchScript file; None when ``path`` is neither."""
+    from vitexport.export import is_torchscript, read_torchscript_metadata
+
+    p = Path(path)
+    if p.suffix == ".onnx":
+        from vitexport.graph import inspect_graph, load_onnx
+
+        report = inspect_graph(load_onnx(p), str(p))
+        return {
+            "kind": "onnx",
+            "path": str(p),
+            "bytes": p.stat().st_size + sum((p.parent / f).stat().st_size for f in report.external_data),
+            "opset": report.opset,
+            "inputs": report.inputs,
+            "outputs": report.outputs,
+            "external_data": report.external_data,
+            "op_counts": dict(sorted(report.op_counts.items(), key=lambda kv: -kv[1])),
+            "resize": report.resize,
+            "metadata": report.metadata,
+        }
+    if p.is_file() and is_torchscript(p):
+        return {"kind": "torchscript", "path": str(p), "bytes": p.stat().st_size,
+                "metadata": read_torchscript_metadata(p)}
+    return None
+
+
+__all__ = ["describe_artifact", "describe_file"]
