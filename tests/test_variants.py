@@ -13,6 +13,7 @@ from vitexport import save_checkpoint
 from vitexport.cli import cli
 from vitexport.errors import EnvironmentProblem, ExportError, VerificationError
 from vitexport.export import export_onnx
+from vitexport.graph import inspect_graph
 from vitexport.optimize import optimize_onnx, quantize_onnx
 from vitexport.runtime import probe_provider
 from vitexport.verify import verify
@@ -47,14 +48,19 @@ def test_onnx_attention_needs_opset_23(model_and_ckpt) -> None:
         export_onnx(model, folder / "x.onnx", attention="onnx", opset=18)
 
 
-@pytest.mark.parametrize("attention", ["sdpa", "mha"])
-def test_optimized_graph_passes_verify_with_checkpoint(model_and_ckpt, attention: str) -> None:
+@pytest.mark.parametrize("attention, resample", [("sdpa", "portable"), ("mha", "portable"), ("sdpa", "resize")])
+def test_optimized_graph_passes_verify_with_checkpoint(model_and_ckpt, attention: str, resample: str) -> None:
     model, ckpt, folder = model_and_ckpt
-    plain = folder / f"plain-{attention}.onnx"
-    export_onnx(model, plain, attention=attention)
-    out = folder / f"opt-{attention}.onnx"
+    plain = folder / f"plain-{attention}-{resample}.onnx"
+    export_onnx(model, plain, attention=attention, resample=resample)
+    out = folder / f"opt-{attention}-{resample}.onnx"
     result = optimize_onnx(plain, out)
     assert result.details["nodes_after"] < result.details["nodes_before"]
+    graph = inspect_graph(onnx.load(str(out)))
+    # ORT's optimizer folds and fuses around the resampling; the checks still find it, with the native grid
+    assert graph.resample_form == resample and bool(graph.resize) == (resample == "resize")
+    if resample == "portable":
+        assert [m["constant_shape"][-2:] for m in graph.resample_matmuls if m["constant_shape"]] == [[3, 5]]
     report = verify(out, checkpoint=ckpt, provider="cpu")
     assert report and not report.static_problems
     with pytest.raises(VerificationError, match="verify it against the original with --checkpoint"):
@@ -68,13 +74,16 @@ def test_int8_passes_verify_with_its_tolerance(model_and_ckpt) -> None:
     out = folder / "int8.onnx"
     result = quantize_onnx(plain, out)
     assert result.details["matmuls_quantized"] == 4 * model.config.depth + 1  # qkv, proj, fc1, fc2 per block; head
-    assert "Resize" in result.details["kept_float"] and "Pad" in result.details["kept_float"]
+    assert "Pad" in result.details["kept_float"]
     report = verify(out, checkpoint=ckpt, provider="cpu")
     assert report.dtype == "int8-dynamic" and report, [(c.height, c.width, c.max_abs) for c in report.failures]
     assert max(c.max_abs for c in report.cases) > 1e-4  # really quantized
+    # the embedding resampling stays float: its MatMuls have no constant right operand, so none is quantized
     proto = onnx.load(str(out))
-    resize = next(n for n in proto.graph.node if n.op_type == "Resize")
-    assert all("quant" not in i.lower() for i in resize.input)
+    resampling = {m["name"] for m in inspect_graph(proto).resample_matmuls}
+    assert len(resampling) == 2
+    for node in (n for n in proto.graph.node if n.name in resampling):
+        assert node.op_type in ("MatMul", "FusedMatMul") and all("quant" not in i.lower() for i in node.input)
 
 
 def test_int8_refuses_fp16_source(model_and_ckpt) -> None:
@@ -109,7 +118,7 @@ def test_cli_optimize_quantize_and_verify(tmp_path: Path) -> None:
     assert runner.invoke(cli, ["onnx", sample, "-o", str(plain)]).exit_code == 0
     result = runner.invoke(cli, ["quantize", str(plain)])
     assert result.exit_code == 0, result.stderr
-    assert "quantized      17 MatMul" in result.stdout and "Resize" in result.stdout
+    assert "quantized      17 MatMul" in result.stdout and "embedding resampling" in result.stdout
     q = tmp_path / "plain.int8.onnx"
     result = runner.invoke(cli, ["verify", str(q), "--checkpoint", sample, "--provider", "cpu"])
     assert result.exit_code == 0, result.output

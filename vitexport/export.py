@@ -28,12 +28,15 @@ import torch
 from vitexport import __version__
 from vitexport.attention import ATTENTION_CHOICES, ATTENTION_MIN_OPSET, translation_table
 from vitexport.errors import ExportError, OutputExistsError
-from vitexport.graph import check_graph, inspect_graph, load_onnx
+from vitexport.graph import check_graph, check_summary, inspect_graph, load_onnx
 from vitexport.model import VisionTransformer, count_parameters
+from vitexport.resample import resampling_form
 from vitexport.spec import (
     DEFAULT_OPSET,
+    DEFAULT_RESAMPLE,
     MAX_OPSET,
     MIN_OPSET,
+    RESAMPLE_FORMS,
     TORCHSCRIPT_EXTRA_FILE,
     IOSpec,
     encode_metadata,
@@ -164,6 +167,14 @@ def _check_opset(opset: int) -> None:
         )
 
 
+def _check_resample(resample: str) -> None:
+    if resample not in RESAMPLE_FORMS:
+        raise ExportError(
+            f"resample form {resample!r} is not supported; use {' or '.join(RESAMPLE_FORMS)} "
+            f"(default {DEFAULT_RESAMPLE}: right on every runtime)"
+        )
+
+
 def _prepare(model: VisionTransformer, dtype: str) -> VisionTransformer:
     """The model in eval mode and ``dtype``; a copy only when the dtype changes (ViT-B: 350 MB saved)."""
     if dtype not in DTYPES:
@@ -186,15 +197,19 @@ def export_onnx(
     source_sha256: str | None = None,
     external_data: bool | None = None,
     attention: str = "sdpa",
+    resample: str = DEFAULT_RESAMPLE,
 ) -> ExportResult:
     """Export to ONNX with dynamic batch/height/width (unless fixed), check the graph, write atomically.
 
     ``dtype="float16"`` converts weights and activations; positional-embedding
-    resampling still runs in float32 (as timm does). Models over 2 GB get their
+    resampling still runs in float32 (as timm does). ``resample="portable"`` writes that
+    resampling with elementary ops (right on every runtime), ``"resize"`` as one
+    antialiased Resize (see `vitexport.resample`). Models over 2 GB get their
     weights in one ``<name>.data`` file beside the model. ``example_size`` is only
     for tests of the graph checks: the default example is non-native and non-square.
     """
     _check_opset(opset)
+    _check_resample(resample)
     if attention not in ATTENTION_CHOICES:
         raise ExportError(f"attention {attention!r} is not supported; use one of {', '.join(ATTENTION_CHOICES)}")
     if opset < ATTENTION_MIN_OPSET[attention]:
@@ -227,7 +242,7 @@ def export_onnx(
             dims[3] = torch.export.Dim("width", min=1)
         log = io.StringIO()
         try:
-            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log), resampling_form(prepared, resample):
                 program = torch.onnx.export(
                     prepared,
                     (example,),
@@ -249,6 +264,7 @@ def export_onnx(
             raise ExportError("torch.onnx.export returned no program; update torch")
         metadata = artifact_metadata(prepared, spec, dtype, static_size, batch_size, source_sha256, opset)
         metadata["attention"] = attention
+        metadata["resample"] = resample
         for node in program.model.graph:  # exporter stack traces per node: half the file, no use at run time
             node.metadata_props.clear()
         _name_output_axes(program.model, spec)
@@ -323,12 +339,7 @@ def _check_onnx_file(path: Path, model: VisionTransformer, spec: IOSpec, dynamic
     if problems:
         raise ExportError("exported graph failed its checks, nothing written: " + "; ".join(problems))
     checks = ["onnx.checker full check", "shape inference (strict)", "input/output names and symbolic axes"]
-    if report.resize:
-        checks.append("Resize: antialiased cubic a=-0.5, half_pixel, exclude_outside=1"
-                      + (", size follows the input shape" if dynamic_size else ""))
-    if report.pad:
-        checks.append("Pad" + (": pads follow the input shape" if dynamic_size else ""))
-    return checks
+    return checks + check_summary(report, dynamic_size)
 
 
 def export_torchscript(

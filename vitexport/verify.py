@@ -20,7 +20,7 @@ import torch
 
 from vitexport.config import ViTConfig
 from vitexport.errors import CheckpointError, EnvironmentProblem, VerificationError
-from vitexport.graph import check_graph, inspect_graph, load_onnx
+from vitexport.graph import check_graph, check_summary, inspect_graph, load_onnx
 from vitexport.layers import padded_size
 from vitexport.model import VisionTransformer
 from vitexport.spec import IOSpec
@@ -113,6 +113,7 @@ class VerifyReport:
     seed: int
     static_problems: list[str] = field(default_factory=list)
     static_notes: list[str] = field(default_factory=list)
+    static_checks: list[str] = field(default_factory=list)  # what the static checks verified (resampling, Pad)
     sessions: list[dict[str, Any]] = field(default_factory=list)
     cases: list[CaseResult] = field(default_factory=list)
     cross_provider: list[dict[str, Any]] = field(default_factory=list)
@@ -339,6 +340,7 @@ def verify(
         report.static_problems = check_graph(
             graph, spec, dynamic_size=dynamic_size, expect_resize=cfg.dynamic_img_size, expect_pad=cfg.dynamic_img_pad
         )
+        report.static_checks = check_summary(graph, dynamic_size)
         in_dims = graph.inputs.get(spec.input_name, [])
         if len(in_dims) == 4 and all(isinstance(d, int) and d > 0 for d in in_dims[2:]):
             report.static_notes.append(f"fixed-size graph: it can only run at {in_dims[2]}x{in_dims[3]}")
