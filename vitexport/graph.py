@@ -27,10 +27,10 @@ _MATMUL_OPS = ("MatMul", "FusedMatMul", "Einsum", "Gemm")
 # ONNX parser table (onnx/onnx-tensorrt docs/operators.md, release 10.1-GA); docs/portable-resampling.md
 # has the table with types and restrictions. Resize is missing on purpose: TensorRT refuses antialiasing.
 PORTABLE_OP_TYPES = frozenset({
-    "Abs", "Add", "And", "Cast", "CastLike", "Concat", "Constant", "Conv", "Div", "Erf", "Expand", "Floor",
-    "Gather", "Gemm", "GreaterOrEqual", "Identity", "LayerNormalization", "Less", "MatMul", "Mod", "Mul", "Pad",
-    "Range", "ReduceMax", "ReduceMean", "ReduceSum", "Reshape", "Shape", "Slice", "Softmax", "Sqrt", "Squeeze",
-    "Sub", "Transpose", "Unsqueeze", "Where",
+    "Abs", "Add", "Cast", "CastLike", "Concat", "Constant", "Conv", "Div", "Erf", "Expand", "Gather", "Gemm",
+    "GreaterOrEqual", "Identity", "LayerNormalization", "Less", "MatMul", "Mod", "Mul", "Pad", "Range",
+    "ReduceMax", "ReduceMean", "ReduceSum", "Reshape", "Shape", "Slice", "Softmax", "Sqrt", "Squeeze", "Sub",
+    "Transpose", "Unsqueeze", "Where",
 })
 
 

@@ -4,7 +4,7 @@
 ``out = W_h @ grid @ W_w^T``, where each ``W`` (``[n_out, n_in]``) depends only on the two
 sizes. This module computes PyTorch's weights (Keys kernel a=-0.5, support and kernel
 widened by the scale when shrinking, rows normalised to sum 1) from Range, arithmetic,
-Floor, Abs, comparisons, Where, ReduceSum and a division, and applies them with MatMul.
+Abs, comparisons, Where, ReduceSum and a division, and applies them with MatMul.
 
 Exported from a symbolic output size, the graph computes the weights from the input's
 shape at run time: nothing depends on a Python branch on the output size (the
@@ -50,8 +50,8 @@ def bicubic_aa_weights(n_out: Any, n_in: int, dtype: torch.dtype = torch.float32
     ``scale = n_in / n_out``; when shrinking (scale >= 1) the kernel is stretched by the
     scale (support ``2 * scale``, argument times ``1 / scale``), otherwise support 2;
     ``center = scale * (i + 0.5)``; ``w = keys((j - center + 0.5) * inv)`` for j in
-    ``[max(floor(center - support + 0.5), 0), min(floor(center + support + 0.5), n_in))``,
-    then every row is divided by its sum. ``n_out`` may be symbolic; ``n_in`` is a constant.
+    ``[max(floor(center - support + 0.5), 0), min(floor(center + support + 0.5), n_in))`` (the
+    window is implied: see below), then every row is divided by its sum. ``n_out`` may be symbolic; ``n_in`` is a constant.
     In float32 (the model's case) the steps follow PyTorch's float32 kernel, which differs only by a
     few roundings (measured: <= 7e-7); ``dtype=torch.float64`` is for tests of the formula itself.
     """
@@ -64,10 +64,10 @@ def bicubic_aa_weights(n_out: Any, n_in: int, dtype: torch.dtype = torch.float32
     support = torch.where(shrink, 2.0 * scale, 2.0 * one)
     inv = torch.where(shrink, torch.div(one, scale), one)
     center = (scale * (i + 0.5))[:, None]  # (n_out, 1)
-    first = torch.floor(center - support + 0.5)  # clamping at 0 and n_in is implied by j's range
-    stop = torch.floor(center + support + 0.5)
+    # PyTorch sums over j in [floor(center - support + 0.5), floor(center + support + 0.5)) only, but
+    # that window holds every j with |t| < 2 (support * inv == 2), and the kernel is 0 from |t| = 2 on
+    # (with a zero derivative there): no mask is needed, and clamping to [0, n_in) is j's own range.
     w = keys_cubic((j - center + 0.5) * inv)  # (n_out, n_in)
-    w = torch.where((j >= first) & (j < stop), w, torch.zeros_like(w))
     return w / w.sum(dim=1, keepdim=True)
 
 
