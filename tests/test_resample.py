@@ -7,6 +7,7 @@ whose resampling is frozen, missing or mislabelled; the op set against TensorRT'
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +121,14 @@ def test_resampling_form_is_set_only_inside_the_block() -> None:
         with resampling_form(model, "bilinear"):
             pass
     assert "resample_form" not in model.__dict__
+
+
+def test_torchscript_keeps_interpolate_even_inside_the_portable_block() -> None:
+    model = make_model(CONFIGS["reg_noembed"])
+    with resampling_form(model, "portable"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        graph = str(torch.jit.script(model).inlined_graph)
+    assert "aten::_upsample_bicubic2d_aa" in graph and "aten::arange" not in graph
 
 
 # ---------------------------------------------------------------------------

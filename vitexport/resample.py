@@ -47,26 +47,24 @@ def bicubic_aa_weights(n_out: Any, n_in: int, dtype: torch.dtype = torch.float32
     """``[n_out, n_in]`` weights of antialiased bicubic resampling (align_corners=False).
 
     For output index i and input index j, as PyTorch's CPU kernel computes them:
-    ``scale = n_in / n_out``; when shrinking (scale >= 1) the kernel is stretched by the
-    scale (support ``2 * scale``, argument times ``1 / scale``), otherwise support 2;
+    ``scale = n_in / n_out``; when shrinking (scale >= 1) the kernel is stretched by the scale
+    (support ``2 * scale``, argument times ``inv = 1 / scale``), otherwise support 2 and inv 1;
     ``center = scale * (i + 0.5)``; ``w = keys((j - center + 0.5) * inv)`` for j in
-    ``[max(floor(center - support + 0.5), 0), min(floor(center + support + 0.5), n_in))`` (the
-    window is implied: see below), then every row is divided by its sum. ``n_out`` may be symbolic; ``n_in`` is a constant.
-    In float32 (the model's case) the steps follow PyTorch's float32 kernel, which differs only by a
-    few roundings (measured: <= 7e-7); ``dtype=torch.float64`` is for tests of the formula itself.
+    ``[max(floor(center - support + 0.5), 0), min(floor(center + support + 0.5), n_in))``; every
+    row divided by its sum. That window holds every j with ``|t| < 2`` (``support * inv == 2``) and
+    the kernel is 0 from ``|t| = 2`` on, with a zero slope there, so no mask is computed; clamping to
+    ``[0, n_in)`` is j's own range. ``n_out`` may be symbolic; ``n_in`` is a constant.
+
+    In float32 (the model's case) the steps follow PyTorch's float32 kernel up to a few roundings
+    (measured: <= 7e-7); ``dtype=torch.float64`` is for tests of the formula itself.
     """
     i = torch.arange(n_out).to(dtype)  # (n_out,)  Range on int64, then Cast
     j = torch.arange(n_in).to(dtype)[None, :]  # (1, n_in)
     # tensor / tensor: `float / tensor` would be a reciprocal and a product, two roundings
     scale = torch.div(_size_tensor(n_in, dtype), _size_tensor(n_out, dtype))  # () >= 1 when shrinking
-    shrink = scale >= 1.0
     one = torch.ones_like(scale)
-    support = torch.where(shrink, 2.0 * scale, 2.0 * one)
-    inv = torch.where(shrink, torch.div(one, scale), one)
+    inv = torch.where(scale >= 1.0, torch.div(one, scale), one)  # a Where on tensors: n_out is symbolic
     center = (scale * (i + 0.5))[:, None]  # (n_out, 1)
-    # PyTorch sums over j in [floor(center - support + 0.5), floor(center + support + 0.5)) only, but
-    # that window holds every j with |t| < 2 (support * inv == 2), and the kernel is 0 from |t| = 2 on
-    # (with a zero derivative there): no mask is needed, and clamping to [0, n_in) is j's own range.
     w = keys_cubic((j - center + 0.5) * inv)  # (n_out, n_in)
     return w / w.sum(dim=1, keepdim=True)
 
