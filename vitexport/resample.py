@@ -58,8 +58,8 @@ def bicubic_aa_weights(n_out: Any, n_in: int, dtype: torch.dtype = torch.float32
     In float32 (the model's case) the steps follow PyTorch's float32 kernel up to a few roundings
     (measured: <= 7e-7); ``dtype=torch.float64`` is for tests of the formula itself.
     """
-    i = torch.arange(n_out).to(dtype)  # (n_out,)  Range on int64, then Cast
-    j = torch.arange(n_in).to(dtype)[None, :]  # (1, n_in)
+    i = torch.arange(n_out).to(dtype)  # (n_out,)  Range on int64 (its limit comes from the input's shape), Cast
+    j = torch.arange(n_in, dtype=dtype)[None, :]  # (1, n_in)  constant: a Range runtimes fold at load time
     # tensor / tensor: `float / tensor` would be a reciprocal and a product, two roundings
     scale = torch.div(_size_tensor(n_in, dtype), _size_tensor(n_out, dtype))  # () >= 1 when shrinking
     one = torch.ones_like(scale)
