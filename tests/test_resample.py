@@ -88,7 +88,7 @@ def test_embeddings_match_for_every_target_grid(native: tuple[int, int], prefix:
             assert out.shape == ref.shape == (1, prefix + gh * gw, 16)
             assert torch.equal(out[:, :prefix], posemb[:, :prefix])  # prefix tokens untouched
             err = ((out - ref).abs().max() / ref.abs().max()).item()
-            assert err <= 1e-6, (native, gh, gw, err)
+            assert err <= 2e-6, (native, gh, gw, err)  # measured <= 9.2e-7 (two weight matrices)
 
 
 def test_timm_agrees_and_dtype_is_restored() -> None:
