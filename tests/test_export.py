@@ -298,6 +298,8 @@ def test_cli_onnx_and_info(tmp_path: Path) -> None:
     assert "tensor         pixel_values [batch, 1, height, width]" in result.stdout
     assert "native grid 3x3" in result.stdout and "resampling     portable" in result.stdout
     assert "Resize" not in result.stdout
+    data = json.loads(runner.invoke(cli, ["info", str(out), "--json"]).stdout)
+    assert data["resample"] == "portable" and len(data["resample_matmuls"]) == 2 and data["resize"] == []
     resize = tmp_path / "resize.onnx"
     result = runner.invoke(cli, ["onnx", str(SAMPLES / "digits-vit.pt"), "-o", str(resize), "--resample", "resize"])
     assert result.exit_code == 0, result.output

@@ -147,10 +147,12 @@ def downsamples(c) -> bool:
     ],
 )
 def test_wrong_resize_kernel_fails_where_it_is_wrong(
-    good_resize, tmp_path, name, edit, static_message, wrong_where
+    good, good_resize, tmp_path, name, edit, static_message, wrong_where
 ) -> None:
     path = good_resize
-    assert verify(path, provider="cpu")
+    fine = verify(path, provider="cpu")
+    assert fine and any("export with --resample portable" in n for n in fine.static_notes)
+    assert not any("--resample" in n for n in verify(good[0], provider="cpu", sizes=[(28, 28)]).static_notes)
     bad = edited(path, tmp_path / f"{name}.onnx", edit)
     report = verify(bad, provider="cpu")
     assert not report

@@ -177,7 +177,9 @@ def _artifact_info(path: str) -> dict | None:
             "outputs": report.outputs,
             "external_data": report.external_data,
             "op_counts": dict(sorted(report.op_counts.items(), key=lambda kv: -kv[1])),
+            "resample": report.resample_form,
             "resize": report.resize,
+            "resample_matmuls": report.resample_matmuls,
             "metadata": report.metadata,
         }
     if p.is_file() and is_torchscript(p):

@@ -348,6 +348,11 @@ def verify(
                 report.static_problems.append(
                     f"the graph's height/width are fixed at {in_dims[2]}x{in_dims[3]} although the model is dynamic"
                 )
+        if graph.resample_form == "resize" and graph.resize:
+            report.static_notes.append(
+                "resampling written as one antialiased Resize: right on ONNX Runtime CPU, but OpenVINO 2026.4 "
+                "runs it wrongly and TensorRT refuses it; export with --resample portable to run anywhere"
+            )
         if graph.opset >= 19 and graph.resize:
             report.static_notes.append(
                 f"opset {graph.opset}: Resize-{graph.opset} runs on CUDA only in onnxruntime-gpu builds from 2026 on"
