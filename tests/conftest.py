@@ -120,3 +120,18 @@ def sample_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(params=sorted(CONFIGS), ids=sorted(CONFIGS))
 def config_name(request: pytest.FixtureRequest) -> str:
     return request.param
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]:
+    """One default ONNX export (portable resampling) per config, shared by the test modules: exports take seconds."""
+    from vitexport.export import export_onnx
+
+    out = {}
+    folder = tmp_path_factory.mktemp("onnx")
+    for name, args in CONFIGS.items():
+        model = make_model(args, seed=7)
+        path = folder / f"{name}.onnx"
+        result = export_onnx(model, path)
+        out[name] = (model, path, result)
+    return out

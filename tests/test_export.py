@@ -17,6 +17,7 @@ from vitexport.cli import cli
 from vitexport.errors import CheckpointError, ExportError, OutputExistsError
 from vitexport.export import export_onnx, export_torchscript
 from vitexport.graph import inspect_graph, load_onnx
+from vitexport.verify import verify
 
 ATOL = 1e-5  # relative to max(1, |reference|)
 FP16_TOL = 1e-2  # fp16 graph vs fp32 PyTorch, relative to max(1, |reference|); measured ~1e-3
@@ -29,19 +30,6 @@ def session(path: Path) -> ort.InferenceSession:
 def rel_err(out: np.ndarray, ref: torch.Tensor) -> float:
     ref_np = ref.detach().numpy()
     return float(np.abs(out.astype(np.float32) - ref_np).max() / max(1.0, np.abs(ref_np).max()))
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]:
-    """One ONNX export per config (module-scoped: exports take seconds)."""
-    out = {}
-    folder = tmp_path_factory.mktemp("onnx")
-    for name, args in CONFIGS.items():
-        model = make_model(args, seed=7)
-        path = folder / f"{name}.onnx"
-        result = export_onnx(model, path)
-        out[name] = (model, path, result)
-    return out
 
 
 @torch.no_grad()
@@ -69,11 +57,15 @@ def test_exported_graph_declares_its_interface(exported, config_name: str) -> No
     assert dims[0] == "batch" and dims[1] == model.config.in_chans and dims[2:] == ["height", "width"]
     out_name = "logits" if model.config.num_classes else "features"
     assert list(report.outputs) == [out_name] and report.outputs[out_name][0] == "batch"
-    (resize,) = report.resize
-    assert resize["mode"] == "cubic" and resize["cubic_coeff_a"] == -0.5 and resize["antialias"] == 1
-    assert resize["exclude_outside"] == 1 and resize["coordinate_transformation_mode"] == "half_pixel"
-    assert resize["size_from_input_shape"] and report.pad[0]["pads_from_input_shape"]
+    # the default resampling is the portable form: no Resize, two MatMuls with weights from the input's shape
+    assert report.resample_form == "portable" and not report.resize and "Resize" not in report.op_counts
+    assert len(report.resample_matmuls) == 2 and all(m["weights_from_input_shape"] for m in report.resample_matmuls)
+    grids = [m["constant_shape"][-2:] for m in report.resample_matmuls if m["constant_shape"]]
+    assert grids == [list(model.config.grid_size)]
+    assert report.pad[0]["pads_from_input_shape"]
     meta = report.metadata
+    assert meta["resample"] == "portable"
+    assert "resample_form" not in model.__dict__  # the exporter switched the model and switched it back
     assert meta["config"] == model.config.to_dict()
     assert meta["patch_size"] == list(model.config.patch_hw) and meta["native_grid"] == list(model.config.grid_size)
     assert meta["num_prefix_tokens"] == model.config.num_prefix_tokens
@@ -85,12 +77,52 @@ def test_exported_graph_declares_its_interface(exported, config_name: str) -> No
     assert set(model.state_dict()) <= inits
 
 
-@pytest.mark.parametrize("example", [(28, 28), (32, 32), (40, 24), (9, 9)])
-def test_square_native_model_stays_dynamic_from_any_example(tmp_path: Path, example) -> None:
-    """The trap of docs/numerics.md: an export traced at the native (square) size must not lose the Resize."""
+def test_default_export_passes_verify_on_onnx_runtime(exported, config_name: str) -> None:
+    """The default (portable) export within verify's fp32 tolerance at every size of the default sweep."""
+    _, path, _ = exported[config_name]
+    report = verify(path, provider="cpu")
+    assert report, (report.static_problems, [(c.height, c.width, c.max_abs, c.error) for c in report.failures])
+    assert report.static_checks[0].startswith("portable resampling: no Resize, 2 MatMul, weights follow")
+
+
+@pytest.mark.parametrize("name", ["spec_cls", "reg_noembed"])
+@torch.no_grad()
+def test_resize_form_is_one_antialiased_resize(tmp_path: Path, name: str) -> None:
+    args = CONFIGS[name]
+    model = make_model(args, seed=3)
+    path = tmp_path / "resize.onnx"
+    result = export_onnx(model, path, resample="resize")
+    report = inspect_graph(onnx.load(str(path)))
+    assert report.resample_form == "resize" and result.metadata["resample"] == "resize"
+    assert not report.resample_matmuls
+    (resize,) = report.resize
+    assert resize["mode"] == "cubic" and resize["cubic_coeff_a"] == -0.5 and resize["antialias"] == 1
+    assert resize["exclude_outside"] == 1 and resize["coordinate_transformation_mode"] == "half_pixel"
+    assert resize["size_from_input_shape"] and report.pad[0]["pads_from_input_shape"]
+    assert any(c.startswith("Resize: antialiased cubic") for c in result.checks)
+    ref = timm_model(args, model.state_dict())
+    sess = session(path)
+    for h, w in sweep_sizes(args)[:6]:
+        x = torch.randn(2, model.config.in_chans, h, w)
+        assert rel_err(sess.run(None, {"pixel_values": x.numpy()})[0], ref(x)) <= ATOL, (h, w)
+
+
+def test_unknown_resample_form_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match="resample form 'bilinear' is not supported; use portable or resize"):
+        export_onnx(make_model(CONFIGS["spec_cls"]), tmp_path / "m.onnx", resample="bilinear")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "example, resample",
+    [((28, 28), "portable"), ((32, 32), "portable"), ((40, 24), "portable"), ((9, 9), "portable"),
+     ((32, 32), "resize")],
+)
+def test_square_native_model_stays_dynamic_from_any_example(tmp_path: Path, example, resample: str) -> None:
+    """The trap of docs/numerics.md: an export traced at the native (square) size must not lose the resampling."""
     model = make_model(CONFIGS["spec_cls"])
     path = tmp_path / "m.onnx"
-    export_onnx(model, path, example_size=example)
+    export_onnx(model, path, example_size=example, resample=resample)
     sess = session(path)
     for h, w in [(28, 28), (16, 64), (33, 17), (5, 5), (90, 41)]:
         x = torch.randn(2, 1, h, w)
@@ -98,21 +130,27 @@ def test_square_native_model_stays_dynamic_from_any_example(tmp_path: Path, exam
             assert rel_err(sess.run(None, {"pixel_values": x.numpy()})[0], model(x)) <= ATOL
 
 
-def test_a_graph_that_lost_its_resize_is_not_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "resample, message",
+    [("resize", "no Resize node"), ("portable", "no positional-embedding resampling")],
+)
+def test_a_graph_that_lost_its_resampling_is_not_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, resample: str, message: str
+) -> None:
     """A model that short-circuits resampling at trace time (as eager timm does) is caught by the checks."""
     import vitexport.model as model_mod
     from vitexport.layers import resample_abs_pos_embed
 
-    def shortcut(posemb, new_size, old_size, num_prefix_tokens=1):
+    def shortcut(posemb, new_size, old_size, num_prefix_tokens=1, portable=False):
         if list(new_size) == list(old_size):
             return posemb
-        return resample_abs_pos_embed(posemb, new_size, old_size, num_prefix_tokens)
+        return resample_abs_pos_embed(posemb, new_size, old_size, num_prefix_tokens, portable)
 
     monkeypatch.setattr(model_mod, "resample_abs_pos_embed", shortcut)
     model = make_model(dict(CONFIGS["spec_cls"], img_size=32))
     path = tmp_path / "m.onnx"
-    with pytest.raises(ExportError, match="no Resize node"):
-        export_onnx(model, path, example_size=(32, 32))
+    with pytest.raises(ExportError, match=message):
+        export_onnx(model, path, example_size=(32, 32), resample=resample)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -126,14 +164,20 @@ def test_fp16_export_within_documented_tolerance(tmp_path: Path, name: str) -> N
     assert result.metadata["dtype"] == "float16"
     proto = onnx.load(str(path))
     assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
-    # the resampling runs in float32: a Cast to float before the Resize's data input
-    assert any(n.op_type == "Cast" and n.attribute[0].i == onnx.TensorProto.FLOAT for n in proto.graph.node)
+    # the resampling runs in float32: its MatMuls take and give float32, not float16
+    matmuls = {m["name"] for m in inspect_graph(proto).resample_matmuls}
+    assert len(matmuls) == 2
+    types = {v.name: v.type.tensor_type.elem_type for v in proto.graph.value_info}
+    for node in (n for n in proto.graph.node if n.name in matmuls):
+        assert {types[t] for t in [*node.input, *node.output]} == {onnx.TensorProto.FLOAT}, node.name
     sess = session(path)
     for h, w in sweep_sizes(args):
         x = torch.randn(3, model.config.in_chans, h, w)
         out = sess.run(None, {"pixel_values": x.half().numpy()})[0]
         assert out.dtype == np.float16
         assert rel_err(out, model(x)) <= FP16_TOL, (h, w)
+    report = verify(path, provider="cpu")  # fp16 tolerance, every size of the default sweep
+    assert report and report.atol == 5e-3, [(c.height, c.width, c.max_abs) for c in report.failures]
 
 
 @torch.no_grad()
@@ -248,14 +292,26 @@ def test_cli_onnx_and_info(tmp_path: Path) -> None:
     from vitexport.model import count_parameters
 
     parameters = count_parameters(load_model(SAMPLES / "digits-vit.pt"))
-    for text in ["wrote", "opset          18", '"height"', f"parameters     {parameters:,}", "export time"]:
+    for text in ["wrote", "opset          18", '"height"', f"parameters     {parameters:,}", "export time",
+                 "portable resampling: no Resize, 2 MatMul, weights follow the input shape, native grid 3x3"]:
         assert text in result.stdout
     result = runner.invoke(cli, ["onnx", str(SAMPLES / "digits-vit.pt"), "-o", str(out)])
     assert result.exit_code == 2 and "pass --force" in result.stderr
     result = runner.invoke(cli, ["info", str(out)])
     assert result.exit_code == 0
     assert "tensor         pixel_values [batch, 1, height, width]" in result.stdout
-    assert "native grid 3x3" in result.stdout and "Resize 1" in result.stdout
+    assert "native grid 3x3" in result.stdout and "resampling     portable" in result.stdout
+    assert "Resize" not in result.stdout
+    data = json.loads(runner.invoke(cli, ["info", str(out), "--json"]).stdout)
+    assert data["resample"] == "portable" and len(data["resample_matmuls"]) == 2 and data["resize"] == []
+    resize = tmp_path / "resize.onnx"
+    result = runner.invoke(cli, ["onnx", str(SAMPLES / "digits-vit.pt"), "-o", str(resize), "--resample", "resize"])
+    assert result.exit_code == 0, result.output
+    assert "Resize: antialiased cubic a=-0.5, half_pixel, exclude_outside=1" in result.stdout
+    result = runner.invoke(cli, ["info", str(resize)])
+    assert "Resize 1" in result.stdout and "resampling     resize" in result.stdout
+    result = runner.invoke(cli, ["onnx", str(SAMPLES / "digits-vit.pt"), "--resample", "bilinear"])
+    assert result.exit_code == 2 and "'bilinear' is not one of 'portable', 'resize'" in result.stderr
     result = runner.invoke(cli, ["onnx", str(SAMPLES / "digits-vit.pt"), "-o", str(tmp_path / "x.onnx"),
                                  "--opset", "17"])
     assert result.exit_code == 1 and "needs opset >= 18" in result.stderr
@@ -275,8 +331,6 @@ def test_cli_onnx_to_unwritable_folder(tmp_path: Path) -> None:
 )
 @torch.no_grad()
 def test_non_dynamic_model_variants_export_and_verify(tmp_path: Path, extra: dict) -> None:
-    from vitexport.verify import verify
-
     args = dict(CONFIGS["spec_cls"], **extra)
     model = make_model(args)
     ref = timm_model(args, model.state_dict())

@@ -43,6 +43,16 @@ def good(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return path, ckpt
 
 
+@pytest.fixture(scope="module")
+def good_resize(good) -> Path:
+    """The same model exported with resample="resize" (one antialiased Resize)."""
+    from vitexport.checkpoint import load_model
+
+    path = good[0].parent / "good-resize.onnx"
+    export_onnx(load_model(good[1]), path, resample="resize")
+    return path
+
+
 def edited(src: Path, dst: Path, edit) -> Path:
     model = onnx.load(str(src))
     edit(model)
@@ -137,8 +147,13 @@ def downsamples(c) -> bool:
         ("exclude0", set_resize_attr("exclude_outside", 0), "exclude_outside=0", resamples),
     ],
 )
-def test_wrong_resize_kernel_fails_where_it_is_wrong(good, tmp_path, name, edit, static_message, wrong_where) -> None:
-    path, _ = good
+def test_wrong_resize_kernel_fails_where_it_is_wrong(
+    good, good_resize, tmp_path, name, edit, static_message, wrong_where
+) -> None:
+    path = good_resize
+    fine = verify(path, provider="cpu")
+    assert fine and any("export with --resample portable" in n for n in fine.static_notes)
+    assert not any("--resample" in n for n in verify(good[0], provider="cpu", sizes=[(28, 28)]).static_notes)
     bad = edited(path, tmp_path / f"{name}.onnx", edit)
     report = verify(bad, provider="cpu")
     assert not report
@@ -148,6 +163,52 @@ def test_wrong_resize_kernel_fails_where_it_is_wrong(good, tmp_path, name, edit,
         assert c.passed != wrong_where(c), (name, c.height, c.width, c.grid, c.max_abs)
     if wrong_where is resamples:
         assert (28, 28) in {(c.height, c.width) for c in report.failures}  # the spec example: 3x3 -> 4x4
+
+
+def freeze_resampling_weights(grid: tuple[int, int], native: tuple[int, int]):
+    """Replace the portable form's computed weights by constants for one grid (what a traced-at-one-size graph does)."""
+    from vitexport.graph import inspect_graph
+    from vitexport.resample import bicubic_aa_weights
+
+    def edit(model: onnx.ModelProto) -> None:
+        first, second = (m["name"] for m in inspect_graph(model).resample_matmuls)
+        nodes = {n.name: n for n in model.graph.node}
+        w_w_t = bicubic_aa_weights(grid[1], native[1]).T.contiguous()  # grid @ W_w^T
+        w_h = bicubic_aa_weights(grid[0], native[0])  # W_h @ (...)
+        frozen = ((nodes[first], 1, w_w_t, "frozen_w_w_t"), (nodes[second], 0, w_h, "frozen_w_h"))
+        for node, index, value, name in frozen:
+            model.graph.initializer.append(numpy_helper.from_array(value.numpy(), name))
+            node.input[index] = name
+    return edit
+
+
+def test_portable_weights_frozen_to_one_grid_fail(good, tmp_path) -> None:
+    """The portable form's counterpart of a Resize with a fixed size: right at one grid only, caught statically."""
+    path, _ = good
+    bad = edited(path, tmp_path / "frozen.onnx", freeze_resampling_weights((4, 4), (3, 3)))
+    report = verify(bad, provider="cpu")
+    assert not report
+    frozen = [p for p in report.static_problems if "has fixed weights" in p]
+    assert len(frozen) == 2, report.static_problems
+    assert any(c.grid == [4, 4] for c in report.cases) and any(c.grid != [4, 4] for c in report.cases)
+    for c in report.cases:
+        assert c.passed == (c.grid == [4, 4]), (c.height, c.width, c.grid, c.max_abs, c.error)
+
+
+def test_native_grid_of_the_metadata_is_checked_against_the_graph(good, tmp_path) -> None:
+    path, _ = good
+
+    def wrong_native(model: onnx.ModelProto) -> None:
+        for prop in model.metadata_props:
+            if prop.key == "vitexport.native_grid":
+                prop.value = "[3, 4]"
+
+    bad = edited(path, tmp_path / "native.onnx", wrong_native)
+    report = verify(bad, provider="cpu", sizes=[(28, 28)], batch_sizes=(1,))
+    assert not report and all(c.passed for c in report.cases)  # only the static check sees it
+    assert report.static_problems == [
+        "the graph resamples a 3x3 embedding grid, but the metadata's native grid is 3x4"
+    ]
 
 
 def test_padding_on_the_left_top_fails_only_where_padding_happens(good, tmp_path) -> None:
@@ -240,7 +301,7 @@ def test_cuda_verify_and_placement(good) -> None:
     assert {s["name"] for s in all_report.sessions} >= {"cuda", "cpu"} and all_report.cross_provider
 
 
-def test_cli_verify_pass_fail_json_and_plot(good, tmp_path, monkeypatch) -> None:
+def test_cli_verify_pass_fail_json_and_plot(good, good_resize, tmp_path, monkeypatch) -> None:
     import vitexport.verify as verify_mod
 
     path, _ = good
@@ -257,7 +318,9 @@ def test_cli_verify_pass_fail_json_and_plot(good, tmp_path, monkeypatch) -> None
             "padded_size", "seq_len", "provider"} <= set(data["cases"][0])
     assert (tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"
 
-    bad = edited(path, tmp_path / "bad.onnx", set_resize_attr("antialias", 0))
+    assert "static checks  ok (dynamic axes; portable resampling: no Resize, 2 MatMul" in result.stdout
+
+    bad = edited(good_resize, tmp_path / "bad.onnx", set_resize_attr("antialias", 0))
     result = runner.invoke(cli, ["verify", str(bad), "--provider", "cpu"])
     assert result.exit_code == 1
     # the sizes named in the error are the failing rows of the table, which are where the grid shrinks

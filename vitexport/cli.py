@@ -17,6 +17,7 @@ import click
 
 from vitexport import __version__
 from vitexport.errors import VitexportError, one_line
+from vitexport.spec import DEFAULT_RESAMPLE, RESAMPLE_FORMS
 
 SIZE_RE = re.compile(r"^\s*(\d+)\s*(?:[xX]\s*(\d+))?\s*$")
 
@@ -155,6 +156,8 @@ def _print_artifact_info(info: dict) -> None:
     if meta.get("static_size"):
         click.echo(f"static size    {_fmt_hw(meta['static_size'])}")
     click.echo(f"dtype          {meta.get('dtype')}")
+    if info["kind"] == "onnx":  # exports before the portable form carry no "resample" key: they hold a Resize
+        click.echo(f"resampling     {meta.get('resample', 'resize')}")
     click.echo(f"patch / grid   patch {_fmt_hw(meta['patch_size'])}, native grid {_fmt_hw(meta['native_grid'])}, "
                f"prefix tokens {meta['num_prefix_tokens']}")
     if meta.get("preprocess"):
@@ -235,16 +238,19 @@ class BatchType(click.ParamType):
                    "(default with --optimize cpu, measured faster there); onnx: the Attention op, opset 23.")
 @click.option("--optimize", type=click.Choice(["cpu", "cuda"]), default=None,
               help="Write ONNX Runtime's offline-optimized graph for this provider (faster startup).")
+@click.option("--resample", type=click.Choice(RESAMPLE_FORMS), default=DEFAULT_RESAMPLE, show_default=True,
+              help="Positional-embedding resampling: portable (elementary ops, right on every runtime) or resize "
+                   "(one antialiased Resize: ONNX Runtime and the ONNX reference only).")
 @click.option("--force", is_flag=True, help="Replace an existing output file.")
 def onnx_cmd(checkpoint, output, config, use_ema, opset, dtype, batch_size, static_size, img_size, attention,
-             optimize, force) -> None:
+             optimize, resample, force) -> None:
     """Export a checkpoint to ONNX with dynamic batch, height and width."""
     from vitexport.export import export_checkpoint
 
     _print_export(export_checkpoint(
         checkpoint, output, to="onnx", config=config, use_ema=use_ema, img_size=img_size, force=force,
         opset=opset, dtype=dtype, batch_size=batch_size, static_size=static_size, attention=attention,
-        optimize=optimize,
+        optimize=optimize, resample=resample,
     ))
 
 
@@ -264,7 +270,8 @@ def quantize_cmd(model_path, output, force) -> None:
         click.echo(f"external data  {result.external_data}")
     click.echo(f"scheme         {d['scheme']}")
     click.echo(f"quantized      {d['matmuls_quantized']} MatMul (weights int8)")
-    click.echo(f"kept float     {d['matmuls_left_float']} MatMul without constant weights (attention scores); "
+    click.echo(f"kept float     {d['matmuls_left_float']} MatMul without constant weights (attention scores, "
+               "embedding resampling); "
                f"{', '.join(d['kept_float'])}")
     click.echo("verify         vitexport verify OUT --checkpoint CHECKPOINT (int8 tolerance 0.1 + 0.05*|ref|)")
 
@@ -407,8 +414,8 @@ def _print_verify_summary(report) -> None:
     for problem in report.static_problems:
         click.echo(f"static check   FAIL {problem}")
     if not report.static_problems:
-        click.echo("static checks  ok (dynamic axes, Resize attributes, Pad)" if report.format == "onnx"
-                   else "static checks  n/a for TorchScript")
+        click.echo(f"static checks  ok ({'; '.join(['dynamic axes', *report.static_checks])})"
+                   if report.format == "onnx" else "static checks  n/a for TorchScript")
     if report.weight_diff:
         worst = sorted(report.weight_diff.items(), key=lambda kv: -kv[1])[:5]
         click.echo("weights        differ from the checkpoint: " + ", ".join(f"{k} {v:.3g}" for k, v in worst))

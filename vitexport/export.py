@@ -28,13 +28,16 @@ from vitexport import __version__
 from vitexport.attention import ATTENTION_CHOICES, ATTENTION_MIN_OPSET, translation_table
 from vitexport.errors import ExportError, one_line
 from vitexport.files import check_output, default_output, staged_output
-from vitexport.graph import check_graph, inspect_graph, load_onnx
+from vitexport.graph import check_graph, check_summary, inspect_graph, load_onnx
 from vitexport.model import VisionTransformer, count_parameters
 from vitexport.optimize import check_optimize_provider
+from vitexport.resample import resampling_form
 from vitexport.spec import (
     DEFAULT_OPSET,
+    DEFAULT_RESAMPLE,
     MAX_OPSET,
     MIN_OPSET,
+    RESAMPLE_FORMS,
     TORCHSCRIPT_EXTRA_FILE,
     IOSpec,
     encode_metadata,
@@ -150,6 +153,14 @@ def onnx_options(
     return attention, opset
 
 
+def _check_resample(resample: str) -> None:
+    if resample not in RESAMPLE_FORMS:
+        raise ExportError(
+            f"resample form {resample!r} is not supported; use {' or '.join(RESAMPLE_FORMS)} "
+            f"(default {DEFAULT_RESAMPLE}: right on every runtime)"
+        )
+
+
 def _prepare(model: VisionTransformer, dtype: str) -> VisionTransformer:
     """The model in eval mode and ``dtype``; a copy only when the dtype changes (ViT-B: 350 MB saved)."""
     if dtype not in DTYPES:
@@ -183,7 +194,7 @@ def _plan(model: VisionTransformer, batch_size: int | None, static_size: tuple[i
     return _Plan(spec, dynamic_size, tuple(static_size) if static_size else None, tuple(size), batch_size)
 
 
-def _trace(prepared: VisionTransformer, plan: _Plan, opset: int, dtype: str, attention: str):
+def _trace(prepared: VisionTransformer, plan: _Plan, opset: int, dtype: str, attention: str, resample: str):
     """torch.onnx.export(dynamo=True) of the prepared model; the exporter's chatter goes to the debug log."""
     batch = plan.batch_size or 2  # batch 1 would specialise the batch axis
     gen = torch.Generator().manual_seed(0)
@@ -196,7 +207,7 @@ def _trace(prepared: VisionTransformer, plan: _Plan, opset: int, dtype: str, att
         dims[3] = torch.export.Dim("width", min=1)
     log = io.StringIO()
     try:
-        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log), resampling_form(prepared, resample):
             program = torch.onnx.export(
                 prepared,
                 (example,),
@@ -241,29 +252,34 @@ def export_onnx(
     external_data: bool | None = None,
     attention: str | None = None,
     optimize: str | None = None,
+    resample: str = DEFAULT_RESAMPLE,
 ) -> ExportResult:
     """Export to ONNX with dynamic batch/height/width (unless fixed), check the graph, write atomically.
 
     ``attention`` and ``opset`` default as `onnx_options` says. ``dtype="float16"`` converts
     weights and activations; positional-embedding resampling still runs in float32 (as timm
-    does). Models over 2 GB get their weights in one ``<name>.data`` file beside the model.
+    does). ``resample="portable"`` writes that resampling with elementary ops (right on every
+    runtime), ``"resize"`` as one antialiased Resize (see `vitexport.resample`). Models over
+    2 GB get their weights in one ``<name>.data`` file beside the model.
     ``optimize="cpu"|"cuda"`` writes ONNX Runtime's offline-optimized graph instead (as
     ``vitexport onnx --optimize``). ``example_size`` is only for tests of the graph checks:
     the default example is non-native and non-square.
     """
     attention, opset = onnx_options(attention, opset, optimize)
+    _check_resample(resample)
     out = check_output(path, force)
     if optimize is not None:
         return _export_optimized(model, out, force, optimize, opset=opset, dtype=dtype, batch_size=batch_size,
                                  static_size=static_size, example_size=example_size, source_sha256=source_sha256,
-                                 external_data=external_data, attention=attention)
+                                 external_data=external_data, attention=attention, resample=resample)
     start = time.perf_counter()
     plan = _plan(model, batch_size, static_size, example_size)
     with staged_output(out, force) as stage:
         prepared = _prepare(model, dtype)
-        program = _trace(prepared, plan, opset, dtype, attention)
+        program = _trace(prepared, plan, opset, dtype, attention, resample)
         metadata = artifact_metadata(prepared, plan.spec, dtype, plan.static_size, batch_size, source_sha256, opset)
         metadata["attention"] = attention
+        metadata["resample"] = resample
         weight_bytes = sum(p.numel() * p.element_size() for p in prepared.parameters())
         use_external = external_data if external_data is not None else weight_bytes > TWO_GB * 0.95
         _save_program(program, stage.file, metadata, plan.spec, use_external)
@@ -371,12 +387,7 @@ def _check_onnx_file(path: Path, model: VisionTransformer, spec: IOSpec, dynamic
     if problems:
         raise ExportError("exported graph failed its checks, nothing written: " + "; ".join(problems))
     checks = ["onnx.checker full check", "shape inference (strict)", "input/output names and symbolic axes"]
-    if report.resize:
-        checks.append("Resize: antialiased cubic a=-0.5, half_pixel, exclude_outside=1"
-                      + (", size follows the input shape" if dynamic_size else ""))
-    if report.pad:
-        checks.append("Pad" + (": pads follow the input shape" if dynamic_size else ""))
-    return checks
+    return checks + check_summary(report, dynamic_size)
 
 
 def _script(prepared: VisionTransformer) -> torch.jit.ScriptModule:

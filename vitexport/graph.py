@@ -1,8 +1,9 @@
 """Static checks of an exported ONNX graph (onnx only; no torch, no onnxruntime).
 
 A graph that will be wrong at other input sizes often looks fine at export time:
-a Resize that lost its dependency on the input shape, a Pad that was folded
-away, the wrong cubic kernel. These checks read the graph, not its outputs.
+a resampling (Resize, or the portable MatMul form) that lost its dependency on the
+input shape, a Pad that was folded away, the wrong cubic kernel. These checks read
+the graph, not its outputs.
 """
 
 from __future__ import annotations
@@ -16,7 +17,28 @@ from typing import Any
 import onnx
 
 from vitexport.errors import CheckpointError
-from vitexport.spec import RESIZE_ATTRIBUTES, RESIZE_DEFAULTS, IOSpec, decode_metadata, encode_metadata
+from vitexport.spec import (
+    RESAMPLE_FORMS,
+    RESIZE_ATTRIBUTES,
+    RESIZE_DEFAULTS,
+    IOSpec,
+    decode_metadata,
+    encode_metadata,
+)
+
+# MatMul-like ops that can apply the portable form's resampling weights.
+_MATMUL_OPS = ("MatMul", "FusedMatMul", "Einsum", "Gemm")
+
+# Standard-domain op types that ONNX Runtime, OpenVINO and TensorRT all run: the ones a default
+# (portable, sdpa-attention, opset 18) export may hold. Each is listed as supported in TensorRT's
+# ONNX parser table (onnx/onnx-tensorrt docs/operators.md, release 10.1-GA); docs/portable-resampling.md
+# has the table with types and restrictions. Resize is missing on purpose: TensorRT refuses antialiasing.
+PORTABLE_OP_TYPES = frozenset({
+    "Abs", "Add", "Cast", "CastLike", "Concat", "Constant", "Conv", "Div", "Erf", "Expand", "Gather", "Gemm",
+    "GreaterOrEqual", "Identity", "LayerNormalization", "Less", "MatMul", "Mod", "Mul", "Pad", "Range",
+    "ReduceMax", "ReduceMean", "ReduceSum", "Reshape", "Shape", "Slice", "Softmax", "Sqrt", "Squeeze", "Sub",
+    "Transpose", "Unsqueeze", "Where",
+})
 
 
 @dataclass
@@ -30,6 +52,7 @@ class GraphReport:
     op_counts: dict[str, int]
     metadata: dict[str, Any]
     resize: list[dict[str, Any]] = field(default_factory=list)
+    resample_matmuls: list[dict[str, Any]] = field(default_factory=list)  # the portable form's MatMuls
     pad: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     external_data: list[str] = field(default_factory=list)
@@ -37,6 +60,14 @@ class GraphReport:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    @property
+    def resample_form(self) -> str:
+        """``"resize"`` or ``"portable"``: as the metadata declares it, else as the graph looks."""
+        declared = self.metadata.get("resample")
+        if declared in RESAMPLE_FORMS:
+            return declared
+        return "resize" if self.resize or not self.resample_matmuls else "portable"
 
 
 def load_onnx(path: str | os.PathLike[str], load_external_data: bool = False) -> onnx.ModelProto:
@@ -157,7 +188,60 @@ def inspect_graph(model: onnx.ModelProto, path: str = "") -> GraphReport:
             report.pad.append(
                 {"name": node.name, "pads_from_input_shape": _shape_dependent(graph, pads, input_name)}
             )
+    report.resample_matmuls = _resample_matmuls(graph, input_name)
     return report
+
+
+def _value_independent(graph: onnx.GraphProto, input_name: str) -> set[str]:
+    """Values that do not depend on the input's values (they may depend on its shape)."""
+    derived = {input_name}
+    for node in graph.node:
+        if node.op_type not in ("Shape", "Size") and any(i in derived for i in node.input):
+            derived.update(node.output)
+    produced = {out for n in graph.node for out in n.output}
+    return (produced | {t.name for t in graph.initializer}) - derived
+
+
+def is_constant(graph: onnx.GraphProto, tensor: str, input_name: str) -> bool:
+    """Is ``tensor`` computed from constants only (neither the input's values nor its shape)?
+
+    Such values are what runtimes fold at load time, and what TensorRT's parser needs as
+    initializers where it asks for one (reduction and slice axes).
+    """
+    return tensor in _value_independent(graph, input_name) and not _shape_dependent(graph, tensor, input_name)
+
+
+def _static_shapes(graph: onnx.GraphProto) -> dict[str, list[int | str | None]]:
+    shapes = {v.name: _dims(v) for v in [*graph.value_info, *graph.input, *graph.output]}
+    shapes.update({t.name: list(t.dims) for t in graph.initializer})
+    return shapes
+
+
+def _resample_matmuls(graph: onnx.GraphProto, input_name: str) -> list[dict[str, Any]]:
+    """The portable resampling: MatMuls whose result does not depend on the input's values.
+
+    Every other MatMul of a ViT (attention, MLP, head) works on the input's values; these
+    apply weights computed from the input's shape to the constant embedding grid. For each:
+    whether an operand follows the input's shape (the weights) and, for the first of the
+    chain, the static shape of the grid it resamples (``[1, D, H, W]``: the constant operand of
+    rank >= 3; the weights are matrices), whose last two dims are the native grid.
+    """
+    independent = _value_independent(graph, input_name)
+    shapes = _static_shapes(graph)
+    found: list[dict[str, Any]] = []
+    outputs: set[str] = set()
+    for node in graph.node:
+        if node.op_type not in _MATMUL_OPS or not node.output or node.output[0] not in independent:
+            continue
+        follows = [bool(i) and _shape_dependent(graph, i, input_name) for i in node.input]
+        grid = None
+        if not outputs.intersection(node.input):  # the second stage resamples the first stage's output
+            constant = [shapes.get(i) for i, f in zip(node.input, follows, strict=True) if i and not f]
+            grid = next((s for s in constant if s and len(s) >= 3 and all(isinstance(d, int) for d in s)), None)
+        outputs.update(node.output)
+        found.append({"name": node.name, "op_type": node.op_type, "weights_from_input_shape": any(follows),
+                      "constant_shape": grid})
+    return found
 
 
 def check_graph(
@@ -189,7 +273,9 @@ def check_graph(
     in_dims = report.inputs.get(spec.input_name, [])
     if not dynamic_size and any(isinstance(d, str) for d in in_dims[2:]):
         problems.append("static export has symbolic height/width")
-    if expect_resize and not report.resize:
+    if report.resample_form == "portable":
+        problems.extend(_check_portable(report, dynamic_size, expect_resize))
+    elif expect_resize and not report.resize:
         problems.append(
             "no Resize node: the positional-embedding resampling is missing, so the graph only works at one size"
         )
@@ -239,3 +325,59 @@ def set_metadata(path: str | os.PathLike[str], values: dict[str, Any]) -> None:
     for key, value in props.items():
         model.metadata_props.add(key=key, value=value)
     onnx.save(model, str(path))
+
+
+def _check_portable(report: GraphReport, dynamic_size: bool, expect_resample: bool) -> list[str]:
+    """The portable form: no Resize; MatMuls whose weights follow the input shape; the native grid."""
+    problems = []
+    if report.resize:
+        problems.append(
+            f"{len(report.resize)} Resize node(s) in a graph declared portable: Resize is what the portable form "
+            "avoids (OpenVINO and TensorRT do not run antialiased Resize right); export again"
+        )
+    matmuls = report.resample_matmuls
+    if expect_resample and not matmuls:
+        problems.append(
+            "no positional-embedding resampling (no Resize and no MatMul applying resampling weights): "
+            "the graph only works at one size"
+        )
+    if dynamic_size:
+        for m in matmuls:
+            if not m["weights_from_input_shape"]:
+                problems.append(
+                    f"resampling {m['op_type']} {m['name']!r} has fixed weights: they do not follow the input's "
+                    "height/width"
+                )
+    native = report.metadata.get("native_grid")
+    grids = [m["constant_shape"][-2:] for m in matmuls if m["constant_shape"]]
+    if matmuls and native is not None:
+        if not grids:
+            problems.append("the resampled embedding grid has no static shape in the graph: cannot check the "
+                            f"native grid {native} of the metadata")
+        for grid in grids:
+            if list(grid) != list(native):
+                problems.append(f"the graph resamples a {grid[0]}x{grid[1]} embedding grid, but the metadata's "
+                                f"native grid is {native[0]}x{native[1]}")
+    return problems
+
+
+def check_summary(report: GraphReport, dynamic_size: bool) -> list[str]:
+    """What the resampling and padding checks verified on a graph that passed them, one phrase each."""
+    follows = ", size follows the input shape" if dynamic_size else ""
+    items = []
+    if report.resample_form == "portable" and report.resample_matmuls:
+        grids = {tuple(m["constant_shape"][-2:]) for m in report.resample_matmuls if m["constant_shape"]}
+        native = ", ".join(f"{h}x{w}" for h, w in sorted(grids))
+        items.append(f"portable resampling: no Resize, {len(report.resample_matmuls)} MatMul"
+                     + (", weights follow the input shape" if dynamic_size else "")
+                     + (f", native grid {native}" if native else ""))
+    elif report.resize:
+        items.append("Resize: antialiased cubic a=-0.5, half_pixel, exclude_outside=1" + follows)
+    if report.pad:
+        items.append("Pad" + (": pads follow the input shape" if dynamic_size else ""))
+    return items
+
+
+def non_portable_ops(report: GraphReport) -> list[str]:
+    """Op types of the graph outside `PORTABLE_OP_TYPES` (contrib ops such as fused attention included)."""
+    return sorted(set(report.op_counts) - PORTABLE_OP_TYPES)

@@ -58,7 +58,9 @@ def describe_artifact(path: str | os.PathLike[str]) -> dict[str, Any] | None:
             "outputs": report.outputs,
             "external_data": report.external_data,
             "op_counts": dict(sorted(report.op_counts.items(), key=lambda kv: -kv[1])),
+            "resample": report.resample_form,
             "resize": report.resize,
+            "resample_matmuls": report.resample_matmuls,
             "metadata": report.metadata,
         }
     if p.is_file() and is_torchscript(p):

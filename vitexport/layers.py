@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vitexport.geometry import padded_size  # noqa: F401 - the integer form of pad_to_patch, re-exported
+from vitexport.resample import resample_bicubic_aa
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ def resample_abs_pos_embed(
     new_size: List[int],
     old_size: List[int],
     num_prefix_tokens: int = 1,
+    portable: bool = False,
 ) -> torch.Tensor:
     """Resample ``(1, prefix + H_old*W_old, D)`` embeddings to a ``new_size`` grid.
 
@@ -42,13 +44,18 @@ def resample_abs_pos_embed(
     cast back; prefix tokens (CLS, registers) are split off and re-attached unchanged.
     There is deliberately no early return when the sizes match: resampling to the
     same grid is an exact identity, and a branch would vanish from exported graphs.
+    ``portable=True`` (ONNX export only) computes the same with elementary ops
+    (`vitexport.resample`) instead of ``F.interpolate``, whose ONNX form is one Resize.
     """
     embed_dim = posemb.shape[-1]
     orig_dtype = posemb.dtype
     prefix = posemb[:, :num_prefix_tokens]  # (1, P, D)
     grid = posemb[:, num_prefix_tokens:]  # (1, H_old*W_old, D)
     grid = grid.float().reshape(1, old_size[0], old_size[1], embed_dim).permute(0, 3, 1, 2)  # (1, D, Ho, Wo)
-    grid = F.interpolate(grid, size=new_size, mode="bicubic", antialias=True, align_corners=False)
+    if portable and not torch.jit.is_scripting():
+        grid = resample_bicubic_aa(grid, new_size)
+    else:
+        grid = F.interpolate(grid, size=new_size, mode="bicubic", antialias=True, align_corners=False)
     grid = grid.permute(0, 2, 3, 1).reshape(1, -1, embed_dim).to(orig_dtype)  # (1, Hn*Wn, D)
     return torch.cat([prefix, grid], dim=1)
 

@@ -14,6 +14,7 @@ from torch import nn
 
 from vitexport.config import ViTConfig
 from vitexport.layers import LAYER_NORM_EPS, Block, PatchEmbed, resample_abs_pos_embed
+from vitexport.resample import uses_portable
 
 logger = logging.getLogger(__name__)
 
@@ -126,11 +127,15 @@ class VisionTransformer(nn.Module):
         B, gh, gw, D = x.shape
         if self.dynamic_img_size:
             old = self.patch_embed.grid_size
+            portable = False
+            if not torch.jit.is_scripting():
+                portable = uses_portable(self)  # set by the ONNX exporter: vitexport.resample.resampling_form
             pos_embed = resample_abs_pos_embed(
                 self.pos_embed,
                 [gh, gw],
                 [old[0], old[1]],
                 0 if self.no_embed_class else self.num_prefix_tokens,
+                portable=portable,
             )  # (1, [prefix +] gh*gw, D)
         else:
             pos_embed = self.pos_embed

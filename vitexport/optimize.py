@@ -60,10 +60,15 @@ def _result(moved: list[Path], start: float, details: dict[str, Any]) -> Transfo
 
 
 class _QuietQuantizer(logging.Filter):
-    """onnxruntime.quantization advises pre-processing through the root logger; we fold first ourselves."""
+    """onnxruntime.quantization advises pre-processing through the root logger; we fold first ourselves.
+
+    It also warns for every output of a contrib op (FusedMatMul, MultiHeadAttention) that onnx cannot
+    type: ``DefaultTensorType`` (float) answers that.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "pre-processing before quantization" not in record.getMessage()
+        message = record.getMessage()
+        return "pre-processing before quantization" not in message and "Failed to infer data type" not in message
 
 
 def session_startup_seconds(path: str | os.PathLike[str], provider: str = "cpu", repeats: int = 3) -> float:

@@ -39,6 +39,13 @@ RESIZE_DEFAULTS: dict[str, Any] = {
     "exclude_outside": 0,
 }
 
+# How the positional-embedding resampling is written into ONNX (metadata key "resample"):
+# "portable" computes the antialiased-bicubic weights from elementary ops and applies them with
+# MatMul (right on every runtime); "resize" is one antialiased cubic Resize (right on ONNX Runtime
+# CPU and the ONNX reference; OpenVINO 2026.4 runs it wrongly, TensorRT refuses it).
+RESAMPLE_FORMS = ("portable", "resize")
+DEFAULT_RESAMPLE = "portable"
+
 META_PREFIX = "vitexport."
 TORCHSCRIPT_EXTRA_FILE = "vitexport.json"
 

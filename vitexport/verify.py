@@ -24,7 +24,7 @@ from vitexport.engines import Engine, create_engine
 from vitexport.errors import CheckpointError, EngineUnavailable, VerificationError, one_line
 from vitexport.files import write_text
 from vitexport.geometry import grid_size, padded_size
-from vitexport.graph import GraphReport, check_against_metadata, inspect_graph, load_onnx
+from vitexport.graph import GraphReport, check_against_metadata, check_summary, inspect_graph, load_onnx
 from vitexport.model import VisionTransformer
 
 REPORT_SCHEMA_VERSION = 1
@@ -115,6 +115,7 @@ class VerifyReport:
     seed: int
     static_problems: list[str] = field(default_factory=list)
     static_notes: list[str] = field(default_factory=list)
+    static_checks: list[str] = field(default_factory=list)  # what the static checks verified (resampling, Pad)
     sessions: list[dict[str, Any]] = field(default_factory=list)
     cases: list[CaseResult] = field(default_factory=list)
     cross_provider: list[dict[str, Any]] = field(default_factory=list)
@@ -385,6 +386,11 @@ def _static_checks(graph: GraphReport, metadata: dict[str, Any], cfg: ViTConfig)
             problems.append(
                 f"the graph's height/width are fixed at {in_dims[2]}x{in_dims[3]} although the model is dynamic"
             )
+    if graph.resample_form == "resize" and graph.resize:
+        notes.append(
+            "resampling written as one antialiased Resize: right on ONNX Runtime CPU, but OpenVINO 2026.4 "
+            "runs it wrongly and TensorRT refuses it; export with --resample portable to run anywhere"
+        )
     if graph.opset >= 19 and graph.resize:
         notes.append(
             f"opset {graph.opset}: Resize-{graph.opset} runs on CUDA only in onnxruntime-gpu builds from 2026 on"
@@ -531,6 +537,8 @@ def verify(
     report.config = cfg.to_dict()
     if artifact.graph is not None:
         report.static_problems, report.static_notes = _static_checks(artifact.graph, artifact.metadata, cfg)
+        dynamic_size = artifact.metadata.get("static_size") is None and cfg.dynamic_img_size
+        report.static_checks = check_summary(artifact.graph, dynamic_size)
     case_list = _case_list(cfg, sizes, batch_sizes, artifact.metadata.get("batch_size"))
     engines = _engines(artifact, provider, debug, make_input(case_list[0], cfg.in_chans, seed), report)
     outputs = _sweep(case_list, cfg, reference, engines, report, progress)

@@ -1,0 +1,86 @@
+"""ONNX Runtime CPU time of the two resampling forms of one model: `portable` vs `resize`, interleaved.
+
+    python benchmarks/resample_bench.py [--model vit_small_patch16_224] [--sizes 224x224,200x333]
+                                        [--batch-sizes 1,8] [--iters 30] [--warmup 3] [--threads N] [--quick]
+
+Exports the model (random weights) twice, `--resample portable` and `--resample resize`, then per
+case alternates the two sessions run by run (the order flips every round, so neither always runs
+second), and prints medians, the spread and the ratio portable / resize. Also checks that both give
+the same logits. Run it on a quiet machine: timings taken while other work runs are noise.
+`--quick` is a smoke test (2 timed runs, 1 warm-up), not a measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from vitexport.export import export_onnx
+from vitexport.graph import inspect_graph, load_onnx
+from vitexport.model import create_model
+from vitexport.runtime import create_session
+
+FORMS = ("portable", "resize")
+
+
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    return [tuple(int(v) for v in item.split("x")) for item in text.split(",")]  # type: ignore[misc]
+
+
+def time_case(sessions: dict, x: np.ndarray, iters: int, warmup: int) -> dict[str, list[float]]:
+    """Interleaved runs: round i runs the forms in order, round i+1 in reverse; warm-up rounds are dropped."""
+    times: dict[str, list[float]] = {name: [] for name in sessions}
+    for i in range(warmup + iters):
+        for name in (FORMS if i % 2 == 0 else FORMS[::-1]):
+            t0 = time.perf_counter()
+            sessions[name].run(None, {"pixel_values": x})
+            if i >= warmup:
+                times[name].append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="vit_small_patch16_224")
+    parser.add_argument("--sizes", default="224x224,200x333", type=parse_sizes)
+    parser.add_argument("--batch-sizes", default="1,8", type=lambda s: [int(v) for v in s.split(",")])
+    parser.add_argument("--iters", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="ORT intra-op threads (default: ORT's)")
+    parser.add_argument("--quick", action="store_true", help="smoke test: 2 timed runs after 1 warm-up")
+    args = parser.parse_args()
+    if args.quick:
+        args.iters, args.warmup = 2, 1
+    torch.manual_seed(0)
+    model = create_model(args.model)
+    with tempfile.TemporaryDirectory() as folder:
+        paths = {form: os.path.join(folder, f"{form}.onnx") for form in FORMS}
+        for form, path in paths.items():
+            export_onnx(model, path, resample=form)
+        sessions = {form: create_session(path, "cpu", threads=args.threads, spin=False)[0]
+                    for form, path in paths.items()}
+        nodes = {form: sum(inspect_graph(load_onnx(path)).op_counts.values()) for form, path in paths.items()}
+        print(f"{args.model}, random weights, ONNX Runtime CPU, {args.iters} interleaved runs per form after "
+              f"{args.warmup} warm-up; graph nodes: portable {nodes['portable']}, resize {nodes['resize']}")
+        print("     size batch  portable ms  (min-max)        resize ms  (min-max)        portable/resize  max|d|")
+        for h, w in args.sizes:
+            for batch in args.batch_sizes:
+                x = np.random.default_rng([h, w, batch]).standard_normal((batch, 3, h, w)).astype(np.float32)
+                outs = {form: s.run(None, {"pixel_values": x})[0] for form, s in sessions.items()}
+                diff = float(np.abs(outs["portable"] - outs["resize"]).max())
+                times = time_case(sessions, x, args.iters, args.warmup)
+                med = {form: statistics.median(t) for form, t in times.items()}
+                spread = {form: f"({min(t):.1f}-{max(t):.1f})" for form, t in times.items()}
+                print(f"{h:>4d}x{w:<4d} {batch:>4d} {med['portable']:11.2f}  {spread['portable']:16s} "
+                      f"{med['resize']:10.2f}  {spread['resize']:16s} {med['portable'] / med['resize']:15.3f}  "
+                      f"{diff:.1e}")
+
+
+if __name__ == "__main__":
+    main()
