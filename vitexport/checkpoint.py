@@ -23,7 +23,6 @@ import torch
 
 from vitexport.config import ViTConfig, load_config_arg, preset_args
 from vitexport.errors import CheckpointError, ConfigError, UnsafeCheckpointError
-from vitexport.layout import ambiguous_block_note, assumed_act_note, infer_block_args, refuse_unstored
 
 logger = logging.getLogger(__name__)
 
@@ -241,6 +240,8 @@ def infer_config_args(
     With ``check_layout``, layouts whose eps/activation the weights do not store are refused
     (`vitexport.layout`); without, only the geometry is to be trusted.
     """
+    from vitexport.layout import ambiguous_block_note, assumed_act_note, infer_block_args, refuse_unstored
+
     notes: list[str] = []
     proj = _shape(sd, "patch_embed.proj.weight")
     if proj is None or len(proj) != 4:
@@ -270,21 +271,7 @@ def infer_config_args(
     if "num_heads" not in args:  # stored only with qk-norm or differential attention
         args["num_heads"] = max(1, embed_dim // 64)
         notes.append(f"num_heads is not stored in the weights; assumed embed_dim/64 = {args['num_heads']}")
-    has_fc_norm = "fc_norm.weight" in sd
-    has_norm = "norm.weight" in sd
-    args["final_norm"] = has_fc_norm or has_norm
-    if "attn_pool.latent" in sd:
-        args["global_pool"] = "map"
-        args["fc_norm"] = has_fc_norm
-    elif has_fc_norm:
-        args["fc_norm"] = True
-        args["global_pool"] = "avg"
-        notes.append("global_pool assumed 'avg' (fc_norm present; max/avgmax are not distinguishable by shape)")
-    elif args["class_token"]:
-        args["global_pool"] = "token"
-    else:
-        args["global_pool"] = "avg"
-        args["fc_norm"] = False
+    args.update(_infer_pooling(sd, args["class_token"], notes))
     pos = _shape(sd, "pos_embed")
     if pos is None:
         raise ConfigError("cannot infer the model config: no pos_embed; pass --config")
@@ -312,6 +299,22 @@ def infer_config_args(
         refuse_unstored(args)
         notes += [n for n in [assumed_act_note(args)] if n]
     return args, notes
+
+
+def _infer_pooling(sd: dict[str, torch.Tensor], class_token: bool, notes: list[str]) -> dict[str, Any]:
+    """Final norm, fc_norm and global_pool from which norms (and pooling head) the weights hold."""
+    has_fc_norm = "fc_norm.weight" in sd
+    args: dict[str, Any] = {"final_norm": has_fc_norm or "norm.weight" in sd}
+    if "attn_pool.latent" in sd:
+        args.update(global_pool="map", fc_norm=has_fc_norm)
+    elif has_fc_norm:
+        args.update(global_pool="avg", fc_norm=True)
+        notes.append("global_pool assumed 'avg' (fc_norm present; max/avgmax are not distinguishable by shape)")
+    elif class_token:
+        args["global_pool"] = "token"
+    else:
+        args.update(global_pool="avg", fc_norm=False)
+    return args
 
 
 def _merge_shape_facts(base: dict[str, Any], sd: dict[str, torch.Tensor]) -> dict[str, Any]:
