@@ -183,18 +183,14 @@ def matching_presets(args: dict[str, Any], limit: int = 4) -> list[str]:
     from vitexport.config import ViTConfig
 
     def visible(a: dict[str, Any]) -> tuple[Any, ...]:
-        cfg = ViTConfig.from_dict({k: v for k, v in a.items() if k != "architecture"})
-        mlp = "glu" if cfg.mlp_layer in ("glu", "swiglu_packed") else cfg.mlp_layer
-        embed_norm = cfg.embed_norm_layer
-        return (*(getattr(cfg, f) for f in VISIBLE_FIELDS), mlp, embed_norm, cfg.global_pool == "map",
-                cfg.embed_dim, cfg.depth, cfg.patch_hw)
+        cfg = ViTConfig.from_dict(a)
+        mlp = "glu" if cfg.mlp_layer in ("glu", "swiglu_packed") else cfg.mlp_layer  # the packing order is unseen
+        return (*(getattr(cfg, f) for f in VISIBLE_FIELDS), mlp, cfg.global_pool == "map", cfg.embed_dim,
+                cfg.depth, cfg.patch_hw)
 
-    probe = {k: v for k, v in args.items() if not str(k).startswith("_")}
-    if probe.get("mlp_layer") == "glu":
-        probe["mlp_layer"] = "swiglu_packed"  # any gated packing: compared as 'glu' below
-    target = visible(probe)
+    target = visible(args)
     same = [name for name, preset in PRESETS.items() if visible(preset) == target]
-    grid = ViTConfig.from_dict(probe).grid_size if "img_size" in probe else None
+    grid = ViTConfig.from_dict(args).grid_size
     same.sort(key=lambda name: ViTConfig.from_dict(PRESETS[name]).grid_size != grid)  # same grid first
     return same[:limit]
 
