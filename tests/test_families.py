@@ -284,6 +284,8 @@ def test_options_that_cannot_be_built_exactly_are_refused(extra: dict[str, Any],
 def test_layer_choices_round_trip_and_defaults_keep_old_configs() -> None:
     cfg = get_preset("aimv2_large_patch14_224", depth=2)
     assert ViTConfig.from_dict(cfg.to_dict()) == cfg and cfg.to_dict()["embed_norm_layer"] == "rmsnorm"
+    back_to_default = get_preset("vit_so400m_patch16_siglip_256", act_layer="gelu")  # the preset says gelu_tanh
+    assert ViTConfig.from_dict(back_to_default.to_dict()).act_layer == "gelu"
     old = ViTConfig(**SMALL).to_dict()  # a plain ViT's config reads as before the layer fields existed
     assert not {"norm_layer", "norm_eps", "act_layer", "mlp_layer", "block_fn", "proj_bias"} & set(old)
     assert ViTConfig.from_dict({**SMALL, "norm_layer": None, "act_layer": None, "attn_layer": ""}) == ViTConfig(

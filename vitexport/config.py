@@ -227,9 +227,11 @@ class ViTConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict of timm keyword arguments (plus ``architecture`` when known).
 
-        Layer-choice fields are written only when they differ from the default, so the
-        config of a plain ViT reads exactly as it did before those fields existed.
+        Layer-choice fields are left out when they hold the default and `from_dict` would
+        restore the default (no preset says otherwise), so the config of a plain ViT reads
+        exactly as it did before those fields existed.
         """
+        preset = _preset_or_empty(self.architecture)
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
@@ -237,7 +239,7 @@ class ViTConfig:
                 value = list(value)
             if f.name == "architecture" and value is None:
                 continue
-            if f.name in LAYER_FIELDS and value == f.default:
+            if f.name in LAYER_FIELDS and value == f.default == preset.get(f.name, f.default):
                 continue
             out[f.name] = value
         return out
@@ -278,6 +280,13 @@ class ViTConfig:
             return cls(architecture=arch, **base)
         except TypeError as exc:  # pragma: no cover - guarded by the key check above
             raise ConfigError(f"invalid model config: {exc}") from exc
+
+
+def _preset_or_empty(name: str | None) -> dict[str, Any]:
+    try:
+        return preset_args(name) if name else {}
+    except ConfigError:
+        return {}
 
 
 def _check_default_only(data: dict[str, Any]) -> None:
