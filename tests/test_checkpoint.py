@@ -111,9 +111,10 @@ INFERABLE = {
         img_size=24, patch_size=6, embed_dim=48, depth=2, num_heads=3, qk_norm=True, reg_tokens=4,
         no_embed_class=True, init_values=1e-3, global_pool="avg", num_classes=0,
     ),
-    "nocls_prenorm": dict(
+    # pre_norm is no longer inferred (CLIP's eps and activation are not in the weights: see test_families)
+    "nocls_qknorm": dict(
         img_size=16, patch_size=8, in_chans=2, num_classes=3, embed_dim=32, depth=3, num_heads=4, qk_norm=True,
-        class_token=False, reg_tokens=2, global_pool="avg", fc_norm=False, pre_norm=True, qkv_bias=False,
+        class_token=False, reg_tokens=2, global_pool="avg", fc_norm=False, qkv_bias=False,
         mlp_ratio=2.75,
     ),
 }

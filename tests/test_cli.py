@@ -106,6 +106,8 @@ def test_debug_shows_traceback(tmp_path: Path) -> None:
 def test_presets_lists_names() -> None:
     code, out, _ = run("presets")
     assert code == 0 and "vit_base_patch16_224" in out and "vit_small_patch14_reg4_dinov2" in out
+    rows = {line.split()[0]: line.split()[1] for line in out.splitlines()}
+    assert rows["vit_base_patch16_siglip_224"] == "siglip" and rows["aimv2_large_patch14_224"] == "aimv2"
 
 
 def test_sample_checkpoint_round_trips(tmp_path: Path) -> None:

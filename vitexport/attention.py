@@ -60,12 +60,16 @@ def translation_table(attention: str) -> dict[Any, Any] | None:
         # (B, h, N, d) -> (B, N, h*d) for MultiHeadAttention (default scale 1/sqrt(d), as SDPA) -> (B, h, N, d)
         if attn_mask is not None or is_causal or scale is not None or dropout_p:
             raise NotImplementedError("attention='mha' exports plain self-attention only (no mask, causal or scale)")
-        num_heads, head_dim = query.shape[1], query.shape[3]
+        # value's head size may differ from query's (differential attention: 2x); query and key/value
+        # lengths may differ (the MAP head's one latent query)
+        num_heads, head_dim, v_head_dim = query.shape[1], query.shape[3], value.shape[3]
 
-        def to_bsd(t):
-            return op.Reshape(op.Transpose(t, perm=[0, 2, 1, 3]), op.Constant(value_ints=[0, 0, num_heads * head_dim]))
+        def to_bsd(t, d):
+            return op.Reshape(op.Transpose(t, perm=[0, 2, 1, 3]), op.Constant(value_ints=[0, 0, num_heads * d]))
 
-        out = msft.MultiHeadAttention(to_bsd(query), to_bsd(key), to_bsd(value), num_heads=num_heads)
-        return op.Transpose(op.Reshape(out, op.Constant(value_ints=[0, 0, num_heads, head_dim])), perm=[0, 2, 1, 3])
+        out = msft.MultiHeadAttention(
+            to_bsd(query, head_dim), to_bsd(key, head_dim), to_bsd(value, v_head_dim), num_heads=num_heads
+        )
+        return op.Transpose(op.Reshape(out, op.Constant(value_ints=[0, 0, num_heads, v_head_dim])), perm=[0, 2, 1, 3])
 
     return {torch.ops.aten.scaled_dot_product_attention.default: sdpa_as_mha}

@@ -242,16 +242,16 @@ def _shape(sd: dict[str, torch.Tensor], key: str) -> tuple[int, ...] | None:
     return tuple(t.shape) if t is not None else None
 
 
-def mlp_ratio_for(dim: int, hidden: int) -> float:
-    """The smallest float ratio with ``int(dim * ratio) == hidden`` (timm sizes the MLP that way)."""
-    ratio = hidden / dim
-    while int(dim * ratio) < hidden:
-        ratio = math.nextafter(ratio, math.inf)
-    return ratio
+def infer_config_args(
+    sd: dict[str, torch.Tensor], check_layout: bool = True
+) -> tuple[dict[str, Any], list[str]]:
+    """timm keyword arguments implied by tensor shapes, and notes on what was guessed.
 
+    With ``check_layout``, layouts whose eps/activation the weights do not store are refused
+    (`vitexport.layout`); without, only the geometry is to be trusted.
+    """
+    from vitexport.layout import ambiguous_block_note, assumed_act_note, infer_block_args, refuse_unstored
 
-def infer_config_args(sd: dict[str, torch.Tensor]) -> tuple[dict[str, Any], list[str]]:
-    """timm keyword arguments implied by tensor shapes, and notes on what was guessed."""
     notes: list[str] = []
     proj = _shape(sd, "patch_embed.proj.weight")
     if proj is None or len(proj) != 4:
@@ -269,37 +269,19 @@ def infer_config_args(sd: dict[str, torch.Tensor]) -> tuple[dict[str, Any], list
         "patch_size": ph if ph == pw else (ph, pw),
         "depth": max(block_ids) + 1,
         "class_token": "cls_token" in sd,
-        "qkv_bias": "blocks.0.attn.qkv.bias" in sd,
         "pre_norm": "norm_pre.weight" in sd,
     }
+    shapes = {k: tuple(v.shape) for k, v in sd.items()}
+    args.update(infer_block_args(shapes, embed_dim))
+    notes += [n for n in [ambiguous_block_note(shapes, args["block_fn"])] if n]
     reg = _shape(sd, "reg_token")
     args["reg_tokens"] = reg[1] if reg else 0
     head = _shape(sd, "head.weight")
     args["num_classes"] = head[0] if head else 0
-    fc1 = _shape(sd, "blocks.0.mlp.fc1.weight")
-    if fc1:
-        args["mlp_ratio"] = mlp_ratio_for(embed_dim, fc1[0])
-    q_norm = _shape(sd, "blocks.0.attn.q_norm.weight")
-    args["qk_norm"] = q_norm is not None
-    if q_norm:
-        args["num_heads"] = embed_dim // q_norm[0]
-    else:
+    if "num_heads" not in args:  # stored only with qk-norm or differential attention
         args["num_heads"] = max(1, embed_dim // 64)
         notes.append(f"num_heads is not stored in the weights; assumed embed_dim/64 = {args['num_heads']}")
-    if "blocks.0.ls1.gamma" in sd:
-        args["init_values"] = 1e-5  # the value is irrelevant once gamma is loaded; it only enables LayerScale
-    has_fc_norm = "fc_norm.weight" in sd
-    has_norm = "norm.weight" in sd
-    args["final_norm"] = has_fc_norm or has_norm
-    if has_fc_norm:
-        args["fc_norm"] = True
-        args["global_pool"] = "avg"
-        notes.append("global_pool assumed 'avg' (fc_norm present; max/avgmax are not distinguishable by shape)")
-    elif args["class_token"]:
-        args["global_pool"] = "token"
-    else:
-        args["global_pool"] = "avg"
-        args["fc_norm"] = False
+    args.update(_infer_pooling(sd, args["class_token"], notes))
     pos = _shape(sd, "pos_embed")
     if pos is None:
         raise ConfigError("cannot infer the model config: no pos_embed; pass --config")
@@ -323,7 +305,26 @@ def infer_config_args(sd: dict[str, torch.Tensor]) -> tuple[dict[str, Any], list
     args["no_embed_class"] = no_embed_class
     args["img_size"] = (side * ph, side * pw) if ph != pw else side * ph
     notes.append(f"native grid inferred as {side}x{side} (img_size {side * ph}x{side * pw})")
+    if check_layout:
+        refuse_unstored(args)
+        notes += [n for n in [assumed_act_note(args)] if n]
     return args, notes
+
+
+def _infer_pooling(sd: dict[str, torch.Tensor], class_token: bool, notes: list[str]) -> dict[str, Any]:
+    """Final norm, fc_norm and global_pool from which norms (and pooling head) the weights hold."""
+    has_fc_norm = "fc_norm.weight" in sd
+    args: dict[str, Any] = {"final_norm": has_fc_norm or "norm.weight" in sd}
+    if "attn_pool.latent" in sd:
+        args.update(global_pool="map", fc_norm=has_fc_norm)
+    elif has_fc_norm:
+        args.update(global_pool="avg", fc_norm=True)
+        notes.append("global_pool assumed 'avg' (fc_norm present; max/avgmax are not distinguishable by shape)")
+    elif class_token:
+        args["global_pool"] = "token"
+    else:
+        args.update(global_pool="avg", fc_norm=False)
+    return args
 
 
 def _merge_shape_facts(base: dict[str, Any], sd: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -335,18 +336,41 @@ def _merge_shape_facts(base: dict[str, Any], sd: dict[str, torch.Tensor]) -> dic
     if proj and len(proj) == 4:
         merged["in_chans"] = proj[1]
     try:
-        inferred, _ = infer_config_args(sd)
+        inferred, _ = infer_config_args(sd, check_layout=False)
     except ConfigError:
         return merged
     grid = lambda args: ViTConfig.from_dict({k: args[k] for k in ("img_size", "patch_size") if k in args}).grid_size  # noqa: E731
-    if grid(merged) != grid(inferred):
+    # a grid guessed as square (and so perhaps without prefix rows) only replaces one that does not fit
+    same_rows = inferred["no_embed_class"] == bool(merged.get("no_embed_class"))
+    if grid(merged) != grid(inferred) and same_rows and not _pos_embed_fits(merged, sd):
         merged["img_size"] = inferred["img_size"]
     return merged
+
+
+def _pos_embed_fits(args: dict[str, Any], sd: dict[str, torch.Tensor]) -> bool:
+    pos = _shape(sd, "pos_embed")
+    try:
+        cfg = ViTConfig.from_dict(args)
+    except ConfigError:
+        return False
+    gh, gw = cfg.grid_size
+    return pos is not None and pos[1] == gh * gw + (0 if cfg.no_embed_class else cfg.num_prefix_tokens)
 
 
 # ---------------------------------------------------------------------------
 # config sources
 # ---------------------------------------------------------------------------
+def _train_model_kwargs(train_args: Any) -> dict[str, Any]:
+    """What timm's train.py passed to create_model besides ``arch``: ``--model-kwargs`` and ``--gp``."""
+    if not isinstance(train_args, argparse.Namespace):
+        return {}
+    kwargs = getattr(train_args, "model_kwargs", None)
+    out = dict(kwargs) if isinstance(kwargs, dict) else {}
+    if isinstance(getattr(train_args, "gp", None), str):
+        out["global_pool"] = train_args.gp
+    return out
+
+
 def _hub_config(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None, list[str] | None]:
     """timm's hub ``config.json`` -> (model args, preprocess, labels)."""
     args: dict[str, Any] = {}
@@ -401,6 +425,7 @@ class _Contents:
     preprocess: dict[str, Any] | None = None
     labels: list[str] | None = None
     arch: str | None = None
+    train_args: Any = None  # a timm training checkpoint's saved `args` (its --model-kwargs and --gp)
 
 
 def _vitexport_contents(file: Path, obj: dict[str, Any], use_ema: bool) -> _Contents:
@@ -430,7 +455,7 @@ def _contents(file: Path, kind: str, obj: Any, use_ema: bool) -> _Contents:
     sd, key = extract_state_dict(obj, file, use_ema=use_ema)
     arch = obj.get("arch") if isinstance(obj, dict) and isinstance(obj.get("arch"), str) else None
     fmt = "timm-train" if key != "state_dict" or (isinstance(obj, dict) and "arch" in obj) else "state_dict"
-    return _Contents(sd, fmt, arch=arch)
+    return _Contents(sd, fmt, arch=arch, train_args=obj.get("args") if isinstance(obj, dict) else None)
 
 
 def _resolve_config(found: _Contents, file: Path, explicit: dict[str, Any] | None) -> list[str]:
@@ -445,7 +470,7 @@ def _resolve_config(found: _Contents, file: Path, explicit: dict[str, Any] | Non
     elif found.source:  # the checkpoint carries its config
         pass
     elif found.arch is not None:
-        preset = preset_args(found.arch) | {"architecture": found.arch}
+        preset = preset_args(found.arch) | _train_model_kwargs(found.train_args) | {"architecture": found.arch}
         found.args, found.source = _merge_shape_facts(preset, found.state_dict), "arch"
     elif (file.parent / "config.json").is_file():
         data = load_config_arg(str(file.parent / "config.json"))

@@ -295,6 +295,7 @@ def torchscript_cmd(checkpoint, output, config, use_ema, img_size, force) -> Non
 @click.option("--json", "as_json", is_flag=True, help="Print the presets as JSON.")
 def presets(as_json: bool) -> None:
     """List the named architectures a checkpoint's `arch` or a config's `architecture` may use."""
+    from vitexport.families import family_of
     from vitexport.presets import PRESETS
 
     if as_json:
@@ -303,7 +304,8 @@ def presets(as_json: bool) -> None:
     for name, args in PRESETS.items():
         img = args["img_size"]
         click.echo(
-            f"{name:40s} img {img if isinstance(img, int) else _fmt_hw(img)}  patch {args['patch_size']}  "
+            f"{name:40s} {family_of(args):16s} img {img if isinstance(img, int) else _fmt_hw(img)}  "
+            f"patch {args['patch_size']}  "
             f"dim {args['embed_dim']}  depth {args['depth']}  heads {args['num_heads']}  "
             f"registers {args['reg_tokens']}  pool {args['global_pool'] or 'none'}"
         )

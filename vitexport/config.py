@@ -2,7 +2,10 @@
 
 A config is a frozen dataclass whose field names and defaults are timm's
 ``VisionTransformer`` keyword arguments, except that models built by vitexport
-default to ``dynamic_img_size=True, dynamic_img_pad=True``.
+default to ``dynamic_img_size=True, dynamic_img_pad=True``. Layer choices that timm
+takes as classes are names here (``norm_layer='rmsnorm'``, ``block_fn='res_post'``),
+and the norms' eps, which timm bakes into a ``partial``, are the fields ``norm_eps``
+and ``embed_norm_eps``.
 """
 
 from __future__ import annotations
@@ -20,7 +23,24 @@ from vitexport.presets import PRESETS
 
 logger = logging.getLogger(__name__)
 
-GLOBAL_POOLS = ("token", "avg", "max", "avgmax", "")
+GLOBAL_POOLS = ("token", "avg", "max", "avgmax", "map", "")
+# Layer choices by name (timm passes classes); the layers live in vitexport.layers.
+NORM_LAYERS = ("layernorm", "rmsnorm")
+ACT_LAYERS = ("gelu", "gelu_tanh", "quick_gelu", "silu")
+MLP_LAYERS = ("mlp", "swiglu", "glu", "swiglu_packed")
+BLOCK_FNS = ("block", "res_post", "parallel_scaling", "diff_parallel_scaling", "parallel_things")
+ATTN_LAYERS = ("attn", "diff")
+PARALLEL_SCALING_BLOCKS = ("parallel_scaling", "diff_parallel_scaling")
+LAYER_NAME_KEYS = ("norm_layer", "act_layer", "mlp_layer", "block_fn", "attn_layer")
+LAYER_FIELDS = frozenset(LAYER_NAME_KEYS) | {
+    "norm_eps", "embed_norm_layer", "embed_norm_eps", "scale_attn_norm", "scale_mlp_norm", "proj_bias",
+}
+# timm keyword arguments vitexport accepts only at timm's default (the value it builds);
+# any other value is refused by name rather than built approximately.
+DEFAULT_ONLY_KEYS: dict[str, tuple[Any, ...]] = {
+    "pos_embed": ("learn",),
+    "pool_include_prefix": (False,),
+}
 
 # timm keyword arguments that only matter for training (dropout, init); they are
 # accepted and dropped because an inference graph does not depend on them.
@@ -78,6 +98,18 @@ class ViTConfig:
     fc_norm: bool | None = None
     dynamic_img_size: bool = True
     dynamic_img_pad: bool = True
+    # Layer choices (timm's keyword names; names instead of classes). Defaults build timm's defaults.
+    norm_layer: str = "layernorm"
+    norm_eps: float = 1e-6  # not a timm argument: timm's norm_layer=partial(LayerNorm, eps=...)
+    embed_norm_layer: str | None = None
+    embed_norm_eps: float = 1e-6  # not a timm argument, as norm_eps
+    act_layer: str = "gelu"
+    mlp_layer: str = "mlp"
+    block_fn: str = "block"
+    attn_layer: str = "attn"
+    scale_attn_norm: bool = False
+    scale_mlp_norm: bool = False
+    proj_bias: bool = True
     # Not a timm argument: the timm architecture name this config came from, if any.
     architecture: str | None = field(default=None, compare=False)
 
@@ -114,11 +146,52 @@ class ViTConfig:
             raise ConfigError(f"mlp_ratio {self.mlp_ratio} gives an empty MLP for embed_dim {self.embed_dim}")
         if self.init_values is not None and not isinstance(self.init_values, (int, float)):
             raise ConfigError(f"init_values must be a number or null, got {self.init_values!r}")
+        self._check_layers()
         ph, pw = patch
         if img[0] // ph < 1 or img[1] // pw < 1:
             raise ConfigError(
                 f"img_size {img} is smaller than one patch {patch}: the positional-embedding grid would be empty"
             )
+
+    def _check_layers(self) -> None:
+        """Layer choices: known names, and the combinations timm itself builds (or asserts)."""
+        for name, choices in (
+            ("norm_layer", NORM_LAYERS), ("act_layer", ACT_LAYERS), ("mlp_layer", MLP_LAYERS),
+            ("block_fn", BLOCK_FNS), ("attn_layer", ATTN_LAYERS),
+        ):
+            if getattr(self, name) not in choices:
+                raise ConfigError(
+                    f"{name} {getattr(self, name)!r} is not supported; use one of " + ", ".join(map(repr, choices))
+                )
+        if self.embed_norm_layer is not None and self.embed_norm_layer not in NORM_LAYERS:
+            raise ConfigError(f"embed_norm_layer {self.embed_norm_layer!r} is not supported; use null or one of "
+                              + ", ".join(map(repr, NORM_LAYERS)))
+        for name in ("norm_eps", "embed_norm_eps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+                raise ConfigError(f"{name} must be a small positive number (e.g. 1e-6), got {value!r}")
+        if self.block_fn in PARALLEL_SCALING_BLOCKS:
+            if self.scale_attn_norm or self.scale_mlp_norm:
+                raise ConfigError(f"block_fn={self.block_fn!r} has no scale_attn_norm/scale_mlp_norm (timm asserts)")
+            if self.mlp_layer != "mlp" or self.attn_layer != "attn":
+                raise ConfigError(
+                    f"block_fn={self.block_fn!r} has its own fused MLP and attention (timm ignores mlp_layer and "
+                    "attn_layer there); leave them at 'mlp' and 'attn'"
+                )
+        if self.mlp_layer in ("glu", "swiglu_packed") and int(self.embed_dim * self.mlp_ratio) % 2:
+            raise ConfigError(
+                f"mlp_layer={self.mlp_layer!r} needs an even hidden width; int(embed_dim * mlp_ratio) = "
+                f"{int(self.embed_dim * self.mlp_ratio)}"
+            )
+        if self.differential and self.embed_dim % (2 * self.num_heads):
+            raise ConfigError(
+                f"differential attention needs embed_dim ({self.embed_dim}) divisible by 2 * num_heads "
+                f"({2 * self.num_heads})"
+            )
+
+    @property
+    def differential(self) -> bool:
+        return self.attn_layer == "diff" or self.block_fn == "diff_parallel_scaling"
 
     # ---- derived geometry -------------------------------------------------
     @property
@@ -152,13 +225,21 @@ class ViTConfig:
 
     # ---- serialisation ----------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly dict of timm keyword arguments (plus ``architecture`` when known)."""
+        """JSON-friendly dict of timm keyword arguments (plus ``architecture`` when known).
+
+        Layer-choice fields are left out when they hold the default and `from_dict` would
+        restore the default (no preset says otherwise), so the config of a plain ViT reads
+        exactly as it did before those fields existed.
+        """
+        preset = _preset_or_empty(self.architecture)
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, tuple):
                 value = list(value)
             if f.name == "architecture" and value is None:
+                continue
+            if f.name in LAYER_FIELDS and value == f.default == preset.get(f.name, f.default):
                 continue
             out[f.name] = value
         return out
@@ -174,7 +255,7 @@ class ViTConfig:
         arch = data.pop("architecture", None) or data.pop("arch", None)
         base: dict[str, Any] = dict(preset_args(arch)) if arch else {}
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = [k for k in data if k not in known and k not in TRAINING_ONLY_KEYS]
+        unknown = [k for k in data if k not in known and k not in TRAINING_ONLY_KEYS and k not in DEFAULT_ONLY_KEYS]
         if unknown:
             hints = []
             for key in unknown:
@@ -184,6 +265,10 @@ class ViTConfig:
                 "unsupported model option " + ", ".join(hints)
                 + "; vitexport supports: " + ", ".join(sorted(known - {"architecture"}))
             )
+        _check_default_only(data)
+        for key in LAYER_NAME_KEYS:  # timm: None (or '' for attn_layer) means its default layer
+            if key in data and data[key] in (None, ""):
+                data.pop(key)
         dropped = sorted(k for k in data if k in TRAINING_ONLY_KEYS)
         if dropped:
             logger.debug("ignoring training-only options: %s", ", ".join(dropped))
@@ -195,6 +280,23 @@ class ViTConfig:
             return cls(architecture=arch, **base)
         except TypeError as exc:  # pragma: no cover - guarded by the key check above
             raise ConfigError(f"invalid model config: {exc}") from exc
+
+
+def _preset_or_empty(name: str | None) -> dict[str, Any]:
+    try:
+        return preset_args(name) if name else {}
+    except ConfigError:
+        return {}
+
+
+def _check_default_only(data: dict[str, Any]) -> None:
+    """Refuse, by name, timm options that vitexport builds only at their default value."""
+    for key, allowed in DEFAULT_ONLY_KEYS.items():
+        if key in data and data[key] not in allowed:
+            raise ConfigError(
+                f"{key}={data[key]!r} is not supported by vitexport (only {allowed[0]!r}, timm's default); "
+                "this model cannot be exported exactly"
+            )
 
 
 def preset_args(name: str) -> dict[str, Any]:

@@ -13,10 +13,37 @@ import torch
 from torch import nn
 
 from vitexport.config import ViTConfig
-from vitexport.layers import LAYER_NORM_EPS, Block, PatchEmbed, resample_abs_pos_embed
+from vitexport.layers import (
+    AttentionPoolLatent,
+    BlockSpec,
+    PatchEmbed,
+    make_block,
+    norm_factory,
+    resample_abs_pos_embed,
+)
 from vitexport.resample import uses_portable
 
 logger = logging.getLogger(__name__)
+
+
+def block_spec(c: ViTConfig) -> BlockSpec:
+    """What the model's blocks share, from its config (timm passes the same keyword arguments)."""
+    return BlockSpec(
+        dim=c.embed_dim,
+        num_heads=c.num_heads,
+        mlp_ratio=c.mlp_ratio,
+        qkv_bias=c.qkv_bias,
+        qk_norm=c.qk_norm,
+        scale_attn_norm=c.scale_attn_norm,
+        scale_mlp_norm=c.scale_mlp_norm,
+        proj_bias=c.proj_bias,
+        init_values=c.init_values,
+        act_layer=c.act_layer,
+        norm_layer=c.norm_layer,
+        norm_eps=c.norm_eps,
+        mlp_layer=c.mlp_layer,
+        attn_layer=c.attn_layer,
+    )
 
 
 class VisionTransformer(nn.Module):
@@ -40,6 +67,7 @@ class VisionTransformer(nn.Module):
         self.meta = {}  # preprocessing, labels, source: filled by the loader
         c = config
         D = c.embed_dim
+        norm_layer = norm_factory(c.norm_layer, c.norm_eps)  # as timm's norm_layer: dim -> module
 
         self.num_classes = c.num_classes
         self.global_pool = c.global_pool
@@ -55,22 +83,23 @@ class VisionTransformer(nn.Module):
             bias=not c.pre_norm,  # as timm: no conv bias when a pre-norm follows (CLIP)
             dynamic_img_pad=c.dynamic_img_pad,
             strict_img_size=not c.dynamic_img_size,
+            norm=norm_factory(c.embed_norm_layer, c.embed_norm_eps)(D) if c.embed_norm_layer else None,
         )
         num_patches = self.patch_embed.num_patches
         self.cls_token = nn.Parameter(torch.zeros(1, 1, D)) if c.class_token else None
         self.reg_token = nn.Parameter(torch.zeros(1, c.reg_tokens, D)) if c.reg_tokens else None
         embed_len = num_patches if c.no_embed_class else num_patches + self.num_prefix_tokens
         self.pos_embed = nn.Parameter(torch.randn(1, embed_len, D) * 0.02)
-        self.norm_pre = nn.LayerNorm(D, eps=LAYER_NORM_EPS) if c.pre_norm else nn.Identity()
-        self.blocks = nn.Sequential(
-            *[
-                Block(D, c.num_heads, c.mlp_ratio, c.qkv_bias, c.qk_norm, c.init_values)
-                for _ in range(c.depth)
-            ]
-        )
+        self.norm_pre = norm_layer(D) if c.pre_norm else nn.Identity()
+        spec = block_spec(c)
+        self.blocks = nn.Sequential(*[make_block(c.block_fn, spec, depth=i) for i in range(c.depth)])
         use_fc_norm = c.use_fc_norm
-        self.norm = nn.LayerNorm(D, eps=LAYER_NORM_EPS) if c.final_norm and not use_fc_norm else nn.Identity()
-        self.fc_norm = nn.LayerNorm(D, eps=LAYER_NORM_EPS) if c.final_norm and use_fc_norm else nn.Identity()
+        self.norm = norm_layer(D) if c.final_norm and not use_fc_norm else nn.Identity()
+        # 'map': a learned latent query attends over the patch tokens (SigLIP); timm's AttentionPoolLatent
+        self.attn_pool = None
+        if c.global_pool == "map":
+            self.attn_pool = AttentionPoolLatent(D, c.num_heads, c.mlp_ratio, norm_layer, c.act_layer)
+        self.fc_norm = norm_layer(D) if c.final_norm and use_fc_norm else nn.Identity()
         self.head = nn.Linear(D, c.num_classes) if c.num_classes > 0 else nn.Identity()
         self._init_weights()
 
@@ -164,6 +193,8 @@ class VisionTransformer(nn.Module):
         return self.norm(x)
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
+        if self.attn_pool is not None:
+            return self.attn_pool(x[:, self.num_prefix_tokens :])  # (B, D)
         if self.global_pool == "token":
             return x[:, 0]
         if self.global_pool == "":

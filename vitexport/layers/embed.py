@@ -1,4 +1,4 @@
-"""Pure numerics of the dynamic-pad ViT, and its building blocks.
+"""Pure numerics of the dynamic-pad ViT, and its patch embedding.
 
 Every shape-dependent computation that must match timm lives here, in one place:
 padding to the patch grid and the resampling of positional embeddings. Both are
@@ -19,8 +19,6 @@ from vitexport.geometry import padded_size  # noqa: F401 - the integer form of p
 from vitexport.resample import resample_bicubic_aa
 
 logger = logging.getLogger(__name__)
-
-LAYER_NORM_EPS = 1e-6  # timm.layers.LayerNorm default
 
 
 def pad_to_patch(x: torch.Tensor, patch_h: int, patch_w: int) -> torch.Tensor:
@@ -61,7 +59,7 @@ def resample_abs_pos_embed(
 
 
 class PatchEmbed(nn.Module):
-    """Conv patch embedding with optional right/bottom padding; returns NHWC tokens."""
+    """Conv patch embedding with optional right/bottom padding (and norm); returns NHWC tokens."""
 
     dynamic_img_pad: torch.jit.Final[bool]
     strict_img_size: torch.jit.Final[bool]
@@ -75,6 +73,7 @@ class PatchEmbed(nn.Module):
         bias: bool = True,
         dynamic_img_pad: bool = True,
         strict_img_size: bool = False,
+        norm: Optional[nn.Module] = None,
     ) -> None:
         super().__init__()
         self.patch_size = patch_size
@@ -83,6 +82,7 @@ class PatchEmbed(nn.Module):
         self.dynamic_img_pad = dynamic_img_pad
         self.strict_img_size = strict_img_size
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size, bias=bias)
+        self.norm = norm if norm is not None else nn.Identity()  # timm's embed_norm_layer (AIMv2)
 
     @property
     def num_patches(self) -> int:
@@ -109,72 +109,4 @@ class PatchEmbed(nn.Module):
         if self.dynamic_img_pad:
             x = pad_to_patch(x, self.patch_size[0], self.patch_size[1])  # (B, C, Hp, Wp)
         x = self.proj(x)  # (B, D, gh, gw)
-        return x.permute(0, 2, 3, 1)  # (B, gh, gw, D)
-
-
-class Attention(nn.Module):
-    """Multi-head self-attention through ``scaled_dot_product_attention``."""
-
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, qk_norm: bool = False) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.q_norm = nn.LayerNorm(self.head_dim, eps=LAYER_NORM_EPS) if qk_norm else nn.Identity()
-        self.k_norm = nn.LayerNorm(self.head_dim, eps=LAYER_NORM_EPS) if qk_norm else nn.Identity()
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, N, C = x.shape
-        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, h, N, d)
-        q, k, v = qkv.unbind(0)
-        q, k = self.q_norm(q), self.k_norm(k)
-        x = F.scaled_dot_product_attention(q, k, v)  # (B, h, N, d)
-        x = x.transpose(1, 2).reshape(B, N, C)
-        return self.proj(x)
-
-
-class LayerScale(nn.Module):
-    def __init__(self, dim: int, init_values: float = 1e-5) -> None:
-        super().__init__()
-        self.gamma = nn.Parameter(torch.full((dim,), float(init_values)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gamma
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
-
-
-class Block(nn.Module):
-    """Pre-norm transformer block: ``x + ls1(attn(norm1(x)))``, ``x + ls2(mlp(norm2(x)))``."""
-
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        mlp_ratio: float = 4.0,
-        qkv_bias: bool = True,
-        qk_norm: bool = False,
-        init_values: Optional[float] = None,
-    ) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
-        self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, qk_norm=qk_norm)
-        self.ls1 = LayerScale(dim, init_values) if init_values else nn.Identity()
-        self.norm2 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
-        self.ls2 = LayerScale(dim, init_values) if init_values else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.ls1(self.attn(self.norm1(x)))
-        x = x + self.ls2(self.mlp(self.norm2(x)))
-        return x
+        return self.norm(x.permute(0, 2, 3, 1))  # (B, gh, gw, D)
