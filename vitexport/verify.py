@@ -322,7 +322,9 @@ def onnx_engines(path: str, request: str, debug: bool = False) -> tuple[list[tup
             if choice.fell_back:
                 warnings.append(f"auto: verified on the CPU: {choice.reason}")
         try:
-            engines.append((create_engine(name, debug=debug).load(path), warnings))
+            # ORT and the PyTorch reference alternate case by case: spinning ORT worker threads would take
+            # the cores from the reference run that follows (as in bench --compare-torch)
+            engines.append((create_engine(name, debug=debug, spin=False).load(path), warnings))
         except EngineUnavailable as exc:
             if request != "all":
                 raise
