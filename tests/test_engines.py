@@ -122,6 +122,15 @@ def test_all_loads_every_usable_engine_and_says_why_others_are_skipped(sample_on
     assert "reference" not in [e.name for e, _ in serving] and "openvino" in [e.name for e, _ in serving]
     with pytest.raises(EnvironmentProblem, match="unknown provider 'gpu'"):
         resolve_request("gpu")
+    with pytest.raises(EnvironmentProblem, match="a Predictor runs on one engine; name one instead of 'all'"):
+        Predictor(str(sample_onnx), provider="all")
+    from click.testing import CliRunner
+
+    from vitexport.cli import cli
+
+    result = CliRunner().invoke(cli, ["predict", str(sample_onnx), str(ROOT / "samples/images/digit-1-28px.png"),
+                                      "--provider", "all"])
+    assert result.exit_code == 2 and "'all' is not one of" in result.stderr
 
 
 def test_openvino_runs_in_f32_reads_the_metadata_and_says_so(sample_onnx: Path) -> None:
