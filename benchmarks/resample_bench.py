@@ -8,8 +8,8 @@ Exports the model (random weights) twice, `--resample portable` and `--resample 
 case alternates the two sessions run by run (the order flips every round, so neither always runs
 second), and prints medians, the spread and the ratio portable / resize. Also prints how far apart
 their logits are (on OpenVINO the `resize` form is wrong wherever the grid changes: a timing, not a
-result). `--engine` is any engine of `vitexport.engines` (default ONNX Runtime's CPU provider). Run it on a quiet machine: timings taken while other work runs are noise.
-`--quick` is a smoke test (2 timed runs, 1 warm-up), not a measurement.
+result). `--engine` is any engine of `vitexport.engines` (default ONNX Runtime's CPU provider).
+Run it on a quiet machine: timings taken while other work runs are noise. `--quick` is a smoke test (2 timed runs, 1 warm-up), not a measurement.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ import time
 import numpy as np
 import torch
 
+from vitexport.engines import create_engine
 from vitexport.export import export_onnx
 from vitexport.graph import inspect_graph, load_onnx
 from vitexport.model import create_model
-from vitexport.engines import create_engine
 
 FORMS = ("portable", "resize")
 
