@@ -9,7 +9,8 @@ case alternates the two sessions run by run (the order flips every round, so nei
 second), and prints medians, the spread and the ratio portable / resize. Also prints how far apart
 their logits are (on OpenVINO the `resize` form is wrong wherever the grid changes: a timing, not a
 result). `--engine` is any engine of `vitexport.engines` (default ONNX Runtime's CPU provider).
-Run it on a quiet machine: timings taken while other work runs are noise. `--quick` is a smoke test (2 timed runs, 1 warm-up), not a measurement.
+Run it on a quiet machine: timings taken while other work runs are noise. `--quick` is a smoke
+test (2 timed runs, 1 warm-up), not a measurement.
 """
 
 from __future__ import annotations
