@@ -415,7 +415,9 @@ def _engines(artifact: _Artifact, request: str, debug: bool, probe: np.ndarray,
     if artifact.torchscript is not None:
         report.sessions.append(artifact.torchscript.describe())
         return [artifact.torchscript]
-    loaded, report.skipped_providers = load_engines(artifact.path, request, debug=debug)
+    # the engines and the PyTorch reference alternate case by case: spinning ONNX Runtime worker threads would
+    # take the cores from the reference run that follows (as in bench --compare-torch)
+    loaded, report.skipped_providers = load_engines(artifact.path, request, debug=debug, spin=False)
     for engine, notes in loaded:
         engine.diagnose(probe)
         entry = engine.describe() | {"requested": request}
