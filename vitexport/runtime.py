@@ -68,7 +68,9 @@ class Predictor:
     input order. ``max_tokens`` refuses inputs whose patch count would exhaust memory.
     ``provider`` names an engine (`vitexport.engines`: ``cpu``, ``cuda``, ``tensorrt``,
     ``openvino``, ``reference``); ``auto`` is ONNX Runtime's CUDA when usable, else its CPU,
-    and `provider_note` says why it fell back.
+    and `provider_note` says why it fell back. ``engine_options`` go to the engine: for ONNX Runtime
+    ``{"session": {"graph_level": ..., "prepack": ..., "config": {...}}}`` (`SessionTuning`), for
+    OpenVINO ``{"performance_hint": "LATENCY" | "THROUGHPUT", "num_streams": n}``.
     """
 
     def __init__(
@@ -80,6 +82,7 @@ class Predictor:
         max_tokens: int = 4096,
         top_k: int = 5,
         spin: bool = True,
+        engine_options: dict[str, Any] | None = None,
     ) -> None:
         if max_batch < 1 or max_tokens < 1:
             raise ValueError("max_batch and max_tokens must be positive")
@@ -88,7 +91,7 @@ class Predictor:
         if provider == "all":
             raise EnvironmentProblem("a Predictor runs on one engine; name one instead of 'all'")
         [(name, notes)] = resolve_request(provider)
-        engine = create_engine(name, threads=threads, spin=spin).load(str(model_path))
+        engine = create_engine(name, threads=threads, spin=spin, **(engine_options or {})).load(str(model_path))
         self._attach(engine, str(model_path), "; ".join(notes), max_batch, max_tokens, top_k)
 
     @classmethod
