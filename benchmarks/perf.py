@@ -86,9 +86,18 @@ def load_runners(model: Any, folder: str, name: str, engines: list[str]) -> dict
     return runners
 
 
-def time_case(runners: dict[str, Any], x: np.ndarray, warmup: int, iters: int, gap_s: float) -> dict[str, Any]:
-    """Parity of every engine against eager (or the first engine), then the interleaved medians."""
-    outputs = {k: fn(x) for k, fn in runners.items()}
+def time_case(runners: dict[str, Any], x: np.ndarray, warmup: int, iters: int, gap_s: float,
+              max_case_s: float = 0.0) -> dict[str, Any]:
+    """Parity of every engine against eager (or the first engine; this run is also every engine's first run at
+    this shape), then the interleaved medians. With ``max_case_s``, slow cases get fewer timed rounds (at least
+    3): as many as fit in that time, judged by the parity run."""
+    outputs, first_s = {}, 0.0
+    for k, fn in runners.items():
+        t0 = time.perf_counter()
+        outputs[k] = fn(x)
+        first_s += time.perf_counter() - t0
+    if max_case_s:
+        iters = max(3, min(iters, int(max_case_s / max(first_s, 1e-9))))
     ref = outputs["eager" if "eager" in outputs else next(iter(outputs))]
     atol, rtol = TOLERANCES["float32"]
     result: dict[str, Any] = {}
@@ -127,7 +136,8 @@ def run_table(args: argparse.Namespace, folder: str, peak: float) -> list[dict[s
                 row = {"model": name, "height": h, "width": w, "batch": b,
                        "tokens": gh * gw + model.config.num_prefix_tokens,
                        "gflop": vit_flops(model.config, h, w, b) / 1e9,
-                       "engines": time_case(runners, x, args.warmup, args.iters, args.gap_ms / 1e3)}
+                       "engines": time_case(runners, x, args.warmup, args.iters, args.gap_ms / 1e3,
+                                            args.max_case_s)}
                 summarize(row, peak)
                 rows.append(row)
                 print(markdown_row(row, args.engines.split(",")), flush=True)
@@ -178,7 +188,8 @@ def write_outputs(out_dir: Path, args: argparse.Namespace, report: dict[str, Any
     engines = args.engines.split(",")
     table = markdown_header(engines) + [markdown_row(r, engines) for r in report["rows"]]
     load = f"load average {report['load_start']:.2f} before, {report['load_end']:.2f} after"
-    footer = (f"Medians of {args.iters} interleaved runs after {args.warmup} warm-up round(s), {args.gap_ms:g} ms "
+    footer = (f"Medians of {args.iters} interleaved runs (3 or more for slow cases, so one case takes about "
+              f"{args.max_case_s:g} s) after one parity run and {args.warmup} warm-up round(s), {args.gap_ms:g} ms "
               f"untimed pause before each run; random weights, fp32. {report['peak_text']} Peak used: "
               f"{report['peak_gflops']:.1f} GFLOP/s (higher of the measurements before and after the table: "
               f"{report['peak_start']['measured_gflops']:.1f}, {report['peak_end']['measured_gflops']:.1f}). "
@@ -197,8 +208,11 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="1,8")
     parser.add_argument("--engines", default=",".join(ENGINES))
     parser.add_argument("--iters", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--warmup", type=int, default=0, help="untimed rounds after the parity run (itself a "
+                        "first run of every engine at the case's shape)")
     parser.add_argument("--gap-ms", type=float, default=100.0)
+    parser.add_argument("--max-case-s", type=float, default=30.0,
+                        help="fewer timed rounds (at least 3) for cases whose rounds would take longer (0: off)")
     parser.add_argument("--out-dir", default=str(HERE / "results"))
     args = parser.parse_args()
     if args.quick:
