@@ -198,6 +198,21 @@ def markdown(rows: list[dict[str, Any]], variants: list[str]) -> list[str]:
     return lines
 
 
+def verdicts(rows: list[dict[str, Any]], variants: list[str]) -> list[str]:
+    """Per variant: geometric-mean speed-up over the default across cases, and whether it was right everywhere."""
+    lines = []
+    for v in variants:
+        got = [r["variants"][v] for r in rows if v in r["variants"]]
+        if not got or v == "default":
+            continue
+        gm = float(np.exp(np.mean([np.log(g["vs_default"]) for g in got])))
+        right = all(g["ok"] for g in got)
+        keep = "worth making a default" if right and gm >= 1.03 else "no gain" if right else "WRONG somewhere"
+        lines.append(f"- {v}: {gm:.2f}x the default (geometric mean over {len(got)} cases), "
+                     f"{'right' if right else 'WRONG'}: {keep}")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="ViT-S/16 97x513 batch 1, 2 runs: a smoke test")
@@ -241,7 +256,7 @@ def write(out_dir: Path, report: dict[str, Any], variants: list[str]) -> None:
               f"Machine: {report['machine']}; load average {report['load_start']:.2f} before, "
               f"{report['load_end']:.2f} after. Run time {report['elapsed_s']:.0f} s.")
     text = ["## ONNX Runtime tuning (benchmarks/ort_tuning.py)", "", *markdown(report["rows"], variants), "",
-            footer, ""]
+            *verdicts(report["rows"], variants), "", footer, ""]
     (out_dir / "ort_tuning.md").write_text("\n".join(text))
     print(footer)
 

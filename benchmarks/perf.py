@@ -97,7 +97,7 @@ def time_case(runners: dict[str, Any], x: np.ndarray, warmup: int, iters: int, g
         outputs[k] = fn(x)
         first_s += time.perf_counter() - t0
     if max_case_s:
-        iters = max(3, min(iters, int(max_case_s / max(first_s, 1e-9))))
+        iters = min(iters, max(3, int(max_case_s / max(first_s, 1e-9))))
     ref = outputs["eager" if "eager" in outputs else next(iter(outputs))]
     atol, rtol = TOLERANCES["float32"]
     result: dict[str, Any] = {}
@@ -182,22 +182,59 @@ def readme_rows(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _verdict(name: str, values: list[tuple[str, float]], target: float, unit: str) -> str:
+    if not values:
+        return f"- {name}: not measured in this run"
+    worst = min(values, key=lambda v: v[1])
+    met = "met" if worst[1] >= target else "NOT met"
+    return f"- {name}: {met}; worst {worst[1]:.2f}{unit} at {worst[0]} (target {target:g}{unit}, {len(values)} cases)"
+
+
+def goals(rows: list[dict[str, Any]]) -> list[str]:
+    """The targets of issue 14, checked on this run's rows (worst case of each)."""
+    def where(r: dict[str, Any]) -> str:
+        return f"{SHORT.get(r['model'], r['model'])} {r['height']}x{r['width']} b{r['batch']}"
+
+    def ok(r: dict[str, Any], e: str) -> bool:
+        return e in r["engines"] and r["engines"][e]["ok"]
+
+    base = [r for r in rows if r["model"] == "vit_base_patch16_224"]
+    ort_eager = [(where(r), r["engines"]["ort"]["vs_eager"]) for r in rows if ok(r, "ort") and "eager" in r["engines"]]
+    ort_best = [(where(r), max(r["engines"][e]["vs_eager"] for e in ("ort", "ort-mha") if ok(r, e)))
+                for r in rows if (ok(r, "ort") or ok(r, "ort-mha")) and "eager" in r["engines"]]
+    ort_peak = [(where(r), max(r["engines"][e]["pct_peak"] for e in ("ort", "ort-mha") if ok(r, e)))
+                for r in base if ok(r, "ort") or ok(r, "ort-mha")]
+    best = [r for r in base if r["best"] and r["batch"] in (1, 8)]
+    return [
+        _verdict("ORT (default export) >= 1.15x eager at every case", ort_eager, 1.15, "x"),
+        _verdict("ORT (better of default and mha export) >= 1.15x eager at every case", ort_best, 1.15, "x"),
+        _verdict("ViT-B/16 on ORT >= 70% of the measured peak", ort_peak, 70, "%"),
+        _verdict("ViT-B/16, best correct engine >= 1.3x eager", [(where(r), r["engines"][r["best"]]["vs_eager"])
+                                                                for r in best if "eager" in r["engines"]], 1.3, "x"),
+        _verdict("ViT-B/16, best correct engine >= 75% of the measured peak",
+                 [(where(r), r["engines"][r["best"]]["pct_peak"]) for r in best], 75, "%"),
+        "- engines WRONG somewhere: " + (", ".join(sorted({f"{LABELS[e]} ({where(r)})" for r in rows
+                                                           for e, v in r["engines"].items() if not v["ok"]}))
+                                        or "none"),
+    ]
+
+
 def write_outputs(out_dir: Path, args: argparse.Namespace, report: dict[str, Any]) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "perf.json").write_text(json.dumps(report, indent=2))
     engines = args.engines.split(",")
     table = markdown_header(engines) + [markdown_row(r, engines) for r in report["rows"]]
     load = f"load average {report['load_start']:.2f} before, {report['load_end']:.2f} after"
-    footer = (f"Medians of {args.iters} interleaved runs (3 or more for slow cases, so one case takes about "
+    footer = (f"Medians of {args.iters} interleaved runs (fewer, at least 3, where a case would take over "
               f"{args.max_case_s:g} s) after one parity run and {args.warmup} warm-up round(s), {args.gap_ms:g} ms "
               f"untimed pause before each run; random weights, fp32. {report['peak_text']} Peak used: "
               f"{report['peak_gflops']:.1f} GFLOP/s (higher of the measurements before and after the table: "
               f"{report['peak_start']['measured_gflops']:.1f}, {report['peak_end']['measured_gflops']:.1f}). "
               f"Machine: {report['machine']}; {load}. Run time {report['elapsed_s']:.0f} s.")
-    text = ["## Tables (benchmarks/perf.py)", "", *table, "", footer, "", "## README rows", "",
-            *readme_rows(report["rows"]), ""]
+    text = ["## Tables (benchmarks/perf.py)", "", *table, "", footer, "", "## Targets of issue 14 in this run", "",
+            *goals(report["rows"]), "", "## README rows", "", *readme_rows(report["rows"]), ""]
     (out_dir / "perf.md").write_text("\n".join(text))
-    print("\n".join(["", footer, "", *readme_rows(report["rows"])]))
+    print("\n".join(["", footer, "", *goals(report["rows"]), "", *readme_rows(report["rows"])]))
 
 
 def main() -> None:
