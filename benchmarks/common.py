@@ -53,3 +53,33 @@ def machine_line() -> str:
         ov = ""
     return (f"{platform.machine()}, {os.cpu_count()} logical CPUs, torch {torch.__version__} "
             f"({torch.get_num_threads()} threads), onnxruntime {ort.__version__}{ov}")
+
+
+def write_results(out_dir: str, stem: str, report: dict, lines: list[str]) -> None:
+    """``<stem>.json`` (the report) and ``<stem>.md`` (the lines) into ``out_dir``; the lines are printed too."""
+    import json
+    from pathlib import Path
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(report, indent=2))
+    (out / f"{stem}.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+def base_parser(doc: str, quick: str):
+    """An argument parser with the options every benchmark script shares: --quick (what it does) and --out-dir."""
+    import argparse
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=quick)
+    parser.add_argument("--out-dir", default=str(Path(__file__).resolve().parent / "results"))
+    return parser
+
+
+def run_footer(report: dict) -> str:
+    """The machine, the load average before and after, and the run time of a benchmark report."""
+    return (f"Machine: {report['machine']}; load average {report['load_start']:.2f} before, "
+            f"{report['load_end']:.2f} after (above ~1.3 on 2 cores: something else was running). "
+            f"Run time {report['elapsed_s']:.0f} s.")

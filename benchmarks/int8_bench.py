@@ -14,7 +14,6 @@ Writes ``int8.json`` and ``int8.md`` into ``--out-dir``.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import statistics
@@ -26,7 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from common import cpu_session, interleave, machine_line
+from common import base_parser, cpu_session, interleave, machine_line, run_footer, write_results
 from peak import load_average
 
 from vitexport import load_model
@@ -36,7 +35,6 @@ from vitexport.optimize import _fold_for_quantization, quantize_onnx
 from vitexport.runtime import Predictor
 
 ROOT = Path(__file__).resolve().parents[1]
-HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "samples"))
 from digits_data import held_out, load_digits_uint8, render, split  # noqa: E402
 
@@ -115,12 +113,10 @@ def accuracy(folder: str, sizes: list[int]) -> dict[str, dict[int, float]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="one speed case, 2 runs, two accuracy sizes")
+    parser = base_parser(__doc__, "one speed case, 2 runs, two accuracy sizes")
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--gap-ms", type=float, default=100.0)
-    parser.add_argument("--out-dir", default=str(HERE / "results"))
     args = parser.parse_args()
     if args.quick:
         args.iters, args.gap_ms = 2, 20.0
@@ -146,14 +142,8 @@ def main() -> None:
         a = {k: acc[k][s] for k in acc}
         lines.append(f"| {s}px | {a['fp32']:.2f}% | {a['dynamic']:.2f}% | {a['static']:.2f}% | "
                      f"{a['fp32'] - a['dynamic']:+.2f} | {a['fp32'] - a['static']:+.2f} |")
-    lines += ["", f"Medians of {args.iters} interleaved runs after {args.warmup} warm-up. "
-              f"Machine: {report['machine']}; load average {load_start:.2f} before, {report['load_end']:.2f} after. "
-              f"Run time {report['elapsed_s']:.0f} s.", ""]
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "int8.json").write_text(json.dumps(report, indent=2))
-    (out / "int8.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    lines += ["", f"Medians of {args.iters} interleaved runs after {args.warmup} warm-up. " + run_footer(report), ""]
+    write_results(args.out_dir, "int8", report, lines)
 
 
 if __name__ == "__main__":

@@ -29,13 +29,12 @@ import os
 import statistics
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 import torch
-from common import interleave, machine_line
+from common import base_parser, interleave, machine_line, run_footer, write_results
 from onnx import helper, numpy_helper
 from peak import load_average
 
@@ -44,7 +43,6 @@ from vitexport.export import export_onnx
 from vitexport.model import create_model
 from vitexport.verify import TOLERANCES, compare
 
-HERE = Path(__file__).resolve().parent
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
     "spin-off": {"spin": False},
@@ -214,14 +212,12 @@ def verdicts(rows: list[dict[str, Any]], variants: list[str]) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="ViT-S/16 97x513 batch 1, 2 runs: a smoke test")
+    parser = base_parser(__doc__, "ViT-S/16 97x513 batch 1, 2 runs: a smoke test")
     parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help=f"some of {', '.join(VARIANTS)}")
     parser.add_argument("--cases", default=DEFAULT_CASES, help="model:HxW:batch, comma-separated")
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=0, help="untimed rounds after the parity run")
     parser.add_argument("--gap-ms", type=float, default=100.0)
-    parser.add_argument("--out-dir", default=str(HERE / "results"))
     args = parser.parse_args()
     if args.quick:
         args.cases, args.iters, args.gap_ms = "vit_small_patch16_224:97x513:1", 2, 20.0
@@ -243,22 +239,18 @@ def main() -> None:
                 print(markdown(rows[-1:], variants)[-1], flush=True)
     report = {"machine": machine_line(), "args": vars(args), "notes": notes, "rows": rows,
               "load_start": load_start, "load_end": load_average() or 0.0, "elapsed_s": time.perf_counter() - start}
-    write(Path(args.out_dir), report, variants)
+    write(args.out_dir, report, variants)
 
 
-def write(out_dir: Path, report: dict[str, Any], variants: list[str]) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "ort_tuning.json").write_text(json.dumps(report, indent=2))
+def write(out_dir: str, report: dict[str, Any], variants: list[str]) -> None:
     a = report["args"]
     footer = (f"Medians of {a['iters']} interleaved runs after one parity run and {a['warmup']} warm-up round(s), "
               f"{a['gap_ms']:g} ms "
               f"untimed pause before each run; ms (speed-up over default). Notes: {json.dumps(report['notes'])}. "
-              f"Machine: {report['machine']}; load average {report['load_start']:.2f} before, "
-              f"{report['load_end']:.2f} after. Run time {report['elapsed_s']:.0f} s.")
+              + run_footer(report))
     text = ["## ONNX Runtime tuning (benchmarks/ort_tuning.py)", "", *markdown(report["rows"], variants), "",
             *verdicts(report["rows"], variants), "", footer, ""]
-    (out_dir / "ort_tuning.md").write_text("\n".join(text))
-    print(footer)
+    write_results(out_dir, "ort_tuning", report, text)
 
 
 if __name__ == "__main__":

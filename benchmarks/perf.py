@@ -22,17 +22,15 @@ README) into ``--out-dir``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from common import interleave, machine_line
+from common import base_parser, interleave, machine_line, write_results
 from peak import describe_peak, load_average, measure_peak
 
 from vitexport.engines import create_engine
@@ -41,7 +39,6 @@ from vitexport.geometry import grid_size
 from vitexport.model import create_model
 from vitexport.verify import TOLERANCES, compare
 
-HERE = Path(__file__).resolve().parent
 ENGINES = ("eager", "ort", "ort-mha", "openvino")
 LABELS = {"eager": "eager", "ort": "ORT", "ort-mha": "ORT mha", "openvino": "OpenVINO"}
 SHORT = {"vit_small_patch16_224": "ViT-S/16", "vit_base_patch16_224": "ViT-B/16"}
@@ -219,9 +216,7 @@ def goals(rows: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-def write_outputs(out_dir: Path, args: argparse.Namespace, report: dict[str, Any]) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "perf.json").write_text(json.dumps(report, indent=2))
+def write_outputs(out_dir: str, args: argparse.Namespace, report: dict[str, Any]) -> None:
     engines = args.engines.split(",")
     table = markdown_header(engines) + [markdown_row(r, engines) for r in report["rows"]]
     load = f"load average {report['load_start']:.2f} before, {report['load_end']:.2f} after"
@@ -233,13 +228,11 @@ def write_outputs(out_dir: Path, args: argparse.Namespace, report: dict[str, Any
               f"Machine: {report['machine']}; {load}. Run time {report['elapsed_s']:.0f} s.")
     text = ["## Tables (benchmarks/perf.py)", "", *table, "", footer, "", "## Targets of issue 14 in this run", "",
             *goals(report["rows"]), "", "## README rows", "", *readme_rows(report["rows"]), ""]
-    (out_dir / "perf.md").write_text("\n".join(text))
-    print("\n".join(["", footer, "", *goals(report["rows"]), "", *readme_rows(report["rows"])]))
+    write_results(out_dir, "perf", report, text)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="ViT-S/16, one size, batch 1, 2 runs: a smoke test")
+    parser = base_parser(__doc__, "ViT-S/16, one size, batch 1, 2 runs: a smoke test")
     parser.add_argument("--models", default="vit_small_patch16_224,vit_base_patch16_224")
     parser.add_argument("--sizes", default="224x224,384x384,200x333,97x513")
     parser.add_argument("--batch-sizes", default="1,8")
@@ -250,7 +243,6 @@ def main() -> None:
     parser.add_argument("--gap-ms", type=float, default=100.0)
     parser.add_argument("--max-case-s", type=float, default=30.0,
                         help="fewer timed rounds (at least 3) for cases whose rounds would take longer (0: off)")
-    parser.add_argument("--out-dir", default=str(HERE / "results"))
     args = parser.parse_args()
     if args.quick:
         args.models, args.sizes, args.batch_sizes, args.iters, args.gap_ms = (
@@ -269,7 +261,7 @@ def main() -> None:
     for row in rows:  # ratios to the final (higher) peak
         summarize(row, report["peak_gflops"])
     report.update(rows=rows, load_end=load_average() or 0.0, elapsed_s=time.perf_counter() - start)
-    write_outputs(Path(args.out_dir), args, report)
+    write_outputs(args.out_dir, args, report)
 
 
 if __name__ == "__main__":

@@ -13,17 +13,15 @@ Writes ``profile.json`` and ``profile.md`` into ``--out-dir``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tempfile
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from common import machine_line
+from common import base_parser, machine_line, write_results
 from peak import load_average, measure_peak
 from perf import vit_flops
 
@@ -31,7 +29,6 @@ from vitexport.engines.ort import session_options
 from vitexport.export import export_onnx
 from vitexport.model import create_model
 
-HERE = Path(__file__).resolve().parent
 GEMM_TYPES = {"MatMul", "Gemm", "FusedMatMul", "MatMulNBits", "FullyConnected", "MultiHeadAttention", "Attention",
               "Convolution", "Conv", "MatMul_Add"}
 
@@ -87,13 +84,11 @@ def table(name: str, per_type: Counter, runs: int, flop: float, peak: float) -> 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="ViT-S/16 at 97x513, 1 run: a smoke test")
+    parser = base_parser(__doc__, "ViT-S/16 at 97x513, 1 run: a smoke test")
     parser.add_argument("--model", default="vit_base_patch16_224")
     parser.add_argument("--size", default="224x224")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--out-dir", default=str(HERE / "results"))
     args = parser.parse_args()
     if args.quick:
         args.model, args.size, args.runs = "vit_small_patch16_224", "97x513", 1
@@ -124,11 +119,7 @@ def main() -> None:
     lines += [f"{args.runs} profiled runs after 1 warm-up; measured peak {peak['measured_gflops']:.1f} GFLOP/s. "
               f"Machine: {report['machine']}; load average {load_start:.2f} before, {report['load_end']:.2f} after.",
               ""]
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "profile.json").write_text(json.dumps(report, indent=2))
-    (out / "profile.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    write_results(args.out_dir, "profile", report, lines)
 
 
 if __name__ == "__main__":

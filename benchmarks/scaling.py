@@ -13,7 +13,6 @@ Writes ``scaling.png``, ``scaling.json`` and ``scaling.md`` into ``--out-dir``.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -22,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from common import interleave, machine_line
+from common import base_parser, interleave, machine_line, run_footer, write_results
 from peak import load_average
 from perf import LABELS, load_runners
 
@@ -30,7 +29,6 @@ from vitexport.model import create_model
 from vitexport.runtime import Predictor
 from vitexport.verify import TOLERANCES, compare
 
-HERE = Path(__file__).resolve().parent
 GRIDS = (4, 8, 16, 24, 32, 48, 64)  # patches per side: 16 .. 4,096 tokens
 
 
@@ -96,13 +94,11 @@ def plot(rows: list[dict[str, Any]], fits: dict[str, tuple[float, float, float]]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="three small grids, 1 run: a smoke test")
+    parser = base_parser(__doc__, "four small grids, 1 run: a smoke test")
     parser.add_argument("--model", default="vit_small_patch16_224")
     parser.add_argument("--engines", default="eager,ort,openvino")
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--gap-ms", type=float, default=100.0)
-    parser.add_argument("--out-dir", default=str(HERE / "results"))
     args = parser.parse_args()
     args.grids = GRIDS[:4] if args.quick else GRIDS
     if args.quick:
@@ -120,7 +116,6 @@ def main() -> None:
     report = {"machine": machine_line(), "args": {k: v for k, v in vars(args).items()}, "rows": rows,
               "fits_ms": fits, "max_tokens": max_tokens, "load_start": load_start,
               "load_end": load_average() or 0.0, "elapsed_s": time.perf_counter() - start}
-    (out / "scaling.json").write_text(json.dumps(report, indent=2))
     t = rows[-1]["tokens"]
     lines = ["## Scaling with input size (benchmarks/scaling.py)", "", "![latency vs tokens](scaling.png)", "",
              "| engine | a (ms) | b (ms/token) | c (ms/token^2) | quadratic share at " + f"{t} tokens |",
@@ -128,10 +123,8 @@ def main() -> None:
     for k, (a, b, c) in fits.items():
         lines.append(f"| {LABELS[k]} | {a:.2f} | {b:.3e} | {c:.3e} | {c * t * t / (a + b * t + c * t * t):.0%} |")
     lines += ["", f"Medians of {args.iters} interleaved runs per size after 1 warm-up; fit ms = a + b*T + c*T^2. "
-              f"Machine: {report['machine']}; load average {load_start:.2f} before, {report['load_end']:.2f} after. "
-              f"Run time {report['elapsed_s']:.0f} s.", ""]
-    (out / "scaling.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+              + run_footer(report), ""]
+    write_results(args.out_dir, "scaling", report, lines)
 
 
 if __name__ == "__main__":
