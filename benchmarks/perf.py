@@ -26,6 +26,7 @@ import os
 import statistics
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,6 +40,7 @@ from vitexport.geometry import grid_size
 from vitexport.model import create_model
 from vitexport.verify import TOLERANCES, compare
 
+HERE = Path(__file__).resolve().parent
 ENGINES = ("eager", "ort", "ort-mha", "openvino")
 LABELS = {"eager": "eager", "ort": "ORT", "ort-mha": "ORT mha", "openvino": "OpenVINO"}
 SHORT = {"vit_small_patch16_224": "ViT-S/16", "vit_base_patch16_224": "ViT-B/16"}
@@ -229,6 +231,16 @@ def write_outputs(out_dir: str, args: argparse.Namespace, report: dict[str, Any]
     text = ["## Tables (benchmarks/perf.py)", "", *table, "", footer, "", "## Targets of issue 14 in this run", "",
             *goals(report["rows"]), "", "## README rows", "", *readme_rows(report["rows"]), ""]
     write_results(out_dir, "perf", report, text)
+
+
+def write_section(title: str, body: str) -> None:
+    """Replace (or add) the section ``## title`` of benchmarks/RESULTS.md, keeping the others (gpu_bench.py)."""
+    path = HERE / "RESULTS.md"
+    text = path.read_text() if path.exists() else "# CPU performance (benchmarks/perf.py)\n"
+    head, *sections = text.split("\n## ")
+    kept = [s for s in sections if not s.startswith(title)]
+    path.write_text("\n## ".join([head.rstrip() + "\n", *[s.rstrip() + "\n" for s in kept],
+                                  f"{title}\n\n{body}"]))
 
 
 def main() -> None:
