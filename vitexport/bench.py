@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 
 from vitexport.errors import ServingError
+from vitexport.limits import DEFAULT_MAX_MEMORY_GB, DEFAULT_MAX_TOKENS
+from vitexport.limits import check as check_limits
 from vitexport.runtime import Predictor
 
 
@@ -110,14 +112,20 @@ def bench(
     compare_torch: bool = False,
     threads: int | None = None,
     progress: Callable[[str], None] | None = None,
+    max_tokens: int | None = DEFAULT_MAX_TOKENS,
+    max_memory_gb: float | None = DEFAULT_MAX_MEMORY_GB,
 ) -> BenchReport:
     """Time ``iters`` runs per (size, batch) after ``warmup`` runs; medians and p90 in milliseconds.
 
-    ``sizes`` defaults to `default_bench_sizes` of the model's metadata.
+    ``sizes`` defaults to `default_bench_sizes` of the model's metadata. Every case is checked
+    against ``max_tokens`` and ``max_memory_gb`` before the first run (`vitexport.limits`).
     """
     # Interleaved with PyTorch, ORT's spinning worker threads would steal the cores from the torch run that
     # follows (measured: torch 30% slower); without the comparison ORT keeps its default spinning.
-    predictor = Predictor(model_path, provider=provider, threads=threads, max_tokens=10**9, spin=not compare_torch)
+    predictor = Predictor(model_path, provider=provider, threads=threads, max_tokens=max_tokens,
+                          max_memory_gb=max_memory_gb, spin=not compare_torch)
+    sizes = sizes if sizes is not None else default_bench_sizes(predictor.metadata)
+    check_limits(predictor.vit_config, [(h, w, b) for h, w in sizes for b in batch_sizes], predictor.limits, "bench")
     report = BenchReport(model_path, predictor.providers, warmup, iters, threads)
     torch_model = None
     if compare_torch:
@@ -129,7 +137,7 @@ def bench(
             torch.set_num_threads(threads)
         torch_model = reference_from_onnx(model_path, predictor.metadata)
     rng = np.random.default_rng(0)
-    for h, w in sizes if sizes is not None else default_bench_sizes(predictor.metadata):
+    for h, w in sizes:
         for b in batch_sizes:
             x = rng.standard_normal((b, predictor.channels, h, w)).astype(np.float32)
             report.cases.append(_time_case(predictor, x, warmup, iters, torch_model))

@@ -29,6 +29,8 @@ from vitexport.attention import ATTENTION_CHOICES, ATTENTION_MIN_OPSET, translat
 from vitexport.errors import ExportError, one_line
 from vitexport.files import check_output, default_output, staged_output
 from vitexport.graph import check_graph, check_summary, inspect_graph, load_onnx
+from vitexport.limits import DEFAULT_MAX_MEMORY_GB, DEFAULT_MAX_TOKENS, Limits
+from vitexport.limits import check as check_limits
 from vitexport.model import VisionTransformer, count_parameters
 from vitexport.optimize import check_optimize_provider
 from vitexport.resample import resampling_form
@@ -253,6 +255,8 @@ def export_onnx(
     attention: str | None = None,
     optimize: str | None = None,
     resample: str = DEFAULT_RESAMPLE,
+    max_tokens: int | None = DEFAULT_MAX_TOKENS,
+    max_memory_gb: float | None = DEFAULT_MAX_MEMORY_GB,
 ) -> ExportResult:
     """Export to ONNX with dynamic batch/height/width (unless fixed), check the graph, write atomically.
 
@@ -263,17 +267,22 @@ def export_onnx(
     2 GB get their weights in one ``<name>.data`` file beside the model.
     ``optimize="cpu"|"cuda"`` writes ONNX Runtime's offline-optimized graph instead (as
     ``vitexport onnx --optimize``). ``example_size`` is only for tests of the graph checks:
-    the default example is non-native and non-square.
+    the default example is non-native and non-square. The traced example (``static_size`` or the
+    example size, at the batch traced) is checked against ``max_tokens`` and ``max_memory_gb``
+    (`vitexport.limits`) before anything is traced.
     """
     attention, opset = onnx_options(attention, opset, optimize)
     _check_resample(resample)
     out = check_output(path, force)
+    plan = _plan(model, batch_size, static_size, example_size)
+    check_limits(model.config, [(*plan.example_size, plan.batch_size or 2)], Limits(max_tokens, max_memory_gb),
+                 "onnx export (the traced example)")
     if optimize is not None:
         return _export_optimized(model, out, force, optimize, opset=opset, dtype=dtype, batch_size=batch_size,
                                  static_size=static_size, example_size=example_size, source_sha256=source_sha256,
-                                 external_data=external_data, attention=attention, resample=resample)
+                                 external_data=external_data, attention=attention, resample=resample,
+                                 max_tokens=max_tokens, max_memory_gb=max_memory_gb)
     start = time.perf_counter()
-    plan = _plan(model, batch_size, static_size, example_size)
     with staged_output(out, force) as stage:
         prepared = _prepare(model, dtype)
         program = _trace(prepared, plan, opset, dtype, attention, resample)
@@ -340,9 +349,14 @@ def export_checkpoint(
         options["attention"], options["opset"] = onnx_options(
             options.get("attention"), options.get("opset"), options.get("optimize"))
     suffix = ".onnx" if to == "onnx" else ".ts"
-    out = check_output(output if output is not None else default_output(checkpoint, suffix), force)
+    out = check_output(output if output is not None else default_output(checkpoint, suffix), force,
+                       inputs=(checkpoint, config if isinstance(config, (str, os.PathLike)) else None))
     model = load_model(checkpoint, config=config, use_ema=use_ema)
-    if img_size is not None:
+    if img_size is not None:  # the new native grid's embeddings are computed at once: within the limits first
+        limits = Limits(options.get("max_tokens", DEFAULT_MAX_TOKENS), options.get("max_memory_gb",
+                                                                                   DEFAULT_MAX_MEMORY_GB))
+        native = model.config.replace(img_size=tuple(img_size))
+        check_limits(native, [(*native.img_hw, 1)], limits, "--img-size")
         model.set_input_size(img_size)
     if to == "onnx":
         return export_onnx(model, out, force=force, **options)
@@ -420,9 +434,14 @@ def export_torchscript(
     *,
     force: bool = False,
     source_sha256: str | None = None,
+    max_tokens: int | None = DEFAULT_MAX_TOKENS,
+    max_memory_gb: float | None = DEFAULT_MAX_MEMORY_GB,
 ) -> ExportResult:
-    """``torch.jit.script`` the model (shapes stay dynamic); config and metadata travel as an extra file."""
+    """``torch.jit.script`` the model (shapes stay dynamic); config and metadata travel as an extra file.
+    The round-trip check's example is checked against the limits first (`vitexport.limits`)."""
     out = check_output(path, force)
+    size = default_example_size(model) if model.config.dynamic_img_size else model.config.img_hw
+    check_limits(model.config, [(*size, 2)], Limits(max_tokens, max_memory_gb), "torchscript export (its check)")
     start = time.perf_counter()
     cfg = model.config
     spec = io_spec(cfg.num_classes, cfg.global_pool, dynamic_size=cfg.dynamic_img_size)

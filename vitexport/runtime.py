@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from vitexport.config import ViTConfig
 from vitexport.engines.ort import (  # noqa: F401 - re-exported
     PROVIDER_CHOICES,
     PROVIDERS,
@@ -25,8 +26,8 @@ from vitexport.engines.ort import (  # noqa: F401 - re-exported
     resolve_auto_provider,
     resolve_providers,
 )
-from vitexport.errors import InputError, ServingError
-from vitexport.geometry import token_count
+from vitexport.errors import EngineError, InputError, ServingError, VitexportError, one_line
+from vitexport.limits import DEFAULT_MAX_MEMORY_GB, DEFAULT_MAX_TOKENS, Limits, estimate, largest_batch, over_limit
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +64,10 @@ class Predictor:
 
     Reads preprocessing, labels and channels from the model's vitexport metadata. Equal
     sizes are batched together (at most ``max_batch`` per run); results come back in
-    input order. ``max_tokens`` refuses inputs whose patch count would exhaust memory.
+    input order. ``max_tokens`` (tokens per image) and ``max_memory_gb`` (the estimate of one
+    forward pass, `vitexport.limits`) refuse images that would exhaust memory, before they are
+    decoded when read with `read_image` (``check=predictor.check_size``); batches of equal sizes
+    are split to stay within ``max_memory_gb``.
     ``provider`` names an engine (`vitexport.engines`); ``auto`` is CUDA when usable, else
     the CPU, and `provider_note` says why it fell back.
     """
@@ -74,12 +78,14 @@ class Predictor:
         provider: str = "auto",
         threads: int | None = None,
         max_batch: int = 16,
-        max_tokens: int = 4096,
+        max_tokens: int | None = DEFAULT_MAX_TOKENS,
         top_k: int = 5,
         spin: bool = True,
+        max_memory_gb: float | None = DEFAULT_MAX_MEMORY_GB,
     ) -> None:
-        if max_batch < 1 or max_tokens < 1:
-            raise ValueError("max_batch and max_tokens must be positive")
+        if max_batch < 1:
+            raise ValueError("max_batch must be positive")
+        self.limits = Limits(max_tokens, max_memory_gb)
         self.model_path = str(model_path)
         if not os.path.isfile(self.model_path):
             raise ServingError(f"model {self.model_path!r} does not exist; pass an exported .onnx file")
@@ -96,12 +102,16 @@ class Predictor:
         self.max_batch = int(self.fixed_batch or max_batch)
         self.max_tokens = max_tokens
         self.top_k = top_k
+        self.vit_config = ViTConfig.from_dict(self.config)
 
     def _read_metadata(self, meta: dict[str, Any]) -> None:
+        from vitexport.metacheck import check_metadata
         from vitexport.preprocess import Preprocess
 
         if not meta.get("config"):
             raise ServingError(f"{self.model_path!r} has no vitexport metadata; export it with `vitexport onnx`")
+        inputs = self.session.get_inputs() if self.session is not None else []
+        check_metadata(meta, repr(self.model_path), inputs[0].shape if inputs else None, ServingError)
         self.metadata = meta
         self.config = meta["config"]
         self.channels = int(self.config.get("in_chans", 3))
@@ -119,28 +129,38 @@ class Predictor:
         return self.engine.devices
 
 
+    def check_size(self, height: int, width: int) -> None:
+        """Refuse an image size over the limits (or other than a static export's size), before any decoding."""
+        if self.static_size and (height, width) != self.static_size:
+            raise InputError(f"this export is fixed at {self.static_size[0]}x{self.static_size[1]}, got "
+                             f"{height}x{width}; resize the image or export a dynamic model")
+        est = estimate(self.vit_config, height, width, self.fixed_batch or 1)
+        reason = over_limit(est, self.limits)
+        if reason:
+            raise InputError(f"a {height}x{width} image gives {reason}; downscale it or raise the limit "
+                             "(max_tokens / max_memory_gb in Python)")
+
     def prepare(self, image: Any) -> Any:
         """One image -> validated (C, H, W) float32 input."""
-        from vitexport.preprocess import to_model_input
+        from vitexport.preprocess import header_size, to_model_input
 
+        if hasattr(image, "mode") and hasattr(image, "size"):  # a PIL image: refuse before converting its pixels
+            self.check_size(*header_size(image))
         x = to_model_input(image, self.preprocess)
-        h, w = x.shape[1:]
-        tokens = token_count(h, w, self.patch)
-        if tokens > self.max_tokens:
-            raise InputError(
-                f"a {h}x{w} image gives {tokens:,} patches, over the limit of {self.max_tokens:,} (max_tokens); "
-                "downscale it or raise max_tokens"
-            )
-        if self.static_size and (h, w) != self.static_size:
-            raise InputError(f"this export is fixed at {self.static_size[0]}x{self.static_size[1]}, got {h}x{w}; "
-                             "resize the image or export a dynamic model")
+        self.check_size(*x.shape[1:])
         return x
 
     def run_batch(self, batch: Any) -> Any:
         """Run one (N, C, H, W) float32 batch; returns the raw output (numpy float32)."""
         import numpy as np
 
-        out = self.engine.run(batch)
+        try:
+            out = self.engine.run(batch)
+        except VitexportError:
+            raise
+        except Exception as exc:  # the runtime refused the input (e.g. a graph that disagrees with its metadata)
+            raise EngineError(f"{self.engine.name} could not run a {'x'.join(map(str, batch.shape))} input: "
+                              f"{one_line(exc, 200)}; check that the model was exported by vitexport") from exc
         if not np.isfinite(out).all():
             raise InputError("the model produced NaN or Inf for this input")
         return out
@@ -153,9 +173,11 @@ class Predictor:
         for i, x in enumerate(prepared):
             groups.setdefault((x.shape[1], x.shape[2]), []).append(i)
         outputs: list[Any] = [None] * len(prepared)
-        for idx in groups.values():
-            for start in range(0, len(idx), self.max_batch):
-                chunk = idx[start : start + self.max_batch]
+        for (h, w), idx in groups.items():
+            step = self.max_batch if self.fixed_batch else min(self.max_batch,
+                                                                largest_batch(self.vit_config, h, w, self.limits))
+            for start in range(0, len(idx), step):
+                chunk = idx[start : start + step]
                 batch = np.stack([prepared[i] for i in chunk])
                 if self.fixed_batch and len(chunk) < self.fixed_batch:  # a fixed-batch export: pad the batch
                     pad = np.zeros((self.fixed_batch - len(chunk), *batch.shape[1:]), batch.dtype)

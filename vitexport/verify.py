@@ -21,10 +21,13 @@ import torch
 
 from vitexport.config import ViTConfig
 from vitexport.engines import Engine, create_engine
-from vitexport.errors import CheckpointError, EngineUnavailable, VerificationError, one_line
+from vitexport.errors import CheckpointError, EngineUnavailable, LimitError, VerificationError, one_line
 from vitexport.files import write_text
 from vitexport.geometry import grid_size, padded_size
 from vitexport.graph import GraphReport, check_against_metadata, check_summary, inspect_graph, load_onnx
+from vitexport.limits import DEFAULT_MAX_MEMORY_GB, DEFAULT_MAX_TOKENS, Limits, estimate
+from vitexport.limits import check as check_limits
+from vitexport.metacheck import check_metadata
 from vitexport.model import VisionTransformer
 
 REPORT_SCHEMA_VERSION = 1
@@ -122,6 +125,7 @@ class VerifyReport:
     weight_diff: dict[str, float] | None = None
     config: dict[str, Any] = field(default_factory=dict)
     skipped_providers: list[str] = field(default_factory=list)
+    skipped_cases: list[str] = field(default_factory=list)  # default-sweep sizes over max_tokens
     seconds: float = 0.0
 
     @property
@@ -234,13 +238,16 @@ def heatmap_sizes(native: tuple[int, int], patch: tuple[int, int], steps: int = 
 # references and engines
 # ---------------------------------------------------------------------------
 def _model_from(config: dict[str, Any], state_dict: dict[str, torch.Tensor], where: str) -> VisionTransformer:
-    from vitexport.checkpoint import check_state_dict
+    """The reference model from an artifact's config and its weights (an artifact also holds other tensors,
+    e.g. ONNX shape constants): the config's keys, checked before anything is allocated, in float32."""
+    from vitexport.weights import build_model, check_count, check_tensors, expected_shapes
 
-    model = VisionTransformer(ViTConfig.from_dict(config))
-    sd = {k: v.float() for k, v in state_dict.items() if k in model.state_dict()}
-    check_state_dict(model, sd, where)
-    model.load_state_dict(sd)
-    return model.eval()
+    cfg = ViTConfig.from_dict(config)
+    check_count(cfg, state_dict, where)  # a config far larger than the file is refused before keys are listed
+    keys = expected_shapes(cfg)
+    sd = {k: v for k, v in state_dict.items() if k in keys}
+    check_tensors(sd, where)
+    return build_model(cfg, {k: v.float() for k, v in sd.items()}, where)
 
 
 def reference_from_onnx(path: str, metadata: dict[str, Any]) -> VisionTransformer:
@@ -358,6 +365,7 @@ def _load_artifact(path: str, provider: str) -> _Artifact:
         raise CheckpointError(f"model {path!r} does not exist; pass an exported .onnx or TorchScript file")
     if p.suffix == ".onnx" or (p.is_file() and not is_torchscript(p)):
         graph = inspect_graph(load_onnx(path), path)
+        check_metadata(graph.metadata, repr(path), next(iter(graph.inputs.values()), None))
         return _Artifact(path, "onnx", graph.metadata, graph=graph)
     metadata = read_torchscript_metadata(path)
     return _Artifact(path, "torchscript", metadata, torchscript=TorchScriptEngine(provider).load(path))
@@ -425,6 +433,27 @@ def _case_list(cfg: ViTConfig, sizes: list[tuple[int, int]] | None, batch_sizes:
     if fixed_batch:  # a fixed-batch export runs every case at its batch
         case_list = list(dict.fromkeys(Case(c.height, c.width, fixed_batch, c.input_kind) for c in case_list))
     return case_list
+
+
+def _within_limits(case_list: list[Case], cfg: ViTConfig, limits: Limits,
+                   skip_large: bool) -> tuple[list[Case], list[str]]:
+    """The cases to run and those skipped. With ``skip_large`` (the default sweep, the heatmap) sizes over
+    the token limit are dropped and listed; everything left must be within both limits, or nothing runs."""
+    skipped: list[str] = []
+    if skip_large and limits.max_tokens is not None:
+        kept = []
+        for c in case_list:
+            est = estimate(cfg, c.height, c.width, c.batch)
+            if est.tokens > limits.max_tokens:
+                skipped.append(f"{c.height}x{c.width} b{c.batch}: {est.tokens:,} tokens, over --max-tokens "
+                               f"{limits.max_tokens:,}")
+            else:
+                kept.append(c)
+        if not kept:
+            raise LimitError(f"every size of the sweep is over the token limit ({skipped[0]}); raise --max-tokens")
+        case_list = kept
+    check_limits(cfg, [(c.height, c.width, c.batch) for c in case_list], limits, "verify")
+    return case_list, skipped
 
 
 def _engines(artifact: _Artifact, request: str, debug: bool, probe: np.ndarray,
@@ -527,8 +556,18 @@ def verify(
     seed: int = 0,
     progress: Callable[[CaseResult, int, int], None] | None = None,
     debug: bool = False,
+    max_tokens: int | None = DEFAULT_MAX_TOKENS,
+    max_memory_gb: float | None = DEFAULT_MAX_MEMORY_GB,
+    skip_over_token_limit: bool = False,
 ) -> VerifyReport:
-    """Run an exported model (ONNX or TorchScript) against PyTorch over a sweep of sizes and batches."""
+    """Run an exported model (ONNX or TorchScript) against PyTorch over a sweep of sizes and batches.
+
+    Every case is checked against ``max_tokens`` and ``max_memory_gb`` (`vitexport.limits`) before
+    anything runs: a request over them is a `LimitError` naming the costliest case. Sizes of the
+    default sweep (``sizes=None``) over the token limit are skipped and listed in the report instead,
+    as are those of explicit ``sizes`` with ``skip_over_token_limit``.
+    """
+    limits = Limits(max_tokens, max_memory_gb)
     start = time.perf_counter()
     artifact = _load_artifact(str(model_path), provider)
     report = _new_report(artifact, checkpoint, atol, rtol, seed)
@@ -540,6 +579,7 @@ def verify(
         dynamic_size = artifact.metadata.get("static_size") is None and cfg.dynamic_img_size
         report.static_checks = check_summary(artifact.graph, dynamic_size)
     case_list = _case_list(cfg, sizes, batch_sizes, artifact.metadata.get("batch_size"))
+    case_list, report.skipped_cases = _within_limits(case_list, cfg, limits, sizes is None or skip_over_token_limit)
     engines = _engines(artifact, provider, debug, make_input(case_list[0], cfg.in_chans, seed), report)
     outputs = _sweep(case_list, cfg, reference, engines, report, progress)
     if len(engines) > 1:
@@ -563,6 +603,8 @@ def heatmap_sweep(
     *,
     checkpoint: str | Path | None = None,
     config: Any = None,
+    max_tokens: int | None = DEFAULT_MAX_TOKENS,
+    max_memory_gb: float | None = DEFAULT_MAX_MEMORY_GB,
 ) -> HeatmapSweep:
     """Verify again over a grid of heights x widths (1 to 4x native), with ``report``'s engine and tolerances."""
     cfg = ViTConfig.from_dict(report.config)
@@ -571,5 +613,6 @@ def heatmap_sweep(
     provider = first.get("name", "auto") if report.format == "onnx" else first.get("requested", "auto")
     grid = verify(model_path, checkpoint=checkpoint, config=config, provider=provider,
                   sizes=[(h, w) for h in heights for w in widths], batch_sizes=(1,), atol=report.atol,
-                  rtol=report.rtol, seed=report.seed)
+                  rtol=report.rtol, seed=report.seed, max_tokens=max_tokens, max_memory_gb=max_memory_gb,
+                  skip_over_token_limit=True)
     return HeatmapSweep(heights, widths, grid)
