@@ -43,8 +43,8 @@ def describe_file(
 
 def describe_artifact(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     """Interface and metadata of an exported .onnx or TorchScript file; None when ``path`` is neither."""
-    from vitexport.export import is_torchscript, read_torchscript_metadata
     from vitexport.metacheck import check_metadata
+    from vitexport.torchscript_policy import is_torchscript, read_metadata
 
     p = Path(path)
     if p.suffix == ".onnx":
@@ -68,7 +68,7 @@ def describe_artifact(path: str | os.PathLike[str]) -> dict[str, Any] | None:
         }
     if p.is_file() and is_torchscript(p):
         return {"kind": "torchscript", "path": str(p), "bytes": p.stat().st_size,
-                "metadata": read_torchscript_metadata(p)}
+                "metadata": check_metadata(read_metadata(p), repr(str(p)))}  # never loaded: metadata only
     return None
 
 

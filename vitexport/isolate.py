@@ -12,22 +12,25 @@ JSON and ``.npy`` arrays read with ``allow_pickle=False``.
   it on many inputs).
 
 The child is made with ``os.fork``: it shares the parent's imported modules (no second
-``import torch``; a fork costs ~40 ms) and gets an address-space limit of the parent's size plus
-a budget. Where ``fork`` does not exist (Windows), or with ``VITEXPORT_ISOLATE=0`` (an embedding
-application whose other threads could hold locks at fork time), the work runs in-process, behind
-the pre-scans only.
+``import torch``; a fork costs ~40 ms), gets an address-space limit of the parent's size plus
+a budget, no core dumps and default signal handlers, and runs torch single-threaded (GNU
+OpenMP's thread pool does not survive ``fork``: the child's first parallel op would hang).
+Where ``fork`` does not exist (Windows), or with ``VITEXPORT_ISOLATE=0`` (an embedding
+application whose other threads could hold locks at fork time), the work runs in-process,
+behind the pre-scans only.
 """
 
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import io
 import json
 import os
-import resource
 import select
 import signal
 import struct
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -115,12 +118,20 @@ class _Reader:
 def _child_main(handler: Callable[[dict, dict], tuple[dict, dict]], requests: int, replies: int,
                 memory_bytes: int, first: bool) -> None:
     """Runs in the forked child: answer requests until the parent closes the pipe; never returns."""
+    import resource
+
     from vitexport.interrupt import reset_in_child
 
     code = 0
     try:
         reset_in_child()
+        faulthandler.disable()  # a crash is reported by the parent, in one line, not as a C-level traceback
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)  # the child reports through its pipe only: no warnings or prints on the terminal
+        os.dup2(devnull, 2)
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash must not leave a core file behind
+        if "torch" in sys.modules:  # the parent's OpenMP pool does not survive fork: a parallel op would hang
+            sys.modules["torch"].set_num_threads(1)
         if memory_bytes:
             limit = _vm_bytes() + memory_bytes
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))

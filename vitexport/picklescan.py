@@ -63,7 +63,7 @@ MAX_VALUE_ITEMS = 16  # tuples up to this many items keep their values (persiste
 
 @dataclass(frozen=True)
 class Limits:
-    max_bytes: int = 64 * 1024 * 1024
+    max_bytes: int = 64_000_000
     max_ops: int = 4_000_000
     max_depth: int = 64
     max_expanded: int = 20_000_000

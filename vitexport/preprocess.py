@@ -135,14 +135,25 @@ def _open_error(path: str, exc: BaseException) -> InputError:
     return InputError(f"cannot read image {path!r} ({type(exc).__name__}); pass a PNG, JPEG or other Pillow format")
 
 
+def _orientation(image: Any) -> int:
+    """The EXIF orientation known without decoding (``getexif`` would decode a PNG to look for it)."""
+    from PIL import Image
+
+    try:
+        if image.info.get("exif"):
+            exif = Image.Exif()
+            exif.load(image.info["exif"])
+            return int(exif.get(EXIF_ORIENTATION, 1))
+        tags = getattr(image, "tag_v2", None)  # TIFF keeps it among its own tags
+        return int(tags.get(EXIF_ORIENTATION, 1)) if tags is not None else 1
+    except Exception:  # a broken EXIF block: the pixels are still readable, unrotated
+        return 1
+
+
 def header_size(image: Any) -> tuple[int, int]:
     """(height, width) of an opened, not yet decoded, PIL image as it will be shown (EXIF rotation applied)."""
     w, h = image.size
-    try:
-        orientation = image.getexif().get(EXIF_ORIENTATION, 1)
-    except Exception:  # a broken EXIF block: the pixels are still readable, unrotated
-        orientation = 1
-    return (w, h) if orientation in ROTATED_ORIENTATIONS else (h, w)
+    return (w, h) if _orientation(image) in ROTATED_ORIENTATIONS else (h, w)
 
 
 def _with_image(path: str, use: Callable[[Any], Any]) -> Any:
@@ -153,7 +164,7 @@ def _with_image(path: str, use: Callable[[Any], Any]) -> Any:
 
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)  # one line, not a warning and a crash
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # `read_image` refuses it, in one line
             with Image.open(path) as img:
                 return use(img)
     except InputError:
@@ -171,11 +182,13 @@ def image_size(path: str) -> tuple[int, int]:
 def read_image(path: str, check: Callable[[int, int], None] | None = None) -> Any:
     """A decoded, upright PIL image from a file (fully loaded, file closed); `InputError` naming the problem
     otherwise. ``check(height, width)`` sees the size from the header and may refuse before any decoding."""
-    from PIL import ImageOps
+    from PIL import Image, ImageOps
 
     def decode(img: Any) -> Any:
         if check is not None:
             check(*header_size(img))
+        if Image.MAX_IMAGE_PIXELS and img.size[0] * img.size[1] > Image.MAX_IMAGE_PIXELS:
+            raise Image.DecompressionBombWarning("over the limit")
         img.load()
         return ImageOps.exif_transpose(img.copy())
 

@@ -14,7 +14,7 @@ import json
 import math
 from typing import Any
 
-MAX_JSON_BYTES = 16 * 1024 * 1024  # a timm config.json is a few KB; 21k labels are ~0.5 MB
+MAX_JSON_BYTES = 16_000_000  # a timm config.json is a few KB; 21k labels are ~0.5 MB
 MAX_DEPTH = 32  # a config or metadata object nests 3-4 levels
 
 

@@ -19,13 +19,13 @@ from pathlib import Path
 
 from vitexport.errors import CheckpointError
 
-MAX_ENTRIES = 100_000  # ViT-g with optimizer state has a few thousand
-MAX_COMPRESSED_MEMBER = 256 * 1024 * 1024  # an inflated member (torch writes tensors stored, not deflated)
-MAX_METADATA_BYTES = 16 * 1024 * 1024  # pickles, code files, JSON
+MAX_ENTRIES = 50_000  # ViT-g with EMA and optimizer state has a few thousand
+MAX_COMPRESSED_MEMBER = 256_000_000  # an inflated member (torch writes tensors stored, not deflated)
+MAX_METADATA_BYTES = 16_000_000  # pickles, code files, JSON
 _EOCD = b"PK\x05\x06"
 
 
-def _declared_entries(path: Path) -> int | None:
+def declared_entries(path: Path) -> int | None:
     """The entry count of the end-of-central-directory record (None when not found or zip64)."""
     size = path.stat().st_size
     with open(path, "rb") as fh:
@@ -41,7 +41,7 @@ def _declared_entries(path: Path) -> int | None:
 def open_zip(path: str | os.PathLike[str], what: str) -> zipfile.ZipFile:
     """A ``ZipFile`` whose directory was checked (see the module doc); `CheckpointError` naming the member."""
     p = Path(path)
-    count = _declared_entries(p)
+    count = declared_entries(p)
     if count is not None and count > MAX_ENTRIES:
         raise CheckpointError(f"{what} {str(p)!r} declares {count:,} zip entries (limit {MAX_ENTRIES:,}); "
                               "refused: re-save the file")
@@ -93,4 +93,4 @@ def read_member(zf: zipfile.ZipFile, name: str, what: str, limit: int = MAX_META
     return data
 
 
-__all__ = ["MAX_COMPRESSED_MEMBER", "MAX_ENTRIES", "MAX_METADATA_BYTES", "open_zip", "read_member"]
+__all__ = ["MAX_COMPRESSED_MEMBER", "MAX_ENTRIES", "MAX_METADATA_BYTES", "declared_entries", "open_zip", "read_member"]

@@ -51,7 +51,7 @@ CHECKPOINT_GLOBALS = frozenset(
     _TENSOR_GLOBALS | _STORAGES | {f"torch.{d}" for d in _DTYPES}
     | {"collections.OrderedDict", "argparse.Namespace", "_codecs.encode"}
 )
-MAX_PICKLE_BYTES = 64 * 1024 * 1024
+MAX_PICKLE_BYTES = 64_000_000
 CHILD_MEMORY_BYTES = 2 * 1024**3  # beyond the file itself
 
 
@@ -67,7 +67,7 @@ def _check_backing(storages: list[Storage], available: Callable[[str], int], wha
 
 
 def _prescan_zip(path: Path, what: str) -> None:
-    with open_zip(path, what) as zf:
+    with open_zip(path, "checkpoint") as zf:
         names = zf.namelist()
         pkl = [n for n in names if n == "data.pkl" or n.endswith("/data.pkl")]
         if len(pkl) != 1:

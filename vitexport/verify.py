@@ -269,8 +269,10 @@ def reference_from_onnx(path: str, metadata: dict[str, Any]) -> VisionTransforme
     return _model_from(metadata["config"], weights, f"the weights inside {path!r}")
 
 
-def reference_from_torchscript(module: torch.jit.ScriptModule, metadata: dict[str, Any], path: str):
-    return _model_from(metadata["config"], dict(module.state_dict()), f"the weights inside {path!r}")
+def reference_from_torchscript(state_dict: dict[str, Any], metadata: dict[str, Any], path: str):
+    """The PyTorch model rebuilt from a TorchScript archive's config and weights (numpy arrays or tensors)."""
+    weights = {k: torch.as_tensor(v) for k, v in state_dict.items()}
+    return _model_from(metadata["config"], weights, f"the weights inside {path!r}")
 
 
 def weight_difference(artifact: VisionTransformer, reference: VisionTransformer) -> dict[str, float]:
@@ -286,24 +288,40 @@ def weight_difference(artifact: VisionTransformer, reference: VisionTransformer)
 
 
 class TorchScriptEngine(Engine):
-    """A TorchScript archive run by torch on the CPU (verify only: serving engines import no torch)."""
+    """A TorchScript archive run by torch on the CPU (verify only: serving engines import no torch).
+
+    The archive must pass `vitexport.torchscript_policy` and is loaded and run in a child process
+    with a memory limit and timeouts (`vitexport.torchscript_worker`)."""
 
     name = "torchscript-cpu"
 
-    def __init__(self, requested: str = "auto") -> None:
+    def __init__(self, requested: str = "auto", memory_bytes: int = 4 * 1024**3) -> None:
         self.requested = requested
-        self.module: Any = None
+        self.memory_bytes = memory_bytes
+        self.runner: Any = None
 
     def available(self) -> tuple[bool, str]:
         return True, ""
 
     def load(self, path: str) -> TorchScriptEngine:
-        self.module = torch.jit.load(str(path), map_location="cpu")
+        from vitexport.torchscript_worker import TorchScriptRunner
+
+        self.runner = TorchScriptRunner(path, self.memory_bytes)
         return self
 
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return self.runner.metadata
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.runner.state_dict()
+
     def run(self, x: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return self.module(torch.from_numpy(x)).numpy()
+        return self.runner.run(x)
+
+    def close(self) -> None:
+        if self.runner is not None:
+            self.runner.close()
 
     @property
     def devices(self) -> list[str]:
@@ -357,8 +375,8 @@ class _Artifact:
     torchscript: TorchScriptEngine | None = None
 
 
-def _load_artifact(path: str, provider: str) -> _Artifact:
-    from vitexport.export import is_torchscript, read_torchscript_metadata
+def _load_artifact(path: str, provider: str, limits: Limits) -> _Artifact:
+    from vitexport.torchscript_policy import is_torchscript
 
     p = Path(path)
     if not p.exists():
@@ -367,8 +385,10 @@ def _load_artifact(path: str, provider: str) -> _Artifact:
         graph = inspect_graph(load_onnx(path), path)
         check_metadata(graph.metadata, repr(path), next(iter(graph.inputs.values()), None))
         return _Artifact(path, "onnx", graph.metadata, graph=graph)
-    metadata = read_torchscript_metadata(path)
-    return _Artifact(path, "torchscript", metadata, torchscript=TorchScriptEngine(provider).load(path))
+    memory = int((limits.max_bytes or 8e9) + 1e9)  # the sweep's estimate, plus the runtime itself
+    engine = TorchScriptEngine(provider, memory_bytes=memory).load(path)  # refused unless our own code
+    check_metadata(engine.metadata, repr(path))
+    return _Artifact(path, "torchscript", engine.metadata, torchscript=engine)
 
 
 def _new_report(artifact: _Artifact, checkpoint: Any, atol: float | None, rtol: float | None,
@@ -415,7 +435,7 @@ def _references(artifact: _Artifact, checkpoint: Any, config: Any) -> tuple[Visi
         reference = load_model(checkpoint, config=config)
     meta = artifact.metadata
     if artifact.torchscript is not None:
-        own = reference_from_torchscript(artifact.torchscript.module, meta, artifact.path)
+        own = reference_from_torchscript(artifact.torchscript.state_dict(), meta, artifact.path)
     elif meta.get("config") and not (reference is not None and (meta.get("quantization") or meta.get("optimized"))):
         own = reference_from_onnx(artifact.path, meta)
     else:
@@ -569,17 +589,38 @@ def verify(
     """
     limits = Limits(max_tokens, max_memory_gb)
     start = time.perf_counter()
-    artifact = _load_artifact(str(model_path), provider)
+    artifact = _load_artifact(str(model_path), provider, limits)
+    try:
+        return _verify_artifact(artifact, start, checkpoint=checkpoint, config=config, provider=provider,
+                                sizes=sizes, batch_sizes=batch_sizes, atol=atol, rtol=rtol, seed=seed,
+                                progress=progress, debug=debug, limits=limits,
+                                skip_large=sizes is None or skip_over_token_limit)
+    finally:
+        if artifact.torchscript is not None:
+            artifact.torchscript.close()
+
+
+def _verify_artifact(artifact: _Artifact, start: float, *, checkpoint: Any, config: Any, provider: str,
+                     sizes: list[tuple[int, int]] | None, batch_sizes: tuple[int, ...], atol: float | None,
+                     rtol: float | None, seed: int, progress: Any, debug: bool, limits: Limits,
+                     skip_large: bool) -> VerifyReport:
+    """The phases of `verify` once the artifact is loaded."""
     report = _new_report(artifact, checkpoint, atol, rtol, seed)
+    declared = ViTConfig.from_dict(artifact.metadata["config"]) if artifact.metadata.get("config") else None
+    if declared is not None:  # the work asked for is refused before any model is built
+        case_list, report.skipped_cases = _within_limits(
+            _case_list(declared, sizes, batch_sizes, artifact.metadata.get("batch_size")), declared, limits,
+            skip_large)
     reference, report.weight_diff = _references(artifact, checkpoint, config)
-    cfg = ViTConfig.from_dict(artifact.metadata["config"]) if artifact.metadata.get("config") else reference.config
+    cfg = declared or reference.config
+    if declared is None:
+        case_list, report.skipped_cases = _within_limits(
+            _case_list(cfg, sizes, batch_sizes, artifact.metadata.get("batch_size")), cfg, limits, skip_large)
     report.config = cfg.to_dict()
     if artifact.graph is not None:
         report.static_problems, report.static_notes = _static_checks(artifact.graph, artifact.metadata, cfg)
         dynamic_size = artifact.metadata.get("static_size") is None and cfg.dynamic_img_size
         report.static_checks = check_summary(artifact.graph, dynamic_size)
-    case_list = _case_list(cfg, sizes, batch_sizes, artifact.metadata.get("batch_size"))
-    case_list, report.skipped_cases = _within_limits(case_list, cfg, limits, sizes is None or skip_over_token_limit)
     engines = _engines(artifact, provider, debug, make_input(case_list[0], cfg.in_chans, seed), report)
     outputs = _sweep(case_list, cfg, reference, engines, report, progress)
     if len(engines) > 1:
