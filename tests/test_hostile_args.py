@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import SAMPLES
-from limited import ROOT, run_cli
+from limited import ROOT, Outcome, run_cli
 from PIL import Image
 
 from vitexport.cli import cli
@@ -34,11 +34,7 @@ SAMPLE = SAMPLES / "digits-vit.pt"
 
 
 def one_line(result, code: int, *fragments: str) -> None:
-    assert result.exit_code == code, (result.exit_code, result.stderr, result.output[-300:])
-    assert result.stderr.startswith("Error: ") and result.stderr.count("\n") == 1, result.stderr
-    assert "Traceback" not in result.output + result.stderr
-    for fragment in fragments:
-        assert fragment in result.stderr, (fragment, result.stderr)
+    Outcome(result.exit_code, result.stdout, result.stderr).one_line_error(code, *fragments)
 
 
 # ---------------------------------------------------------------------------
@@ -54,6 +50,7 @@ def test_oversized_work_is_refused_up_front_under_3_gb(sample_onnx: Path, tmp_pa
         ["bench", sample_onnx, "--sizes", "1500x1500"],
         ["onnx", SAMPLE, "-o", tmp_path / "s.onnx", "--static", "30000x30000"],
         ["onnx", SAMPLE, "-o", tmp_path / "s.onnx", "--img-size", "30000x30000"],
+        ["onnx", SAMPLE, "-o", tmp_path / "s.onnx", "--batch-size", "1000000"],
         ["torchscript", SAMPLE, "-o", tmp_path / "s.ts", "--img-size", "30000x30000"],
         ["predict", sample_onnx, big, big, big],
         ["predict", sample_onnx, big, "--max-tokens", "10000000"],
@@ -65,6 +62,7 @@ def test_oversized_work_is_refused_up_front_under_3_gb(sample_onnx: Path, tmp_pa
         (2, "bench at 1500x1500", "(--max-tokens)"),
         (2, "onnx export (the traced example) at 30000x30000", "(--max-tokens)"),
         (2, "--img-size at 30000x30000", "(--max-tokens)"),
+        (2, "onnx export (the traced example) at", "batch 1,000,000", "(--max-memory-gb)"),
         (2, "--img-size at 30000x30000", "(--max-tokens)"),
         (1, "a 12000x12000 image gives", "(--max-tokens)"),
         (1, "a 12000x12000 image gives", "GB estimated for one forward pass", "(--max-memory-gb)"),
@@ -177,8 +175,33 @@ def test_force_never_replaces_an_input(sample_onnx: Path, tmp_path: Path) -> Non
     one_line(CliRunner().invoke(cli, ["quantize", str(model), "-o", str(model), "--force"]), 2, "is the input")
     ckpt = tmp_path / "c.pt"
     ckpt.write_bytes(SAMPLE.read_bytes())
+    from vitexport import load_model
+    from vitexport.export import export_onnx
+
+    (tmp_path / "ext").mkdir()
+    external = export_onnx(load_model(SAMPLE), tmp_path / "ext" / "e.onnx", external_data=True).external_data
+    data_before = external.read_bytes()
+    one_line(CliRunner().invoke(cli, ["verify", str(tmp_path / "ext" / "e.onnx"), "--json", str(external),
+                                      "--force"]), 2, "is the input")
+    assert external.read_bytes() == data_before
     one_line(CliRunner().invoke(cli, ["onnx", str(ckpt), "-o", str(ckpt), "--force"]), 2, "is the input")
     assert model.read_bytes() == before and ckpt.read_bytes() == SAMPLE.read_bytes()
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [(["--seed", "-1"], "seed must be a non-negative integer"), (["--atol", "nan"], "atol must be a finite number"),
+     (["--rtol", "-1"], "rtol must be a finite number")],
+)
+def test_verify_arguments_out_of_range(sample_onnx: Path, args: list[str], fragment: str) -> None:
+    one_line(CliRunner().invoke(cli, ["verify", str(sample_onnx), "--sizes", "28x28", *args]), 2, fragment)
+
+
+def test_json_and_plot_must_differ(sample_onnx: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r.out"
+    result = CliRunner().invoke(cli, ["verify", str(sample_onnx), "--json", str(out), "--plot", str(out)])
+    assert result.exit_code == 2 and "--json and --plot name the same file" in result.stderr, result.stderr
+    assert not out.exists()
 
 
 def _export_cmd(out: Path) -> list[str]:

@@ -3,9 +3,10 @@ in a child with limits (issue 11). The allowlist is derived again from our expor
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import struct
+import sys
 import warnings
 import zipfile
 from pathlib import Path
@@ -28,11 +29,8 @@ SAMPLE = SAMPLES / "digits-vit.pt"
 
 
 def gen_allowlist() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("gen_ts", ROOT / "scripts" / "gen_torchscript_allowlist.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    sys.path.insert(0, str(ROOT / "scripts"))
+    return importlib.import_module("gen_torchscript_allowlist")
 
 
 @pytest.mark.slow

@@ -419,7 +419,8 @@ def verify_cmd(ctx, model_path, checkpoint, config, provider, sizes, batch_sizes
 
     report = verify(model_path, checkpoint=checkpoint, config=config, provider=provider, sizes=sizes,
                     batch_sizes=batch_sizes, atol=atol, rtol=rtol, seed=seed, progress=progress,
-                    debug=ctx.obj.get("debug", False), max_tokens=max_tokens, max_memory_gb=max_memory_gb)
+                    debug=ctx.obj.get("debug", False), max_tokens=max_tokens, max_memory_gb=max_memory_gb,
+                    outputs=(json_path, plot_path))
     _print_verify_summary(report)
     if json_path:
         report.write_json(json_path, force=True)
@@ -515,7 +516,7 @@ def predict_cmd(model_path, images, top_k, provider, max_tokens, max_memory_gb, 
 @click.option("--provider", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True)
 @click.option("--warmup", type=click.IntRange(min=0), default=3, show_default=True)
 @click.option("--iters", type=click.IntRange(min=1), default=20, show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads for ONNX Runtime (and torch).")
+@click.option("--threads", type=click.IntRange(min=1, max=1024), help="Intra-op threads for ONNX Runtime (and torch).")
 @click.option("--compare-torch", is_flag=True, help="Also time PyTorch eager, interleaved, and print the ratio.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @_limit_options

@@ -58,6 +58,12 @@ class EngineUnavailable(EnvironmentProblem):
         self.reason = reason
 
 
+class ArgumentError(VitexportError):
+    """An argument of a library call is out of its range (the CLI's usage errors, for Python callers)."""
+
+    exit_code = 2
+
+
 class LimitError(VitexportError):
     """A request needs more tokens or memory than allowed; the message names the option that raises the limit."""
 

@@ -71,7 +71,8 @@ def refuse_replacing(out: Path) -> None:
         )
 
 
-def _refuse_inputs(out: Path, inputs: tuple[str | os.PathLike[str] | None, ...]) -> None:
+def refuse_inputs(out: str | os.PathLike[str], inputs: tuple[str | os.PathLike[str] | None, ...]) -> None:
+    """Refuse an output that is one of ``inputs`` (the same file by `os.path.samefile`, hard links included)."""
     for source in inputs:
         if source is None:
             continue
@@ -89,7 +90,7 @@ def check_output(path: str | os.PathLike[str], force: bool = False,
     or one of ``inputs``. Call it before slow work."""
     out = Path(path)
     refuse_replacing(out)
-    _refuse_inputs(out, inputs)
+    refuse_inputs(out, inputs)
     if out.exists() and not force:
         raise OutputExistsError(f"output {str(out)!r} exists; pass --force to replace it")
     if not out.parent.is_dir():
@@ -193,6 +194,6 @@ def write_text(path: str | os.PathLike[str], text: str, force: bool = False) -> 
 
 
 __all__ = [
-    "Staging", "atomic_file", "check_output", "default_output", "disk_full_error", "refuse_replacing",
+    "Staging", "atomic_file", "check_output", "default_output", "disk_full_error", "refuse_inputs", "refuse_replacing",
     "staged_output", "write_text",
 ]

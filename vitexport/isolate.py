@@ -115,6 +115,15 @@ class _Reader:
 # ---------------------------------------------------------------------------
 # the child
 # ---------------------------------------------------------------------------
+def _die_with_parent() -> None:
+    """Linux: the kernel kills the child when the parent dies (a parent killed with SIGKILL leaves no
+    orphan spinning on a hostile file). Elsewhere a no-op."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def _child_main(handler: Callable[[dict, dict], tuple[dict, dict]], requests: int, replies: int,
                 memory_bytes: int, first: bool) -> None:
     """Runs in the forked child: answer requests until the parent closes the pipe; never returns."""
@@ -125,6 +134,7 @@ def _child_main(handler: Callable[[dict, dict], tuple[dict, dict]], requests: in
     code = 0
     try:
         reset_in_child()
+        _die_with_parent()
         faulthandler.disable()  # a crash is reported by the parent, in one line, not as a C-level traceback
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 1)  # the child reports through its pipe only: no warnings or prints on the terminal
@@ -218,12 +228,16 @@ class Worker:
         return "ended unexpectedly"
 
     def close(self, kill: bool = False) -> None:
-        """End the child (SIGKILL with ``kill``) and reap it."""
-        with contextlib.suppress(OSError):
-            os.close(self.requests)
-        with contextlib.suppress(OSError):
-            os.close(self.reader.fd)
-        if self.pid:
+        """Close the pipes, end the child (SIGKILL with ``kill``) and reap it; safe to call twice."""
+        reader = getattr(self, "reader", None)
+        for fd in (getattr(self, "requests", -1), reader.fd if reader is not None else -1):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.requests = -1
+        if reader is not None:
+            reader.fd = -1
+        if getattr(self, "pid", 0):
             if kill:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(self.pid, signal.SIGKILL)

@@ -26,16 +26,28 @@ _EOCD = b"PK\x05\x06"
 
 
 def declared_entries(path: Path) -> int | None:
-    """The entry count of the end-of-central-directory record (None when not found or zip64)."""
+    """The entry count the end-of-central-directory record declares (zip64's when the classic field says
+    0xFFFF); None when no record is found (zipfile then refuses the file itself)."""
     size = path.stat().st_size
     with open(path, "rb") as fh:
-        fh.seek(max(0, size - 65557))
+        fh.seek(max(0, size - 65557 - 20))
         tail = fh.read()
     at = tail.rfind(_EOCD)
     if at < 0 or at + 22 > len(tail):
         return None
     count = struct.unpack("<H", tail[at + 10 : at + 12])[0]
-    return None if count == 0xFFFF else count
+    if count != 0xFFFF:
+        return count
+    locator = tail.rfind(b"PK\x06\x07", 0, at)  # zip64: the locator points at the zip64 record
+    if locator < 0:
+        return None
+    offset = struct.unpack("<Q", tail[locator + 8 : locator + 16])[0]
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        record = fh.read(56)
+    if len(record) < 40 or record[:4] != b"PK\x06\x06":
+        return None
+    return struct.unpack("<Q", record[32:40])[0]
 
 
 def open_zip(path: str | os.PathLike[str], what: str) -> zipfile.ZipFile:

@@ -21,8 +21,15 @@ import torch
 
 from vitexport.config import ViTConfig
 from vitexport.engines import Engine, create_engine
-from vitexport.errors import CheckpointError, EngineUnavailable, LimitError, VerificationError, one_line
-from vitexport.files import write_text
+from vitexport.errors import (
+    ArgumentError,
+    CheckpointError,
+    EngineUnavailable,
+    LimitError,
+    VerificationError,
+    one_line,
+)
+from vitexport.files import refuse_inputs, write_text
 from vitexport.geometry import grid_size, padded_size
 from vitexport.graph import GraphReport, check_against_metadata, check_summary, inspect_graph, load_onnx
 from vitexport.limits import DEFAULT_MAX_MEMORY_GB, DEFAULT_MAX_TOKENS, Limits, estimate
@@ -579,18 +586,26 @@ def verify(
     max_tokens: int | None = DEFAULT_MAX_TOKENS,
     max_memory_gb: float | None = DEFAULT_MAX_MEMORY_GB,
     skip_over_token_limit: bool = False,
+    outputs: tuple[str | Path | None, ...] = (),
 ) -> VerifyReport:
     """Run an exported model (ONNX or TorchScript) against PyTorch over a sweep of sizes and batches.
 
     Every case is checked against ``max_tokens`` and ``max_memory_gb`` (`vitexport.limits`) before
     anything runs: a request over them is a `LimitError` naming the costliest case. Sizes of the
     default sweep (``sizes=None``) over the token limit are skipped and listed in the report instead,
-    as are those of explicit ``sizes`` with ``skip_over_token_limit``.
+    as are those of explicit ``sizes`` with ``skip_over_token_limit``. ``outputs`` are the files the
+    caller will write afterwards (a report, a plot): one that is an input (the model, its external
+    data, the checkpoint) is refused before the sweep.
     """
     limits = Limits(max_tokens, max_memory_gb)
+    _check_tolerances(atol, rtol, seed)
     start = time.perf_counter()
     artifact = _load_artifact(str(model_path), provider, limits)
     try:
+        data_files = [Path(model_path).parent / f for f in (artifact.graph.external_data if artifact.graph else [])]
+        for out in outputs:
+            if out is not None:
+                refuse_inputs(out, (model_path, *data_files, checkpoint, config if isinstance(config, str) else None))
         return _verify_artifact(artifact, start, checkpoint=checkpoint, config=config, provider=provider,
                                 sizes=sizes, batch_sizes=batch_sizes, atol=atol, rtol=rtol, seed=seed,
                                 progress=progress, debug=debug, limits=limits,
@@ -598,6 +613,14 @@ def verify(
     finally:
         if artifact.torchscript is not None:
             artifact.torchscript.close()
+
+
+def _check_tolerances(atol: float | None, rtol: float | None, seed: int) -> None:
+    for name, value in (("atol", atol), ("rtol", rtol)):
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise ArgumentError(f"{name} must be a finite number >= 0, got {value}; pass --{name} 1e-4, for example")
+    if not 0 <= seed < 2**63:
+        raise ArgumentError(f"seed must be a non-negative integer below 2**63, got {seed}; pass --seed 0, for example")
 
 
 def _verify_artifact(artifact: _Artifact, start: float, *, checkpoint: Any, config: Any, provider: str,
