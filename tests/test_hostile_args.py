@@ -204,8 +204,8 @@ def test_json_and_plot_must_differ(sample_onnx: Path, tmp_path: Path) -> None:
     assert not out.exists()
 
 
-def _export_cmd(out: Path) -> list[str]:
-    return [sys.executable, "-m", "vitexport.cli", "onnx", str(SAMPLE), "-o", str(out)]
+def _export_cmd(out: Path, command: str = "onnx") -> list[str]:
+    return [sys.executable, "-m", "vitexport.cli", command, str(SAMPLE), "-o", str(out)]
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
@@ -239,15 +239,17 @@ def test_full_disk_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert old.read_text() == "previous" and [p.name for p in tmp_path.iterdir()] == ["report.json"]
 
 
-def test_file_size_limit_during_an_export_is_one_line(tmp_path: Path) -> None:
-    """A real write failure (RLIMIT_FSIZE, the way a full quota fails): one line, nothing left behind."""
+@pytest.mark.parametrize("command", ["onnx", "torchscript"])
+def test_file_size_limit_during_an_export_is_one_line(tmp_path: Path, command: str) -> None:
+    """A real write failure (RLIMIT_FSIZE, the way a full quota fails): one line, nothing left behind
+    (torch.jit.save writing the file itself aborted the process: SIGABRT, staging folder left)."""
     def limit() -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write then fails with EFBIG instead of killing
         resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
 
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.run(_export_cmd(tmp_path / "m.onnx"), capture_output=True, text=True, env=env,
-                          preexec_fn=limit, timeout=300)
+    proc = subprocess.run(_export_cmd(tmp_path / f"m.{command}", command), capture_output=True, text=True,
+                          env=env, preexec_fn=limit, timeout=300)
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.startswith("Error: ") and proc.stderr.count("\n") == 1, proc.stderr
     assert "file too large" in proc.stderr and "nothing was replaced" in proc.stderr

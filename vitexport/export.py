@@ -449,9 +449,14 @@ def export_torchscript(
         prepared = _prepare(model, "float32")
         scripted = _script(prepared)
         metadata = artifact_metadata(prepared, spec, "float32", None, None, source_sha256)
+        # Serialized in memory, written by Python: torch.jit.save's C++ writer finishes the zip in a destructor,
+        # and a failed write there (a full disk, a quota) aborts the process, leaving the staging folder behind.
+        archive = io.BytesIO()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
-            torch.jit.save(scripted, str(stage.file), _extra_files={TORCHSCRIPT_EXTRA_FILE: json.dumps(metadata)})
+            torch.jit.save(scripted, archive, _extra_files={TORCHSCRIPT_EXTRA_FILE: json.dumps(metadata)})
+        stage.file.write_bytes(archive.getbuffer())
+        del archive
         checked = _check_scripted(stage.file, prepared)
         moved = stage.commit()
     return ExportResult(
