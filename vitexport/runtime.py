@@ -1,5 +1,6 @@
-"""Serving: the torch-free `Predictor` (images of any size in, labels out). Imports numpy and
-onnxruntime (through `vitexport.engines`), never torch.
+"""Serving: the torch-free `Predictor` (images of any size in, labels out) on any engine of
+`vitexport.engines` (ONNX Runtime CPU/CUDA/TensorRT, OpenVINO, the ONNX reference). Imports numpy
+and the engine's runtime, never torch.
 
 Sessions, provider honesty and diagnostics live in `vitexport.engines.ort`; the names below
 are re-exported from there for code written against earlier versions.
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vitexport.config import ViTConfig
+from vitexport.engines import Engine, create_engine, resolve_request
 from vitexport.engines.ort import (  # noqa: F401 - re-exported
     PROVIDER_CHOICES,
     PROVIDERS,
@@ -26,7 +28,7 @@ from vitexport.engines.ort import (  # noqa: F401 - re-exported
     resolve_auto_provider,
     resolve_providers,
 )
-from vitexport.errors import EngineError, InputError, ServingError, VitexportError, one_line
+from vitexport.errors import EngineError, EnvironmentProblem, InputError, ServingError, VitexportError, one_line
 from vitexport.limits import DEFAULT_MAX_MEMORY_GB, DEFAULT_MAX_TOKENS, Limits, estimate, largest_batch, over_limit
 
 logger = logging.getLogger(__name__)
@@ -59,8 +61,15 @@ def _softmax(x: Any) -> Any:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def _input_shape(engine: Engine) -> list[Any] | None:
+    """The graph input's shape where the engine exposes it (ONNX Runtime's session), else None."""
+    session = getattr(engine, "session", None)
+    inputs = session.get_inputs() if session is not None else []
+    return list(inputs[0].shape) if inputs else None
+
+
 class Predictor:
-    """Images of any size in, labels out, with ONNX Runtime; safe to share across threads.
+    """Images of any size in, labels out, on one engine; safe to share across threads.
 
     Reads preprocessing, labels and channels from the model's vitexport metadata. Equal
     sizes are batched together (at most ``max_batch`` per run); results come back in
@@ -68,8 +77,9 @@ class Predictor:
     forward pass, `vitexport.limits`) refuse images that would exhaust memory, before they are
     decoded when read with `read_image` (``check=predictor.check_size``); batches of equal sizes
     are split to stay within ``max_memory_gb``.
-    ``provider`` names an engine (`vitexport.engines`); ``auto`` is CUDA when usable, else
-    the CPU, and `provider_note` says why it fell back.
+    ``provider`` names an engine (`vitexport.engines`: ``cpu``, ``cuda``, ``tensorrt``,
+    ``openvino``, ``reference``); ``auto`` is ONNX Runtime's CUDA when usable, else its CPU,
+    and `provider_note` says why it fell back.
     """
 
     def __init__(
@@ -85,22 +95,36 @@ class Predictor:
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be positive")
-        self.limits = Limits(max_tokens, max_memory_gb)
-        self.model_path = str(model_path)
-        if not os.path.isfile(self.model_path):
-            raise ServingError(f"model {self.model_path!r} does not exist; pass an exported .onnx file")
-        self.provider_note = ""
-        if provider == "auto":
-            choice = resolve_auto_provider()
-            provider, self.provider_note = choice.provider, choice.note
-        self.engine = OrtEngine(provider, threads=threads, spin=spin).load(self.model_path)
-        self.provider = provider
-        # ONNX Runtime's own objects, for callers that need more than predict()
-        self.session, self.info, self.input_name = self.engine.session, self.engine.info, self.engine.input_name
-        self._read_metadata(self.engine.metadata)
+        limits = Limits(max_tokens, max_memory_gb)
+        if not os.path.isfile(str(model_path)):
+            raise ServingError(f"model {str(model_path)!r} does not exist; pass an exported .onnx file")
+        if provider == "all":
+            raise EnvironmentProblem("a Predictor runs on one engine; name one instead of 'all'")
+        [(name, notes)] = resolve_request(provider)
+        engine = create_engine(name, threads=threads, spin=spin).load(str(model_path))
+        self._attach(engine, str(model_path), "; ".join(notes), max_batch, limits, top_k)
+
+    @classmethod
+    def from_engine(cls, engine: Engine, model_path: str, *, provider_note: str = "", max_batch: int = 16,
+                    max_tokens: int | None = DEFAULT_MAX_TOKENS, top_k: int = 5,
+                    max_memory_gb: float | None = DEFAULT_MAX_MEMORY_GB) -> Predictor:
+        """A Predictor on an engine that has already loaded ``model_path`` (e.g. from `load_engines`)."""
+        if max_batch < 1:
+            raise ValueError("max_batch must be positive")
+        predictor = cls.__new__(cls)
+        predictor._attach(engine, str(model_path), provider_note, max_batch, Limits(max_tokens, max_memory_gb), top_k)
+        return predictor
+
+    def _attach(self, engine: Engine, model_path: str, note: str, max_batch: int, limits: Limits,
+                top_k: int) -> None:
+        self.model_path, self.engine, self.provider, self.provider_note = model_path, engine, engine.name, note
+        self.limits = limits
+        self._read_metadata(engine.metadata)
+        for issue in engine.known_issues(self.metadata):
+            logger.warning("%s on %s: %s", model_path, engine.name, issue)
         self.fixed_batch = self.metadata.get("batch_size")
         self.max_batch = int(self.fixed_batch or max_batch)
-        self.max_tokens = max_tokens
+        self.max_tokens = limits.max_tokens
         self.top_k = top_k
         self.vit_config = ViTConfig.from_dict(self.config)
 
@@ -110,8 +134,7 @@ class Predictor:
 
         if not meta.get("config"):
             raise ServingError(f"{self.model_path!r} has no vitexport metadata; export it with `vitexport onnx`")
-        inputs = self.session.get_inputs() if self.session is not None else []
-        check_metadata(meta, repr(self.model_path), inputs[0].shape if inputs else None, ServingError)
+        check_metadata(meta, repr(self.model_path), _input_shape(self.engine), ServingError)
         self.metadata = meta
         self.config = meta["config"]
         self.channels = int(self.config.get("in_chans", 3))
