@@ -167,6 +167,19 @@ def start_server(model: Path, *args: str, port: int | None = None, cwd: Path | N
     return url, tree
 
 
+def replica_pids(tree: Tree, app: str) -> list[int]:
+    """The living Serve replicas of ``app`` (Ray titles their processes ``ray::ServeReplica:APP:DEPLOYMENT``)."""
+    pids = []
+    for pid in tree.snapshot():
+        try:
+            title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+        except OSError:
+            continue
+        if title.startswith(f"ray::ServeReplica:{app}:".encode()):
+            pids.append(pid)
+    return pids
+
+
 def png_bytes(pixels: np.ndarray) -> bytes:
     import io
 

@@ -23,9 +23,10 @@ import pytest
 from click.testing import CliRunner
 from digits_data import held_out
 from PIL import Image
-from serving import png_bytes, require_ray, start_server
+from serving import png_bytes, replica_pids, require_ray, start_server
 
 require_ray()
+pytestmark = pytest.mark.serve
 
 import tritonclient.http as httpclient  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
@@ -259,19 +260,6 @@ def test_deployment_batches_equal_sizes_across_requests(sample_onnx: Path, monke
             assert sum(len(runs) for _, runs in batches) <= 7, batches
 
 
-def replica_pids(tree) -> list[int]:
-    """The Serve replicas of the app (Ray titles their processes ``ray::ServeReplica:APP:DEPLOYMENT``)."""
-    pids = []
-    for pid in tree.snapshot():
-        try:
-            title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
-        except OSError:
-            continue
-        if title.startswith(f"ray::ServeReplica:{MODEL}:".encode()):
-            pids.append(pid)
-    return [p for p in pids if os.path.exists(f"/proc/{p}")]
-
-
 def test_replica_killed_under_load_is_replaced(sample_onnx: Path) -> None:
     """SIGKILL one of two replicas while 4 clients send requests: Ray starts a new one, the server serves
     again, and SIGTERM then stops everything. The failed requests and the recovery time are printed
@@ -279,7 +267,7 @@ def test_replica_killed_under_load_is_replaced(sample_onnx: Path) -> None:
     url, tree = start_server(sample_onnx, "--name", MODEL, "--provider", "cpu", "--replicas", "2")
     address = url.removeprefix("http://")
     try:
-        before = replica_pids(tree)
+        before = replica_pids(tree, MODEL)
         assert len(before) == 2, before
         stop, log, lock = threading.Event(), [], threading.Lock()
 
@@ -307,7 +295,7 @@ def test_replica_killed_under_load_is_replaced(sample_onnx: Path) -> None:
         os.kill(before[0], signal.SIGKILL)
         deadline = killed_at + 60
         while time.monotonic() < deadline:
-            now = replica_pids(tree)
+            now = replica_pids(tree, MODEL)
             if len(now) == 2 and before[0] not in now:
                 break
             time.sleep(0.2)
@@ -316,7 +304,8 @@ def test_replica_killed_under_load_is_replaced(sample_onnx: Path) -> None:
         stop.set()
         for th in threads:
             th.join(30)
-        assert len(replica_pids(tree)) == 2 and before[0] not in replica_pids(tree), "the replica was not replaced"
+        after = replica_pids(tree, MODEL)
+        assert len(after) == 2 and before[0] not in after, "the replica was not replaced"
         failed = [t for t, ok in log if not ok]
         print(f"\nreplica killed under load: {len(failed)} of {len(log)} requests failed, the last "
               f"{(max(failed) - killed_at) if failed else 0:.2f} s after the kill; new replica process after "
@@ -332,3 +321,65 @@ def test_replica_killed_under_load_is_replaced(sample_onnx: Path) -> None:
     finally:
         seconds, code, left = tree.stop(signal.SIGTERM)
     assert code == 0 and not left and seconds < 30, (seconds, code, left)
+
+
+def test_print_config_is_a_serve_deploy_config(sample_onnx: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    monkeypatch.chdir(sample_onnx.parent)
+    (tmp_path / "token").write_text("t0ken\n")
+    result = CliRunner().invoke(cli, ["serve", sample_onnx.name, "--print-config", "--autoscale", "0:3", "--host",
+                                      "0.0.0.0", "--port", "9000", "--provider", "cuda", "--max-batch", "8",
+                                      "--token-file", str(tmp_path / "token")])
+    assert result.exit_code == 0, result.stderr
+    config = yaml.safe_load(result.stdout)
+    ServeDeploySchema.model_validate(config)
+    assert config["http_options"] == {"host": "0.0.0.0", "port": 9000}
+    app = config["applications"][0]
+    assert app["name"] == "digits-vit" and app["route_prefix"] == "/"
+    assert app["import_path"] == "vitexport.serve.app:build_app"
+    assert app["args"]["model"] == str(sample_onnx.resolve())  # absolute: replicas run elsewhere
+    assert app["args"]["token_file"] == str((tmp_path / "token").resolve()) and "t0ken" not in result.stdout
+    deployment = app["deployments"][0]
+    assert deployment["autoscaling_config"]["min_replicas"] == 0 and deployment["autoscaling_config"][
+        "max_replicas"] == 3 and "num_replicas" not in deployment
+    assert deployment["ray_actor_options"] == {"num_cpus": 1, "num_gpus": 1}
+    assert deployment["max_ongoing_requests"] >= 8  # room for a full batch
+
+
+def test_build_app_takes_the_config_args(sample_onnx: Path) -> None:
+    from vitexport.serve.app import build_app
+
+    app = build_app({"model": str(sample_onnx), "name": "x", "max_batch": 4})
+    assert app is not None
+    with pytest.raises(ValueError, match="unknown vitexport serve argument"):
+        build_app({"model": str(sample_onnx), "name": "x", "max_batches": 4})
+
+
+@pytest.fixture
+def ray_init_calls(monkeypatch: pytest.MonkeyPatch) -> list:
+    import ray
+
+    calls: list = []
+    monkeypatch.setattr(ray, "init", lambda *a, **k: calls.append((a, k)) or pytest.fail("ray.init was called"))
+    return calls
+
+
+@pytest.mark.parametrize("content, message", [("", "must hold one token"), ("two words", "must hold one token"),
+                                              (None, "cannot read the token file")])
+def test_bad_token_file_fails_before_ray_starts(sample_onnx: Path, tmp_path: Path, ray_init_calls, content,
+                                                message: str) -> None:
+    token = tmp_path / "token"
+    if content is not None:
+        token.write_text(content)
+    result = CliRunner().invoke(cli, ["serve", str(sample_onnx), "--token-file", str(token), "--provider", "cpu"])
+    assert result.exit_code == 1 and message in result.stderr, (result.exit_code, result.stderr)
+    assert not ray_init_calls
+
+
+def test_missing_model_fails_before_ray_starts(tmp_path: Path, ray_init_calls) -> None:
+    result = CliRunner().invoke(cli, ["serve", str(tmp_path / "nope.onnx"), "--provider", "cpu"])
+    assert result.exit_code == 1 and "does not exist" in result.stderr, result.stderr
+    assert not ray_init_calls
