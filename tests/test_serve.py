@@ -244,7 +244,12 @@ def test_deployment_batches_equal_sizes_across_requests(sample_onnx: Path, monke
     async def both() -> list:  # Ray's batch queue belongs to the method and to the event loop it started on
         return [await served(4), await served(1)]
 
-    for max_batch, (outs, batches) in zip((4, 1), asyncio.run(both()), strict=True):
+    queue = VitexportModel.func_or_class.run_batch.set_max_batch_size.__self__  # the method's lazy queue
+    try:
+        results = asyncio.run(both())
+    finally:
+        queue._queue = None  # a started queue cannot be pickled: later deployments of the class must not see it
+    for max_batch, (outs, batches) in zip((4, 1), results, strict=True):
         for got, ref in zip(outs, want, strict=True):
             np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
         for chunks, runs in batches:  # within a batch: one engine run per image size, holding all its images
