@@ -178,6 +178,8 @@ def fault(args: argparse.Namespace, model: Path, sizes) -> None:
     address, channels = url.removeprefix("http://"), Predictor(str(model), provider="cpu").channels
     try:
         before = replica_pids(tree, NAME)
+        if len(before) != 2:
+            raise SystemExit(f"expected 2 replica processes, found {before}; is /proc readable?")
         log, lock, stop = [], threading.Lock(), threading.Event()
 
         def load(t: int) -> None:
@@ -210,15 +212,29 @@ def fault(args: argparse.Namespace, model: Path, sizes) -> None:
         stop.set()
         for th in threads:
             th.join()
-        failed = [t - killed for t, ok in log if not ok]
-        after = [ok for t, ok in log if t > killed + (replaced or 0)]
-        print(json.dumps({"clients": len(threads), "requests": len(log), "failed": len(failed),
-                          "last_failure_after_kill_s": max(failed) if failed else None,
-                          "replacement_process_after_s": replaced,
-                          "requests_after_replacement": len(after), "failed_after_replacement": after.count(False)},
-                         indent=2))
+        print(json.dumps(_fault_summary(log, killed, replaced, len(threads)), indent=2))
     finally:
         tree.stop(signal.SIGTERM)
+
+
+def _fault_summary(log: list[tuple[float, bool]], killed: float, replaced: float | None, clients: int) -> dict:
+    """Failed requests and recovery: service (the last failure after the kill) and capacity (the new
+    replica process; requests/s before the kill, until the new process, and after it)."""
+    failed = [t - killed for t, ok in log if not ok]
+    start, end = min(t for t, _ in log), max(t for t, _ in log)
+    new = killed + (replaced if replaced is not None else end - killed)
+
+    def rate(lo: float, hi: float) -> float | None:
+        n = sum(ok for t, ok in log if lo <= t < hi)
+        return round(n / (hi - lo), 1) if hi > lo else None
+
+    after = [ok for t, ok in log if t > new]
+    return {"clients": clients, "requests": len(log), "failed": len(failed),
+            "service_recovered_after_s": max(failed) if failed else 0.0,
+            "replacement_process_after_s": replaced,
+            "ok_per_s_before_kill": rate(start, killed), "ok_per_s_until_replacement": rate(killed, new),
+            "ok_per_s_after_replacement": rate(new, end),
+            "requests_after_replacement": len(after), "failed_after_replacement": after.count(False)}
 
 
 def main() -> None:

@@ -47,6 +47,7 @@ def server(sample_onnx: Path, tmp_path_factory: pytest.TempPathFactory):
     yield SimpleNamespace(url=url, address=url.removeprefix("http://"), token=token.read_text().strip(), tree=tree)
     seconds, code, left = tree.stop(signal.SIGINT)
     out = tree.proc.stdout.read()
+    print(f"\nSIGINT: the server exited {code} after {seconds:.1f} s, {len(left)} processes left")
     assert code == 0 and not left and seconds < 30, (seconds, code, left)
     assert f"{url}/v2/models/{MODEL}/infer" in out and "curl -s" in out and "Authorization: Bearer" in out, out
 
@@ -196,6 +197,33 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(server) -> None:
     assert infer_pixels(triton, server, x).shape == (1, 10)
 
 
+def _listening(port: int) -> set[str]:
+    """The local addresses (hex, as /proc/net/tcp* writes them) listening on ``port``."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            address, _, hex_port = local.partition(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                found.add(address)
+    return found
+
+
+def test_binds_to_loopback_by_default(server, sample_onnx: Path) -> None:
+    """The module's server was started without --host: it listens on 127.0.0.1 only, and so does the config."""
+    port = int(server.address.split(":")[1])
+    assert _listening(port) == {"0100007F"}, _listening(port)  # 127.0.0.1, nothing on 0.0.0.0 or ::
+    result = CliRunner().invoke(cli, ["serve", str(sample_onnx), "--print-config"])
+    assert result.exit_code == 0, result.stderr
+    import yaml
+
+    assert yaml.safe_load(result.stdout)["http_options"] == {"host": "127.0.0.1", "port": 8000}
+
+
 def test_deployment_batches_equal_sizes_across_requests(sample_onnx: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The real deployment class with Ray Serve's own batch queue, in-process: concurrent requests of mixed
     sizes run as one engine call per size (at most --max-batch images), and equal the Predictor."""
@@ -267,14 +295,15 @@ def test_deployment_batches_equal_sizes_across_requests(sample_onnx: Path, monke
 
 def test_replica_killed_under_load_is_replaced(sample_onnx: Path) -> None:
     """SIGKILL one of two replicas while 4 clients send requests: Ray starts a new one, the server serves
-    again, and SIGTERM then stops everything. The failed requests and the recovery time are printed
-    (benchmarks/serve_bench.py --fault measures them)."""
+    again, and SIGTERM under load then stops everything within seconds. The failed requests and the recovery
+    time are printed (benchmarks/serve_bench.py --fault measures them)."""
     url, tree = start_server(sample_onnx, "--name", MODEL, "--provider", "cpu", "--replicas", "2")
     address = url.removeprefix("http://")
+    stop, threads = threading.Event(), []
     try:
         before = replica_pids(tree, MODEL)
         assert len(before) == 2, before
-        stop, log, lock = threading.Event(), [], threading.Lock()
+        log, lock = [], threading.Lock()
 
         def load() -> None:
             triton = httpclient.InferenceServerClient(url=address, network_timeout=20)
@@ -323,8 +352,17 @@ def test_replica_killed_under_load_is_replaced(sample_onnx: Path) -> None:
         want = np.stack([p.logits for p in Predictor(str(sample_onnx), provider="cpu").predict(list(x))])
         for _ in range(6):  # both replicas answer (the router spreads requests)
             np.testing.assert_allclose(triton.infer(MODEL, inputs).as_numpy("logits"), want, rtol=1e-5, atol=1e-5)
+        stop.clear()  # SIGTERM arrives (below) while 4 clients are sending requests
+        threads = [threading.Thread(target=load) for _ in range(4)]
+        for th in threads:
+            th.start()
+        time.sleep(0.5)
     finally:
         seconds, code, left = tree.stop(signal.SIGTERM)
+        stop.set()
+        for th in threads:
+            th.join(30)
+    print(f"SIGTERM under load: the server exited {code} after {seconds:.1f} s, {len(left)} processes left")
     assert code == 0 and not left and seconds < 30, (seconds, code, left)
 
 
