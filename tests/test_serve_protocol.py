@@ -289,6 +289,18 @@ def test_metadata_and_health(service: ModelService, tmp_path: Path) -> None:
     assert set(server["extensions"]) >= {"binary_tensor_data", "classification"}
 
 
+def test_openvino_provider_passes_through(rgb_model: Path) -> None:
+    """--provider openvino: each replica's Predictor runs on OpenVINO; the server says so and answers as it does."""
+    pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'vitexport[openvino]')")
+    ov = ModelService(AppArgs(str(rgb_model), "m", provider="openvino", max_batch=4))
+    assert ov.predictor.provider == "openvino"
+    assert json.loads(call(ov, "GET", "/v2/models/m").body)["platform"] == "openvino"
+    x = np.random.default_rng(11).standard_normal((2, 3, 23, 37)).astype(np.float32)
+    got = parse_response(infer(ov, [pixels_input(x)])).as_numpy("logits")
+    predictor = Predictor(str(rgb_model), provider="openvino")
+    np.testing.assert_allclose(got, np.stack([p.logits for p in predictor.predict(list(x))]), rtol=1e-5, atol=1e-5)
+
+
 def test_features_model_metadata_and_one_size_per_request(exported) -> None:
     _, path, _ = exported["features_nopool"]  # output (B, tokens, 48)
     service = ModelService(AppArgs(str(path), "f", provider="cpu"))

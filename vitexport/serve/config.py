@@ -17,7 +17,6 @@ from vitexport.errors import EnvironmentProblem
 
 IMPORT_PATH = "vitexport.serve.app:build_app"
 DEPLOYMENT_NAME = "VitexportModel"
-PROVIDERS = ("auto", "cpu", "cuda", "openvino")
 INSTALL_HINT = "pip install 'vitexport[serve]'"
 
 
@@ -111,7 +110,7 @@ def with_absolute_paths(options: ServeOptions) -> tuple[ServeOptions, bool]:
 def deployment_options(args: AppArgs, scaling: Scaling) -> dict[str, Any]:
     """The Ray Serve options of the model's deployment (for ``Deployment.options`` and the config file)."""
     actor: dict[str, Any] = {"num_cpus": 1}
-    if args.provider == "cuda":
+    if args.provider in ("cuda", "tensorrt"):
         actor["num_gpus"] = 1
     options: dict[str, Any] = {
         # a replica holds one batch running and the next one filling
@@ -156,6 +155,6 @@ def config_yaml(options: ServeOptions) -> str:
 
 
 __all__ = [
-    "DEPLOYMENT_NAME", "IMPORT_PATH", "INSTALL_HINT", "PROVIDERS", "AppArgs", "Scaling", "ServeOptions",
+    "DEPLOYMENT_NAME", "IMPORT_PATH", "INSTALL_HINT", "AppArgs", "Scaling", "ServeOptions",
     "config_yaml", "deployment_options", "parse_autoscale", "serve_config", "with_absolute_paths",
 ]

@@ -68,7 +68,8 @@ def _display_url(host: str, port: int) -> str:
 def prepare_options(options: ServeOptions) -> tuple[ServeOptions, str]:
     """Options with absolute paths and (locally) ``auto`` resolved, after loading the model once here
     when it is here; returns (options, a note on the provider choice)."""
-    from vitexport.runtime import Predictor, resolve_auto_provider
+    from vitexport.engines import resolve_request
+    from vitexport.runtime import Predictor
     from vitexport.serve.service import read_token
 
     options, here = with_absolute_paths(options)
@@ -82,8 +83,8 @@ def prepare_options(options: ServeOptions) -> tuple[ServeOptions, str]:
         return options, ""
     provider, note = app.provider, ""
     if provider == "auto" and options.address is None:
-        choice = resolve_auto_provider()
-        provider, note = choice.provider, choice.note
+        [(provider, notes)] = resolve_request(provider)
+        note = "; ".join(notes)
     Predictor(app.model, provider=provider, max_batch=app.max_batch, max_tokens=app.max_tokens, spin=False)
     return replace(options, app=replace(app, provider=provider)), note
 

@@ -50,6 +50,7 @@ logger = logging.getLogger(__name__)
 IMAGE_INPUT = "image"
 VERSION = "1"
 EXTENSIONS = ["binary_tensor_data", "classification"]
+PLATFORMS = {"openvino": "openvino", "reference": "onnx_reference"}  # engine -> metadata platform (else ORT's)
 Runner = Callable[[np.ndarray], Awaitable[Any]]
 
 
@@ -130,7 +131,7 @@ class ModelService:
                                    max_tokens=args.max_tokens, spin=False)
         self.token = read_token(args.token_file) if args.token_file else None
         self.spec = IOSpec.from_metadata(self.predictor.metadata)
-        self.input_name = self.predictor.input_name
+        self.input_name = self.spec.input_name
         self.max_body = args.max_body_bytes
         self.max_pixels = args.max_tokens * self.predictor.patch[0] * self.predictor.patch[1]
         self.output_tail = self._probe_output()
@@ -153,7 +154,7 @@ class ModelService:
         return {
             "name": self.name,
             "versions": [VERSION],
-            "platform": "openvino" if self.args.provider == "openvino" else "onnxruntime_onnx",
+            "platform": PLATFORMS.get(self.predictor.provider, "onnxruntime_onnx"),
             "inputs": [{"name": self.input_name, "datatype": "FP32", "shape": pixels},
                        {"name": IMAGE_INPUT, "datatype": "BYTES", "shape": [-1]}],
             "outputs": [{"name": self.spec.output_name, "datatype": "FP32", "shape": [batch, *self.output_tail]}],
