@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import tritonclient.http as httpclient
-from serving import replica_pids, start_server
+from serving import replica_pids, start_server, wait_replicas
 
 from vitexport.runtime import Predictor
 
@@ -177,7 +177,7 @@ def fault(args: argparse.Namespace, model: Path, sizes) -> None:
     url, tree = start_server(model, "--name", NAME, "--provider", "cpu", "--replicas", "2")
     address, channels = url.removeprefix("http://"), Predictor(str(model), provider="cpu").channels
     try:
-        before = replica_pids(tree, NAME)
+        before = wait_replicas(tree, NAME, 2)
         if len(before) != 2:
             raise SystemExit(f"expected 2 replica processes, found {before}; is /proc readable?")
         log, lock, stop = [], threading.Lock(), threading.Event()

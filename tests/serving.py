@@ -180,6 +180,15 @@ def replica_pids(tree: Tree, app: str) -> list[int]:
     return pids
 
 
+def wait_replicas(tree: Tree, app: str, count: int, timeout: float = 60.0) -> list[int]:
+    """The replica PIDs once ``count`` are running (a replica's process takes its title only when its actor
+    starts, which can be after the server first answers); whatever is there after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while len(pids := replica_pids(tree, app)) != count and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return pids
+
+
 def png_bytes(pixels: np.ndarray) -> bytes:
     import io
 

@@ -23,7 +23,7 @@ import pytest
 from click.testing import CliRunner
 from digits_data import held_out
 from PIL import Image
-from serving import png_bytes, replica_pids, require_ray, start_server
+from serving import png_bytes, replica_pids, require_ray, start_server, wait_replicas
 
 require_ray()
 pytestmark = pytest.mark.serve
@@ -301,7 +301,7 @@ def test_replica_killed_under_load_is_replaced(sample_onnx: Path) -> None:
     address = url.removeprefix("http://")
     stop, threads = threading.Event(), []
     try:
-        before = replica_pids(tree, MODEL)
+        before = wait_replicas(tree, MODEL, 2)
         assert len(before) == 2, before
         log, lock = [], threading.Lock()
 
