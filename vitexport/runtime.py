@@ -210,6 +210,10 @@ class Predictor:
                     outputs[i] = out[j]
         return outputs
 
+    def run_prepared(self, prepared: list[Any]) -> list[Any]:
+        """Raw outputs of `prepare`d (C, H, W) inputs, in order; equal sizes share runs of at most max_batch."""
+        return self._run_groups(prepared)
+
     def _prediction(self, index: int, size: tuple[int, int], out: Any) -> Prediction:
         import numpy as np
 
