@@ -25,8 +25,8 @@ from common import base_parser, interleave, machine_line, run_footer, write_resu
 from peak import load_average
 from perf import LABELS, load_runners
 
+from vitexport.limits import DEFAULT_MAX_TOKENS
 from vitexport.model import create_model
-from vitexport.runtime import Predictor
 from vitexport.verify import TOLERANCES, compare
 
 GRIDS = (4, 8, 16, 24, 32, 48, 64)  # patches per side: 16 .. 4,096 tokens
@@ -82,7 +82,7 @@ def plot(rows: list[dict[str, Any]], fits: dict[str, tuple[float, float, float]]
         ax.plot(t_fine, np.maximum(c * t_fine**2, 1e-3), ":", color=color, lw=1,
                 label=f"{LABELS[engine]}: quadratic term c*T^2")
     ax.axvline(max_tokens, color="k", ls="--", lw=1)
-    ax.text(max_tokens, 0.03, " max_tokens\n (Predictor default)", fontsize=8, va="bottom", ha="right",
+    ax.text(max_tokens, 0.03, " max_tokens\n (default cap)", fontsize=8, va="bottom", ha="right",
             transform=ax.get_xaxis_transform())
     ax.set(xscale="log", yscale="log", xlabel="tokens (patches + prefix tokens)", ylabel="latency, ms (batch 1)",
            title=title)
@@ -108,7 +108,7 @@ def main() -> None:
         rows, _ = measure(args, folder)
     fits = {k: fit_quadratic([r["tokens"] for r in rows], [r["engines"][k]["median_ms"] for r in rows])
             for k in rows[0]["engines"]}
-    max_tokens = Predictor.__init__.__defaults__[3]  # max_tokens
+    max_tokens = DEFAULT_MAX_TOKENS
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plot(rows, fits, out / "scaling.png", f"{args.model}, batch 1, fp32 ({machine_line().split(',')[0]})",

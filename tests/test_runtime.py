@@ -169,7 +169,7 @@ def test_predict_cli_table_and_errors(digits_onnx: Path, tmp_path: Path) -> None
     result = runner.invoke(cli, ["predict", str(tmp_path / "nope.onnx"), images[0]])
     assert result.exit_code == 1 and "does not exist" in result.stderr
     result = runner.invoke(cli, ["predict", str(digits_onnx), images[0], "--max-tokens", "4"])
-    assert result.exit_code == 1 and "over the limit of 4 (max_tokens)" in result.stderr
+    assert result.exit_code == 1 and "over the limit of 4 (--max-tokens)" in result.stderr
 
 
 def test_bench_cli(digits_onnx: Path) -> None:

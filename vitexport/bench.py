@@ -23,6 +23,8 @@ import numpy as np
 
 from vitexport.engines import load_engines
 from vitexport.errors import ServingError
+from vitexport.limits import DEFAULT_MAX_MEMORY_GB, DEFAULT_MAX_TOKENS, Limits
+from vitexport.limits import check as check_limits
 from vitexport.parity import compare, tolerance_for
 from vitexport.runtime import Predictor
 
@@ -125,13 +127,14 @@ def _time_case(predictors: list[Predictor], x: np.ndarray, warmup: int, iters: i
 
 
 def _predictors(model_path: str, provider: str, threads: int | None, interleaved: bool,
-                report_skipped: list[str]) -> list[Predictor]:
+                report_skipped: list[str], limits: Limits) -> list[Predictor]:
     """A Predictor per engine of the request (``all``: every usable serving engine)."""
     # Interleaved with other runners, ORT's spinning worker threads would steal the cores from the runner that
     # follows (measured: torch 30% slower); alone, ORT keeps its default spinning.
     loaded, skipped = load_engines(model_path, provider, serving_only=True, threads=threads, spin=not interleaved)
     report_skipped.extend(skipped)
-    return [Predictor.from_engine(engine, model_path, provider_note="; ".join(notes), max_tokens=10**9)
+    return [Predictor.from_engine(engine, model_path, provider_note="; ".join(notes), max_tokens=limits.max_tokens,
+                                  max_memory_gb=limits.max_memory_gb)
             for engine, notes in loaded]
 
 
@@ -202,18 +205,24 @@ def bench(
     compare_torch: bool = False,
     threads: int | None = None,
     progress: Callable[[str], None] | None = None,
+    max_tokens: int | None = DEFAULT_MAX_TOKENS,
+    max_memory_gb: float | None = DEFAULT_MAX_MEMORY_GB,
     parity: bool | None = None,
 ) -> BenchReport:
     """Time ``iters`` runs per (size, batch) and engine after ``warmup`` runs; medians and p90 in milliseconds.
 
     ``provider`` is an engine name, ``auto`` or ``all`` (every usable serving engine, side by side);
-    ``sizes`` defaults to `default_bench_sizes` of the model's metadata. ``parity`` (default: with several
-    engines or ``compare_torch``) checks every engine's output against a reference at every case and sets
-    the report's `recommend` line.
+    ``sizes`` defaults to `default_bench_sizes` of the model's metadata. Every case is checked
+    against ``max_tokens`` and ``max_memory_gb`` before the first run (`vitexport.limits`).
+    ``parity`` (default: with several engines or ``compare_torch``) checks every engine's output against
+    a reference at every case and sets the report's `recommend` line.
     """
     skipped: list[str] = []
-    predictors = _predictors(model_path, provider, threads, compare_torch or provider == "all", skipped)
+    predictors = _predictors(model_path, provider, threads, compare_torch or provider == "all", skipped,
+                             Limits(max_tokens, max_memory_gb))
     first = predictors[0]
+    sizes = sizes if sizes is not None else default_bench_sizes(first.metadata)
+    check_limits(first.vit_config, [(h, w, b) for h, w in sizes for b in batch_sizes], first.limits, "bench")
     report = BenchReport(model_path, [d for p in predictors for d in p.providers], warmup, iters, threads,
                          skipped=skipped)
     for p in predictors:
@@ -235,7 +244,7 @@ def bench(
         reference, report.parity_reference = _parity_reference(model_path, first.metadata, first, torch_model)
     tolerance = tolerance_for(first.metadata.get("dtype", "float32"))
     rng = np.random.default_rng(0)
-    for h, w in sizes if sizes is not None else default_bench_sizes(first.metadata):
+    for h, w in sizes:
         for b in batch_sizes:
             x = rng.standard_normal((b, first.channels, h, w)).astype(np.float32)
             cases = _time_case(predictors, x, warmup, iters, torch_model)

@@ -23,6 +23,8 @@ import torch
 from vitexport.config import ViTConfig, load_config_arg, preset_args
 from vitexport.errors import CheckpointError, ConfigError, UnsafeCheckpointError, one_line
 from vitexport.files import atomic_file
+from vitexport.hub import hub_config, is_hub_layout
+from vitexport.metacheck import labels_list, preprocess_dict
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +132,13 @@ def _unsafe_globals(path: Path) -> list[str]:
 
 
 def _load_pickle(path: Path, kind: str) -> Any:
+    """torch.load, after the pre-scans and a trial in a child process (`vitexport.untrusted`)."""
+    from vitexport.untrusted import load_torch_file
+
+    return load_torch_file(path, kind, lambda: _torch_load(path, kind))
+
+
+def _torch_load(path: Path, kind: str) -> Any:
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             return torch.load(str(path), map_location="cpu", weights_only=True, mmap=kind == "torch-zip")
@@ -371,42 +380,6 @@ def _train_model_kwargs(train_args: Any) -> dict[str, Any]:
     return out
 
 
-def _hub_config(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None, list[str] | None]:
-    """timm's hub ``config.json`` -> (model args, preprocess, labels)."""
-    args: dict[str, Any] = {}
-    if data.get("architecture"):
-        args["architecture"] = data["architecture"]
-    pcfg = data.get("pretrained_cfg") or {}
-    input_size = pcfg.get("input_size")
-    if isinstance(input_size, (list, tuple)) and len(input_size) == 3:
-        args["in_chans"] = int(input_size[0])
-        args["img_size"] = (int(input_size[1]), int(input_size[2]))
-    for key in ("num_classes", "global_pool"):
-        if key in data:
-            args[key] = data[key]
-    model_args = data.get("model_args") or {}
-    if not isinstance(model_args, dict):
-        raise ConfigError("config.json: model_args must be an object of timm keyword arguments")
-    args.update(model_args)
-    preprocess = None
-    if pcfg.get("mean") is not None and pcfg.get("std") is not None:
-        preprocess = {
-            "scale": 1 / 255,
-            "mean": [float(v) for v in pcfg["mean"]],
-            "std": [float(v) for v in pcfg["std"]],
-        }
-        if pcfg.get("interpolation"):
-            preprocess["interpolation"] = pcfg["interpolation"]
-    labels = data.get("label_names") or pcfg.get("label_names")
-    if isinstance(labels, dict):  # {"0": "tench", ...}
-        labels = [labels[k] for k in sorted(labels, key=lambda s: int(s))]
-    return args, preprocess, [str(v) for v in labels] if labels else None
-
-
-def _is_hub_layout(data: dict[str, Any]) -> bool:
-    return "model_args" in data or "pretrained_cfg" in data
-
-
 def _config_from_args(args: dict[str, Any], where: str) -> ViTConfig:
     try:
         return ViTConfig.from_dict(args)
@@ -429,17 +402,25 @@ class _Contents:
 
 
 def _vitexport_contents(file: Path, obj: dict[str, Any], use_ema: bool) -> _Contents:
-    if obj.get("format_version", 0) > FORMAT_VERSION:
+    version = obj.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CheckpointError(f"{str(file)!r} is a vitexport checkpoint with format_version {version!r}; re-save it")
+    if version > FORMAT_VERSION:
         raise CheckpointError(
-            f"{str(file)!r} was written by a newer vitexport (format {obj.get('format_version')}); upgrade vitexport"
+            f"{str(file)!r} was written by a newer vitexport (format {version}); upgrade vitexport"
         )
     if use_ema:
         raise _no_ema(file, "a vitexport checkpoint, which holds one set of weights", sorted(str(k) for k in obj))
     sd = obj.get("state_dict")
     if not _is_tensor_dict(sd):
         raise CheckpointError(f"{str(file)!r} is a vitexport checkpoint without weights; re-save it")
-    return _Contents(sd, "vitexport", dict(obj.get("config") or {}), "checkpoint", obj.get("preprocess"),
-                     obj.get("labels"))
+    config = obj.get("config") or {}
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{str(file)!r} is a vitexport checkpoint whose config is not an object; re-save it")
+    where = repr(str(file))
+    return _Contents(sd, "vitexport", dict(config), "checkpoint",
+                     preprocess_dict(obj.get("preprocess"), where, error=CheckpointError),
+                     labels_list(obj.get("labels"), where, error=CheckpointError))
 
 
 def _contents(file: Path, kind: str, obj: Any, use_ema: bool) -> _Contents:
@@ -461,8 +442,8 @@ def _contents(file: Path, kind: str, obj: Any, use_ema: bool) -> _Contents:
 def _resolve_config(found: _Contents, file: Path, explicit: dict[str, Any] | None) -> list[str]:
     """Fill ``found.args``/``source`` (and preprocess/labels) from --config, arch, config.json or the shapes."""
     if explicit is not None:
-        if _is_hub_layout(explicit):
-            found.args, preprocess_hub, labels_hub = _hub_config(explicit)
+        if is_hub_layout(explicit):
+            found.args, preprocess_hub, labels_hub = hub_config(explicit)
             found.preprocess, found.labels = preprocess_hub or found.preprocess, labels_hub or found.labels
         else:
             found.args = explicit
@@ -475,7 +456,7 @@ def _resolve_config(found: _Contents, file: Path, explicit: dict[str, Any] | Non
     elif (file.parent / "config.json").is_file():
         data = load_config_arg(str(file.parent / "config.json"))
         assert data is not None
-        found.args, found.preprocess, found.labels = _hub_config(data) if _is_hub_layout(data) else (data, None, None)
+        found.args, found.preprocess, found.labels = hub_config(data) if is_hub_layout(data) else (data, None, None)
         found.source = "config.json"
     else:
         found.args, notes = infer_config_args(found.state_dict)
@@ -494,9 +475,12 @@ def read_checkpoint(
     ``use_ema`` takes a training checkpoint's EMA weights; on a file without them (a plain
     state dict, safetensors, a vitexport checkpoint) it is an error naming the keys there are.
     """
+    from vitexport.weights import check_tensors
+
     file, kind, obj = read_raw(path)
     explicit = load_config_arg(str(config) if isinstance(config, os.PathLike) else config)
     found = _contents(file, kind, obj, use_ema)
+    check_tensors(found.state_dict, repr(str(file)))  # dense floats backed by the file, before any shape is used
     notes = _resolve_config(found, file, explicit)
     for note in notes:
         logger.warning("%s", note)
@@ -554,14 +538,12 @@ def load_model(
     (vitexport format), its ``arch`` (timm training checkpoints), a ``config.json``
     beside the weights, or the tensor shapes.
     """
-    from vitexport.model import VisionTransformer
+    from vitexport.weights import build_model
 
     ckpt = read_checkpoint(path, config=config, use_ema=use_ema)
-    model = VisionTransformer(ckpt.config)
-    check_state_dict(model, ckpt.state_dict, repr(str(ckpt.path)))
-    model.load_state_dict(ckpt.state_dict, strict=True)
+    model = build_model(ckpt.config, ckpt.state_dict, repr(str(ckpt.path)))  # checked before it is allocated
     model.meta = ckpt.meta()
-    return model.eval()
+    return model
 
 
 def save_checkpoint(

@@ -33,22 +33,40 @@ class CliError(click.ClickException):
 
 class VitexportGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
+        from vitexport.interrupt import Terminated, signals_as_exit
+
         try:
-            return super().invoke(ctx)
+            with signals_as_exit():  # SIGTERM/SIGHUP unwind like Ctrl-C: staging folders are removed
+                return super().invoke(ctx)
+        except Terminated as exc:
+            click.echo(f"Error: stopped by {exc.name}; nothing was written or replaced", err=True)
+            raise
         except VitexportError as exc:
             if ctx.params.get("debug"):
                 raise
             raise CliError(str(exc), exc.exit_code) from exc
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
-        except MemoryError as exc:
-            raise CliError("out of memory; use smaller inputs or batch sizes", 1) from exc
         except Exception as exc:
             if ctx.params.get("debug"):
                 raise
-            raise CliError(
-                f"unexpected {one_line(exc, kind=True)}; rerun with --debug for the traceback and report it", 1
-            ) from exc
+            raise CliError(*_map_unexpected(exc)) from exc
+
+
+def _map_unexpected(exc: Exception) -> tuple[str, int]:
+    """(message, exit code) for an exception no library function turned into a VitexportError."""
+    from vitexport.files import DISK_FULL_ERRNOS
+
+    if isinstance(exc, MemoryError):
+        return "out of memory; use smaller inputs or batch sizes (see --max-memory-gb)", 1
+    if isinstance(exc, RecursionError):
+        return "an input is nested too deeply to process (RecursionError); check the files given", 1
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in DISK_FULL_ERRNOS:
+            return f"{seen.strerror or 'no space left on device'}; free some space and run again", 1
+        seen = seen.__cause__ or seen.__context__
+    return f"unexpected {one_line(exc, kind=True)}; rerun with --debug for the traceback and report it", 1
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -76,6 +94,16 @@ class SizeType(click.ParamType):
 
 
 SIZE = SizeType()
+
+
+def _limit_options(fn: Any) -> Any:
+    """--max-tokens and --max-memory-gb (vitexport.limits), shared by every command that runs a model."""
+    from vitexport.limits import DEFAULT_MAX_MEMORY_GB, DEFAULT_MAX_TOKENS
+
+    fn = click.option("--max-memory-gb", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_MAX_MEMORY_GB,
+                      show_default=True, help="Refuse work whose estimated memory for one forward pass is larger.")(fn)
+    return click.option("--max-tokens", type=click.IntRange(min=1), default=DEFAULT_MAX_TOKENS, show_default=True,
+                        help="Refuse sizes with more tokens per image (attention memory grows with its square).")(fn)
 
 
 @click.group(cls=VitexportGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -243,15 +271,16 @@ class BatchType(click.ParamType):
               help="Positional-embedding resampling: portable (elementary ops, right on every runtime) or resize "
                    "(one antialiased Resize: ONNX Runtime and the ONNX reference only).")
 @click.option("--force", is_flag=True, help="Replace an existing output file.")
+@_limit_options
 def onnx_cmd(checkpoint, output, config, use_ema, opset, dtype, batch_size, static_size, img_size, attention,
-             optimize, resample, force) -> None:
+             optimize, resample, force, max_tokens, max_memory_gb) -> None:
     """Export a checkpoint to ONNX with dynamic batch, height and width."""
     from vitexport.export import export_checkpoint
 
     _print_export(export_checkpoint(
         checkpoint, output, to="onnx", config=config, use_ema=use_ema, img_size=img_size, force=force,
         opset=opset, dtype=dtype, batch_size=batch_size, static_size=static_size, attention=attention,
-        optimize=optimize, resample=resample,
+        optimize=optimize, resample=resample, max_tokens=max_tokens, max_memory_gb=max_memory_gb,
     ))
 
 
@@ -284,12 +313,14 @@ def quantize_cmd(model_path, output, force) -> None:
 @click.option("--ema", "use_ema", is_flag=True, help="Use the EMA weights of a timm training checkpoint.")
 @click.option("--img-size", type=SIZE, help="Make HxW the model's native size first (set_input_size).")
 @click.option("--force", is_flag=True, help="Replace an existing output file.")
-def torchscript_cmd(checkpoint, output, config, use_ema, img_size, force) -> None:
+@_limit_options
+def torchscript_cmd(checkpoint, output, config, use_ema, img_size, force, max_tokens, max_memory_gb) -> None:
     """Export a checkpoint to TorchScript (torch.jit.script: shapes stay dynamic)."""
     from vitexport.export import export_checkpoint
 
     _print_export(export_checkpoint(checkpoint, output, to="torchscript", config=config, use_ema=use_ema,
-                                    img_size=img_size, force=force))
+                                    img_size=img_size, force=force, max_tokens=max_tokens,
+                                    max_memory_gb=max_memory_gb))
 
 
 @cli.command()
@@ -367,16 +398,19 @@ def _case_line(c) -> str:
 @click.option("--json", "json_path", type=str, help="Write the report as JSON (schema: docs/verify-report.md).")
 @click.option("--plot", "plot_path", type=str, help="Write a heatmap PNG of max error over heights x widths.")
 @click.option("--force", is_flag=True, help="Replace existing --json/--plot files.")
+@_limit_options
 @click.pass_context
 def verify_cmd(ctx, model_path, checkpoint, config, provider, sizes, batch_sizes, atol, rtol, seed, json_path,
-               plot_path, force) -> None:
+               plot_path, force, max_tokens, max_memory_gb) -> None:
     """Prove a runtime (or TorchScript) matches PyTorch at many resolutions; exit 1 on any mismatch."""
     from vitexport.files import check_output
     from vitexport.verify import verify
 
+    if json_path and plot_path and Path(json_path).resolve() == Path(plot_path).resolve():
+        raise click.BadParameter("--json and --plot name the same file; give each its own path", ctx=ctx)
     for target in (json_path, plot_path):
         if target:
-            check_output(target, force)  # before the sweep, not after it
+            check_output(target, force, inputs=(model_path, checkpoint, config))  # before the sweep, not after
     if plot_path:
         from vitexport.plot import require_matplotlib
 
@@ -387,7 +421,8 @@ def verify_cmd(ctx, model_path, checkpoint, config, provider, sizes, batch_sizes
 
     report = verify(model_path, checkpoint=checkpoint, config=config, provider=provider, sizes=sizes,
                     batch_sizes=batch_sizes, atol=atol, rtol=rtol, seed=seed, progress=progress,
-                    debug=ctx.obj.get("debug", False))
+                    debug=ctx.obj.get("debug", False), max_tokens=max_tokens, max_memory_gb=max_memory_gb,
+                    outputs=(json_path, plot_path))
     _print_verify_summary(report)
     if json_path:
         report.write_json(json_path, force=True)
@@ -397,7 +432,8 @@ def verify_cmd(ctx, model_path, checkpoint, config, provider, sizes, batch_sizes
         from vitexport.verify import heatmap_sweep
 
         click.echo("plot           sweeping heights x widths for the heatmap ...")
-        grid = heatmap_sweep(model_path, report, checkpoint=checkpoint, config=config)
+        grid = heatmap_sweep(model_path, report, checkpoint=checkpoint, config=config, max_tokens=max_tokens,
+                             max_memory_gb=max_memory_gb)
         render_heatmap(grid.report, plot_path, grid.heights, grid.widths, force=True)
         click.echo(f"plot           {plot_path} ({len(grid.heights)}x{len(grid.widths)} sizes)")
     _print_verdict(report)
@@ -414,7 +450,7 @@ def _print_verify_summary(report) -> None:
             click.echo(f"note           {s['name']}: {note}")
         for w in s.get("warnings", []):
             click.echo(f"warning        {w}")
-    for skipped in report.skipped_providers:
+    for skipped in report.skipped_providers + report.skipped_cases:
         click.echo(f"skipped        {skipped}")
     for note in report.static_notes:
         click.echo(f"note           {note}")
@@ -455,16 +491,18 @@ def _print_verdict(report) -> None:
 @click.option("--provider", type=click.Choice([p for p in PROVIDER_CHOICES if p != "all"]), default="auto",
               show_default=True, help="Engine: auto (ONNX Runtime's CUDA when usable, else cpu), cpu, cuda, tensorrt, "
                                       "openvino (CPU, f32) or reference (ONNX's reference evaluator: slow).")
-@click.option("--max-tokens", type=click.IntRange(min=1), default=4096, show_default=True,
-              help="Refuse images with more patches than this (attention memory grows with its square).")
+@_limit_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON array, one object per image.")
-def predict_cmd(model_path, images, top_k, provider, max_tokens, as_json) -> None:
+def predict_cmd(model_path, images, top_k, provider, max_tokens, max_memory_gb, as_json) -> None:
     """Classify images of any size with an exported ONNX model, on any engine."""
-    from vitexport.preprocess import read_image
+    from vitexport.preprocess import image_size, read_image
     from vitexport.runtime import Predictor
 
-    decoded = [read_image(p) for p in images]  # unreadable files fail before any model work
-    predictor = Predictor(model_path, provider=provider, top_k=top_k, max_tokens=max_tokens)
+    for path in images:  # unreadable files fail before any model work (headers only)
+        image_size(path)
+    predictor = Predictor(model_path, provider=provider, top_k=top_k, max_tokens=max_tokens,
+                          max_memory_gb=max_memory_gb)
+    decoded = [read_image(p, check=predictor.check_size) for p in images]  # sizes refused before decoding
     preds = predictor.predict(decoded)
     if predictor.provider_note:
         click.echo(f"note: {predictor.provider_note}", err=True)
@@ -490,10 +528,12 @@ def predict_cmd(model_path, images, top_k, provider, max_tokens, as_json) -> Non
                    "interleaved.")
 @click.option("--warmup", type=click.IntRange(min=0), default=3, show_default=True)
 @click.option("--iters", type=click.IntRange(min=1), default=20, show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads for the engines (and torch).")
+@click.option("--threads", type=click.IntRange(min=1, max=1024), help="Intra-op threads for the engines (and torch).")
 @click.option("--compare-torch", is_flag=True, help="Also time PyTorch eager, interleaved, and print the ratio.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-def bench_cmd(model_path, sizes, batch_sizes, provider, warmup, iters, threads, compare_torch, as_json) -> None:
+@_limit_options
+def bench_cmd(model_path, sizes, batch_sizes, provider, warmup, iters, threads, compare_torch, as_json, max_tokens,
+              max_memory_gb) -> None:
     """Median and p90 latency and images/s per size and batch, per engine."""
     from vitexport.bench import bench
 
@@ -502,7 +542,8 @@ def bench_cmd(model_path, sizes, batch_sizes, provider, warmup, iters, threads, 
             click.echo(f"\r{text:40s}", nl=False, err=True)
 
     report = bench(model_path, sizes, batch_sizes, provider=provider, warmup=warmup, iters=iters,
-                   compare_torch=compare_torch, threads=threads, progress=progress)
+                   compare_torch=compare_torch, threads=threads, progress=progress, max_tokens=max_tokens,
+                   max_memory_gb=max_memory_gb)
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
         return
@@ -550,6 +591,83 @@ def _print_bench(report, compare_torch: bool) -> None:
         click.echo(line)
     if len(names) > 1:
         click.echo(report.recommendation)
+
+
+# ---------------------------------------------------------------------------
+# serve
+# ---------------------------------------------------------------------------
+MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def _print_started(started, options) -> None:
+    app, scaling = options.app, options.scaling
+    replicas = (f"{scaling.autoscale[0]}-{scaling.autoscale[1]} replicas (autoscaling)" if scaling.autoscale
+                else f"{scaling.replicas} replica{'s' if scaling.replicas > 1 else ''}")
+    click.echo(f"serving   {started.name} ({started.model}) on {started.provider}, {replicas}, "
+               f"batches of up to {app.max_batch} images within {app.batch_wait_ms:g} ms")
+    if started.provider_note:
+        click.echo(f"note      {started.provider_note}")
+    for label, path in (("live", "/v2/health/live"), ("ready", "/v2/health/ready"),
+                        ("metadata", f"/v2/models/{started.name}"), ("infer", f"/v2/models/{started.name}/infer")):
+        click.echo(f"{label:9s} {started.url}{path}")
+    click.echo(f"example   {started.curl_example()}")
+    if started.local:
+        click.echo("stop      Ctrl-C or SIGTERM")
+    else:
+        click.echo(f"deployed  to the Ray cluster at {options.address}; it keeps running there "
+                   f"(remove it with: serve delete {started.name} --address http://HEAD:8265)")
+    sys.stdout.flush()
+
+
+@cli.command("serve")
+@click.argument("model_path", metavar="MODEL", type=str)
+@click.option("--name", help="Model name in the URLs (default: the file's stem).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; 0.0.0.0 exposes the server to the network.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--replicas", type=click.IntRange(min=1), help="Replicas of the model (default 1).")
+@click.option("--autoscale", metavar="MIN:MAX", help="Autoscale between MIN and MAX replicas instead of --replicas.")
+@click.option("--provider", type=click.Choice([p for p in PROVIDER_CHOICES if p != "all"]), default="auto",
+              show_default=True, help="Engine of each replica, as for predict (auto: CUDA when usable, else cpu).")
+@click.option("--threads", type=click.IntRange(min=1), help="Engine intra-op threads per replica.")
+@click.option("--max-batch", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Most images of one size in one engine run, across concurrent requests.")
+@click.option("--batch-wait-ms", type=click.FloatRange(min=0), default=5.0, show_default=True,
+              help="How long a batch waits for more requests.")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=4096, show_default=True,
+              help="Refuse images with more patches than this (also caps the pixels of an encoded image).")
+@click.option("--max-body-mb", type=click.FloatRange(min=0, min_open=True), default=64.0, show_default=True,
+              help="Refuse request bodies (after gzip/deflate) over this size.")
+@click.option("--token-file", help="Require 'Authorization: Bearer <token>' (the file's content) except on /v2/health.")
+@click.option("--address", help="Deploy to this Ray cluster (e.g. 10.0.0.5:6379, auto) and leave it running there.")
+@click.option("--print-config", is_flag=True, help="Print the Ray Serve config (serve deploy, KubeRay) and exit.")
+def serve_cmd(model_path, name, host, port, replicas, autoscale, provider, threads, max_batch, batch_wait_ms,
+              max_tokens, max_body_mb, token_file, address, print_config) -> None:
+    """Serve a model over HTTP (Open Inference Protocol / KServe v2) on Ray Serve."""
+    from vitexport.serve.config import AppArgs, Scaling, ServeOptions, config_yaml, parse_autoscale, with_absolute_paths
+    from vitexport.serve.launch import deploy_to_cluster, ray_modules, serve_local
+
+    name = name or Path(model_path).name.split(".")[0]
+    if not MODEL_NAME_RE.match(name):
+        raise click.BadParameter(f"{name!r} cannot be a model name in URLs; use letters, digits, '.', '_', '-'",
+                                 param_hint="--name")
+    if replicas and autoscale:
+        raise click.BadParameter("pass --replicas or --autoscale, not both", param_hint="--autoscale")
+    try:
+        bounds = parse_autoscale(autoscale) if autoscale else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--autoscale") from None
+    ray_modules()  # exit 2 with the install command before anything else
+    app = AppArgs(model_path, name, provider, threads, max_batch, batch_wait_ms, max_tokens, max_body_mb, token_file)
+    options = ServeOptions(app, Scaling(replicas or 1, bounds), host, port, address)
+    if print_config:
+        click.echo(config_yaml(with_absolute_paths(options)[0]), nl=False)
+        return
+    if not logging.getLogger("vitexport").isEnabledFor(logging.INFO):
+        for noisy in ("ray", "ray.serve"):  # Ray's progress lines are not for this terminal
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+    run = deploy_to_cluster if address else serve_local
+    run(options, lambda started: _print_started(started, options))
 
 
 def main() -> None:

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vitexport.errors import ConfigError
 from vitexport.presets import PRESETS
+from vitexport.safejson import MAX_JSON_BYTES, parse_json
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,18 @@ TRAINING_ONLY_KEYS = frozenset(
 )
 
 
+# Integer options above this are refused as they are parsed (torch sizes are int64; no real ViT comes close).
+MAX_INT_OPTION = 2**31 - 1
+BOOL_FIELDS = (
+    "qkv_bias", "qk_norm", "class_token", "no_embed_class", "pre_norm", "final_norm", "dynamic_img_size",
+    "dynamic_img_pad", "scale_attn_norm", "scale_mlp_norm", "proj_bias",
+)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _pair(value: Any, name: str) -> tuple[int, int]:
     if isinstance(value, bool):
         raise ConfigError(f"{name} must be an int or (height, width), got {value!r}")
@@ -69,8 +82,8 @@ def _pair(value: Any, name: str) -> tuple[int, int]:
         pair = (int(value[0]), int(value[1]))
     else:
         raise ConfigError(f"{name} must be an int or (height, width), got {value!r}")
-    if min(pair) < 1:
-        raise ConfigError(f"{name} must be positive, got {value!r}")
+    if min(pair) < 1 or max(pair) > MAX_INT_OPTION:
+        raise ConfigError(f"{name} must be positive (at most {MAX_INT_OPTION:,}), got {value!r}")
     return pair
 
 
@@ -119,14 +132,7 @@ class ViTConfig:
         # Normalise to timm's spelling: an int when square, a tuple otherwise.
         object.__setattr__(self, "img_size", img[0] if img[0] == img[1] else img)
         object.__setattr__(self, "patch_size", patch[0] if patch[0] == patch[1] else patch)
-        for name in ("in_chans", "embed_dim", "depth", "num_heads"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("num_classes", "reg_tokens"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConfigError(f"{name} must be a non-negative integer, got {value!r}")
+        self._check_scalars()
         if self.global_pool not in GLOBAL_POOLS:
             raise ConfigError(
                 f"global_pool {self.global_pool!r} is not supported; use one of "
@@ -140,18 +146,35 @@ class ViTConfig:
             raise ConfigError(
                 f"embed_dim ({self.embed_dim}) must be divisible by num_heads ({self.num_heads})"
             )
-        if not isinstance(self.mlp_ratio, (int, float)) or self.mlp_ratio <= 0:
-            raise ConfigError(f"mlp_ratio must be a positive number, got {self.mlp_ratio!r}")
-        if int(self.embed_dim * self.mlp_ratio) < 1:
-            raise ConfigError(f"mlp_ratio {self.mlp_ratio} gives an empty MLP for embed_dim {self.embed_dim}")
-        if self.init_values is not None and not isinstance(self.init_values, (int, float)):
-            raise ConfigError(f"init_values must be a number or null, got {self.init_values!r}")
+        if not _finite(self.mlp_ratio) or self.mlp_ratio <= 0:
+            raise ConfigError(f"mlp_ratio must be a positive finite number (timm's default 4.0), "
+                              f"got {self.mlp_ratio!r}")
+        hidden = int(self.embed_dim * self.mlp_ratio)
+        if not 1 <= hidden <= MAX_INT_OPTION:
+            raise ConfigError(f"mlp_ratio {self.mlp_ratio} gives an MLP of width {hidden:,} for embed_dim "
+                              f"{self.embed_dim}; use a ratio such as 4.0")
+        if self.init_values is not None and not _finite(self.init_values):
+            raise ConfigError(f"init_values must be a finite number or null, got {self.init_values!r}")
         self._check_layers()
         ph, pw = patch
         if img[0] // ph < 1 or img[1] // pw < 1:
             raise ConfigError(
                 f"img_size {img} is smaller than one patch {patch}: the positional-embedding grid would be empty"
             )
+
+    def _check_scalars(self) -> None:
+        """Integer sizes within range, flags that are booleans (JSON "false" is a string, not False)."""
+        for name, low in (("in_chans", 1), ("embed_dim", 1), ("depth", 1), ("num_heads", 1), ("num_classes", 0),
+                          ("reg_tokens", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= MAX_INT_OPTION:
+                kind = "positive" if low else "non-negative"
+                raise ConfigError(f"{name} must be a {kind} integer (at most {MAX_INT_OPTION:,}), got {value!r}")
+        for name in BOOL_FIELDS:
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.fc_norm is not None and not isinstance(self.fc_norm, bool):
+            raise ConfigError(f"fc_norm must be true, false or null, got {self.fc_norm!r}")
 
     def _check_layers(self) -> None:
         """Layer choices: known names, and the combinations timm itself builds (or asserts)."""
@@ -326,9 +349,12 @@ def load_config_arg(config: dict[str, Any] | str | Path | None) -> dict[str, Any
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist; pass a JSON file of timm keyword arguments")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"config file {str(path)!r} is not valid JSON ({exc}); fix the file") from exc
+        with open(path, "rb") as fh:
+            data = parse_json(fh.read(MAX_JSON_BYTES + 1))
+    except OSError as exc:
+        raise ConfigError(f"config file {str(path)!r} cannot be read ({exc.strerror}); check the path") from exc
+    except ValueError as exc:
+        raise ConfigError(f"config file {str(path)!r} is {exc}; fix the file") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a JSON object of timm keyword arguments")
     return data

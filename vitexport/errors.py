@@ -58,6 +58,22 @@ class EngineUnavailable(EnvironmentProblem):
         self.reason = reason
 
 
+class ArgumentError(VitexportError):
+    """An argument of a library call is out of its range (the CLI's usage errors, for Python callers)."""
+
+    exit_code = 2
+
+
+class LimitError(VitexportError):
+    """A request needs more tokens or memory than allowed; the message names the option that raises the limit."""
+
+    exit_code = 2
+
+
+class IsolationError(VitexportError):
+    """Work on an untrusted file crashed, hung or ran out of memory in its child process."""
+
+
 class InputError(VitexportError):
     """An input image or tensor is unusable (shape, dtype, channels, size)."""
 

@@ -29,6 +29,8 @@ from vitexport.attention import ATTENTION_CHOICES, ATTENTION_MIN_OPSET, translat
 from vitexport.errors import ExportError, one_line
 from vitexport.files import check_output, default_output, staged_output
 from vitexport.graph import check_graph, check_summary, inspect_graph, load_onnx
+from vitexport.limits import DEFAULT_MAX_MEMORY_GB, DEFAULT_MAX_TOKENS, Limits
+from vitexport.limits import check as check_limits
 from vitexport.model import VisionTransformer, count_parameters
 from vitexport.optimize import check_optimize_provider
 from vitexport.resample import resampling_form
@@ -253,6 +255,8 @@ def export_onnx(
     attention: str | None = None,
     optimize: str | None = None,
     resample: str = DEFAULT_RESAMPLE,
+    max_tokens: int | None = DEFAULT_MAX_TOKENS,
+    max_memory_gb: float | None = DEFAULT_MAX_MEMORY_GB,
 ) -> ExportResult:
     """Export to ONNX with dynamic batch/height/width (unless fixed), check the graph, write atomically.
 
@@ -263,17 +267,22 @@ def export_onnx(
     2 GB get their weights in one ``<name>.data`` file beside the model.
     ``optimize="cpu"|"cuda"`` writes ONNX Runtime's offline-optimized graph instead (as
     ``vitexport onnx --optimize``). ``example_size`` is only for tests of the graph checks:
-    the default example is non-native and non-square.
+    the default example is non-native and non-square. The traced example (``static_size`` or the
+    example size, at the batch traced) is checked against ``max_tokens`` and ``max_memory_gb``
+    (`vitexport.limits`) before anything is traced.
     """
     attention, opset = onnx_options(attention, opset, optimize)
     _check_resample(resample)
     out = check_output(path, force)
+    plan = _plan(model, batch_size, static_size, example_size)
+    check_limits(model.config, [(*plan.example_size, plan.batch_size or 2)], Limits(max_tokens, max_memory_gb),
+                 "onnx export (the traced example)")
     if optimize is not None:
         return _export_optimized(model, out, force, optimize, opset=opset, dtype=dtype, batch_size=batch_size,
                                  static_size=static_size, example_size=example_size, source_sha256=source_sha256,
-                                 external_data=external_data, attention=attention, resample=resample)
+                                 external_data=external_data, attention=attention, resample=resample,
+                                 max_tokens=max_tokens, max_memory_gb=max_memory_gb)
     start = time.perf_counter()
-    plan = _plan(model, batch_size, static_size, example_size)
     with staged_output(out, force) as stage:
         prepared = _prepare(model, dtype)
         program = _trace(prepared, plan, opset, dtype, attention, resample)
@@ -340,9 +349,14 @@ def export_checkpoint(
         options["attention"], options["opset"] = onnx_options(
             options.get("attention"), options.get("opset"), options.get("optimize"))
     suffix = ".onnx" if to == "onnx" else ".ts"
-    out = check_output(output if output is not None else default_output(checkpoint, suffix), force)
+    out = check_output(output if output is not None else default_output(checkpoint, suffix), force,
+                       inputs=(checkpoint, config if isinstance(config, (str, os.PathLike)) else None))
     model = load_model(checkpoint, config=config, use_ema=use_ema)
-    if img_size is not None:
+    if img_size is not None:  # the new native grid's embeddings are computed at once: within the limits first
+        limits = Limits(options.get("max_tokens", DEFAULT_MAX_TOKENS), options.get("max_memory_gb",
+                                                                                   DEFAULT_MAX_MEMORY_GB))
+        native = model.config.replace(img_size=tuple(img_size))
+        check_limits(native, [(*native.img_hw, 1)], limits, "--img-size")
         model.set_input_size(img_size)
     if to == "onnx":
         return export_onnx(model, out, force=force, **options)
@@ -420,9 +434,14 @@ def export_torchscript(
     *,
     force: bool = False,
     source_sha256: str | None = None,
+    max_tokens: int | None = DEFAULT_MAX_TOKENS,
+    max_memory_gb: float | None = DEFAULT_MAX_MEMORY_GB,
 ) -> ExportResult:
-    """``torch.jit.script`` the model (shapes stay dynamic); config and metadata travel as an extra file."""
+    """``torch.jit.script`` the model (shapes stay dynamic); config and metadata travel as an extra file.
+    The round-trip check's example is checked against the limits first (`vitexport.limits`)."""
     out = check_output(path, force)
+    size = default_example_size(model) if model.config.dynamic_img_size else model.config.img_hw
+    check_limits(model.config, [(*size, 2)], Limits(max_tokens, max_memory_gb), "torchscript export (its check)")
     start = time.perf_counter()
     cfg = model.config
     spec = io_spec(cfg.num_classes, cfg.global_pool, dynamic_size=cfg.dynamic_img_size)
@@ -430,9 +449,14 @@ def export_torchscript(
         prepared = _prepare(model, "float32")
         scripted = _script(prepared)
         metadata = artifact_metadata(prepared, spec, "float32", None, None, source_sha256)
+        # Serialized in memory, written by Python: torch.jit.save's C++ writer finishes the zip in a destructor,
+        # and a failed write there (a full disk, a quota) aborts the process, leaving the staging folder behind.
+        archive = io.BytesIO()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
-            torch.jit.save(scripted, str(stage.file), _extra_files={TORCHSCRIPT_EXTRA_FILE: json.dumps(metadata)})
+            torch.jit.save(scripted, archive, _extra_files={TORCHSCRIPT_EXTRA_FILE: json.dumps(metadata)})
+        stage.file.write_bytes(archive.getbuffer())
+        del archive
         checked = _check_scripted(stage.file, prepared)
         moved = stage.commit()
     return ExportResult(
@@ -449,28 +473,13 @@ def export_torchscript(
 
 def is_torchscript(path: str | os.PathLike[str]) -> bool:
     """A TorchScript archive is a zip with code/ (a plain torch.save checkpoint has none)."""
-    import zipfile
+    from vitexport.torchscript_policy import is_torchscript as is_archive
 
-    try:
-        with zipfile.ZipFile(path) as zf:
-            return any("/code/" in n or n.startswith("code/") for n in zf.namelist())
-    except (zipfile.BadZipFile, OSError):
-        return False
+    return is_archive(path)
 
 
 def read_torchscript_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The vitexport metadata of a TorchScript archive, read without running its code."""
-    import zipfile
+    """The vitexport metadata of a TorchScript archive: one bounded read, no code loaded or parsed."""
+    from vitexport.torchscript_policy import read_metadata
 
-    from vitexport.errors import CheckpointError
-
-    try:
-        with zipfile.ZipFile(path) as zf:
-            name = next((n for n in zf.namelist() if n.endswith(f"extra/{TORCHSCRIPT_EXTRA_FILE}")), None)
-            if name is None:
-                raise CheckpointError(
-                    f"{str(path)!r} is a TorchScript archive without vitexport metadata; export it with vitexport"
-                )
-            return json.loads(zf.read(name))
-    except (zipfile.BadZipFile, OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{str(path)!r} is not a readable TorchScript archive ({exc}); export it again") from exc
+    return read_metadata(path)

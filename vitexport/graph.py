@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,9 +96,42 @@ def load_onnx(path: str | os.PathLike[str], load_external_data: bool = False) ->
     return model
 
 
+def _graph_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield from (sparse.values, sparse.indices)
+    for node in graph.node:
+        yield from _node_tensors(node)
+
+
+def _node_tensors(node: onnx.NodeProto) -> Iterator[onnx.TensorProto]:
+    """The tensors of a node's attributes (a Constant's value and sparse_value included), subgraphs too."""
+    for attr in node.attribute:
+        if attr.HasField("t"):
+            yield attr.t
+        yield from attr.tensors
+        for sparse in [*([attr.sparse_tensor] if attr.HasField("sparse_tensor") else []), *attr.sparse_tensors]:
+            yield from (sparse.values, sparse.indices)
+        for sub in [*([attr.g] if attr.HasField("g") else []), *attr.graphs]:
+            yield from _graph_tensors(sub)
+
+
+def all_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
+    """Every tensor a model can carry data in: initializers, sparse initializers, node attributes (Constant
+    values, subgraphs), local functions and training graphs; nothing is loaded (protobuf bounds the nesting)."""
+    yield from _graph_tensors(model.graph)
+    for function in model.functions:
+        for node in function.node:
+            yield from _node_tensors(node)
+    for info in model.training_info:
+        yield from _graph_tensors(info.initialization)
+        yield from _graph_tensors(info.algorithm)
+
+
 def external_locations(model: onnx.ModelProto) -> list[str]:
+    """Every external-data location any tensor of the model names (see `all_tensors`)."""
     out = []
-    for tensor in model.graph.initializer:
+    for tensor in all_tensors(model):
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             for entry in tensor.external_data:
                 if entry.key == "location" and entry.value not in out:
@@ -110,7 +144,7 @@ def check_external_data(model: onnx.ModelProto, path: Path) -> None:
     folder = path.resolve().parent
     for location in external_locations(model):
         target = (folder / location).resolve()
-        if os.path.isabs(location) or folder not in target.parents:
+        if not location or os.path.isabs(location) or folder not in target.parents:
             raise CheckpointError(
                 f"{str(path)!r} points its external data at {location!r}, outside the model's folder; "
                 "refused: re-export the model or keep the data file beside it"

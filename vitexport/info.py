@@ -19,12 +19,13 @@ def describe_file(
     artifact = describe_artifact(path)
     if artifact is not None:
         return artifact
-    from vitexport.checkpoint import check_state_dict, describe_checkpoint, read_checkpoint
-    from vitexport.model import VisionTransformer, count_parameters, infer_grid
+    from vitexport.checkpoint import describe_checkpoint, read_checkpoint
+    from vitexport.model import count_parameters, infer_grid
+    from vitexport.weights import check_fits, meta_model
 
     ckpt = read_checkpoint(path, config=config, use_ema=use_ema)
-    model = VisionTransformer(ckpt.config)
-    check_state_dict(model, ckpt.state_dict, repr(str(ckpt.path)))
+    check_fits(ckpt.config, ckpt.state_dict, repr(str(ckpt.path)))  # before anything is built
+    model = meta_model(ckpt.config)  # shapes only: info allocates no weights
     cfg = ckpt.config
     info = describe_checkpoint(ckpt)
     info.update(
@@ -42,13 +43,15 @@ def describe_file(
 
 def describe_artifact(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     """Interface and metadata of an exported .onnx or TorchScript file; None when ``path`` is neither."""
-    from vitexport.export import is_torchscript, read_torchscript_metadata
+    from vitexport.metacheck import check_metadata
+    from vitexport.torchscript_policy import is_torchscript, read_metadata
 
     p = Path(path)
     if p.suffix == ".onnx":
         from vitexport.graph import inspect_graph, load_onnx
 
         report = inspect_graph(load_onnx(p), str(p))
+        check_metadata(report.metadata, repr(str(p)), next(iter(report.inputs.values()), None))
         return {
             "kind": "onnx",
             "path": str(p),
@@ -65,7 +68,7 @@ def describe_artifact(path: str | os.PathLike[str]) -> dict[str, Any] | None:
         }
     if p.is_file() and is_torchscript(p):
         return {"kind": "torchscript", "path": str(p), "bytes": p.stat().st_size,
-                "metadata": read_torchscript_metadata(p)}
+                "metadata": check_metadata(read_metadata(p), repr(str(p)))}  # never loaded: metadata only
     return None
 
 

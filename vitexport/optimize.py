@@ -104,13 +104,18 @@ def check_optimize_provider(provider: str) -> None:
             raise EnvironmentProblem(f"optimizing for {provider} needs it to run here: {reason}")
 
 
+def _input_files(src: str | os.PathLike[str], source: Any) -> tuple[Path, ...]:
+    """The source model and its external data files: an output must be none of them."""
+    return (Path(src), *(Path(src).parent / name for name in source.external_data))
+
+
 def optimize_onnx(
     src: str | os.PathLike[str], dst: str | os.PathLike[str], provider: str = "cpu", force: bool = False
 ) -> TransformResult:
     """Write ONNX Runtime's offline-optimized graph for ``provider`` (level EXTENDED: no hardware-specific layouts)."""
     check_optimize_provider(provider)
-    out = check_output(dst, force)
     source = _source(src)
+    out = check_output(dst, force, inputs=_input_files(src, source))
     start = time.perf_counter()
     with staged_output(out, force) as stage:
         _write_optimized(src, stage.file, provider, external=bool(source.external_data))
@@ -174,8 +179,8 @@ def quantize_onnx(
     attention and the head keep float32; the result lists what was quantized and what was not.
     ``dst`` defaults to `default_quantized_path`.
     """
-    out = check_output(dst if dst is not None else default_quantized_path(src), force)
     source = _source(src)
+    out = check_output(dst if dst is not None else default_quantized_path(src), force, inputs=_input_files(src, source))
     if source.metadata.get("dtype") != "float32":
         raise ExportError(
             f"int8 quantization starts from a float32 export; {str(src)!r} is {source.metadata.get('dtype')}"

@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from vitexport.config import ViTConfig
 from vitexport.engines import Engine, create_engine, resolve_request
 from vitexport.engines.ort import (  # noqa: F401 - re-exported
     PROVIDER_CHOICES,
@@ -27,8 +28,8 @@ from vitexport.engines.ort import (  # noqa: F401 - re-exported
     resolve_auto_provider,
     resolve_providers,
 )
-from vitexport.errors import EnvironmentProblem, InputError, ServingError
-from vitexport.geometry import token_count
+from vitexport.errors import EngineError, EnvironmentProblem, InputError, ServingError, VitexportError, one_line
+from vitexport.limits import DEFAULT_MAX_MEMORY_GB, DEFAULT_MAX_TOKENS, Limits, estimate, largest_batch, over_limit
 
 logger = logging.getLogger(__name__)
 
@@ -60,12 +61,22 @@ def _softmax(x: Any) -> Any:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def _input_shape(engine: Engine) -> list[Any] | None:
+    """The graph input's shape where the engine exposes it (ONNX Runtime's session), else None."""
+    session = getattr(engine, "session", None)
+    inputs = session.get_inputs() if session is not None else []
+    return list(inputs[0].shape) if inputs else None
+
+
 class Predictor:
     """Images of any size in, labels out, on one engine; safe to share across threads.
 
     Reads preprocessing, labels and channels from the model's vitexport metadata. Equal
     sizes are batched together (at most ``max_batch`` per run); results come back in
-    input order. ``max_tokens`` refuses inputs whose patch count would exhaust memory.
+    input order. ``max_tokens`` (tokens per image) and ``max_memory_gb`` (the estimate of one
+    forward pass, `vitexport.limits`) refuse images that would exhaust memory, before they are
+    decoded when read with `read_image` (``check=predictor.check_size``); batches of equal sizes
+    are split to stay within ``max_memory_gb``.
     ``provider`` names an engine (`vitexport.engines`: ``cpu``, ``cuda``, ``tensorrt``,
     ``openvino``, ``reference``); ``auto`` is ONNX Runtime's CUDA when usable, else its CPU,
     and `provider_note` says why it fell back. ``engine_options`` go to the engine: for ONNX Runtime
@@ -79,47 +90,54 @@ class Predictor:
         provider: str = "auto",
         threads: int | None = None,
         max_batch: int = 16,
-        max_tokens: int = 4096,
+        max_tokens: int | None = DEFAULT_MAX_TOKENS,
         top_k: int = 5,
         spin: bool = True,
+        max_memory_gb: float | None = DEFAULT_MAX_MEMORY_GB,
         engine_options: dict[str, Any] | None = None,
     ) -> None:
-        if max_batch < 1 or max_tokens < 1:
-            raise ValueError("max_batch and max_tokens must be positive")
+        if max_batch < 1:
+            raise ValueError("max_batch must be positive")
+        limits = Limits(max_tokens, max_memory_gb)
         if not os.path.isfile(str(model_path)):
             raise ServingError(f"model {str(model_path)!r} does not exist; pass an exported .onnx file")
         if provider == "all":
             raise EnvironmentProblem("a Predictor runs on one engine; name one instead of 'all'")
         [(name, notes)] = resolve_request(provider)
         engine = create_engine(name, threads=threads, spin=spin, **(engine_options or {})).load(str(model_path))
-        self._attach(engine, str(model_path), "; ".join(notes), max_batch, max_tokens, top_k)
+        self._attach(engine, str(model_path), "; ".join(notes), max_batch, limits, top_k)
 
     @classmethod
     def from_engine(cls, engine: Engine, model_path: str, *, provider_note: str = "", max_batch: int = 16,
-                    max_tokens: int = 4096, top_k: int = 5) -> Predictor:
+                    max_tokens: int | None = DEFAULT_MAX_TOKENS, top_k: int = 5,
+                    max_memory_gb: float | None = DEFAULT_MAX_MEMORY_GB) -> Predictor:
         """A Predictor on an engine that has already loaded ``model_path`` (e.g. from `load_engines`)."""
-        if max_batch < 1 or max_tokens < 1:
-            raise ValueError("max_batch and max_tokens must be positive")
+        if max_batch < 1:
+            raise ValueError("max_batch must be positive")
         predictor = cls.__new__(cls)
-        predictor._attach(engine, str(model_path), provider_note, max_batch, max_tokens, top_k)
+        predictor._attach(engine, str(model_path), provider_note, max_batch, Limits(max_tokens, max_memory_gb), top_k)
         return predictor
 
-    def _attach(self, engine: Engine, model_path: str, note: str, max_batch: int, max_tokens: int,
+    def _attach(self, engine: Engine, model_path: str, note: str, max_batch: int, limits: Limits,
                 top_k: int) -> None:
         self.model_path, self.engine, self.provider, self.provider_note = model_path, engine, engine.name, note
+        self.limits = limits
         self._read_metadata(engine.metadata)
         for issue in engine.known_issues(self.metadata):
             logger.warning("%s on %s: %s", model_path, engine.name, issue)
         self.fixed_batch = self.metadata.get("batch_size")
         self.max_batch = int(self.fixed_batch or max_batch)
-        self.max_tokens = max_tokens
+        self.max_tokens = limits.max_tokens
         self.top_k = top_k
+        self.vit_config = ViTConfig.from_dict(self.config)
 
     def _read_metadata(self, meta: dict[str, Any]) -> None:
+        from vitexport.metacheck import check_metadata
         from vitexport.preprocess import Preprocess
 
         if not meta.get("config"):
             raise ServingError(f"{self.model_path!r} has no vitexport metadata; export it with `vitexport onnx`")
+        check_metadata(meta, repr(self.model_path), _input_shape(self.engine), ServingError)
         self.metadata = meta
         self.config = meta["config"]
         self.channels = int(self.config.get("in_chans", 3))
@@ -137,28 +155,38 @@ class Predictor:
         return self.engine.devices
 
 
+    def check_size(self, height: int, width: int) -> None:
+        """Refuse an image size over the limits (or other than a static export's size), before any decoding."""
+        if self.static_size and (height, width) != self.static_size:
+            raise InputError(f"this export is fixed at {self.static_size[0]}x{self.static_size[1]}, got "
+                             f"{height}x{width}; resize the image or export a dynamic model")
+        est = estimate(self.vit_config, height, width, self.fixed_batch or 1)
+        reason = over_limit(est, self.limits)
+        if reason:
+            raise InputError(f"a {height}x{width} image gives {reason}; downscale it or raise the limit "
+                             "(max_tokens / max_memory_gb in Python)")
+
     def prepare(self, image: Any) -> Any:
         """One image -> validated (C, H, W) float32 input."""
-        from vitexport.preprocess import to_model_input
+        from vitexport.preprocess import header_size, to_model_input
 
+        if hasattr(image, "mode") and hasattr(image, "size"):  # a PIL image: refuse before converting its pixels
+            self.check_size(*header_size(image))
         x = to_model_input(image, self.preprocess)
-        h, w = x.shape[1:]
-        tokens = token_count(h, w, self.patch)
-        if tokens > self.max_tokens:
-            raise InputError(
-                f"a {h}x{w} image gives {tokens:,} patches, over the limit of {self.max_tokens:,} (max_tokens); "
-                "downscale it or raise max_tokens"
-            )
-        if self.static_size and (h, w) != self.static_size:
-            raise InputError(f"this export is fixed at {self.static_size[0]}x{self.static_size[1]}, got {h}x{w}; "
-                             "resize the image or export a dynamic model")
+        self.check_size(*x.shape[1:])
         return x
 
     def run_batch(self, batch: Any) -> Any:
         """Run one (N, C, H, W) float32 batch; returns the raw output (numpy float32)."""
         import numpy as np
 
-        out = self.engine.run(batch)
+        try:
+            out = self.engine.run(batch)
+        except VitexportError:
+            raise
+        except Exception as exc:  # the runtime refused the input (e.g. a graph that disagrees with its metadata)
+            raise EngineError(f"{self.engine.name} could not run a {'x'.join(map(str, batch.shape))} input: "
+                              f"{one_line(exc, 200)}; check that the model was exported by vitexport") from exc
         if not np.isfinite(out).all():
             raise InputError("the model produced NaN or Inf for this input")
         return out
@@ -171,9 +199,11 @@ class Predictor:
         for i, x in enumerate(prepared):
             groups.setdefault((x.shape[1], x.shape[2]), []).append(i)
         outputs: list[Any] = [None] * len(prepared)
-        for idx in groups.values():
-            for start in range(0, len(idx), self.max_batch):
-                chunk = idx[start : start + self.max_batch]
+        for (h, w), idx in groups.items():
+            step = self.max_batch if self.fixed_batch else min(self.max_batch,
+                                                                largest_batch(self.vit_config, h, w, self.limits))
+            for start in range(0, len(idx), step):
+                chunk = idx[start : start + step]
                 batch = np.stack([prepared[i] for i in chunk])
                 if self.fixed_batch and len(chunk) < self.fixed_batch:  # a fixed-batch export: pad the batch
                     pad = np.zeros((self.fixed_batch - len(chunk), *batch.shape[1:]), batch.dtype)
@@ -182,6 +212,10 @@ class Predictor:
                 for j, i in enumerate(chunk):
                     outputs[i] = out[j]
         return outputs
+
+    def run_prepared(self, prepared: list[Any]) -> list[Any]:
+        """Raw outputs of `prepare`d (C, H, W) inputs, in order; equal sizes share runs of at most max_batch."""
+        return self._run_groups(prepared)
 
     def _prediction(self, index: int, size: tuple[int, int], out: Any) -> Prediction:
         import numpy as np

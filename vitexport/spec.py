@@ -109,12 +109,15 @@ def encode_metadata(values: dict[str, Any]) -> dict[str, str]:
 
 
 def decode_metadata(props: dict[str, str]) -> dict[str, Any]:
-    """Inverse of `encode_metadata`; keys without the prefix are ignored."""
+    """Inverse of `encode_metadata`; keys without the prefix are ignored. A value that is not usable
+    JSON (`vitexport.safejson`: bounded, finite, shallow) stays a string, which the checks then refuse."""
+    from vitexport.safejson import parse_json
+
     out: dict[str, Any] = {}
     for key, value in props.items():
         if key.startswith(META_PREFIX):
             try:
-                out[key[len(META_PREFIX) :]] = json.loads(value)
-            except json.JSONDecodeError:
+                out[key[len(META_PREFIX) :]] = parse_json(value)
+            except ValueError:
                 out[key[len(META_PREFIX) :]] = value
     return out

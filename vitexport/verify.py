@@ -9,6 +9,7 @@ or from the original checkpoint.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -21,10 +22,19 @@ import torch
 from vitexport.config import ViTConfig
 from vitexport.diagnose import diagnose_failures, native_grid
 from vitexport.engines import Engine, load_engines
-from vitexport.errors import CheckpointError, VerificationError, one_line
-from vitexport.files import write_text
+from vitexport.errors import (
+    ArgumentError,
+    CheckpointError,
+    LimitError,
+    VerificationError,
+    one_line,
+)
+from vitexport.files import refuse_inputs, write_text
 from vitexport.geometry import grid_size, padded_size, token_count
 from vitexport.graph import GraphReport, check_against_metadata, check_summary, inspect_graph, load_onnx
+from vitexport.limits import DEFAULT_MAX_MEMORY_GB, DEFAULT_MAX_TOKENS, Limits, estimate
+from vitexport.limits import check as check_limits
+from vitexport.metacheck import check_metadata
 from vitexport.model import VisionTransformer
 from vitexport.parity import TOLERANCES, Comparison, compare  # noqa: F401 - re-exported
 
@@ -81,6 +91,7 @@ class VerifyReport:
     weight_diff: dict[str, float] | None = None
     config: dict[str, Any] = field(default_factory=dict)
     skipped_providers: list[str] = field(default_factory=list)
+    skipped_cases: list[str] = field(default_factory=list)  # default-sweep sizes over max_tokens
     diagnoses: list[str] = field(default_factory=list)  # likely causes of failed cases, per engine
     seconds: float = 0.0
 
@@ -194,13 +205,16 @@ def heatmap_sizes(native: tuple[int, int], patch: tuple[int, int], steps: int = 
 # references and engines
 # ---------------------------------------------------------------------------
 def _model_from(config: dict[str, Any], state_dict: dict[str, torch.Tensor], where: str) -> VisionTransformer:
-    from vitexport.checkpoint import check_state_dict
+    """The reference model from an artifact's config and its weights (an artifact also holds other tensors,
+    e.g. ONNX shape constants): the config's keys, checked before anything is allocated, in float32."""
+    from vitexport.weights import build_model, check_count, check_tensors, expected_shapes
 
-    model = VisionTransformer(ViTConfig.from_dict(config))
-    sd = {k: v.float() for k, v in state_dict.items() if k in model.state_dict()}
-    check_state_dict(model, sd, where)
-    model.load_state_dict(sd)
-    return model.eval()
+    cfg = ViTConfig.from_dict(config)
+    check_count(cfg, state_dict, where)  # a config far larger than the file is refused before keys are listed
+    keys = expected_shapes(cfg)
+    sd = {k: v for k, v in state_dict.items() if k in keys}
+    check_tensors(sd, where)
+    return build_model(cfg, {k: v.float() for k, v in sd.items()}, where)
 
 
 def reference_from_onnx(path: str, metadata: dict[str, Any]) -> VisionTransformer:
@@ -222,8 +236,10 @@ def reference_from_onnx(path: str, metadata: dict[str, Any]) -> VisionTransforme
     return _model_from(metadata["config"], weights, f"the weights inside {path!r}")
 
 
-def reference_from_torchscript(module: torch.jit.ScriptModule, metadata: dict[str, Any], path: str):
-    return _model_from(metadata["config"], dict(module.state_dict()), f"the weights inside {path!r}")
+def reference_from_torchscript(state_dict: dict[str, Any], metadata: dict[str, Any], path: str):
+    """The PyTorch model rebuilt from a TorchScript archive's config and weights (numpy arrays or tensors)."""
+    weights = {k: torch.as_tensor(v) for k, v in state_dict.items()}
+    return _model_from(metadata["config"], weights, f"the weights inside {path!r}")
 
 
 def weight_difference(artifact: VisionTransformer, reference: VisionTransformer) -> dict[str, float]:
@@ -239,24 +255,40 @@ def weight_difference(artifact: VisionTransformer, reference: VisionTransformer)
 
 
 class TorchScriptEngine(Engine):
-    """A TorchScript archive run by torch on the CPU (verify only: serving engines import no torch)."""
+    """A TorchScript archive run by torch on the CPU (verify only: serving engines import no torch).
+
+    The archive must pass `vitexport.torchscript_policy` and is loaded and run in a child process
+    with a memory limit and timeouts (`vitexport.torchscript_worker`)."""
 
     name = "torchscript-cpu"
 
-    def __init__(self, requested: str = "auto") -> None:
+    def __init__(self, requested: str = "auto", memory_bytes: int = 4 * 1024**3) -> None:
         self.requested = requested
-        self.module: Any = None
+        self.memory_bytes = memory_bytes
+        self.runner: Any = None
 
     def available(self) -> tuple[bool, str]:
         return True, ""
 
     def load(self, path: str) -> TorchScriptEngine:
-        self.module = torch.jit.load(str(path), map_location="cpu")
+        from vitexport.torchscript_worker import TorchScriptRunner
+
+        self.runner = TorchScriptRunner(path, self.memory_bytes)
         return self
 
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return self.runner.metadata
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.runner.state_dict()
+
     def run(self, x: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return self.module(torch.from_numpy(x)).numpy()
+        return self.runner.run(x)
+
+    def close(self) -> None:
+        if self.runner is not None:
+            self.runner.close()
 
     @property
     def devices(self) -> list[str]:
@@ -289,17 +321,20 @@ class _Artifact:
     torchscript: TorchScriptEngine | None = None
 
 
-def _load_artifact(path: str, provider: str) -> _Artifact:
-    from vitexport.export import is_torchscript, read_torchscript_metadata
+def _load_artifact(path: str, provider: str, limits: Limits) -> _Artifact:
+    from vitexport.torchscript_policy import is_torchscript
 
     p = Path(path)
     if not p.exists():
         raise CheckpointError(f"model {path!r} does not exist; pass an exported .onnx or TorchScript file")
     if p.suffix == ".onnx" or (p.is_file() and not is_torchscript(p)):
         graph = inspect_graph(load_onnx(path), path)
+        check_metadata(graph.metadata, repr(path), next(iter(graph.inputs.values()), None))
         return _Artifact(path, "onnx", graph.metadata, graph=graph)
-    metadata = read_torchscript_metadata(path)
-    return _Artifact(path, "torchscript", metadata, torchscript=TorchScriptEngine(provider).load(path))
+    memory = int((limits.max_bytes or 8e9) + 1e9)  # the sweep's estimate, plus the runtime itself
+    engine = TorchScriptEngine(provider, memory_bytes=memory).load(path)  # refused unless our own code
+    check_metadata(engine.metadata, repr(path))
+    return _Artifact(path, "torchscript", engine.metadata, torchscript=engine)
 
 
 def _new_report(artifact: _Artifact, checkpoint: Any, atol: float | None, rtol: float | None,
@@ -346,7 +381,7 @@ def _references(artifact: _Artifact, checkpoint: Any, config: Any) -> tuple[Visi
         reference = load_model(checkpoint, config=config)
     meta = artifact.metadata
     if artifact.torchscript is not None:
-        own = reference_from_torchscript(artifact.torchscript.module, meta, artifact.path)
+        own = reference_from_torchscript(artifact.torchscript.state_dict(), meta, artifact.path)
     elif meta.get("config") and not (reference is not None and (meta.get("quantization") or meta.get("optimized"))):
         own = reference_from_onnx(artifact.path, meta)
     else:
@@ -364,6 +399,27 @@ def _case_list(cfg: ViTConfig, sizes: list[tuple[int, int]] | None, batch_sizes:
     if fixed_batch:  # a fixed-batch export runs every case at its batch
         case_list = list(dict.fromkeys(Case(c.height, c.width, fixed_batch, c.input_kind) for c in case_list))
     return case_list
+
+
+def _within_limits(case_list: list[Case], cfg: ViTConfig, limits: Limits,
+                   skip_large: bool) -> tuple[list[Case], list[str]]:
+    """The cases to run and those skipped. With ``skip_large`` (the default sweep, the heatmap) sizes over
+    the token limit are dropped and listed; everything left must be within both limits, or nothing runs."""
+    skipped: list[str] = []
+    if skip_large and limits.max_tokens is not None:
+        kept = []
+        for c in case_list:
+            est = estimate(cfg, c.height, c.width, c.batch)
+            if est.tokens > limits.max_tokens:
+                skipped.append(f"{c.height}x{c.width} b{c.batch}: {est.tokens:,} tokens, over --max-tokens "
+                               f"{limits.max_tokens:,}")
+            else:
+                kept.append(c)
+        if not kept:
+            raise LimitError(f"every size of the sweep is over the token limit ({skipped[0]}); raise --max-tokens")
+        case_list = kept
+    check_limits(cfg, [(c.height, c.width, c.batch) for c in case_list], limits, "verify")
+    return case_list, skipped
 
 
 def _engines(artifact: _Artifact, request: str, debug: bool, probe: np.ndarray,
@@ -506,19 +562,67 @@ def verify(
     seed: int = 0,
     progress: Callable[[CaseResult, int, int], None] | None = None,
     debug: bool = False,
+    max_tokens: int | None = DEFAULT_MAX_TOKENS,
+    max_memory_gb: float | None = DEFAULT_MAX_MEMORY_GB,
+    skip_over_token_limit: bool = False,
+    outputs: tuple[str | Path | None, ...] = (),
 ) -> VerifyReport:
-    """Run an exported model (ONNX or TorchScript) against PyTorch over a sweep of sizes and batches."""
+    """Run an exported model (ONNX or TorchScript) against PyTorch over a sweep of sizes and batches.
+
+    Every case is checked against ``max_tokens`` and ``max_memory_gb`` (`vitexport.limits`) before
+    anything runs: a request over them is a `LimitError` naming the costliest case. Sizes of the
+    default sweep (``sizes=None``) over the token limit are skipped and listed in the report instead,
+    as are those of explicit ``sizes`` with ``skip_over_token_limit``. ``outputs`` are the files the
+    caller will write afterwards (a report, a plot): one that is an input (the model, its external
+    data, the checkpoint) is refused before the sweep.
+    """
+    limits = Limits(max_tokens, max_memory_gb)
+    _check_tolerances(atol, rtol, seed)
     start = time.perf_counter()
-    artifact = _load_artifact(str(model_path), provider)
+    artifact = _load_artifact(str(model_path), provider, limits)
+    try:
+        data_files = [Path(model_path).parent / f for f in (artifact.graph.external_data if artifact.graph else [])]
+        for out in outputs:
+            if out is not None:
+                refuse_inputs(out, (model_path, *data_files, checkpoint, config if isinstance(config, str) else None))
+        return _verify_artifact(artifact, start, checkpoint=checkpoint, config=config, provider=provider,
+                                sizes=sizes, batch_sizes=batch_sizes, atol=atol, rtol=rtol, seed=seed,
+                                progress=progress, debug=debug, limits=limits,
+                                skip_large=sizes is None or skip_over_token_limit)
+    finally:
+        if artifact.torchscript is not None:
+            artifact.torchscript.close()
+
+
+def _check_tolerances(atol: float | None, rtol: float | None, seed: int) -> None:
+    for name, value in (("atol", atol), ("rtol", rtol)):
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise ArgumentError(f"{name} must be a finite number >= 0, got {value}; pass --{name} 1e-4, for example")
+    if not 0 <= seed < 2**63:
+        raise ArgumentError(f"seed must be a non-negative integer below 2**63, got {seed}; pass --seed 0, for example")
+
+
+def _verify_artifact(artifact: _Artifact, start: float, *, checkpoint: Any, config: Any, provider: str,
+                     sizes: list[tuple[int, int]] | None, batch_sizes: tuple[int, ...], atol: float | None,
+                     rtol: float | None, seed: int, progress: Any, debug: bool, limits: Limits,
+                     skip_large: bool) -> VerifyReport:
+    """The phases of `verify` once the artifact is loaded."""
     report = _new_report(artifact, checkpoint, atol, rtol, seed)
+    declared = ViTConfig.from_dict(artifact.metadata["config"]) if artifact.metadata.get("config") else None
+    if declared is not None:  # the work asked for is refused before any model is built
+        case_list, report.skipped_cases = _within_limits(
+            _case_list(declared, sizes, batch_sizes, artifact.metadata.get("batch_size")), declared, limits,
+            skip_large)
     reference, report.weight_diff = _references(artifact, checkpoint, config)
-    cfg = ViTConfig.from_dict(artifact.metadata["config"]) if artifact.metadata.get("config") else reference.config
+    cfg = declared or reference.config
+    if declared is None:
+        case_list, report.skipped_cases = _within_limits(
+            _case_list(cfg, sizes, batch_sizes, artifact.metadata.get("batch_size")), cfg, limits, skip_large)
     report.config = cfg.to_dict()
     if artifact.graph is not None:
         report.static_problems, report.static_notes = _static_checks(artifact.graph, artifact.metadata, cfg)
         dynamic_size = artifact.metadata.get("static_size") is None and cfg.dynamic_img_size
         report.static_checks = check_summary(artifact.graph, dynamic_size)
-    case_list = _case_list(cfg, sizes, batch_sizes, artifact.metadata.get("batch_size"))
     engines = _engines(artifact, provider, debug, make_input(case_list[0], cfg.in_chans, seed), report)
     plans = _plans(engines, case_list, cfg, sizes is not None, report)
     outputs = _sweep(case_list, cfg, reference, engines, plans, report, progress)
@@ -544,6 +648,8 @@ def heatmap_sweep(
     *,
     checkpoint: str | Path | None = None,
     config: Any = None,
+    max_tokens: int | None = DEFAULT_MAX_TOKENS,
+    max_memory_gb: float | None = DEFAULT_MAX_MEMORY_GB,
 ) -> HeatmapSweep:
     """Verify again over a grid of heights x widths (1 to 4x native), with ``report``'s engine and tolerances."""
     cfg = ViTConfig.from_dict(report.config)
@@ -552,5 +658,6 @@ def heatmap_sweep(
     provider = first.get("name", "auto") if report.format == "onnx" else first.get("requested", "auto")
     grid = verify(model_path, checkpoint=checkpoint, config=config, provider=provider,
                   sizes=[(h, w) for h in heights for w in widths], batch_sizes=(1,), atol=report.atol,
-                  rtol=report.rtol, seed=report.seed)
+                  rtol=report.rtol, seed=report.seed, max_tokens=max_tokens, max_memory_gb=max_memory_gb,
+                  skip_over_token_limit=True)
     return HeatmapSweep(heights, widths, grid)

@@ -1,0 +1,16 @@
+"""`vitexport serve`: the Open Inference Protocol (KServe v2) over HTTP, on Ray Serve, built on `Predictor`.
+
+- `protocol`: the wire format as pure functions (JSON and the binary-data extension, the
+  classification extension, errors); numpy only, no Ray.
+- `images`: encoded images (PNG, JPEG, ...) to PIL images with pixel limits checked before decoding.
+- `service`: one model behind the protocol (routes, bearer-token auth, limits, batching by
+  image size); no Ray, so it runs and is tested in-process.
+- `config`: the options, the Ray Serve deployment options and the config file `serve deploy`
+  and a KubeRay RayService accept.
+- `app`: the Ray Serve deployment (`@serve.batch` in front of the service) and the application builder.
+- `launch`: start a local Ray instance or connect to a cluster, deploy, stop cleanly on SIGINT/SIGTERM.
+
+Nothing here imports torch; only `app` and `launch` import Ray.
+"""
+
+from __future__ import annotations
