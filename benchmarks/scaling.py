@@ -4,9 +4,11 @@
                                  [--iters 3] [--out-dir benchmarks/results]
 
 Square inputs of 4x4 .. 64x64 patches, batch 1, engines interleaved per size (as in perf.py, outputs checked
-against eager). Per engine, latency = a + b*T + c*T^2 is fitted by least squares (T: tokens incl. prefix
-tokens); the plot shows the points, the fit and its quadratic part c*T^2 (attention scores and softmax grow
-with T^2, everything else with T), and the Predictor's memory cap (``max_tokens``, default 4,096).
+against eager). Per engine, latency = a + b*T + c*T^2 is fitted (non-negative least squares in relative
+error; T: tokens incl. prefix tokens); the plot shows the points, the fit and its quadratic part c*T^2
+(attention scores and softmax grow with T^2, everything else with T), and the default token cap
+(``max_tokens``: 4,096 tokens per image, `vitexport.limits`; Predictor, bench and verify refuse larger
+inputs unless it is raised).
 Writes ``scaling.png``, ``scaling.json`` and ``scaling.md`` into ``--out-dir``.
 """
 
