@@ -15,10 +15,25 @@ def describe_file(
     sizes: tuple[tuple[int, int], ...] = (),
 ) -> dict[str, Any]:
     """Describe an exported .onnx / TorchScript file (`describe_artifact`), else a checkpoint: format, config
-    source, parameters, native grid, prefix tokens, and the geometry of each of ``sizes``. ``kind`` says which."""
+    source, parameters, native grid, prefix tokens, and the geometry of each of ``sizes``. ``kind`` says which.
+
+    Exported files are read without torch and without the onnx package; only a checkpoint needs torch."""
+    from vitexport.sniff import require
+
+    require(path, "info")  # what the file is, from its first bytes
     artifact = describe_artifact(path)
     if artifact is not None:
         return artifact
+    return describe_checkpoint_file(path, config=config, use_ema=use_ema, sizes=sizes)
+
+
+def describe_checkpoint_file(
+    path: str | os.PathLike[str],
+    config: Any = None,
+    use_ema: bool = False,
+    sizes: tuple[tuple[int, int], ...] = (),
+) -> dict[str, Any]:
+    """What `info` shows about a checkpoint (needs torch: the model is built to count its parameters)."""
     from vitexport.checkpoint import check_state_dict, describe_checkpoint, read_checkpoint
     from vitexport.model import VisionTransformer, count_parameters, infer_grid
 
@@ -40,33 +55,65 @@ def describe_file(
     return info
 
 
-def describe_artifact(path: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """Interface and metadata of an exported .onnx or TorchScript file; None when ``path`` is neither."""
-    from vitexport.export import is_torchscript, read_torchscript_metadata
+def describe_onnx(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Interface, ops, resampling form and metadata of an ONNX file, read by `vitexport.onnxwire`
+    (no onnx package; weights are skipped, external data is not read)."""
+    from vitexport.graph import inspect_graph, read_structure
 
     p = Path(path)
-    if p.suffix == ".onnx":
-        from vitexport.graph import inspect_graph, load_onnx
+    report = inspect_graph(read_structure(p), str(p))
+    return {
+        "kind": "onnx",
+        "path": str(p),
+        "bytes": p.stat().st_size + sum((p.parent / f).stat().st_size for f in report.external_data),
+        "opset": report.opset,
+        "inputs": report.inputs,
+        "outputs": report.outputs,
+        "external_data": report.external_data,
+        "op_counts": dict(sorted(report.op_counts.items(), key=lambda kv: -kv[1])),
+        "resample": report.resample_form,
+        "resize": report.resize,
+        "resample_matmuls": report.resample_matmuls,
+        "metadata": report.metadata,
+    }
 
-        report = inspect_graph(load_onnx(p), str(p))
-        return {
-            "kind": "onnx",
-            "path": str(p),
-            "bytes": p.stat().st_size + sum((p.parent / f).stat().st_size for f in report.external_data),
-            "opset": report.opset,
-            "inputs": report.inputs,
-            "outputs": report.outputs,
-            "external_data": report.external_data,
-            "op_counts": dict(sorted(report.op_counts.items(), key=lambda kv: -kv[1])),
-            "resample": report.resample_form,
-            "resize": report.resize,
-            "resample_matmuls": report.resample_matmuls,
-            "metadata": report.metadata,
-        }
-    if p.is_file() and is_torchscript(p):
+
+def describe_artifact(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """Interface and metadata of an exported .onnx or TorchScript file; None when ``path`` is neither
+    (judged by its first bytes, `vitexport.sniff`)."""
+    from vitexport.sniff import sniff
+
+    kind = sniff(path).kind
+    if kind == "onnx":
+        return describe_onnx(path)
+    if kind == "torchscript":
+        p = Path(path)
         return {"kind": "torchscript", "path": str(p), "bytes": p.stat().st_size,
                 "metadata": read_torchscript_metadata(p)}
     return None
 
 
-__all__ = ["describe_artifact", "describe_file"]
+def read_torchscript_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The vitexport metadata of a TorchScript archive, read from its zip without torch and without running code."""
+    import json
+    import zipfile
+
+    from vitexport.errors import CheckpointError
+    from vitexport.spec import TORCHSCRIPT_EXTRA_FILE
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            name = next((n for n in zf.namelist() if n.endswith(f"extra/{TORCHSCRIPT_EXTRA_FILE}")), None)
+            if name is None:
+                raise CheckpointError(
+                    f"{str(path)!r} is a TorchScript archive without vitexport metadata; export it with vitexport"
+                )
+            if zf.getinfo(name).file_size > 64 * 1024 * 1024:
+                raise CheckpointError(f"{str(path)!r} holds an implausibly large vitexport.json; export it again")
+            return json.loads(zf.read(name))
+    except (zipfile.BadZipFile, OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{str(path)!r} is not a readable TorchScript archive ({exc}); export it again") from exc
+
+
+__all__ = ["describe_artifact", "describe_checkpoint_file", "describe_file", "describe_onnx",
+           "read_torchscript_metadata"]
