@@ -23,12 +23,13 @@ import torch
 from vitexport.config import ViTConfig, load_config_arg, preset_args
 from vitexport.errors import CheckpointError, ConfigError, UnsafeCheckpointError, one_line
 from vitexport.files import atomic_file
+from vitexport.sniff import HUB_WEIGHT_FILES, require, sniff
 
 logger = logging.getLogger(__name__)
 
 FORMAT_NAME = "vitexport.checkpoint"
 FORMAT_VERSION = 1
-WEIGHT_FILES_IN_DIR = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
+WEIGHT_FILES_IN_DIR = HUB_WEIGHT_FILES
 STATE_DICT_KEYS = ("state_dict", "model")
 EMA_STATE_DICT_KEYS = ("state_dict_ema", "model_ema")
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -91,20 +92,6 @@ def _resolve_file(path: Path) -> Path:
     return path
 
 
-def _sniff(path: Path) -> str:
-    with open(path, "rb") as fh:
-        head = fh.read(16)
-    if head.startswith(b"PK\x03\x04"):
-        return "torch-zip"
-    if head[:1] == b"\x80":
-        return "torch-pickle"
-    if len(head) >= 9 and head[8:9] == b"{":
-        return "safetensors"
-    if head.startswith(b"\x08") and path.suffix == ".onnx":
-        return "onnx"
-    return "unknown"
-
-
 def _load_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     from safetensors import SafetensorError, safe_open
 
@@ -159,17 +146,13 @@ def _load_pickle(path: Path, kind: str) -> Any:
 def read_raw(path: str | os.PathLike[str]) -> tuple[Path, str, Any]:
     """(resolved path, format, loaded object) for a checkpoint file, without executing code."""
     file = _resolve_file(Path(path))
-    kind = _sniff(file)
-    if kind == "safetensors" or file.suffix == ".safetensors":
+    kind = sniff(file).kind
+    if kind == "safetensors" or (kind == "unknown" and file.suffix == ".safetensors"):  # a broken header
         tensors, metadata = _load_safetensors(file)
         return file, "safetensors", {"__safetensors__": tensors, "__metadata__": metadata}
-    if kind in ("torch-zip", "torch-pickle"):
-        return file, kind, _load_pickle(file, kind)
-    hint = " (this is an ONNX model: use `vitexport info` or `vitexport verify` on it)" if kind == "onnx" else ""
-    raise CheckpointError(
-        f"{str(file)!r} is not a checkpoint{hint}; expected a PyTorch .pt/.pth/.bin file, .safetensors, "
-        "or a vitexport checkpoint"
-    )
+    kind = require(file, "checkpoint").kind  # another kind of file: named, with the command that takes it
+    kind = "torch-zip" if kind == "torch-zip" else "torch-pickle"
+    return file, kind, _load_pickle(file, kind)
 
 
 # ---------------------------------------------------------------------------

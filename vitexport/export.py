@@ -445,32 +445,3 @@ def export_torchscript(
         checks=["torch.jit.load round trip", checked],
         metadata=metadata,
     )
-
-
-def is_torchscript(path: str | os.PathLike[str]) -> bool:
-    """A TorchScript archive is a zip with code/ (a plain torch.save checkpoint has none)."""
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(path) as zf:
-            return any("/code/" in n or n.startswith("code/") for n in zf.namelist())
-    except (zipfile.BadZipFile, OSError):
-        return False
-
-
-def read_torchscript_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The vitexport metadata of a TorchScript archive, read without running its code."""
-    import zipfile
-
-    from vitexport.errors import CheckpointError
-
-    try:
-        with zipfile.ZipFile(path) as zf:
-            name = next((n for n in zf.namelist() if n.endswith(f"extra/{TORCHSCRIPT_EXTRA_FILE}")), None)
-            if name is None:
-                raise CheckpointError(
-                    f"{str(path)!r} is a TorchScript archive without vitexport metadata; export it with vitexport"
-                )
-            return json.loads(zf.read(name))
-    except (zipfile.BadZipFile, OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{str(path)!r} is not a readable TorchScript archive ({exc}); export it again") from exc

@@ -103,6 +103,9 @@ def read_image(path: str) -> Any:
     except IsADirectoryError:
         raise InputError(f"image {path!r} is a directory; pass image files") from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
+        from vitexport.sniff import require
+
+        require(path, "image")  # a model, checkpoint, ...: says what it is and where it goes
         raise InputError(
             f"cannot read image {path!r} ({type(exc).__name__}); pass a PNG, JPEG or other Pillow format"
         ) from exc

@@ -83,6 +83,9 @@ class Predictor:
         self.model_path = str(model_path)
         if not os.path.isfile(self.model_path):
             raise ServingError(f"model {self.model_path!r} does not exist; pass an exported .onnx file")
+        from vitexport.sniff import require
+
+        require(self.model_path, "onnx", deep=True)  # a checkpoint or a truncated file: named here, not by ORT
         self.provider_note = ""
         if provider == "auto":
             choice = resolve_auto_provider()

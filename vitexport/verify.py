@@ -21,7 +21,7 @@ import torch
 
 from vitexport.config import ViTConfig
 from vitexport.engines import Engine, create_engine
-from vitexport.errors import CheckpointError, EngineUnavailable, VerificationError, one_line
+from vitexport.errors import EngineUnavailable, UsageError, VerificationError, one_line
 from vitexport.files import write_text
 from vitexport.geometry import grid_size, padded_size
 from vitexport.graph import GraphReport, check_against_metadata, check_summary, inspect_graph, load_onnx
@@ -253,9 +253,10 @@ def reference_from_onnx(path: str, metadata: dict[str, Any]) -> VisionTransforme
         )
     transformed = "quantized" if metadata.get("quantization") else "optimized" if metadata.get("optimized") else None
     if transformed:
-        raise VerificationError(
+        raise UsageError(
             f"{path!r} was {transformed} by ONNX Runtime, so its weights are no longer stored under their "
-            "PyTorch names; verify it against the original with --checkpoint"
+            "PyTorch names; verify it against the original: --checkpoint CHECKPOINT, or --checkpoint with the "
+            "float .onnx it was made from"
         )
     proto = load_onnx(path, load_external_data=True)
     weights = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in proto.graph.initializer}
@@ -291,7 +292,11 @@ class TorchScriptEngine(Engine):
         return True, ""
 
     def load(self, path: str) -> TorchScriptEngine:
-        self.module = torch.jit.load(str(path), map_location="cpu")
+        import warnings
+
+        with warnings.catch_warnings():  # torch 2.10+ marks torch.jit.load deprecated; it is what loads archives
+            warnings.simplefilter("ignore", FutureWarning)
+            self.module = torch.jit.load(str(path), map_location="cpu")
         return self
 
     def run(self, x: np.ndarray) -> np.ndarray:
@@ -351,12 +356,10 @@ class _Artifact:
 
 
 def _load_artifact(path: str, provider: str) -> _Artifact:
-    from vitexport.export import is_torchscript, read_torchscript_metadata
+    from vitexport.info import read_torchscript_metadata
+    from vitexport.sniff import require
 
-    p = Path(path)
-    if not p.exists():
-        raise CheckpointError(f"model {path!r} does not exist; pass an exported .onnx or TorchScript file")
-    if p.suffix == ".onnx" or (p.is_file() and not is_torchscript(p)):
+    if require(path, "model").kind == "onnx":  # a checkpoint here names `vitexport onnx`
         graph = inspect_graph(load_onnx(path), path)
         return _Artifact(path, "onnx", graph.metadata, graph=graph)
     metadata = read_torchscript_metadata(path)
@@ -398,13 +401,25 @@ def _static_checks(graph: GraphReport, metadata: dict[str, Any], cfg: ViTConfig)
     return problems, notes
 
 
+def _reference_model(path: str, config: Any) -> VisionTransformer:
+    """``--checkpoint``: the original checkpoint, or the float ONNX export a transformed (int8, optimized)
+    model came from (its weights are stored under their PyTorch names)."""
+    from vitexport.sniff import require
+
+    if require(path, "reference").kind == "onnx":
+        from vitexport.graph import read_metadata
+
+        return reference_from_onnx(path, read_metadata(path))
+    from vitexport.checkpoint import load_model
+
+    return load_model(path, config=config)
+
+
 def _references(artifact: _Artifact, checkpoint: Any, config: Any) -> tuple[VisionTransformer, dict | None]:
     """The PyTorch reference (the checkpoint's, else the artifact's own weights) and, with both, their weight diff."""
     reference = None
     if checkpoint is not None:
-        from vitexport.checkpoint import load_model
-
-        reference = load_model(checkpoint, config=config)
+        reference = _reference_model(str(checkpoint), config)
     meta = artifact.metadata
     if artifact.torchscript is not None:
         own = reference_from_torchscript(artifact.torchscript.module, meta, artifact.path)
