@@ -28,6 +28,7 @@ class BenchReport:
     iters: int
     threads: int | None
     cases: list[BenchCase] = field(default_factory=list)
+    provider_note: str = ""  # why ``auto`` runs on the CPU, as `Predictor.provider_note`
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -115,10 +116,15 @@ def bench(
 
     ``sizes`` defaults to `default_bench_sizes` of the model's metadata.
     """
+    if compare_torch:  # before any work: the base install has no torch
+        from vitexport.extras import require_extra
+
+        require_extra("export", "`vitexport bench --compare-torch`")
     # Interleaved with PyTorch, ORT's spinning worker threads would steal the cores from the torch run that
     # follows (measured: torch 30% slower); without the comparison ORT keeps its default spinning.
     predictor = Predictor(model_path, provider=provider, threads=threads, max_tokens=10**9, spin=not compare_torch)
-    report = BenchReport(model_path, predictor.providers, warmup, iters, threads)
+    report = BenchReport(model_path, predictor.providers, warmup, iters, threads,
+                         provider_note=predictor.provider_note)
     torch_model = None
     if compare_torch:
         import torch

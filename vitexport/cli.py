@@ -40,6 +40,13 @@ class VitexportGroup(click.Group):
             raise CliError(str(exc), exc.exit_code) from exc
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except ImportError as exc:  # a module of an extra the base install lacks: name the install command
+            from vitexport.extras import missing_extra
+
+            problem = None if ctx.params.get("debug") else missing_extra(exc, f"`vitexport {ctx.invoked_subcommand}`")
+            if problem is None:
+                raise
+            raise CliError(str(problem), problem.exit_code) from exc
         except MemoryError as exc:
             raise CliError("out of memory; use smaller inputs or batch sizes", 1) from exc
         except Exception as exc:
@@ -188,7 +195,14 @@ def info(model_path: str, config: str | None, use_ema: bool, sizes: tuple, as_js
         _print_artifact_info(data)
 
 
-def _print_export(result) -> None:
+def _command(*args: Any) -> str:
+    """A vitexport command line to print for the user to run, each argument quoted for the shell."""
+    import shlex
+
+    return " ".join(["vitexport", *(shlex.quote(str(a)) for a in args)])
+
+
+def _print_export(result, verify_command: str) -> None:
     click.echo(f"wrote          {result.path} ({result.bytes / 1e6:.2f} MB)")
     if result.external_data:
         click.echo(f"external data  {result.external_data}")
@@ -203,8 +217,8 @@ def _print_export(result) -> None:
     click.echo(f"checks         {'; '.join(result.checks)}")
     click.echo(f"export time    {result.seconds:.1f} s")
     if result.optimized:
-        click.echo(f"attention      {result.metadata.get('attention')}; verify this file with --checkpoint "
-                   "(weights were folded)")
+        click.echo(f"attention      {result.metadata.get('attention')}")
+        click.echo(f"verify         {verify_command} (weights were folded)")
 
 
 class BatchType(click.ParamType):
@@ -247,11 +261,13 @@ def onnx_cmd(checkpoint, output, config, use_ema, opset, dtype, batch_size, stat
     """Export a checkpoint to ONNX with dynamic batch, height and width."""
     from vitexport.export import export_checkpoint
 
-    _print_export(export_checkpoint(
+    result = export_checkpoint(
         checkpoint, output, to="onnx", config=config, use_ema=use_ema, img_size=img_size, force=force,
         opset=opset, dtype=dtype, batch_size=batch_size, static_size=static_size, attention=attention,
         optimize=optimize, resample=resample,
-    ))
+    )
+    _print_export(result, _command("verify", result.path, "--checkpoint", checkpoint,
+                                   *(("--config", config) if config else ())))
 
 
 @cli.command("quantize")
@@ -273,7 +289,8 @@ def quantize_cmd(model_path, output, force) -> None:
     click.echo(f"kept float     {d['matmuls_left_float']} MatMul without constant weights (attention scores, "
                "embedding resampling); "
                f"{', '.join(d['kept_float'])}")
-    click.echo("verify         vitexport verify OUT --checkpoint CHECKPOINT (int8 tolerance 0.1 + 0.05*|ref|)")
+    click.echo(f"verify         {_command('verify', result.path, '--checkpoint', model_path)} "
+               "(against the float model's weights; int8 tolerance 0.1 + 0.05*|ref|)")
 
 
 @cli.command("torchscript")
@@ -288,7 +305,7 @@ def torchscript_cmd(checkpoint, output, config, use_ema, img_size, force) -> Non
     from vitexport.export import export_checkpoint
 
     _print_export(export_checkpoint(checkpoint, output, to="torchscript", config=config, use_ema=use_ema,
-                                    img_size=img_size, force=force))
+                                    img_size=img_size, force=force), "")
 
 
 @cli.command()
@@ -334,6 +351,13 @@ def _fmt_err(value: float | None) -> str:
     return "-" if value is None else f"{value:.2e}"
 
 
+def _runtime_label(engine: str) -> str:
+    """The timing column's name for an engine: ``ort`` for ONNX Runtime's providers, else the engine's own."""
+    from vitexport.engines.ort import PROVIDERS
+
+    return "ort" if engine in PROVIDERS else engine.split("-")[0]
+
+
 def _case_line(c) -> str:
     status = "ok  " if c.passed else "FAIL"
     top1 = "-" if c.top1_agreement is None else f"{c.top1_agreement:.2f}"
@@ -343,7 +367,7 @@ def _case_line(c) -> str:
     line = (f"{status} {c.provider:6s} {c.height:>4d}x{c.width:<4d} b{c.batch:<2d} {c.input_kind[:5]:5s} "
             f"pad {_fmt_hw(c.padded_size):>9s} grid {_fmt_hw(c.grid):>6s} seq {c.seq_len:>5d}  "
             f"max|d| {_fmt_err(c.max_abs)}  rel {_fmt_err(c.max_rel)}  cos {cos:.6f}"
-            f"  top1 {top1}  ort {rt} ms  torch {pt} ms")
+            f"  top1 {top1}  {_runtime_label(c.provider)} {rt} ms  torch {pt} ms")
     if c.nonfinite:
         line += "  NaN/Inf"
     if c.error:
@@ -491,11 +515,13 @@ def bench_cmd(model_path, sizes, batch_sizes, provider, warmup, iters, threads, 
 
     report = bench(model_path, sizes, batch_sizes, provider=provider, warmup=warmup, iters=iters,
                    compare_torch=compare_torch, threads=threads, progress=progress)
+    if sys.stderr.isatty() and not as_json:
+        click.echo("\r" + " " * 40 + "\r", nl=False, err=True)
+    if report.provider_note:
+        click.echo(f"note: {report.provider_note}", err=True)
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
         return
-    if sys.stderr.isatty():
-        click.echo("\r" + " " * 40 + "\r", nl=False, err=True)
     click.echo(f"model {report.model} on {', '.join(report.providers)}; {warmup} warm-up + {iters} timed runs per case")
     head = f"{'size':>9s} {'batch':>5s} {'ORT median ms':>14s} {'p90 ms':>8s} {'images/s':>9s}"
     if compare_torch:
