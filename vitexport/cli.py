@@ -2,12 +2,16 @@
 
 Library errors become one-line messages here and only here; exit codes (docs/design.md):
 0 success, 1 the work failed, 2 usage or environment.
+
+Startup is part of the interface: importing this module loads click and vitexport's light modules
+only; each command imports its library modules (numpy, onnxruntime, torch, ...) inside its function,
+so `--help`, `info` on an exported model and `predict` never import torch
+(`benchmarks/startup_bench.py`, `tests/test_install.py`).
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import re
 import sys
 from pathlib import Path
@@ -91,6 +95,8 @@ SIZE = SizeType()
 @click.pass_context
 def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
     """Export dynamic-pad Vision Transformers to ONNX/TorchScript, verify and serve them."""
+    import logging
+
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     # Library warnings (e.g. an assumed head count) reach the user; third-party chatter does not.

@@ -34,6 +34,9 @@ def describe_checkpoint_file(
     sizes: tuple[tuple[int, int], ...] = (),
 ) -> dict[str, Any]:
     """What `info` shows about a checkpoint (needs torch: the model is built to count its parameters)."""
+    from vitexport.extras import require_extra
+
+    require_extra("export", "`vitexport info` on a checkpoint")
     from vitexport.checkpoint import check_state_dict, describe_checkpoint, read_checkpoint
     from vitexport.model import VisionTransformer, count_parameters, infer_grid
 

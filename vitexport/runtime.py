@@ -81,7 +81,7 @@ class Predictor:
         if max_batch < 1 or max_tokens < 1:
             raise ValueError("max_batch and max_tokens must be positive")
         self.model_path = str(model_path)
-        if not os.path.isfile(self.model_path):
+        if not os.path.exists(self.model_path):
             raise ServingError(f"model {self.model_path!r} does not exist; pass an exported .onnx file")
         from vitexport.sniff import require
 

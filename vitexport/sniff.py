@@ -65,8 +65,11 @@ class Sniffed:
 # recognising bytes
 # ---------------------------------------------------------------------------
 def _varint(buf: bytes, pos: int) -> tuple[int, int] | None:
+    """(value, next position); None when ``buf`` ends first. A varint over 10 bytes raises ValueError."""
     result = shift = 0
-    while pos < len(buf) and shift < 70:
+    while pos < len(buf):
+        if shift >= 70:
+            raise ValueError("varint longer than 10 bytes")
         byte = buf[pos]
         pos += 1
         result |= (byte & 0x7F) << shift
@@ -76,31 +79,45 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int] | None:
     return None
 
 
+def onnx_start(head: bytes, size: int) -> str:
+    """``"onnx"`` when the first bytes parse as the start of an ONNX ModelProto in a file of ``size`` bytes,
+    ``"truncated"`` when they do but a field runs past the end of the file, else ``""``."""
+    pos, seen, truncated = 0, set(), False
+    try:
+        while pos < len(head):
+            key = _varint(head, pos)
+            if key is None:
+                break
+            (tag, pos), number = key, key[0] >> 3
+            if _MODEL_FIELDS.get(number) != tag & 7:
+                return ""
+            value = _varint(head, pos)
+            if value is None:
+                break
+            length, pos = value
+            if number == 1 and not 1 <= length <= 100:  # ir_version
+                return ""
+            if tag & 7 == 2:
+                if number == 7 and pos < len(head) and not _graph_start(head, pos):
+                    return ""
+                truncated = truncated or pos + length > size
+                pos += length
+            seen.add(number)
+    except ValueError:
+        return ""
+    if not seen & {1, 7}:
+        return ""
+    return "truncated" if truncated else "onnx"
+
+
+def _graph_start(head: bytes, pos: int) -> bool:
+    first = _varint(head, pos)
+    return first is None or ((first[0] >> 3) in _GRAPH_FIELDS and first[0] & 7 == 2)
+
+
 def looks_like_onnx(head: bytes, size: int) -> bool:
-    """Do the first bytes parse as the start of an ONNX ModelProto in a file of ``size`` bytes?"""
-    pos, seen, ok = 0, set(), True
-    while pos < len(head) and ok:
-        key = _varint(head, pos)
-        if key is None:
-            break
-        (tag, pos), number = key, key[0] >> 3
-        if _MODEL_FIELDS.get(number) != tag & 7:
-            return False
-        value = _varint(head, pos)
-        if value is None:
-            break
-        length, pos = value
-        if number == 1 and not 1 <= length <= 100:  # ir_version
-            return False
-        if tag & 7 == 2:
-            if pos + length > size:
-                return False
-            if number == 7 and pos < len(head):
-                first = _varint(head, pos)
-                ok = first is not None and (first[0] >> 3) in _GRAPH_FIELDS and first[0] & 7 == 2
-            pos += length
-        seen.add(number)
-    return ok and bool(seen & {1, 7})
+    """Do the first bytes parse as the start of a complete-looking ONNX ModelProto of ``size`` bytes?"""
+    return onnx_start(head, size) == "onnx"
 
 
 def _zip_kind(path: Path, head: bytes) -> Sniffed:
@@ -152,7 +169,10 @@ def sniff_bytes(head: bytes, size: int) -> Sniffed:
         return _pickle_kind(head)
     if _is_safetensors(head, size):
         return Sniffed("safetensors", "a safetensors weights file")
-    if looks_like_onnx(head, size):
+    start = onnx_start(head, size)
+    if start:
+        if start == "truncated":
+            return Sniffed("onnx", "an ONNX model (truncated)", "a field runs past the end of the file")
         return Sniffed("onnx", "an ONNX model")
     if _is_json(head, size):
         return Sniffed("json", "a JSON file")
@@ -258,14 +278,14 @@ def _fix(role: str, found: Sniffed, path: str) -> str:
             return (f"it is already exported: `vitexport verify {path}` checks it; "
                     + ("--checkpoint takes the PyTorch checkpoint or the float .onnx" if role == "reference" else
                        "exports start from the PyTorch checkpoint or safetensors weights"))
-        return (f"ONNX Runtime runs ONNX models: export the checkpoint with `vitexport onnx CHECKPOINT` "
-                f"(`vitexport verify {path}` checks this archive)")
+        return f"export the checkpoint with `vitexport onnx CHECKPOINT` (`vitexport verify {path}` checks this archive)"
     if kind in IMAGE_KINDS:
         return f"classify it with `vitexport predict MODEL.onnx {path}`"
     if kind == "json":
         if role in ("checkpoint", "info", "reference"):
             return "pass a model config as --config, beside the weights file"
-        return f"pass an exported .onnx file (a model config goes to `vitexport onnx CHECKPOINT --config {path}`)"
+        config = f"a model config goes to `vitexport onnx CHECKPOINT --config {path}`"
+        return f"pass image files ({config})" if role == "image" else f"pass an exported .onnx file ({config})"
     return ""
 
 
@@ -315,5 +335,5 @@ def _check_onnx_structure(path: str | os.PathLike[str]) -> None:
         raise CheckpointError(_ONNX_UNREADABLE.format(path=repr(str(path)), detail=exc)) from exc
 
 
-__all__ = ["CHECKPOINT_KINDS", "HUB_WEIGHT_FILES", "IMAGE_KINDS", "ROLES", "Sniffed", "looks_like_onnx", "require",
-           "sniff", "sniff_bytes", "wrong_kind_message"]
+__all__ = ["CHECKPOINT_KINDS", "HUB_WEIGHT_FILES", "IMAGE_KINDS", "ROLES", "Sniffed", "looks_like_onnx", "onnx_start",
+           "require", "sniff", "sniff_bytes", "wrong_kind_message"]

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import os
@@ -130,10 +131,14 @@ def session_options(debug: bool = False, threads: int | None = None, profile_pre
 def _preload_cuda() -> None:
     preload = getattr(_ort(), "preload_dlls", None)
     if preload is not None:
+        printed = io.StringIO()  # preload_dlls print()s each library it misses: on stdout, that breaks --json
         try:
-            preload()  # CUDA/cuDNN from the pip nvidia-* packages (a CUDA build of torch brings them)
+            with contextlib.redirect_stdout(printed):
+                preload()  # CUDA/cuDNN from the pip nvidia-* packages (a CUDA build of torch brings them)
         except Exception as exc:  # missing libraries show up as no CUDA provider below
             logger.debug("onnxruntime.preload_dlls failed: %s", exc)
+        if printed.getvalue().strip():
+            logger.debug("onnxruntime.preload_dlls: %s", " ".join(printed.getvalue().split()))
 
 
 def _check_in_build(provider: str) -> None:
