@@ -304,7 +304,8 @@ def wrong_kind_message(path: str | os.PathLike[str], found: Sniffed, role: str) 
     fix = _fix(role, found, str(path))
     if not fix:  # unknown, a zip or pickle that is no model, unreadable
         detail = f"{found.label}: {found.detail}" if found.detail else found.label
-        return spec.unknown.format(path=shown, detail=detail)
+        unknown = _ONNX_UNREADABLE if Path(path).suffix.lower() == ".onnx" and role != "image" else spec.unknown
+        return unknown.format(path=shown, detail=detail)
     return f"{shown} is {found.label}, not {spec.noun}: {fix}"
 
 
