@@ -99,19 +99,27 @@ class Model:
 # ---------------------------------------------------------------------------
 # the wire format
 # ---------------------------------------------------------------------------
-def _varint(buf: Any, pos: int, end: int) -> tuple[int, int]:
+def varint(buf: Any, pos: int, end: int) -> tuple[int, int] | None:
+    """(value, next position) of the varint at ``pos``; None when ``end`` comes first.
+    A varint longer than 10 bytes (no int64 is) raises `WireError`."""
     result = shift = 0
-    while True:
-        if pos >= end:
-            raise WireError(f"truncated varint at byte {pos}")
+    while pos < end:
+        if shift >= 70:
+            raise WireError(f"varint longer than 10 bytes at byte {pos}")
         byte = buf[pos]
         pos += 1
         result |= (byte & 0x7F) << shift
         if not byte & 0x80:
             return result, pos
         shift += 7
-        if shift >= 70:
-            raise WireError(f"varint longer than 10 bytes at byte {pos}")
+    return None
+
+
+def _varint(buf: Any, pos: int, end: int) -> tuple[int, int]:
+    found = varint(buf, pos, end)
+    if found is None:
+        raise WireError(f"truncated varint at byte {pos}")
+    return found
 
 
 def _fields(buf: Any, pos: int, end: int) -> Iterator[tuple[int, int, int, int]]:
@@ -411,4 +419,4 @@ def from_proto(model: Any) -> Model:
 
 
 __all__ = ["MAX_ENTRIES", "Graph", "Model", "Node", "Tensor", "ValueInfo", "WireError", "from_proto",
-           "parse_model", "read_model"]
+           "parse_model", "read_model", "varint"]

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vitexport.errors import CheckpointError, FileKindError, InputError
+from vitexport.onnxwire import WireError, varint
 
 HEAD_BYTES = 64 * 1024
 # Weight files that make a folder a model folder (timm / Hugging Face hub layout, OpenCLIP).
@@ -65,18 +66,7 @@ class Sniffed:
 # recognising bytes
 # ---------------------------------------------------------------------------
 def _varint(buf: bytes, pos: int) -> tuple[int, int] | None:
-    """(value, next position); None when ``buf`` ends first. A varint over 10 bytes raises ValueError."""
-    result = shift = 0
-    while pos < len(buf):
-        if shift >= 70:
-            raise ValueError("varint longer than 10 bytes")
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
-        shift += 7
-    return None
+    return varint(buf, pos, len(buf))
 
 
 def onnx_start(head: bytes, size: int) -> str:
@@ -103,7 +93,7 @@ def onnx_start(head: bytes, size: int) -> str:
                 truncated = truncated or pos + length > size
                 pos += length
             seen.add(number)
-    except ValueError:
+    except WireError:  # a varint over 10 bytes
         return ""
     if not seen & {1, 7}:
         return ""
@@ -328,7 +318,7 @@ def require(path: str | os.PathLike[str], role: str, deep: bool = False) -> Snif
 
 
 def _check_onnx_structure(path: str | os.PathLike[str]) -> None:
-    from vitexport.onnxwire import WireError, read_model
+    from vitexport.onnxwire import read_model
 
     try:
         read_model(path)
