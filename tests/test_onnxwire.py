@@ -114,3 +114,74 @@ def test_arbitrary_bytes_end_in_wire_error_or_a_model(data: bytes) -> None:
 def test_entry_limit_bounds_the_work(sample_onnx: Path) -> None:
     with pytest.raises(onnxwire.WireError, match="too many"):
         onnxwire.read_model(sample_onnx, max_entries=100)
+
+
+class _Watched:
+    """A buffer that records every byte index and slice the reader touches."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.touched = data, []
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, key):
+        self.touched.append(key if isinstance(key, slice) else slice(key, key + 1))
+        return self.data[key]
+
+
+def test_weight_payloads_are_skipped_not_read() -> None:
+    """raw_data and float_data are jumped over by their length: no byte of a payload is touched."""
+    raw = numpy_helper.from_array(np.full((256, 256), 7.0, dtype=np.float32), "raw")
+    typed = helper.make_tensor("typed", TensorProto.FLOAT, [3000], [1.5] * 3000)  # float_data, packed
+    node = helper.make_node("Add", ["raw", "typed"], ["y"])
+    graph = helper.make_graph([node], "g", [], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [256, 3000])],
+                              [raw, typed])
+    data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]).SerializeToString()
+    payloads = [(data.find(raw.raw_data), len(raw.raw_data)),
+                (data.find(np.full(3000, 1.5, dtype="<f4").tobytes()), 3000 * 4)]
+    assert all(start > 0 for start, _ in payloads)
+    buf = _Watched(data)
+    model = onnxwire.parse_model(buf)
+    assert [(t.name, t.dims) for t in model.graph.initializer] == [("raw", [256, 256]), ("typed", [3000])]
+    for start, size in payloads:
+        hits = [s for s in buf.touched if s.start < start + size and s.stop > start]
+        assert not hits, (start, size, hits[:3])
+    assert sum(s.stop - s.start for s in buf.touched) < len(data) // 50
+
+
+def _key(number: int, wire: int) -> bytes:
+    return bytes([number << 3 | wire])
+
+
+@pytest.mark.parametrize("data, message", [
+    (_key(7, 2) + b"\xff\xff\xff\xff\xff\xff\xff\xff\x7f", "needs .* bytes"),  # a graph claiming 2**63 bytes
+    (_key(1, 0) + b"\xff" * 11, "varint longer than 10 bytes"),
+    (_key(1, 0) + b"\x80\x80", "truncated varint"),
+    (_key(7, 3) + b"\x00", "wire type 3"),  # a group: not used by onnx.proto
+    (b"\x00\x01", "field number 0"),
+    (_key(1, 0) + b"\x08", "no graph"),  # ir_version only
+    (b"", "no graph"),
+])
+def test_hostile_headers_fail_at_once(data: bytes, message: str) -> None:
+    """A length that exceeds the file, an overlong varint, a group, field 0 or no graph: WireError, no allocation."""
+    with pytest.raises(onnxwire.WireError, match=message):
+        onnxwire.parse_model(data)
+
+
+def test_subgraphs_are_not_descended_into() -> None:
+    """An If node's branches (attribute graphs) are recorded as '<graph>': nesting depth is fixed, whatever the file."""
+    leaf = helper.make_graph([helper.make_node("Identity", ["x"], ["z"])], "leaf", [],
+                             [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1])])
+    inner = leaf
+    for _ in range(25):  # nested 25 deep (protobuf itself stops near 30): a recursive reader follows each
+        node = helper.make_node("If", ["c"], ["z"], then_branch=inner, else_branch=leaf)
+        inner = helper.make_graph([node], "inner", [], [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1])])
+    outer = helper.make_graph(inner.node, "outer", [helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
+                              [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1])])
+    data = helper.make_model(outer, opset_imports=[helper.make_opsetid("", 18)]).SerializeToString()
+    buf = _Watched(data)
+    model = onnxwire.parse_model(buf)
+    assert [n.op_type for n in model.graph.node] == ["If"]
+    assert model.graph.node[0].attributes == {"then_branch": "<graph>", "else_branch": "<graph>"}
+    assert sum(s.stop - s.start for s in buf.touched) < 200  # the nested levels were skipped, not read
