@@ -200,3 +200,13 @@ def test_set_up_puts_vitexport_on_the_path() -> None:
     setup, walk = readme.split("## Set up", 1)[1].split("## Walk-through", 1)
     assert ". .venv/bin/activate" in setup or "source .venv/bin/activate" in setup
     assert "$ vitexport " in walk
+
+
+def test_a_closed_pipe_stops_quietly(served: Path) -> None:
+    """`vitexport info m.onnx | head -1`: the reader leaves early; no 'unexpected BrokenPipeError', exit 141."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "vitexport.cli", "info", str(served)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()  # before the first line is written: every write fails with EPIPE
+    _, err = proc.communicate(timeout=120)
+    assert err.decode() == "" and proc.returncode == 141, (proc.returncode, err.decode())

@@ -12,6 +12,7 @@ so `--help`, `info` on an exported model and `predict` never import torch
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -51,6 +52,9 @@ class VitexportGroup(click.Group):
             if problem is None:
                 raise
             raise CliError(str(problem), problem.exit_code) from exc
+        except BrokenPipeError:  # whoever read stdout stopped (`vitexport info m.onnx | head -1`): stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+            raise SystemExit(141) from None  # 128 + SIGPIPE, as a shell tool killed by the pipe
         except MemoryError as exc:
             raise CliError("out of memory; use smaller inputs or batch sizes", 1) from exc
         except Exception as exc:
