@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,30 @@ def sweep_sizes(args: dict[str, Any]) -> list[tuple[int, int]]:
         if s not in out:
             out.append(s)
     return out
+
+
+def predict_in_threads(predictor: Any, requests: list[list[Any]], threads: int = 8) -> dict[tuple[int, int], list]:
+    """Every request from each of ``threads`` threads sharing ``predictor`` at once: {(thread, request): outputs}.
+    Raises the first error a thread hit."""
+    results: dict[tuple[int, int], list] = {}
+    errors: list[BaseException] = []
+
+    def worker(t: int) -> None:
+        try:
+            for i, r in enumerate(requests):
+                results[(t, i)] = [p.output for p in predictor.predict(r)]
+        except BaseException as exc:  # re-raised below
+            errors.append(exc)
+
+    pool = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
+    for th in pool:
+        th.start()
+    for th in pool:
+        th.join()
+    if errors:
+        raise errors[0]
+    assert len(results) == threads * len(requests)
+    return results
 
 
 @pytest.fixture(autouse=True)

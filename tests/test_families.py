@@ -8,6 +8,7 @@ overrides. Weights are random and moved off their init so every parameter change
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import re
@@ -119,9 +120,14 @@ def test_family_onnx_matches_timm_with_portable_ops(name: str, tmp_path: Path) -
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     x = torch.randn(3, ours.config.in_chans, 17, 45, generator=torch.Generator().manual_seed(2))
     assert rel_err(sess.run(None, {"pixel_values": x.numpy()})[0], ref(x)) <= TOL, name
-    # verify rebuilds the PyTorch model from the config the file carries (the config round trip)
-    report = verify(path, provider="cpu", sizes=SIZES, batch_sizes=(1, 3))
-    assert report and len(report.cases) == 2 * len(SIZES), [(c.height, c.width, c.max_abs) for c in report.failures]
+    # verify rebuilds the PyTorch model from the config the file carries (the config round trip), on every
+    # usable engine: ONNX Runtime, OpenVINO (f32) and the ONNX reference evaluator, compared with each other too
+    report = verify(path, provider="all", sizes=SIZES, batch_sizes=(1, 3))
+    engines = [s["name"] for s in report.sessions]
+    assert {"cpu", "reference"} <= set(engines), report.skipped_providers
+    assert "openvino" in engines or importlib.util.find_spec("openvino") is None, report.skipped_providers
+    assert len(report.cases) == 2 * len(SIZES) * len(engines) and report.cross_provider
+    assert report, [(c.provider, c.height, c.width, c.max_abs) for c in report.failures]
 
 
 

@@ -23,7 +23,7 @@ from vitexport.graph import PORTABLE_OP_TYPES, check_graph, inspect_graph, is_co
 from vitexport.layers import resample_abs_pos_embed
 from vitexport.resample import bicubic_aa_weights, resample_bicubic_aa, resampling_form
 from vitexport.spec import io_spec
-from vitexport.verify import TOLERANCES, Case, compare, default_cases, make_input
+from vitexport.verify import TOLERANCES, Case, compare, default_cases, make_input, verify
 
 SOURCE_SIZES = (1, 2, 3, 5, 7, 14, 16, 24)
 NATIVE_GRIDS = ((3, 5), (7, 2), (4, 1))  # non-square; one a single column
@@ -202,33 +202,26 @@ def _compile_openvino(path: Path):
 
 
 def test_default_export_runs_right_on_openvino_at_every_size_of_the_sweep(exported, config_name: str) -> None:
+    """The issue's "done when", through the real path: `verify --provider openvino`, every default case."""
+    _openvino()
     model, path, _ = exported[config_name]
-    compiled = _compile_openvino(path)
-    grids = set()
-    for case in default_cases(model.config):
-        x = make_input(case, model.config.in_chans, seed=0)
-        with torch.no_grad():
-            ref = model(torch.from_numpy(x)).numpy()
-        comp = compare(compiled(x)[0], ref, ATOL, RTOL, top1=False)
-        assert comp.within_tolerance, (config_name, case, comp.max_abs)
-        grids.add(model.grid_for(case.height, case.width))
+    report = verify(path, provider="openvino")
+    assert [s["name"] for s in report.sessions] == ["openvino"] and report.sessions[0]["precision"] == "f32"
+    assert [Case(c.height, c.width, c.batch, c.input_kind) for c in report.cases] == default_cases(model.config)
+    assert report, [(c.height, c.width, c.batch, c.max_abs) for c in report.failures]
     native = model.patch_embed.grid_size
-    assert any(g[0] < native[0] for g in grids) and any(g[0] > native[0] for g in grids)
+    assert any(c.grid[0] < native[0] for c in report.cases) and any(c.grid[0] > native[0] for c in report.cases)
 
 
-@pytest.mark.parametrize("name", ["spec_cls", "reg_noembed", "nocls_avgmax"])
-def test_default_export_runs_right_on_the_onnx_reference_evaluator(exported, name: str) -> None:
-    from onnx.reference import ReferenceEvaluator
-
-    model, path, _ = exported[name]
-    evaluator = ReferenceEvaluator(str(path))
-    cases = [c for c in default_cases(model.config) if c.batch == 1]
-    for case in cases:
-        x = make_input(case, model.config.in_chans, seed=0)
-        with torch.no_grad():
-            ref = model(torch.from_numpy(x)).numpy()
-        comp = compare(evaluator.run(None, {"pixel_values": x})[0], ref, ATOL, RTOL, top1=False)
-        assert comp.within_tolerance, (name, case, comp.max_abs)
+def test_default_export_runs_right_on_the_onnx_reference_evaluator(exported, config_name: str) -> None:
+    """Every size of the default sweep, batch 1 and 3, through `verify --provider reference` (sizes given
+    explicitly, so the evaluator's reduced default sweep does not apply)."""
+    model, path, _ = exported[config_name]
+    sizes = list(dict.fromkeys((c.height, c.width) for c in default_cases(model.config)))
+    report = verify(path, provider="reference", sizes=sizes, batch_sizes=(1, 3))
+    assert sorted({(c.height, c.width) for c in report.cases}) == sorted(sizes) and not report.sessions[0]["notes"]
+    assert {c.batch for c in report.cases} == {1, 3}
+    assert report, [(c.height, c.width, c.batch, c.max_abs) for c in report.failures]
 
 
 @pytest.fixture(scope="module")
@@ -260,6 +253,33 @@ def test_resize_form_is_wrong_on_openvino_where_the_grid_changes(spec_resize) ->
             "update both, and turn this test into a check that the resize form passes"
         )
     assert max(changed.values()) > 1e-2, changed
+
+
+def test_verify_catches_openvino_running_the_resize_form_wrong_and_names_cause_and_fix(spec_resize) -> None:
+    """`verify --provider openvino` on the resize form: exit 1, the failures are exactly the resampled grids,
+    and the message says the runtime ignores the Resize attributes and to export with --resample portable."""
+    _openvino()
+    from click.testing import CliRunner
+
+    from vitexport.cli import cli
+
+    model, path = spec_resize
+    report = verify(path, provider="openvino")
+    native = list(model.patch_embed.grid_size)
+    assert not report and report.failures
+    assert {(c.height, c.width, c.batch) for c in report.failures} == {
+        (c.height, c.width, c.batch) for c in report.cases if list(c.grid) != native}
+    assert len(report.diagnoses) == 1
+    assert report.diagnoses[0].startswith(f"openvino: all {len(report.failures)} failing cases resample")
+    assert "does not honour the attributes of the graph's Resize" in report.diagnoses[0]
+    assert "--resample portable" in report.diagnoses[0]
+    result = CliRunner().invoke(cli, ["verify", str(path), "--provider", "openvino", "--sizes", "24x24,28x28,8x8"])
+    assert result.exit_code == 1, result.output
+    assert "diagnosis      openvino: all 4 failing cases resample the positional embeddings" in result.stdout
+    assert "likely cause on openvino" in result.stderr and "does not honour the attributes" in result.stderr
+    assert "export with --resample portable" in result.stderr and result.stderr.count("\n") == 1
+    same = verify(path, provider="cpu", sizes=[(24, 24), (28, 28), (8, 8)])  # ONNX Runtime runs it right
+    assert same and not same.diagnoses
 
 
 # ---------------------------------------------------------------------------

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import CONFIGS, SAMPLES, make_model
+from conftest import CONFIGS, SAMPLES, make_model, predict_in_threads
 from digits_data import held_out
 from PIL import Image
 
@@ -127,24 +126,7 @@ def test_eight_threads_match_sequential(digits_onnx: Path) -> None:
     requests = [[rng.integers(0, 256, (int(rng.integers(1, 60)), int(rng.integers(1, 60))), dtype=np.uint8)
                  for _ in range(int(rng.integers(1, 4)))] for _ in range(100)]
     expected = [[p.output for p in predictor.predict(r)] for r in requests]
-    results: dict[tuple[int, int], list[np.ndarray]] = {}
-    errors: list[BaseException] = []
-
-    def worker(t: int) -> None:
-        try:
-            for i, r in enumerate(requests):
-                results[(t, i)] = [p.output for p in predictor.predict(r)]
-        except BaseException as exc:  # surfaced below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    assert not errors
-    assert len(results) == 800
-    for (_, i), outs in results.items():
+    for (_, i), outs in predict_in_threads(predictor, requests).items():
         for a, b in zip(outs, expected[i], strict=True):
             assert np.array_equal(a, b)
 
@@ -195,7 +177,7 @@ def test_bench_cli(digits_onnx: Path) -> None:
     result = runner.invoke(cli, ["bench", str(digits_onnx), "--sizes", "28x28,17x45", "--batch-sizes", "1,4",
                                  "--iters", "3", "--warmup", "1", "--compare-torch", "--provider", "cpu"])
     assert result.exit_code == 0, result.stderr
-    assert "ORT median ms" in result.stdout and "ORT speed-up" in result.stdout
+    assert "cpu median ms" in result.stdout and "torch median ms" in result.stdout and "cpu speed-up" in result.stdout
     assert len([x for x in result.stdout.splitlines() if x.strip().startswith(("28x28", "17x45"))]) == 4
 
 
@@ -220,7 +202,8 @@ def test_bench_default_sizes_come_from_metadata_with_one_session(digits_onnx: Pa
     meta = read_metadata(digits_onnx)
     expected = [(h, w, b) for h, w in default_bench_sizes(meta) for b in (1, 8)]
     assert [(c["height"], c["width"], c["batch"]) for c in data["cases"]] == expected
-    assert data["providers"] == ["CPUExecutionProvider"]
+    assert data["providers"] == ["CPUExecutionProvider"] and [e["name"] for e in data["engines"]] == ["cpu"]
+    assert {c["engine"] for c in data["cases"]} == {"cpu"}
     assert all(c["runtime_median_ms"] > 0 and c["runtime_p90_ms"] >= c["runtime_median_ms"] for c in data["cases"])
 
 

@@ -17,7 +17,7 @@ from vitexport.cli import cli
 from vitexport.config import ViTConfig
 from vitexport.export import export_onnx, export_torchscript
 from vitexport.geometry import grid_size
-from vitexport.verify import compare, default_cases, verify
+from vitexport.verify import CaseResult, compare, default_cases, verify
 
 
 def cuda_usable() -> bool:
@@ -163,6 +163,9 @@ def test_wrong_resize_kernel_fails_where_it_is_wrong(
         assert c.passed != wrong_where(c), (name, c.height, c.width, c.grid, c.max_abs)
     if wrong_where is resamples:
         assert (28, 28) in {(c.height, c.width) for c in report.failures}  # the spec example: 3x3 -> 4x4
+    # the failures are all resampled grids, but the graph's Resize is wrong: the runtime is not blamed
+    assert report.diagnoses and not any("does not honour" in d for d in report.diagnoses), report.diagnoses
+    assert "goes wrong (in the export or in this runtime)" in report.diagnoses[0]
 
 
 def freeze_resampling_weights(grid: tuple[int, int], native: tuple[int, int]):
@@ -193,6 +196,7 @@ def test_portable_weights_frozen_to_one_grid_fail(good, tmp_path) -> None:
     assert any(c.grid == [4, 4] for c in report.cases) and any(c.grid != [4, 4] for c in report.cases)
     for c in report.cases:
         assert c.passed == (c.grid == [4, 4]), (c.height, c.width, c.grid, c.max_abs, c.error)
+    assert report.diagnoses == []  # the native grid fails too: not the resampling pattern
 
 
 def test_native_grid_of_the_metadata_is_checked_against_the_graph(good, tmp_path) -> None:
@@ -324,7 +328,7 @@ def test_cli_verify_pass_fail_json_and_plot(good, good_resize, tmp_path, monkeyp
     result = runner.invoke(cli, ["verify", str(bad), "--provider", "cpu"])
     assert result.exit_code == 1
     # the sizes named in the error are the failing rows of the table, which are where the grid shrinks
-    listed = result.stderr.split("verification failed: mismatch at ")[1].split("; see the table")[0]
+    listed = result.stderr.split("verification failed: mismatch at ")[1].split("; ")[0]
     named = {tuple(int(v) for v in hw.split("x")) for hw in listed.split(", ")}
     rows = [m.groups() for m in re.finditer(r"^\[\s*\d+/\d+\] (ok  |FAIL) \S+\s+(\d+)x(\d+)", result.stdout, re.M)]
     failed = {(int(h), int(w)) for status, h, w in rows if status == "FAIL"}
@@ -332,6 +336,7 @@ def test_cli_verify_pass_fail_json_and_plot(good, good_resize, tmp_path, monkeyp
     shrinking = {(int(h), int(w)) for _, h, w in rows
                  if any(g < n for g, n in zip(grid_size(int(h), int(w), (8, 8)), native, strict=True))}
     assert rows and named == failed == shrinking and named
+    assert "; likely cause on cpu: all " in result.stderr and result.stderr.rstrip().endswith("see the table above")
 
     result = runner.invoke(cli, ["verify", str(path), "--sizes", "28xx", "--provider", "cpu"])
     assert result.exit_code == 2
@@ -356,3 +361,42 @@ def test_heatmap_sweep_reuses_the_reports_engine_and_tolerance(good, monkeypatch
     assert [(c.height, c.width, c.batch) for c in grid.report.cases] == expected
     assert (grid.report.atol, grid.report.rtol, grid.report.seed) == (3e-4, 2e-3, 5)
     assert [s["name"] for s in grid.report.sessions] == ["cpu"] and grid.report
+
+
+def _case(grid: list[int], passed: bool, provider: str = "openvino", **kw) -> CaseResult:
+    return CaseResult(grid[0] * 8, grid[1] * 8, 1, "random", [grid[0] * 8, grid[1] * 8], grid,
+                      grid[0] * grid[1] + 1, provider, passed, max_abs=0.0 if passed else 0.5, **kw)
+
+
+@pytest.mark.parametrize("resize, cases, expected", [
+    # every resampled grid fails, the native one passes, the Resize is PyTorch's own: the runtime is to blame
+    (True, [([3, 3], True), ([4, 4], False), ([1, 5], False)], "does not honour the attributes"),
+    # the same pattern on the portable form: the resampling, wherever it goes wrong
+    (False, [([3, 3], True), ([4, 4], False), ([1, 5], False)], "goes wrong (in the export or in this runtime)"),
+    # some resampled grids pass: still every failure is a resampled grid
+    (True, [([3, 3], True), ([4, 4], False), ([2, 2], True)], "does not honour the attributes"),
+    (True, [([3, 3], False), ([4, 4], False)], None),  # the native grid fails too: something else
+    (True, [([4, 4], False), ([2, 2], False)], None),  # no native-grid case ran: no evidence
+    (True, [([3, 3], True), ([4, 4], True)], None),  # nothing failed
+])
+def test_diagnosis_reads_the_pattern_of_failures(resize: bool, cases: list, expected: str | None) -> None:
+    from types import SimpleNamespace
+
+    from vitexport.diagnose import diagnose_failures
+    from vitexport.spec import RESIZE_ATTRIBUTES
+    from vitexport.verify import VerifyReport
+
+    report = VerifyReport("m.onnx", "onnx", "weights", "float32", 2e-5, 1e-4, 0)
+    report.sessions = [{"name": "cpu"}, {"name": "openvino"}]
+    report.cases = [_case(grid, passed) for grid, passed in cases]
+    report.cases.append(_case([5, 5], True, provider="cpu"))  # another engine's cases do not count
+    report.cases.append(_case([3, 3], False, provider="openvino", error="refused"))  # nor refused inputs
+    report.cases[-1].max_abs = None
+    graph = SimpleNamespace(resize=[dict(RESIZE_ATTRIBUTES)] if resize else [])
+    found = diagnose_failures(report, graph, [3, 3])
+    if expected is None:
+        assert found == []
+    else:
+        failing = sum(not passed for _, passed in cases)
+        assert len(found) == 1 and found[0].startswith(f"openvino: all {failing} failing cases resample")
+        assert expected in found[0] and "from the native 3x3 grid" in found[0]

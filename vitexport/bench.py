@@ -1,7 +1,9 @@
-"""Latency and throughput of an exported model with ONNX Runtime, optionally against PyTorch.
+"""Latency and throughput of an exported model on one engine or several, optionally against PyTorch.
 
-With ``compare_torch`` the PyTorch model (rebuilt from the artifact's config and weights)
-runs interleaved with ONNX Runtime in the same loop, so both see the same machine state.
+Every engine runs through a `Predictor`. With several engines (``provider="all"``: every usable
+serving engine) or ``compare_torch`` (the PyTorch model rebuilt from the artifact's config and
+weights), the runners are interleaved in the same loop, their order flipping every round, so all
+see the same machine state.
 """
 
 from __future__ import annotations
@@ -14,19 +16,22 @@ from typing import Any
 
 import numpy as np
 
+from vitexport.engines import load_engines
 from vitexport.errors import ServingError
 from vitexport.runtime import Predictor
 
 
 @dataclass
 class BenchReport:
-    """Every case of one `bench` run, with the providers that really ran."""
+    """Every case of one `bench` run, with the engines and the providers that really ran."""
 
     model: str
     providers: list[str]
     warmup: int
     iters: int
     threads: int | None
+    engines: list[dict[str, Any]] = field(default_factory=list)  # name, providers, version, notes
+    skipped: list[str] = field(default_factory=list)  # with provider "all": engines not usable here, and why
     cases: list[BenchCase] = field(default_factory=list)
     provider_note: str = ""  # why ``auto`` runs on the CPU, as `Predictor.provider_note`
 
@@ -36,15 +41,16 @@ class BenchReport:
 
 @dataclass
 class BenchCase:
-    """Timings of one (size, batch): ONNX Runtime, and PyTorch when compared."""
+    """Timings of one (size, batch) on one engine, and of PyTorch (interleaved) when compared."""
 
     height: int
     width: int
     batch: int
+    engine: str
     runtime_median_ms: float
     runtime_p90_ms: float
     runtime_images_per_s: float
-    speedup_vs_torch: float | None = None  # torch median / ORT median
+    speedup_vs_torch: float | None = None  # torch median / this engine's median
     torch_median_ms: float | None = None
     torch_p90_ms: float | None = None
     torch_images_per_s: float | None = None
@@ -69,20 +75,29 @@ def default_bench_sizes(metadata: dict[str, Any]) -> list[tuple[int, int]]:
     return [(h, w), (h + ph // 2 + 1, 2 * w - 3), (max(1, h // 2) + 1, w + 7)]
 
 
-def _time_case(predictor: Predictor, x: np.ndarray, warmup: int, iters: int, torch_model: Any) -> BenchCase:
-    """``warmup + iters`` rounds of ONNX Runtime (then PyTorch, interleaved, when given); medians and p90."""
-    runs: list[float] = []
+def _timings(name: str, x: np.ndarray, runs: list[float]) -> BenchCase:
+    b, (h, w) = x.shape[0], x.shape[2:]
+    med = statistics.median(runs)
+    return BenchCase(h, w, b, name, med, _p90(runs), b / med * 1e3)
+
+
+def _time_case(predictors: list[Predictor], x: np.ndarray, warmup: int, iters: int,
+               torch_model: Any) -> list[BenchCase]:
+    """``warmup + iters`` rounds of every engine (order flipped every round), then PyTorch when given;
+    one `BenchCase` per engine with medians and p90."""
+    runs: list[list[float]] = [[] for _ in predictors]
     truns: list[float] = []
     if torch_model is not None:
         import torch
 
         tx = torch.from_numpy(x)
     for i in range(warmup + iters):
-        t0 = time.perf_counter()
-        predictor.run_batch(x)
-        t1 = time.perf_counter()
-        if i >= warmup:
-            runs.append((t1 - t0) * 1e3)
+        order = list(enumerate(predictors))
+        for k, predictor in order if i % 2 == 0 else order[::-1]:
+            t0 = time.perf_counter()
+            predictor.run_batch(x)
+            if i >= warmup:
+                runs[k].append((time.perf_counter() - t0) * 1e3)
         if torch_model is not None:
             with torch.inference_mode():
                 t2 = time.perf_counter()
@@ -90,15 +105,25 @@ def _time_case(predictor: Predictor, x: np.ndarray, warmup: int, iters: int, tor
                 t3 = time.perf_counter()
             if i >= warmup:
                 truns.append((t3 - t2) * 1e3)
-    b, (h, w) = x.shape[0], x.shape[2:]
-    med = statistics.median(runs)
-    case = BenchCase(h, w, b, med, _p90(runs), b / med * 1e3)
+    cases = [_timings(p.provider, x, r) for p, r in zip(predictors, runs, strict=True)]
     if truns:
         tmed = statistics.median(truns)
-        case.torch_median_ms, case.torch_p90_ms = tmed, _p90(truns)
-        case.torch_images_per_s = b / tmed * 1e3
-        case.speedup_vs_torch = tmed / med
-    return case
+        for case in cases:
+            case.torch_median_ms, case.torch_p90_ms = tmed, _p90(truns)
+            case.torch_images_per_s = case.batch / tmed * 1e3
+            case.speedup_vs_torch = tmed / case.runtime_median_ms
+    return cases
+
+
+def _predictors(model_path: str, provider: str, threads: int | None, interleaved: bool,
+                report_skipped: list[str]) -> list[Predictor]:
+    """A Predictor per engine of the request (``all``: every usable serving engine)."""
+    # Interleaved with other runners, ORT's spinning worker threads would steal the cores from the runner that
+    # follows (measured: torch 30% slower); alone, ORT keeps its default spinning.
+    loaded, skipped = load_engines(model_path, provider, serving_only=True, threads=threads, spin=not interleaved)
+    report_skipped.extend(skipped)
+    return [Predictor.from_engine(engine, model_path, provider_note="; ".join(notes), max_tokens=10**9)
+            for engine, notes in loaded]
 
 
 def bench(
@@ -112,19 +137,29 @@ def bench(
     threads: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> BenchReport:
-    """Time ``iters`` runs per (size, batch) after ``warmup`` runs; medians and p90 in milliseconds.
+    """Time ``iters`` runs per (size, batch) and engine after ``warmup`` runs; medians and p90 in milliseconds.
 
+    ``provider`` is an engine name, ``auto`` or ``all`` (every usable serving engine, side by side);
     ``sizes`` defaults to `default_bench_sizes` of the model's metadata.
     """
     if compare_torch:  # before any work: the base install has no torch
         from vitexport.extras import require_extra
 
         require_extra("export", "`vitexport bench --compare-torch`")
-    # Interleaved with PyTorch, ORT's spinning worker threads would steal the cores from the torch run that
-    # follows (measured: torch 30% slower); without the comparison ORT keeps its default spinning.
-    predictor = Predictor(model_path, provider=provider, threads=threads, max_tokens=10**9, spin=not compare_torch)
-    report = BenchReport(model_path, predictor.providers, warmup, iters, threads,
-                         provider_note=predictor.provider_note)
+    from vitexport.sniff import require
+
+    require(model_path, "onnx", deep=True)  # a folder, a checkpoint or a truncated file: named before any engine
+    skipped: list[str] = []
+    predictors = _predictors(model_path, provider, threads, compare_torch or provider == "all", skipped)
+    first = predictors[0]
+    note = "; ".join(p.provider_note for p in predictors if p.provider_note)
+    report = BenchReport(model_path, [d for p in predictors for d in p.providers], warmup, iters, threads,
+                         skipped=skipped, provider_note=note)
+    for p in predictors:
+        entry = p.engine.describe()
+        notes = [n for n in [p.provider_note, *entry.get("notes", [])] if n]
+        report.engines.append({"name": p.provider, "providers": p.providers, "version": entry.get("version", ""),
+                               "notes": notes})
     torch_model = None
     if compare_torch:
         import torch
@@ -133,12 +168,12 @@ def bench(
 
         if threads:
             torch.set_num_threads(threads)
-        torch_model = reference_from_onnx(model_path, predictor.metadata)
+        torch_model = reference_from_onnx(model_path, first.metadata)
     rng = np.random.default_rng(0)
-    for h, w in sizes if sizes is not None else default_bench_sizes(predictor.metadata):
+    for h, w in sizes if sizes is not None else default_bench_sizes(first.metadata):
         for b in batch_sizes:
-            x = rng.standard_normal((b, predictor.channels, h, w)).astype(np.float32)
-            report.cases.append(_time_case(predictor, x, warmup, iters, torch_model))
+            x = rng.standard_normal((b, first.channels, h, w)).astype(np.float32)
+            report.cases.extend(_time_case(predictors, x, warmup, iters, torch_model))
             if progress is not None:
                 progress(f"{h}x{w} batch {b} done")
     return report

@@ -21,6 +21,7 @@ from typing import Any
 import click
 
 from vitexport import __version__
+from vitexport.engines import PROVIDER_CHOICES
 from vitexport.errors import VitexportError, one_line
 from vitexport.spec import DEFAULT_RESAMPLE, RESAMPLE_FORMS
 
@@ -361,23 +362,16 @@ def _fmt_err(value: float | None) -> str:
     return "-" if value is None else f"{value:.2e}"
 
 
-def _runtime_label(engine: str) -> str:
-    """The timing column's name for an engine: ``ort`` for ONNX Runtime's providers, else the engine's own."""
-    from vitexport.engines.ort import PROVIDERS
-
-    return "ort" if engine in PROVIDERS else engine.split("-")[0]
-
-
 def _case_line(c) -> str:
     status = "ok  " if c.passed else "FAIL"
     top1 = "-" if c.top1_agreement is None else f"{c.top1_agreement:.2f}"
     rt = "-" if c.runtime_ms is None else f"{c.runtime_ms:.1f}"
     pt = "-" if c.torch_ms is None else f"{c.torch_ms:.1f}"
     cos = 0.0 if c.cosine is None else c.cosine
-    line = (f"{status} {c.provider:6s} {c.height:>4d}x{c.width:<4d} b{c.batch:<2d} {c.input_kind[:5]:5s} "
+    line = (f"{status} {c.provider:9s} {c.height:>4d}x{c.width:<4d} b{c.batch:<2d} {c.input_kind[:5]:5s} "
             f"pad {_fmt_hw(c.padded_size):>9s} grid {_fmt_hw(c.grid):>6s} seq {c.seq_len:>5d}  "
             f"max|d| {_fmt_err(c.max_abs)}  rel {_fmt_err(c.max_rel)}  cos {cos:.6f}"
-            f"  top1 {top1}  {_runtime_label(c.provider)} {rt} ms  torch {pt} ms")
+            f"  top1 {top1}  run {rt} ms  torch {pt} ms")
     if c.nonfinite:
         line += "  NaN/Inf"
     if c.error:
@@ -389,8 +383,9 @@ def _case_line(c) -> str:
 @click.argument("model_path", metavar="MODEL", type=str)
 @click.option("--checkpoint", type=str, help="Reference from the original checkpoint (also catches changed weights).")
 @click.option("--config", "config", type=str, help="JSON config for --checkpoint.")
-@click.option("--provider", type=click.Choice(["auto", "cuda", "cpu", "tensorrt", "all"]), default="auto",
-              show_default=True)
+@click.option("--provider", type=click.Choice(PROVIDER_CHOICES), default="auto", show_default=True,
+              help="Engine: ONNX Runtime (auto: CUDA when usable, else cpu; cuda; tensorrt), openvino (CPU, f32), "
+                   "reference (ONNX's reference evaluator, a reduced sweep), or all of them, compared.")
 @click.option("--sizes", callback=_parse_sizes, help="Comma-separated HxW list (default: a sweep from the model).")
 @click.option("--batch-sizes", default="1,3", show_default=True, callback=_parse_batches)
 @click.option("--atol", type=float, help="Absolute tolerance (default by dtype: fp32 2e-5, fp16 5e-3).")
@@ -402,7 +397,7 @@ def _case_line(c) -> str:
 @click.pass_context
 def verify_cmd(ctx, model_path, checkpoint, config, provider, sizes, batch_sizes, atol, rtol, seed, json_path,
                plot_path, force) -> None:
-    """Prove ONNX Runtime (or TorchScript) matches PyTorch at many resolutions; exit 1 on any mismatch."""
+    """Prove a runtime (or TorchScript) matches PyTorch at many resolutions; exit 1 on any mismatch."""
     from vitexport.files import check_output
     from vitexport.verify import verify
 
@@ -439,8 +434,11 @@ def _print_verify_summary(report) -> None:
     click.echo("")
     click.echo(f"model          {report.model} ({report.format}, {report.dtype}); reference: {report.reference}")
     for s in report.sessions:
+        version = f" ({s['version']})" if s.get("version") else ""
         click.echo(f"session        {s['name']}: requested {s['requested']}, running on {', '.join(s['providers'])}"
-                   + (f"; placement {s['placement']}" if s.get("placement") else ""))
+                   + version + (f"; placement {s['placement']}" if s.get("placement") else ""))
+        for note in s.get("notes", []):
+            click.echo(f"note           {s['name']}: {note}")
         for w in s.get("warnings", []):
             click.echo(f"warning        {w}")
     for skipped in report.skipped_providers:
@@ -459,6 +457,8 @@ def _print_verify_summary(report) -> None:
         if not x["passed"]:
             click.echo(f"cross-provider FAIL {x['height']}x{x['width']} b{x['batch']} {x['providers']}: "
                        f"max|d| {x['max_abs']:.2e}")
+    for diagnosis in report.diagnoses:
+        click.echo(f"diagnosis      {diagnosis}")
     worst = max((c.max_abs or 0 for c in report.cases if c.max_abs is not None), default=0.0)
     click.echo(f"tolerance      |d| <= {report.atol:g} + {report.rtol:g}*|ref|; worst max|d| {worst:.2e}")
 
@@ -471,19 +471,22 @@ def _print_verdict(report) -> None:
         where = ", ".join(dict.fromkeys(f"{c.height}x{c.width}" for c in fails))
         where = where if len(where) < 120 else where[:117] + "..."
         reason = "static checks failed" if report.static_problems and not fails else f"mismatch at {where}"
-        raise CliError(f"verification failed: {reason}; see the table above", 1)
+        cause = "".join(f"; likely cause on {d}" for d in report.diagnoses)
+        raise CliError(f"verification failed: {reason}{cause}; see the table above", 1)
 
 
 @cli.command("predict")
 @click.argument("model_path", metavar="MODEL", type=str)
 @click.argument("images", nargs=-1, required=True, type=str)
 @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True)
-@click.option("--provider", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True)
+@click.option("--provider", type=click.Choice([p for p in PROVIDER_CHOICES if p != "all"]), default="auto",
+              show_default=True, help="Engine: auto (ONNX Runtime's CUDA when usable, else cpu), cpu, cuda, tensorrt, "
+                                      "openvino (CPU, f32) or reference (ONNX's reference evaluator: slow).")
 @click.option("--max-tokens", type=click.IntRange(min=1), default=4096, show_default=True,
               help="Refuse images with more patches than this (attention memory grows with its square).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON array, one object per image.")
 def predict_cmd(model_path, images, top_k, provider, max_tokens, as_json) -> None:
-    """Classify images of any size with an exported ONNX model."""
+    """Classify images of any size with an exported ONNX model, on any engine."""
     from vitexport.preprocess import read_image
     from vitexport.runtime import Predictor
 
@@ -509,14 +512,16 @@ def predict_cmd(model_path, images, top_k, provider, max_tokens, as_json) -> Non
 @click.argument("model_path", metavar="MODEL", type=str)
 @click.option("--sizes", callback=_parse_sizes, help="Comma-separated HxW list (default: native and two odd sizes).")
 @click.option("--batch-sizes", default="1,8", show_default=True, callback=_parse_batches)
-@click.option("--provider", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True)
+@click.option("--provider", type=click.Choice(PROVIDER_CHOICES), default="auto", show_default=True,
+              help="Engine to time, or all: every usable serving engine (ONNX Runtime, OpenVINO) side by side, "
+                   "interleaved.")
 @click.option("--warmup", type=click.IntRange(min=0), default=3, show_default=True)
 @click.option("--iters", type=click.IntRange(min=1), default=20, show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads for ONNX Runtime (and torch).")
+@click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads for the engines (and torch).")
 @click.option("--compare-torch", is_flag=True, help="Also time PyTorch eager, interleaved, and print the ratio.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def bench_cmd(model_path, sizes, batch_sizes, provider, warmup, iters, threads, compare_torch, as_json) -> None:
-    """Median and p90 latency and images/s per size and batch with ONNX Runtime."""
+    """Median and p90 latency and images/s per size and batch, per engine."""
     from vitexport.bench import bench
 
     def progress(text: str) -> None:
@@ -532,17 +537,36 @@ def bench_cmd(model_path, sizes, batch_sizes, provider, warmup, iters, threads, 
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
         return
-    click.echo(f"model {report.model} on {', '.join(report.providers)}; {warmup} warm-up + {iters} timed runs per case")
-    head = f"{'size':>9s} {'batch':>5s} {'ORT median ms':>14s} {'p90 ms':>8s} {'images/s':>9s}"
-    if compare_torch:
-        head += f" {'torch median ms':>16s} {'p90 ms':>8s} {'images/s':>9s} {'ORT speed-up':>13s}"
+    _print_bench(report, compare_torch)
+
+
+def _print_bench(report, compare_torch: bool) -> None:
+    """One row per (size, batch); per engine its median, p90 and images/s side by side; then PyTorch."""
+    names = [e["name"] for e in report.engines]
+    click.echo(f"model {report.model}; {report.warmup} warm-up + {report.iters} timed runs per case"
+               + (", engines interleaved" if len(names) > 1 or compare_torch else ""))
+    for e in report.engines:
+        click.echo(f"engine {e['name']}: {', '.join(e['providers'])} ({e['version']})"
+                   + "".join(f"; {note}" for note in e["notes"]))
+    for skipped in report.skipped:
+        click.echo(f"skipped {skipped}")
+    head = f"{'size':>9s} {'batch':>5s}"
+    for name in [*names, *(["torch"] if compare_torch else [])]:
+        head += f" {name + ' median ms':>18s} {'p90 ms':>8s} {'images/s':>9s}"
+    head += "".join(f" {name + ' speed-up':>16s}" for name in names) if compare_torch else ""
     click.echo(head)
+    rows: dict[tuple[int, int, int], dict[str, Any]] = {}
     for c in report.cases:
-        line = (f"{_fmt_hw((c.height, c.width)):>9s} {c.batch:>5d} {c.runtime_median_ms:>14.2f} "
-                f"{c.runtime_p90_ms:>8.2f} {c.runtime_images_per_s:>9.1f}")
-        if c.torch_median_ms is not None:
-            line += (f" {c.torch_median_ms:>16.2f} {c.torch_p90_ms:>8.2f} {c.torch_images_per_s:>9.1f} "
-                     f"{c.speedup_vs_torch:>12.2f}x")
+        rows.setdefault((c.height, c.width, c.batch), {})[c.engine] = c
+    for (h, w, b), by_engine in rows.items():
+        cases = [by_engine[name] for name in names]
+        line = f"{_fmt_hw((h, w)):>9s} {b:>5d}"
+        for c in cases:
+            line += f" {c.runtime_median_ms:>18.2f} {c.runtime_p90_ms:>8.2f} {c.runtime_images_per_s:>9.1f}"
+        if compare_torch:
+            c = cases[0]
+            line += f" {c.torch_median_ms:>18.2f} {c.torch_p90_ms:>8.2f} {c.torch_images_per_s:>9.1f}"
+            line += "".join(f" {c.speedup_vs_torch:>15.2f}x" for c in cases)
         click.echo(line)
 
 

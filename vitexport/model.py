@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from vitexport.config import ViTConfig
+from vitexport.geometry import grid_size
 from vitexport.layers import (
     AttentionPoolLatent,
     BlockSpec,
@@ -119,10 +120,7 @@ class VisionTransformer(nn.Module):
     @torch.jit.ignore
     def grid_for(self, height: int, width: int) -> Tuple[int, int]:
         """Patch grid an input of this size produces (after padding when dynamic_img_pad)."""
-        ph, pw = self.patch_embed.patch_size
-        if self.patch_embed.dynamic_img_pad:
-            return -(-height // ph), -(-width // pw)
-        return height // ph, width // pw
+        return grid_size(height, width, self.patch_embed.patch_size, self.patch_embed.dynamic_img_pad)
 
     @torch.jit.ignore
     def set_input_size(

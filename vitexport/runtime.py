@@ -1,5 +1,6 @@
-"""Serving: the torch-free `Predictor` (images of any size in, labels out). Imports numpy and
-onnxruntime (through `vitexport.engines`), never torch.
+"""Serving: the torch-free `Predictor` (images of any size in, labels out) on any engine of
+`vitexport.engines` (ONNX Runtime CPU/CUDA/TensorRT, OpenVINO, the ONNX reference). Imports numpy
+and the engine's runtime, never torch.
 
 Sessions, provider honesty and diagnostics live in `vitexport.engines.ort`; the names below
 are re-exported from there for code written against earlier versions.
@@ -12,6 +13,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from vitexport.engines import Engine, create_engine, resolve_request
 from vitexport.engines.ort import (  # noqa: F401 - re-exported
     PROVIDER_CHOICES,
     PROVIDERS,
@@ -25,7 +27,7 @@ from vitexport.engines.ort import (  # noqa: F401 - re-exported
     resolve_auto_provider,
     resolve_providers,
 )
-from vitexport.errors import InputError, ServingError
+from vitexport.errors import EnvironmentProblem, InputError, ServingError
 from vitexport.geometry import token_count
 
 logger = logging.getLogger(__name__)
@@ -59,13 +61,14 @@ def _softmax(x: Any) -> Any:
 
 
 class Predictor:
-    """Images of any size in, labels out, with ONNX Runtime; safe to share across threads.
+    """Images of any size in, labels out, on one engine; safe to share across threads.
 
     Reads preprocessing, labels and channels from the model's vitexport metadata. Equal
     sizes are batched together (at most ``max_batch`` per run); results come back in
     input order. ``max_tokens`` refuses inputs whose patch count would exhaust memory.
-    ``provider`` names an engine (`vitexport.engines`); ``auto`` is CUDA when usable, else
-    the CPU, and `provider_note` says why it fell back.
+    ``provider`` names an engine (`vitexport.engines`: ``cpu``, ``cuda``, ``tensorrt``,
+    ``openvino``, ``reference``); ``auto`` is ONNX Runtime's CUDA when usable, else its CPU,
+    and `provider_note` says why it fell back.
     """
 
     def __init__(
@@ -80,21 +83,34 @@ class Predictor:
     ) -> None:
         if max_batch < 1 or max_tokens < 1:
             raise ValueError("max_batch and max_tokens must be positive")
-        self.model_path = str(model_path)
-        if not os.path.exists(self.model_path):
-            raise ServingError(f"model {self.model_path!r} does not exist; pass an exported .onnx file")
+        if not os.path.exists(str(model_path)):
+            raise ServingError(f"model {str(model_path)!r} does not exist; pass an exported .onnx file")
+        if provider == "all":
+            raise EnvironmentProblem("a Predictor runs on one engine; name one instead of 'all'")
         from vitexport.sniff import require
 
-        require(self.model_path, "onnx", deep=True)  # a checkpoint or a truncated file: named here, not by ORT
-        self.provider_note = ""
-        if provider == "auto":
-            choice = resolve_auto_provider()
-            provider, self.provider_note = choice.provider, choice.note
-        self.engine = OrtEngine(provider, threads=threads, spin=spin).load(self.model_path)
-        self.provider = provider
-        # ONNX Runtime's own objects, for callers that need more than predict()
-        self.session, self.info, self.input_name = self.engine.session, self.engine.info, self.engine.input_name
-        self._read_metadata(self.engine.metadata)
+        # a folder, a checkpoint or a truncated file: named here, not by the engine
+        require(str(model_path), "onnx", deep=True)
+        [(name, notes)] = resolve_request(provider)
+        engine = create_engine(name, threads=threads, spin=spin).load(str(model_path))
+        self._attach(engine, str(model_path), "; ".join(notes), max_batch, max_tokens, top_k)
+
+    @classmethod
+    def from_engine(cls, engine: Engine, model_path: str, *, provider_note: str = "", max_batch: int = 16,
+                    max_tokens: int = 4096, top_k: int = 5) -> Predictor:
+        """A Predictor on an engine that has already loaded ``model_path`` (e.g. from `load_engines`)."""
+        if max_batch < 1 or max_tokens < 1:
+            raise ValueError("max_batch and max_tokens must be positive")
+        predictor = cls.__new__(cls)
+        predictor._attach(engine, str(model_path), provider_note, max_batch, max_tokens, top_k)
+        return predictor
+
+    def _attach(self, engine: Engine, model_path: str, note: str, max_batch: int, max_tokens: int,
+                top_k: int) -> None:
+        self.model_path, self.engine, self.provider, self.provider_note = model_path, engine, engine.name, note
+        self._read_metadata(engine.metadata)
+        for issue in engine.known_issues(self.metadata):
+            logger.warning("%s on %s: %s", model_path, engine.name, issue)
         self.fixed_batch = self.metadata.get("batch_size")
         self.max_batch = int(self.fixed_batch or max_batch)
         self.max_tokens = max_tokens

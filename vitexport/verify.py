@@ -20,10 +20,11 @@ import numpy as np
 import torch
 
 from vitexport.config import ViTConfig
-from vitexport.engines import Engine, create_engine
-from vitexport.errors import EngineUnavailable, UsageError, VerificationError, one_line
+from vitexport.diagnose import diagnose_failures, native_grid
+from vitexport.engines import Engine, load_engines
+from vitexport.errors import UsageError, VerificationError, one_line
 from vitexport.files import write_text
-from vitexport.geometry import grid_size, padded_size
+from vitexport.geometry import grid_size, padded_size, token_count
 from vitexport.graph import GraphReport, check_against_metadata, check_summary, inspect_graph, load_onnx
 from vitexport.model import VisionTransformer
 
@@ -122,6 +123,7 @@ class VerifyReport:
     weight_diff: dict[str, float] | None = None
     config: dict[str, Any] = field(default_factory=dict)
     skipped_providers: list[str] = field(default_factory=list)
+    diagnoses: list[str] = field(default_factory=list)  # likely causes of failed cases, per engine
     seconds: float = 0.0
 
     @property
@@ -310,29 +312,8 @@ class TorchScriptEngine(Engine):
     def describe(self) -> dict[str, Any]:
         warnings = [] if self.requested in ("auto", "cpu") else [
             f"TorchScript is verified on the CPU; --provider {self.requested} applies to ONNX only"]
-        return {"name": self.name, "requested": self.requested, "providers": self.devices, "warnings": warnings}
-
-
-def onnx_engines(path: str, request: str, debug: bool = False) -> tuple[list[tuple[Engine, list[str]]], list[str]]:
-    """Loaded engines for a provider request, each with its warnings; and the providers skipped (``all``)."""
-    from vitexport.engines.ort import resolve_auto_provider, resolve_providers
-
-    engines: list[tuple[Engine, list[str]]] = []
-    skipped: list[str] = []
-    for name in resolve_providers(request):
-        warnings: list[str] = []
-        if name == "auto":  # CUDA when usable, else the CPU, and the report says which
-            choice = resolve_auto_provider(debug=debug)
-            name = choice.provider
-            if choice.fell_back:
-                warnings.append(f"auto: verified on the CPU: {choice.reason}")
-        try:
-            engines.append((create_engine(name, debug=debug).load(path), warnings))
-        except EngineUnavailable as exc:
-            if request != "all":
-                raise
-            skipped.append(f"{name}: {exc}")
-    return engines, skipped
+        return {"name": self.name, "requested": self.requested, "providers": self.devices,
+                "version": f"torch {torch.__version__}", "notes": [], "warnings": warnings}
 
 
 def _time_call(fn: Callable[[], Any]) -> tuple[Any, float]:
@@ -444,17 +425,52 @@ def _case_list(cfg: ViTConfig, sizes: list[tuple[int, int]] | None, batch_sizes:
 
 def _engines(artifact: _Artifact, request: str, debug: bool, probe: np.ndarray,
              report: VerifyReport) -> list[Engine]:
-    """Load the engines to compare; their report entries (with placement diagnostics) go into ``report``."""
+    """Load the engines to compare; their report entries (with placement diagnostics and the runtime's
+    known issues with this model) go into ``report``."""
     if artifact.torchscript is not None:
         report.sessions.append(artifact.torchscript.describe())
         return [artifact.torchscript]
-    loaded, report.skipped_providers = onnx_engines(artifact.path, request, debug)
-    for engine, warnings in loaded:
+    # the engines and the PyTorch reference alternate case by case: spinning ONNX Runtime worker threads would
+    # take the cores from the reference run that follows (as in bench --compare-torch)
+    loaded, report.skipped_providers = load_engines(artifact.path, request, debug=debug, spin=False)
+    for engine, notes in loaded:
         engine.diagnose(probe)
         entry = engine.describe() | {"requested": request}
-        entry["warnings"] = [*warnings, *entry.get("warnings", [])]
+        entry["warnings"] = [*notes, *engine.known_issues(artifact.metadata), *entry.get("warnings", [])]
         report.sessions.append(entry)
     return [engine for engine, _ in loaded]
+
+
+def reduced_cases(cfg: ViTConfig, cases: list[Case]) -> list[Case]:
+    """The cheap part of a sweep, for slow engines: batch-1 random inputs at most 1.5x the native size's
+    patches (native, non-square, not divisible, < one patch, grids down and up), and the smallest batched case."""
+    native = accepted_sizes(cfg, [cfg.img_hw])[0]
+    limit = 1.5 * token_count(*native, cfg.patch_hw, pad=cfg.dynamic_img_pad)
+
+    def tokens(c: Case) -> int:
+        return token_count(c.height, c.width, cfg.patch_hw, pad=cfg.dynamic_img_pad)
+
+    small = [c for c in cases if c.input_kind == "random" and tokens(c) <= limit]
+    single = min((c.batch for c in small), default=1)
+    keep = [c for c in small if c.batch == single]
+    batched = [c for c in small if c.batch > single]
+    if batched:
+        keep.append(min(batched, key=lambda c: (tokens(c) * c.batch, c.height, c.width)))
+    return [c for c in cases if c in keep]
+
+
+def _plans(engines: list[Engine], case_list: list[Case], cfg: ViTConfig, explicit_sizes: bool,
+           report: VerifyReport) -> dict[str, list[Case]]:
+    """The cases each engine runs: all of them, or a reduced default sweep for slow engines (noted in the report)."""
+    plans: dict[str, list[Case]] = {}
+    for engine, entry in zip(engines, report.sessions, strict=True):
+        plans[engine.name] = case_list
+        if engine.reduced_sweep and not explicit_sizes:
+            plans[engine.name] = reduced_cases(cfg, case_list) or case_list[:1]
+            entry["notes"] = [*entry.get("notes", []), f"reduced sweep: {len(plans[engine.name])} of "
+                              f"{len(case_list)} cases (batch-1 random inputs up to 1.5x the native size's patches, "
+                              f"one batched case), because {engine.reduced_sweep}; pass --sizes to choose the cases"]
+    return plans
 
 
 def _run_reference(reference: VisionTransformer, x: np.ndarray) -> tuple[np.ndarray | None, float | None, str]:
@@ -493,14 +509,19 @@ def _run_case(engine: Engine, x: np.ndarray, ref: np.ndarray, result: CaseResult
 
 
 def _sweep(case_list: list[Case], cfg: ViTConfig, reference: VisionTransformer, engines: list[Engine],
-           report: VerifyReport, progress: Callable[[CaseResult, int, int], None] | None) -> dict:
-    """Every case through the reference and every engine; results go into ``report``, outputs are returned."""
-    total = len(case_list) * len(engines)
+           plans: dict[str, list[Case]], report: VerifyReport,
+           progress: Callable[[CaseResult, int, int], None] | None) -> dict:
+    """Every case through the reference and the engines whose plan holds it; results go into ``report``,
+    outputs are returned."""
+    total = sum(len(plans[e.name]) for e in engines)
     outputs: dict[tuple[Case, str], np.ndarray] = {}
     for case in case_list:
+        runners = [e for e in engines if case in plans[e.name]]
+        if not runners:
+            continue
         x = make_input(case, cfg.in_chans, report.seed)
         ref, torch_ms, ref_error = _run_reference(reference, x)
-        for engine in engines:
+        for engine in runners:
             result = CaseResult(case.height, case.width, case.batch, case.input_kind, provider=engine.name,
                                 passed=False, torch_ms=torch_ms, **_geometry(case, cfg))
             if ref is None:
@@ -556,9 +577,11 @@ def verify(
         report.static_checks = check_summary(artifact.graph, dynamic_size)
     case_list = _case_list(cfg, sizes, batch_sizes, artifact.metadata.get("batch_size"))
     engines = _engines(artifact, provider, debug, make_input(case_list[0], cfg.in_chans, seed), report)
-    outputs = _sweep(case_list, cfg, reference, engines, report, progress)
+    plans = _plans(engines, case_list, cfg, sizes is not None, report)
+    outputs = _sweep(case_list, cfg, reference, engines, plans, report, progress)
     if len(engines) > 1:
         _cross_compare(case_list, [e.name for e in engines], outputs, report, cfg.num_classes > 0)
+    report.diagnoses = diagnose_failures(report, artifact.graph, native_grid(artifact.metadata, cfg))
     report.seconds = time.perf_counter() - start
     return report
 

@@ -5,6 +5,9 @@
 - ``auto`` is decided once, by `resolve_auto_provider`: CUDA when a probe session really
   runs on it, else the CPU, with the reason.
 - Nodes that a GPU session places on the CPU, and Memcpy nodes, are found by profiling one run.
+- onnxruntime-gpu before 1.24.1 computes antialiased cubic Resize wrongly on CUDA (the fix of
+  onnxruntime PR 25265 first ships in 1.24.1; 1.23.2 is the newest build for Python 3.10): a
+  GPU engine says so for models exported with ``--resample resize`` (`OrtEngine.known_issues`).
 - ONNX Runtime's process-wide logger is silenced while a GPU session is created (it logs an
   unusable provider as an error before falling back) and set back to its previous level
   afterwards. onnxruntime has no getter for that level (1.31 has only the setters), so this
@@ -19,6 +22,7 @@ import io
 import json
 import logging
 import os
+import re
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -35,7 +39,10 @@ PROVIDERS = {
     "cuda": "CUDAExecutionProvider",
     "tensorrt": "TensorrtExecutionProvider",
 }
-PROVIDER_CHOICES = ("auto", "cuda", "cpu", "tensorrt", "all")
+PROVIDER_CHOICES = ("auto", "cuda", "cpu", "tensorrt", "all")  # ONNX Runtime's own; every engine's: vitexport.engines
+# The first onnxruntime-gpu with the CUDA antialiased-Resize fix (PR 25265: cubic_coeff_a honoured, right kernel
+# grid when shrinking). Found in the wheels: ResizeAntiAliasImpl takes cubic_coeff_a from 1.24.1 on, not in 1.23.2.
+CUDA_ANTIALIAS_FIX = (1, 24, 1)
 ORT_DEFAULT_LOGGER_SEVERITY = 2  # warning: onnxruntime's own default
 _UNAVAILABLE_ADVICE = "use --provider cpu, or --debug for ONNX Runtime's log"
 
@@ -98,6 +105,39 @@ class SessionInfo:
             "memcpy_nodes": self.memcpy_nodes,
             "warnings": self.warnings,
         }
+
+
+def ort_version() -> str:
+    """The installed onnxruntime distribution and its version, e.g. ``onnxruntime-gpu 1.31.1``."""
+    ort = _ort()
+    try:
+        from onnxruntime.capi.build_and_package_info import package_name
+    except ImportError:  # pragma: no cover - every wheel carries it
+        package_name = "onnxruntime"
+    return f"{package_name} {ort.__version__}"
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """'1.23.2' -> (1, 23, 2); pre-release and local parts ('1.24.0.dev1+cu12') are dropped."""
+    parts = []
+    for part in version.split("+")[0].split("."):
+        digits = re.match(r"\d+", part)
+        if digits is None:
+            break
+        parts.append(int(digits.group()))
+        if digits.end() < len(part):  # '1rc1': a pre-release of 1
+            break
+    return tuple(parts)
+
+
+def cuda_resize_issue(version: str, resample: str) -> str:
+    """The warning for a ``resize``-form model on CUDA with an onnxruntime-gpu before the fix; empty otherwise."""
+    if resample != "resize" or version_tuple(version) >= CUDA_ANTIALIAS_FIX:
+        return ""
+    fixed = ".".join(map(str, CUDA_ANTIALIAS_FIX))
+    return (f"onnxruntime {version} computes antialiased cubic Resize wrongly on CUDA (fixed in {fixed}, "
+            f"onnxruntime PR 25265); this model resamples with Resize: upgrade onnxruntime-gpu to >= {fixed} "
+            "(Python >= 3.11) or export with --resample portable")
 
 
 def available_providers() -> list[str]:
@@ -166,21 +206,38 @@ def create_session(
         # ORT's process-wide logger prints a provider it cannot load as an error; the check below
         # replaces that with one clear message (--debug keeps ORT's log)
         quiet = logger_severity(0 if debug else 4)
+    printed = io.StringIO()
     try:
-        with quiet:
+        # onnxruntime's Python layer print()s a provider that failed to register ("EP Error", e.g. TensorRT
+        # without its libraries) to stdout, which would corrupt --json output: it is captured and logged instead
+        with quiet, contextlib.redirect_stdout(printed):
             session = ort.InferenceSession(path, sess_options=session_options(debug, threads, spin=spin),
                                            providers=chain)
     except Exception as exc:
         where = "the model" if isinstance(path, bytes) else repr(path)
         raise EngineError(f"ONNX Runtime could not load {where} on {chain[0]}: {one_line(exc)}") from exc
+    finally:
+        if printed.getvalue():
+            logger.debug("onnxruntime printed while creating the session: %s", printed.getvalue())
     used = list(session.get_providers())
     if chain[0] not in used:
         raise EngineUnavailable(
-            f"{chain[0]} could not be initialised here (no usable GPU, driver or CUDA/cuDNN libraries; "
+            f"{chain[0]} could not be initialised here ({_fallback_cause(printed.getvalue())}; "
             f"ONNX Runtime fell back to {', '.join(used)})",
             _UNAVAILABLE_ADVICE,
         )
     return session, SessionInfo(requested=provider, providers=used)
+
+
+def _fallback_cause(printed: str) -> str:
+    """Why a provider fell back: what onnxruntime printed ("EP Error <where> <what> when using ..."), else the
+    usual causes."""
+    match = re.search(r"^EP Error (.*?)\s+when using", printed, re.M | re.S)
+    if match is None:
+        return "no usable GPU, driver or CUDA/cuDNN libraries"
+    text = re.sub(r"^\S+:\d+\s+", "", match.group(1).strip())  # the source location
+    text = re.sub(r"^(?:void|\S+) [\w:]+\([^)]*\)\s*", "", text)  # the C++ function
+    return one_line(text, 200)
 
 
 # A one-node ONNX model (Identity on a float[1], opset 18, IR version 8), serialized once with
@@ -315,6 +372,18 @@ class OrtEngine(Engine):
     def devices(self) -> list[str]:
         return list(self.info.providers)
 
+    @property
+    def version(self) -> str:
+        return ort_version()
+
+    def known_issues(self, metadata: dict[str, Any]) -> list[str]:
+        """On a GPU provider: an onnxruntime-gpu before the CUDA antialias fix with a ``resize``-form model."""
+        if self.name == "cpu":
+            return []
+        # exports from before the portable form carry no "resample" key: they hold a Resize
+        issue = cuda_resize_issue(_ort().__version__, metadata.get("resample", "resize"))
+        return [issue] if issue else []
+
     def run(self, x: Any) -> Any:
         import numpy as np
 
@@ -338,10 +407,12 @@ class OrtEngine(Engine):
             profile_placement(self.path, self.name, {self.input_name: x.astype(dtype)}, self.info)
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, **self.info.to_json(), "provider_chain": PROVIDERS[self.name]}
+        return {"name": self.name, **self.info.to_json(), "provider_chain": PROVIDERS[self.name],
+                "version": self.version, "notes": []}
 
 
 __all__ = [
+    "CUDA_ANTIALIAS_FIX",
     "ORT_DEFAULT_LOGGER_SEVERITY",
     "PROVIDERS",
     "PROVIDER_CHOICES",
@@ -350,11 +421,14 @@ __all__ = [
     "SessionInfo",
     "available_providers",
     "create_session",
+    "cuda_resize_issue",
     "logger_severity",
+    "ort_version",
     "probe_provider",
     "profile_placement",
     "provider_chain",
     "resolve_auto_provider",
     "resolve_providers",
     "set_logger_severity",
+    "version_tuple",
 ]

@@ -1,0 +1,147 @@
+"""OpenVINO on the CPU device. Imports numpy and (lazily) openvino, never torch.
+
+- **Precision forced to f32.** OpenVINO's CPU plugin infers in bf16 by default on CPUs with
+  AVX512-BF16 or AMX; that alone puts ~8e-3 of error into the patch convolution of an fp32 model.
+  The engine compiles with ``INFERENCE_PRECISION_HINT: f32``, checks that the compiled model
+  really runs in f32, and its report entry says so (with the device's own default).
+- **Dynamic shapes: compiled once.** The model is compiled with its dynamic batch, height and
+  width; OpenVINO does not recompile for a new input shape, but the first run at each new shape
+  costs extra (shape inference and kernel preparation, cached afterwards):
+  `benchmarks/engine_shapes.py` measures it.
+- **Thread-safe.** An OpenVINO infer request serves one call at a time: `run` takes an idle request
+  from a pool (creating one when all are busy) and gives it back afterwards, so concurrent callers
+  never share one. Outputs are copied out of the request before it is reused.
+- The vitexport metadata comes from the model OpenVINO read (ONNX ``metadata_props`` land in its
+  ``rt_info["framework"]``), so the ONNX file is parsed once.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+from typing import Any
+
+from vitexport.engines import Engine
+from vitexport.errors import EngineError, EngineUnavailable, EnvironmentProblem, one_line
+
+logger = logging.getLogger(__name__)
+
+INSTALL = "pip install 'vitexport[openvino]'"
+PRECISION = "f32"
+# bf16 in OpenVINO's CPU plugin: measured max |d| ~8e-3 in the patch convolution alone (docs/numerics.md)
+PRECISION_NOTE = ("inference precision forced to f32 (INFERENCE_PRECISION_HINT); this device's default is {default}"
+                  "{why}")
+
+
+def _openvino():
+    try:
+        import openvino
+    except ImportError as exc:
+        raise EngineUnavailable(f"OpenVINO is not installed ({one_line(exc, 120)})", INSTALL) from exc
+    return openvino
+
+
+def _type_name(element_type: Any) -> str:
+    """OpenVINO element type -> 'f32', 'bf16', 'f16', ... (to_string of Type, or str of a Type-like value)."""
+    name = getattr(element_type, "get_type_name", None)
+    return str(name() if name is not None else element_type)
+
+
+def _metadata(model: Any) -> dict[str, Any]:
+    """vitexport.* metadata of a model OpenVINO read from ONNX (its metadata_props are rt_info["framework"])."""
+    from vitexport.spec import decode_metadata
+
+    if not model.has_rt_info(["framework"]):
+        return {}
+    keys = list(model.get_rt_info()["framework"])
+    return decode_metadata({k: model.get_rt_info(["framework", k]).astype(str) for k in keys})
+
+
+class OpenVinoEngine(Engine):
+    """OpenVINO on ``device`` (default the CPU), fp32; thread-safe `run` (a pool of infer requests)."""
+
+    name = "openvino"
+
+    def __init__(self, *, device: str = "CPU", threads: int | None = None, spin: bool = True,
+                 debug: bool = False) -> None:
+        # spin: OpenVINO's worker threads do not busy-wait between runs (measured: ~1 ms of CPU in 0.5 s idle
+        # after a ViT-S/16 run, against ONNX Runtime's ~36 ms), so there is nothing to turn off.
+        if threads is not None and threads < 1:
+            raise EnvironmentProblem(f"threads must be positive, got {threads}")
+        self.device, self.threads, self.spin, self.debug = device, threads, spin, debug
+        self.path = ""
+        self.compiled: Any = None
+        self._requests: queue.SimpleQueue = queue.SimpleQueue()
+        self._default_precision = ""
+
+    def available(self) -> tuple[bool, str]:
+        try:
+            ov = _openvino()
+        except EngineUnavailable as exc:
+            return False, str(exc)
+        devices = ov.Core().available_devices
+        if self.device not in devices:
+            return False, f"OpenVINO has no {self.device} device here (devices: {', '.join(devices) or 'none'})"
+        return True, ""
+
+    def _config(self) -> dict[str, Any]:
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": PRECISION}
+        if self.threads:
+            config["INFERENCE_NUM_THREADS"] = int(self.threads)
+        return config
+
+    def load(self, path: str) -> OpenVinoEngine:
+        ov = _openvino()
+        usable, reason = self.available()
+        if not usable:
+            raise EngineUnavailable(reason, "use --provider cpu")
+        self.path = str(path)
+        core = ov.Core()
+        try:
+            model = core.read_model(self.path)
+            self.compiled = core.compile_model(model, self.device, self._config())
+        except Exception as exc:
+            raise EngineError(f"OpenVINO could not load {self.path!r} on {self.device}: {one_line(exc)}") from exc
+        used = _type_name(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        if used != PRECISION:
+            raise EngineError(f"OpenVINO compiled {self.path!r} for {used} inference although f32 was asked for; "
+                              "its results cannot be compared with fp32 PyTorch")
+        self._default_precision = _type_name(core.get_property(self.device, "INFERENCE_PRECISION_HINT"))
+        fp16 = _type_name(self.compiled.inputs[0].get_element_type()) == "f16"
+        self._input_dtype = "float16" if fp16 else "float32"
+        self._metadata = _metadata(model)
+        self._requests = queue.SimpleQueue()
+        return self
+
+    @property
+    def devices(self) -> list[str]:
+        devices = list(self.compiled.get_property("EXECUTION_DEVICES")) if self.compiled is not None else []
+        return [f"OpenVINO {d}" for d in devices or [self.device]]
+
+    @property
+    def version(self) -> str:
+        return f"openvino {_openvino().get_version().split('-')[0]}"
+
+    def run(self, x: Any) -> Any:
+        import numpy as np
+
+        x = np.ascontiguousarray(x, dtype=np.float16 if self.input_dtype == "float16" else np.float32)
+        try:
+            request = self._requests.get_nowait()
+        except queue.Empty:
+            request = self.compiled.create_infer_request()
+        try:
+            out = request.infer({0: x})[0]  # share_outputs=False (the default): a copy of the output
+        finally:
+            self._requests.put(request)
+        return np.asarray(out).astype(np.float32, copy=False)
+
+    def describe(self) -> dict[str, Any]:
+        why = (": bf16 alone puts ~8e-3 of error into the patch convolution"
+               if self._default_precision != PRECISION else "")
+        note = PRECISION_NOTE.format(default=self._default_precision or "unknown", why=why)
+        return {"name": self.name, "providers": self.devices, "version": self.version,
+                "precision": PRECISION, "notes": [note], "warnings": []}
+
+
+__all__ = ["INSTALL", "OpenVinoEngine"]

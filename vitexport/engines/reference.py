@@ -1,0 +1,89 @@
+"""ONNX's own reference evaluator (`onnx.reference.ReferenceEvaluator`): the specification's semantics,
+run in numpy. Imports numpy and onnx, never torch.
+
+It is an oracle, not a server: slow (ViT-S/16 at 224x224 takes seconds per image), so verify gives
+it a reduced default sweep (`Engine.reduced_sweep`) and `bench --provider all` leaves it out.
+It runs standard ONNX ops only: exports with ONNX Runtime's contrib ops (``--attention mha``,
+``--optimize``, ``quantize``) cannot load on it.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from vitexport.engines import Engine
+from vitexport.errors import EngineError, EnvironmentProblem, one_line
+
+SLOW = "the ONNX reference evaluator runs every op in numpy (seconds per image for ViT-S/16)"
+
+
+class ReferenceEngine(Engine):
+    """`onnx.reference.ReferenceEvaluator` on the CPU; `run` is serialised with a lock (the evaluator keeps
+    per-run state)."""
+
+    name = "reference"
+    serving = False
+    reduced_sweep = SLOW
+
+    def __init__(self, *, threads: int | None = None, spin: bool = True, debug: bool = False) -> None:
+        if threads is not None:
+            raise EnvironmentProblem("the ONNX reference evaluator has no thread setting (it runs in numpy); "
+                                     "leave threads unset")
+        self.debug = debug
+        self.path = ""
+        self.evaluator: Any = None
+        self._input = ""
+        self._lock = threading.Lock()
+
+    def available(self) -> tuple[bool, str]:
+        try:
+            from onnx.reference import ReferenceEvaluator  # noqa: F401
+        except ImportError as exc:  # pragma: no cover - onnx is a dependency of the package
+            return False, f"onnx.reference is not importable: {one_line(exc)}"
+        return True, ""
+
+    def load(self, path: str) -> ReferenceEngine:
+        from onnx import TensorProto
+        from onnx.reference import ReferenceEvaluator
+
+        from vitexport.graph import load_onnx
+        from vitexport.spec import decode_metadata
+
+        self.path = str(path)
+        proto = load_onnx(self.path, load_external_data=True)  # external data: only from the model's folder
+        contrib = sorted({f"{n.domain}.{n.op_type}" for n in proto.graph.node if n.domain not in ("", "ai.onnx")})
+        if contrib:
+            raise EngineError(f"the ONNX reference evaluator runs standard ONNX ops only; {self.path!r} holds "
+                              f"{', '.join(contrib)} (an ONNX Runtime export: --attention mha, --optimize, quantize)")
+        try:
+            self.evaluator = ReferenceEvaluator(proto)
+        except Exception as exc:
+            raise EngineError(f"the ONNX reference evaluator could not load {self.path!r}: {one_line(exc)}") from exc
+        self._metadata = decode_metadata({p.key: p.value for p in proto.metadata_props})
+        graph_input = proto.graph.input[0]
+        self._input = graph_input.name
+        fp16 = graph_input.type.tensor_type.elem_type == TensorProto.FLOAT16
+        self._input_dtype = "float16" if fp16 else "float32"
+        return self
+
+    @property
+    def devices(self) -> list[str]:
+        return ["ONNX reference evaluator (numpy)"]
+
+    @property
+    def version(self) -> str:
+        import onnx
+
+        return f"onnx {onnx.__version__}"
+
+    def run(self, x: Any) -> Any:
+        import numpy as np
+
+        x = np.ascontiguousarray(x, dtype=np.float16 if self._input_dtype == "float16" else np.float32)
+        with self._lock:
+            out = self.evaluator.run(None, {self._input: x})[0]
+        return np.asarray(out).astype(np.float32, copy=False)
+
+
+__all__ = ["ReferenceEngine"]
