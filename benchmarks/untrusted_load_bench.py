@@ -21,10 +21,11 @@ from pathlib import Path
 
 import torch
 
-from vitexport.checkpoint import SAFE_GLOBALS, _load_pickle, _sniff
+from vitexport.checkpoint import SAFE_GLOBALS, _load_pickle
 from vitexport.config import ViTConfig
 from vitexport.model import VisionTransformer
 from vitexport.presets import PRESETS
+from vitexport.sniff import sniff
 from vitexport.untrusted import prescan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +49,7 @@ def cases(folder: Path, quick: bool) -> dict[str, Path]:
 
 
 def time_case(path: Path, iters: int, warmup: int) -> dict[str, list[float]]:
-    kind = _sniff(path)  # TODO(sniff): vitexport.sniff (branch lean) once main has it
+    kind = sniff(path).kind
     paths = {
         "torch.load": plain(path),
         "pre-scan only": lambda: prescan(path, kind),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import shutil
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from conftest import CONFIGS, SAMPLES, make_model
 from vitexport import load_model, save_checkpoint
 from vitexport.attention import ATTENTION_MIN_OPSET
 from vitexport.cli import cli
-from vitexport.errors import EnvironmentProblem, ExportError, VerificationError
+from vitexport.errors import EnvironmentProblem, ExportError, UsageError
 from vitexport.export import export_onnx
 from vitexport.graph import inspect_graph, read_metadata, set_metadata
 from vitexport.optimize import EXTERNAL_MIN_BYTES, optimize_onnx, quantize_onnx
@@ -84,7 +85,7 @@ def test_optimized_graph_passes_verify_with_checkpoint(model_and_ckpt, tmp_path:
         assert [m["constant_shape"][-2:] for m in graph.resample_matmuls if m["constant_shape"]] == [[3, 5]]
     report = verify(out, checkpoint=ckpt, provider="cpu")
     assert report and not report.static_problems
-    with pytest.raises(VerificationError, match="verify it against the original with --checkpoint"):
+    with pytest.raises(UsageError, match="verify it against the original: --checkpoint"):  # exit 2: usage
         verify(out, provider="cpu")
 
 
@@ -176,17 +177,29 @@ def test_optimize_for_cuda(model_and_ckpt, plain: Path, tmp_path: Path) -> None:
     assert verify(out, checkpoint=ckpt, provider="cuda")
 
 
+def _printed_verify_command(stdout: str) -> list[str]:
+    """The `vitexport verify ...` command an export or quantize printed, as arguments (without `vitexport`)."""
+    line = next(line for line in stdout.splitlines() if line.startswith("verify "))
+    command = shlex.split(line.removeprefix("verify").split(" (")[0])
+    assert command[:2] == ["vitexport", "verify"], line
+    return command[1:]
+
+
 def test_cli_optimize_quantize_and_verify(sample_onnx: Path, tmp_path: Path) -> None:
+    """Optimized and int8 models: the verify command each command prints is real (it runs and passes), and
+    verifying them without --checkpoint is a usage error (exit 2)."""
     runner = CliRunner()
     sample = str(SAMPLES / "digits-vit.pt")
     opt = tmp_path / "opt.onnx"
     result = runner.invoke(cli, ["onnx", sample, "-o", str(opt), "--optimize", "cpu"])
     assert result.exit_code == 0, result.stderr
     assert "ONNX Runtime cpu optimization (extended)" in result.stdout and "attention      mha" in result.stdout
-    result = runner.invoke(cli, ["verify", str(opt), "--checkpoint", sample, "--provider", "cpu"])
+    command = _printed_verify_command(result.stdout)
+    assert command == ["verify", str(opt), "--checkpoint", sample]
+    result = runner.invoke(cli, [*command, "--provider", "cpu"])
     assert result.exit_code == 0, result.output
     result = runner.invoke(cli, ["verify", str(opt), "--provider", "cpu"])
-    assert result.exit_code == 1 and "--checkpoint" in result.stderr
+    assert result.exit_code == 2 and "--checkpoint" in result.stderr
 
     plain = tmp_path / "plain.onnx"
     shutil.copy(sample_onnx, plain)
@@ -195,8 +208,14 @@ def test_cli_optimize_quantize_and_verify(sample_onnx: Path, tmp_path: Path) -> 
     expected = matmuls_with_weights(load_model(sample))
     assert f"quantized      {expected} MatMul" in result.stdout and "embedding resampling" in result.stdout
     q = tmp_path / "plain.int8.onnx"
+    command = _printed_verify_command(result.stdout)
+    assert command == ["verify", str(q), "--checkpoint", str(plain)]  # the real names: no placeholders
+    result = runner.invoke(cli, [*command, "--provider", "cpu"])
+    assert result.exit_code == 0 and "reference: checkpoint" in result.stdout, result.output
     result = runner.invoke(cli, ["verify", str(q), "--checkpoint", sample, "--provider", "cpu"])
     assert result.exit_code == 0, result.output
+    result = runner.invoke(cli, ["verify", str(q), "--provider", "cpu"])
+    assert result.exit_code == 2 and "was quantized" in result.stderr and "--checkpoint" in result.stderr
     result = runner.invoke(cli, ["quantize", str(plain)])
     assert result.exit_code == 2 and "pass --force" in result.stderr
     result = runner.invoke(cli, ["onnx", sample, "-o", str(tmp_path / "c.onnx"), "--optimize", "cuda"])

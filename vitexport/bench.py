@@ -41,6 +41,7 @@ class BenchReport:
     engines: list[dict[str, Any]] = field(default_factory=list)  # name, providers, version, notes
     skipped: list[str] = field(default_factory=list)  # with provider "all": engines not usable here, and why
     cases: list[BenchCase] = field(default_factory=list)
+    provider_note: str = ""  # why ``auto`` runs on the CPU, as `Predictor.provider_note`
     parity_reference: str = ""  # what each engine's output was compared with; empty: no parity check
     recommendation: str = ""
 
@@ -217,14 +218,22 @@ def bench(
     ``parity`` (default: with several engines or ``compare_torch``) checks every engine's output against
     a reference at every case and sets the report's `recommend` line.
     """
+    if compare_torch:  # before any work: the base install has no torch
+        from vitexport.extras import require_extra
+
+        require_extra("export", "`vitexport bench --compare-torch`")
+    from vitexport.sniff import require
+
+    require(model_path, "onnx", deep=True)  # a folder, a checkpoint or a truncated file: named before any engine
     skipped: list[str] = []
     predictors = _predictors(model_path, provider, threads, compare_torch or provider == "all", skipped,
                              Limits(max_tokens, max_memory_gb))
     first = predictors[0]
     sizes = sizes if sizes is not None else default_bench_sizes(first.metadata)
     check_limits(first.vit_config, [(h, w, b) for h, w in sizes for b in batch_sizes], first.limits, "bench")
+    note = "; ".join(p.provider_note for p in predictors if p.provider_note)
     report = BenchReport(model_path, [d for p in predictors for d in p.providers], warmup, iters, threads,
-                         skipped=skipped)
+                         skipped=skipped, provider_note=note)
     for p in predictors:
         entry = p.engine.describe()
         notes = [n for n in [p.provider_note, *entry.get("notes", [])] if n]

@@ -25,12 +25,13 @@ from vitexport.errors import CheckpointError, ConfigError, UnsafeCheckpointError
 from vitexport.files import atomic_file
 from vitexport.hub import hub_config, is_hub_layout
 from vitexport.metacheck import labels_list, preprocess_dict
+from vitexport.sniff import HUB_WEIGHT_FILES, require, sniff
 
 logger = logging.getLogger(__name__)
 
 FORMAT_NAME = "vitexport.checkpoint"
 FORMAT_VERSION = 1
-WEIGHT_FILES_IN_DIR = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
+WEIGHT_FILES_IN_DIR = HUB_WEIGHT_FILES
 STATE_DICT_KEYS = ("state_dict", "model")
 EMA_STATE_DICT_KEYS = ("state_dict_ema", "model_ema")
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -91,20 +92,6 @@ def _resolve_file(path: Path) -> Path:
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {str(path)!r} is empty (0 bytes); re-download or re-save it")
     return path
-
-
-def _sniff(path: Path) -> str:
-    with open(path, "rb") as fh:
-        head = fh.read(16)
-    if head.startswith(b"PK\x03\x04"):
-        return "torch-zip"
-    if head[:1] == b"\x80":
-        return "torch-pickle"
-    if len(head) >= 9 and head[8:9] == b"{":
-        return "safetensors"
-    if head.startswith(b"\x08") and path.suffix == ".onnx":
-        return "onnx"
-    return "unknown"
 
 
 def _load_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -168,17 +155,13 @@ def _torch_load(path: Path, kind: str) -> Any:
 def read_raw(path: str | os.PathLike[str]) -> tuple[Path, str, Any]:
     """(resolved path, format, loaded object) for a checkpoint file, without executing code."""
     file = _resolve_file(Path(path))
-    kind = _sniff(file)
-    if kind == "safetensors" or file.suffix == ".safetensors":
+    kind = sniff(file).kind
+    if kind == "safetensors" or (kind == "unknown" and file.suffix == ".safetensors"):  # a broken header
         tensors, metadata = _load_safetensors(file)
         return file, "safetensors", {"__safetensors__": tensors, "__metadata__": metadata}
-    if kind in ("torch-zip", "torch-pickle"):
-        return file, kind, _load_pickle(file, kind)
-    hint = " (this is an ONNX model: use `vitexport info` or `vitexport verify` on it)" if kind == "onnx" else ""
-    raise CheckpointError(
-        f"{str(file)!r} is not a checkpoint{hint}; expected a PyTorch .pt/.pth/.bin file, .safetensors, "
-        "or a vitexport checkpoint"
-    )
+    kind = require(file, "checkpoint").kind  # another kind of file: named, with the command that takes it
+    kind = "torch-zip" if kind == "torch-zip" else "torch-pickle"
+    return file, kind, _load_pickle(file, kind)
 
 
 # ---------------------------------------------------------------------------

@@ -2,12 +2,17 @@
 
 Library errors become one-line messages here and only here; exit codes (docs/design.md):
 0 success, 1 the work failed, 2 usage or environment.
+
+Startup is part of the interface: importing this module loads click and vitexport's light modules
+only; each command imports its library modules (numpy, onnxruntime, torch, ...) inside its function,
+so `--help`, `info` on an exported model and `predict` never import torch
+(`benchmarks/startup_bench.py`, `tests/test_install.py`).
 """
 
 from __future__ import annotations
 
 import json
-import logging
+import os
 import re
 import sys
 from pathlib import Path
@@ -47,6 +52,16 @@ class VitexportGroup(click.Group):
             raise CliError(str(exc), exc.exit_code) from exc
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except ImportError as exc:  # a module of an extra the base install lacks: name the install command
+            from vitexport.extras import missing_extra
+
+            problem = None if ctx.params.get("debug") else missing_extra(exc, f"`vitexport {ctx.invoked_subcommand}`")
+            if problem is None:
+                raise
+            raise CliError(str(problem), problem.exit_code) from exc
+        except BrokenPipeError:  # whoever read stdout stopped (`vitexport info m.onnx | head -1`): stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+            raise SystemExit(141) from None  # 128 + SIGPIPE, as a shell tool killed by the pipe
         except Exception as exc:
             if ctx.params.get("debug"):
                 raise
@@ -113,6 +128,8 @@ def _limit_options(fn: Any) -> Any:
 @click.pass_context
 def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
     """Export dynamic-pad Vision Transformers to ONNX/TorchScript, verify and serve them."""
+    import logging
+
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     # Library warnings (e.g. an assumed head count) reach the user; third-party chatter does not.
@@ -217,7 +234,14 @@ def info(model_path: str, config: str | None, use_ema: bool, sizes: tuple, as_js
         _print_artifact_info(data)
 
 
-def _print_export(result) -> None:
+def _command(*args: Any) -> str:
+    """A vitexport command line to print for the user to run, each argument quoted for the shell."""
+    import shlex
+
+    return " ".join(["vitexport", *(shlex.quote(str(a)) for a in args)])
+
+
+def _print_export(result, verify_command: str) -> None:
     click.echo(f"wrote          {result.path} ({result.bytes / 1e6:.2f} MB)")
     if result.external_data:
         click.echo(f"external data  {result.external_data}")
@@ -232,8 +256,8 @@ def _print_export(result) -> None:
     click.echo(f"checks         {'; '.join(result.checks)}")
     click.echo(f"export time    {result.seconds:.1f} s")
     if result.optimized:
-        click.echo(f"attention      {result.metadata.get('attention')}; verify this file with --checkpoint "
-                   "(weights were folded)")
+        click.echo(f"attention      {result.metadata.get('attention')}")
+        click.echo(f"verify         {verify_command} (weights were folded)")
 
 
 class BatchType(click.ParamType):
@@ -277,11 +301,13 @@ def onnx_cmd(checkpoint, output, config, use_ema, opset, dtype, batch_size, stat
     """Export a checkpoint to ONNX with dynamic batch, height and width."""
     from vitexport.export import export_checkpoint
 
-    _print_export(export_checkpoint(
+    result = export_checkpoint(
         checkpoint, output, to="onnx", config=config, use_ema=use_ema, img_size=img_size, force=force,
         opset=opset, dtype=dtype, batch_size=batch_size, static_size=static_size, attention=attention,
         optimize=optimize, resample=resample, max_tokens=max_tokens, max_memory_gb=max_memory_gb,
-    ))
+    )
+    _print_export(result, _command("verify", result.path, "--checkpoint", checkpoint,
+                                   *(("--config", config) if config else ())))
 
 
 @cli.command("quantize")
@@ -303,7 +329,8 @@ def quantize_cmd(model_path, output, force) -> None:
     click.echo(f"kept float     {d['matmuls_left_float']} MatMul without constant weights (attention scores, "
                "embedding resampling); "
                f"{', '.join(d['kept_float'])}")
-    click.echo("verify         vitexport verify OUT --checkpoint CHECKPOINT (int8 tolerance 0.1 + 0.05*|ref|)")
+    click.echo(f"verify         {_command('verify', result.path, '--checkpoint', model_path)} "
+               "(against the float model's weights; int8 tolerance 0.1 + 0.05*|ref|)")
 
 
 @cli.command("torchscript")
@@ -320,7 +347,7 @@ def torchscript_cmd(checkpoint, output, config, use_ema, img_size, force, max_to
 
     _print_export(export_checkpoint(checkpoint, output, to="torchscript", config=config, use_ema=use_ema,
                                     img_size=img_size, force=force, max_tokens=max_tokens,
-                                    max_memory_gb=max_memory_gb))
+                                    max_memory_gb=max_memory_gb), "")
 
 
 @cli.command()
@@ -544,11 +571,13 @@ def bench_cmd(model_path, sizes, batch_sizes, provider, warmup, iters, threads, 
     report = bench(model_path, sizes, batch_sizes, provider=provider, warmup=warmup, iters=iters,
                    compare_torch=compare_torch, threads=threads, progress=progress, max_tokens=max_tokens,
                    max_memory_gb=max_memory_gb)
+    if sys.stderr.isatty() and not as_json:
+        click.echo("\r" + " " * 40 + "\r", nl=False, err=True)
+    if report.provider_note:
+        click.echo(f"note: {report.provider_note}", err=True)
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
         return
-    if sys.stderr.isatty():
-        click.echo("\r" + " " * 40 + "\r", nl=False, err=True)
     _print_bench(report, compare_torch)
 
 
@@ -644,6 +673,8 @@ def _print_started(started, options) -> None:
 def serve_cmd(model_path, name, host, port, replicas, autoscale, provider, threads, max_batch, batch_wait_ms,
               max_tokens, max_body_mb, token_file, address, print_config) -> None:
     """Serve a model over HTTP (Open Inference Protocol / KServe v2) on Ray Serve."""
+    import logging
+
     from vitexport.serve.config import AppArgs, Scaling, ServeOptions, config_yaml, parse_autoscale, with_absolute_paths
     from vitexport.serve.launch import deploy_to_cluster, ray_modules, serve_local
 

@@ -40,6 +40,19 @@ class OutputExistsError(OutputError):
     exit_code = 2
 
 
+class FileKindError(VitexportError):
+    """A file of another kind than the argument takes (a checkpoint where an exported model goes, an image
+    where the model goes, ...); the message names the kind and the command or flag that takes it."""
+
+    exit_code = 2
+
+
+class UsageError(VitexportError):
+    """A request that cannot work as given (a missing option it needs); the message names the option."""
+
+    exit_code = 2
+
+
 class VerificationError(VitexportError):
     """Verification could not be carried out (not: a mismatch, which is a report)."""
 

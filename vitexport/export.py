@@ -469,17 +469,3 @@ def export_torchscript(
         checks=["torch.jit.load round trip", checked],
         metadata=metadata,
     )
-
-
-def is_torchscript(path: str | os.PathLike[str]) -> bool:
-    """A TorchScript archive is a zip with code/ (a plain torch.save checkpoint has none)."""
-    from vitexport.torchscript_policy import is_torchscript as is_archive
-
-    return is_archive(path)
-
-
-def read_torchscript_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The vitexport metadata of a TorchScript archive: one bounded read, no code loaded or parsed."""
-    from vitexport.torchscript_policy import read_metadata
-
-    return read_metadata(path)

@@ -1,4 +1,4 @@
-"""Static checks of an exported ONNX graph (onnx only; no torch, no onnxruntime).
+"""Static checks of an exported ONNX graph (no torch, no onnxruntime; onnx only to load a full ModelProto).
 
 A graph that will be wrong at other input sizes often looks fine at export time:
 a resampling (Resize, or the portable MatMul form) that lost its dependency on the
@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import onnx
-
+from vitexport import onnxwire
 from vitexport.errors import CheckpointError
 from vitexport.spec import (
     RESAMPLE_FORMS,
@@ -71,14 +70,19 @@ class GraphReport:
         return "resize" if self.resize or not self.resample_matmuls else "portable"
 
 
-def load_onnx(path: str | os.PathLike[str], load_external_data: bool = False) -> onnx.ModelProto:
-    """Load an ONNX model with a clean error; external data must stay inside the model's folder."""
+def _check_model_path(p: Path) -> None:
+    """The file checks before reading a model: a file, not empty, an ONNX model (by its first bytes)."""
+    from vitexport.sniff import require
+
+    require(p, "onnx")
+
+
+def load_onnx(path: str | os.PathLike[str], load_external_data: bool = False) -> Any:
+    """Load an ``onnx.ModelProto`` with a clean error; external data must stay inside the model's folder."""
+    import onnx
+
     p = Path(path)
-    if not p.is_file():
-        what = "is a directory" if p.is_dir() else "does not exist"
-        raise CheckpointError(f"ONNX model {str(p)!r} {what}; pass an exported .onnx file")
-    if p.stat().st_size == 0:
-        raise CheckpointError(f"ONNX model {str(p)!r} is empty (0 bytes); export it again")
+    _check_model_path(p)
     try:
         model = onnx.load(str(p), load_external_data=False)
     except Exception as exc:  # protobuf raises DecodeError and others
@@ -96,7 +100,24 @@ def load_onnx(path: str | os.PathLike[str], load_external_data: bool = False) ->
     return model
 
 
-def _graph_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+def read_structure(path: str | os.PathLike[str]) -> onnxwire.Model:
+    """The skeleton of an ONNX file (`vitexport.onnxwire`: no onnx package, weights not read), with the same
+    checks and messages as `load_onnx`."""
+    p = Path(path)
+    _check_model_path(p)
+    try:
+        model = onnxwire.read_model(p)
+    except (onnxwire.WireError, OSError) as exc:
+        raise CheckpointError(
+            f"{str(p)!r} is not a readable ONNX model ({exc}); it is truncated or not ONNX: export it again"
+        ) from exc
+    if not model.graph.node:
+        raise CheckpointError(f"{str(p)!r} is not a readable ONNX model (empty graph); export it again")
+    check_external_data(model, p)
+    return model
+
+
+def _graph_tensors(graph: Any) -> Iterator[Any]:
     yield from graph.initializer
     for sparse in graph.sparse_initializer:
         yield from (sparse.values, sparse.indices)
@@ -104,7 +125,7 @@ def _graph_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
         yield from _node_tensors(node)
 
 
-def _node_tensors(node: onnx.NodeProto) -> Iterator[onnx.TensorProto]:
+def _node_tensors(node: Any) -> Iterator[Any]:
     """The tensors of a node's attributes (a Constant's value and sparse_value included), subgraphs too."""
     for attr in node.attribute:
         if attr.HasField("t"):
@@ -116,9 +137,10 @@ def _node_tensors(node: onnx.NodeProto) -> Iterator[onnx.TensorProto]:
             yield from _graph_tensors(sub)
 
 
-def all_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
-    """Every tensor a model can carry data in: initializers, sparse initializers, node attributes (Constant
-    values, subgraphs), local functions and training graphs; nothing is loaded (protobuf bounds the nesting)."""
+def all_tensors(model: Any) -> Iterator[Any]:
+    """Every tensor an ``onnx.ModelProto`` can carry data in: initializers, sparse initializers, node
+    attributes (Constant values, subgraphs), local functions and training graphs; nothing is loaded
+    (protobuf bounds the nesting)."""
     yield from _graph_tensors(model.graph)
     for function in model.functions:
         for node in function.node:
@@ -128,18 +150,26 @@ def all_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
         yield from _graph_tensors(info.algorithm)
 
 
-def external_locations(model: onnx.ModelProto) -> list[str]:
-    """Every external-data location any tensor of the model names (see `all_tensors`)."""
+def external_locations(model: Any) -> list[str]:
+    """Every external-data location any tensor of an `onnxwire.Model` (as `onnxwire.read_model` collects
+    them) or an ``onnx.ModelProto`` (`all_tensors`) names, in order."""
+    if isinstance(model, onnxwire.Model):
+        if model.external_locations is not None:
+            return list(model.external_locations)
+        tensors: list[Any] = [*model.graph.initializer,
+                              *(v for n in model.graph.node for v in n.attributes.values()
+                                if isinstance(v, onnxwire.Tensor))]
+        return list(dict.fromkeys(t.external["location"] for t in tensors if t.external and "location" in t.external))
     out = []
     for tensor in all_tensors(model):
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+        if tensor.data_location == onnxwire.EXTERNAL:
             for entry in tensor.external_data:
                 if entry.key == "location" and entry.value not in out:
                     out.append(entry.value)
     return out
 
 
-def check_external_data(model: onnx.ModelProto, path: Path) -> None:
+def check_external_data(model: Any, path: Path) -> None:
     """Refuse external-data locations that point outside the model's folder (or are missing)."""
     folder = path.resolve().parent
     for location in external_locations(model):
@@ -155,22 +185,11 @@ def check_external_data(model: onnx.ModelProto, path: Path) -> None:
             )
 
 
-def _attr(node: onnx.NodeProto, name: str) -> Any:
-    for a in node.attribute:
-        if a.name == name:
-            value = onnx.helper.get_attribute_value(a)
-            return value.decode() if isinstance(value, bytes) else value
-    return RESIZE_DEFAULTS.get(name)
+def _attr(node: onnxwire.Node, name: str) -> Any:
+    return node.attributes.get(name, RESIZE_DEFAULTS.get(name))
 
 
-def _dims(value_info: onnx.ValueInfoProto) -> list[int | str | None]:
-    dims: list[int | str | None] = []
-    for d in value_info.type.tensor_type.shape.dim:
-        dims.append(d.dim_param if d.HasField("dim_param") else d.dim_value if d.HasField("dim_value") else None)
-    return dims
-
-
-def _shape_dependent(graph: onnx.GraphProto, tensor: str, input_name: str) -> bool:
+def _shape_dependent(graph: Any, tensor: str, input_name: str) -> bool:
     """Does ``tensor`` come from the shape of something computed from the graph input?"""
     producers = {out: n for n in graph.node for out in n.output}
     derived = {input_name}
@@ -193,16 +212,18 @@ def _shape_dependent(graph: onnx.GraphProto, tensor: str, input_name: str) -> bo
     return False
 
 
-def inspect_graph(model: onnx.ModelProto, path: str = "") -> GraphReport:
+def inspect_graph(model: Any, path: str = "") -> GraphReport:
+    """What a graph holds: an `onnxwire.Model` (`read_structure`) or an ``onnx.ModelProto``."""
+    if not isinstance(model, onnxwire.Model):
+        model = onnxwire.from_proto(model)
     graph = model.graph
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     report = GraphReport(
         path=path,
-        opset=opset,
-        inputs={i.name: _dims(i) for i in graph.input},
-        outputs={o.name: _dims(o) for o in graph.output},
+        opset=model.opset,
+        inputs={i.name: list(i.dims) for i in graph.input},
+        outputs={o.name: list(o.dims) for o in graph.output},
         op_counts=dict(Counter(n.op_type for n in graph.node)),
-        metadata=decode_metadata({p.key: p.value for p in model.metadata_props}),
+        metadata=decode_metadata(model.metadata_props),
         external_data=external_locations(model),
     )
     input_name = graph.input[0].name if graph.input else ""
@@ -226,7 +247,7 @@ def inspect_graph(model: onnx.ModelProto, path: str = "") -> GraphReport:
     return report
 
 
-def _value_independent(graph: onnx.GraphProto, input_name: str) -> set[str]:
+def _value_independent(graph: Any, input_name: str) -> set[str]:
     """Values that do not depend on the input's values (they may depend on its shape)."""
     derived = {input_name}
     for node in graph.node:
@@ -236,8 +257,10 @@ def _value_independent(graph: onnx.GraphProto, input_name: str) -> set[str]:
     return (produced | {t.name for t in graph.initializer}) - derived
 
 
-def is_constant(graph: onnx.GraphProto, tensor: str, input_name: str) -> bool:
+def is_constant(graph: Any, tensor: str, input_name: str) -> bool:
     """Is ``tensor`` computed from constants only (neither the input's values nor its shape)?
+
+    ``graph``: an `onnxwire.Graph` or an ``onnx.GraphProto`` (both have ``node`` and ``initializer``).
 
     Such values are what runtimes fold at load time, and what TensorRT's parser needs as
     initializers where it asks for one (reduction and slice axes).
@@ -245,13 +268,13 @@ def is_constant(graph: onnx.GraphProto, tensor: str, input_name: str) -> bool:
     return tensor in _value_independent(graph, input_name) and not _shape_dependent(graph, tensor, input_name)
 
 
-def _static_shapes(graph: onnx.GraphProto) -> dict[str, list[int | str | None]]:
-    shapes = {v.name: _dims(v) for v in [*graph.value_info, *graph.input, *graph.output]}
+def _static_shapes(graph: onnxwire.Graph) -> dict[str, list[int | str | None]]:
+    shapes = {v.name: list(v.dims) for v in [*graph.value_info, *graph.input, *graph.output]}
     shapes.update({t.name: list(t.dims) for t in graph.initializer})
     return shapes
 
 
-def _resample_matmuls(graph: onnx.GraphProto, input_name: str) -> list[dict[str, Any]]:
+def _resample_matmuls(graph: onnxwire.Graph, input_name: str) -> list[dict[str, Any]]:
     """The portable resampling: MatMuls whose result does not depend on the input's values.
 
     Every other MatMul of a ViT (attention, MLP, head) works on the input's values; these
@@ -345,13 +368,15 @@ def check_against_metadata(
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The vitexport metadata of an ONNX file (decoded; empty when it has none), without loading external data."""
-    model = load_onnx(path)
-    return decode_metadata({p.key: p.value for p in model.metadata_props})
+    """The vitexport metadata of an ONNX file (decoded; empty when it has none), without loading external data
+    (read by `read_structure`: no onnx package needed)."""
+    return decode_metadata(read_structure(path).metadata_props)
 
 
 def set_metadata(path: str | os.PathLike[str], values: dict[str, Any]) -> None:
     """Add or replace ``vitexport.*`` metadata in an ONNX file in place; external data stays where it is."""
+    import onnx
+
     model = onnx.load(str(path), load_external_data=False)  # references to external data are saved as they are
     props = {p.key: p.value for p in model.metadata_props}
     props.update(encode_metadata(values))

@@ -15,10 +15,29 @@ def describe_file(
     sizes: tuple[tuple[int, int], ...] = (),
 ) -> dict[str, Any]:
     """Describe an exported .onnx / TorchScript file (`describe_artifact`), else a checkpoint: format, config
-    source, parameters, native grid, prefix tokens, and the geometry of each of ``sizes``. ``kind`` says which."""
+    source, parameters, native grid, prefix tokens, and the geometry of each of ``sizes``. ``kind`` says which.
+
+    Exported files are read without torch and without the onnx package; only a checkpoint needs torch."""
+    from vitexport.sniff import require
+
+    require(path, "info")  # what the file is, from its first bytes
     artifact = describe_artifact(path)
     if artifact is not None:
         return artifact
+    return describe_checkpoint_file(path, config=config, use_ema=use_ema, sizes=sizes)
+
+
+def describe_checkpoint_file(
+    path: str | os.PathLike[str],
+    config: Any = None,
+    use_ema: bool = False,
+    sizes: tuple[tuple[int, int], ...] = (),
+) -> dict[str, Any]:
+    """What `info` shows about a checkpoint (needs torch; the weights are checked against the config before
+    anything is built, and the model is built on the meta device only to count its parameters)."""
+    from vitexport.extras import require_extra
+
+    require_extra("export", "`vitexport info` on a checkpoint")
     from vitexport.checkpoint import describe_checkpoint, read_checkpoint
     from vitexport.model import count_parameters, infer_grid
     from vitexport.weights import check_fits, meta_model
@@ -41,35 +60,55 @@ def describe_file(
     return info
 
 
-def describe_artifact(path: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """Interface and metadata of an exported .onnx or TorchScript file; None when ``path`` is neither."""
+def describe_onnx(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Interface, ops, resampling form and metadata of an ONNX file, read by `vitexport.onnxwire`
+    (no onnx package; weights are skipped, external data is not read); the metadata is checked before use."""
+    from vitexport.graph import inspect_graph, read_structure
     from vitexport.metacheck import check_metadata
-    from vitexport.torchscript_policy import is_torchscript, read_metadata
 
     p = Path(path)
-    if p.suffix == ".onnx":
-        from vitexport.graph import inspect_graph, load_onnx
+    report = inspect_graph(read_structure(p), str(p))
+    check_metadata(report.metadata, repr(str(p)), next(iter(report.inputs.values()), None))
+    return {
+        "kind": "onnx",
+        "path": str(p),
+        "bytes": p.stat().st_size + sum((p.parent / f).stat().st_size for f in report.external_data),
+        "opset": report.opset,
+        "inputs": report.inputs,
+        "outputs": report.outputs,
+        "external_data": report.external_data,
+        "op_counts": dict(sorted(report.op_counts.items(), key=lambda kv: -kv[1])),
+        "resample": report.resample_form,
+        "resize": report.resize,
+        "resample_matmuls": report.resample_matmuls,
+        "metadata": report.metadata,
+    }
 
-        report = inspect_graph(load_onnx(p), str(p))
-        check_metadata(report.metadata, repr(str(p)), next(iter(report.inputs.values()), None))
-        return {
-            "kind": "onnx",
-            "path": str(p),
-            "bytes": p.stat().st_size + sum((p.parent / f).stat().st_size for f in report.external_data),
-            "opset": report.opset,
-            "inputs": report.inputs,
-            "outputs": report.outputs,
-            "external_data": report.external_data,
-            "op_counts": dict(sorted(report.op_counts.items(), key=lambda kv: -kv[1])),
-            "resample": report.resample_form,
-            "resize": report.resize,
-            "resample_matmuls": report.resample_matmuls,
-            "metadata": report.metadata,
-        }
-    if p.is_file() and is_torchscript(p):
+
+def describe_artifact(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """Interface and metadata of an exported .onnx or TorchScript file; None when ``path`` is neither
+    (judged by its first bytes, `vitexport.sniff`)."""
+    from vitexport.metacheck import check_metadata
+    from vitexport.sniff import sniff
+    from vitexport.torchscript_policy import read_metadata
+
+    kind = sniff(path).kind
+    if kind == "onnx":
+        return describe_onnx(path)
+    if kind == "torchscript":
+        p = Path(path)
         return {"kind": "torchscript", "path": str(p), "bytes": p.stat().st_size,
                 "metadata": check_metadata(read_metadata(p), repr(str(p)))}  # never loaded: metadata only
     return None
 
 
-__all__ = ["describe_artifact", "describe_file"]
+def read_torchscript_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The vitexport metadata of a TorchScript archive: one bounded read of its zip, no torch, no code
+    loaded or parsed (`vitexport.torchscript_policy.read_metadata`)."""
+    from vitexport.torchscript_policy import read_metadata
+
+    return read_metadata(path)
+
+
+__all__ = ["describe_artifact", "describe_checkpoint_file", "describe_file", "describe_onnx",
+           "read_torchscript_metadata"]

@@ -132,6 +132,9 @@ def _open_error(path: str, exc: BaseException) -> InputError:
     if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
         return InputError(f"image {path!r} declares more pixels than Pillow's decompression-bomb limit "
                           f"({Image.MAX_IMAGE_PIXELS:,}); downscale it first")
+    from vitexport.sniff import require
+
+    require(path, "image")  # a model, a checkpoint, ...: raises, saying what it is and where it goes
     return InputError(f"cannot read image {path!r} ({type(exc).__name__}); pass a PNG, JPEG or other Pillow format")
 
 

@@ -99,10 +99,14 @@ class Predictor:
         if max_batch < 1:
             raise ValueError("max_batch must be positive")
         limits = Limits(max_tokens, max_memory_gb)
-        if not os.path.isfile(str(model_path)):
+        if not os.path.exists(str(model_path)):
             raise ServingError(f"model {str(model_path)!r} does not exist; pass an exported .onnx file")
         if provider == "all":
             raise EnvironmentProblem("a Predictor runs on one engine; name one instead of 'all'")
+        from vitexport.sniff import require
+
+        # a folder, a checkpoint or a truncated file: named here, not by the engine
+        require(str(model_path), "onnx", deep=True)
         [(name, notes)] = resolve_request(provider)
         engine = create_engine(name, threads=threads, spin=spin, **(engine_options or {})).load(str(model_path))
         self._attach(engine, str(model_path), "; ".join(notes), max_batch, limits, top_k)

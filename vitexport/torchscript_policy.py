@@ -77,8 +77,8 @@ def _prefix(names: list[str]) -> str | None:
     return None
 
 
-# TODO(sniff): switch info/verify/export to vitexport.sniff (branch lean, issue 13) once main has it; keep the
-# entry-count guard below (a zip declaring too many entries must not be parsed by zipfile).
+# The commands tell files apart with `vitexport.sniff`; this stays for library users who only ask "TorchScript?".
+# The entry-count guard: a zip declaring too many entries must not be parsed by zipfile.
 def is_torchscript(path: str | os.PathLike[str]) -> bool:
     """A TorchScript archive is a zip with code/ beside data.pkl (a torch.save checkpoint has none); only
     the zip's directory is read (a zip declaring too many entries is left to the checkpoint reader)."""

@@ -24,8 +24,8 @@ from vitexport.diagnose import diagnose_failures, native_grid
 from vitexport.engines import Engine, load_engines
 from vitexport.errors import (
     ArgumentError,
-    CheckpointError,
     LimitError,
+    UsageError,
     VerificationError,
     one_line,
 )
@@ -227,9 +227,10 @@ def reference_from_onnx(path: str, metadata: dict[str, Any]) -> VisionTransforme
         )
     transformed = "quantized" if metadata.get("quantization") else "optimized" if metadata.get("optimized") else None
     if transformed:
-        raise VerificationError(
+        raise UsageError(
             f"{path!r} was {transformed} by ONNX Runtime, so its weights are no longer stored under their "
-            "PyTorch names; verify it against the original with --checkpoint"
+            "PyTorch names; verify it against the original: --checkpoint CHECKPOINT, or --checkpoint with the "
+            "float .onnx it was made from"
         )
     proto = load_onnx(path, load_external_data=True)
     weights = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in proto.graph.initializer}
@@ -322,12 +323,9 @@ class _Artifact:
 
 
 def _load_artifact(path: str, provider: str, limits: Limits) -> _Artifact:
-    from vitexport.torchscript_policy import is_torchscript
+    from vitexport.sniff import require
 
-    p = Path(path)
-    if not p.exists():
-        raise CheckpointError(f"model {path!r} does not exist; pass an exported .onnx or TorchScript file")
-    if p.suffix == ".onnx" or (p.is_file() and not is_torchscript(p)):
+    if require(path, "model").kind == "onnx":  # a checkpoint here names `vitexport onnx`
         graph = inspect_graph(load_onnx(path), path)
         check_metadata(graph.metadata, repr(path), next(iter(graph.inputs.values()), None))
         return _Artifact(path, "onnx", graph.metadata, graph=graph)
@@ -372,13 +370,25 @@ def _static_checks(graph: GraphReport, metadata: dict[str, Any], cfg: ViTConfig)
     return problems, notes
 
 
+def _reference_model(path: str, config: Any) -> VisionTransformer:
+    """``--checkpoint``: the original checkpoint, or the float ONNX export a transformed (int8, optimized)
+    model came from (its weights are stored under their PyTorch names)."""
+    from vitexport.sniff import require
+
+    if require(path, "reference").kind == "onnx":
+        from vitexport.graph import read_metadata
+
+        return reference_from_onnx(path, read_metadata(path))
+    from vitexport.checkpoint import load_model
+
+    return load_model(path, config=config)
+
+
 def _references(artifact: _Artifact, checkpoint: Any, config: Any) -> tuple[VisionTransformer, dict | None]:
     """The PyTorch reference (the checkpoint's, else the artifact's own weights) and, with both, their weight diff."""
     reference = None
     if checkpoint is not None:
-        from vitexport.checkpoint import load_model
-
-        reference = load_model(checkpoint, config=config)
+        reference = _reference_model(str(checkpoint), config)
     meta = artifact.metadata
     if artifact.torchscript is not None:
         own = reference_from_torchscript(artifact.torchscript.state_dict(), meta, artifact.path)

@@ -221,10 +221,14 @@ def session_options(debug: bool = False, threads: int | None = None, profile_pre
 def _preload_cuda() -> None:
     preload = getattr(_ort(), "preload_dlls", None)
     if preload is not None:
+        printed = io.StringIO()  # preload_dlls print()s each library it misses: on stdout, that breaks --json
         try:
-            preload()  # CUDA/cuDNN from the pip nvidia-* packages (a CUDA build of torch brings them)
+            with contextlib.redirect_stdout(printed):
+                preload()  # CUDA/cuDNN from the pip nvidia-* packages (a CUDA build of torch brings them)
         except Exception as exc:  # missing libraries show up as no CUDA provider below
             logger.debug("onnxruntime.preload_dlls failed: %s", exc)
+        if printed.getvalue().strip():
+            logger.debug("onnxruntime.preload_dlls: %s", " ".join(printed.getvalue().split()))
 
 
 def _check_in_build(provider: str) -> None:
@@ -287,18 +291,16 @@ def _fallback_cause(printed: str) -> str:
     return one_line(text, 200)
 
 
-def _probe_model() -> bytes:
-    from onnx import TensorProto, helper
+# A one-node ONNX model (Identity on a float[1], opset 18, IR version 8), serialized once with
+# onnx.helper (tests/test_engines.py rebuilds it and compares), so probing needs no onnx package.
+PROBE_MODEL = (
+    b"\x08\x08:;\n\x10\n\x01x\x12\x01y\"\x08Identity\x12\x05probeZ\x0f\n\x01x\x12\n\n\x08\x08\x01\x12\x04\n\x02"
+    b"\x08\x01b\x0f\n\x01y\x12\n\n\x08\x08\x01\x12\x04\n\x02\x08\x01B\x04\n\x00\x10\x12"
+)
 
-    graph = helper.make_graph(
-        [helper.make_node("Identity", ["x"], ["y"])],
-        "probe",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 8
-    return model.SerializeToString()
+
+def _probe_model() -> bytes:
+    return PROBE_MODEL
 
 
 def probe_provider(provider: str, debug: bool = False) -> tuple[bool, str]:
