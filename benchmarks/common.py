@@ -13,3 +13,73 @@ def cpu_session(path: str, profile_prefix: str | None = None) -> ort.InferenceSe
         return create_session(path, "cpu", spin=False)[0]
     opts = session_options(profile_prefix=profile_prefix, spin=False)
     return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def interleave(runners: dict, warmup: int, iters: int, gap_s: float = 0.0) -> dict[str, list[float]]:
+    """``warmup + iters`` rounds; each round runs every runner once, the order rotating by one every round.
+
+    Before every run the process sleeps ``gap_s`` (not timed), so a runtime whose idle threads spin for a
+    while after a run (ONNX Runtime's default) does not steal the cores from the runner that follows.
+    Returns the timed runs in milliseconds per runner.
+    """
+    import time
+
+    times: dict[str, list[float]] = {k: [] for k in runners}
+    order = list(runners)
+    for i in range(warmup + iters):
+        order = order[1:] + order[:1]
+        for key in order:
+            if gap_s:
+                time.sleep(gap_s)
+            t0 = time.perf_counter()
+            runners[key]()
+            if i >= warmup:
+                times[key].append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def machine_line() -> str:
+    """Architecture, cores, torch/onnxruntime/openvino versions and torch's thread count."""
+    import os
+    import platform
+
+    import torch
+
+    try:
+        import openvino
+
+        ov = f", openvino {openvino.get_version().split('-')[0]}"
+    except ImportError:
+        ov = ""
+    return (f"{platform.machine()}, {os.cpu_count()} logical CPUs, torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads), onnxruntime {ort.__version__}{ov}")
+
+
+def write_results(out_dir: str, stem: str, report: dict, lines: list[str]) -> None:
+    """``<stem>.json`` (the report) and ``<stem>.md`` (the lines) into ``out_dir``; the lines are printed too."""
+    import json
+    from pathlib import Path
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(report, indent=2))
+    (out / f"{stem}.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+def base_parser(doc: str, quick: str):
+    """An argument parser with the options every benchmark script shares: --quick (what it does) and --out-dir."""
+    import argparse
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=quick)
+    parser.add_argument("--out-dir", default=str(Path(__file__).resolve().parent / "results"))
+    return parser
+
+
+def run_footer(report: dict) -> str:
+    """The machine, the load average before and after, and the run time of a benchmark report."""
+    return (f"Machine: {report['machine']}; load average {report['load_start']:.2f} before, "
+            f"{report['load_end']:.2f} after (above ~1.3 on 2 cores: something else was running). "
+            f"Run time {report['elapsed_s']:.0f} s.")

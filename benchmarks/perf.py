@@ -1,37 +1,49 @@
-"""ViT-S/16 and ViT-B/16 on CPU: PyTorch eager vs ONNX Runtime on the dynamic export vs a static export.
+"""ViT-S/16 and ViT-B/16 on CPU: PyTorch eager vs ONNX Runtime vs OpenVINO, each as a % of this machine's peak.
 
-    python benchmarks/perf.py [--iters 5] [--models vit_small_patch16_224,vit_base_patch16_224]
-                              [--sizes 224x224,384x384,200x333,97x513] [--batch-sizes 1,8] [--write]
+    python benchmarks/perf.py [--quick] [--iters 5] [--engines eager,ort,ort-mha,openvino]
+                              [--models vit_small_patch16_224,vit_base_patch16_224]
+                              [--sizes 224x224,384x384,200x333,97x513] [--batch-sizes 1,8]
+                              [--out-dir benchmarks/results]
 
-For every (model, size, batch) the engines run interleaved (rotating order, one run each per
-round), so they see the same machine state; the table shows medians. Achieved GFLOP/s use an
-analytic FLOP count of the forward pass; the "roofline" is this machine's fp32 matrix-multiply
-throughput measured in the same run (best of torch.mm and numpy on large square matrices).
-ONNX Runtime sessions run with thread spinning off, so that idle ORT workers do not steal the
-cores from the engine that runs next. `--write` writes benchmarks/RESULTS.md.
+Engines: ``eager`` (PyTorch, inference mode), ``ort`` (ONNX Runtime CPU on the default export, the
+library's default session: what `Predictor(provider="cpu")` runs), ``ort-mha`` (the same on an export with
+``--attention mha``, ORT's fused attention), ``openvino`` (OpenVINO CPU, f32, on the default export:
+`Predictor(provider="openvino")`). For every (model, size, batch) the engines run interleaved (the order
+rotating every round, a short untimed pause before each run so no runtime's spinning threads steal the
+next one's cores); rows are medians. Every engine's output is checked against eager's with verify's fp32
+tolerance: a speed figure of an engine that is wrong there is marked WRONG and never "best".
+
+The fp32 peak (benchmarks/peak.py: best sustained torch.mm sgemm on 2048-4096 squares) is measured in the
+same run, before and after the table; the higher of the two is used. GFLOP/s count the forward pass
+analytically (`vit_flops`). Writes ``perf.json`` and ``perf.md`` (the table for RESULTS.md and rows for the
+README) into ``--out-dir``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 import torch
-from common import cpu_session
+from common import base_parser, interleave, machine_line, write_results
+from peak import describe_peak, load_average, measure_peak
 
-from vitexport.attention import ATTENTION_CHOICES
+from vitexport.engines import create_engine
 from vitexport.export import export_onnx
 from vitexport.geometry import grid_size
 from vitexport.model import create_model
+from vitexport.verify import TOLERANCES, compare
 
 HERE = Path(__file__).resolve().parent
+ENGINES = ("eager", "ort", "ort-mha", "openvino")
+LABELS = {"eager": "eager", "ort": "ORT", "ort-mha": "ORT mha", "openvino": "OpenVINO"}
+SHORT = {"vit_small_patch16_224": "ViT-S/16", "vit_base_patch16_224": "ViT-B/16"}
 
 
 def vit_flops(cfg, h: int, w: int, batch: int) -> float:
@@ -46,102 +58,222 @@ def vit_flops(cfg, h: int, w: int, batch: int) -> float:
     return batch * (patch + cfg.depth * per_block + head)
 
 
-def matmul_roofline(seconds: float = 3.0) -> float:
-    """Best fp32 GEMM GFLOP/s of torch.mm and numpy.matmul on 1024-2048 square matrices."""
-    best = 0.0
-    for n in (1024, 2048):
-        a = torch.randn(n, n)
-        b = torch.randn(n, n)
-        an, bn = a.numpy(), b.numpy()
-        for fn in (lambda a=a, b=b: torch.mm(a, b), lambda an=an, bn=bn: an @ bn):
-            fn()
-            runs = []
-            end = time.perf_counter() + seconds / 4
-            while time.perf_counter() < end or len(runs) < 3:
-                t0 = time.perf_counter()
-                fn()
-                runs.append(time.perf_counter() - t0)
-            best = max(best, 2 * n**3 / statistics.median(runs) / 1e9)
-    return best
+def load_runners(model: Any, folder: str, name: str, engines: list[str]) -> dict[str, Any]:
+    """engine name -> function(x numpy) -> output numpy; exports what the engines need once per model."""
+    runners: dict[str, Any] = {}
+    paths: dict[str, str] = {}
+
+    def export(attention: str) -> str:
+        if attention not in paths:
+            paths[attention] = os.path.join(folder, f"{name}_{attention}.onnx")
+            export_onnx(model, paths[attention], attention=attention)
+        return paths[attention]
+
+    for engine in engines:
+        if engine == "eager":
+            def eager(x: np.ndarray) -> np.ndarray:
+                with torch.inference_mode():
+                    return model(torch.from_numpy(x)).numpy()
+            runners[engine] = eager
+        elif engine in ("ort", "ort-mha"):
+            loaded = create_engine("cpu").load(export("mha" if engine == "ort-mha" else "sdpa"))
+            runners[engine] = loaded.run
+        elif engine == "openvino":
+            runners[engine] = create_engine("openvino").load(export("sdpa")).run
+        else:
+            raise SystemExit(f"unknown engine {engine!r}; use some of {', '.join(ENGINES)}")
+    return runners
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="vit_small_patch16_224,vit_base_patch16_224")
-    parser.add_argument("--sizes", default="224x224,384x384,200x333,97x513")
-    parser.add_argument("--batch-sizes", default="1,8")
-    parser.add_argument("--iters", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--attention", choices=ATTENTION_CHOICES, default="sdpa")
-    parser.add_argument("--write", action="store_true", help="write benchmarks/RESULTS.md")
-    args = parser.parse_args()
+def time_case(runners: dict[str, Any], x: np.ndarray, warmup: int, iters: int, gap_s: float,
+              max_case_s: float = 0.0) -> dict[str, Any]:
+    """Parity of every engine against eager (or the first engine; this run is also every engine's first run at
+    this shape), then the interleaved medians. With ``max_case_s``, slow cases get fewer timed rounds (at least
+    3): as many as fit in that time, judged by the parity run."""
+    outputs, first_s = {}, 0.0
+    for k, fn in runners.items():
+        t0 = time.perf_counter()
+        outputs[k] = fn(x)
+        first_s += time.perf_counter() - t0
+    if max_case_s:
+        iters = min(iters, max(3, int(max_case_s / max(first_s, 1e-9))))
+    ref = outputs["eager" if "eager" in outputs else next(iter(outputs))]
+    atol, rtol = TOLERANCES["float32"]
+    result: dict[str, Any] = {}
+    for key, out in outputs.items():
+        comp = compare(out, ref, atol, rtol, top1=True)
+        result[key] = {"max_abs": comp.max_abs, "ok": comp.within_tolerance}
+    times = interleave({k: (lambda fn=fn: fn(x)) for k, fn in runners.items()}, warmup, iters, gap_s)
+    for key, runs in times.items():
+        result[key].update(median_ms=statistics.median(runs), runs_ms=runs)
+    return result
+
+
+def summarize(row: dict[str, Any], peak: float) -> None:
+    """Add GFLOP/s, % of peak, ratios to eager and the best correct engine to a row (in place)."""
+    engines = row["engines"]
+    for e in engines.values():
+        e["gflops"] = row["gflop"] / (e["median_ms"] / 1e3)
+        e["pct_peak"] = 100 * e["gflops"] / peak
+        if "eager" in engines:
+            e["vs_eager"] = engines["eager"]["median_ms"] / e["median_ms"]
+    correct = [k for k, e in engines.items() if e["ok"] and k != "eager"]
+    row["best"] = min(correct, key=lambda k: engines[k]["median_ms"]) if correct else None
+
+
+def run_table(args: argparse.Namespace, folder: str, peak: float) -> list[dict[str, Any]]:
+    rows = []
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
-    batches = [int(b) for b in args.batch_sizes.split(",")]
-    machine = (f"{platform.machine()}, {os.cpu_count()} cores ({platform.processor() or 'cpu'}), "
-               f"torch {torch.__version__} ({torch.get_num_threads()} threads), onnxruntime {ort.__version__}")
-    roof = matmul_roofline()
-    print(f"machine: {machine}\nfp32 matmul roofline: {roof:.1f} GFLOP/s\n", flush=True)
-    header = ("| model | size | batch | eager ms | ORT dynamic ms | ORT static ms | dynamic vs eager | "
-              "dynamic vs static | dynamic GFLOP/s | % of matmul roofline |")
-    lines = [header, "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    print(header, flush=True)
-    with tempfile.TemporaryDirectory() as folder:
-        for name in args.models.split(","):
-            torch.manual_seed(0)
-            model = create_model(name)
-            dyn_path = os.path.join(folder, f"{name}.onnx")
-            export_onnx(model, dyn_path, attention=args.attention)
-            dynamic = cpu_session(dyn_path)
-            for h, w in sizes:
-                st_path = os.path.join(folder, f"{name}_{h}x{w}.onnx")
-                export_onnx(model, st_path, static_size=(h, w), attention=args.attention)
-                static = cpu_session(st_path)
-                for b in batches:
-                    x = np.random.default_rng(0).standard_normal((b, 3, h, w)).astype(np.float32)
-                    tx = torch.from_numpy(x)
+    for name in args.models.split(","):
+        torch.manual_seed(0)
+        model = create_model(name).eval()
+        runners = load_runners(model, folder, name, args.engines.split(","))
+        for h, w in sizes:
+            for b in (int(v) for v in args.batch_sizes.split(",")):
+                x = np.random.default_rng(0).standard_normal((b, 3, h, w)).astype(np.float32)
+                gh, gw = grid_size(h, w, model.config.patch_hw)
+                row = {"model": name, "height": h, "width": w, "batch": b,
+                       "tokens": gh * gw + model.config.num_prefix_tokens,
+                       "gflop": vit_flops(model.config, h, w, b) / 1e9,
+                       "engines": time_case(runners, x, args.warmup, args.iters, args.gap_ms / 1e3,
+                                            args.max_case_s)}
+                summarize(row, peak)
+                rows.append(row)
+                print(markdown_row(row, args.engines.split(",")), flush=True)
+    return rows
 
-                    def eager(tx=tx, model=model):
-                        with torch.inference_mode():
-                            model(tx)
 
-                    engines = {
-                        "eager": eager,
-                        "dynamic": lambda x=x, s=dynamic: s.run(None, {"pixel_values": x}),
-                        "static": lambda x=x, s=static: s.run(None, {"pixel_values": x}),
-                    }
-                    times: dict[str, list[float]] = {k: [] for k in engines}
-                    order = list(engines)
-                    for i in range(args.warmup + args.iters):
-                        order = order[1:] + order[:1]
-                        for key in order:
-                            t0 = time.perf_counter()
-                            engines[key]()
-                            if i >= args.warmup:
-                                times[key].append((time.perf_counter() - t0) * 1e3)
-                    med = {k: statistics.median(v) for k, v in times.items()}
-                    gflops = vit_flops(model.config, h, w, b) / (med["dynamic"] / 1e3) / 1e9
-                    line = (f"| {name} | {h}x{w} | {b} | {med['eager']:.1f} | {med['dynamic']:.1f} | "
-                            f"{med['static']:.1f} | {med['eager'] / med['dynamic']:.2f}x | "
-                            f"{(med['dynamic'] / med['static'] - 1) * 100:+.1f}% | {gflops:.1f} | "
-                            f"{100 * gflops / roof:.0f}% |")
-                    lines.append(line)
-                    print(line, flush=True)
-    footer = (f"\nMedians of {args.iters} interleaved runs after {args.warmup} warm-up round(s); random weights, "
-              f"fp32, batch as shown, attention export: {args.attention}. Machine: {machine}. fp32 matmul roofline "
-              f"(best of torch.mm / numpy on 1024-2048 square matrices, same run): {roof:.1f} GFLOP/s.")
-    print(footer)
-    if args.write:
-        write_section(f"attention export: {args.attention}", "\n".join(lines) + "\n" + footer + "\n")
+def _cell(e: dict[str, Any]) -> str:
+    return f"{e['median_ms']:.1f}" + ("" if e["ok"] else f" WRONG ({e['max_abs']:.1e})")
+
+
+def markdown_header(engines: list[str]) -> list[str]:
+    cols = ["model", "size", "batch", *[f"{LABELS[e]} ms" for e in engines]]
+    cols += [f"{LABELS[e]} vs eager" for e in engines if e != "eager" and "eager" in engines]
+    cols += ["best correct", "best vs eager", "best % of peak", "eager % of peak"]
+    return ["| " + " | ".join(cols) + " |", "| --- | --- |" + " ---: |" * (len(cols) - 2)]
+
+
+def markdown_row(row: dict[str, Any], engines: list[str]) -> str:
+    es = row["engines"]
+    cells = [SHORT.get(row["model"], row["model"]), f"{row['height']}x{row['width']}", str(row["batch"])]
+    cells += [_cell(es[e]) for e in engines]
+    cells += [f"{es[e]['vs_eager']:.2f}x" for e in engines if e != "eager" and "eager" in engines]
+    best = row["best"]
+    cells += [LABELS[best] if best else "none",
+              f"{es[best]['vs_eager']:.2f}x" if best and "vs_eager" in es[best] else "-",
+              f"{es[best]['pct_peak']:.0f}%" if best else "-",
+              f"{es['eager']['pct_peak']:.0f}%" if "eager" in es else "-"]
+    return "| " + " | ".join(cells) + " |"
+
+
+def readme_rows(rows: list[dict[str, Any]]) -> list[str]:
+    """The README's performance table: per case the best correct engine, its ratio to eager and to peak."""
+    lines = ["| model | size | batch | best engine | ms | vs eager | % of peak |",
+             "| --- | --- | ---: | --- | ---: | ---: | ---: |"]
+    for r in rows:
+        best = r["best"]
+        if best:
+            e = r["engines"][best]
+            lines.append(f"| {SHORT.get(r['model'], r['model'])} | {r['height']}x{r['width']} | {r['batch']} | "
+                         f"{LABELS[best]} | {e['median_ms']:.1f} | {e.get('vs_eager', float('nan')):.2f}x | "
+                         f"{e['pct_peak']:.0f}% |")
+    return lines
+
+
+def _verdict(name: str, values: list[tuple[str, float]], target: float, unit: str) -> str:
+    if not values:
+        return f"- {name}: not measured in this run"
+    worst = min(values, key=lambda v: v[1])
+    met = "met" if worst[1] >= target else "NOT met"
+    return f"- {name}: {met}; worst {worst[1]:.2f}{unit} at {worst[0]} (target {target:g}{unit}, {len(values)} cases)"
+
+
+def goals(rows: list[dict[str, Any]]) -> list[str]:
+    """The targets of issue 14, checked on this run's rows (worst case of each)."""
+    def where(r: dict[str, Any]) -> str:
+        return f"{SHORT.get(r['model'], r['model'])} {r['height']}x{r['width']} b{r['batch']}"
+
+    def ok(r: dict[str, Any], e: str) -> bool:
+        return e in r["engines"] and r["engines"][e]["ok"]
+
+    base = [r for r in rows if r["model"] == "vit_base_patch16_224"]
+    ort_eager = [(where(r), r["engines"]["ort"]["vs_eager"]) for r in rows if ok(r, "ort") and "eager" in r["engines"]]
+    ort_best = [(where(r), max(r["engines"][e]["vs_eager"] for e in ("ort", "ort-mha") if ok(r, e)))
+                for r in rows if (ok(r, "ort") or ok(r, "ort-mha")) and "eager" in r["engines"]]
+    ort_peak = [(where(r), max(r["engines"][e]["pct_peak"] for e in ("ort", "ort-mha") if ok(r, e)))
+                for r in base if ok(r, "ort") or ok(r, "ort-mha")]
+    best = [r for r in base if r["best"] and r["batch"] in (1, 8)]
+    return [
+        _verdict("ORT (default export) >= 1.15x eager at every case", ort_eager, 1.15, "x"),
+        _verdict("ORT (better of default and mha export) >= 1.15x eager at every case", ort_best, 1.15, "x"),
+        _verdict("ViT-B/16 on ORT >= 70% of the measured peak", ort_peak, 70, "%"),
+        _verdict("ViT-B/16, best correct engine >= 1.3x eager", [(where(r), r["engines"][r["best"]]["vs_eager"])
+                                                                for r in best if "eager" in r["engines"]], 1.3, "x"),
+        _verdict("ViT-B/16, best correct engine >= 75% of the measured peak",
+                 [(where(r), r["engines"][r["best"]]["pct_peak"]) for r in best], 75, "%"),
+        "- engines WRONG somewhere: " + (", ".join(sorted({f"{LABELS[e]} ({where(r)})" for r in rows
+                                                           for e, v in r["engines"].items() if not v["ok"]}))
+                                        or "none"),
+    ]
+
+
+def write_outputs(out_dir: str, args: argparse.Namespace, report: dict[str, Any]) -> None:
+    engines = args.engines.split(",")
+    table = markdown_header(engines) + [markdown_row(r, engines) for r in report["rows"]]
+    load = f"load average {report['load_start']:.2f} before, {report['load_end']:.2f} after"
+    footer = (f"Medians of {args.iters} interleaved runs (fewer, at least 3, where a case would take over "
+              f"{args.max_case_s:g} s) after one parity run and {args.warmup} warm-up round(s), {args.gap_ms:g} ms "
+              f"untimed pause before each run; random weights, fp32. {report['peak_text']} Peak used: "
+              f"{report['peak_gflops']:.1f} GFLOP/s (higher of the measurements before and after the table: "
+              f"{report['peak_start']['measured_gflops']:.1f}, {report['peak_end']['measured_gflops']:.1f}). "
+              f"Machine: {report['machine']}; {load}. Run time {report['elapsed_s']:.0f} s.")
+    text = ["## Tables (benchmarks/perf.py)", "", *table, "", footer, "", "## Targets of issue 14 in this run", "",
+            *goals(report["rows"]), "", "## README rows", "", *readme_rows(report["rows"]), ""]
+    write_results(out_dir, "perf", report, text)
 
 
 def write_section(title: str, body: str) -> None:
-    """Replace (or add) the section ``## title`` of benchmarks/RESULTS.md, keeping the others."""
+    """Replace (or add) the section ``## title`` of benchmarks/RESULTS.md, keeping the others (gpu_bench.py)."""
     path = HERE / "RESULTS.md"
     text = path.read_text() if path.exists() else "# CPU performance (benchmarks/perf.py)\n"
     head, *sections = text.split("\n## ")
     kept = [s for s in sections if not s.startswith(title)]
     path.write_text("\n## ".join([head.rstrip() + "\n", *[s.rstrip() + "\n" for s in kept],
                                   f"{title}\n\n{body}"]))
+
+
+def main() -> None:
+    parser = base_parser(__doc__, "ViT-S/16, one size, batch 1, 2 runs: a smoke test")
+    parser.add_argument("--models", default="vit_small_patch16_224,vit_base_patch16_224")
+    parser.add_argument("--sizes", default="224x224,384x384,200x333,97x513")
+    parser.add_argument("--batch-sizes", default="1,8")
+    parser.add_argument("--engines", default=",".join(ENGINES))
+    parser.add_argument("--iters", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=0, help="untimed rounds after the parity run (itself a "
+                        "first run of every engine at the case's shape)")
+    parser.add_argument("--gap-ms", type=float, default=100.0)
+    parser.add_argument("--max-case-s", type=float, default=30.0,
+                        help="fewer timed rounds (at least 3) for cases whose rounds would take longer (0: off)")
+    args = parser.parse_args()
+    if args.quick:
+        args.models, args.sizes, args.batch_sizes, args.iters, args.gap_ms = (
+            "vit_small_patch16_224", "97x513", "1", 2, 20.0)
+    start = time.perf_counter()
+    peak_kw = {"sizes": (1024,), "seconds": 0.3, "mlas_n": 1024} if args.quick else {}
+    report: dict[str, Any] = {"machine": machine_line(), "args": vars(args), "load_start": load_average() or 0.0}
+    report["peak_start"] = measure_peak(**peak_kw)
+    print(describe_peak(report["peak_start"]), flush=True)
+    print("\n".join(markdown_header(args.engines.split(","))), flush=True)
+    with tempfile.TemporaryDirectory() as folder:
+        rows = run_table(args, folder, report["peak_start"]["measured_gflops"])
+    report["peak_end"] = measure_peak(**peak_kw)
+    best_peak = max(report["peak_start"], report["peak_end"], key=lambda p: p["measured_gflops"])
+    report.update(peak_gflops=best_peak["measured_gflops"], peak_text=describe_peak(best_peak))
+    for row in rows:  # ratios to the final (higher) peak
+        summarize(row, report["peak_gflops"])
+    report.update(rows=rows, load_end=load_average() or 0.0, elapsed_s=time.perf_counter() - start)
+    write_outputs(args.out_dir, args, report)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,11 @@ Every engine runs through a `Predictor`. With several engines (``provider="all"`
 serving engine) or ``compare_torch`` (the PyTorch model rebuilt from the artifact's config and
 weights), the runners are interleaved in the same loop, their order flipping every round, so all
 see the same machine state.
+
+With several engines (or ``compare_torch``) every engine's output on each benched input is also
+checked against a reference (PyTorch rebuilt from the artifact when torch is installed, else the
+first engine) with verify's tolerance for the model's dtype: a wrong engine's speed is marked, and
+`recommend` picks the fastest engine that was right at every benched size.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from vitexport.engines import load_engines
 from vitexport.errors import ServingError
 from vitexport.limits import DEFAULT_MAX_MEMORY_GB, DEFAULT_MAX_TOKENS, Limits
 from vitexport.limits import check as check_limits
+from vitexport.parity import compare, tolerance_for
 from vitexport.runtime import Predictor
 
 
@@ -36,6 +42,8 @@ class BenchReport:
     skipped: list[str] = field(default_factory=list)  # with provider "all": engines not usable here, and why
     cases: list[BenchCase] = field(default_factory=list)
     provider_note: str = ""  # why ``auto`` runs on the CPU, as `Predictor.provider_note`
+    parity_reference: str = ""  # what each engine's output was compared with; empty: no parity check
+    recommendation: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -56,6 +64,8 @@ class BenchCase:
     torch_median_ms: float | None = None
     torch_p90_ms: float | None = None
     torch_images_per_s: float | None = None
+    parity_max_abs: float | None = None  # against `BenchReport.parity_reference`
+    parity_ok: bool | None = None  # None: not checked
 
 
 def _p90(values: list[float]) -> float:
@@ -129,6 +139,63 @@ def _predictors(model_path: str, provider: str, threads: int | None, interleaved
             for engine, notes in loaded]
 
 
+def _parity_reference(model_path: str, metadata: dict[str, Any], first: Predictor,
+                      torch_model: Any) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
+    """The function whose output every engine is compared with, and what it is."""
+    if torch_model is None:
+        try:
+            import torch  # noqa: F401 - only whether it is there
+        except ImportError:
+            return first.run_batch, f"engine {first.provider} (torch is not installed)"
+        from vitexport.verify import reference_from_onnx
+
+        torch_model = reference_from_onnx(model_path, metadata)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            return torch_model(torch.from_numpy(x)).numpy()
+
+    return run, "PyTorch eager, rebuilt from the artifact's config and weights"
+
+
+def _check_parity(predictors: list[Predictor], reference: Callable[[np.ndarray], np.ndarray], x: np.ndarray,
+                  tolerance: tuple[float, float], cases: list[BenchCase]) -> None:
+    """Fill every case's parity fields: its engine's output on ``x`` against the reference's."""
+    ref = reference(x)
+    for predictor, case in zip(predictors, cases, strict=True):
+        comp = compare(predictor.run_batch(x), ref, *tolerance, top1=False)
+        case.parity_max_abs, case.parity_ok = comp.max_abs, comp.within_tolerance
+
+
+def recommend(report: BenchReport) -> str:
+    """One line: the fastest engine that was right at every benched case (geometric mean of its median over the
+    others' per case), and which engines were wrong where. Without parity checks: the fastest, said so."""
+    names = [e["name"] for e in report.engines]
+    by_case: dict[tuple[int, int, int], dict[str, BenchCase]] = {}
+    for c in report.cases:
+        by_case.setdefault((c.height, c.width, c.batch), {})[c.engine] = c
+    wrong = {n: [k for k, cs in by_case.items() if cs[n].parity_ok is False] for n in names}
+    correct = [n for n in names if not wrong[n]]
+    where = "; ".join(f"{n} was WRONG at " + ", ".join(f"{h}x{w} batch {b}" for h, w, b in wrong[n])
+                      for n in names if wrong[n])
+    if not correct:
+        return f"recommendation: none - no engine matched the reference at every benched size ({where})"
+
+    def speed(n: str) -> float:  # geometric mean of (fastest correct median / this median) over cases
+        ratios = [min(cs[m].runtime_median_ms for m in correct) / cs[n].runtime_median_ms for cs in by_case.values()]
+        return float(np.exp(np.mean(np.log(ratios))))
+
+    best = max(correct, key=speed)
+    others = [n for n in correct if n != best]
+    vs = ", ".join(f"{speed(best) / speed(n):.2f}x {n}" for n in others)
+    checked = "right at every benched size" if report.parity_reference else "parity not checked"
+    text = f"recommendation: --provider {best} (fastest {'correct ' if report.parity_reference else ''}engine here"
+    text += f": {vs}, geometric mean over {len(by_case)} cases; {checked})" if others else f"; {checked})"
+    return text + (f"; {where}" if where else "")
+
+
 def bench(
     model_path: str,
     sizes: list[tuple[int, int]] | None = None,
@@ -141,12 +208,15 @@ def bench(
     progress: Callable[[str], None] | None = None,
     max_tokens: int | None = DEFAULT_MAX_TOKENS,
     max_memory_gb: float | None = DEFAULT_MAX_MEMORY_GB,
+    parity: bool | None = None,
 ) -> BenchReport:
     """Time ``iters`` runs per (size, batch) and engine after ``warmup`` runs; medians and p90 in milliseconds.
 
     ``provider`` is an engine name, ``auto`` or ``all`` (every usable serving engine, side by side);
     ``sizes`` defaults to `default_bench_sizes` of the model's metadata. Every case is checked
     against ``max_tokens`` and ``max_memory_gb`` before the first run (`vitexport.limits`).
+    ``parity`` (default: with several engines or ``compare_torch``) checks every engine's output against
+    a reference at every case and sets the report's `recommend` line.
     """
     if compare_torch:  # before any work: the base install has no torch
         from vitexport.extras import require_extra
@@ -178,11 +248,19 @@ def bench(
         if threads:
             torch.set_num_threads(threads)
         torch_model = reference_from_onnx(model_path, first.metadata)
+    reference = None
+    if parity if parity is not None else (compare_torch or len(predictors) > 1):
+        reference, report.parity_reference = _parity_reference(model_path, first.metadata, first, torch_model)
+    tolerance = tolerance_for(first.metadata.get("dtype", "float32"))
     rng = np.random.default_rng(0)
     for h, w in sizes:
         for b in batch_sizes:
             x = rng.standard_normal((b, first.channels, h, w)).astype(np.float32)
-            report.cases.extend(_time_case(predictors, x, warmup, iters, torch_model))
+            cases = _time_case(predictors, x, warmup, iters, torch_model)
+            if reference is not None:
+                _check_parity(predictors, reference, x, tolerance, cases)
+            report.cases.extend(cases)
             if progress is not None:
                 progress(f"{h}x{w} batch {b} done")
+    report.recommendation = recommend(report)
     return report

@@ -582,8 +582,10 @@ def bench_cmd(model_path, sizes, batch_sizes, provider, warmup, iters, threads, 
 
 
 def _print_bench(report, compare_torch: bool) -> None:
-    """One row per (size, batch); per engine its median, p90 and images/s side by side; then PyTorch."""
+    """One row per (size, batch); per engine its median, p90, images/s and parity side by side; then PyTorch;
+    then the recommendation."""
     names = [e["name"] for e in report.engines]
+    checked = bool(report.parity_reference)
     click.echo(f"model {report.model}; {report.warmup} warm-up + {report.iters} timed runs per case"
                + (", engines interleaved" if len(names) > 1 or compare_torch else ""))
     for e in report.engines:
@@ -591,10 +593,15 @@ def _print_bench(report, compare_torch: bool) -> None:
                    + "".join(f"; {note}" for note in e["notes"]))
     for skipped in report.skipped:
         click.echo(f"skipped {skipped}")
+    if checked:
+        click.echo(f"parity: every engine's output against {report.parity_reference} (max |difference|)")
     head = f"{'size':>9s} {'batch':>5s}"
-    for name in [*names, *(["torch"] if compare_torch else [])]:
+    for name in names:
         head += f" {name + ' median ms':>18s} {'p90 ms':>8s} {'images/s':>9s}"
-    head += "".join(f" {name + ' speed-up':>16s}" for name in names) if compare_torch else ""
+        head += f" {'parity':>15s}" if checked else ""
+    if compare_torch:
+        head += f" {'torch median ms':>18s} {'p90 ms':>8s} {'images/s':>9s}"
+        head += "".join(f" {name + ' speed-up':>16s}" for name in names)
     click.echo(head)
     rows: dict[tuple[int, int, int], dict[str, Any]] = {}
     for c in report.cases:
@@ -604,11 +611,15 @@ def _print_bench(report, compare_torch: bool) -> None:
         line = f"{_fmt_hw((h, w)):>9s} {b:>5d}"
         for c in cases:
             line += f" {c.runtime_median_ms:>18.2f} {c.runtime_p90_ms:>8.2f} {c.runtime_images_per_s:>9.1f}"
+            if checked:
+                line += f" {('ok ' if c.parity_ok else 'WRONG ') + f'{c.parity_max_abs:.1e}':>15s}"
         if compare_torch:
             c = cases[0]
             line += f" {c.torch_median_ms:>18.2f} {c.torch_p90_ms:>8.2f} {c.torch_images_per_s:>9.1f}"
             line += "".join(f" {c.speedup_vs_torch:>15.2f}x" for c in cases)
         click.echo(line)
+    if len(names) > 1:
+        click.echo(report.recommendation)
 
 
 # ---------------------------------------------------------------------------

@@ -79,7 +79,9 @@ class Predictor:
     are split to stay within ``max_memory_gb``.
     ``provider`` names an engine (`vitexport.engines`: ``cpu``, ``cuda``, ``tensorrt``,
     ``openvino``, ``reference``); ``auto`` is ONNX Runtime's CUDA when usable, else its CPU,
-    and `provider_note` says why it fell back.
+    and `provider_note` says why it fell back. ``engine_options`` go to the engine: for ONNX Runtime
+    ``{"session": {"graph_level": ..., "prepack": ..., "config": {...}}}`` (`SessionTuning`), for
+    OpenVINO ``{"performance_hint": "LATENCY" | "THROUGHPUT", "num_streams": n}``.
     """
 
     def __init__(
@@ -92,6 +94,7 @@ class Predictor:
         top_k: int = 5,
         spin: bool = True,
         max_memory_gb: float | None = DEFAULT_MAX_MEMORY_GB,
+        engine_options: dict[str, Any] | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be positive")
@@ -105,7 +108,7 @@ class Predictor:
         # a folder, a checkpoint or a truncated file: named here, not by the engine
         require(str(model_path), "onnx", deep=True)
         [(name, notes)] = resolve_request(provider)
-        engine = create_engine(name, threads=threads, spin=spin).load(str(model_path))
+        engine = create_engine(name, threads=threads, spin=spin, **(engine_options or {})).load(str(model_path))
         self._attach(engine, str(model_path), "; ".join(notes), max_batch, limits, top_k)
 
     @classmethod

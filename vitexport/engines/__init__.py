@@ -108,7 +108,10 @@ def engine_class(name: str) -> type[Engine]:
 def create_engine(name: str, **options: Any) -> Engine:
     """A new, unloaded engine by name (a key of `ENGINES`), with engine-specific options."""
     factory = engine_class(name)
-    return factory(**{**ENGINES[name][2], **options})
+    try:
+        return factory(**{**ENGINES[name][2], **options})
+    except TypeError as exc:  # an option this engine does not take
+        raise EnvironmentProblem(f"engine {name!r} does not take these options: {exc}") from exc
 
 
 def resolve_request(request: str, debug: bool = False) -> list[tuple[str, list[str]]]:

@@ -11,6 +11,10 @@
 - **Thread-safe.** An OpenVINO infer request serves one call at a time: `run` takes an idle request
   from a pool (creating one when all are busy) and gives it back afterwards, so concurrent callers
   never share one. Outputs are copied out of the request before it is reused.
+- **Performance hints.** ``performance_hint`` (OpenVINO's ``PERFORMANCE_HINT``: ``LATENCY``, one
+  request at a time using every core, or ``THROUGHPUT``, several streams for concurrent requests)
+  and ``num_streams`` are passed through when given; None keeps the device's own default. They
+  change speed, not results (tested at several sizes).
 - The vitexport metadata comes from the model OpenVINO read (ONNX ``metadata_props`` land in its
   ``rt_info["framework"]``), so the ONNX file is parsed once.
 """
@@ -28,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 INSTALL = "pip install 'vitexport[openvino]'"
 PRECISION = "f32"
+PERFORMANCE_HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
 # bf16 in OpenVINO's CPU plugin: measured max |d| ~8e-3 in the patch convolution alone (docs/numerics.md)
 PRECISION_NOTE = ("inference precision forced to f32 (INFERENCE_PRECISION_HINT); this device's default is {default}"
                   "{why}")
@@ -63,11 +68,17 @@ class OpenVinoEngine(Engine):
     name = "openvino"
 
     def __init__(self, *, device: str = "CPU", threads: int | None = None, spin: bool = True,
-                 debug: bool = False) -> None:
+                 debug: bool = False, performance_hint: str | None = None, num_streams: int | None = None) -> None:
         # spin: OpenVINO's worker threads do not busy-wait between runs (measured: ~1 ms of CPU in 0.5 s idle
         # after a ViT-S/16 run, against ONNX Runtime's ~36 ms), so there is nothing to turn off.
         if threads is not None and threads < 1:
             raise EnvironmentProblem(f"threads must be positive, got {threads}")
+        if performance_hint is not None and performance_hint not in PERFORMANCE_HINTS:
+            raise EnvironmentProblem(f"unknown OpenVINO performance hint {performance_hint!r}; "
+                                     f"use one of {', '.join(PERFORMANCE_HINTS)}")
+        if num_streams is not None and num_streams < 1:
+            raise EnvironmentProblem(f"num_streams must be positive, got {num_streams}")
+        self.performance_hint, self.num_streams = performance_hint, num_streams
         self.device, self.threads, self.spin, self.debug = device, threads, spin, debug
         self.path = ""
         self.compiled: Any = None
@@ -88,6 +99,10 @@ class OpenVinoEngine(Engine):
         config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": PRECISION}
         if self.threads:
             config["INFERENCE_NUM_THREADS"] = int(self.threads)
+        if self.performance_hint:
+            config["PERFORMANCE_HINT"] = self.performance_hint
+        if self.num_streams:
+            config["NUM_STREAMS"] = int(self.num_streams)
         return config
 
     def load(self, path: str) -> OpenVinoEngine:
@@ -144,4 +159,4 @@ class OpenVinoEngine(Engine):
                 "precision": PRECISION, "notes": [note], "warnings": []}
 
 
-__all__ = ["INSTALL", "OpenVinoEngine"]
+__all__ = ["INSTALL", "PERFORMANCE_HINTS", "OpenVinoEngine"]

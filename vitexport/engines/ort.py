@@ -152,12 +152,62 @@ def provider_chain(provider: str) -> list[str]:
     return [PROVIDERS[p] for p in chain]
 
 
+# graph optimization levels by name (ONNX Runtime's default is "all")
+GRAPH_LEVELS = ("disable", "basic", "extended", "all")
+
+
+@dataclass(frozen=True)
+class SessionTuning:
+    """ONNX Runtime CPU session settings that change speed, never results (each is tested for parity).
+
+    ``graph_level``: ORT's graph optimization level ("all", its default, adds layout transforms and the
+    fusions that need them); ``prepack``: MatMul weights pre-packed into MLAS's layout once at load (ORT's
+    default); ``config``: further session config entries (``session.*`` keys), passed through verbatim.
+    Thread count and spinning are the engine's ``threads`` and ``spin``.
+    """
+
+    graph_level: str = "all"
+    prepack: bool = True
+    config: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.graph_level not in GRAPH_LEVELS:
+            raise EnvironmentProblem(f"unknown graph optimization level {self.graph_level!r}; "
+                                     f"use one of {', '.join(GRAPH_LEVELS)}")
+        for key, value in self.config:
+            if not (isinstance(key, str) and isinstance(value, str) and key.startswith("session.")):
+                raise EnvironmentProblem(f"session config entries are 'session.*' string pairs, got {key!r}: "
+                                         f"{value!r}")
+
+    @classmethod
+    def from_options(cls, options: SessionTuning | dict[str, Any] | None) -> SessionTuning:
+        """From a `SessionTuning`, a dict of its fields (``config`` may be a dict) or None (the defaults)."""
+        if options is None or isinstance(options, SessionTuning):
+            return options or cls()
+        unknown = set(options) - {"graph_level", "prepack", "config"}
+        if unknown:
+            raise EnvironmentProblem(f"unknown ONNX Runtime session option(s) {', '.join(sorted(unknown))}; "
+                                     "use graph_level, prepack, config")
+        config = options.get("config") or {}
+        return cls(options.get("graph_level", "all"), bool(options.get("prepack", True)),
+                   tuple(sorted(dict(config).items())))
+
+
 def session_options(debug: bool = False, threads: int | None = None, profile_prefix: str | None = None,
-                    spin: bool = True):
+                    spin: bool = True, tuning: SessionTuning | None = None):
     ort = _ort()
     opts = ort.SessionOptions()
     if not spin:  # idle worker threads stop busy-waiting (they would steal cores from other work)
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    tuning = tuning or SessionTuning()
+    levels = ort.GraphOptimizationLevel
+    opts.graph_optimization_level = {"disable": levels.ORT_DISABLE_ALL, "basic": levels.ORT_ENABLE_BASIC,
+                                     "extended": levels.ORT_ENABLE_EXTENDED,
+                                     "all": levels.ORT_ENABLE_ALL}[tuning.graph_level]
+    if not tuning.prepack:
+        opts.add_session_config_entry("session.disable_prepacking", "1")
+    for key, value in tuning.config:
+        opts.add_session_config_entry(key, value)
     # ORT logs a provider it cannot initialise as an error and falls back; vitexport detects that itself
     opts.log_severity_level = 0 if debug else 3
     if threads:
@@ -190,7 +240,8 @@ def _check_in_build(provider: str) -> None:
 
 
 def create_session(
-    path: str | bytes, provider: str, threads: int | None = None, debug: bool = False, spin: bool = True
+    path: str | bytes, provider: str, threads: int | None = None, debug: bool = False, spin: bool = True,
+    tuning: SessionTuning | None = None,
 ):
     """(session, SessionInfo) on ``provider`` ('cpu', 'cuda', 'tensorrt'); never silently on another one.
 
@@ -211,7 +262,7 @@ def create_session(
         # onnxruntime's Python layer print()s a provider that failed to register ("EP Error", e.g. TensorRT
         # without its libraries) to stdout, which would corrupt --json output: it is captured and logged instead
         with quiet, contextlib.redirect_stdout(printed):
-            session = ort.InferenceSession(path, sess_options=session_options(debug, threads, spin=spin),
+            session = ort.InferenceSession(path, sess_options=session_options(debug, threads, spin=spin, tuning=tuning),
                                            providers=chain)
     except Exception as exc:
         where = "the model" if isinstance(path, bytes) else repr(path)
@@ -333,8 +384,9 @@ class OrtEngine(Engine):
     """ONNX Runtime on one execution provider; thread-safe `run` (a session is, and binding is per call)."""
 
     def __init__(self, provider: str = "cpu", *, threads: int | None = None, spin: bool = True,
-                 debug: bool = False) -> None:
+                 debug: bool = False, session: SessionTuning | dict[str, Any] | None = None) -> None:
         provider_chain(provider)  # refuses unknown names now
+        self.tuning = SessionTuning.from_options(session)
         self.name = provider
         self.threads, self.spin, self.debug = threads, spin, debug
         self.path = ""
@@ -347,7 +399,7 @@ class OrtEngine(Engine):
     def load(self, path: str) -> OrtEngine:
         self.path = str(path)
         self.session, self.info = create_session(self.path, self.name, threads=self.threads, debug=self.debug,
-                                                 spin=self.spin)
+                                                 spin=self.spin, tuning=self.tuning)
         return self
 
     @property
@@ -413,12 +465,14 @@ class OrtEngine(Engine):
 
 __all__ = [
     "CUDA_ANTIALIAS_FIX",
+    "GRAPH_LEVELS",
     "ORT_DEFAULT_LOGGER_SEVERITY",
     "PROVIDERS",
     "PROVIDER_CHOICES",
     "AutoChoice",
     "OrtEngine",
     "SessionInfo",
+    "SessionTuning",
     "available_providers",
     "create_session",
     "cuda_resize_issue",
