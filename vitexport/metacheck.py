@@ -17,7 +17,7 @@ from vitexport.config import MAX_INT_OPTION, ViTConfig
 from vitexport.errors import CheckpointError, ConfigError, VitexportError
 
 MAX_LABELS = 1_000_000
-DTYPES = ("float32", "float16", "int8-dynamic")
+DTYPES = ("float32", "float16", "int8-dynamic", "int8-static")  # int8-static: QDQ, benchmarks/int8_bench.py
 
 
 def shown(value: Any, limit: int = 60) -> str:
