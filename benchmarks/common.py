@@ -80,6 +80,8 @@ def base_parser(doc: str, quick: str):
 
 def run_footer(report: dict) -> str:
     """The machine, the load average before and after, and the run time of a benchmark report."""
+    busy = (" (over ~1.3 on 2 cores before the run: something else ran in the last minute, perhaps the previous "
+            "benchmark)") if report["load_start"] > 1.3 else ""
     return (f"Machine: {report['machine']}; load average {report['load_start']:.2f} before, "
-            f"{report['load_end']:.2f} after (above ~1.3 on 2 cores: something else was running). "
+            f"{report['load_end']:.2f} after (the run's own threads count in it){busy}. "
             f"Run time {report['elapsed_s']:.0f} s.")
