@@ -367,6 +367,7 @@ def external_locations(buf: Any, max_entries: int = MAX_ENTRIES) -> list[str]:
     number of messages visited are bounded (`WireError`)."""
     found: list[str] = []
     left = max_entries
+    reader = _Reader(buf, max_entries)  # for its StringStringEntryProto decoder
     stack: list[tuple[str, int, int, int]] = [("model", 0, len(buf), 0)]
     while stack:
         kind, a, b, depth = stack.pop()
@@ -377,7 +378,6 @@ def external_locations(buf: Any, max_entries: int = MAX_ENTRIES) -> list[str]:
             raise WireError(f"messages nested more than {MAX_NESTING} deep")
         if kind == "tensor":
             entries, location = {}, 0
-            reader = _Reader(buf, max_entries)
             for number, wire, x, y in _fields(buf, a, b):
                 if number == 13 and wire == _LEN:
                     key, value = reader.entry(x, y)
