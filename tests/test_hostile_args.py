@@ -208,7 +208,7 @@ def _export_cmd(out: Path, command: str = "onnx") -> list[str]:
     return [sys.executable, "-m", "vitexport.cli", command, str(SAMPLE), "-o", str(out)]
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=["SIGTERM", "SIGHUP", "SIGINT"])
 def test_termination_signals_clean_the_staging_folder(tmp_path: Path, signum: int) -> None:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(_export_cmd(tmp_path / "m.onnx"), stderr=subprocess.PIPE, text=True, env=env)

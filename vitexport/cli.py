@@ -38,14 +38,11 @@ class CliError(click.ClickException):
 
 class VitexportGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
-        from vitexport.interrupt import Terminated, signals_as_exit
+        from vitexport.interrupt import signals_as_exit
 
         try:
-            with signals_as_exit():  # SIGTERM/SIGHUP unwind like Ctrl-C: staging folders are removed
+            with signals_as_exit():  # Ctrl-C, SIGTERM, SIGHUP: staging folders removed, one line, exit 128 + N
                 return super().invoke(ctx)
-        except Terminated as exc:
-            click.echo(f"Error: stopped by {exc.name}; nothing was written or replaced", err=True)
-            raise
         except VitexportError as exc:
             if ctx.params.get("debug"):
                 raise

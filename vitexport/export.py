@@ -15,7 +15,6 @@ import io
 import json
 import logging
 import os
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from vitexport.attention import ATTENTION_CHOICES, ATTENTION_MIN_OPSET, translat
 from vitexport.errors import ExportError, one_line
 from vitexport.files import check_output, default_output, staged_output
 from vitexport.graph import check_graph, check_summary, inspect_graph, load_onnx
+from vitexport.interrupt import scratch_folder
 from vitexport.limits import DEFAULT_MAX_MEMORY_GB, DEFAULT_MAX_TOKENS, Limits
 from vitexport.limits import check as check_limits
 from vitexport.model import VisionTransformer, count_parameters
@@ -310,7 +310,7 @@ def _export_optimized(model: VisionTransformer, out: Path, force: bool, optimize
     """Export, then write ONNX Runtime's offline-optimized graph for ``optimize`` at ``out``."""
     from vitexport.optimize import optimize_onnx, session_startup_seconds
 
-    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as folder:
+    with scratch_folder(f".{out.name}.", out.parent) as folder:
         plain = Path(folder) / out.name
         result = export_onnx(model, plain, **options)
         opt = optimize_onnx(plain, out, provider=optimize, force=force)

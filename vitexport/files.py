@@ -16,7 +16,8 @@ here imports torch or onnxruntime.
   final move is an atomic rename). ``commit()`` moves data files first and the output
   file last, so a reader never sees a model whose external data is not there yet.
   Without a commit, or on any error, the folder is removed and an existing output is
-  left untouched.
+  left untouched. A stopping signal (SIGINT/SIGTERM/SIGHUP in the CLI) removes the folder too and
+  waits for a commit's renames to end (`vitexport.interrupt`).
 - `atomic_file` is the single-file case: it yields the temporary path to write.
 
 Files are created inside the staging folder by ordinary ``open()`` calls, so they get
@@ -29,13 +30,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import shutil
 import stat
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from vitexport.errors import OutputError, OutputExistsError, VitexportError
+from vitexport.interrupt import held, scratch_folder
 
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 LOW_SPACE_BYTES = 1 << 20  # a write failed and less than this is free: the disk is full
@@ -149,11 +149,12 @@ class Staging:
         items = sorted(self.folder.iterdir(), key=lambda p: p.name == self.target.name)
         for item in items:
             refuse_replacing(self.target.parent / item.name)
-        for item in items:
-            destination = self.target.parent / item.name
-            os.replace(item, destination)
-            moved.append(destination)
-        self.committed = True
+        with held():  # SIGTERM between two renames waits for the last: all of the output or none of it
+            for item in items:
+                destination = self.target.parent / item.name
+                os.replace(item, destination)
+                moved.append(destination)
+            self.committed = True
         return moved
 
 
@@ -161,21 +162,20 @@ class Staging:
 def staged_output(path: str | os.PathLike[str], force: bool = False) -> Iterator[Staging]:
     """Stage an output (and any files that travel with it); nothing is replaced until ``commit()``."""
     target = check_output(path, force)
-    try:
-        folder = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    except OSError as exc:
-        raise OutputError(
-            f"cannot write to {str(target.parent)!r} ({exc.strerror}); choose a writable output path"
-        ) from exc
-    try:
-        yield Staging(target, folder, force)
-    except Exception as exc:
-        full = None if isinstance(exc, VitexportError) else disk_full_error(target, exc)
-        if full is not None:
-            raise full from exc
-        raise
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    with contextlib.ExitStack() as stack:  # the folder goes when the block ends, however it ends
+        try:
+            folder = stack.enter_context(scratch_folder(f".{target.name}.", target.parent, suffix=".tmp"))
+        except OSError as exc:
+            raise OutputError(
+                f"cannot write to {str(target.parent)!r} ({exc.strerror}); choose a writable output path"
+            ) from exc
+        try:
+            yield Staging(target, folder, force)
+        except Exception as exc:
+            full = None if isinstance(exc, VitexportError) else disk_full_error(target, exc)
+            if full is not None:
+                raise full from exc
+            raise
 
 
 @contextlib.contextmanager

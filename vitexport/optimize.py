@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from vitexport.engines.ort import _ort, probe_provider, provider_chain
 from vitexport.errors import EnvironmentProblem, ExportError
 from vitexport.files import check_output, staged_output
 from vitexport.graph import GraphReport, check_against_metadata, inspect_graph, load_onnx, set_metadata
+from vitexport.interrupt import scratch_folder
 
 OPTIMIZE_PROVIDERS = ("cpu", "cuda")
 EXTERNAL_MIN_BYTES = 1024  # initializers at least this large go to the external data file (onnx's default)
@@ -186,7 +186,7 @@ def quantize_onnx(
             f"int8 quantization starts from a float32 export; {str(src)!r} is {source.metadata.get('dtype')}"
         )
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as folder:
+    with scratch_folder(f".{out.name}.", out.parent) as folder:
         folded = Path(folder) / "folded.onnx"
         before = _fold_for_quantization(src, folded)
         with staged_output(out, force) as stage:

@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from typing import Any
 
 from vitexport.engines import Engine
 from vitexport.errors import EngineError, EngineUnavailable, EnvironmentProblem, one_line
+from vitexport.interrupt import scratch_folder
 
 logger = logging.getLogger(__name__)
 
@@ -345,7 +345,7 @@ def resolve_providers(request: str) -> list[str]:
 
 def profile_placement(path: str, provider: str, feeds: dict[str, Any], info: SessionInfo) -> None:
     """Run once with profiling and record which provider ran each node (GPU sessions only)."""
-    with tempfile.TemporaryDirectory() as folder:
+    with scratch_folder("vitexport-profile-") as folder:
         opts = session_options(profile_prefix=os.path.join(folder, "profile"))
         session = _ort().InferenceSession(path, sess_options=opts, providers=provider_chain(provider))
         session.run(None, feeds)

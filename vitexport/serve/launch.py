@@ -106,7 +106,9 @@ def deploy_to_cluster(options: ServeOptions, on_ready: Callable[[Started], None]
     """Deploy to the Ray cluster at ``options.address`` and leave the application running there."""
     options, note = prepare_options(options)
     ray, serve = ray_modules()
+    ours = _current_handlers()
     ray.init(address=options.address, log_to_driver=False, logging_level=logging.WARNING)
+    _on_signals(ours)  # ray.init replaces SIGTERM's handler with one that raises SystemExit anywhere
     try:
         _deploy(serve, options)
         on_ready(_started(options, note, local=False))
@@ -120,32 +122,46 @@ def serve_local(options: ServeOptions, on_ready: Callable[[Started], None],
     options, note = prepare_options(options)
     ray, serve = ray_modules()
     stop = stop or threading.Event()
-    saved = os.environ.pop("RAY_ADDRESS", None)  # local means a new instance, never a cluster found by the env
+    previous = _on_signals(lambda *_: stop.set())  # from here a signal only asks to stop: never half-started Ray
     try:
-        ray.init(address="local", num_cpus=max(os.cpu_count() or 1, options.scaling.most), include_dashboard=False,
-                 log_to_driver=False, logging_level=logging.WARNING)
+        saved = os.environ.pop("RAY_ADDRESS", None)  # local means a new instance, never a cluster found by the env
+        try:
+            ray.init(address="local", num_cpus=max(os.cpu_count() or 1, options.scaling.most),
+                     include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+        finally:
+            if saved is not None:
+                os.environ["RAY_ADDRESS"] = saved
+        _on_signals(lambda *_: stop.set())  # again: ray.init installs its own SIGTERM handler (sys.exit)
+        try:
+            if not stop.is_set():
+                _deploy(serve, options)
+                on_ready(_started(options, note, local=True))
+            while not stop.wait(0.5):
+                pass
+        finally:
+            _shutdown(ray, serve)
     finally:
-        if saved is not None:
-            os.environ["RAY_ADDRESS"] = saved
-    previous = _on_signals(lambda *_: stop.set())
-    try:
-        _deploy(serve, options)
-        on_ready(_started(options, note, local=True))
-        while not stop.wait(0.5):
-            pass
-    finally:
-        _shutdown(ray, serve)
         _on_signals(previous)
 
 
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
 def _on_signals(handler: Any) -> Any:
-    """Install ``handler`` (or a dict of handlers) for SIGINT and SIGTERM in the main thread; returns the old ones."""
+    """Install ``handler`` (or a dict of handlers) for SIGINT, SIGTERM and SIGHUP in the main thread; returns the
+    old ones."""
     if threading.current_thread() is not threading.main_thread():
         return None
     if handler is None:
         return None
-    handlers = handler if isinstance(handler, dict) else {signal.SIGINT: handler, signal.SIGTERM: handler}
+    handlers = handler if isinstance(handler, dict) else {sig: handler for sig in STOP_SIGNALS}
     return {sig: signal.signal(sig, h) for sig, h in handlers.items()}
+
+
+def _current_handlers() -> dict[int, Any] | None:
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return {sig: h for sig in STOP_SIGNALS if (h := signal.getsignal(sig)) is not None}
 
 
 def _shutdown(ray: Any, serve: Any) -> None:
