@@ -99,3 +99,27 @@ def test_handlers_come_back_and_nothing_is_registered_after_the_block(tmp_path: 
     """)
     assert result.returncode == -signal.SIGTERM, result.stderr
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["m.onnx"]
+
+
+def test_signal_while_the_staging_folder_is_made_removes_it(tmp_path: Path) -> None:
+    """SIGTERM right after mkdtemp, before the folder is registered: held, then the folder is removed, and the line
+    says nothing was written (what a test polling for the folder's appearance hits)."""
+    result = _child(tmp_path, """
+        import tempfile
+        real_mkdtemp = tempfile.mkdtemp
+
+        def mkdtemp(*args, **kwargs):
+            folder = real_mkdtemp(*args, **kwargs)
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):
+                pass
+            return folder
+
+        tempfile.mkdtemp = mkdtemp
+        with signals_as_exit(), staged_output(out) as stage:
+            print("went on after the signal")
+    """)
+    assert result.returncode == 128 + signal.SIGTERM, result.stderr
+    assert "went on" not in result.stdout
+    assert result.stderr.strip() == "Error: stopped by SIGTERM; nothing was written or replaced"
+    assert list((tmp_path / "out").iterdir()) == []

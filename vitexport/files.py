@@ -149,7 +149,7 @@ class Staging:
         items = sorted(self.folder.iterdir(), key=lambda p: p.name == self.target.name)
         for item in items:
             refuse_replacing(self.target.parent / item.name)
-        with held():  # SIGTERM between two renames waits for the last: all of the output or none of it
+        with held(finishing=True):  # SIGTERM between two renames waits for the last: all of the output or none of it
             for item in items:
                 destination = self.target.parent / item.name
                 os.replace(item, destination)

@@ -29,20 +29,26 @@ from typing import Any
 HANDLED = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 _REMOVE: dict[int, str] = {}  # folders to remove when a signal stops the command
-_HELD = {"depth": 0, "pending": 0, "active": False}
+_HELD = {"depth": 0, "pending": 0, "finishing": False}
 
 
 @contextlib.contextmanager
-def held() -> Iterator[None]:
-    """A signal that arrives inside the block stops the command only when the block ends
-    (for the few renames of a commit: the output is then wholly replaced, never half)."""
+def held(finishing: bool = False) -> Iterator[None]:
+    """A signal that arrives inside the block stops the command only when the block ends: for the few
+    renames of a commit (``finishing``: the output is then wholly replaced, never half) and for the
+    registration of a new folder (it is then removed)."""
     _HELD["depth"] += 1
+    _HELD["finishing"] = _HELD["finishing"] or finishing
+    completed = False
     try:
         yield
+        completed = True
     finally:
         _HELD["depth"] -= 1
-        if not _HELD["depth"] and _HELD["pending"]:
-            _stop(_HELD["pending"], committed=True)
+        if not _HELD["depth"]:
+            finished, _HELD["finishing"] = _HELD["finishing"] and completed, False
+            if _HELD["pending"]:
+                _stop(_HELD["pending"], committed=finished)
 
 
 def _stop(signum: int, committed: bool = False) -> None:
