@@ -83,3 +83,19 @@ def test_recommend_takes_the_fastest_correct_engine_by_geometric_mean() -> None:
     assert recommend(report).startswith("recommendation: --provider a (fastest engine here")
     assert "parity not checked" in recommend(report)
     assert "here: 6.30x b, 10.00x c, geometric mean over 3 cases" in recommend(report)  # (1/.004)^(1/3), 1000^(1/3)
+
+
+def test_bench_all_on_an_int8_model_compares_engines_with_the_first(sample_onnx: Path, tmp_path: Path) -> None:
+    """A quantized artifact cannot be rebuilt in PyTorch (its weights lost their names): bench compares every engine
+    with the first one instead of refusing the whole run (it exited 2 with verify's --checkpoint advice)."""
+    _openvino()
+    from vitexport.optimize import quantize_onnx
+
+    int8 = tmp_path / "m.int8.onnx"
+    quantize_onnx(sample_onnx, int8)
+    report = bench(str(int8), SIZES[:2], (2,), provider="all", warmup=0, iters=1)
+    assert report.parity_reference.startswith("engine cpu (the artifact was quantized by ONNX Runtime")
+    assert {c.engine for c in report.cases} >= {"cpu", "openvino"}
+    for case in report.cases:
+        assert case.parity_ok is not None and case.parity_max_abs is not None, case
+    assert all(c.parity_max_abs == 0.0 for c in report.cases if c.engine == "cpu")

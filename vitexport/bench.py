@@ -25,6 +25,7 @@ from vitexport.engines import load_engines
 from vitexport.errors import ServingError
 from vitexport.limits import DEFAULT_MAX_MEMORY_GB, DEFAULT_MAX_TOKENS, Limits
 from vitexport.limits import check as check_limits
+from vitexport.metacheck import transformed_by_ort
 from vitexport.parity import compare, tolerance_for
 from vitexport.runtime import Predictor
 
@@ -143,6 +144,10 @@ def _parity_reference(model_path: str, metadata: dict[str, Any], first: Predicto
                       torch_model: Any) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
     """The function whose output every engine is compared with, and what it is."""
     if torch_model is None:
+        transformed = transformed_by_ort(metadata)
+        if transformed:
+            return first.run_batch, f"engine {first.provider} (the artifact was {transformed} by ONNX Runtime: " \
+                                    "PyTorch cannot be rebuilt from it; verify it with --checkpoint)"
         try:
             import torch  # noqa: F401 - only whether it is there
         except ImportError:

@@ -115,6 +115,12 @@ def _channels(cfg: ViTConfig | None, input_dims: Sequence[Any] | None, where: st
                     "re-export the model")
 
 
+def transformed_by_ort(meta: dict[str, Any]) -> str | None:
+    """"quantized" or "optimized" when ONNX Runtime rewrote the artifact (its weights then no longer carry
+    their PyTorch names, so PyTorch cannot be rebuilt from the file); None for a plain export."""
+    return "quantized" if meta.get("quantization") else "optimized" if meta.get("optimized") else None
+
+
 def check_metadata(meta: dict[str, Any], where: str, input_dims: Sequence[Any] | None = None,
                    error: type[VitexportError] = CheckpointError) -> dict[str, Any]:
     """``meta`` when every field present is usable and consistent with its config and the graph's input
@@ -129,4 +135,4 @@ def check_metadata(meta: dict[str, Any], where: str, input_dims: Sequence[Any] |
     return meta
 
 
-__all__ = ["check_metadata", "labels_list", "preprocess_dict", "shown"]
+__all__ = ["check_metadata", "labels_list", "preprocess_dict", "shown", "transformed_by_ort"]

@@ -34,7 +34,7 @@ from vitexport.geometry import grid_size, padded_size, token_count
 from vitexport.graph import GraphReport, check_against_metadata, check_summary, inspect_graph, load_onnx
 from vitexport.limits import DEFAULT_MAX_MEMORY_GB, DEFAULT_MAX_TOKENS, Limits, estimate
 from vitexport.limits import check as check_limits
-from vitexport.metacheck import check_metadata
+from vitexport.metacheck import check_metadata, transformed_by_ort
 from vitexport.model import VisionTransformer
 from vitexport.parity import TOLERANCES, Comparison, compare  # noqa: F401 - re-exported
 
@@ -225,7 +225,7 @@ def reference_from_onnx(path: str, metadata: dict[str, Any]) -> VisionTransforme
         raise VerificationError(
             f"{path!r} carries no vitexport config (not exported by vitexport); pass --checkpoint and --config"
         )
-    transformed = "quantized" if metadata.get("quantization") else "optimized" if metadata.get("optimized") else None
+    transformed = transformed_by_ort(metadata)
     if transformed:
         raise UsageError(
             f"{path!r} was {transformed} by ONNX Runtime, so its weights are no longer stored under their "
@@ -392,7 +392,7 @@ def _references(artifact: _Artifact, checkpoint: Any, config: Any) -> tuple[Visi
     meta = artifact.metadata
     if artifact.torchscript is not None:
         own = reference_from_torchscript(artifact.torchscript.state_dict(), meta, artifact.path)
-    elif meta.get("config") and not (reference is not None and (meta.get("quantization") or meta.get("optimized"))):
+    elif meta.get("config") and not (reference is not None and transformed_by_ort(meta)):
         own = reference_from_onnx(artifact.path, meta)
     else:
         own = None
