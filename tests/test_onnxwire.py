@@ -70,6 +70,29 @@ def test_external_data_and_negative_ints(tmp_path: Path) -> None:
         read_structure(path)
 
 
+def test_external_data_inside_a_subgraph_is_reported_for_both_readers(tmp_path: Path) -> None:
+    """A Constant with external data inside an If branch: the graph report of the ModelProto names it too (it used
+    to look at top-level tensors only once the proto was converted), as the wire reader's walk does."""
+    weight = numpy_helper.from_array(np.ones((2,), np.float32), "w")
+    hidden = numpy_helper.from_array(np.ones((2,), np.float32), "c")
+    for tensor, location in ((weight, "w.bin"), (hidden, "c.bin")):
+        tensor.ClearField("raw_data")
+        tensor.data_location = TensorProto.EXTERNAL
+        tensor.external_data.add(key="location", value=location)
+        (tmp_path / location).write_bytes(np.ones((2,), np.float32).tobytes())
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])
+    branch = helper.make_graph([helper.make_node("Constant", [], ["y"], value=hidden)], "then", [], [out])
+    other = helper.make_graph([helper.make_node("Identity", ["w"], ["y"])], "else", [], [out])
+    node = helper.make_node("If", ["cond"], ["y"], then_branch=branch, else_branch=other)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("cond", TensorProto.BOOL, [])], [out],
+                              [weight])
+    path = tmp_path / "sub.onnx"
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]).SerializeToString())
+    proto = onnx.load(str(path), load_external_data=False)
+    assert sorted(inspect_graph(proto).external_data) == ["c.bin", "w.bin"]
+    assert sorted(inspect_graph(onnxwire.read_model(path)).external_data) == ["c.bin", "w.bin"]
+
+
 def test_large_file_is_memory_mapped_and_weights_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Above MMAP_ABOVE the file is mapped; the result is the same as reading it."""
     path = tmp_path / "big.onnx"

@@ -154,12 +154,9 @@ def external_locations(model: Any) -> list[str]:
     """Every external-data location any tensor of an `onnxwire.Model` (as `onnxwire.read_model` collects
     them) or an ``onnx.ModelProto`` (`all_tensors`) names, in order."""
     if isinstance(model, onnxwire.Model):
-        if model.external_locations is not None:
-            return list(model.external_locations)
-        tensors: list[Any] = [*model.graph.initializer,
-                              *(v for n in model.graph.node for v in n.attributes.values()
-                                if isinstance(v, onnxwire.Tensor))]
-        return list(dict.fromkeys(t.external["location"] for t in tensors if t.external and "location" in t.external))
+        if model.external_locations is None:  # `from_proto` does not walk subgraphs: ask the ModelProto instead
+            raise ValueError("external-data locations are collected by onnxwire.read_model only")
+        return list(model.external_locations)
     out = []
     for tensor in all_tensors(model):
         if tensor.data_location == onnxwire.EXTERNAL:
@@ -214,6 +211,7 @@ def _shape_dependent(graph: Any, tensor: str, input_name: str) -> bool:
 
 def inspect_graph(model: Any, path: str = "") -> GraphReport:
     """What a graph holds: an `onnxwire.Model` (`read_structure`) or an ``onnx.ModelProto``."""
+    external = external_locations(model)  # of the ModelProto itself: every tensor-bearing field, subgraphs too
     if not isinstance(model, onnxwire.Model):
         model = onnxwire.from_proto(model)
     graph = model.graph
@@ -224,7 +222,7 @@ def inspect_graph(model: Any, path: str = "") -> GraphReport:
         outputs={o.name: list(o.dims) for o in graph.output},
         op_counts=dict(Counter(n.op_type for n in graph.node)),
         metadata=decode_metadata(model.metadata_props),
-        external_data=external_locations(model),
+        external_data=external,
     )
     input_name = graph.input[0].name if graph.input else ""
     for node in graph.node:
