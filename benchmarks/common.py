@@ -1,7 +1,10 @@
-"""What the benchmark scripts share: the ONNX Runtime session they time."""
+"""What the benchmark scripts share: the ONNX Runtime session they time, interleaved timing with parity, outputs."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import onnxruntime as ort
 
 from vitexport.engines.ort import create_session, session_options
@@ -36,6 +39,35 @@ def interleave(runners: dict, warmup: int, iters: int, gap_s: float = 0.0) -> di
             if i >= warmup:
                 times[key].append((time.perf_counter() - t0) * 1e3)
     return times
+
+
+def time_case(runners: dict[str, Any], x: np.ndarray, warmup: int, iters: int, gap_s: float,
+              max_case_s: float = 0.0, ref: str = "eager") -> dict[str, Any]:
+    """Parity of every engine against ``ref`` (or the first engine; this run is also every engine's first run at
+    this shape), then the interleaved medians. With ``max_case_s``, slow cases get fewer timed rounds (at least
+    3): as many as fit in that time, judged by the parity run."""
+    import statistics
+    import time
+
+    from vitexport.verify import TOLERANCES, compare
+
+    outputs, first_s = {}, 0.0
+    for k, fn in runners.items():
+        t0 = time.perf_counter()
+        outputs[k] = fn(x)
+        first_s += time.perf_counter() - t0
+    if max_case_s:
+        iters = min(iters, max(3, int(max_case_s / max(first_s, 1e-9))))
+    expected = outputs[ref if ref in outputs else next(iter(outputs))]
+    atol, rtol = TOLERANCES["float32"]
+    result: dict[str, Any] = {}
+    for key, out in outputs.items():
+        comp = compare(out, expected, atol, rtol, top1=True)
+        result[key] = {"max_abs": comp.max_abs, "ok": comp.within_tolerance}
+    times = interleave({k: (lambda fn=fn: fn(x)) for k, fn in runners.items()}, warmup, iters, gap_s)
+    for key, runs in times.items():
+        result[key].update(median_ms=statistics.median(runs), runs_ms=runs)
+    return result
 
 
 def machine_line() -> str:

@@ -23,6 +23,8 @@ import time
 
 import numpy as np
 
+from vitexport.config import ViTConfig
+
 
 def sizes_for(native: tuple[int, int], patch: int, count: int) -> list[tuple[int, int]]:
     """``count`` distinct sizes around the native one: non-square, not multiples of the patch, some above it."""
@@ -76,11 +78,9 @@ def main() -> None:
             engine = create_engine(name, spin=False)  # they take turns: no thread may spin into the next one's run
             load_ms[name] = timed(lambda engine=engine: engine.load(path))
             engines.append(engine)
-        meta = engines[0].metadata
-        img = meta["config"]["img_size"]
-        native = (img, img) if isinstance(img, int) else tuple(img)
-        channels = int(meta["config"].get("in_chans", 3))
-        sizes = sizes_for(native, int(meta["patch_size"][0]), args.shapes)
+        config = ViTConfig.from_dict(engines[0].metadata["config"])
+        channels = config.in_chans
+        sizes = sizes_for(config.img_hw, config.patch_hw[0], args.shapes)
         print(f"{os.path.basename(path)}; batch {args.batch}; {len(sizes)} new sizes, each: 1 first run + "
               f"{args.iters} runs per engine, engines taking turns")
         print("load ms: " + ", ".join(f"{e.name} {load_ms[e.name]:.0f} ({e.version})" for e in engines))

@@ -101,12 +101,12 @@ def accuracy(folder: str, sizes: list[int]) -> dict[str, dict[int, float]]:
     train, _ = split()
     calib = render(images[train[:16]], 28)
     quantize_static_qdq(paths["fp32"], paths["static"], [fp32.prepare(img)[None] for img in calib], folder)
+    data = {size: held_out(size) for size in sizes}
     result: dict[str, dict[int, float]] = {}
     for k, path in paths.items():
-        p = Predictor(path, provider="cpu")
+        p = fp32 if k == "fp32" else Predictor(path, provider="cpu")
         result[k] = {}
-        for size in sizes:
-            x, y = held_out(size)
+        for size, (x, y) in data.items():
             preds = p.predict(list(x))
             result[k][size] = 100 * float(np.mean([q.top_k[0]["index"] == t for q, t in zip(preds, y, strict=True)]))
     return result

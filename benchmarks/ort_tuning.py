@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import tempfile
 import time
 from typing import Any
@@ -34,14 +33,13 @@ from typing import Any
 import numpy as np
 import onnx
 import torch
-from common import base_parser, interleave, machine_line, run_footer, write_results
+from common import base_parser, machine_line, run_footer, time_case, write_results
 from onnx import helper, numpy_helper
 from peak import load_average
 
 from vitexport.engines import create_engine
 from vitexport.export import export_onnx
 from vitexport.model import create_model
-from vitexport.verify import TOLERANCES, compare
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
@@ -162,16 +160,8 @@ def build_variants(model: Any, name: str, folder: str, variants: list[str]) -> t
 
 
 def run_case(engines: dict[str, Any], x: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
-    outputs = {k: e.run(x) for k, e in engines.items()}
-    ref = outputs["default"] if "default" in outputs else next(iter(outputs.values()))
-    atol, rtol = TOLERANCES["float32"]
-    times = interleave({k: (lambda e=e: e.run(x)) for k, e in engines.items()}, args.warmup, args.iters,
-                       args.gap_ms / 1e3)
-    result = {}
-    for k, runs in times.items():
-        comp = compare(outputs[k], ref, atol, rtol, top1=True)
-        result[k] = {"median_ms": statistics.median(runs), "runs_ms": runs, "max_abs": comp.max_abs,
-                     "ok": comp.within_tolerance}
+    result = time_case({k: e.run for k, e in engines.items()}, x, args.warmup, args.iters, args.gap_ms / 1e3,
+                       ref="default")
     base = result.get("default", {}).get("median_ms")
     for r in result.values():
         r["vs_default"] = base / r["median_ms"] if base else None

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -31,14 +30,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from common import base_parser, interleave, machine_line, write_results
+from common import base_parser, machine_line, time_case, write_results
 from peak import describe_peak, load_average, measure_peak
 
 from vitexport.engines import create_engine
 from vitexport.export import export_onnx
 from vitexport.geometry import grid_size
 from vitexport.model import create_model
-from vitexport.verify import TOLERANCES, compare
 
 HERE = Path(__file__).resolve().parent
 ENGINES = ("eager", "ort", "ort-mha", "openvino")
@@ -83,30 +81,6 @@ def load_runners(model: Any, folder: str, name: str, engines: list[str]) -> dict
         else:
             raise SystemExit(f"unknown engine {engine!r}; use some of {', '.join(ENGINES)}")
     return runners
-
-
-def time_case(runners: dict[str, Any], x: np.ndarray, warmup: int, iters: int, gap_s: float,
-              max_case_s: float = 0.0) -> dict[str, Any]:
-    """Parity of every engine against eager (or the first engine; this run is also every engine's first run at
-    this shape), then the interleaved medians. With ``max_case_s``, slow cases get fewer timed rounds (at least
-    3): as many as fit in that time, judged by the parity run."""
-    outputs, first_s = {}, 0.0
-    for k, fn in runners.items():
-        t0 = time.perf_counter()
-        outputs[k] = fn(x)
-        first_s += time.perf_counter() - t0
-    if max_case_s:
-        iters = min(iters, max(3, int(max_case_s / max(first_s, 1e-9))))
-    ref = outputs["eager" if "eager" in outputs else next(iter(outputs))]
-    atol, rtol = TOLERANCES["float32"]
-    result: dict[str, Any] = {}
-    for key, out in outputs.items():
-        comp = compare(out, ref, atol, rtol, top1=True)
-        result[key] = {"max_abs": comp.max_abs, "ok": comp.within_tolerance}
-    times = interleave({k: (lambda fn=fn: fn(x)) for k, fn in runners.items()}, warmup, iters, gap_s)
-    for key, runs in times.items():
-        result[key].update(median_ms=statistics.median(runs), runs_ms=runs)
-    return result
 
 
 def summarize(row: dict[str, Any], peak: float) -> None:

@@ -21,11 +21,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from common import base_parser, machine_line, write_results
+from common import base_parser, cpu_session, machine_line, write_results
 from peak import load_average, measure_peak
 from perf import vit_flops
 
-from vitexport.engines.ort import session_options
 from vitexport.export import export_onnx
 from vitexport.model import create_model
 
@@ -35,10 +34,7 @@ GEMM_TYPES = {"MatMul", "Gemm", "FusedMatMul", "MatMulNBits", "FullyConnected", 
 
 def ort_profile(path: str, x: np.ndarray, runs: int, folder: str) -> Counter:
     """Microseconds per operator type over ``runs`` profiled runs of ONNX Runtime's CPU session."""
-    import onnxruntime as ort
-
-    opts = session_options(profile_prefix=os.path.join(folder, "ort"), spin=False)
-    sess = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+    sess = cpu_session(path, os.path.join(folder, "ort"))
     feed = {sess.get_inputs()[0].name: x}
     sess.run(None, feed)
     for _ in range(runs):

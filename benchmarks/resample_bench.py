@@ -19,10 +19,10 @@ import argparse
 import os
 import statistics
 import tempfile
-import time
 
 import numpy as np
 import torch
+from common import interleave
 
 from vitexport.engines import create_engine
 from vitexport.export import export_onnx
@@ -37,15 +37,8 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
 
 
 def time_case(sessions: dict, x: np.ndarray, iters: int, warmup: int) -> dict[str, list[float]]:
-    """Interleaved runs: round i runs the forms in order, round i+1 in reverse; warm-up rounds are dropped."""
-    times: dict[str, list[float]] = {name: [] for name in sessions}
-    for i in range(warmup + iters):
-        for name in (FORMS if i % 2 == 0 else FORMS[::-1]):
-            t0 = time.perf_counter()
-            sessions[name].run(x)
-            if i >= warmup:
-                times[name].append((time.perf_counter() - t0) * 1e3)
-    return times
+    """Interleaved runs (the two forms alternate which goes first every round); warm-up rounds are dropped."""
+    return interleave({name: (lambda s=sessions[name]: s.run(x)) for name in FORMS}, warmup, iters)
 
 
 def main() -> None:

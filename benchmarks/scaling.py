@@ -15,7 +15,6 @@ Writes ``scaling.png``, ``scaling.json`` and ``scaling.md`` into ``--out-dir``.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -23,13 +22,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from common import base_parser, interleave, machine_line, run_footer, write_results
+from common import base_parser, machine_line, run_footer, time_case, write_results
 from peak import load_average
 from perf import LABELS, load_runners
 
 from vitexport.limits import DEFAULT_MAX_TOKENS
 from vitexport.model import create_model
-from vitexport.verify import TOLERANCES, compare
 
 GRIDS = (4, 8, 16, 24, 32, 48, 64)  # patches per side: 16 .. 4,096 tokens
 
@@ -44,27 +42,20 @@ def fit_quadratic(tokens: list[int], ms: list[float]) -> tuple[float, float, flo
     return float(coef[0]), float(coef[1]), float(coef[2])
 
 
-def measure(args: argparse.Namespace, folder: str) -> tuple[list[dict[str, Any]], int]:
+def measure(args: argparse.Namespace, folder: str) -> list[dict[str, Any]]:
     torch.manual_seed(0)
     model = create_model(args.model).eval()
     runners = load_runners(model, folder, args.model, args.engines.split(","))
     patch, prefix = model.config.patch_hw[0], model.config.num_prefix_tokens
-    atol, rtol = TOLERANCES["float32"]
     rows = []
     for g in args.grids:
         x = np.random.default_rng(g).standard_normal((1, 3, g * patch, g * patch)).astype(np.float32)
-        outs = {k: fn(x) for k, fn in runners.items()}
-        ref = outs.get("eager", next(iter(outs.values())))
-        times = interleave({k: (lambda fn=fn, x=x: fn(x)) for k, fn in runners.items()}, 1, args.iters,
-                           args.gap_ms / 1e3)
         row = {"grid": g, "tokens": g * g + prefix, "size": g * patch,
-               "engines": {k: {"median_ms": statistics.median(v), "runs_ms": v,
-                               "ok": compare(outs[k], ref, atol, rtol, top1=True).within_tolerance}
-                           for k, v in times.items()}}
+               "engines": time_case(runners, x, 1, args.iters, args.gap_ms / 1e3)}
         rows.append(row)
         print(f"{row['tokens']:>5d} tokens: " + ", ".join(f"{k} {e['median_ms']:.1f} ms" + ("" if e["ok"] else " WRONG")
                                                        for k, e in row["engines"].items()), flush=True)
-    return rows, prefix
+    return rows
 
 
 def plot(rows: list[dict[str, Any]], fits: dict[str, tuple[float, float, float]], path: Path, title: str,
@@ -107,15 +98,15 @@ def main() -> None:
         args.iters, args.gap_ms = 1, 20.0
     start, load_start = time.perf_counter(), load_average() or 0.0
     with tempfile.TemporaryDirectory() as folder:
-        rows, _ = measure(args, folder)
+        rows = measure(args, folder)
     fits = {k: fit_quadratic([r["tokens"] for r in rows], [r["engines"][k]["median_ms"] for r in rows])
             for k in rows[0]["engines"]}
     max_tokens = DEFAULT_MAX_TOKENS
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    plot(rows, fits, out / "scaling.png", f"{args.model}, batch 1, fp32 ({machine_line().split(',')[0]})",
-         max_tokens)
-    report = {"machine": machine_line(), "args": {k: v for k, v in vars(args).items()}, "rows": rows,
+    machine = machine_line()
+    plot(rows, fits, out / "scaling.png", f"{args.model}, batch 1, fp32 ({machine.split(',')[0]})", max_tokens)
+    report = {"machine": machine, "args": vars(args), "rows": rows,
               "fits_ms": fits, "max_tokens": max_tokens, "load_start": load_start,
               "load_end": load_average() or 0.0, "elapsed_s": time.perf_counter() - start}
     t = rows[-1]["tokens"]

@@ -31,7 +31,6 @@ logger = logging.getLogger(__name__)
 
 FORMAT_NAME = "vitexport.checkpoint"
 FORMAT_VERSION = 1
-WEIGHT_FILES_IN_DIR = HUB_WEIGHT_FILES
 STATE_DICT_KEYS = ("state_dict", "model")
 EMA_STATE_DICT_KEYS = ("state_dict_ema", "model_ema")
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -81,11 +80,11 @@ def _resolve_file(path: Path) -> Path:
     if not path.exists():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist; check the path")
     if path.is_dir():
-        for name in WEIGHT_FILES_IN_DIR:
+        for name in HUB_WEIGHT_FILES:
             if (path / name).is_file():
                 return path / name
         raise CheckpointError(
-            f"{str(path)!r} is a directory without {' or '.join(WEIGHT_FILES_IN_DIR[:2])}; pass the weights file itself"
+            f"{str(path)!r} is a directory without {' or '.join(HUB_WEIGHT_FILES[:2])}; pass the weights file itself"
         )
     if not path.is_file():
         raise CheckpointError(f"{str(path)!r} is not a regular file; pass a checkpoint file")
@@ -155,11 +154,11 @@ def _torch_load(path: Path, kind: str) -> Any:
 def read_raw(path: str | os.PathLike[str]) -> tuple[Path, str, Any]:
     """(resolved path, format, loaded object) for a checkpoint file, without executing code."""
     file = _resolve_file(Path(path))
-    kind = sniff(file).kind
-    if kind == "safetensors" or (kind == "unknown" and file.suffix == ".safetensors"):  # a broken header
+    found = sniff(file)
+    if found.kind == "safetensors" or (found.kind == "unknown" and file.suffix == ".safetensors"):  # a broken header
         tensors, metadata = _load_safetensors(file)
         return file, "safetensors", {"__safetensors__": tensors, "__metadata__": metadata}
-    kind = require(file, "checkpoint").kind  # another kind of file: named, with the command that takes it
+    kind = require(file, "checkpoint", found=found).kind  # another kind of file: named, with the command that takes it
     kind = "torch-zip" if kind == "torch-zip" else "torch-pickle"
     return file, kind, _load_pickle(file, kind)
 

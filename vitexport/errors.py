@@ -48,7 +48,8 @@ class FileKindError(VitexportError):
 
 
 class UsageError(VitexportError):
-    """A request that cannot work as given (a missing option it needs); the message names the option."""
+    """A request that cannot work as given: an argument out of its range, a missing option it needs (the CLI's
+    usage errors, for Python callers); the message names the option."""
 
     exit_code = 2
 
@@ -69,12 +70,6 @@ class EngineUnavailable(EnvironmentProblem):
     def __init__(self, reason: str, advice: str = "") -> None:
         super().__init__(f"{reason}; {advice}" if advice else reason)
         self.reason = reason
-
-
-class ArgumentError(VitexportError):
-    """An argument of a library call is out of its range (the CLI's usage errors, for Python callers)."""
-
-    exit_code = 2
 
 
 class LimitError(VitexportError):

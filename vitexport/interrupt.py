@@ -28,7 +28,7 @@ from typing import Any
 
 HANDLED = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
-_REMOVE: dict[int, str] = {}  # folders to remove when a signal stops the command
+_REMOVE: set[str] = set()  # folders to remove when a signal stops the command (mkdtemp names are unique)
 _HELD = {"depth": 0, "pending": 0, "finishing": False}
 
 
@@ -52,7 +52,7 @@ def held(finishing: bool = False) -> Iterator[None]:
 
 
 def _stop(signum: int, committed: bool = False) -> None:
-    for folder in list(_REMOVE.values()):
+    for folder in list(_REMOVE):
         shutil.rmtree(folder, ignore_errors=True)
     name = signal.Signals(signum).name
     what = "the output in progress was completed first" if committed else "nothing was written or replaced"
@@ -104,13 +104,12 @@ def scratch_folder(prefix: str, parent: str | os.PathLike[str] | None = None, su
 
     with held():
         folder = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=parent))
-        key = object()
-        _REMOVE[id(key)] = str(folder)
+        _REMOVE.add(str(folder))
     try:
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-        _REMOVE.pop(id(key), None)
+        _REMOVE.discard(str(folder))
 
 
 __all__ = ["HANDLED", "held", "reset_in_child", "scratch_folder", "signals_as_exit"]

@@ -304,14 +304,15 @@ def wrong_kind_message(path: str | os.PathLike[str], found: Sniffed, role: str) 
     return f"{shown} is {found.label}, not {spec.noun}: {fix}"
 
 
-def require(path: str | os.PathLike[str], role: str, deep: bool = False) -> Sniffed:
+def require(path: str | os.PathLike[str], role: str, deep: bool = False, found: Sniffed | None = None) -> Sniffed:
     """The kind of ``path`` when ``role`` takes it; else raise with what the file is and how to fix it.
 
     A file of another known kind raises `FileKindError` (exit 2: the wrong argument); a missing,
     empty, unknown or unreadable one `CheckpointError` (exit 1). ``deep``: an ONNX file is also
     parsed to its end (`onnxwire`: weights skipped), so a truncated one is named here, not by the runtime.
+    ``found``: what `sniff` already said of ``path`` (it is not read again).
     """
-    found = sniff(path)
+    found = found or sniff(path)
     if found.kind in ROLES[role].accepts:
         if deep and found.kind == "onnx":
             _check_onnx_structure(path)

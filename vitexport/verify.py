@@ -23,7 +23,6 @@ from vitexport.config import ViTConfig
 from vitexport.diagnose import diagnose_failures, native_grid
 from vitexport.engines import Engine, load_engines
 from vitexport.errors import (
-    ArgumentError,
     LimitError,
     UsageError,
     VerificationError,
@@ -607,9 +606,9 @@ def verify(
 def _check_tolerances(atol: float | None, rtol: float | None, seed: int) -> None:
     for name, value in (("atol", atol), ("rtol", rtol)):
         if value is not None and not (math.isfinite(value) and value >= 0):
-            raise ArgumentError(f"{name} must be a finite number >= 0, got {value}; pass --{name} 1e-4, for example")
+            raise UsageError(f"{name} must be a finite number >= 0, got {value}; pass --{name} 1e-4, for example")
     if not 0 <= seed < 2**63:
-        raise ArgumentError(f"seed must be a non-negative integer below 2**63, got {seed}; pass --seed 0, for example")
+        raise UsageError(f"seed must be a non-negative integer below 2**63, got {seed}; pass --seed 0, for example")
 
 
 def _verify_artifact(artifact: _Artifact, start: float, *, checkpoint: Any, config: Any, provider: str,
