@@ -100,6 +100,11 @@ def sweep_sizes(args: dict[str, Any]) -> list[tuple[int, int]]:
     return out
 
 
+def needs_openvino() -> Any:
+    """The openvino module, or skip the test (the `openvino` extra is part of the test extras)."""
+    return pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'vitexport[openvino]')")
+
+
 def predict_in_threads(predictor: Any, requests: list[list[Any]], threads: int = 8) -> dict[tuple[int, int], list]:
     """Every request from each of ``threads`` threads sharing ``predictor`` at once: {(thread, request): outputs}.
     Raises the first error a thread hit."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import needs_openvino
 
 from vitexport.bench import BenchCase, BenchReport, bench, recommend
 from vitexport.engines.ort import OrtEngine
@@ -13,12 +14,8 @@ from vitexport.engines.ort import OrtEngine
 SIZES = [(28, 28), (17, 45), (5, 70)]  # native, not multiples of the patch, smaller than a patch in height
 
 
-def _openvino() -> None:
-    pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'vitexport[openvino]')")
-
-
 def test_bench_all_checks_every_engine_against_pytorch_at_every_size(sample_onnx: Path) -> None:
-    _openvino()
+    needs_openvino()
     report = bench(str(sample_onnx), SIZES, (1, 3), provider="all", warmup=0, iters=1)
     names = [e["name"] for e in report.engines]
     assert {"cpu", "openvino"} <= set(names)
@@ -32,7 +29,7 @@ def test_bench_all_checks_every_engine_against_pytorch_at_every_size(sample_onnx
 
 def test_a_wrong_engine_is_marked_and_never_recommended(sample_onnx: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """ONNX Runtime made wrong by 1e-3 on one logit: every case says so, the CLI prints WRONG, OpenVINO is picked."""
-    _openvino()
+    needs_openvino()
     from click.testing import CliRunner
 
     from vitexport.cli import cli
@@ -88,7 +85,7 @@ def test_recommend_takes_the_fastest_correct_engine_by_geometric_mean() -> None:
 def test_bench_all_on_an_int8_model_compares_engines_with_the_first(sample_onnx: Path, tmp_path: Path) -> None:
     """A quantized artifact cannot be rebuilt in PyTorch (its weights lost their names): bench compares every engine
     with the first one instead of refusing the whole run (it exited 2 with verify's --checkpoint advice)."""
-    _openvino()
+    needs_openvino()
     from vitexport.optimize import quantize_onnx
 
     int8 = tmp_path / "m.int8.onnx"

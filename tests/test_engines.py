@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 import pytest
-from conftest import ROOT, predict_in_threads
+from conftest import ROOT, needs_openvino, predict_in_threads
 
 import vitexport.engines.ort as ort_engine
 from vitexport.engines import Engine, create_engine
@@ -103,12 +103,8 @@ def test_serving_and_transforms_import_no_torch(sample_onnx: Path, tmp_path: Pat
 # ---------------------------------------------------------------------------
 # the registry: every engine behind one request
 # ---------------------------------------------------------------------------
-def _openvino():
-    return pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'vitexport[openvino]')")
-
-
 def test_all_loads_every_usable_engine_and_says_why_others_are_skipped(sample_onnx: Path) -> None:
-    _openvino()
+    needs_openvino()
     from vitexport.engines import PROVIDER_CHOICES, load_engines, resolve_request
 
     assert {"openvino", "reference"} <= set(PROVIDER_CHOICES) and PROVIDER_CHOICES[0] == "auto"
@@ -134,7 +130,7 @@ def test_all_loads_every_usable_engine_and_says_why_others_are_skipped(sample_on
 
 
 def test_openvino_runs_in_f32_reads_the_metadata_and_says_so(sample_onnx: Path) -> None:
-    ov = _openvino()
+    ov = needs_openvino()
     from vitexport.graph import read_metadata
 
     engine = create_engine("openvino")
@@ -176,7 +172,7 @@ def test_missing_openvino_is_an_environment_error_with_the_install_command(
 
 def test_predictor_on_openvino_equals_predictor_on_ort(sample_onnx: Path) -> None:
     """Mixed sizes, batches of equal sizes, 8 threads sharing one Predictor: OpenVINO gives ORT's results."""
-    _openvino()
+    needs_openvino()
     on_ov = Predictor(str(sample_onnx), provider="openvino")
     on_ort = Predictor(str(sample_onnx), provider="cpu")
     assert on_ov.provider == "openvino" and on_ov.providers == ["OpenVINO CPU"] and on_ov.provider_note == ""
@@ -195,7 +191,7 @@ def test_predictor_on_openvino_equals_predictor_on_ort(sample_onnx: Path) -> Non
 
 
 def test_predict_and_bench_cli_on_openvino(sample_onnx: Path) -> None:
-    _openvino()
+    needs_openvino()
     import json
 
     from click.testing import CliRunner

@@ -16,7 +16,7 @@ import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import CONFIGS, make_model
+from conftest import CONFIGS, make_model, needs_openvino
 
 from vitexport.export import export_onnx
 from vitexport.graph import PORTABLE_OP_TYPES, check_graph, inspect_graph, is_constant, non_portable_ops
@@ -193,17 +193,13 @@ def test_onnx_resampling_matches_pytorch_for_every_target_grid_on_every_runtime(
 # ---------------------------------------------------------------------------
 # whole models on OpenVINO and the ONNX reference evaluator
 # ---------------------------------------------------------------------------
-def _openvino():
-    return pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install openvino)")
-
-
 def _compile_openvino(path: Path):
-    return _openvino().Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    return needs_openvino().Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
 
 
 def test_default_export_runs_right_on_openvino_at_every_size_of_the_sweep(exported, config_name: str) -> None:
     """The issue's "done when", through the real path: `verify --provider openvino`, every default case."""
-    _openvino()
+    needs_openvino()
     model, path, _ = exported[config_name]
     report = verify(path, provider="openvino")
     assert [s["name"] for s in report.sessions] == ["openvino"] and report.sessions[0]["precision"] == "f32"
@@ -234,7 +230,7 @@ def spec_resize(tmp_path_factory: pytest.TempPathFactory):
 
 def test_resize_form_is_wrong_on_openvino_where_the_grid_changes(spec_resize) -> None:
     """Documents the runtime bug that the portable form exists for; says so plainly when OpenVINO fixes it."""
-    ov = _openvino()
+    ov = needs_openvino()
     model, path = spec_resize
     compiled = _compile_openvino(path)
 
@@ -258,7 +254,7 @@ def test_resize_form_is_wrong_on_openvino_where_the_grid_changes(spec_resize) ->
 def test_verify_catches_openvino_running_the_resize_form_wrong_and_names_cause_and_fix(spec_resize) -> None:
     """`verify --provider openvino` on the resize form: exit 1, the failures are exactly the resampled grids,
     and the message says the runtime ignores the Resize attributes and to export with --resample portable."""
-    _openvino()
+    needs_openvino()
     from click.testing import CliRunner
 
     from vitexport.cli import cli

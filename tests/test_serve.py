@@ -238,7 +238,8 @@ def test_deployment_batches_equal_sizes_across_requests(sample_onnx: Path, monke
     rng = np.random.default_rng(4)
     sizes = [(28, 28)] * 7 + [(20, 24)] * 3 + [(33, 17)]
     inputs = [rng.standard_normal((1, 1, h, w)).astype(np.float32) for h, w in sizes]
-    want = [Predictor(str(sample_onnx), provider="cpu").predict([x[0]])[0].logits for x in inputs]
+    expected = Predictor(str(sample_onnx), provider="cpu")
+    want = [expected.predict([x[0]])[0].logits for x in inputs]
 
     async def served(max_batch: int) -> tuple[list[np.ndarray], list[tuple[list, list]]]:
         replica = VitexportModel.func_or_class({"model": str(sample_onnx), "name": "d", "provider": "cpu",

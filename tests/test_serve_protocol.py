@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CONFIGS, make_model
+from conftest import CONFIGS, make_model, needs_openvino
 from PIL import Image
 from serving import png_bytes
 
@@ -291,7 +291,7 @@ def test_metadata_and_health(service: ModelService, tmp_path: Path) -> None:
 
 def test_openvino_provider_passes_through(rgb_model: Path) -> None:
     """--provider openvino: each replica's Predictor runs on OpenVINO; the server says so and answers as it does."""
-    pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'vitexport[openvino]')")
+    needs_openvino()
     ov = ModelService(AppArgs(str(rgb_model), "m", provider="openvino", max_batch=4))
     assert ov.predictor.provider == "openvino"
     assert json.loads(call(ov, "GET", "/v2/models/m").body)["platform"] == "openvino"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import CONFIGS, sweep_sizes
+from conftest import CONFIGS, needs_openvino, sweep_sizes
 
 from vitexport.engines import create_engine
 from vitexport.engines.ort import SessionTuning
@@ -74,7 +74,7 @@ def test_predictor_passes_engine_options_and_refuses_unknown_ones(exported: dict
                                   {"performance_hint": "THROUGHPUT", "num_streams": 2}],
                          ids=["latency", "throughput-2-streams"])
 def test_openvino_hints_reach_the_compiled_model_and_keep_results(exported: dict, hint: dict) -> None:
-    pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'vitexport[openvino]')")
+    needs_openvino()
     model, path, _ = exported[CONFIG]
     engine = create_engine("openvino", **hint).load(str(path))
     assert str(engine.compiled.get_property("PERFORMANCE_HINT")) == hint["performance_hint"]

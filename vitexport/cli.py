@@ -23,8 +23,10 @@ import click
 from vitexport import __version__
 from vitexport.engines import PROVIDER_CHOICES
 from vitexport.errors import VitexportError, one_line
+from vitexport.limits import DEFAULT_MAX_TOKENS
 from vitexport.spec import DEFAULT_RESAMPLE, RESAMPLE_FORMS
 
+ONE_ENGINE = [p for p in PROVIDER_CHOICES if p != "all"]  # predict and serve run one engine
 SIZE_RE = re.compile(r"^\s*(\d+)\s*(?:[xX]\s*(\d+))?\s*$")
 
 
@@ -110,7 +112,7 @@ SIZE = SizeType()
 
 def _limit_options(fn: Any) -> Any:
     """--max-tokens and --max-memory-gb (vitexport.limits), shared by every command that runs a model."""
-    from vitexport.limits import DEFAULT_MAX_MEMORY_GB, DEFAULT_MAX_TOKENS
+    from vitexport.limits import DEFAULT_MAX_MEMORY_GB
 
     fn = click.option("--max-memory-gb", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_MAX_MEMORY_GB,
                       show_default=True, help="Refuse work whose estimated memory for one forward pass is larger.")(fn)
@@ -512,7 +514,7 @@ def _print_verdict(report) -> None:
 @click.argument("model_path", metavar="MODEL", type=str)
 @click.argument("images", nargs=-1, required=True, type=str)
 @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True)
-@click.option("--provider", type=click.Choice([p for p in PROVIDER_CHOICES if p != "all"]), default="auto",
+@click.option("--provider", type=click.Choice(ONE_ENGINE), default="auto",
               show_default=True, help="Engine: auto (ONNX Runtime's CUDA when usable, else cpu), cpu, cuda, tensorrt, "
                                       "openvino (CPU, f32) or reference (ONNX's reference evaluator: slow).")
 @_limit_options
@@ -653,14 +655,14 @@ def _print_started(started, options) -> None:
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
 @click.option("--replicas", type=click.IntRange(min=1), help="Replicas of the model (default 1).")
 @click.option("--autoscale", metavar="MIN:MAX", help="Autoscale between MIN and MAX replicas instead of --replicas.")
-@click.option("--provider", type=click.Choice([p for p in PROVIDER_CHOICES if p != "all"]), default="auto",
+@click.option("--provider", type=click.Choice(ONE_ENGINE), default="auto",
               show_default=True, help="Engine of each replica, as for predict (auto: CUDA when usable, else cpu).")
 @click.option("--threads", type=click.IntRange(min=1), help="Engine intra-op threads per replica.")
 @click.option("--max-batch", type=click.IntRange(min=1), default=16, show_default=True,
               help="Most images of one size in one engine run, across concurrent requests.")
 @click.option("--batch-wait-ms", type=click.FloatRange(min=0), default=5.0, show_default=True,
               help="How long a batch waits for more requests.")
-@click.option("--max-tokens", type=click.IntRange(min=1), default=4096, show_default=True,
+@click.option("--max-tokens", type=click.IntRange(min=1), default=DEFAULT_MAX_TOKENS, show_default=True,
               help="Refuse images with more patches than this (also caps the pixels of an encoded image).")
 @click.option("--max-body-mb", type=click.FloatRange(min=0, min_open=True), default=64.0, show_default=True,
               help="Refuse request bodies (after gzip/deflate) over this size.")

@@ -32,10 +32,9 @@ def _fmt(grid: Sequence[int]) -> str:
 def antialiased_resize(graph: Any) -> bool:
     """Does the graph (a `vitexport.graph.GraphReport`) resample with Resizes that are exactly PyTorch's
     antialiased bicubic (so that a runtime running them wrongly, not the graph, is to blame)?"""
-    from vitexport.spec import RESIZE_ATTRIBUTES
+    from vitexport.graph import resize_mismatches
 
-    return graph is not None and bool(graph.resize) and all(
-        all(r.get(k) == v for k, v in RESIZE_ATTRIBUTES.items()) for r in graph.resize)
+    return graph is not None and bool(graph.resize) and not any(resize_mismatches(r) for r in graph.resize)
 
 
 def grid_pattern(cases: Sequence[Any], native: Sequence[int]) -> tuple[list[Any], list[Any]] | None:

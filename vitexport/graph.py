@@ -70,29 +70,27 @@ class GraphReport:
         return "resize" if self.resize or not self.resample_matmuls else "portable"
 
 
-def _check_model_path(p: Path) -> None:
-    """The file checks before reading a model: a file, not empty, an ONNX model (by its first bytes)."""
-    from vitexport.sniff import require
-
-    require(p, "onnx")
+def _checked(model: Any, p: Path) -> Any:
+    """A parsed model with at least one node whose external data stays inside its folder (and exists)."""
+    if not model.graph.node:
+        raise CheckpointError(f"{str(p)!r} is not a readable ONNX model (empty graph); export it again")
+    check_external_data(model, p)
+    return model
 
 
 def load_onnx(path: str | os.PathLike[str], load_external_data: bool = False) -> Any:
     """Load an ``onnx.ModelProto`` with a clean error; external data must stay inside the model's folder."""
     import onnx
 
+    from vitexport.sniff import require, unreadable_onnx
+
     p = Path(path)
-    _check_model_path(p)
+    require(p, "onnx")  # a file, not empty, an ONNX model by its first bytes
     try:
         model = onnx.load(str(p), load_external_data=False)
     except Exception as exc:  # protobuf raises DecodeError and others
-        raise CheckpointError(
-            f"{str(p)!r} is not a readable ONNX model ({type(exc).__name__}); "
-            "it is truncated or not ONNX: export it again"
-        ) from exc
-    if not model.graph.node:
-        raise CheckpointError(f"{str(p)!r} is not a readable ONNX model (empty graph); export it again")
-    check_external_data(model, p)
+        raise unreadable_onnx(p, type(exc).__name__) from exc
+    _checked(model, p)
     if load_external_data:
         from onnx.external_data_helper import load_external_data_for_model
 
@@ -103,18 +101,11 @@ def load_onnx(path: str | os.PathLike[str], load_external_data: bool = False) ->
 def read_structure(path: str | os.PathLike[str]) -> onnxwire.Model:
     """The skeleton of an ONNX file (`vitexport.onnxwire`: no onnx package, weights not read), with the same
     checks and messages as `load_onnx`."""
+    from vitexport.sniff import read_onnx_structure, require
+
     p = Path(path)
-    _check_model_path(p)
-    try:
-        model = onnxwire.read_model(p)
-    except (onnxwire.WireError, OSError) as exc:
-        raise CheckpointError(
-            f"{str(p)!r} is not a readable ONNX model ({exc}); it is truncated or not ONNX: export it again"
-        ) from exc
-    if not model.graph.node:
-        raise CheckpointError(f"{str(p)!r} is not a readable ONNX model (empty graph); export it again")
-    check_external_data(model, p)
-    return model
+    require(p, "onnx")
+    return _checked(read_onnx_structure(p), p)
 
 
 def _graph_tensors(graph: Any) -> Iterator[Any]:
@@ -164,6 +155,11 @@ def external_locations(model: Any) -> list[str]:
                 if entry.key == "location" and entry.value not in out:
                     out.append(entry.value)
     return out
+
+
+def model_files(path: str | os.PathLike[str], report: GraphReport) -> tuple[Path, ...]:
+    """The model file and its external data files (an output of the same command must be none of them)."""
+    return (Path(path), *(Path(path).parent / name for name in report.external_data))
 
 
 def check_external_data(model: Any, path: Path) -> None:
@@ -299,6 +295,11 @@ def _resample_matmuls(graph: onnxwire.Graph, input_name: str) -> list[dict[str, 
     return found
 
 
+def resize_mismatches(resize: dict[str, Any]) -> list[str]:
+    """How a Resize entry of a `GraphReport` differs from PyTorch's antialiased bicubic; empty when it does not."""
+    return [f"{k}={resize.get(k)!r} (expected {v!r})" for k, v in RESIZE_ATTRIBUTES.items() if resize.get(k) != v]
+
+
 def check_graph(
     report: GraphReport,
     spec: IOSpec,
@@ -335,7 +336,7 @@ def check_graph(
             "no Resize node: the positional-embedding resampling is missing, so the graph only works at one size"
         )
     for r in report.resize:
-        wrong = [f"{k}={r[k]!r} (expected {v!r})" for k, v in RESIZE_ATTRIBUTES.items() if r[k] != v]
+        wrong = resize_mismatches(r)
         if wrong:
             problems.append(f"Resize {r['name']!r} is not antialiased bicubic a=-0.5: " + ", ".join(wrong))
         if dynamic_size and not r["size_from_input_shape"]:

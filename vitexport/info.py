@@ -20,8 +20,8 @@ def describe_file(
     Exported files are read without torch and without the onnx package; only a checkpoint needs torch."""
     from vitexport.sniff import require
 
-    require(path, "info")  # what the file is, from its first bytes
-    artifact = describe_artifact(path)
+    kind = require(path, "info").kind  # what the file is, from its first bytes
+    artifact = describe_artifact(path, kind)
     if artifact is not None:
         return artifact
     return describe_checkpoint_file(path, config=config, use_ema=use_ema, sizes=sizes)
@@ -85,14 +85,14 @@ def describe_onnx(path: str | os.PathLike[str]) -> dict[str, Any]:
     }
 
 
-def describe_artifact(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+def describe_artifact(path: str | os.PathLike[str], kind: str | None = None) -> dict[str, Any] | None:
     """Interface and metadata of an exported .onnx or TorchScript file; None when ``path`` is neither
-    (judged by its first bytes, `vitexport.sniff`)."""
+    (judged by its first bytes, `vitexport.sniff`, unless the caller already knows its ``kind``)."""
     from vitexport.metacheck import check_metadata
     from vitexport.sniff import sniff
     from vitexport.torchscript_policy import read_metadata
 
-    kind = sniff(path).kind
+    kind = kind or sniff(path).kind
     if kind == "onnx":
         return describe_onnx(path)
     if kind == "torchscript":
@@ -102,13 +102,4 @@ def describe_artifact(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     return None
 
 
-def read_torchscript_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The vitexport metadata of a TorchScript archive: one bounded read of its zip, no torch, no code
-    loaded or parsed (`vitexport.torchscript_policy.read_metadata`)."""
-    from vitexport.torchscript_policy import read_metadata
-
-    return read_metadata(path)
-
-
-__all__ = ["describe_artifact", "describe_checkpoint_file", "describe_file", "describe_onnx",
-           "read_torchscript_metadata"]
+__all__ = ["describe_artifact", "describe_checkpoint_file", "describe_file", "describe_onnx"]

@@ -20,6 +20,7 @@ importing onnx), so the graph checks in `vitexport.graph` have one implementatio
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import struct
@@ -404,12 +405,8 @@ def read_model(path: str | os.PathLike[str], max_entries: int = MAX_ENTRIES) -> 
     """
     with open(path, "rb") as fh:
         size = os.fstat(fh.fileno()).st_size
-        if size <= MMAP_ABOVE:
-            data = fh.read()
-            model = parse_model(data, max_entries)
-            model.external_locations = external_locations(data, max_entries)
-            return model
-        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        small = size <= MMAP_ABOVE  # (an empty file cannot be mapped)
+        with contextlib.nullcontext(fh.read()) if small else mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
             model = parse_model(buf, max_entries)
             model.external_locations = external_locations(buf, max_entries)
             return model

@@ -20,7 +20,14 @@ from typing import Any
 from vitexport.engines.ort import _ort, probe_provider, provider_chain
 from vitexport.errors import EnvironmentProblem, ExportError
 from vitexport.files import check_output, staged_output
-from vitexport.graph import GraphReport, check_against_metadata, inspect_graph, load_onnx, set_metadata
+from vitexport.graph import (
+    GraphReport,
+    check_against_metadata,
+    inspect_graph,
+    load_onnx,
+    model_files,
+    set_metadata,
+)
 from vitexport.interrupt import scratch_folder
 
 OPTIMIZE_PROVIDERS = ("cpu", "cuda")
@@ -104,18 +111,13 @@ def check_optimize_provider(provider: str) -> None:
             raise EnvironmentProblem(f"optimizing for {provider} needs it to run here: {reason}")
 
 
-def _input_files(src: str | os.PathLike[str], source: Any) -> tuple[Path, ...]:
-    """The source model and its external data files: an output must be none of them."""
-    return (Path(src), *(Path(src).parent / name for name in source.external_data))
-
-
 def optimize_onnx(
     src: str | os.PathLike[str], dst: str | os.PathLike[str], provider: str = "cpu", force: bool = False
 ) -> TransformResult:
     """Write ONNX Runtime's offline-optimized graph for ``provider`` (level EXTENDED: no hardware-specific layouts)."""
     check_optimize_provider(provider)
     source = _source(src)
-    out = check_output(dst, force, inputs=_input_files(src, source))
+    out = check_output(dst, force, inputs=model_files(src, source))
     start = time.perf_counter()
     with staged_output(out, force) as stage:
         _write_optimized(src, stage.file, provider, external=bool(source.external_data))
@@ -180,7 +182,7 @@ def quantize_onnx(
     ``dst`` defaults to `default_quantized_path`.
     """
     source = _source(src)
-    out = check_output(dst if dst is not None else default_quantized_path(src), force, inputs=_input_files(src, source))
+    out = check_output(dst if dst is not None else default_quantized_path(src), force, inputs=model_files(src, source))
     if source.metadata.get("dtype") != "float32":
         raise ExportError(
             f"int8 quantization starts from a float32 export; {str(src)!r} is {source.metadata.get('dtype')}"

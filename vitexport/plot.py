@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 from vitexport.errors import EnvironmentProblem
+from vitexport.extras import install_command
 from vitexport.files import atomic_file
 
 
@@ -14,7 +15,7 @@ def require_matplotlib() -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError as exc:
-        raise EnvironmentProblem("--plot needs matplotlib; pip install 'vitexport[plot]'") from exc
+        raise EnvironmentProblem(f"--plot needs matplotlib; {install_command('plot')}") from exc
 
 
 def render_heatmap(report, path: str | Path, heights: list[int], widths: list[int], force: bool = True) -> Path:

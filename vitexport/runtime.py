@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vitexport.config import ViTConfig
-from vitexport.engines import Engine, create_engine, resolve_request
+from vitexport.engines import PROVIDER_CHOICES, Engine, load_engines  # noqa: F401 - PROVIDER_CHOICES re-exported
 from vitexport.engines.ort import (  # noqa: F401 - re-exported
-    PROVIDER_CHOICES,
     PROVIDERS,
     AutoChoice,
     OrtEngine,
@@ -26,7 +25,6 @@ from vitexport.engines.ort import (  # noqa: F401 - re-exported
     probe_provider,
     profile_placement,
     resolve_auto_provider,
-    resolve_providers,
 )
 from vitexport.errors import EngineError, EnvironmentProblem, InputError, ServingError, VitexportError, one_line
 from vitexport.limits import DEFAULT_MAX_MEMORY_GB, DEFAULT_MAX_TOKENS, Limits, estimate, largest_batch, over_limit
@@ -59,13 +57,6 @@ def _softmax(x: Any) -> Any:
     z = z - z.max(axis=-1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=-1, keepdims=True)
-
-
-def _input_shape(engine: Engine) -> list[Any] | None:
-    """The graph input's shape where the engine exposes it (ONNX Runtime's session), else None."""
-    session = getattr(engine, "session", None)
-    inputs = session.get_inputs() if session is not None else []
-    return list(inputs[0].shape) if inputs else None
 
 
 class Predictor:
@@ -107,8 +98,8 @@ class Predictor:
 
         # a folder, a checkpoint or a truncated file: named here, not by the engine
         require(str(model_path), "onnx", deep=True)
-        [(name, notes)] = resolve_request(provider)
-        engine = create_engine(name, threads=threads, spin=spin, **(engine_options or {})).load(str(model_path))
+        [(engine, notes)], _ = load_engines(str(model_path), provider, threads=threads, spin=spin,
+                                            **(engine_options or {}))
         self._attach(engine, str(model_path), "; ".join(notes), max_batch, limits, top_k)
 
     @classmethod
@@ -141,7 +132,7 @@ class Predictor:
 
         if not meta.get("config"):
             raise ServingError(f"{self.model_path!r} has no vitexport metadata; export it with `vitexport onnx`")
-        check_metadata(meta, repr(self.model_path), _input_shape(self.engine), ServingError)
+        check_metadata(meta, repr(self.model_path), self.engine.input_shape, ServingError)
         self.metadata = meta
         self.config = meta["config"]
         self.channels = int(self.config.get("in_chans", 3))
@@ -195,8 +186,8 @@ class Predictor:
             raise InputError("the model produced NaN or Inf for this input")
         return out
 
-    def _run_groups(self, prepared: list[Any]) -> list[Any]:
-        """Outputs in input order; equal sizes run together, at most max_batch at a time."""
+    def run_prepared(self, prepared: list[Any]) -> list[Any]:
+        """Raw outputs of `prepare`d (C, H, W) inputs, in order; equal sizes share runs of at most max_batch."""
         import numpy as np
 
         groups: dict[tuple[int, int], list[int]] = {}
@@ -217,10 +208,6 @@ class Predictor:
                     outputs[i] = out[j]
         return outputs
 
-    def run_prepared(self, prepared: list[Any]) -> list[Any]:
-        """Raw outputs of `prepare`d (C, H, W) inputs, in order; equal sizes share runs of at most max_batch."""
-        return self._run_groups(prepared)
-
     def _prediction(self, index: int, size: tuple[int, int], out: Any) -> Prediction:
         import numpy as np
 
@@ -240,7 +227,7 @@ class Predictor:
         if not items:
             return []
         prepared = [self.prepare(img) for img in items]
-        outputs = self._run_groups(prepared)
+        outputs = self.run_prepared(prepared)
         results = [self._prediction(i, (x.shape[1], x.shape[2]), out)
                    for i, (x, out) in enumerate(zip(prepared, outputs, strict=True))]
         return results[0] if single else results

@@ -26,6 +26,7 @@ import struct
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from vitexport.errors import CheckpointError, FileKindError, InputError
 from vitexport.onnxwire import WireError, varint
@@ -315,7 +316,7 @@ def require(path: str | os.PathLike[str], role: str, deep: bool = False, found: 
     found = found or sniff(path)
     if found.kind in ROLES[role].accepts:
         if deep and found.kind == "onnx":
-            _check_onnx_structure(path)
+            read_onnx_structure(path)
         return found
     message = wrong_kind_message(path, found, role)
     if found.kind in CHECKPOINT_KINDS | IMAGE_KINDS | {"onnx", "torchscript", "json"}:
@@ -323,14 +324,20 @@ def require(path: str | os.PathLike[str], role: str, deep: bool = False, found: 
     raise (InputError if role == "image" else CheckpointError)(message)
 
 
-def _check_onnx_structure(path: str | os.PathLike[str]) -> None:
+def unreadable_onnx(path: str | os.PathLike[str], detail: Any) -> CheckpointError:
+    """The error for an ONNX file that does not parse (truncated, or not ONNX after all)."""
+    return CheckpointError(_ONNX_UNREADABLE.format(path=repr(str(path)), detail=detail))
+
+
+def read_onnx_structure(path: str | os.PathLike[str]) -> Any:
+    """`onnxwire.read_model` of ``path`` (weights skipped), or `unreadable_onnx`."""
     from vitexport.onnxwire import read_model
 
     try:
-        read_model(path)
+        return read_model(path)
     except (WireError, OSError) as exc:
-        raise CheckpointError(_ONNX_UNREADABLE.format(path=repr(str(path)), detail=exc)) from exc
+        raise unreadable_onnx(path, exc) from exc
 
 
 __all__ = ["CHECKPOINT_KINDS", "HUB_WEIGHT_FILES", "IMAGE_KINDS", "ROLES", "Sniffed", "looks_like_onnx", "onnx_start",
-           "require", "sniff", "sniff_bytes", "wrong_kind_message"]
+           "read_onnx_structure", "require", "sniff", "sniff_bytes", "unreadable_onnx", "wrong_kind_message"]

@@ -30,12 +30,19 @@ from vitexport.errors import (
 )
 from vitexport.files import refuse_inputs, write_text
 from vitexport.geometry import grid_size, padded_size, token_count
-from vitexport.graph import GraphReport, check_against_metadata, check_summary, inspect_graph, load_onnx
+from vitexport.graph import (
+    GraphReport,
+    check_against_metadata,
+    check_summary,
+    inspect_graph,
+    load_onnx,
+    model_files,
+)
 from vitexport.limits import DEFAULT_MAX_MEMORY_GB, DEFAULT_MAX_TOKENS, Limits, estimate
 from vitexport.limits import check as check_limits
 from vitexport.metacheck import check_metadata, transformed_by_ort
 from vitexport.model import VisionTransformer
-from vitexport.parity import TOLERANCES, Comparison, compare  # noqa: F401 - re-exported
+from vitexport.parity import TOLERANCES, Comparison, compare, tolerance_for  # noqa: F401 - re-exported
 
 REPORT_SCHEMA_VERSION = 1
 
@@ -337,7 +344,7 @@ def _load_artifact(path: str, provider: str, limits: Limits) -> _Artifact:
 def _new_report(artifact: _Artifact, checkpoint: Any, atol: float | None, rtol: float | None,
                 seed: int) -> VerifyReport:
     dtype = artifact.metadata.get("dtype", "float32")
-    d_atol, d_rtol = TOLERANCES.get(dtype, TOLERANCES["float32"])
+    d_atol, d_rtol = tolerance_for(dtype)
     return VerifyReport(
         model=artifact.path, format=artifact.format,
         reference=f"checkpoint {str(checkpoint)!r}" if checkpoint is not None else "weights inside the artifact",
@@ -590,10 +597,10 @@ def verify(
     start = time.perf_counter()
     artifact = _load_artifact(str(model_path), provider, limits)
     try:
-        data_files = [Path(model_path).parent / f for f in (artifact.graph.external_data if artifact.graph else [])]
+        files = model_files(model_path, artifact.graph) if artifact.graph else (model_path,)
         for out in outputs:
             if out is not None:
-                refuse_inputs(out, (model_path, *data_files, checkpoint, config if isinstance(config, str) else None))
+                refuse_inputs(out, (*files, checkpoint, config if isinstance(config, str) else None))
         return _verify_artifact(artifact, start, checkpoint=checkpoint, config=config, provider=provider,
                                 sizes=sizes, batch_sizes=batch_sizes, atol=atol, rtol=rtol, seed=seed,
                                 progress=progress, debug=debug, limits=limits,

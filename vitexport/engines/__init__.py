@@ -72,6 +72,11 @@ class Engine(ABC):
         return self._input_dtype
 
     @property
+    def input_shape(self) -> list[Any] | None:
+        """The graph input's declared shape (names for dynamic axes) where the runtime exposes it, else None."""
+        return None
+
+    @property
     def devices(self) -> list[str]:
         """What really runs the model (for ONNX Runtime: the session's providers)."""
         return [self.name]

@@ -27,10 +27,11 @@ from typing import Any
 
 from vitexport.engines import Engine
 from vitexport.errors import EngineError, EngineUnavailable, EnvironmentProblem, one_line
+from vitexport.extras import install_command
 
 logger = logging.getLogger(__name__)
 
-INSTALL = "pip install 'vitexport[openvino]'"
+INSTALL = install_command("openvino")
 PRECISION = "f32"
 PERFORMANCE_HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
 # bf16 in OpenVINO's CPU plugin: measured max |d| ~8e-3 in the patch convolution alone (docs/numerics.md)
@@ -70,7 +71,8 @@ class OpenVinoEngine(Engine):
     def __init__(self, *, device: str = "CPU", threads: int | None = None, spin: bool = True,
                  debug: bool = False, performance_hint: str | None = None, num_streams: int | None = None) -> None:
         # spin: OpenVINO's worker threads do not busy-wait between runs (measured: ~1 ms of CPU in 0.5 s idle
-        # after a ViT-S/16 run, against ONNX Runtime's ~36 ms), so there is nothing to turn off.
+        # after a ViT-S/16 run, against ONNX Runtime's ~36 ms), so there is nothing to turn off; debug: nothing
+        # more to log. Both are taken because every engine takes them.
         if threads is not None and threads < 1:
             raise EnvironmentProblem(f"threads must be positive, got {threads}")
         if performance_hint is not None and performance_hint not in PERFORMANCE_HINTS:
@@ -79,7 +81,7 @@ class OpenVinoEngine(Engine):
         if num_streams is not None and num_streams < 1:
             raise EnvironmentProblem(f"num_streams must be positive, got {num_streams}")
         self.performance_hint, self.num_streams = performance_hint, num_streams
-        self.device, self.threads, self.spin, self.debug = device, threads, spin, debug
+        self.device, self.threads = device, threads
         self.path = ""
         self.compiled: Any = None
         self._requests: queue.SimpleQueue = queue.SimpleQueue()
@@ -90,7 +92,10 @@ class OpenVinoEngine(Engine):
             ov = _openvino()
         except EngineUnavailable as exc:
             return False, str(exc)
-        devices = ov.Core().available_devices
+        return self._device_here(ov.Core())
+
+    def _device_here(self, core: Any) -> tuple[bool, str]:
+        devices = core.available_devices
         if self.device not in devices:
             return False, f"OpenVINO has no {self.device} device here (devices: {', '.join(devices) or 'none'})"
         return True, ""
@@ -106,12 +111,11 @@ class OpenVinoEngine(Engine):
         return config
 
     def load(self, path: str) -> OpenVinoEngine:
-        ov = _openvino()
-        usable, reason = self.available()
+        core = _openvino().Core()
+        usable, reason = self._device_here(core)
         if not usable:
             raise EngineUnavailable(reason, "use --provider cpu")
         self.path = str(path)
-        core = ov.Core()
         try:
             model = core.read_model(self.path)
             self.compiled = core.compile_model(model, self.device, self._config())

@@ -39,7 +39,6 @@ PROVIDERS = {
     "cuda": "CUDAExecutionProvider",
     "tensorrt": "TensorrtExecutionProvider",
 }
-PROVIDER_CHOICES = ("auto", "cuda", "cpu", "tensorrt", "all")  # ONNX Runtime's own; every engine's: vitexport.engines
 # The first onnxruntime-gpu with the CUDA antialiased-Resize fix (PR 25265: cubic_coeff_a honoured, right kernel
 # grid when shrinking). Found in the wheels: ResizeAntiAliasImpl takes cubic_coeff_a from 1.24.1 on, not in 1.23.2.
 CUDA_ANTIALIAS_FIX = (1, 24, 1)
@@ -147,7 +146,7 @@ def available_providers() -> list[str]:
 def provider_chain(provider: str) -> list[str]:
     """The providers a session for ``provider`` is given, in order (the CPU as the last resort for GPU ones)."""
     if provider not in PROVIDERS:
-        raise EnvironmentProblem(f"unknown provider {provider!r}; use one of {', '.join(PROVIDER_CHOICES)}")
+        raise EnvironmentProblem(f"unknown provider {provider!r}; use one of {', '.join(PROVIDERS)}")
     chain = {"cpu": ["cpu"], "cuda": ["cuda", "cpu"], "tensorrt": ["tensorrt", "cuda", "cpu"]}[provider]
     return [PROVIDERS[p] for p in chain]
 
@@ -334,15 +333,6 @@ def resolve_auto_provider(debug: bool = False) -> AutoChoice:
     return AutoChoice("cuda", False) if usable else AutoChoice("cpu", True, reason)
 
 
-def resolve_providers(request: str) -> list[str]:
-    """Provider names a request stands for: 'all' is every one in this build; 'auto' stays 'auto'."""
-    if request not in PROVIDER_CHOICES:
-        raise EnvironmentProblem(f"unknown provider {request!r}; use one of {', '.join(PROVIDER_CHOICES)}")
-    if request == "all":
-        return [p for p in ("cuda", "tensorrt", "cpu") if PROVIDERS[p] in available_providers()]
-    return [request]
-
-
 def profile_placement(path: str, provider: str, feeds: dict[str, Any], info: SessionInfo) -> None:
     """Run once with profiling and record which provider ran each node (GPU sessions only)."""
     with scratch_folder("vitexport-profile-") as folder:
@@ -421,6 +411,10 @@ class OrtEngine(Engine):
         return "float16" if "float16" in self.session.get_inputs()[0].type else "float32"
 
     @property
+    def input_shape(self) -> list[Any] | None:
+        return list(self.session.get_inputs()[0].shape)
+
+    @property
     def devices(self) -> list[str]:
         return list(self.info.providers)
 
@@ -468,7 +462,6 @@ __all__ = [
     "GRAPH_LEVELS",
     "ORT_DEFAULT_LOGGER_SEVERITY",
     "PROVIDERS",
-    "PROVIDER_CHOICES",
     "AutoChoice",
     "OrtEngine",
     "SessionInfo",
@@ -482,7 +475,6 @@ __all__ = [
     "profile_placement",
     "provider_chain",
     "resolve_auto_provider",
-    "resolve_providers",
     "set_logger_severity",
     "version_tuple",
 ]

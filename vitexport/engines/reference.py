@@ -30,7 +30,6 @@ class ReferenceEngine(Engine):
         if threads is not None:
             raise EnvironmentProblem("the ONNX reference evaluator has no thread setting (it runs in numpy); "
                                      "leave threads unset")
-        self.debug = debug
         self.path = ""
         self.evaluator: Any = None
         self._input = ""

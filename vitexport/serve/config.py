@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from vitexport.errors import EnvironmentProblem
+from vitexport.extras import install_command
+from vitexport.limits import DEFAULT_MAX_TOKENS
 
 IMPORT_PATH = "vitexport.serve.app:build_app"
 DEPLOYMENT_NAME = "VitexportModel"
-INSTALL_HINT = "pip install 'vitexport[serve]'"
+INSTALL_HINT = install_command("serve")
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,7 @@ class AppArgs:
     threads: int | None = None
     max_batch: int = 16
     batch_wait_ms: float = 5.0
-    max_tokens: int = 4096
+    max_tokens: int = DEFAULT_MAX_TOKENS
     max_body_mb: float = 64.0
     token_file: str | None = None
 

@@ -52,11 +52,4 @@ def load_image(img: Any) -> Any:
     return img
 
 
-def decode_image(data: bytes, max_pixels: int) -> Any:
-    """A fully decoded PIL image of at most ``max_pixels`` pixels (checked before decoding)."""
-    img = open_image(data)
-    check_pixels(img, max_pixels)
-    return load_image(img)
-
-
-__all__ = ["ACCEPTED_FORMATS", "check_pixels", "decode_image", "load_image", "open_image"]
+__all__ = ["ACCEPTED_FORMATS", "check_pixels", "load_image", "open_image"]

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from vitexport.errors import EnvironmentProblem, ServingError
+from vitexport.interrupt import HANDLED as STOP_SIGNALS
 from vitexport.serve.config import INSTALL_HINT, ServeOptions, with_absolute_paths
 
 logger = logging.getLogger(__name__)
@@ -144,15 +145,10 @@ def serve_local(options: ServeOptions, on_ready: Callable[[Started], None],
         _on_signals(previous)
 
 
-STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
-
-
 def _on_signals(handler: Any) -> Any:
     """Install ``handler`` (or a dict of handlers) for SIGINT, SIGTERM and SIGHUP in the main thread; returns the
     old ones."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    if handler is None:
+    if handler is None or threading.current_thread() is not threading.main_thread():
         return None
     handlers = handler if isinstance(handler, dict) else {sig: handler for sig in STOP_SIGNALS}
     return {sig: signal.signal(sig, h) for sig, h in handlers.items()}

@@ -141,8 +141,7 @@ class ModelService:
     def _probe_output(self) -> list[int]:
         """One warm-up run at the native size: the output's shape after the batch axis, -1 where dynamic."""
         p = self.predictor
-        size = p.static_size or p.config.get("img_size", 224)
-        h, w = (size, size) if isinstance(size, int) else size
+        h, w = p.static_size or p.vit_config.img_hw
         out = p.run_prepared([np.zeros((p.channels, int(h), int(w)), np.float32)])[0]
         return [-1 if axis + 1 in self.spec.output_axes else int(d) for axis, d in enumerate(out.shape)]
 
