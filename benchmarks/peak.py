@@ -35,12 +35,28 @@ FMA_UNITS: dict[tuple[str, int], tuple[int, int]] = {
 }
 
 
+def _colon_pairs(text: str) -> dict[str, str]:
+    """``key: value`` lines (lscpu, /proc/cpuinfo) as a dict; lines without a value are left out."""
+    return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in text.splitlines()) if v}
+
+
+def _sustained(fn: Any, seconds: float) -> list[float]:
+    """Seconds per call of ``fn`` for ``seconds`` of calls (at least 3)."""
+    runs: list[float] = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end or len(runs) < 3:
+        t0 = time.perf_counter()
+        fn()
+        runs.append(time.perf_counter() - t0)
+    return runs
+
+
 def _lscpu() -> dict[str, str]:
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10, check=False).stdout
     except (OSError, subprocess.SubprocessError):
         return {}
-    return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in out.splitlines()) if v}
+    return _colon_pairs(out)
 
 
 def _cpuinfo() -> dict[str, str]:
@@ -49,7 +65,7 @@ def _cpuinfo() -> dict[str, str]:
             block = f.read().split("\n\n")[0]
     except OSError:
         return {}
-    return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in block.splitlines()) if v}
+    return _colon_pairs(block)
 
 
 def cpu_facts() -> dict[str, Any]:
@@ -112,12 +128,7 @@ def sgemm_rate(n: int, seconds: float) -> dict[str, float]:
     a, b = torch.randn(n, n, generator=g), torch.randn(n, n, generator=g)
     out = torch.empty(n, n)
     torch.mm(a, b, out=out)
-    runs: list[float] = []
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end or len(runs) < 3:
-        t0 = time.perf_counter()
-        torch.mm(a, b, out=out)
-        runs.append(time.perf_counter() - t0)
+    runs = _sustained(lambda: torch.mm(a, b, out=out), seconds)
     flop = 2.0 * n**3
     return {"n": n, "runs": len(runs), "median_gflops": flop / statistics.median(runs) / 1e9,
             "best_gflops": flop / min(runs) / 1e9}
@@ -140,12 +151,7 @@ def mlas_sgemm_rate(n: int, seconds: float) -> float:
     sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     x = np.random.default_rng(n + 1).standard_normal((n, n)).astype(np.float32)
     sess.run(None, {"x": x})
-    runs: list[float] = []
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end or len(runs) < 3:
-        t0 = time.perf_counter()
-        sess.run(None, {"x": x})
-        runs.append(time.perf_counter() - t0)
+    runs = _sustained(lambda: sess.run(None, {"x": x}), seconds)
     return 2.0 * n**3 / statistics.median(runs) / 1e9
 
 

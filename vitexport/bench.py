@@ -95,10 +95,11 @@ def _timings(name: str, x: np.ndarray, runs: list[float]) -> BenchCase:
 
 
 def _time_case(predictors: list[Predictor], x: np.ndarray, warmup: int, iters: int,
-               torch_model: Any) -> list[BenchCase]:
+               torch_model: Any) -> tuple[list[BenchCase], list[np.ndarray]]:
     """``warmup + iters`` rounds of every engine (order flipped every round), then PyTorch when given;
-    one `BenchCase` per engine with medians and p90."""
+    one `BenchCase` per engine with medians and p90, and each engine's last output (for the parity check)."""
     runs: list[list[float]] = [[] for _ in predictors]
+    outputs: list[np.ndarray] = [np.empty(0) for _ in predictors]
     truns: list[float] = []
     if torch_model is not None:
         import torch
@@ -108,7 +109,7 @@ def _time_case(predictors: list[Predictor], x: np.ndarray, warmup: int, iters: i
         order = list(enumerate(predictors))
         for k, predictor in order if i % 2 == 0 else order[::-1]:
             t0 = time.perf_counter()
-            predictor.run_batch(x)
+            outputs[k] = predictor.run_batch(x)
             if i >= warmup:
                 runs[k].append((time.perf_counter() - t0) * 1e3)
         if torch_model is not None:
@@ -125,7 +126,7 @@ def _time_case(predictors: list[Predictor], x: np.ndarray, warmup: int, iters: i
             case.torch_median_ms, case.torch_p90_ms = tmed, _p90(truns)
             case.torch_images_per_s = case.batch / tmed * 1e3
             case.speedup_vs_torch = tmed / case.runtime_median_ms
-    return cases
+    return cases, outputs
 
 
 def _predictors(model_path: str, provider: str, threads: int | None, interleaved: bool,
@@ -141,17 +142,18 @@ def _predictors(model_path: str, provider: str, threads: int | None, interleaved
 
 
 def _parity_reference(model_path: str, metadata: dict[str, Any], first: Predictor,
-                      torch_model: Any) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
-    """The function whose output every engine is compared with, and what it is."""
+                      torch_model: Any) -> tuple[Callable[[np.ndarray], np.ndarray] | None, str]:
+    """The function whose output every engine is compared with (None: the first engine's own output), and what
+    it is."""
     if torch_model is None:
         transformed = transformed_by_ort(metadata)
         if transformed:
-            return first.run_batch, f"engine {first.provider} (the artifact was {transformed} by ONNX Runtime: " \
-                                    "PyTorch cannot be rebuilt from it; verify it with --checkpoint)"
+            return None, f"engine {first.provider} (the artifact was {transformed} by ONNX Runtime: " \
+                         "PyTorch cannot be rebuilt from it; verify it with --checkpoint)"
         try:
             import torch  # noqa: F401 - only whether it is there
         except ImportError:
-            return first.run_batch, f"engine {first.provider} (torch is not installed)"
+            return None, f"engine {first.provider} (torch is not installed)"
         from vitexport.verify import reference_from_onnx
 
         torch_model = reference_from_onnx(model_path, metadata)
@@ -165,12 +167,11 @@ def _parity_reference(model_path: str, metadata: dict[str, Any], first: Predicto
     return run, "PyTorch eager, rebuilt from the artifact's config and weights"
 
 
-def _check_parity(predictors: list[Predictor], reference: Callable[[np.ndarray], np.ndarray], x: np.ndarray,
-                  tolerance: tuple[float, float], cases: list[BenchCase]) -> None:
-    """Fill every case's parity fields: its engine's output on ``x`` against the reference's."""
-    ref = reference(x)
-    for predictor, case in zip(predictors, cases, strict=True):
-        comp = compare(predictor.run_batch(x), ref, *tolerance, top1=False)
+def _check_parity(outputs: list[np.ndarray], expected: np.ndarray, tolerance: tuple[float, float],
+                  cases: list[BenchCase]) -> None:
+    """Fill every case's parity fields: its engine's output against the expected one."""
+    for out, case in zip(outputs, cases, strict=True):
+        comp = compare(out, expected, *tolerance, top1=False)
         case.parity_max_abs, case.parity_ok = comp.max_abs, comp.within_tolerance
 
 
@@ -253,17 +254,18 @@ def bench(
         if threads:
             torch.set_num_threads(threads)
         torch_model = reference_from_onnx(model_path, first.metadata)
+    check = parity if parity is not None else (compare_torch or len(predictors) > 1)
     reference = None
-    if parity if parity is not None else (compare_torch or len(predictors) > 1):
+    if check:
         reference, report.parity_reference = _parity_reference(model_path, first.metadata, first, torch_model)
     tolerance = tolerance_for(first.metadata.get("dtype", "float32"))
     rng = np.random.default_rng(0)
     for h, w in sizes:
         for b in batch_sizes:
             x = rng.standard_normal((b, first.channels, h, w)).astype(np.float32)
-            cases = _time_case(predictors, x, warmup, iters, torch_model)
-            if reference is not None:
-                _check_parity(predictors, reference, x, tolerance, cases)
+            cases, outputs = _time_case(predictors, x, warmup, iters, torch_model)
+            if check:  # each engine's last timed output: no extra run
+                _check_parity(outputs, outputs[0] if reference is None else reference(x), tolerance, cases)
             report.cases.extend(cases)
             if progress is not None:
                 progress(f"{h}x{w} batch {b} done")

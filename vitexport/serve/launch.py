@@ -69,7 +69,6 @@ def _display_url(host: str, port: int) -> str:
 def prepare_options(options: ServeOptions) -> tuple[ServeOptions, str]:
     """Options with absolute paths and (locally) ``auto`` resolved, after loading the model once here
     when it is here; returns (options, a note on the provider choice)."""
-    from vitexport.engines import resolve_request
     from vitexport.runtime import Predictor
     from vitexport.serve.service import read_token
 
@@ -82,12 +81,11 @@ def prepare_options(options: ServeOptions) -> tuple[ServeOptions, str]:
             raise ServingError(f"model {app.model!r} does not exist; pass an exported .onnx file")
         logger.warning("%s is not here; it must exist at that path on the cluster's nodes", app.model)
         return options, ""
-    provider, note = app.provider, ""
-    if provider == "auto" and options.address is None:
-        [(provider, notes)] = resolve_request(provider)
-        note = "; ".join(notes)
-    Predictor(app.model, provider=provider, max_batch=app.max_batch, max_tokens=app.max_tokens, spin=False)
-    return replace(options, app=replace(app, provider=provider)), note
+    loaded = Predictor(app.model, provider=app.provider, max_batch=app.max_batch, max_tokens=app.max_tokens,
+                       spin=False)
+    if options.address is not None:  # the cluster's nodes resolve ``auto`` themselves
+        return options, ""
+    return replace(options, app=replace(app, provider=loaded.provider)), loaded.provider_note
 
 
 def _started(options: ServeOptions, note: str, local: bool) -> Started:
