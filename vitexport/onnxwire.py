@@ -366,7 +366,7 @@ def external_locations(buf: Any, max_entries: int = MAX_ENTRIES) -> list[str]:
     (initializers, sparse initializers, node attributes, subgraphs, functions, training graphs), in file
     order. Reads only field keys and lengths along `_TENSOR_PATHS`: payloads are skipped; nesting and the
     number of messages visited are bounded (`WireError`)."""
-    found: list[str] = []
+    found: dict[str, None] = {}  # ordered and unique: a location named by many tensors is listed once
     left = max_entries
     reader = _Reader(buf, max_entries)  # for its StringStringEntryProto decoder
     stack: list[tuple[str, int, int, int]] = [("model", 0, len(buf), 0)]
@@ -385,8 +385,8 @@ def external_locations(buf: Any, max_entries: int = MAX_ENTRIES) -> list[str]:
                     entries[key] = value
                 elif number == 14 and wire == _VARINT:
                     location = x
-            if location == EXTERNAL and entries.get("location") not in (None, *found):
-                found.append(entries["location"])
+            if location == EXTERNAL and "location" in entries:
+                found.setdefault(entries["location"])
             continue
         children = []
         for number, wire, x, y in _fields(buf, a, b):
@@ -394,7 +394,7 @@ def external_locations(buf: Any, max_entries: int = MAX_ENTRIES) -> list[str]:
             if child is not None and wire == _LEN:
                 children.append((child, x, y, depth + 1))
         stack.extend(reversed(children))  # depth first, in file order
-    return found
+    return list(found)
 
 
 def read_model(path: str | os.PathLike[str], max_entries: int = MAX_ENTRIES) -> Model:
