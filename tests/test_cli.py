@@ -58,6 +58,39 @@ def test_info_with_config_file(tmp_path: Path) -> None:
     assert "grid 3x5" in out and "registers: 4" in out
 
 
+def test_config_as_inline_json_is_the_same_as_the_file(tmp_path: Path) -> None:
+    """--config '{...}' (what the "architecture" hint of an unstored layout tells users to type) works like a file."""
+    from safetensors.torch import save_file
+
+    args = CONFIGS["reg_noembed"]
+    save_file(make_model(args).state_dict(), str(tmp_path / "w.safetensors"))
+    (tmp_path / "cfg.json").write_text(json.dumps(args))
+    from_file = run("info", str(tmp_path / "w.safetensors"), "--config", str(tmp_path / "cfg.json"), "--json")
+    inline = run("info", str(tmp_path / "w.safetensors"), "--config", " " + json.dumps(args), "--json")
+    assert from_file[0] == inline[0] == 0, inline
+    assert json.loads(inline[1])["config"] == json.loads(from_file[1])["config"]
+    code, _, err = run("info", str(tmp_path / "w.safetensors"), "--config", '{"embed_dim": ')
+    assert code == 1 and err.startswith("Error: --config (inline JSON) is not valid JSON") and err.count("\n") == 1
+    code, _, err = run("info", str(tmp_path / "w.safetensors"), "--config", '{"embed_dimm": 3}')
+    assert code == 1 and "did you mean 'embed_dim'" in err
+
+
+def test_info_sizes_of_an_exported_model_match_the_checkpoint(sample_onnx: Path) -> None:
+    """--size on an .onnx shows the geometry from its metadata (it was silently ignored); checkpoint-only flags are
+    refused there instead of ignored."""
+    sizes = ("--size", "5x70", "--size", "28x28", "--size", "3x3", "--size", "97x41")
+    code, out, err = run("info", str(sample_onnx), "--json", *sizes)
+    assert code == 0, err
+    code, ref, _ = run("info", str(SAMPLE), "--json", *sizes)
+    assert code == 0 and json.loads(out)["sizes"] == json.loads(ref)["sizes"]
+    assert [s["grid"] for s in json.loads(out)["sizes"]] == [[1, 9], [4, 4], [1, 1], [13, 6]]
+    code, out, _ = run("info", str(sample_onnx), "--size", "5x70")
+    assert code == 0 and "size 5x70: padded 8x72, grid 1x9, 9 patches, sequence length 10" in out
+    for flags in (["--ema"], ["--config", '{"embed_dim": 64}']):
+        code, _, err = run("info", str(sample_onnx), *flags)
+        assert code == 2 and "--config and --ema apply to checkpoints" in err and err.count("\n") == 1, err
+
+
 def _write(path: Path, data: bytes) -> str:
     path.write_bytes(data)
     return str(path)

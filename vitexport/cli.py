@@ -173,7 +173,11 @@ def _print_checkpoint_info(info: dict) -> None:
     for note in info.get("notes", []):
         click.echo(f"note           {note}")
     click.echo("config         " + json.dumps({k: v for k, v in cfg.items() if k != "architecture"}))
-    for s in info["sizes"]:
+    _print_sizes(info["sizes"])
+
+
+def _print_sizes(sizes: list[dict]) -> None:
+    for s in sizes:
         click.echo(
             f"size {_fmt_hw(s['input_size'])}: padded {_fmt_hw(s['padded_size'])}, grid {_fmt_hw(s['grid'])}, "
             f"{s['num_patches']} patches, sequence length {s['seq_len']} "
@@ -212,11 +216,13 @@ def _print_artifact_info(info: dict) -> None:
         click.echo(f"labels         {len(meta['labels'])}: {', '.join(meta['labels'][:10])}")
     click.echo(f"source sha256  {meta.get('source_sha256')}")
     click.echo("config         " + json.dumps(meta.get("config")))
+    _print_sizes(info.get("sizes", []))
 
 
 @cli.command()
 @click.argument("model_path", metavar="CHECKPOINT|MODEL", type=click.Path(dir_okay=True, path_type=str))
-@click.option("--config", "config", type=str, help="JSON file of timm keyword arguments (or a timm config.json).")
+@click.option("--config", "config", type=str,
+              help="JSON file of timm keyword arguments (or a timm config.json), or the JSON object itself.")
 @click.option("--ema", "use_ema", is_flag=True, help="Use the EMA weights of a timm training checkpoint.")
 @click.option("--size", "sizes", type=SIZE, multiple=True, help="Show padding, grid and sequence length for HxW.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
@@ -277,7 +283,8 @@ class BatchType(click.ParamType):
 @cli.command("onnx")
 @click.argument("checkpoint", type=str)
 @click.option("-o", "--output", type=str, help="Output .onnx path (default: beside the checkpoint).")
-@click.option("--config", "config", type=str, help="JSON file of timm keyword arguments (or a timm config.json).")
+@click.option("--config", "config", type=str,
+              help="JSON file of timm keyword arguments (or a timm config.json), or the JSON object itself.")
 @click.option("--ema", "use_ema", is_flag=True, help="Use the EMA weights of a timm training checkpoint.")
 @click.option("--opset", type=int, default=None,
               help="ONNX opset (default 18, where Resize runs on ORT's CUDA provider; 23 with --attention onnx).")
@@ -335,7 +342,8 @@ def quantize_cmd(model_path, output, force) -> None:
 @cli.command("torchscript")
 @click.argument("checkpoint", type=str)
 @click.option("-o", "--output", type=str, help="Output .ts path (default: beside the checkpoint).")
-@click.option("--config", "config", type=str, help="JSON file of timm keyword arguments (or a timm config.json).")
+@click.option("--config", "config", type=str,
+              help="JSON file of timm keyword arguments (or a timm config.json), or the JSON object itself.")
 @click.option("--ema", "use_ema", is_flag=True, help="Use the EMA weights of a timm training checkpoint.")
 @click.option("--img-size", type=SIZE, help="Make HxW the model's native size first (set_input_size).")
 @click.option("--force", is_flag=True, help="Replace an existing output file.")
@@ -412,7 +420,7 @@ def _case_line(c) -> str:
 @cli.command("verify")
 @click.argument("model_path", metavar="MODEL", type=str)
 @click.option("--checkpoint", type=str, help="Reference from the original checkpoint (also catches changed weights).")
-@click.option("--config", "config", type=str, help="JSON config for --checkpoint.")
+@click.option("--config", "config", type=str, help="JSON config for --checkpoint (a file, or the JSON object itself).")
 @click.option("--provider", type=click.Choice(PROVIDER_CHOICES), default="auto", show_default=True,
               help="Engine: ONNX Runtime (auto: CUDA when usable, else cpu; cuda; tensorrt), openvino (CPU, f32), "
                    "reference (ONNX's reference evaluator, a reduced sweep), or all of them, compared.")

@@ -342,9 +342,18 @@ def get_preset(name: str, **overrides: Any) -> ViTConfig:
 
 
 def load_config_arg(config: dict[str, Any] | str | Path | None) -> dict[str, Any] | None:
-    """Accept a dict of timm keyword arguments or a path to a JSON file of them."""
+    """Accept a dict of timm keyword arguments, a path to a JSON file of them, or the JSON object itself
+    (a string starting with ``{``: ``--config '{"architecture": "vit_base_patch16_224"}'``)."""
     if config is None or isinstance(config, dict):
         return config
+    if isinstance(config, str) and config.lstrip().startswith("{"):
+        try:
+            data = parse_json(config.encode("utf-8")[: MAX_JSON_BYTES + 1])
+        except ValueError as exc:
+            raise ConfigError(f"--config (inline JSON) is {exc}; fix it, or pass a JSON file") from exc
+        if not isinstance(data, dict):
+            raise ConfigError("--config must be a JSON object of timm keyword arguments")
+        return data
     path = Path(config)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist; pass a JSON file of timm keyword arguments")

@@ -9,6 +9,7 @@ patch convolution drops the remainder instead (``pad=False``).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 
 def ceil_div(n: int, d: int) -> int:
@@ -36,4 +37,19 @@ def token_count(height: int, width: int, patch: Sequence[int], prefix_tokens: in
     return gh * gw + prefix_tokens
 
 
-__all__ = ["ceil_div", "grid_size", "padded_size", "token_count"]
+def input_geometry(height: int, width: int, patch: Sequence[int], pad: bool, prefix_tokens: int,
+                   native_grid: Sequence[int]) -> dict[str, Any]:
+    """What an input of ``height`` x ``width`` goes through: padded size, grid, patches, sequence length, and the
+    native grid its positional embeddings are resampled from (what `vitexport info --size` shows)."""
+    gh, gw = grid_size(height, width, patch, pad)
+    return {
+        "input_size": [height, width],
+        "padded_size": list(padded_size(height, width, patch, pad)),
+        "grid": [gh, gw],
+        "num_patches": gh * gw,
+        "seq_len": gh * gw + prefix_tokens,
+        "resampled_from": list(native_grid),
+    }
+
+
+__all__ = ["ceil_div", "grid_size", "input_geometry", "padded_size", "token_count"]

@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from vitexport.errors import UsageError
+
 
 def describe_file(
     path: str | os.PathLike[str],
@@ -15,16 +17,35 @@ def describe_file(
     sizes: tuple[tuple[int, int], ...] = (),
 ) -> dict[str, Any]:
     """Describe an exported .onnx / TorchScript file (`describe_artifact`), else a checkpoint: format, config
-    source, parameters, native grid, prefix tokens, and the geometry of each of ``sizes``. ``kind`` says which.
+    source, parameters, native grid, prefix tokens, and the geometry of each of ``sizes`` (for an exported file:
+    from its metadata). ``kind`` says which. ``config`` and ``use_ema`` choose how a checkpoint is read; an
+    exported file carries its config, so they are refused there (`UsageError`) rather than ignored.
 
     Exported files are read without torch and without the onnx package; only a checkpoint needs torch."""
     from vitexport.sniff import require
 
     kind = require(path, "info").kind  # what the file is, from its first bytes
     artifact = describe_artifact(path, kind)
-    if artifact is not None:
-        return artifact
-    return describe_checkpoint_file(path, config=config, use_ema=use_ema, sizes=sizes)
+    if artifact is None:
+        return describe_checkpoint_file(path, config=config, use_ema=use_ema, sizes=sizes)
+    if config is not None or use_ema:
+        raise UsageError(f"{str(path)!r} is an exported model, which carries its own config and weights; "
+                         "--config and --ema apply to checkpoints: leave them out")
+    if sizes:
+        artifact["sizes"] = _artifact_sizes(artifact["metadata"], sizes, str(path))
+    return artifact
+
+
+def _artifact_sizes(meta: dict[str, Any], sizes: tuple[tuple[int, int], ...], path: str) -> list[dict[str, Any]]:
+    """The geometry of each of ``sizes`` from an exported model's metadata (its config), as for a checkpoint."""
+    from vitexport.config import ViTConfig
+    from vitexport.geometry import input_geometry
+
+    if not meta.get("config"):
+        raise UsageError(f"{path!r} carries no vitexport config (not exported by vitexport); --size needs it")
+    cfg = ViTConfig.from_dict(meta["config"])
+    return [input_geometry(h, w, cfg.patch_hw, cfg.dynamic_img_pad, cfg.num_prefix_tokens, cfg.grid_size)
+            for h, w in sizes]
 
 
 def describe_checkpoint_file(

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from vitexport.config import ViTConfig
-from vitexport.geometry import grid_size
+from vitexport.geometry import grid_size, input_geometry
 from vitexport.layers import (
     AttentionPoolLatent,
     BlockSpec,
@@ -228,16 +228,8 @@ def create_model(config: ViTConfig | str | Dict[str, Any] | None = None, **overr
 
 def infer_grid(model: VisionTransformer, height: int, width: int) -> Dict[str, Any]:
     """Geometry an input of ``height`` x ``width`` goes through: padded size, grid, tokens."""
-    ph, pw = model.patch_embed.patch_size
-    gh, gw = model.grid_for(height, width)
-    return {
-        "input_size": [height, width],
-        "padded_size": [gh * ph, gw * pw] if model.patch_embed.dynamic_img_pad else [height, width],
-        "grid": [gh, gw],
-        "num_patches": gh * gw,
-        "seq_len": gh * gw + model.num_prefix_tokens,
-        "resampled_from": list(model.patch_embed.grid_size),
-    }
+    return input_geometry(height, width, model.patch_embed.patch_size, model.patch_embed.dynamic_img_pad,
+                          model.num_prefix_tokens, model.patch_embed.grid_size)
 
 
 def count_parameters(model: nn.Module) -> int:
