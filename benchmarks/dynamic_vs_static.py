@@ -1,6 +1,6 @@
 """Focused A/B: ORT on the dynamic export vs a static export of the same size, many interleaved runs.
 
-    python benchmarks/dynamic_vs_static.py [--model vit_base_patch16_224] [--size 224x224] [--batch 1] [--iters 30]
+    python -m benchmarks.dynamic_vs_static [--model vit_base_patch16_224] [--size 224x224] [--batch 1] [--iters 30]
 
 Also profiles both with ONNX Runtime's profiler and prints the op types whose total time differs most,
 to show where the dynamic graph spends extra time (if any).
@@ -17,10 +17,10 @@ import time
 
 import numpy as np
 import torch
-from common import cpu_session
 
-from vitexport.export import export_onnx
-from vitexport.model import create_model
+from benchmarks.common import cpu_session
+from vitexport.export.exporter import export_onnx
+from vitexport.model.vit import create_model
 
 
 def op_times(path: str, x: np.ndarray, runs: int, folder: str) -> dict[str, float]:

@@ -1,7 +1,7 @@
 """What a new input shape costs on each engine: one load for every shape, the first run at each new shape,
 and the runs after it.
 
-    python benchmarks/engine_shapes.py [--model vit_small_patch16_224 | --onnx MODEL.onnx]
+    python -m benchmarks.engine_shapes [--model vit_small_patch16_224 | --onnx MODEL.onnx]
                                        [--engines cpu,openvino] [--shapes 6] [--batch 1] [--iters 10] [--quick]
 
 Exports the model once (random weights, the default portable form) unless ``--onnx`` is given, loads it
@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from vitexport.config import ViTConfig
+from vitexport.model.config import ViTConfig
 
 
 def sizes_for(native: tuple[int, int], patch: int, count: int) -> list[tuple[int, int]]:
@@ -42,8 +42,8 @@ def sizes_for(native: tuple[int, int], patch: int, count: int) -> list[tuple[int
 def export(model_name: str, folder: str) -> str:
     import torch
 
-    from vitexport.export import export_onnx
-    from vitexport.model import create_model
+    from vitexport.export.exporter import export_onnx
+    from vitexport.model.vit import create_model
 
     torch.manual_seed(0)
     path = os.path.join(folder, f"{model_name}.onnx")

@@ -1,6 +1,6 @@
 """Export time and peak memory for ViT-S/16 and ViT-B/16 (random weights), each run in a fresh process.
 
-    python benchmarks/export_bench.py [--repeats 3] [--models vit_small_patch16_224,vit_base_patch16_224]
+    python -m benchmarks.export_bench [--repeats 3] [--models vit_small_patch16_224,vit_base_patch16_224]
 
 Prints a table of medians. Peak RSS is the child process's maximum resident set size
 (model build + export + graph checks), so it includes Python, torch and onnx themselves.
@@ -21,8 +21,8 @@ CHILD = r"""
 import json, resource, sys, time, tempfile, os
 t0 = time.perf_counter()
 import torch
-from vitexport.model import create_model
-from vitexport.export import export_onnx
+from vitexport.model.vit import create_model
+from vitexport.export.exporter import export_onnx
 torch.manual_seed(0)
 model = create_model(sys.argv[1])
 folder = tempfile.mkdtemp()

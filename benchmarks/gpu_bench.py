@@ -1,9 +1,9 @@
 """GPU throughput: PyTorch eager fp32/fp16 (SDPA) vs ONNX Runtime CUDA fp32/fp16 (sdpa and mha exports).
 
-    python benchmarks/gpu_bench.py [--device cuda] [--models vit_small_patch16_224,vit_base_patch16_224]
+    python -m benchmarks.gpu_bench [--device cuda] [--models vit_small_patch16_224,vit_base_patch16_224]
                                    [--sizes 224x224,384x384,200x333] [--batch-sizes 1,32] [--iters 25]
                                    [--warmup 2] [--budget-s 150] [--artifacts DIR] [--json OUT.json] [--write]
-    python benchmarks/gpu_bench.py --device cpu --quick        # smoke test of every code path, no GPU
+    python -m benchmarks.gpu_bench --device cpu --quick        # smoke test of every code path, no GPU
 
 Random weights (seed 0). For every (model, size, batch) all engines run interleaved (rotating
 order, one run each per round) and the table shows medians. Each timed run covers the work on
@@ -59,8 +59,8 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
 
 
 def build_model(name: str):
-    from vitexport.config import ViTConfig
-    from vitexport.model import VisionTransformer, create_model
+    from vitexport.model.config import ViTConfig
+    from vitexport.model.vit import VisionTransformer, create_model
 
     torch.manual_seed(0)
     model = VisionTransformer(ViTConfig(**QUICK_CONFIG)) if name == "quick" else create_model(name)
@@ -69,7 +69,7 @@ def build_model(name: str):
 
 def artifact(model, name: str, dtype: str, attention: str, folder: Path) -> Path:
     """The export ``{name}-{dtype}-{attention}.onnx`` in ``folder``, written when missing."""
-    from vitexport.export import export_onnx
+    from vitexport.export.exporter import export_onnx
 
     path = folder / f"{name}-{dtype}-{attention}.onnx"
     if not path.exists():
@@ -305,8 +305,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def write_results(results: list[dict[str, Any]], verdict: str, footer: str, title: str) -> None:
     """Replace (or add) the GPU section of benchmarks/RESULTS.md."""
-    sys.path.insert(0, str(HERE))
-    from perf import write_section
+    from benchmarks.perf import write_section
 
     write_section(title, table(results) + "\n\n" + verdict + "\n\n" + footer + "\n")
 

@@ -1,7 +1,7 @@
 """int8 on ONNX Runtime CPU: fp32 vs dynamic int8 (`vitexport quantize`) vs static int8 (QDQ, calibrated), interleaved;
 and the digits sample's held-out accuracy of each at every size from 20 to 40 px.
 
-    python benchmarks/int8_bench.py [--quick] [--iters 10] [--out-dir benchmarks/results]
+    python -m benchmarks.int8_bench [--quick] [--iters 10] [--out-dir benchmarks/results]
 
 Static int8 is not a library feature (yet): this script builds it with onnxruntime.quantization.quantize_static
 (QDQ format, MatMul only like the dynamic one, per-channel int8 weights, uint8 activations, MinMax calibration)
@@ -17,7 +17,6 @@ import argparse
 import logging
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,18 +24,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from common import base_parser, cpu_session, interleave, machine_line, run_footer, write_results
-from peak import load_average
 
+from benchmarks.common import base_parser, cpu_session, interleave, machine_line, run_footer, write_results
+from benchmarks.peak import load_average
 from vitexport import load_model
-from vitexport.export import export_onnx
-from vitexport.model import create_model
-from vitexport.optimize import _fold_for_quantization, quantize_onnx
-from vitexport.runtime import Predictor
+from vitexport.export.exporter import export_onnx
+from vitexport.export.optimize import _fold_for_quantization, quantize_onnx
+from vitexport.model.vit import create_model
+from vitexport.serving.predictor import Predictor
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "samples"))
-from digits_data import held_out, load_digits_uint8, render, split  # noqa: E402
+from samples.digits_data import held_out, load_digits_uint8, render, split  # noqa: E402
 
 SPEED_CASES = (((224, 224), 1), ((224, 224), 8), ((200, 333), 1), ((97, 513), 8))
 
@@ -65,7 +63,7 @@ def quantize_static_qdq(src: str, dst: str, calibration: list[np.ndarray], folde
                     per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     calibrate_method=CalibrationMethod.MinMax)
     # the metadata (preprocessing, labels) is needed by the Predictor for the accuracy runs
-    from vitexport.graph import read_metadata, set_metadata
+    from vitexport.onnx.graph import read_metadata, set_metadata
 
     set_metadata(dst, {**read_metadata(src), "dtype": "int8-static"})
 

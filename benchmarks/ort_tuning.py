@@ -1,6 +1,6 @@
 """ONNX Runtime CPU tuning, one step at a time: interleaved A/B of session options and graph forms against the default.
 
-    python benchmarks/ort_tuning.py [--quick] [--iters 7] [--variants default,spin-off,...]
+    python -m benchmarks.ort_tuning [--quick] [--iters 7] [--variants default,spin-off,...]
                                     [--cases vit_small_patch16_224:224x224:1,...] [--out-dir benchmarks/results]
 
 Every variant is one ONNX Runtime CPU session (`vitexport.engines.ort.OrtEngine`, options through
@@ -33,13 +33,13 @@ from typing import Any
 import numpy as np
 import onnx
 import torch
-from common import base_parser, machine_line, run_footer, time_case, write_results
 from onnx import helper, numpy_helper
-from peak import load_average
 
+from benchmarks.common import base_parser, machine_line, run_footer, time_case, write_results
+from benchmarks.peak import load_average
 from vitexport.engines import create_engine
-from vitexport.export import export_onnx
-from vitexport.model import create_model
+from vitexport.export.exporter import export_onnx
+from vitexport.model.vit import create_model
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},

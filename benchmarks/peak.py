@@ -1,6 +1,6 @@
 """This machine's fp32 peak: measured (best sustained torch.mm sgemm) and, where the CPU can be read, theoretical.
 
-    python benchmarks/peak.py [--quick] [--seconds 2] [--json out.json]
+    python -m benchmarks.peak [--quick] [--seconds 2] [--json out.json]
 
 Measured peak: torch.mm (MKL/oneDNN) on square fp32 matrices of 2048, 3072 and 4096, each multiplied
 repeatedly for ``seconds``; a size's rate is 2 n^3 / the median run time ("sustained"), the peak is the

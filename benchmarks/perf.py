@@ -1,6 +1,6 @@
 """ViT-S/16 and ViT-B/16 on CPU: PyTorch eager vs ONNX Runtime vs OpenVINO, each as a % of this machine's peak.
 
-    python benchmarks/perf.py [--quick] [--iters 5] [--engines eager,ort,ort-mha,openvino]
+    python -m benchmarks.perf [--quick] [--iters 5] [--engines eager,ort,ort-mha,openvino]
                               [--models vit_small_patch16_224,vit_base_patch16_224]
                               [--sizes 224x224,384x384,200x333,97x513] [--batch-sizes 1,8]
                               [--out-dir benchmarks/results]
@@ -30,13 +30,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from common import base_parser, machine_line, time_case, write_results
-from peak import describe_peak, load_average, measure_peak
 
+from benchmarks.common import base_parser, machine_line, time_case, write_results
+from benchmarks.peak import describe_peak, load_average, measure_peak
+from vitexport._util.geometry import grid_size
 from vitexport.engines import create_engine
-from vitexport.export import export_onnx
-from vitexport.geometry import grid_size
-from vitexport.model import create_model
+from vitexport.export.exporter import export_onnx
+from vitexport.model.vit import create_model
 
 HERE = Path(__file__).resolve().parent
 ENGINES = ("eager", "ort", "ort-mha", "openvino")

@@ -1,6 +1,6 @@
 """Where the time goes: ONNX Runtime's profiler and OpenVINO's performance counters, time per operator type.
 
-    python benchmarks/profile_ops.py [--quick] [--model vit_base_patch16_224] [--size 224x224] [--batch 1]
+    python -m benchmarks.profile_ops [--quick] [--model vit_base_patch16_224] [--size 224x224] [--batch 1]
                                      [--runs 5] [--out-dir benchmarks/results]
 
 Both engines load the default export (ORT: the library's session with profiling on; OpenVINO: f32 with
@@ -21,12 +21,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from common import base_parser, cpu_session, machine_line, write_results
-from peak import load_average, measure_peak
-from perf import vit_flops
 
-from vitexport.export import export_onnx
-from vitexport.model import create_model
+from benchmarks.common import base_parser, cpu_session, machine_line, write_results
+from benchmarks.peak import load_average, measure_peak
+from benchmarks.perf import vit_flops
+from vitexport.export.exporter import export_onnx
+from vitexport.model.vit import create_model
 
 GEMM_TYPES = {"MatMul", "Gemm", "FusedMatMul", "MatMulNBits", "FullyConnected", "MultiHeadAttention", "Attention",
               "Convolution", "Conv", "MatMul_Add"}

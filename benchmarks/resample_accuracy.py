@@ -1,6 +1,6 @@
 """Max |runtime - PyTorch| of both resampling forms on ONNX Runtime CPU, OpenVINO CPU and the ONNX reference.
 
-    python benchmarks/resample_accuracy.py [CHECKPOINT] [--sizes 28x28,25x25,...] [--batch 2]
+    python -m benchmarks.resample_accuracy [CHECKPOINT] [--sizes 28x28,25x25,...] [--batch 2]
 
 Exports CHECKPOINT (default: the digits sample) with `--resample portable` and `--resample resize`
 and prints, per input size, its patch grid and the largest absolute logit difference from eager
@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vitexport.checkpoint import load_model
-from vitexport.export import export_onnx
+from vitexport.checkpoint.reader import load_model
+from vitexport.export.exporter import export_onnx
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "digits-vit.pt"
 DEFAULT_SIZES = "28x28,20x20,24x24,25x25,16x16,9x30,32x24,40x40,48x48,1x1,100x17"

@@ -1,6 +1,6 @@
 """Time of the two resampling forms of one model on one engine: `portable` vs `resize`, interleaved.
 
-    python benchmarks/resample_bench.py [--model vit_small_patch16_224] [--sizes 224x224,200x333]
+    python -m benchmarks.resample_bench [--model vit_small_patch16_224] [--sizes 224x224,200x333]
                                         [--batch-sizes 1,8] [--iters 30] [--warmup 3] [--threads N]
                                         [--engine cpu|openvino] [--quick]
 
@@ -22,12 +22,12 @@ import tempfile
 
 import numpy as np
 import torch
-from common import interleave
 
+from benchmarks.common import interleave
 from vitexport.engines import create_engine
-from vitexport.export import export_onnx
-from vitexport.graph import inspect_graph, load_onnx
-from vitexport.model import create_model
+from vitexport.export.exporter import export_onnx
+from vitexport.model.vit import create_model
+from vitexport.onnx.graph import inspect_graph, load_onnx
 
 FORMS = ("portable", "resize")
 

@@ -13,7 +13,7 @@ OUT="$(realpath -m "${1:-$HERE/results}")"
 PY="${PYTHON:-python}"
 mkdir -p "$OUT"
 export PYTHONPATH="$(dirname "$HERE")${PYTHONPATH:+:$PYTHONPATH}"
-cd "$HERE"
+cd "$(dirname "$HERE")"  # the repository root: benchmarks run as modules
 : > "$OUT/run_all.log"
 step() {
   local name="$1"; shift
@@ -22,9 +22,9 @@ step() {
   "$PY" "$@" $QUICK --out-dir "$OUT" 2>&1 | tee -a "$OUT/run_all.log"
   echo "== $name took $((SECONDS - t0)) s" | tee -a "$OUT/run_all.log"
 }
-step perf perf.py
-step ort_tuning ort_tuning.py
-step int8 int8_bench.py
-step scaling scaling.py
-step profile profile_ops.py
+step perf -m benchmarks.perf
+step ort_tuning -m benchmarks.ort_tuning
+step int8 -m benchmarks.int8_bench
+step scaling -m benchmarks.scaling
+step profile -m benchmarks.profile_ops
 echo "all done in $SECONDS s; results in $OUT" | tee -a "$OUT/run_all.log"

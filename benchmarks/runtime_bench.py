@@ -1,6 +1,6 @@
 """Cross-check `vitexport bench --compare-torch` on ViT-S/16 against an independent measurement.
 
-    python benchmarks/runtime_bench.py [--iters 20]
+    python -m benchmarks.runtime_bench [--iters 20]
 
 1. runs the real command `vitexport bench MODEL --compare-torch --json` (ORT and torch interleaved);
 2. times the same model independently: a plain onnxruntime.InferenceSession loop and a plain
@@ -25,8 +25,8 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from vitexport.export import export_onnx
-from vitexport.model import create_model
+from vitexport.export.exporter import export_onnx
+from vitexport.model.vit import create_model
 
 
 def median_ms(fn, warmup: int, iters: int) -> float:

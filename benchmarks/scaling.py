@@ -1,13 +1,13 @@
 """Latency against token count (16 to 4,096 patch tokens) per engine, with the quadratic attention term fitted.
 
-    python benchmarks/scaling.py [--quick] [--model vit_small_patch16_224] [--engines eager,ort,openvino]
+    python -m benchmarks.scaling [--quick] [--model vit_small_patch16_224] [--engines eager,ort,openvino]
                                  [--iters 3] [--out-dir benchmarks/results]
 
 Square inputs of 4x4 .. 64x64 patches, batch 1, engines interleaved per size (as in perf.py, outputs checked
 against eager). Per engine, latency = a + b*T + c*T^2 is fitted (non-negative least squares in relative
 error; T: tokens incl. prefix tokens); the plot shows the points, the fit and its quadratic part c*T^2
 (attention scores and softmax grow with T^2, everything else with T), and the default token cap
-(``max_tokens``: 4,096 tokens per image, `vitexport.limits`; Predictor, bench and verify refuse larger
+(``max_tokens``: 4,096 tokens per image, `vitexport.security.limits`; Predictor, bench and verify refuse larger
 inputs unless it is raised).
 Writes ``scaling.png``, ``scaling.json`` and ``scaling.md`` into ``--out-dir``.
 """
@@ -22,12 +22,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from common import base_parser, machine_line, run_footer, time_case, write_results
-from peak import load_average
-from perf import LABELS, load_runners
 
-from vitexport.limits import DEFAULT_MAX_TOKENS
-from vitexport.model import create_model
+from benchmarks.common import base_parser, machine_line, run_footer, time_case, write_results
+from benchmarks.peak import load_average
+from benchmarks.perf import LABELS, load_runners
+from vitexport.model.vit import create_model
+from vitexport.security.limits import DEFAULT_MAX_TOKENS
 
 GRIDS = (4, 8, 16, 24, 32, 48, 64)  # patches per side: 16 .. 4,096 tokens
 

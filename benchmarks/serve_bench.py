@@ -1,9 +1,9 @@
 """Load test of `vitexport serve` through tritonclient.http on loopback, against the in-process Predictor.
 
-    python benchmarks/serve_bench.py                 # ViT-S/16 (random weights), 224 and mixed sizes,
+    python -m benchmarks.serve_bench                 # ViT-S/16 (random weights), 224 and mixed sizes,
                                                      # 1/4/16/64 clients, 10 s per case, 3 interleaved rounds
-    python benchmarks/serve_bench.py --quick         # smoke test: the digits sample, 1/4 clients, 2 s, 1 round
-    python benchmarks/serve_bench.py --fault         # kill one of two replicas under load; failures and recovery
+    python -m benchmarks.serve_bench --quick         # smoke test: the digits sample, 1/4 clients, 2 s, 1 round
+    python -m benchmarks.serve_bench --fault         # kill one of two replicas under load; failures and recovery
 
 Two servers run side by side on this machine (batching: --max-batch 16 --batch-wait-ms 5; and
 --max-batch 1), each one replica on the same cores as the clients and the in-process runs. Every
@@ -28,12 +28,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import tritonclient.http as httpclient
-from serving import replica_pids, start_server, wait_replicas
 
-from vitexport.runtime import Predictor
+from vitexport.serving.http.background import replica_pids, start_server, wait_replicas
+from vitexport.serving.predictor import Predictor
 
 NAME = "bench"
 MAX_REQUESTS = 200_000  # per case, on top of the time bound
@@ -41,7 +39,7 @@ MAX_REQUESTS = 200_000  # per case, on top of the time bound
 
 def export_model(folder: Path, quick: bool) -> tuple[Path, dict[str, list[tuple[int, int]]]]:
     """The model file and its workloads (name -> sizes a request picks from)."""
-    from vitexport.export import export_onnx
+    from vitexport.export.exporter import export_onnx
 
     path = folder / ("digits.onnx" if quick else "vit_s16.onnx")
     if quick:
@@ -51,7 +49,7 @@ def export_model(folder: Path, quick: bool) -> tuple[Path, dict[str, list[tuple[
         return path, {"28x28": [(28, 28)], "mixed": [(28, 28), (20, 20), (33, 17), (40, 40)]}
     import torch
 
-    from vitexport.model import create_model
+    from vitexport.model.vit import create_model
 
     torch.manual_seed(0)
     export_onnx(create_model("vit_small_patch16_224"), path)

@@ -7,9 +7,9 @@ A bare ``python -c pass`` is timed in the same rounds as the floor. Then ``pytho
 lists the slowest imports of each command, and ``predict`` is split into import / session /
 inference phases in one process.
 
-    python benchmarks/startup_bench.py            # 15 runs each (about a minute)
-    python benchmarks/startup_bench.py --quick    # 3 runs each, smoke test
-    python benchmarks/startup_bench.py --exe /tmp/serve-venv/bin/vitexport   # an installed console script
+    python -m benchmarks.startup_bench            # 15 runs each (about a minute)
+    python -m benchmarks.startup_bench --quick    # 3 runs each, smoke test
+    python -m benchmarks.startup_bench --exe /tmp/serve-venv/bin/vitexport   # an installed console script
 
 Targets (issue 13): ``--help`` under 0.15 s, ``info model.onnx`` under 0.5 s; predict dominated by the session.
 Without ``--model`` the digits sample is exported first (needs the export extra).
@@ -33,7 +33,7 @@ import time
 t0 = time.perf_counter()
 import onnxruntime
 from PIL import Image
-from vitexport.runtime import Predictor
+from vitexport.serving.predictor import Predictor
 t1 = time.perf_counter()
 p = Predictor({model!r}, provider={provider!r})
 t2 = time.perf_counter()

@@ -1,7 +1,7 @@
 """What the hostile-file defences cost when reading a checkpoint: plain ``torch.load`` vs the pre-scan vs the
 whole path (bounded zip read, pickle pre-scan, trial load in a forked child, then the real load), interleaved.
 
-    python benchmarks/untrusted_load_bench.py [--iters 15] [--warmup 2] [--quick]
+    python -m benchmarks.untrusted_load_bench [--iters 15] [--warmup 2] [--quick]
 
 Cases: the digits sample (0.6 MB) and a ViT-B/16-size state dict (86.6 M parameters, 346 MB, random weights,
 written once to a temporary folder). Per case the three paths alternate run by run (the order flips every
@@ -21,12 +21,12 @@ from pathlib import Path
 
 import torch
 
-from vitexport.checkpoint import SAFE_GLOBALS, _load_pickle
-from vitexport.config import ViTConfig
-from vitexport.model import VisionTransformer
-from vitexport.presets import PRESETS
-from vitexport.sniff import sniff
-from vitexport.untrusted import prescan
+from vitexport.checkpoint.reader import SAFE_GLOBALS, _load_pickle
+from vitexport.model.config import ViTConfig
+from vitexport.model.presets import PRESETS
+from vitexport.model.vit import VisionTransformer
+from vitexport.security.sniff import sniff
+from vitexport.security.untrusted import prescan
 
 ROOT = Path(__file__).resolve().parents[1]
 

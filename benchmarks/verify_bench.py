@@ -1,6 +1,6 @@
 """Time of `vitexport verify`'s default sweep on ViT-S/16 (random weights) on the CPU provider.
 
-    python benchmarks/verify_bench.py [--repeats 3] [--model vit_small_patch16_224]
+    python -m benchmarks.verify_bench [--repeats 3] [--model vit_small_patch16_224]
 
 Exports once, then runs the full default sweep several times and prints a table of
 medians: whole verify call, summed ONNX Runtime time, summed PyTorch time, cases,
@@ -18,9 +18,9 @@ import time
 
 import torch
 
-from vitexport.export import export_onnx
-from vitexport.model import create_model
-from vitexport.verify import verify
+from vitexport.export.exporter import export_onnx
+from vitexport.model.vit import create_model
+from vitexport.verify.sweep import verify
 
 
 def main() -> None:

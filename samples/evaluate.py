@@ -1,6 +1,6 @@
 """Held-out accuracy of an exported digits model through `vitexport predict --json`, per input size.
 
-    python samples/evaluate.py digits-vit.onnx [--sizes 20,24,28,32,36,40]
+    python -m samples.evaluate digits-vit.onnx [--sizes 20,24,28,32,36,40]
 
 Renders the 450 held-out digits (samples/digits_data.py) as PNG files at each size and
 runs the real command line on them, as a user would.
@@ -15,8 +15,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from digits_data import held_out
 from PIL import Image
+
+from samples.digits_data import held_out
 
 
 def main() -> None:

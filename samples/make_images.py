@@ -1,14 +1,15 @@
 """Write a few held-out digits as PNG files into samples/images/ (used by the README walk-through).
 
-    python samples/make_images.py
+    python -m samples.make_images
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from digits_data import held_out
 from PIL import Image
+
+from samples.digits_data import held_out
 
 OUT = Path(__file__).resolve().parent / "images"
 

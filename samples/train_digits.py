@@ -1,6 +1,6 @@
 """Train the sample model samples/digits-vit.pt (a few minutes on 2 CPU cores).
 
-    python samples/train_digits.py [--out samples/digits-vit.pt] [--epochs 150]
+    python -m samples.train_digits [--out samples/digits-vit.pt] [--epochs 150]
 
 A small dynamic-pad ViT, img_size=28 and patch_size=8: its positional-embedding grid
 is 3x3 and every 28x28 input is padded to 32x32 (a 4x4 grid, 17 tokens with CLS),
@@ -12,7 +12,6 @@ The held-out accuracy printed at the end is the figure stated in the README.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -20,11 +19,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from digits_data import held_out, load_digits_uint8, render, split
-
+from samples.digits_data import held_out, load_digits_uint8, render, split
 from vitexport import ViTConfig, save_checkpoint
-from vitexport.model import VisionTransformer
+from vitexport.model.vit import VisionTransformer
 
 CONFIG = ViTConfig(
     img_size=28, patch_size=8, in_chans=1, num_classes=10,

@@ -1,5 +1,5 @@
-"""Regenerate vitexport/presets.py from the installed timm (a developer tool; tests/test_presets.py runs
-`preset_table` again and compares).
+"""Regenerate vitexport/model/presets.py from the installed timm (a developer tool;
+tests/unit/model/test_presets.py runs `preset_table` again and compares).
 
 Every entrypoint of timm's ``vision_transformer`` module (``test_*`` excluded) is called with
 ``VisionTransformer`` replaced by a recorder, so the keyword arguments are exactly those timm
@@ -7,7 +7,7 @@ would build with (its pretrained config's image size and classes included). Laye
 become vitexport's layer names; an argument or layer this script does not know stops it, so a
 new timm option is never dropped silently.
 
-    python scripts/gen_presets.py > vitexport/presets.py
+    python -m scripts.gen_presets > vitexport/model/presets.py
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The CUDA check of issue 16 in one command: install onnxruntime-gpu, test, verify, place, benchmark.
 
-    python3 scripts/gpu_check.py OUTDIR [--parts /tmp/ortgpu] [--limit-s 300] [--bench-budget-s 120]
+    python3 -m scripts.gpu_check OUTDIR [--parts /tmp/ortgpu] [--limit-s 300] [--bench-budget-s 120]
                                  [--only STEP,...] [--skip STEP,...] [--fresh] [--dry-run]
 
 Run through scripts/gpu_check.sh (docs/gpu-runbook.md says when and how). Steps, in order:
@@ -75,7 +75,7 @@ try:
     maps = open("/proc/self/maps").read().split("\n")
     pat = re.compile(r"lib(cublas|cublasLt|cudart|curand|cudnn|cufft|nvrtc|cuda)\.so")
     info["loaded"] = sorted({l.split()[-1] for l in maps if pat.search(l)})
-    from vitexport.runtime import probe_provider
+    from vitexport.serving.predictor import probe_provider
     ok, why = probe_provider("cuda")
     info["cuda_usable"], info["cuda_reason"] = ok, why
     if ok:
@@ -103,7 +103,7 @@ print("GPU_CHECK_JSON " + json.dumps(out))
 """
 SAVE_CHECKPOINTS = r"""
 import sys, torch, vitexport
-from vitexport.model import create_model
+from vitexport.model.vit import create_model
 for name, path in zip(sys.argv[1::2], sys.argv[2::2]):
     torch.manual_seed(0)
     vitexport.save_checkpoint(create_model(name), path)
@@ -668,7 +668,7 @@ def verify_one(c: Check, art: Artifact, threads: int) -> None:
 def run_placement(c: Check, arts: list[Artifact], threads: int) -> None:
     raw = c.args.work / "placement-raw.json"
     raw.unlink(missing_ok=True)
-    proc = c.run([c.python, str(ROOT / "scripts" / "ort_placement.py"), "--provider", c.args.provider,
+    proc = c.run([c.python, "-m", "scripts.ort_placement", "--provider", c.args.provider,
                   "--json", str(raw), *[str(a.path) for a in arts]], 300, threads=threads)
     by_path = json.loads(raw.read_text()) if raw.is_file() else {}
     c.placement = {a.name: by_path.get(str(a.path), {"error": "no result: " + _clean(proc.tail(300))})
@@ -718,7 +718,7 @@ def step_bench(c: Check) -> str:
         raise StepFailed(f"only {budget:.0f} s left for the benchmark")
     out = c.args.work / "bench.json"
     out.unlink(missing_ok=True)
-    cmd = [c.python, str(ROOT / "benchmarks" / "gpu_bench.py"), "--device", c.args.provider,
+    cmd = [c.python, "-m", "benchmarks.gpu_bench", "--device", c.args.provider,
            "--artifacts", str(c.args.work), "--budget-s", f"{budget:.0f}", "--json", str(out)]
     if c.args.dry_run:
         cmd += ["--quick", "--engines", "eager-fp32,ort-fp32-sdpa,ort-fp16-sdpa"]

@@ -19,8 +19,10 @@ for arg in "$@"; do  # the hard stop follows --limit-s
     prev=$arg
 done
 mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)  # absolute: the check runs from the repository root (python -m scripts.gpu_check)
+cd "$ROOT" || exit 2
 export PYTHONUNBUFFERED=1
-timeout -k 10 "$(( ${LIMIT%.*} + 45 ))" "$PY" "$ROOT/scripts/gpu_check.py" "$OUT" "$@"
+timeout -k 10 "$(( ${LIMIT%.*} + 45 ))" "$PY" -m scripts.gpu_check "$OUT" "$@"
 rc=$?
 if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
     printf '\n**gpu_check.py was stopped by the hard limit (%s s); the tables above are what it had.**\n' \

@@ -1,6 +1,6 @@
 """Where ONNX Runtime really runs each node of an exported ViT, and where it copies data between devices.
 
-    python scripts/ort_placement.py [--provider cuda] [--json OUT.json] MODEL.onnx ...
+    python -m scripts.ort_placement [--provider cuda] [--json OUT.json] MODEL.onnx ...
 
 For each model: one profiled run on the provider (which provider ran every node, with the
 input types and shapes ONNX Runtime recorded, so a CPU node can be told apart as shape
@@ -9,7 +9,7 @@ arithmetic or real work), and the graph ONNX Runtime actually executes (saved th
 nodes it inserted) to tell a copy at the graph's input or output from one inside the graph.
 
 Needs numpy, onnx and onnxruntime (no torch, no vitexport internals). Used by
-scripts/gpu_check.py and tests/test_cuda.py.
+scripts/gpu_check.py and tests/e2e/test_cuda.py.
 """
 
 from __future__ import annotations

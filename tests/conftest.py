@@ -1,132 +1,14 @@
-"""Shared helpers: small random-weight models, the option matrix, sizes, timm references."""
+"""Fixtures shared by every test: seeded randomness, the exported sample, one export per test config."""
 
 from __future__ import annotations
 
-import sys
-import threading
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
-from vitexport import ViTConfig
-from vitexport.model import VisionTransformer
-
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = ROOT / "samples"
-sys.path.insert(0, str(SAMPLES))
-
-# Every option of the model issue appears in at least one config; all are small (depth 2, dim 32-64).
-CONFIGS: dict[str, dict[str, Any]] = {
-    # the spec's example: 28x28, P=8, 3x3 native grid, CLS token
-    "spec_cls": dict(img_size=28, patch_size=8, in_chans=1, num_classes=10, embed_dim=32, depth=2, num_heads=2),
-    # non-square native grid (3x5), registers without pos-embed rows, LayerScale, qk_norm, avg pool + fc_norm
-    "reg_noembed": dict(
-        img_size=(24, 40), patch_size=8, num_classes=7, embed_dim=32, depth=2, num_heads=4, reg_tokens=4,
-        no_embed_class=True, init_values=0.1, qk_norm=True, global_pool="avg",
-    ),
-    # no class token, rectangular patches, registers with pos-embed rows, avgmax, pre-norm (no conv bias)
-    "nocls_avgmax": dict(
-        img_size=32, patch_size=(8, 4), num_classes=5, embed_dim=48, depth=2, num_heads=3, class_token=False,
-        reg_tokens=2, global_pool="avgmax", pre_norm=True, fc_norm=False, qkv_bias=False,
-    ),
-    # max pooling, one register, no final norm, mlp_ratio 3
-    "max_nofinal": dict(
-        img_size=20, patch_size=5, in_chans=2, num_classes=3, embed_dim=40, depth=2, num_heads=5, reg_tokens=1,
-        global_pool="max", final_norm=False, mlp_ratio=3.0,
-    ),
-    # features only (num_classes=0) and no pooling: output (B, T, D)
-    "features_nopool": dict(
-        img_size=30, patch_size=6, num_classes=0, global_pool="", embed_dim=48, depth=2, num_heads=3,
-        init_values=1e-2,
-    ),
-    # token pooling with fc_norm forced on, patch 16, 1 head, odd mlp ratio
-    "token_fcnorm": dict(
-        img_size=64, patch_size=16, num_classes=4, embed_dim=64, depth=2, num_heads=1, fc_norm=True, mlp_ratio=2.5,
-    ),
-}
-
-
-def perturb_(model: torch.nn.Module, seed: int = 0, scale: float = 0.2) -> torch.nn.Module:
-    """Move every parameter away from its init so that each one changes the output."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=gen) * scale)
-    return model
-
-
-def make_model(args: dict[str, Any], seed: int = 0) -> VisionTransformer:
-    torch.manual_seed(seed)
-    return perturb_(VisionTransformer(ViTConfig(**args)), seed).eval()
-
-
-def timm_model(args: dict[str, Any], state_dict: dict[str, torch.Tensor] | None = None, **extra: Any):
-    from timm.models.vision_transformer import VisionTransformer as TimmViT
-
-    kw = dict(args)
-    kw.setdefault("dynamic_img_size", True)
-    kw.setdefault("dynamic_img_pad", True)
-    kw.update(extra)
-    model = TimmViT(**kw).eval()
-    if state_dict is not None:
-        model.load_state_dict(state_dict)
-    return model
-
-
-def sweep_sizes(args: dict[str, Any]) -> list[tuple[int, int]]:
-    """>= 10 sizes: native, non-square, not multiples, < one patch, 1x1, up to 3x native."""
-    cfg = ViTConfig(**args)
-    (h, w), (ph, pw) = cfg.img_hw, cfg.patch_hw
-    sizes = [
-        (h, w),  # native
-        (1, 1),
-        (ph - 1, pw - 1) if min(ph, pw) > 1 else (1, 2),  # smaller than one patch
-        (ph * 2, pw * 5),  # divisible, non-square
-        (h + 3, w - 1 if w > 1 else 2),  # not divisible
-        (h // 2 + 1, 2 * w + 3),  # wide
-        (3 * h - 1, w // 2 + 2),  # tall
-        (3 * h, 3 * w),  # 3x native
-        (ph + 1, 3 * pw - 1),
-        (2 * h + 5, 2 * w + 5),
-        (h + ph, w),  # same width, one more patch row
-    ]
-    out: list[tuple[int, int]] = []
-    for s in sizes:
-        if s not in out:
-            out.append(s)
-    return out
-
-
-def needs_openvino() -> Any:
-    """The openvino module, or skip the test (the `openvino` extra is part of the test extras)."""
-    return pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'vitexport[openvino]')")
-
-
-def predict_in_threads(predictor: Any, requests: list[list[Any]], threads: int = 8) -> dict[tuple[int, int], list]:
-    """Every request from each of ``threads`` threads sharing ``predictor`` at once: {(thread, request): outputs}.
-    Raises the first error a thread hit."""
-    results: dict[tuple[int, int], list] = {}
-    errors: list[BaseException] = []
-
-    def worker(t: int) -> None:
-        try:
-            for i, r in enumerate(requests):
-                results[(t, i)] = [p.output for p in predictor.predict(r)]
-        except BaseException as exc:  # re-raised below
-            errors.append(exc)
-
-    pool = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
-    for th in pool:
-        th.start()
-    for th in pool:
-        th.join()
-    if errors:
-        raise errors[0]
-    assert len(results) == threads * len(requests)
-    return results
+from tests.helpers.models import CONFIGS, SAMPLES, make_model
 
 
 @pytest.fixture(autouse=True)
@@ -140,7 +22,7 @@ def _seed_everything() -> None:
 def sample_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The digits sample exported once per session with the library defaults (tests copy it, never write it)."""
     from vitexport import load_model
-    from vitexport.export import export_onnx
+    from vitexport.export.exporter import export_onnx
 
     path = tmp_path_factory.mktemp("sample") / "digits-vit.onnx"
     export_onnx(load_model(SAMPLES / "digits-vit.pt"), path)
@@ -155,7 +37,7 @@ def config_name(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]:
     """One default ONNX export (portable resampling) per config, shared by the test modules: exports take seconds."""
-    from vitexport.export import export_onnx
+    from vitexport.export.exporter import export_onnx
 
     out = {}
     folder = tmp_path_factory.mktemp("onnx")

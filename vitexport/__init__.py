@@ -12,14 +12,14 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "ViTConfig": "vitexport.config",
-    "get_preset": "vitexport.config",
-    "VisionTransformer": "vitexport.model",
-    "create_model": "vitexport.model",
-    "resample_abs_pos_embed": "vitexport.layers",
-    "load_model": "vitexport.checkpoint",
-    "read_checkpoint": "vitexport.checkpoint",
-    "save_checkpoint": "vitexport.checkpoint",
+    "ViTConfig": "vitexport.model.config",
+    "get_preset": "vitexport.model.config",
+    "VisionTransformer": "vitexport.model.vit",
+    "create_model": "vitexport.model.vit",
+    "resample_abs_pos_embed": "vitexport.model.layers",
+    "load_model": "vitexport.checkpoint.reader",
+    "read_checkpoint": "vitexport.checkpoint.reader",
+    "save_checkpoint": "vitexport.checkpoint.reader",
 }
 
 __all__ = ["__version__", *_LAZY]

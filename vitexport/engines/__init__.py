@@ -14,7 +14,7 @@ import importlib
 from abc import ABC, abstractmethod
 from typing import Any
 
-from vitexport.errors import EngineError, EngineUnavailable, EnvironmentProblem
+from vitexport._util.errors import EngineError, EngineUnavailable, EnvironmentProblem
 
 # engine name -> (module, class, keyword arguments). The ONNX Runtime providers come first; with
 # several engines, verify compares every engine's outputs with the first usable one's.

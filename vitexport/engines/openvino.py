@@ -25,9 +25,9 @@ import logging
 import queue
 from typing import Any
 
+from vitexport._util.errors import EngineError, EngineUnavailable, EnvironmentProblem, one_line
+from vitexport._util.extras import install_command
 from vitexport.engines import Engine
-from vitexport.errors import EngineError, EngineUnavailable, EnvironmentProblem, one_line
-from vitexport.extras import install_command
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def _type_name(element_type: Any) -> str:
 
 def _metadata(model: Any) -> dict[str, Any]:
     """vitexport.* metadata of a model OpenVINO read from ONNX (its metadata_props are rt_info["framework"])."""
-    from vitexport.spec import decode_metadata
+    from vitexport.onnx.spec import decode_metadata
 
     if not model.has_rt_info(["framework"]):
         return {}

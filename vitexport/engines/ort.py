@@ -28,9 +28,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from vitexport._util.errors import EngineError, EngineUnavailable, EnvironmentProblem, one_line
+from vitexport._util.interrupt import scratch_folder
 from vitexport.engines import Engine
-from vitexport.errors import EngineError, EngineUnavailable, EnvironmentProblem, one_line
-from vitexport.interrupt import scratch_folder
 
 logger = logging.getLogger(__name__)
 
@@ -291,7 +291,7 @@ def _fallback_cause(printed: str) -> str:
 
 
 # A one-node ONNX model (Identity on a float[1], opset 18, IR version 8), serialized once with
-# onnx.helper (tests/test_engines.py rebuilds it and compares), so probing needs no onnx package.
+# onnx.helper (tests/unit/engines/test_engines.py rebuilds it and compares), so probing needs no onnx package.
 PROBE_MODEL = (
     b"\x08\x08:;\n\x10\n\x01x\x12\x01y\"\x08Identity\x12\x05probeZ\x0f\n\x01x\x12\n\n\x08\x08\x01\x12\x04\n\x02"
     b"\x08\x01b\x0f\n\x01y\x12\n\n\x08\x08\x01\x12\x04\n\x02\x08\x01B\x04\n\x00\x10\x12"
@@ -394,7 +394,7 @@ class OrtEngine(Engine):
 
     @property
     def metadata(self) -> dict[str, Any]:
-        from vitexport.spec import decode_metadata
+        from vitexport.onnx.spec import decode_metadata
 
         return decode_metadata(dict(self.session.get_modelmeta().custom_metadata_map))
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from vitexport._util.errors import EngineError, EnvironmentProblem, one_line
 from vitexport.engines import Engine
-from vitexport.errors import EngineError, EnvironmentProblem, one_line
 
 SLOW = "the ONNX reference evaluator runs every op in numpy (seconds per image for ViT-S/16)"
 
@@ -46,8 +46,8 @@ class ReferenceEngine(Engine):
         from onnx import TensorProto
         from onnx.reference import ReferenceEvaluator
 
-        from vitexport.graph import load_onnx
-        from vitexport.spec import decode_metadata
+        from vitexport.onnx.graph import load_onnx
+        from vitexport.onnx.spec import decode_metadata
 
         self.path = str(path)
         proto = load_onnx(self.path, load_external_data=True)  # external data: only from the model's folder

@@ -1,0 +1,45 @@
+"""Helpers for the serve tests: skip without Ray, PNG bytes, the checkout on the children's path; the server
+itself runs through `vitexport.serving.http.background` (process trees tracked, never outliving the tests)."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+from tests.helpers.models import ROOT
+from vitexport._util.procs import ProcessTree, descendants, free_ports, kill_tracked  # noqa: F401 - for the tests
+from vitexport.serving.http.background import (  # noqa: F401 - for the tests
+    VITEXPORT,
+    replica_pids,
+    start_server,
+    wait_ready,
+    wait_replicas,
+)
+from vitexport.serving.http.background import child_env as _child_env
+
+
+def require_ray() -> None:
+    """Skip the calling test module without Ray Serve, tritonclient or /proc (where Ray's processes are tracked)."""
+    pytest.importorskip("ray.serve", reason="Ray Serve is not installed (pip install 'vitexport[serve]')")
+    pytest.importorskip("tritonclient.http", reason="tritonclient is not installed (pip install 'vitexport[serve]')")
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the serve tests track Ray's processes through /proc (Linux only)", allow_module_level=True)
+
+
+def env(**extra: str) -> dict[str, str]:
+    """The test environment for subprocesses: this checkout first on the path, no inherited Ray address."""
+    import os
+
+    return _child_env(PYTHONPATH=os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]), **extra)
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()

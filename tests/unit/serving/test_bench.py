@@ -1,0 +1,98 @@
+"""`bench`: parity of every engine at the benched sizes, wrong engines marked, the one-line recommendation.
+No timed assertions: only which engine is recommended given timings, and that parity is checked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.models import needs_openvino
+from vitexport.engines.ort import OrtEngine
+from vitexport.serving.bench import BenchCase, BenchReport, bench, recommend
+
+SIZES = [(28, 28), (17, 45), (5, 70)]  # native, not multiples of the patch, smaller than a patch in height
+
+
+def test_bench_all_checks_every_engine_against_pytorch_at_every_size(sample_onnx: Path) -> None:
+    needs_openvino()
+    report = bench(str(sample_onnx), SIZES, (1, 3), provider="all", warmup=0, iters=1)
+    names = [e["name"] for e in report.engines]
+    assert {"cpu", "openvino"} <= set(names)
+    assert report.parity_reference.startswith("PyTorch eager")
+    assert len(report.cases) == len(SIZES) * 2 * len(names)
+    for case in report.cases:
+        assert case.parity_ok is True and 0 <= case.parity_max_abs < 2e-5, case
+    assert report.recommendation.split()[:3] == ["recommendation:", "--provider", report.recommendation.split()[2]]
+    assert report.recommendation.split()[2] in names and "right at every benched size" in report.recommendation
+
+
+def test_a_wrong_engine_is_marked_and_never_recommended(sample_onnx: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ONNX Runtime made wrong by 1e-3 on one logit: every case says so, the CLI prints WRONG, OpenVINO is picked."""
+    needs_openvino()
+    from click.testing import CliRunner
+
+    from vitexport.cli import cli
+
+    run = OrtEngine.run
+
+    def off_by_a_little(self, x):
+        out = run(self, x)
+        out[:, 0] += 1e-3
+        return out
+
+    monkeypatch.setattr(OrtEngine, "run", off_by_a_little)
+    report = bench(str(sample_onnx), SIZES[:2], (2,), provider="all", warmup=0, iters=1)
+    by_engine = {n: [c for c in report.cases if c.engine == n] for n in ("cpu", "openvino")}
+    assert all(c.parity_ok is False and c.parity_max_abs > 5e-4 for c in by_engine["cpu"])
+    assert all(c.parity_ok is True for c in by_engine["openvino"])
+    assert report.recommendation.startswith("recommendation: --provider openvino")
+    assert "cpu was WRONG at 28x28 batch 2, 17x45 batch 2" in report.recommendation
+    result = CliRunner().invoke(cli, ["bench", str(sample_onnx), "--provider", "all", "--sizes", "17x45",
+                                      "--batch-sizes", "2", "--iters", "1", "--warmup", "0"])
+    assert result.exit_code == 0, result.stderr
+    row = next(line for line in result.stdout.splitlines() if line.strip().startswith("17x45"))
+    assert row.count("WRONG") == 1 and row.count(" ok ") == 1
+    assert result.stdout.rstrip().splitlines()[-1].startswith("recommendation: --provider openvino")
+
+
+def _case(engine: str, ms: float, ok: bool | None, h: int = 8) -> BenchCase:
+    return BenchCase(h, 8, 1, engine, ms, ms, 1e3 / ms, parity_max_abs=0.0 if ok else 1.0, parity_ok=ok)
+
+
+def test_recommend_takes_the_fastest_correct_engine_by_geometric_mean() -> None:
+    report = BenchReport("m", [], 0, 1, None, engines=[{"name": n} for n in ("a", "b", "c")],
+                         parity_reference="PyTorch")
+    # a: fastest but wrong at one case; b: 2x slower than c at one case, 2x faster at the other -> tie broken
+    # by the third case, where b is 4x faster
+    report.cases = [_case("a", 1, True, 8), _case("b", 10, True, 8), _case("c", 5, True, 8),
+                    _case("a", 1, False, 9), _case("b", 5, True, 9), _case("c", 10, True, 9),
+                    _case("a", 1, True, 10), _case("b", 5, True, 10), _case("c", 20, True, 10)]
+    line = recommend(report)
+    assert line.startswith("recommendation: --provider b (fastest correct engine here: 1.59x c,")
+    assert line.endswith("a was WRONG at 9x8 batch 1")
+    for c in report.cases:
+        c.parity_ok = False
+    assert recommend(report).startswith("recommendation: none - no engine matched the reference")
+    report.parity_reference = ""
+    for c in report.cases:
+        c.parity_ok = None
+    assert recommend(report).startswith("recommendation: --provider a (fastest engine here")
+    assert "parity not checked" in recommend(report)
+    assert "here: 6.30x b, 10.00x c, geometric mean over 3 cases" in recommend(report)  # (1/.004)^(1/3), 1000^(1/3)
+
+
+def test_bench_all_on_an_int8_model_compares_engines_with_the_first(sample_onnx: Path, tmp_path: Path) -> None:
+    """A quantized artifact cannot be rebuilt in PyTorch (its weights lost their names): bench compares every engine
+    with the first one instead of refusing the whole run (it exited 2 with verify's --checkpoint advice)."""
+    needs_openvino()
+    from vitexport.export.optimize import quantize_onnx
+
+    int8 = tmp_path / "m.int8.onnx"
+    quantize_onnx(sample_onnx, int8)
+    report = bench(str(int8), SIZES[:2], (2,), provider="all", warmup=0, iters=1)
+    assert report.parity_reference.startswith("engine cpu (the artifact was quantized by ONNX Runtime")
+    assert {c.engine for c in report.cases} >= {"cpu", "openvino"}
+    for case in report.cases:
+        assert case.parity_ok is not None and case.parity_max_abs is not None, case
+    assert all(c.parity_max_abs == 0.0 for c in report.cases if c.engine == "cpu")

@@ -1,0 +1,402 @@
+"""verify passes correct exports and catches broken graphs at the sizes where they are wrong."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import helper, numpy_helper
+
+from tests.helpers.models import CONFIGS, make_model
+from vitexport._util.geometry import grid_size
+from vitexport.cli import cli
+from vitexport.export.exporter import export_onnx, export_torchscript
+from vitexport.model.config import ViTConfig
+from vitexport.verify.sweep import CaseResult, compare, default_cases, verify
+
+
+def cuda_usable() -> bool:
+    from vitexport.serving.predictor import probe_provider
+
+    return probe_provider("cuda")[0]
+
+
+CUDA = cuda_usable()
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A good export of the spec model (3x3 native grid, 28x28 -> padded 32x32), and its checkpoint."""
+    from vitexport import save_checkpoint
+
+    folder = tmp_path_factory.mktemp("verify")
+    model = make_model(CONFIGS["spec_cls"], seed=11)
+    ckpt = folder / "model.pt"
+    save_checkpoint(model, ckpt)
+    path = folder / "good.onnx"
+    export_onnx(model, path)
+    return path, ckpt
+
+
+@pytest.fixture(scope="module")
+def good_resize(good) -> Path:
+    """The same model exported with resample="resize" (one antialiased Resize)."""
+    from vitexport.checkpoint.reader import load_model
+
+    path = good[0].parent / "good-resize.onnx"
+    export_onnx(load_model(good[1]), path, resample="resize")
+    return path
+
+
+def edited(src: Path, dst: Path, edit) -> Path:
+    model = onnx.load(str(src))
+    edit(model)
+    onnx.save(model, str(dst))
+    return dst
+
+
+def set_resize_attr(name: str, value):
+    def edit(model: onnx.ModelProto) -> None:
+        (node,) = [n for n in model.graph.node if n.op_type == "Resize"]
+        for a in list(node.attribute):
+            if a.name == name:
+                node.attribute.remove(a)
+        node.attribute.append(helper.make_attribute(name, value))
+    return edit
+
+
+def pad_left_top(model: onnx.ModelProto) -> None:
+    """Move the padding to the left/top: ONNX pads are [begins..., ends...]; swap the halves."""
+    (pad,) = [n for n in model.graph.node if n.op_type == "Pad"]
+    idx = numpy_helper.from_array(np.array([4, 5, 6, 7, 0, 1, 2, 3], dtype=np.int64), "swap_idx")
+    model.graph.initializer.append(idx)
+    gather = helper.make_node("Gather", [pad.input[1], "swap_idx"], ["swapped_pads"], axis=0, name="swap")
+    position = list(model.graph.node).index(pad)
+    model.graph.node.insert(position, gather)
+    pad.input[1] = "swapped_pads"
+
+
+def fixed_size(model: onnx.ModelProto) -> None:
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    dims[2].dim_value = 28
+    dims[3].dim_value = 28
+
+
+def perturb_pos_embed(model: onnx.ModelProto) -> None:
+    # random noise: a constant offset would be invisible (LayerNorm removes per-token constant shifts)
+    (t,) = [t for t in model.graph.initializer if t.name == "pos_embed"]
+    value = numpy_helper.to_array(t)
+    noise = np.random.default_rng(0).standard_normal(value.shape).astype(value.dtype) * 0.05
+    t.CopyFrom(numpy_helper.from_array(value + noise, "pos_embed"))
+
+
+def test_default_sweep_covers_the_issue_cases() -> None:
+    cfg = ViTConfig(**CONFIGS["spec_cls"])
+    cases = default_cases(cfg)
+    sizes = {(c.height, c.width) for c in cases}
+    assert len(cases) >= 12
+    assert (28, 28) in sizes and (1, 1) in sizes and (7, 7) in sizes
+    assert any(h % 8 == 0 and w % 8 == 0 and h != w for h, w in sizes)
+    assert any(h % 8 and w % 8 for h, w in sizes)
+    assert any(h > 2 * w for h, w in sizes) and any(w > 2 * h for h, w in sizes)
+    grids = [grid_size(h, w, (8, 8)) for h, w in sizes]
+    assert any(gh * gw < 9 for gh, gw in grids) and any(gh * gw > 9 for gh, gw in grids)
+    assert max(max(h / 28, w / 28) for h, w in sizes) == 4
+    assert {c.batch for c in cases} >= {1, 3} and any(c.input_kind == "constant" for c in cases)
+
+
+def test_compare_is_data_and_nan_fails() -> None:
+    ref = np.array([[1.0, 2.0, -3.0]])
+    ok = compare(ref + 1e-6, ref, 1e-5, 1e-4, top1=True)
+    assert ok.within_tolerance and ok.top1_agreement == 1.0 and ok.max_abs == pytest.approx(1e-6)
+    bad = compare(np.array([[1.0, np.nan, 0.0]]), ref, 1e-5, 1e-4, top1=True)
+    assert bad.nonfinite and not bad.within_tolerance
+
+
+def test_good_export_passes(good) -> None:
+    path, ckpt = good
+    report = verify(path, provider="cpu")
+    assert report and not report.static_problems and len(report.cases) >= 12
+    assert report.sessions[0]["providers"] == ["CPUExecutionProvider"]
+    assert max(c.max_abs for c in report.cases) < 1e-5
+    with_ckpt = verify(path, checkpoint=ckpt, provider="cpu")
+    assert with_ckpt and not with_ckpt.weight_diff
+    spec = next(c for c in report.cases if (c.height, c.width) == (28, 28))
+    assert spec.padded_size == [32, 32] and spec.grid == [4, 4] and spec.seq_len == 17
+
+
+def resamples(c) -> bool:
+    return c.grid != [3, 3]
+
+
+def downsamples(c) -> bool:
+    return c.grid[0] < 3 or c.grid[1] < 3
+
+
+@pytest.mark.parametrize(
+    "name, edit, static_message, wrong_where",
+    [
+        # without antialias ORT's a=-0.5 cubic equals the antialiased one when enlarging: wrong only where it shrinks
+        ("antialias0", set_resize_attr("antialias", 0), "antialias=0", downsamples),
+        ("keys075", set_resize_attr("cubic_coeff_a", -0.75), "cubic_coeff_a=-0.75", resamples),
+        ("exclude0", set_resize_attr("exclude_outside", 0), "exclude_outside=0", resamples),
+    ],
+)
+def test_wrong_resize_kernel_fails_where_it_is_wrong(
+    good, good_resize, tmp_path, name, edit, static_message, wrong_where
+) -> None:
+    path = good_resize
+    fine = verify(path, provider="cpu")
+    assert fine and any("export with --resample portable" in n for n in fine.static_notes)
+    assert not any("--resample" in n for n in verify(good[0], provider="cpu", sizes=[(28, 28)]).static_notes)
+    bad = edited(path, tmp_path / f"{name}.onnx", edit)
+    report = verify(bad, provider="cpu")
+    assert not report
+    assert any(static_message in p for p in report.static_problems)
+    assert any(c.grid == [3, 3] for c in report.cases)  # the identity case is in the sweep
+    for c in report.cases:
+        assert c.passed != wrong_where(c), (name, c.height, c.width, c.grid, c.max_abs)
+    if wrong_where is resamples:
+        assert (28, 28) in {(c.height, c.width) for c in report.failures}  # the spec example: 3x3 -> 4x4
+    # the failures are all resampled grids, but the graph's Resize is wrong: the runtime is not blamed
+    assert report.diagnoses and not any("does not honour" in d for d in report.diagnoses), report.diagnoses
+    assert "goes wrong (in the export or in this runtime)" in report.diagnoses[0]
+
+
+def freeze_resampling_weights(grid: tuple[int, int], native: tuple[int, int]):
+    """Replace the portable form's computed weights by constants for one grid (what a traced-at-one-size graph does)."""
+    from vitexport.model.resample import bicubic_aa_weights
+    from vitexport.onnx.graph import inspect_graph
+
+    def edit(model: onnx.ModelProto) -> None:
+        first, second = (m["name"] for m in inspect_graph(model).resample_matmuls)
+        nodes = {n.name: n for n in model.graph.node}
+        w_w_t = bicubic_aa_weights(grid[1], native[1]).T.contiguous()  # grid @ W_w^T
+        w_h = bicubic_aa_weights(grid[0], native[0])  # W_h @ (...)
+        frozen = ((nodes[first], 1, w_w_t, "frozen_w_w_t"), (nodes[second], 0, w_h, "frozen_w_h"))
+        for node, index, value, name in frozen:
+            model.graph.initializer.append(numpy_helper.from_array(value.numpy(), name))
+            node.input[index] = name
+    return edit
+
+
+def test_portable_weights_frozen_to_one_grid_fail(good, tmp_path) -> None:
+    """The portable form's counterpart of a Resize with a fixed size: right at one grid only, caught statically."""
+    path, _ = good
+    bad = edited(path, tmp_path / "frozen.onnx", freeze_resampling_weights((4, 4), (3, 3)))
+    report = verify(bad, provider="cpu")
+    assert not report
+    frozen = [p for p in report.static_problems if "has fixed weights" in p]
+    assert len(frozen) == 2, report.static_problems
+    assert any(c.grid == [4, 4] for c in report.cases) and any(c.grid != [4, 4] for c in report.cases)
+    for c in report.cases:
+        assert c.passed == (c.grid == [4, 4]), (c.height, c.width, c.grid, c.max_abs, c.error)
+    assert report.diagnoses == []  # the native grid fails too: not the resampling pattern
+
+
+def test_native_grid_of_the_metadata_is_checked_against_the_graph(good, tmp_path) -> None:
+    path, _ = good
+
+    def wrong_native(model: onnx.ModelProto) -> None:
+        for prop in model.metadata_props:
+            if prop.key == "vitexport.native_grid":
+                prop.value = "[3, 4]"
+
+    bad = edited(path, tmp_path / "native.onnx", wrong_native)
+    report = verify(bad, provider="cpu", sizes=[(28, 28)], batch_sizes=(1,))
+    assert not report and all(c.passed for c in report.cases)  # only the static check sees it
+    assert report.static_problems == [
+        "the graph resamples a 3x3 embedding grid, but the metadata's native grid is 3x4"
+    ]
+
+
+def test_padding_on_the_left_top_fails_only_where_padding_happens(good, tmp_path) -> None:
+    path, _ = good
+    bad = edited(path, tmp_path / "lefttop.onnx", pad_left_top)
+    report = verify(bad, provider="cpu")
+    assert not report and not report.static_problems  # the graph looks fine: only running it shows the bug
+    for c in report.cases:
+        needs_padding = c.height % 8 or c.width % 8
+        assert c.passed != bool(needs_padding), (c.height, c.width)
+
+
+def test_fixed_height_width_graph_is_reported(good, tmp_path) -> None:
+    path, _ = good
+    bad = edited(path, tmp_path / "fixed.onnx", fixed_size)
+    report = verify(bad, provider="cpu")
+    assert not report
+    assert any("fixed at 28x28" in p for p in report.static_problems)
+    assert any("can only run at 28x28" in n for n in report.static_notes)
+    for c in report.cases:
+        assert c.passed == ((c.height, c.width) == (28, 28)), (c.height, c.width, c.error)
+        if not c.passed:
+            assert c.error  # ONNX Runtime refused the input: reported per case, no crash
+
+
+def test_perturbed_pos_embed_caught_with_checkpoint(good, tmp_path) -> None:
+    path, ckpt = good
+    bad = edited(path, tmp_path / "pos.onnx", perturb_pos_embed)
+    assert verify(bad, provider="cpu")  # self-consistent: graph and its own weights agree
+    report = verify(bad, checkpoint=ckpt, provider="cpu")
+    assert not report
+    assert set(report.weight_diff) == {"pos_embed"}
+    assert len(report.failures) == len(report.cases)  # every size adds the embeddings
+
+
+def test_fp16_export_passes_with_dtype_tolerance(tmp_path) -> None:
+    model = make_model(CONFIGS["reg_noembed"], seed=4)
+    path = tmp_path / "m16.onnx"
+    export_onnx(model, path, dtype="float16")
+    report = verify(path, provider="cpu")
+    assert report, [(c.height, c.width, c.max_abs) for c in report.failures]
+    assert report.dtype == "float16" and report.atol == 5e-3
+    assert max(c.max_abs for c in report.cases) > 1e-5  # really fp16, not fp32 in disguise
+
+
+def test_torchscript_verify(tmp_path) -> None:
+    model = make_model(CONFIGS["nocls_avgmax"], seed=2)
+    path = tmp_path / "m.ts"
+    export_torchscript(model, path)
+    report = verify(path)
+    assert report and report.format == "torchscript" and len(report.cases) >= 12
+
+
+def test_custom_sizes_and_tolerance(good) -> None:
+    path, _ = good
+    sizes = [(10, 70), (3, 3), (28, 28), (45, 9)]
+    loose = verify(path, provider="cpu", sizes=sizes, batch_sizes=(2,))
+    assert loose and [(c.height, c.width, c.batch) for c in loose.cases] == [(h, w, 2) for h, w in sizes]
+    assert any(c.max_abs > 0 for c in loose.cases)  # ORT and PyTorch round differently somewhere
+    exact = verify(path, provider="cpu", sizes=sizes, batch_sizes=(2,), atol=0.0, rtol=0.0)
+    assert (exact.atol, exact.rtol) == (0.0, 0.0) and not exact
+    for c in exact.cases:  # zero tolerance passes exactly the bit-identical outputs
+        assert c.passed == (c.max_abs == 0.0), (c.height, c.width, c.max_abs)
+    # a tolerance just above a case's error passes it, just below fails it
+    worst = max(loose.cases, key=lambda c: c.max_abs)
+    one = [(worst.height, worst.width)]
+    assert verify(path, provider="cpu", sizes=one, batch_sizes=(2,), atol=worst.max_abs * 1.01, rtol=0.0)
+    assert not verify(path, provider="cpu", sizes=one, batch_sizes=(2,), atol=worst.max_abs * 0.99, rtol=0.0)
+
+
+@pytest.mark.skipif(CUDA, reason="this machine has a usable CUDA provider")
+def test_cuda_unavailable_exits_2(good) -> None:
+    path, _ = good
+    result = CliRunner().invoke(cli, ["verify", str(path), "--provider", "cuda"])
+    assert result.exit_code == 2
+    assert "CUDAExecutionProvider" in result.stderr and "--provider cpu" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not CUDA, reason="needs a GPU and onnxruntime-gpu")
+def test_cuda_verify_and_placement(good) -> None:
+    path, _ = good
+    report = verify(path, provider="cuda")
+    assert report, report.failures
+    session = report.sessions[0]
+    assert "CUDAExecutionProvider" in session["providers"]
+    assert session["placement"].get("CUDAExecutionProvider", 0) > 0
+    all_report = verify(path, provider="all")
+    assert {s["name"] for s in all_report.sessions} >= {"cuda", "cpu"} and all_report.cross_provider
+
+
+def test_cli_verify_pass_fail_json_and_plot(good, good_resize, tmp_path, monkeypatch) -> None:
+    import vitexport.verify.sweep as verify_mod
+
+    path, _ = good
+    runner = CliRunner()
+    # a small heatmap grid: heatmap_sizes itself is checked in test_heatmap_sweep_reuses_the_reports_engine...
+    monkeypatch.setattr(verify_mod, "heatmap_sizes", lambda native, patch: ([1, 28, 45], [7, 28, 112]))
+    result = runner.invoke(cli, ["verify", str(path), "--provider", "cpu", "--json", str(tmp_path / "r.json"),
+                                 "--plot", str(tmp_path / "h.png")])
+    assert result.exit_code == 0, result.output
+    assert "PASSED" in result.stdout and "[  1/" in result.stdout and "running on CPUExecutionProvider" in result.stdout
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["passed"] and data["schema_version"] == 1 and len(data["cases"]) >= 12
+    assert {"max_abs", "max_rel", "cosine", "top1_agreement", "nonfinite", "runtime_ms", "torch_ms", "grid",
+            "padded_size", "seq_len", "provider"} <= set(data["cases"][0])
+    assert (tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"
+
+    assert "static checks  ok (dynamic axes; portable resampling: no Resize, 2 MatMul" in result.stdout
+
+    bad = edited(good_resize, tmp_path / "bad.onnx", set_resize_attr("antialias", 0))
+    result = runner.invoke(cli, ["verify", str(bad), "--provider", "cpu"])
+    assert result.exit_code == 1
+    # the sizes named in the error are the failing rows of the table, which are where the grid shrinks
+    listed = result.stderr.split("verification failed: mismatch at ")[1].split("; ")[0]
+    named = {tuple(int(v) for v in hw.split("x")) for hw in listed.split(", ")}
+    rows = [m.groups() for m in re.finditer(r"^\[\s*\d+/\d+\] (ok  |FAIL) \S+\s+(\d+)x(\d+)", result.stdout, re.M)]
+    failed = {(int(h), int(w)) for status, h, w in rows if status == "FAIL"}
+    native = ViTConfig(**CONFIGS["spec_cls"]).grid_size
+    shrinking = {(int(h), int(w)) for _, h, w in rows
+                 if any(g < n for g, n in zip(grid_size(int(h), int(w), (8, 8)), native, strict=True))}
+    assert rows and named == failed == shrinking and named
+    assert "; likely cause on cpu: all " in result.stderr and result.stderr.rstrip().endswith("see the table above")
+
+    result = runner.invoke(cli, ["verify", str(path), "--sizes", "28xx", "--provider", "cpu"])
+    assert result.exit_code == 2
+    result = runner.invoke(cli, ["verify", str(tmp_path / "missing.onnx")])
+    assert result.exit_code == 1 and "does not exist" in result.stderr
+    (tmp_path / "trunc.onnx").write_bytes(path.read_bytes()[:5000])
+    result = runner.invoke(cli, ["verify", str(tmp_path / "trunc.onnx")])
+    assert result.exit_code == 1 and "not a readable ONNX model" in result.stderr
+
+
+def test_heatmap_sweep_reuses_the_reports_engine_and_tolerance(good, monkeypatch) -> None:
+    import vitexport.verify.sweep as verify_mod
+
+    path, _ = good
+    report = verify(path, provider="cpu", sizes=[(28, 28)], batch_sizes=(1,), atol=3e-4, rtol=2e-3, seed=5)
+    heights, widths = verify_mod.heatmap_sizes((28, 28), (8, 8))
+    assert 1 in heights and 4 * 28 in widths and any(w % 8 for w in widths)  # 1 to 4x native, odd sizes too
+    monkeypatch.setattr(verify_mod, "heatmap_sizes", lambda native, patch: ([1, 28], [7, 30, 112]))
+    grid = verify_mod.heatmap_sweep(path, report)
+    assert (grid.heights, grid.widths) == ([1, 28], [7, 30, 112])
+    expected = [(h, w, 1) for h in [1, 28] for w in [7, 30, 112]]
+    assert [(c.height, c.width, c.batch) for c in grid.report.cases] == expected
+    assert (grid.report.atol, grid.report.rtol, grid.report.seed) == (3e-4, 2e-3, 5)
+    assert [s["name"] for s in grid.report.sessions] == ["cpu"] and grid.report
+
+
+def _case(grid: list[int], passed: bool, provider: str = "openvino", **kw) -> CaseResult:
+    return CaseResult(grid[0] * 8, grid[1] * 8, 1, "random", [grid[0] * 8, grid[1] * 8], grid,
+                      grid[0] * grid[1] + 1, provider, passed, max_abs=0.0 if passed else 0.5, **kw)
+
+
+@pytest.mark.parametrize("resize, cases, expected", [
+    # every resampled grid fails, the native one passes, the Resize is PyTorch's own: the runtime is to blame
+    (True, [([3, 3], True), ([4, 4], False), ([1, 5], False)], "does not honour the attributes"),
+    # the same pattern on the portable form: the resampling, wherever it goes wrong
+    (False, [([3, 3], True), ([4, 4], False), ([1, 5], False)], "goes wrong (in the export or in this runtime)"),
+    # some resampled grids pass: still every failure is a resampled grid
+    (True, [([3, 3], True), ([4, 4], False), ([2, 2], True)], "does not honour the attributes"),
+    (True, [([3, 3], False), ([4, 4], False)], None),  # the native grid fails too: something else
+    (True, [([4, 4], False), ([2, 2], False)], None),  # no native-grid case ran: no evidence
+    (True, [([3, 3], True), ([4, 4], True)], None),  # nothing failed
+])
+def test_diagnosis_reads_the_pattern_of_failures(resize: bool, cases: list, expected: str | None) -> None:
+    from types import SimpleNamespace
+
+    from vitexport.onnx.spec import RESIZE_ATTRIBUTES
+    from vitexport.verify.diagnose import diagnose_failures
+    from vitexport.verify.sweep import VerifyReport
+
+    report = VerifyReport("m.onnx", "onnx", "weights", "float32", 2e-5, 1e-4, 0)
+    report.sessions = [{"name": "cpu"}, {"name": "openvino"}]
+    report.cases = [_case(grid, passed) for grid, passed in cases]
+    report.cases.append(_case([5, 5], True, provider="cpu"))  # another engine's cases do not count
+    report.cases.append(_case([3, 3], False, provider="openvino", error="refused"))  # nor refused inputs
+    report.cases[-1].max_abs = None
+    graph = SimpleNamespace(resize=[dict(RESIZE_ATTRIBUTES)] if resize else [])
+    found = diagnose_failures(report, graph, [3, 3])
+    if expected is None:
+        assert found == []
+    else:
+        failing = sum(not passed for _, passed in cases)
+        assert len(found) == 1 and found[0].startswith(f"openvino: all {failing} failing cases resample")
+        assert expected in found[0] and "from the native 3x3 grid" in found[0]

@@ -1,0 +1,22 @@
+"""The `vitexport` command line: parse, call one library function, render its typed result, map errors.
+
+Startup is part of the interface: importing this package loads click and vitexport's light modules
+only; each command imports its library modules (numpy, onnxruntime, torch, ...) inside its function,
+so `--help`, `info` on an exported model and `predict` never import torch
+(`benchmarks/startup_bench.py`, `tests/unit/cli/test_startup.py`).
+
+Nothing in vitexport imports this package.
+"""
+
+from __future__ import annotations
+
+from vitexport.cli import bench, export, info, predict, serve, verify  # noqa: F401 - each registers its commands
+from vitexport.cli.app import CliError, cli
+from vitexport.cli.options import parse_size
+
+
+def main() -> None:
+    cli(prog_name="vitexport")
+
+
+__all__ = ["CliError", "cli", "main", "parse_size"]

@@ -1,0 +1,88 @@
+"""The `vitexport` group: global flags, and library errors mapped to one line and an exit code.
+
+Library errors become one-line messages here and only here; exit codes (docs/design.md):
+0 success, 1 the work failed, 2 usage or environment.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from vitexport import __version__
+from vitexport._util.errors import VitexportError, one_line
+
+
+class CliError(click.ClickException):
+    """A one-line error with the exit code of the library error behind it."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class VitexportGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        from vitexport._util.interrupt import signals_as_exit
+
+        try:
+            with signals_as_exit():  # Ctrl-C, SIGTERM, SIGHUP: staging folders removed, one line, exit 128 + N
+                return super().invoke(ctx)
+        except VitexportError as exc:
+            if ctx.params.get("debug"):
+                raise
+            raise CliError(str(exc), exc.exit_code) from exc
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except ImportError as exc:  # a module of an extra the base install lacks: name the install command
+            from vitexport._util.extras import missing_extra
+
+            problem = None if ctx.params.get("debug") else missing_extra(exc, f"`vitexport {ctx.invoked_subcommand}`")
+            if problem is None:
+                raise
+            raise CliError(str(problem), problem.exit_code) from exc
+        except BrokenPipeError:  # whoever read stdout stopped (`vitexport info m.onnx | head -1`): stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+            raise SystemExit(141) from None  # 128 + SIGPIPE, as a shell tool killed by the pipe
+        except Exception as exc:
+            if ctx.params.get("debug"):
+                raise
+            raise CliError(*_map_unexpected(exc)) from exc
+
+
+def _map_unexpected(exc: Exception) -> tuple[str, int]:
+    """(message, exit code) for an exception no library function turned into a VitexportError."""
+    from vitexport._util.files import DISK_FULL_ERRNOS
+
+    if isinstance(exc, MemoryError):
+        return "out of memory; use smaller inputs or batch sizes (see --max-memory-gb)", 1
+    if isinstance(exc, RecursionError):
+        return "an input is nested too deeply to process (RecursionError); check the files given", 1
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in DISK_FULL_ERRNOS:
+            return f"{seen.strerror or 'no space left on device'}; free some space and run again", 1
+        seen = seen.__cause__ or seen.__context__
+    return f"unexpected {one_line(exc, kind=True)}; rerun with --debug for the traceback and report it", 1
+
+
+
+
+@click.group(cls=VitexportGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="vitexport")
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+@click.option("-v", "--verbose", is_flag=True, help="Show informational logs.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
+    """Export dynamic-pad Vision Transformers to ONNX/TorchScript, verify and serve them."""
+    import logging
+
+    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # Library warnings (e.g. an assumed head count) reach the user; third-party chatter does not.
+    logging.getLogger("vitexport").setLevel(level)
+    ctx.obj = {"debug": debug}
+

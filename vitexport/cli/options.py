@@ -1,0 +1,96 @@
+"""Options and parameter types shared by several commands; defaults are read from the library."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from typing import Any
+
+import click
+
+from vitexport.engines import PROVIDER_CHOICES
+from vitexport.security.limits import DEFAULT_MAX_MEMORY_GB, DEFAULT_MAX_TOKENS
+
+ONE_ENGINE = [p for p in PROVIDER_CHOICES if p != "all"]  # predict and serve run one engine
+SIZE_RE = re.compile(r"^\s*(\d+)\s*(?:[xX]\s*(\d+))?\s*$")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'224' -> (224, 224); '200x333' -> (200, 333)."""
+    m = SIZE_RE.match(text)
+    if not m:
+        raise click.BadParameter(f"{text!r} is not a size; write HxW, e.g. 224x224 or 200x333")
+    h = int(m.group(1))
+    w = int(m.group(2)) if m.group(2) else h
+    if h < 1 or w < 1:
+        raise click.BadParameter(f"{text!r}: height and width must be at least 1")
+    return h, w
+
+
+class SizeType(click.ParamType):
+    name = "HxW"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[int, int]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            return parse_size(str(value))
+        except click.BadParameter as exc:
+            self.fail(exc.message, param, ctx)
+
+
+SIZE = SizeType()
+
+
+def limit_options(fn: Any) -> Any:
+    """--max-tokens and --max-memory-gb (vitexport.security.limits), shared by every command that runs a model."""
+    fn = click.option("--max-memory-gb", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_MAX_MEMORY_GB,
+                      show_default=True, help="Refuse work whose estimated memory for one forward pass is larger.")(fn)
+    return click.option("--max-tokens", type=click.IntRange(min=1), default=DEFAULT_MAX_TOKENS, show_default=True,
+                        help="Refuse sizes with more tokens per image (attention memory grows with its square).")(fn)
+
+
+class BatchType(click.ParamType):
+    name = "dynamic|N"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int | None:
+        if value is None or value == "dynamic":
+            return None
+        try:
+            n = int(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not 'dynamic' or a positive integer", param, ctx)
+        if n < 1:
+            self.fail(f"{value!r}: the batch size must be at least 1", param, ctx)
+        return n
+
+
+
+def parse_sizes(ctx: click.Context, param: click.Parameter, value: str | None) -> list[tuple[int, int]] | None:
+    if value is None:
+        return None
+    try:
+        return [parse_size(part) for part in value.split(",") if part.strip()]
+    except click.BadParameter as exc:
+        raise click.BadParameter(exc.message, ctx=ctx, param=param) from exc
+
+
+
+def parse_batches(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+    try:
+        batches = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a list of integers, e.g. 1,3", ctx=ctx, param=param) from None
+    if not batches or min(batches) < 1:
+        raise click.BadParameter(f"{value!r}: batch sizes must be positive integers, e.g. 1,3", ctx=ctx, param=param)
+    return batches
+
+
+
+def fmt_hw(hw: Any) -> str:
+    return f"{hw[0]}x{hw[1]}"
+
+
+def command_line(*args: Any) -> str:
+    """A vitexport command line to print for the user to run, each argument quoted for the shell."""
+    return " ".join(["vitexport", *(shlex.quote(str(a)) for a in args)])

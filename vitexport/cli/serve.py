@@ -1,0 +1,95 @@
+"""`vitexport serve`: the Open Inference Protocol on Ray Serve."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import click
+
+from vitexport.cli.app import cli
+from vitexport.cli.options import ONE_ENGINE
+from vitexport.security.limits import DEFAULT_MAX_TOKENS
+
+MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def _print_started(started, options) -> None:
+    app, scaling = options.app, options.scaling
+    replicas = (f"{scaling.autoscale[0]}-{scaling.autoscale[1]} replicas (autoscaling)" if scaling.autoscale
+                else f"{scaling.replicas} replica{'s' if scaling.replicas > 1 else ''}")
+    click.echo(f"serving   {started.name} ({started.model}) on {started.provider}, {replicas}, "
+               f"batches of up to {app.max_batch} images within {app.batch_wait_ms:g} ms")
+    if started.provider_note:
+        click.echo(f"note      {started.provider_note}")
+    for label, path in (("live", "/v2/health/live"), ("ready", "/v2/health/ready"),
+                        ("metadata", f"/v2/models/{started.name}"), ("infer", f"/v2/models/{started.name}/infer")):
+        click.echo(f"{label:9s} {started.url}{path}")
+    click.echo(f"example   {started.curl_example()}")
+    if started.local:
+        click.echo("stop      Ctrl-C or SIGTERM")
+    else:
+        click.echo(f"deployed  to the Ray cluster at {options.address}; it keeps running there "
+                   f"(remove it with: serve delete {started.name} --address http://HEAD:8265)")
+    sys.stdout.flush()
+
+
+@cli.command("serve")
+@click.argument("model_path", metavar="MODEL", type=str)
+@click.option("--name", help="Model name in the URLs (default: the file's stem).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; 0.0.0.0 exposes the server to the network.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--replicas", type=click.IntRange(min=1), help="Replicas of the model (default 1).")
+@click.option("--autoscale", metavar="MIN:MAX", help="Autoscale between MIN and MAX replicas instead of --replicas.")
+@click.option("--provider", type=click.Choice(ONE_ENGINE), default="auto",
+              show_default=True, help="Engine of each replica, as for predict (auto: CUDA when usable, else cpu).")
+@click.option("--threads", type=click.IntRange(min=1), help="Engine intra-op threads per replica.")
+@click.option("--max-batch", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Most images of one size in one engine run, across concurrent requests.")
+@click.option("--batch-wait-ms", type=click.FloatRange(min=0), default=5.0, show_default=True,
+              help="How long a batch waits for more requests.")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=DEFAULT_MAX_TOKENS, show_default=True,
+              help="Refuse images with more patches than this (also caps the pixels of an encoded image).")
+@click.option("--max-body-mb", type=click.FloatRange(min=0, min_open=True), default=64.0, show_default=True,
+              help="Refuse request bodies (after gzip/deflate) over this size.")
+@click.option("--token-file", help="Require 'Authorization: Bearer <token>' (the file's content) except on /v2/health.")
+@click.option("--address", help="Deploy to this Ray cluster (e.g. 10.0.0.5:6379, auto) and leave it running there.")
+@click.option("--print-config", is_flag=True, help="Print the Ray Serve config (serve deploy, KubeRay) and exit.")
+def serve_cmd(model_path, name, host, port, replicas, autoscale, provider, threads, max_batch, batch_wait_ms,
+              max_tokens, max_body_mb, token_file, address, print_config) -> None:
+    """Serve a model over HTTP (Open Inference Protocol / KServe v2) on Ray Serve."""
+    import logging
+
+    from vitexport.serving.http.config import (
+        AppArgs,
+        Scaling,
+        ServeOptions,
+        config_yaml,
+        parse_autoscale,
+        with_absolute_paths,
+    )
+    from vitexport.serving.http.launch import deploy_to_cluster, ray_modules, serve_local
+
+    name = name or Path(model_path).name.split(".")[0]
+    if not MODEL_NAME_RE.match(name):
+        raise click.BadParameter(f"{name!r} cannot be a model name in URLs; use letters, digits, '.', '_', '-'",
+                                 param_hint="--name")
+    if replicas and autoscale:
+        raise click.BadParameter("pass --replicas or --autoscale, not both", param_hint="--autoscale")
+    try:
+        bounds = parse_autoscale(autoscale) if autoscale else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--autoscale") from None
+    ray_modules()  # exit 2 with the install command before anything else
+    app = AppArgs(model_path, name, provider, threads, max_batch, batch_wait_ms, max_tokens, max_body_mb, token_file)
+    options = ServeOptions(app, Scaling(replicas or 1, bounds), host, port, address)
+    if print_config:
+        click.echo(config_yaml(with_absolute_paths(options)[0]), nl=False)
+        return
+    if not logging.getLogger("vitexport").isEnabledFor(logging.INFO):
+        for noisy in ("ray", "ray.serve"):  # Ray's progress lines are not for this terminal
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+    run = deploy_to_cluster if address else serve_local
+    run(options, lambda started: _print_started(started, options))

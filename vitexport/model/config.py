@@ -1,0 +1,370 @@
+"""`ViTConfig` (timm keyword names) and named presets.
+
+A config is a frozen dataclass whose field names and defaults are timm's
+``VisionTransformer`` keyword arguments, except that models built by vitexport
+default to ``dynamic_img_size=True, dynamic_img_pad=True``. Layer choices that timm
+takes as classes are names here (``norm_layer='rmsnorm'``, ``block_fn='res_post'``),
+and the norms' eps, which timm bakes into a ``partial``, are the fields ``norm_eps``
+and ``embed_norm_eps``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vitexport._util.errors import ConfigError
+from vitexport._util.safejson import MAX_JSON_BYTES, parse_json
+from vitexport.model.names import DEFAULT_RESAMPLE, RESAMPLE_FORMS  # noqa: F401 - re-exported
+from vitexport.model.presets import PRESETS
+
+logger = logging.getLogger(__name__)
+
+GLOBAL_POOLS = ("token", "avg", "max", "avgmax", "map", "")
+# Layer choices by name (timm passes classes); the layers live in vitexport.model.layers.
+NORM_LAYERS = ("layernorm", "rmsnorm")
+ACT_LAYERS = ("gelu", "gelu_tanh", "quick_gelu", "silu")
+MLP_LAYERS = ("mlp", "swiglu", "glu", "swiglu_packed")
+BLOCK_FNS = ("block", "res_post", "parallel_scaling", "diff_parallel_scaling", "parallel_things")
+ATTN_LAYERS = ("attn", "diff")
+PARALLEL_SCALING_BLOCKS = ("parallel_scaling", "diff_parallel_scaling")
+LAYER_NAME_KEYS = ("norm_layer", "act_layer", "mlp_layer", "block_fn", "attn_layer")
+LAYER_FIELDS = frozenset(LAYER_NAME_KEYS) | {
+    "norm_eps", "embed_norm_layer", "embed_norm_eps", "scale_attn_norm", "scale_mlp_norm", "proj_bias",
+}
+# timm keyword arguments vitexport accepts only at timm's default (the value it builds);
+# any other value is refused by name rather than built approximately.
+DEFAULT_ONLY_KEYS: dict[str, tuple[Any, ...]] = {
+    "pos_embed": ("learn",),
+    "pool_include_prefix": (False,),
+}
+
+# timm keyword arguments that only matter for training (dropout, init); they are
+# accepted and dropped because an inference graph does not depend on them.
+TRAINING_ONLY_KEYS = frozenset(
+    {
+        "drop_rate",
+        "pos_drop_rate",
+        "patch_drop_rate",
+        "proj_drop_rate",
+        "attn_drop_rate",
+        "drop_path_rate",
+        "weight_init",
+        "fix_init",
+    }
+)
+
+
+# Integer options above this are refused as they are parsed (torch sizes are int64; no real ViT comes close).
+MAX_INT_OPTION = 2**31 - 1
+BOOL_FIELDS = (
+    "qkv_bias", "qk_norm", "class_token", "no_embed_class", "pre_norm", "final_norm", "dynamic_img_size",
+    "dynamic_img_pad", "scale_attn_norm", "scale_mlp_norm", "proj_bias",
+)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _pair(value: Any, name: str) -> tuple[int, int]:
+    if isinstance(value, bool):
+        raise ConfigError(f"{name} must be an int or (height, width), got {value!r}")
+    if isinstance(value, int):
+        pair = (value, value)
+    elif isinstance(value, (list, tuple)) and len(value) == 2 and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
+        pair = (int(value[0]), int(value[1]))
+    else:
+        raise ConfigError(f"{name} must be an int or (height, width), got {value!r}")
+    if min(pair) < 1 or max(pair) > MAX_INT_OPTION:
+        raise ConfigError(f"{name} must be positive (at most {MAX_INT_OPTION:,}), got {value!r}")
+    return pair
+
+
+@dataclass(frozen=True)
+class ViTConfig:
+    """Architecture of a dynamic-pad Vision Transformer, in timm's keyword names."""
+
+    img_size: int | tuple[int, int] = 224
+    patch_size: int | tuple[int, int] = 16
+    in_chans: int = 3
+    num_classes: int = 1000
+    global_pool: str = "token"
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    qk_norm: bool = False
+    init_values: float | None = None
+    class_token: bool = True
+    reg_tokens: int = 0
+    no_embed_class: bool = False
+    pre_norm: bool = False
+    final_norm: bool = True
+    fc_norm: bool | None = None
+    dynamic_img_size: bool = True
+    dynamic_img_pad: bool = True
+    # Layer choices (timm's keyword names; names instead of classes). Defaults build timm's defaults.
+    norm_layer: str = "layernorm"
+    norm_eps: float = 1e-6  # not a timm argument: timm's norm_layer=partial(LayerNorm, eps=...)
+    embed_norm_layer: str | None = None
+    embed_norm_eps: float = 1e-6  # not a timm argument, as norm_eps
+    act_layer: str = "gelu"
+    mlp_layer: str = "mlp"
+    block_fn: str = "block"
+    attn_layer: str = "attn"
+    scale_attn_norm: bool = False
+    scale_mlp_norm: bool = False
+    proj_bias: bool = True
+    # Not a timm argument: the timm architecture name this config came from, if any.
+    architecture: str | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        img = _pair(self.img_size, "img_size")
+        patch = _pair(self.patch_size, "patch_size")
+        # Normalise to timm's spelling: an int when square, a tuple otherwise.
+        object.__setattr__(self, "img_size", img[0] if img[0] == img[1] else img)
+        object.__setattr__(self, "patch_size", patch[0] if patch[0] == patch[1] else patch)
+        self._check_scalars()
+        if self.global_pool not in GLOBAL_POOLS:
+            raise ConfigError(
+                f"global_pool {self.global_pool!r} is not supported; use one of "
+                + ", ".join(repr(p) for p in GLOBAL_POOLS)
+            )
+        if self.global_pool == "token" and not self.class_token:
+            raise ConfigError(
+                "global_pool='token' needs class_token=True; set global_pool='avg' or enable the class token"
+            )
+        if self.embed_dim % self.num_heads:
+            raise ConfigError(
+                f"embed_dim ({self.embed_dim}) must be divisible by num_heads ({self.num_heads})"
+            )
+        if not _finite(self.mlp_ratio) or self.mlp_ratio <= 0:
+            raise ConfigError(f"mlp_ratio must be a positive finite number (timm's default 4.0), "
+                              f"got {self.mlp_ratio!r}")
+        hidden = int(self.embed_dim * self.mlp_ratio)
+        if not 1 <= hidden <= MAX_INT_OPTION:
+            raise ConfigError(f"mlp_ratio {self.mlp_ratio} gives an MLP of width {hidden:,} for embed_dim "
+                              f"{self.embed_dim}; use a ratio such as 4.0")
+        if self.init_values is not None and not _finite(self.init_values):
+            raise ConfigError(f"init_values must be a finite number or null, got {self.init_values!r}")
+        self._check_layers()
+        ph, pw = patch
+        if img[0] // ph < 1 or img[1] // pw < 1:
+            raise ConfigError(
+                f"img_size {img} is smaller than one patch {patch}: the positional-embedding grid would be empty"
+            )
+
+    def _check_scalars(self) -> None:
+        """Integer sizes within range, flags that are booleans (JSON "false" is a string, not False)."""
+        for name, low in (("in_chans", 1), ("embed_dim", 1), ("depth", 1), ("num_heads", 1), ("num_classes", 0),
+                          ("reg_tokens", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= MAX_INT_OPTION:
+                kind = "positive" if low else "non-negative"
+                raise ConfigError(f"{name} must be a {kind} integer (at most {MAX_INT_OPTION:,}), got {value!r}")
+        for name in BOOL_FIELDS:
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.fc_norm is not None and not isinstance(self.fc_norm, bool):
+            raise ConfigError(f"fc_norm must be true, false or null, got {self.fc_norm!r}")
+
+    def _check_layers(self) -> None:
+        """Layer choices: known names, and the combinations timm itself builds (or asserts)."""
+        for name, choices in (
+            ("norm_layer", NORM_LAYERS), ("act_layer", ACT_LAYERS), ("mlp_layer", MLP_LAYERS),
+            ("block_fn", BLOCK_FNS), ("attn_layer", ATTN_LAYERS),
+        ):
+            if getattr(self, name) not in choices:
+                raise ConfigError(
+                    f"{name} {getattr(self, name)!r} is not supported; use one of " + ", ".join(map(repr, choices))
+                )
+        if self.embed_norm_layer is not None and self.embed_norm_layer not in NORM_LAYERS:
+            raise ConfigError(f"embed_norm_layer {self.embed_norm_layer!r} is not supported; use null or one of "
+                              + ", ".join(map(repr, NORM_LAYERS)))
+        for name in ("norm_eps", "embed_norm_eps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+                raise ConfigError(f"{name} must be a small positive number (e.g. 1e-6), got {value!r}")
+        if self.block_fn in PARALLEL_SCALING_BLOCKS:
+            if self.scale_attn_norm or self.scale_mlp_norm:
+                raise ConfigError(f"block_fn={self.block_fn!r} has no scale_attn_norm/scale_mlp_norm (timm asserts)")
+            if self.mlp_layer != "mlp" or self.attn_layer != "attn":
+                raise ConfigError(
+                    f"block_fn={self.block_fn!r} has its own fused MLP and attention (timm ignores mlp_layer and "
+                    "attn_layer there); leave them at 'mlp' and 'attn'"
+                )
+        if self.mlp_layer in ("glu", "swiglu_packed") and int(self.embed_dim * self.mlp_ratio) % 2:
+            raise ConfigError(
+                f"mlp_layer={self.mlp_layer!r} needs an even hidden width; int(embed_dim * mlp_ratio) = "
+                f"{int(self.embed_dim * self.mlp_ratio)}"
+            )
+        if self.differential and self.embed_dim % (2 * self.num_heads):
+            raise ConfigError(
+                f"differential attention needs embed_dim ({self.embed_dim}) divisible by 2 * num_heads "
+                f"({2 * self.num_heads})"
+            )
+
+    @property
+    def differential(self) -> bool:
+        return self.attn_layer == "diff" or self.block_fn == "diff_parallel_scaling"
+
+    # ---- derived geometry -------------------------------------------------
+    @property
+    def img_hw(self) -> tuple[int, int]:
+        return _pair(self.img_size, "img_size")
+
+    @property
+    def patch_hw(self) -> tuple[int, int]:
+        return _pair(self.patch_size, "patch_size")
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        """The native positional-embedding grid: ``img_size // patch_size`` (floor), as timm."""
+        (h, w), (ph, pw) = self.img_hw, self.patch_hw
+        return h // ph, w // pw
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return int(self.class_token) + self.reg_tokens
+
+    @property
+    def use_fc_norm(self) -> bool:
+        return self.global_pool in ("avg", "avgmax", "max") if self.fc_norm is None else self.fc_norm
+
+    @property
+    def num_features(self) -> int:
+        return self.embed_dim
+
+    def replace(self, **changes: Any) -> ViTConfig:
+        return dataclasses.replace(self, **changes)
+
+    # ---- serialisation ----------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict of timm keyword arguments (plus ``architecture`` when known).
+
+        Layer-choice fields are left out when they hold the default and `from_dict` would
+        restore the default (no preset says otherwise), so the config of a plain ViT reads
+        exactly as it did before those fields existed.
+        """
+        preset = _preset_or_empty(self.architecture)
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, tuple):
+                value = list(value)
+            if f.name == "architecture" and value is None:
+                continue
+            if f.name in LAYER_FIELDS and value == f.default == preset.get(f.name, f.default):
+                continue
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ViTConfig:
+        """Build a config from timm keyword arguments; ``architecture`` picks a preset first."""
+        if not isinstance(data, dict):
+            raise ConfigError(
+                f"a model config must be a JSON object of timm keyword arguments, got {type(data).__name__}"
+            )
+        data = dict(data)
+        arch = data.pop("architecture", None) or data.pop("arch", None)
+        base: dict[str, Any] = dict(preset_args(arch)) if arch else {}
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = [k for k in data if k not in known and k not in TRAINING_ONLY_KEYS and k not in DEFAULT_ONLY_KEYS]
+        if unknown:
+            hints = []
+            for key in unknown:
+                close = difflib.get_close_matches(key, sorted(known), n=1)
+                hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise ConfigError(
+                "unsupported model option " + ", ".join(hints)
+                + "; vitexport supports: " + ", ".join(sorted(known - {"architecture"}))
+            )
+        _check_default_only(data)
+        for key in LAYER_NAME_KEYS:  # timm: None (or '' for attn_layer) means its default layer
+            if key in data and data[key] in (None, ""):
+                data.pop(key)
+        dropped = sorted(k for k in data if k in TRAINING_ONLY_KEYS)
+        if dropped:
+            logger.debug("ignoring training-only options: %s", ", ".join(dropped))
+        base.update({k: v for k, v in data.items() if k in known})
+        for key in ("img_size", "patch_size"):
+            if isinstance(base.get(key), list):
+                base[key] = tuple(base[key])
+        try:
+            return cls(architecture=arch, **base)
+        except TypeError as exc:  # pragma: no cover - guarded by the key check above
+            raise ConfigError(f"invalid model config: {exc}") from exc
+
+
+def _preset_or_empty(name: str | None) -> dict[str, Any]:
+    try:
+        return preset_args(name) if name else {}
+    except ConfigError:
+        return {}
+
+
+def _check_default_only(data: dict[str, Any]) -> None:
+    """Refuse, by name, timm options that vitexport builds only at their default value."""
+    for key, allowed in DEFAULT_ONLY_KEYS.items():
+        if key in data and data[key] not in allowed:
+            raise ConfigError(
+                f"{key}={data[key]!r} is not supported by vitexport (only {allowed[0]!r}, timm's default); "
+                "this model cannot be exported exactly"
+            )
+
+
+def preset_args(name: str) -> dict[str, Any]:
+    """The timm keyword arguments of a named architecture; suggests the closest name on a miss."""
+    key = name.split("/")[-1]
+    key = key.removeprefix("timm/").split(".")[0]  # "vit_base_patch16_224.augreg_in21k" -> base name
+    if key in PRESETS:
+        return dict(PRESETS[key])
+    close = difflib.get_close_matches(key, sorted(PRESETS), n=1, cutoff=0.5)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise ConfigError(
+        f"unknown architecture {name!r}; {hint}"
+        "pass the model options with --config, or list the known names with `vitexport presets`"
+    )
+
+
+def get_preset(name: str, **overrides: Any) -> ViTConfig:
+    """A named preset as a `ViTConfig`, with optional keyword overrides (timm's ``model_args``)."""
+    return ViTConfig.from_dict({"architecture": name, **overrides})
+
+
+def load_config_arg(config: dict[str, Any] | str | Path | None) -> dict[str, Any] | None:
+    """Accept a dict of timm keyword arguments, a path to a JSON file of them, or the JSON object itself
+    (a string starting with ``{``: ``--config '{"architecture": "vit_base_patch16_224"}'``)."""
+    if config is None or isinstance(config, dict):
+        return config
+    if isinstance(config, str) and config.lstrip().startswith("{"):
+        try:
+            data = parse_json(config.encode("utf-8")[: MAX_JSON_BYTES + 1])
+        except ValueError as exc:
+            raise ConfigError(f"--config (inline JSON) is {exc}; fix it, or pass a JSON file") from exc
+        if not isinstance(data, dict):
+            raise ConfigError("--config must be a JSON object of timm keyword arguments")
+        return data
+    path = Path(config)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist; pass a JSON file of timm keyword arguments")
+    try:
+        with open(path, "rb") as fh:
+            data = parse_json(fh.read(MAX_JSON_BYTES + 1))
+    except OSError as exc:
+        raise ConfigError(f"config file {str(path)!r} cannot be read ({exc.strerror}); check the path") from exc
+    except ValueError as exc:
+        raise ConfigError(f"config file {str(path)!r} is {exc}; fix the file") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a JSON object of timm keyword arguments")
+    return data

@@ -1,0 +1,138 @@
+"""Activations, LayerScale and the MLP variants of timm's ViT blocks, with timm's state_dict keys.
+
+The activation of every MLP is the model's ``act_layer``, as in timm (its blocks pass
+``act_layer`` to ``mlp_layer``, overriding a ``partial``'s own). Kinds:
+
+- ``mlp``: ``fc1 -> act -> [norm] -> fc2`` (timm ``Mlp``);
+- ``swiglu``: ``act(fc1_g(x)) * fc1_x(x) -> [norm] -> fc2`` (timm ``SwiGLU``, split input projections);
+- ``glu``: ``fc1`` packs both halves, ``x1 * act(x2)`` (timm ``GluMlp``, ``gate_last=True``);
+- ``swiglu_packed``: ``act(x1) * x2`` (timm ``SwiGLUPacked`` = ``GluMlp(gate_last=False)``).
+"""
+
+# No `from __future__ import annotations` here: TorchScript needs evaluated annotations.
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from vitexport.model.config import ACT_LAYERS, MLP_LAYERS
+from vitexport.model.layers.norm import NormFactory
+
+
+class QuickGELU(nn.Module):
+    """``x * sigmoid(1.702 x)``, the activation of OpenAI's CLIP weights."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+def make_act(kind: str) -> nn.Module:
+    if kind == "gelu":
+        return nn.GELU()
+    if kind == "gelu_tanh":
+        return nn.GELU(approximate="tanh")
+    if kind == "quick_gelu":
+        return QuickGELU()
+    if kind == "silu":
+        return nn.SiLU()
+    raise ValueError(f"unknown activation {kind!r}; expected one of {ACT_LAYERS}")
+
+
+class LayerScale(nn.Module):
+    def __init__(self, dim: int, init_values: float = 1e-5) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((dim,), float(init_values)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma
+
+
+class Mlp(nn.Module):
+    """timm ``Mlp``: ``fc1 -> act -> norm -> fc2`` (``norm`` only with ``scale_mlp_norm``)."""
+
+    def __init__(
+        self,
+        dim: int,
+        hidden: int,
+        act_layer: str = "gelu",
+        bias: bool = True,
+        norm_layer: Optional[NormFactory] = None,
+        inner: Optional[int] = None,
+    ) -> None:
+        super().__init__()
+        inner = hidden if inner is None else inner  # the width after the activation (gated: hidden / 2)
+        self.fc1 = nn.Linear(dim, hidden, bias=bias)
+        self.act = make_act(act_layer)
+        self.norm = norm_layer(inner) if norm_layer is not None else nn.Identity()
+        self.fc2 = nn.Linear(inner, dim, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.norm(self.act(self.fc1(x))))
+
+
+class GluMlp(Mlp):
+    """timm ``GluMlp``: ``fc1`` holds value and gate halves; ``fc2`` takes ``hidden // 2``."""
+
+    gate_last: torch.jit.Final[bool]
+
+    def __init__(
+        self,
+        dim: int,
+        hidden: int,
+        act_layer: str = "silu",
+        bias: bool = True,
+        norm_layer: Optional[NormFactory] = None,
+        gate_last: bool = True,
+    ) -> None:
+        if hidden % 2:
+            raise ValueError(f"a gated MLP needs an even hidden width, got {hidden}")
+        super().__init__(dim, hidden, act_layer, bias, norm_layer, inner=hidden // 2)
+        self.gate_last = gate_last
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.fc1(x)
+        half = x.shape[-1] // 2
+        x1, x2 = x[..., :half], x[..., half:]  # (..., hidden/2) each; chunk would export as sequence ops
+        x = x1 * self.act(x2) if self.gate_last else self.act(x1) * x2
+        return self.fc2(self.norm(x))
+
+
+class SwiGLU(nn.Module):
+    """timm ``SwiGLU``: separate ``fc1_g`` (gate) and ``fc1_x`` projections."""
+
+    def __init__(
+        self,
+        dim: int,
+        hidden: int,
+        act_layer: str = "silu",
+        bias: bool = True,
+        norm_layer: Optional[NormFactory] = None,
+    ) -> None:
+        super().__init__()
+        self.fc1_g = nn.Linear(dim, hidden, bias=bias)
+        self.fc1_x = nn.Linear(dim, hidden, bias=bias)
+        self.act = make_act(act_layer)
+        self.norm = norm_layer(hidden) if norm_layer is not None else nn.Identity()
+        self.fc2 = nn.Linear(hidden, dim, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.norm(self.act(self.fc1_g(x)) * self.fc1_x(x)))
+
+
+def make_mlp(
+    kind: str,
+    dim: int,
+    hidden: int,
+    act_layer: str,
+    bias: bool = True,
+    norm_layer: Optional[NormFactory] = None,
+) -> nn.Module:
+    """The MLP of one block; ``hidden`` is ``int(dim * mlp_ratio)`` as in timm."""
+    if kind == "mlp":
+        return Mlp(dim, hidden, act_layer, bias, norm_layer)
+    if kind == "swiglu":
+        return SwiGLU(dim, hidden, act_layer, bias, norm_layer)
+    if kind in ("glu", "swiglu_packed"):
+        return GluMlp(dim, hidden, act_layer, bias, norm_layer, gate_last=kind == "glu")
+    raise ValueError(f"unknown MLP layer {kind!r}; expected one of {MLP_LAYERS}")

@@ -1,0 +1,239 @@
+"""The dynamic-pad Vision Transformer, with timm's state_dict keys and semantics.
+
+Reads top to bottom: patch embedding (pad right/bottom, conv) -> prefix tokens and
+positional embeddings (resampled to the input's grid) -> blocks -> norm -> pool -> head.
+"""
+
+# No `from __future__ import annotations` here: TorchScript needs evaluated annotations (torch.jit.Final).
+
+import logging
+from typing import Any, Dict, List, Tuple
+
+import torch
+from torch import nn
+
+from vitexport._util.geometry import grid_size, input_geometry
+from vitexport.model.config import ViTConfig
+from vitexport.model.layers import (
+    AttentionPoolLatent,
+    BlockSpec,
+    PatchEmbed,
+    make_block,
+    norm_factory,
+    resample_abs_pos_embed,
+)
+from vitexport.model.resample import uses_portable
+
+logger = logging.getLogger(__name__)
+
+
+def block_spec(c: ViTConfig) -> BlockSpec:
+    """What the model's blocks share, from its config (timm passes the same keyword arguments)."""
+    return BlockSpec(
+        dim=c.embed_dim,
+        num_heads=c.num_heads,
+        mlp_ratio=c.mlp_ratio,
+        qkv_bias=c.qkv_bias,
+        qk_norm=c.qk_norm,
+        scale_attn_norm=c.scale_attn_norm,
+        scale_mlp_norm=c.scale_mlp_norm,
+        proj_bias=c.proj_bias,
+        init_values=c.init_values,
+        act_layer=c.act_layer,
+        norm_layer=c.norm_layer,
+        norm_eps=c.norm_eps,
+        mlp_layer=c.mlp_layer,
+        attn_layer=c.attn_layer,
+    )
+
+
+class VisionTransformer(nn.Module):
+    """timm's ``VisionTransformer`` restricted to what exports: see `ViTConfig` for options."""
+
+    # Python-side metadata that must not reach TorchScript.
+    __jit_ignored_attributes__ = ("config", "meta")
+
+    dynamic_img_size: torch.jit.Final[bool]
+    no_embed_class: torch.jit.Final[bool]
+    num_prefix_tokens: torch.jit.Final[int]
+    global_pool: torch.jit.Final[str]
+
+    def __init__(self, config: ViTConfig | None = None, **kwargs: Any) -> None:
+        super().__init__()
+        if config is None:
+            config = ViTConfig(**kwargs)
+        elif kwargs:
+            config = config.replace(**kwargs)
+        self.config = config
+        self.meta = {}  # preprocessing, labels, source: filled by the loader
+        c = config
+        D = c.embed_dim
+        norm_layer = norm_factory(c.norm_layer, c.norm_eps)  # as timm's norm_layer: dim -> module
+
+        self.num_classes = c.num_classes
+        self.global_pool = c.global_pool
+        self.num_prefix_tokens = c.num_prefix_tokens
+        self.no_embed_class = c.no_embed_class
+        self.dynamic_img_size = c.dynamic_img_size
+
+        self.patch_embed = PatchEmbed(
+            img_size=c.img_hw,
+            patch_size=c.patch_hw,
+            in_chans=c.in_chans,
+            embed_dim=D,
+            bias=not c.pre_norm,  # as timm: no conv bias when a pre-norm follows (CLIP)
+            dynamic_img_pad=c.dynamic_img_pad,
+            strict_img_size=not c.dynamic_img_size,
+            norm=norm_factory(c.embed_norm_layer, c.embed_norm_eps)(D) if c.embed_norm_layer else None,
+        )
+        num_patches = self.patch_embed.num_patches
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, D)) if c.class_token else None
+        self.reg_token = nn.Parameter(torch.zeros(1, c.reg_tokens, D)) if c.reg_tokens else None
+        embed_len = num_patches if c.no_embed_class else num_patches + self.num_prefix_tokens
+        self.pos_embed = nn.Parameter(torch.randn(1, embed_len, D) * 0.02)
+        self.norm_pre = norm_layer(D) if c.pre_norm else nn.Identity()
+        spec = block_spec(c)
+        self.blocks = nn.Sequential(*[make_block(c.block_fn, spec, depth=i) for i in range(c.depth)])
+        use_fc_norm = c.use_fc_norm
+        self.norm = norm_layer(D) if c.final_norm and not use_fc_norm else nn.Identity()
+        # 'map': a learned latent query attends over the patch tokens (SigLIP); timm's AttentionPoolLatent
+        self.attn_pool = None
+        if c.global_pool == "map":
+            self.attn_pool = AttentionPoolLatent(D, c.num_heads, c.mlp_ratio, norm_layer, c.act_layer)
+        self.fc_norm = norm_layer(D) if c.final_norm and use_fc_norm else nn.Identity()
+        self.head = nn.Linear(D, c.num_classes) if c.num_classes > 0 else nn.Identity()
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        if self.cls_token is not None:
+            nn.init.normal_(self.cls_token, std=1e-6)
+        if self.reg_token is not None:
+            nn.init.normal_(self.reg_token, std=1e-6)
+
+    # ---- geometry ---------------------------------------------------------
+    @torch.jit.ignore
+    def grid_for(self, height: int, width: int) -> Tuple[int, int]:
+        """Patch grid an input of this size produces (after padding when dynamic_img_pad)."""
+        return grid_size(height, width, self.patch_embed.patch_size, self.patch_embed.dynamic_img_pad)
+
+    @torch.jit.ignore
+    def set_input_size(
+        self,
+        img_size: int | Tuple[int, int] | None = None,
+        patch_size: int | Tuple[int, int] | None = None,
+    ) -> None:
+        """Make ``img_size`` the native size, resampling ``pos_embed`` permanently when the grid changes."""
+        if patch_size is not None and ViTConfig(img_size=self.config.img_size, patch_size=patch_size).patch_hw != (
+            self.patch_embed.patch_size
+        ):
+            raise NotImplementedError(
+                "changing the patch size needs resampled patch-embedding weights, which vitexport does not do; "
+                "re-train or convert the checkpoint with timm"
+            )
+        new_config = self.config.replace(img_size=img_size if img_size is not None else self.config.img_size)
+        prev_grid = self.patch_embed.grid_size
+        self.patch_embed.set_input_size(new_config.img_hw)
+        new_grid = self.patch_embed.grid_size
+        num_prefix = 0 if self.no_embed_class else self.num_prefix_tokens
+        num_new_tokens = self.patch_embed.num_patches + num_prefix
+        if num_new_tokens != self.pos_embed.shape[1] or new_grid != prev_grid:
+            with torch.no_grad():
+                resampled = resample_abs_pos_embed(self.pos_embed, list(new_grid), list(prev_grid), num_prefix)
+            self.pos_embed = nn.Parameter(resampled, requires_grad=self.pos_embed.requires_grad)
+            logger.info("resampled position embedding %s -> %s", prev_grid, new_grid)
+        self.config = new_config
+
+    # ---- forward ----------------------------------------------------------
+    def _pos_embed(self, x: torch.Tensor) -> torch.Tensor:
+        B, gh, gw, D = x.shape
+        if self.dynamic_img_size:
+            old = self.patch_embed.grid_size
+            portable = False
+            if not torch.jit.is_scripting():
+                portable = uses_portable(self)  # set by the ONNX exporter: vitexport.model.resample.resampling_form
+            pos_embed = resample_abs_pos_embed(
+                self.pos_embed,
+                [gh, gw],
+                [old[0], old[1]],
+                0 if self.no_embed_class else self.num_prefix_tokens,
+                portable=portable,
+            )  # (1, [prefix +] gh*gw, D)
+        else:
+            pos_embed = self.pos_embed
+        x = x.reshape(B, gh * gw, D)  # (B, N, D)
+
+        to_cat: List[torch.Tensor] = []
+        if self.cls_token is not None:
+            to_cat.append(self.cls_token.expand(B, -1, -1))
+        if self.reg_token is not None:
+            to_cat.append(self.reg_token.expand(B, -1, -1))
+        if self.no_embed_class:
+            x = x + pos_embed
+            if len(to_cat) > 0:
+                x = torch.cat(to_cat + [x], dim=1)
+        else:
+            if len(to_cat) > 0:
+                x = torch.cat(to_cat + [x], dim=1)
+            x = x + pos_embed
+        return x  # (B, prefix + N, D)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x)  # (B, gh, gw, D)
+        x = self._pos_embed(x)  # (B, T, D)
+        x = self.norm_pre(x)
+        x = self.blocks(x)
+        return self.norm(x)
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        if self.attn_pool is not None:
+            return self.attn_pool(x[:, self.num_prefix_tokens :])  # (B, D)
+        if self.global_pool == "token":
+            return x[:, 0]
+        if self.global_pool == "":
+            return x
+        x = x[:, self.num_prefix_tokens :]
+        if self.global_pool == "avg":
+            return x.mean(dim=1)
+        if self.global_pool == "max":
+            return x.amax(dim=1)
+        return 0.5 * (x.amax(dim=1) + x.mean(dim=1))  # avgmax
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.pool(x)
+        x = self.fc_norm(x)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def create_model(config: ViTConfig | str | Dict[str, Any] | None = None, **overrides: Any) -> VisionTransformer:
+    """Build a randomly initialised model from a config, a preset name or timm keyword arguments."""
+    if isinstance(config, str):
+        config = ViTConfig.from_dict({"architecture": config, **overrides})
+    elif isinstance(config, dict):
+        config = ViTConfig.from_dict({**config, **overrides})
+    elif config is None:
+        config = ViTConfig.from_dict(overrides)
+    elif overrides:
+        config = config.replace(**overrides)
+    return VisionTransformer(config).eval()
+
+
+def infer_grid(model: VisionTransformer, height: int, width: int) -> Dict[str, Any]:
+    """Geometry an input of ``height`` x ``width`` goes through: padded size, grid, tokens."""
+    return input_geometry(height, width, model.patch_embed.patch_size, model.patch_embed.dynamic_img_pad,
+                          model.num_prefix_tokens, model.patch_embed.grid_size)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+__all__ = ["VisionTransformer", "count_parameters", "create_model", "infer_grid"]

@@ -1,0 +1,162 @@
+"""What `vitexport serve` runs, as data: the application's arguments, its Ray Serve deployment options,
+and the config file that ``serve deploy`` and a KubeRay RayService (``serveConfigV2``) accept.
+
+One function, `deployment_options`, decides replicas, autoscaling, concurrency and resources; the
+local server, ``--address`` and the printed config all use it, so they deploy the same thing.
+No Ray import (PyYAML only for `config_yaml`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from vitexport._util.errors import EnvironmentProblem
+from vitexport._util.extras import install_command
+from vitexport.security.limits import DEFAULT_MAX_TOKENS
+
+IMPORT_PATH = "vitexport.serving.http.app:build_app"
+DEPLOYMENT_NAME = "VitexportModel"
+INSTALL_HINT = install_command("serve")
+
+
+@dataclass(frozen=True)
+class AppArgs:
+    """What each replica needs (the config file's ``args``): the model and the service's limits."""
+
+    model: str
+    name: str
+    provider: str = "cpu"
+    threads: int | None = None
+    max_batch: int = 16
+    batch_wait_ms: float = 5.0
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    max_body_mb: float = 64.0
+    token_file: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 1 or self.max_tokens < 1 or self.max_body_mb <= 0 or self.batch_wait_ms < 0:
+            raise ValueError("max_batch, max_tokens and max_body_mb must be positive, batch_wait_ms not negative")
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * 2**20)
+
+    def to_args(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_args(cls, args: dict[str, Any]) -> AppArgs:
+        known = {f.name for f in fields(cls)}
+        if unknown := set(args) - known:
+            raise ValueError(f"unknown vitexport serve argument(s) {', '.join(sorted(unknown))}; "
+                             f"known: {', '.join(sorted(known))}")
+        return cls(**args)
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """A fixed replica count, or autoscaling between ``autoscale = (min, max)`` replicas."""
+
+    replicas: int = 1
+    autoscale: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.replicas < 1:
+            raise ValueError("replicas must be at least 1")
+        if self.autoscale and not (0 <= self.autoscale[0] <= self.autoscale[1] and self.autoscale[1] >= 1):
+            raise ValueError(f"autoscale {self.autoscale}: need 0 <= MIN <= MAX and MAX >= 1")
+
+    @property
+    def most(self) -> int:
+        return self.autoscale[1] if self.autoscale else self.replicas
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    app: AppArgs
+    scaling: Scaling = field(default_factory=Scaling)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    address: str | None = None
+
+
+def parse_autoscale(text: str) -> tuple[int, int]:
+    """'1:4' -> (1, 4)."""
+    lo, sep, hi = text.partition(":")
+    try:
+        bounds = (int(lo), int(hi)) if sep else None
+    except ValueError:
+        bounds = None
+    if bounds is None or not 0 <= bounds[0] <= bounds[1] or bounds[1] < 1:
+        raise ValueError(f"{text!r} is not MIN:MAX replicas; write e.g. 1:4 (0 <= MIN <= MAX, MAX >= 1)")
+    return bounds
+
+
+def with_absolute_paths(options: ServeOptions) -> tuple[ServeOptions, bool]:
+    """(options with the model and token paths made absolute where they exist here, whether the model does).
+
+    Replicas run in other folders (or on other machines), so relative paths would not find the files.
+    """
+    app = options.app
+    here = Path(app.model).is_file()
+    model = os.path.abspath(app.model) if here else app.model
+    token = app.token_file
+    if token and os.path.exists(token):
+        token = os.path.abspath(token)
+    return replace(options, app=replace(app, model=model, token_file=token)), here
+
+
+def deployment_options(args: AppArgs, scaling: Scaling) -> dict[str, Any]:
+    """The Ray Serve options of the model's deployment (for ``Deployment.options`` and the config file)."""
+    actor: dict[str, Any] = {"num_cpus": 1}
+    if args.provider in ("cuda", "tensorrt"):
+        actor["num_gpus"] = 1
+    options: dict[str, Any] = {
+        # a replica holds one batch running and the next one filling
+        "max_ongoing_requests": max(8, 2 * args.max_batch),
+        "graceful_shutdown_wait_loop_s": 0.5,
+        "graceful_shutdown_timeout_s": 5.0,
+        "ray_actor_options": actor,
+    }
+    if scaling.autoscale:
+        lo, hi = scaling.autoscale
+        options["autoscaling_config"] = {"min_replicas": lo, "max_replicas": hi, "initial_replicas": max(lo, 1),
+                                         "target_ongoing_requests": args.max_batch}
+    else:
+        options["num_replicas"] = scaling.replicas
+    return options
+
+
+def serve_config(options: ServeOptions) -> dict[str, Any]:
+    """The Ray Serve config (``serve deploy``, KubeRay ``serveConfigV2``) of one vitexport application."""
+    return {
+        "proxy_location": "EveryNode",
+        "http_options": {"host": options.host, "port": options.port},
+        "applications": [{
+            "name": options.app.name,
+            "route_prefix": "/",
+            "import_path": IMPORT_PATH,
+            "args": options.app.to_args(),
+            "deployments": [{"name": DEPLOYMENT_NAME, **deployment_options(options.app, options.scaling)}],
+        }],
+    }
+
+
+def config_yaml(options: ServeOptions) -> str:
+    try:
+        import yaml
+    except ImportError as exc:
+        raise EnvironmentProblem(f"PyYAML is not installed; {INSTALL_HINT}") from exc
+    head = ("# Ray Serve config for `serve deploy` or a KubeRay RayService (spec.serveConfigV2), "
+            "written by `vitexport serve --print-config`.\n"
+            "# The model file and the token file must exist at these paths on every Ray node.\n")
+    return head + yaml.safe_dump(serve_config(options), sort_keys=False)
+
+
+__all__ = [
+    "DEPLOYMENT_NAME", "IMPORT_PATH", "INSTALL_HINT", "AppArgs", "Scaling", "ServeOptions",
+    "config_yaml", "deployment_options", "parse_autoscale", "serve_config", "with_absolute_paths",
+]

@@ -1,0 +1,172 @@
+"""Run `vitexport serve`: a local Ray instance stopped on exit, or a deployment to a cluster (``--address``).
+
+- Local: the model is loaded once here first, so a missing file, a model without metadata or an
+  unusable provider fail in a second with a clear error, before Ray starts; ``auto`` is resolved
+  here once. Then a new local Ray instance (never one found through ``RAY_ADDRESS``), Serve's HTTP
+  proxy on ``host:port``, the application, and a wait for SIGINT/SIGTERM (or ``stop``), after which
+  Serve and Ray are shut down (replicas finish their requests for up to 5 s).
+- ``address``: the application is deployed to that cluster and left running there; the model
+  and token paths must exist on its nodes (they are checked here when they exist here too).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from vitexport._util.errors import EnvironmentProblem, ServingError
+from vitexport._util.interrupt import HANDLED as STOP_SIGNALS
+from vitexport.serving.http.config import INSTALL_HINT, ServeOptions, with_absolute_paths
+
+logger = logging.getLogger(__name__)
+SHUTDOWN_TIMEOUT_S = 15.0
+
+
+@dataclass(frozen=True)
+class Started:
+    """Where the application answers, for the caller to show."""
+
+    url: str
+    name: str
+    model: str
+    provider: str
+    provider_note: str = ""
+    local: bool = True
+    token_file: str | None = None
+
+    @property
+    def infer_url(self) -> str:
+        return f"{self.url}/v2/models/{self.name}/infer"
+
+    def curl_example(self) -> str:
+        auth = f" -H \"Authorization: Bearer $(cat {self.token_file})\"" if self.token_file else ""
+        body = ('{"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], '
+                '"data": ["\'"$(base64 -w0 IMAGE.png)"\'"]}], '
+                '"outputs": [{"name": "logits", "parameters": {"classification": 3}}]}')
+        return f"curl -s {self.infer_url}{auth} -H 'Content-Type: application/json' -d '{body}'"
+
+
+def ray_modules() -> tuple[Any, Any]:
+    """(ray, ray.serve), or `EnvironmentProblem` (exit 2) with the install command."""
+    try:
+        import ray
+        from ray import serve
+    except ImportError as exc:
+        raise EnvironmentProblem(f"Ray Serve is not installed ({exc}); {INSTALL_HINT}") from None
+    return ray, serve
+
+
+def _display_url(host: str, port: int) -> str:
+    shown = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "[::1]"}.get(host, f"[{host}]" if ":" in host else host)
+    return f"http://{shown}:{port}"
+
+
+def prepare_options(options: ServeOptions) -> tuple[ServeOptions, str]:
+    """Options with absolute paths and (locally) ``auto`` resolved, after loading the model once here
+    when it is here; returns (options, a note on the provider choice)."""
+    from vitexport.serving.http.service import read_token
+    from vitexport.serving.predictor import Predictor
+
+    options, here = with_absolute_paths(options)
+    app = options.app
+    if app.token_file and (options.address is None or os.path.exists(app.token_file)):
+        read_token(app.token_file)
+    if not here:
+        if options.address is None:
+            raise ServingError(f"model {app.model!r} does not exist; pass an exported .onnx file")
+        logger.warning("%s is not here; it must exist at that path on the cluster's nodes", app.model)
+        return options, ""
+    loaded = Predictor(app.model, provider=app.provider, max_batch=app.max_batch, max_tokens=app.max_tokens,
+                       spin=False)
+    if options.address is not None:  # the cluster's nodes resolve ``auto`` themselves
+        return options, ""
+    return replace(options, app=replace(app, provider=loaded.provider)), loaded.provider_note
+
+
+def _started(options: ServeOptions, note: str, local: bool) -> Started:
+    app = options.app
+    return Started(_display_url(options.host, options.port), app.name, app.model, app.provider, note, local,
+                   app.token_file)
+
+
+def _deploy(serve: Any, options: ServeOptions) -> None:
+    from vitexport.serving.http.app import make_app
+
+    serve.start(http_options={"host": options.host, "port": options.port}, proxy_location="EveryNode")
+    serve.run(make_app(options.app, options.scaling), name=options.app.name, route_prefix="/")
+
+
+def deploy_to_cluster(options: ServeOptions, on_ready: Callable[[Started], None]) -> None:
+    """Deploy to the Ray cluster at ``options.address`` and leave the application running there."""
+    options, note = prepare_options(options)
+    ray, serve = ray_modules()
+    ours = _current_handlers()
+    ray.init(address=options.address, log_to_driver=False, logging_level=logging.WARNING)
+    _on_signals(ours)  # ray.init replaces SIGTERM's handler with one that raises SystemExit anywhere
+    try:
+        _deploy(serve, options)
+        on_ready(_started(options, note, local=False))
+    finally:
+        ray.shutdown()  # disconnects this driver; the application stays on the cluster
+
+
+def serve_local(options: ServeOptions, on_ready: Callable[[Started], None],
+                stop: threading.Event | None = None) -> None:
+    """Serve on a new local Ray instance until ``stop`` is set or (main thread) SIGINT/SIGTERM arrives."""
+    options, note = prepare_options(options)
+    ray, serve = ray_modules()
+    stop = stop or threading.Event()
+    previous = _on_signals(lambda *_: stop.set())  # from here a signal only asks to stop: never half-started Ray
+    try:
+        saved = os.environ.pop("RAY_ADDRESS", None)  # local means a new instance, never a cluster found by the env
+        try:
+            ray.init(address="local", num_cpus=max(os.cpu_count() or 1, options.scaling.most),
+                     include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+        finally:
+            if saved is not None:
+                os.environ["RAY_ADDRESS"] = saved
+        _on_signals(lambda *_: stop.set())  # again: ray.init installs its own SIGTERM handler (sys.exit)
+        try:
+            if not stop.is_set():
+                _deploy(serve, options)
+                on_ready(_started(options, note, local=True))
+            while not stop.wait(0.5):
+                pass
+        finally:
+            _shutdown(ray, serve)
+    finally:
+        _on_signals(previous)
+
+
+def _on_signals(handler: Any) -> Any:
+    """Install ``handler`` (or a dict of handlers) for SIGINT, SIGTERM and SIGHUP in the main thread; returns the
+    old ones."""
+    if handler is None or threading.current_thread() is not threading.main_thread():
+        return None
+    handlers = handler if isinstance(handler, dict) else {sig: handler for sig in STOP_SIGNALS}
+    return {sig: signal.signal(sig, h) for sig, h in handlers.items()}
+
+
+def _current_handlers() -> dict[int, Any] | None:
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return {sig: h for sig in STOP_SIGNALS if (h := signal.getsignal(sig)) is not None}
+
+
+def _shutdown(ray: Any, serve: Any) -> None:
+    """Serve first (replicas finish in-flight requests), bounded in time; then the local Ray processes."""
+    _on_signals(lambda *_: logger.warning("already shutting down"))
+    worker = threading.Thread(target=serve.shutdown, name="serve-shutdown", daemon=True)
+    worker.start()
+    worker.join(SHUTDOWN_TIMEOUT_S)
+    if worker.is_alive():
+        logger.warning("Serve did not shut down within %.0f s; stopping Ray anyway", SHUTDOWN_TIMEOUT_S)
+    ray.shutdown()
+
+
+__all__ = ["Started", "deploy_to_cluster", "prepare_options", "ray_modules", "serve_local"]

@@ -1,0 +1,240 @@
+"""Serving: the torch-free `Predictor` (images of any size in, labels out) on any engine of
+`vitexport.engines` (ONNX Runtime CPU/CUDA/TensorRT, OpenVINO, the ONNX reference). Imports numpy
+and the engine's runtime, never torch.
+
+Sessions, provider honesty and diagnostics live in `vitexport.engines.ort`; the names below
+are re-exported from there for code written against earlier versions.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from vitexport._util.errors import EngineError, EnvironmentProblem, InputError, ServingError, VitexportError, one_line
+from vitexport.engines import PROVIDER_CHOICES, Engine, load_engines  # noqa: F401 - PROVIDER_CHOICES re-exported
+from vitexport.engines.ort import (  # noqa: F401 - re-exported
+    PROVIDERS,
+    AutoChoice,
+    OrtEngine,
+    SessionInfo,
+    available_providers,
+    create_session,
+    probe_provider,
+    profile_placement,
+    resolve_auto_provider,
+)
+from vitexport.model.config import ViTConfig
+from vitexport.security.limits import (
+    DEFAULT_MAX_MEMORY_GB,
+    DEFAULT_MAX_TOKENS,
+    Limits,
+    estimate,
+    largest_batch,
+    over_limit,
+)
+
+logger = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------
+# production inference
+# ---------------------------------------------------------------------------
+@dataclass
+class Prediction:
+    """One image's result, in the order the images were given."""
+
+    index: int
+    size: tuple[int, int]
+    output: Any  # numpy: logits (num_classes,) or features
+    probabilities: Any | None = None
+    top_k: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def logits(self) -> Any:
+        return self.output
+
+
+def _softmax(x: Any) -> Any:
+    import numpy as np
+
+    z = x.astype(np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class Predictor:
+    """Images of any size in, labels out, on one engine; safe to share across threads.
+
+    Reads preprocessing, labels and channels from the model's vitexport metadata. Equal
+    sizes are batched together (at most ``max_batch`` per run); results come back in
+    input order. ``max_tokens`` (tokens per image) and ``max_memory_gb`` (the estimate of one
+    forward pass, `vitexport.security.limits`) refuse images that would exhaust memory, before they are
+    decoded when read with `read_image` (``check=predictor.check_size``); batches of equal sizes
+    are split to stay within ``max_memory_gb``.
+    ``provider`` names an engine (`vitexport.engines`: ``cpu``, ``cuda``, ``tensorrt``,
+    ``openvino``, ``reference``); ``auto`` is ONNX Runtime's CUDA when usable, else its CPU,
+    and `provider_note` says why it fell back. ``engine_options`` go to the engine: for ONNX Runtime
+    ``{"session": {"graph_level": ..., "prepack": ..., "config": {...}}}`` (`SessionTuning`), for
+    OpenVINO ``{"performance_hint": "LATENCY" | "THROUGHPUT", "num_streams": n}``.
+    """
+
+    def __init__(
+        self,
+        model_path: str,
+        provider: str = "auto",
+        threads: int | None = None,
+        max_batch: int = 16,
+        max_tokens: int | None = DEFAULT_MAX_TOKENS,
+        top_k: int = 5,
+        spin: bool = True,
+        max_memory_gb: float | None = DEFAULT_MAX_MEMORY_GB,
+        engine_options: dict[str, Any] | None = None,
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be positive")
+        limits = Limits(max_tokens, max_memory_gb)
+        if not os.path.exists(str(model_path)):
+            raise ServingError(f"model {str(model_path)!r} does not exist; pass an exported .onnx file")
+        if provider == "all":
+            raise EnvironmentProblem("a Predictor runs on one engine; name one instead of 'all'")
+        from vitexport.security.sniff import require
+
+        # a folder, a checkpoint or a truncated file: named here, not by the engine
+        require(str(model_path), "onnx", deep=True)
+        [(engine, notes)], _ = load_engines(str(model_path), provider, threads=threads, spin=spin,
+                                            **(engine_options or {}))
+        self._attach(engine, str(model_path), "; ".join(notes), max_batch, limits, top_k)
+
+    @classmethod
+    def from_engine(cls, engine: Engine, model_path: str, *, provider_note: str = "", max_batch: int = 16,
+                    max_tokens: int | None = DEFAULT_MAX_TOKENS, top_k: int = 5,
+                    max_memory_gb: float | None = DEFAULT_MAX_MEMORY_GB) -> Predictor:
+        """A Predictor on an engine that has already loaded ``model_path`` (e.g. from `load_engines`)."""
+        if max_batch < 1:
+            raise ValueError("max_batch must be positive")
+        predictor = cls.__new__(cls)
+        predictor._attach(engine, str(model_path), provider_note, max_batch, Limits(max_tokens, max_memory_gb), top_k)
+        return predictor
+
+    def _attach(self, engine: Engine, model_path: str, note: str, max_batch: int, limits: Limits,
+                top_k: int) -> None:
+        self.model_path, self.engine, self.provider, self.provider_note = model_path, engine, engine.name, note
+        self.limits = limits
+        self._read_metadata(engine.metadata)
+        for issue in engine.known_issues(self.metadata):
+            logger.warning("%s on %s: %s", model_path, engine.name, issue)
+        self.fixed_batch = self.metadata.get("batch_size")
+        self.max_batch = int(self.fixed_batch or max_batch)
+        self.max_tokens = limits.max_tokens
+        self.top_k = top_k
+        self.vit_config = ViTConfig.from_dict(self.config)
+
+    def _read_metadata(self, meta: dict[str, Any]) -> None:
+        from vitexport.onnx.metadata import check_metadata
+        from vitexport.serving.preprocess import Preprocess
+
+        if not meta.get("config"):
+            raise ServingError(f"{self.model_path!r} has no vitexport metadata; export it with `vitexport onnx`")
+        check_metadata(meta, repr(self.model_path), self.engine.input_shape, ServingError)
+        self.metadata = meta
+        self.config = meta["config"]
+        self.channels = int(self.config.get("in_chans", 3))
+        self.labels: list[str] | None = meta.get("labels")
+        self.preprocess = Preprocess.from_metadata(meta.get("preprocess"), self.channels)
+        if not meta.get("preprocess"):
+            logger.warning("%s carries no preprocessing: uint8 pixels are only scaled by 1/255", self.model_path)
+        patch = meta.get("patch_size") or [16, 16]
+        self.patch = (int(patch[0]), int(patch[1]))
+        self.static_size = tuple(meta["static_size"]) if meta.get("static_size") else None
+        self.is_classifier = int(self.config.get("num_classes", 0)) > 0
+
+    @property
+    def providers(self) -> list[str]:
+        return self.engine.devices
+
+
+    def check_size(self, height: int, width: int) -> None:
+        """Refuse an image size over the limits (or other than a static export's size), before any decoding."""
+        if self.static_size and (height, width) != self.static_size:
+            raise InputError(f"this export is fixed at {self.static_size[0]}x{self.static_size[1]}, got "
+                             f"{height}x{width}; resize the image or export a dynamic model")
+        est = estimate(self.vit_config, height, width, self.fixed_batch or 1)
+        reason = over_limit(est, self.limits)
+        if reason:
+            raise InputError(f"a {height}x{width} image gives {reason}; downscale it or raise the limit "
+                             "(max_tokens / max_memory_gb in Python)")
+
+    def prepare(self, image: Any) -> Any:
+        """One image -> validated (C, H, W) float32 input."""
+        from vitexport.serving.preprocess import header_size, to_model_input
+
+        if hasattr(image, "mode") and hasattr(image, "size"):  # a PIL image: refuse before converting its pixels
+            self.check_size(*header_size(image))
+        x = to_model_input(image, self.preprocess)
+        self.check_size(*x.shape[1:])
+        return x
+
+    def run_batch(self, batch: Any) -> Any:
+        """Run one (N, C, H, W) float32 batch; returns the raw output (numpy float32)."""
+        import numpy as np
+
+        try:
+            out = self.engine.run(batch)
+        except VitexportError:
+            raise
+        except Exception as exc:  # the runtime refused the input (e.g. a graph that disagrees with its metadata)
+            raise EngineError(f"{self.engine.name} could not run a {'x'.join(map(str, batch.shape))} input: "
+                              f"{one_line(exc, 200)}; check that the model was exported by vitexport") from exc
+        if not np.isfinite(out).all():
+            raise InputError("the model produced NaN or Inf for this input")
+        return out
+
+    def run_prepared(self, prepared: list[Any]) -> list[Any]:
+        """Raw outputs of `prepare`d (C, H, W) inputs, in order; equal sizes share runs of at most max_batch."""
+        import numpy as np
+
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, x in enumerate(prepared):
+            groups.setdefault((x.shape[1], x.shape[2]), []).append(i)
+        outputs: list[Any] = [None] * len(prepared)
+        for (h, w), idx in groups.items():
+            step = self.max_batch if self.fixed_batch else min(self.max_batch,
+                                                                largest_batch(self.vit_config, h, w, self.limits))
+            for start in range(0, len(idx), step):
+                chunk = idx[start : start + step]
+                batch = np.stack([prepared[i] for i in chunk])
+                if self.fixed_batch and len(chunk) < self.fixed_batch:  # a fixed-batch export: pad the batch
+                    pad = np.zeros((self.fixed_batch - len(chunk), *batch.shape[1:]), batch.dtype)
+                    batch = np.concatenate([batch, pad])
+                out = self.run_batch(batch)
+                for j, i in enumerate(chunk):
+                    outputs[i] = out[j]
+        return outputs
+
+    def _prediction(self, index: int, size: tuple[int, int], out: Any) -> Prediction:
+        import numpy as np
+
+        pred = Prediction(index=index, size=size, output=out)
+        if self.is_classifier:
+            probs = _softmax(out)
+            pred.probabilities = probs
+            for c in np.argsort(-probs, kind="stable")[: min(self.top_k, probs.shape[-1])]:
+                label = self.labels[c] if self.labels and c < len(self.labels) else None
+                pred.top_k.append({"index": int(c), "label": label, "score": float(probs[c])})
+        return pred
+
+    def predict(self, images: Any) -> Any:
+        """One image -> one Prediction; a list -> a list of Predictions in the same order."""
+        single = not isinstance(images, (list, tuple))
+        items = [images] if single else list(images)
+        if not items:
+            return []
+        prepared = [self.prepare(img) for img in items]
+        outputs = self.run_prepared(prepared)
+        results = [self._prediction(i, (x.shape[1], x.shape[2]), out)
+                   for i, (x, out) in enumerate(zip(prepared, outputs, strict=True))]
+        return results[0] if single else results
