@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vitexport.checkpoint.reader import load_model
+from vitexport.checkpoint.load import load_model
 from vitexport.export.exporter import export_onnx
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "digits-vit.pt"

@@ -17,9 +17,9 @@ _LAZY = {
     "VisionTransformer": "vitexport.model.vit",
     "create_model": "vitexport.model.vit",
     "resample_abs_pos_embed": "vitexport.model.layers",
-    "load_model": "vitexport.checkpoint.reader",
-    "read_checkpoint": "vitexport.checkpoint.reader",
-    "save_checkpoint": "vitexport.checkpoint.reader",
+    "load_model": "vitexport.checkpoint.load",
+    "read_checkpoint": "vitexport.checkpoint.load",
+    "save_checkpoint": "vitexport.checkpoint.save",
 }
 
 __all__ = ["__version__", *_LAZY]

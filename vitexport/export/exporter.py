@@ -29,7 +29,7 @@ from vitexport._util.files import check_output, default_output, staged_output
 from vitexport._util.interrupt import scratch_folder
 from vitexport.export.attention import ATTENTION_CHOICES, ATTENTION_MIN_OPSET, translation_table
 from vitexport.export.optimize import check_optimize_provider
-from vitexport.model.resample import resampling_form
+from vitexport.model.names import model_resample_form
 from vitexport.model.vit import VisionTransformer, count_parameters
 from vitexport.onnx.graph import check_graph, check_summary, inspect_graph, load_onnx
 from vitexport.onnx.spec import (
@@ -209,7 +209,8 @@ def _trace(prepared: VisionTransformer, plan: _Plan, opset: int, dtype: str, att
         dims[3] = torch.export.Dim("width", min=1)
     log = io.StringIO()
     try:
-        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log), resampling_form(prepared, resample):
+        with (contextlib.redirect_stdout(log), contextlib.redirect_stderr(log),
+              prepared.resampling(model_resample_form(resample))):
             program = torch.onnx.export(
                 prepared,
                 (example,),
@@ -341,7 +342,7 @@ def export_checkpoint(
     The output (default: beside the checkpoint) and the options are checked before the slow
     load; ``img_size`` first makes that size the model's native one (``set_input_size``).
     """
-    from vitexport.checkpoint.reader import load_model
+    from vitexport.checkpoint.load import load_model
 
     if to not in ("onnx", "torchscript"):
         raise ExportError(f"cannot export to {to!r}; use onnx or torchscript")

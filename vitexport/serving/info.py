@@ -59,7 +59,7 @@ def describe_checkpoint_file(
     from vitexport._util.extras import require_extra
 
     require_extra("export", "`vitexport info` on a checkpoint")
-    from vitexport.checkpoint.reader import describe_checkpoint, read_checkpoint
+    from vitexport.checkpoint.load import describe_checkpoint, read_checkpoint
     from vitexport.checkpoint.weights import check_fits, meta_model
     from vitexport.model.vit import count_parameters, infer_grid
 

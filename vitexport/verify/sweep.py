@@ -339,7 +339,7 @@ def _reference_model(path: str, config: Any) -> VisionTransformer:
         from vitexport.onnx.graph import read_metadata
 
         return reference_from_onnx(path, read_metadata(path))
-    from vitexport.checkpoint.reader import load_model
+    from vitexport.checkpoint.load import load_model
 
     return load_model(path, config=config)
 

@@ -46,7 +46,7 @@ def good(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 @pytest.fixture(scope="module")
 def good_resize(good) -> Path:
     """The same model exported with resample="resize" (one antialiased Resize)."""
-    from vitexport.checkpoint.reader import load_model
+    from vitexport.checkpoint.load import load_model
 
     path = good[0].parent / "good-resize.onnx"
     export_onnx(load_model(good[1]), path, resample="resize")
