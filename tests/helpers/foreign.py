@@ -11,14 +11,14 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"  # before transformers / open_clip import huggingface_hub
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
-from functools import partial  # noqa: E402
-from typing import Any  # noqa: E402
+from functools import partial
+from typing import Any
 
-import torch  # noqa: E402
+import torch
 
-from vitexport.checkpoint.foreign.common import Converted, complete_args  # noqa: E402
-from vitexport.checkpoint.weights import build_model  # noqa: E402
-from vitexport.model.config import ViTConfig  # noqa: E402
+from vitexport.checkpoint.foreign.common import Converted, complete_args
+from vitexport.checkpoint.weights import build_model
+from vitexport.model.config import ViTConfig
 
 TOL = 1e-5  # relative to max(1, |reference|): float rounding only (measured ~1e-7)
 

@@ -18,7 +18,8 @@ from vitexport.checkpoint.foreign import clip as fclip
 from vitexport.checkpoint.foreign.common import complete_args
 from vitexport.checkpoint.foreign.detect import convert_state_dict, detect_format
 
-open_clip = pytest.importorskip("open_clip", reason="open_clip_torch is a test dependency (pip install open_clip_torch)")
+open_clip = pytest.importorskip("open_clip",
+                                reason="open_clip_torch is a test dependency (pip install open-clip-torch)")
 
 TEXT = dict(context_length=8, vocab_size=64, width=32, heads=2, layers=1)
 # open_clip model configs: the OpenAI rule (QuickGELU, width/64 heads), open_clip's defaults with another

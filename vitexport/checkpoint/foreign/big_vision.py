@@ -190,11 +190,12 @@ def _map_head_fits(w: dict[str, Any], prefix: str, heads: int, hidden: int) -> N
 
 def _args(w: dict[str, Any], prefix: str, big_vision: bool) -> tuple[dict[str, Any], list[str]]:
     ph, pw, chans, dim = (int(v) for v in w[f"{prefix}embedding/kernel"].shape)
+    depth = _depth(w, prefix)
     heads, hidden = _block_shapes(w, prefix, big_vision)
     cls, attn_pool = f"{prefix}cls" in w, f"{prefix}MAPHead_0/probe" in w
     head = w.get(f"{prefix}head/kernel")
     args: dict[str, Any] = {
-        "embed_dim": dim, "in_chans": chans, "patch_size": ph if ph == pw else (ph, pw), "depth": _depth(w, prefix),
+        "embed_dim": dim, "in_chans": chans, "patch_size": ph if ph == pw else (ph, pw), "depth": depth,
         "num_heads": heads, "mlp_ratio": mlp_ratio_for(dim, hidden), "class_token": cls, "reg_tokens": 0,
         "num_classes": int(head.shape[-1]) if head is not None and f"{prefix}head/bias" in w else 0,
         "qkv_bias": True, "pre_norm": False, "final_norm": True, "fc_norm": False, "act_layer": "gelu_tanh",
@@ -210,8 +211,9 @@ def _args(w: dict[str, Any], prefix: str, big_vision: bool) -> tuple[dict[str, A
         unknown.append("global_pool")  # big_vision 'gap' (mean) or '0' (first patch): not stored
     pos_key = f"{prefix}pos_embedding" if big_vision else f"{prefix}Transformer/posembed_input/pos_embedding"
     rows = int(w[pos_key].shape[-2])
-    # big_vision adds the table before prepending the class token (no row for it); old files have one
-    args["no_embed_class"] = cls and big_vision and square_side(rows) is not None
+    # big_vision adds the table before prepending the class token (a square table, no row for the token);
+    # the original ViT code and old big_vision files prepend first (one row more than a square)
+    args["no_embed_class"] = cls and square_side(rows) is not None
     grid_args(rows - (1 if cls and not args["no_embed_class"] else 0), (ph, pw), args, unknown)
     return args, unknown
 
