@@ -33,6 +33,7 @@ from vitexport.checkpoint.foreign.common import (
     grid_args,
     need,
     patch_args,
+    patch_pair,
     read_weights,
     refuse,
     shape,
@@ -252,11 +253,6 @@ def _check_against_config(args: dict[str, Any], cfg: dict[str, Any]) -> None:
                      "pass the open_clip config these weights were trained with")
 
 
-def conv_patch(args: dict[str, Any]) -> tuple[int, int]:
-    patch = args["patch_size"]
-    return (patch, patch) if isinstance(patch, int) else tuple(patch)
-
-
 def _config_img_size(vision: dict[str, Any], sd: dict[str, torch.Tensor], patch: tuple[int, int]) -> Any:
     size = vision.get("image_size", 224)
     hw = (size, size) if isinstance(size, int) else tuple(size) if isinstance(size, (list, tuple)) else (0, 0)
@@ -287,7 +283,7 @@ def convert_openai_clip(sd: dict[str, torch.Tensor], open_clip_config: dict[str,
         _check_against_config(args, cfg)
         args.update(native_config_args(cfg))
         if "img_size" in unknown:  # a non-square grid: open_clip's image_size says which
-            args["img_size"] = _config_img_size(cfg["vision_cfg"], sd, conv_patch(args))
+            args["img_size"] = _config_img_size(cfg["vision_cfg"], sd, patch_pair(args["patch_size"]))
         unknown = [k for k in unknown if k not in args]
         preprocess = preprocess_of(open_clip_config)
     return Converted(fmt, out, args, "projection", REFERENCE, tuple(unknown), preprocess=preprocess)

@@ -110,6 +110,11 @@ def patch_args(weight_shape: tuple[int, ...]) -> dict[str, Any]:
     return {"embed_dim": dim, "in_chans": chans, "patch_size": ph if ph == pw else (ph, pw)}
 
 
+def patch_pair(patch: Any) -> tuple[int, int]:
+    """``patch_size`` as (height, width) (an int is square)."""
+    return (patch, patch) if isinstance(patch, int) else (int(patch[0]), int(patch[1]))
+
+
 def matching_presets(args: dict[str, Any], limit: int = 4) -> list[str]:
     """Preset names whose stored facts (width, depth, patch, tokens, layout) equal ``args``'s."""
     keys = [k for k in _MATCH_KEYS if k in args]
@@ -154,5 +159,5 @@ def complete_args(converted: Converted, explicit: dict[str, Any] | None = None) 
 
 __all__ = [
     "HEAD_KINDS", "Converted", "block_count", "complete_args", "grid_args", "matching_presets", "need",
-    "patch_args", "read_weights", "refuse", "shape", "square_side",
+    "patch_args", "patch_pair", "read_weights", "refuse", "shape", "square_side",
 ]

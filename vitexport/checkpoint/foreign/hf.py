@@ -38,6 +38,7 @@ from vitexport.checkpoint.foreign.common import (
     block_count,
     need,
     patch_args,
+    patch_pair,
     read_weights,
     refuse,
     shape,
@@ -193,6 +194,18 @@ def _qkv(src: dict[str, torch.Tensor], out: dict[str, torch.Tensor], names: tupl
         out[f"{new}.bias"] = torch.cat([src.pop(f"{n}.bias") for n in names])
 
 
+def _encoder(src: dict[str, torch.Tensor], out: dict[str, torch.Tensor], fmt: str, layer: str,
+             qkv: tuple[str, str, str], renames: tuple[tuple[str, str], ...]) -> int:
+    """Blocks ``<layer>N.`` -> ``blocks.N.``: the three projections fused, the other modules renamed."""
+    depth = block_count(src, re.escape(layer) + r"(\d+)\.", fmt)
+    for i in range(depth):
+        old, new = f"{layer}{i}.", f"blocks.{i}."
+        _qkv(src, out, tuple(old + n for n in qkv), f"{new}attn.qkv", fmt)
+        for a, b in renames:
+            _move(src, out, old + a, new + b)
+    return depth
+
+
 def _act(cfg: dict[str, Any], fmt: str) -> str:
     act = cfg["hidden_act"]
     if act not in ACTIVATIONS:
@@ -239,6 +252,7 @@ def _patch(src: dict[str, torch.Tensor], key: str, cfg: dict[str, Any], fmt: str
 # ---------------------------------------------------------------------------
 # ViT and DeiT
 # ---------------------------------------------------------------------------
+_BERT_QKV = ("attention.attention.query", "attention.attention.key", "attention.attention.value")
 _VIT_LAYER = (("layernorm_before", "norm1"), ("attention.output.dense", "attn.proj"), ("layernorm_after", "norm2"),
               ("intermediate.dense", "mlp.fc1"), ("output.dense", "mlp.fc2"))
 
@@ -267,19 +281,13 @@ def _convert_vit(src: dict[str, torch.Tensor], cfg: dict[str, Any], fmt: str) ->
     for key in ("embeddings.cls_token", "embeddings.position_embeddings", "embeddings.mask_token"):
         src.pop(key, None)  # the mask token only masks patches in training (ViTForMaskedImageModeling)
     _move(src, out, "embeddings.patch_embeddings.projection", "patch_embed.proj")
-    depth = block_count(src, r"encoder\.layer\.(\d+)\.", fmt)
-    for i in range(depth):
-        old, new = f"encoder.layer.{i}.", f"blocks.{i}."
-        _qkv(src, out, tuple(f"{old}attention.attention.{n}" for n in ("query", "key", "value")), f"{new}attn.qkv",
-             fmt)
-        for a, b in _VIT_LAYER:
-            _move(src, out, old + a, new + b)
+    depth = _encoder(src, out, fmt, "encoder.layer.", _BERT_QKV, _VIT_LAYER)
     _move(src, out, "layernorm", "norm")
     head = _vit_head(src, out, fmt)
     fc1 = need(out, "blocks.0.mlp.fc1.weight", fmt, rank=2)
     prefix = 1 + int(distilled)
     args.update(_common_args(cfg, dim, fmt), depth=depth, mlp_ratio=mlp_ratio_for(dim, fc1.shape[0]),
-                img_size=_image_size(cfg, pos.shape[1], prefix, _pair(args["patch_size"]), fmt),
+                img_size=_image_size(cfg, pos.shape[1], prefix, patch_pair(args["patch_size"]), fmt),
                 num_classes=shape(out, "head.weight")[0] if head == "classifier" else 0, global_pool="token",
                 class_token=True, reg_tokens=int(distilled), no_embed_class=False, qkv_bias="blocks.0.attn.qkv.bias"
                 in out, pre_norm=False, final_norm=True, fc_norm=False)
@@ -310,13 +318,9 @@ def _convert_dinov2(src: dict[str, torch.Tensor], cfg: dict[str, Any], fmt: str)
         if old in src:
             repo[new] = src.pop(old)
     _move(src, repo, "embeddings.patch_embeddings.projection", "patch_embed.proj")
-    depth = block_count(src, r"encoder\.layer\.(\d+)\.", fmt)
+    depth = _encoder(src, repo, fmt, "encoder.layer.", _BERT_QKV, _DINO_LAYER)
     for i in range(depth):
         old, new = f"encoder.layer.{i}.", f"blocks.{i}."
-        _qkv(src, repo, tuple(f"{old}attention.attention.{n}" for n in ("query", "key", "value")), f"{new}attn.qkv",
-             fmt)
-        for a, b in _DINO_LAYER:
-            _move(src, repo, old + a, new + b)
         for n in (1, 2):
             repo[f"{new}ls{n}.gamma"] = need(src, f"{old}layer_scale{n}.lambda1", fmt, rank=1)
             src.pop(f"{old}layer_scale{n}.lambda1")
@@ -326,7 +330,7 @@ def _convert_dinov2(src: dict[str, torch.Tensor], cfg: dict[str, Any], fmt: str)
     fused = shape(repo, "blocks.0.mlp.w12.weight")
     hidden = fused[0] if fused else need(repo, "blocks.0.mlp.fc1.weight", fmt, rank=2).shape[0]
     args.update(_common_args(cfg, dim, fmt), depth=depth, mlp_ratio=mlp_ratio_for(dim, hidden),
-                img_size=_image_size(cfg, pos.shape[1], 1, _pair(args["patch_size"]), fmt),
+                img_size=_image_size(cfg, pos.shape[1], 1, patch_pair(args["patch_size"]), fmt),
                 num_classes=0, global_pool="token", class_token=True, reg_tokens=reg[1] if reg else 0,
                 no_embed_class=bool(reg), init_values=1.0, qkv_bias="blocks.0.attn.qkv.bias" in repo,
                 pre_norm=False, final_norm=True, fc_norm=False)
@@ -335,25 +339,12 @@ def _convert_dinov2(src: dict[str, torch.Tensor], cfg: dict[str, Any], fmt: str)
     return Converted(fmt, dinov2_to_timm(repo), args, "none", "transformers pooler_output (last_hidden_state[:, 0])")
 
 
-def _pair(patch: Any) -> tuple[int, int]:
-    return (patch, patch) if isinstance(patch, int) else tuple(patch)
-
-
 # ---------------------------------------------------------------------------
 # CLIP and SigLIP image towers
 # ---------------------------------------------------------------------------
+_CLIP_QKV = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")
 _CLIP_LAYER = (("layer_norm1", "norm1"), ("self_attn.out_proj", "attn.proj"), ("layer_norm2", "norm2"),
                ("mlp.fc1", "mlp.fc1"), ("mlp.fc2", "mlp.fc2"))
-
-
-def _encoder(src: dict[str, torch.Tensor], out: dict[str, torch.Tensor], fmt: str) -> int:
-    depth = block_count(src, r"encoder\.layers\.(\d+)\.", fmt)
-    for i in range(depth):
-        old, new = f"encoder.layers.{i}.", f"blocks.{i}."
-        _qkv(src, out, tuple(f"{old}self_attn.{n}_proj" for n in "qkv"), f"{new}attn.qkv", fmt)
-        for a, b in _CLIP_LAYER:
-            _move(src, out, old + a, new + b)
-    return depth
 
 
 def _convert_clip(src: dict[str, torch.Tensor], cfg: dict[str, Any], fmt: str) -> Converted:
@@ -376,11 +367,11 @@ def _convert_clip(src: dict[str, torch.Tensor], cfg: dict[str, Any], fmt: str) -
     src.pop("embeddings.class_embedding")
     src.pop("embeddings.position_embedding.weight")
     _move(src, out, "pre_layrnorm", "norm_pre")
-    depth = _encoder(src, out, fmt)
+    depth = _encoder(src, out, fmt, "encoder.layers.", _CLIP_QKV, _CLIP_LAYER)
     _move(src, out, "post_layernorm", "norm")
     fc1 = need(out, "blocks.0.mlp.fc1.weight", fmt, rank=2)
     args.update(_common_args(cfg, dim, fmt), depth=depth, mlp_ratio=mlp_ratio_for(dim, fc1.shape[0]),
-                img_size=_image_size(cfg, pos.shape[0], 1, _pair(args["patch_size"]), fmt),
+                img_size=_image_size(cfg, pos.shape[0], 1, patch_pair(args["patch_size"]), fmt),
                 num_classes=shape(out, "head.weight")[0] if "head.weight" in out else 0, global_pool="token",
                 class_token=True, reg_tokens=0, no_embed_class=False, qkv_bias="blocks.0.attn.qkv.bias" in out,
                 pre_norm=True, final_norm=True, fc_norm=False)
@@ -419,14 +410,14 @@ def _convert_siglip(src: dict[str, torch.Tensor], cfg: dict[str, Any], fmt: str)
     pos = need(src, "embeddings.position_embedding.weight", fmt, rank=2)
     out["pos_embed"] = pos.unsqueeze(0)
     src.pop("embeddings.position_embedding.weight")
-    depth = _encoder(src, out, fmt)
+    depth = _encoder(src, out, fmt, "encoder.layers.", _CLIP_QKV, _CLIP_LAYER)
     _move(src, out, "post_layernorm", "norm")
     _map_head(src, out, dim, fmt)
     fc1 = need(out, "blocks.0.mlp.fc1.weight", fmt, rank=2)
     if shape(out, "attn_pool.mlp.fc1.weight") != tuple(fc1.shape):
         raise refuse(fmt, "its head's MLP is not as wide as the blocks'", "timm's MAP head shares the MLP ratio")
     args.update(_common_args(cfg, dim, fmt), depth=depth, mlp_ratio=mlp_ratio_for(dim, fc1.shape[0]),
-                img_size=_image_size(cfg, pos.shape[0], 0, _pair(args["patch_size"]), fmt),
+                img_size=_image_size(cfg, pos.shape[0], 0, patch_pair(args["patch_size"]), fmt),
                 num_classes=0, global_pool="map", class_token=False, reg_tokens=0, no_embed_class=False,
                 qkv_bias="blocks.0.attn.qkv.bias" in out, pre_norm=False, final_norm=True, fc_norm=False)
     return Converted(fmt, out, args, "none", "transformers pooler_output (the MAP head)")
