@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from vitexport.checkpoint.foreign.common import Converted, grid_args, refuse, square_side
-from vitexport.checkpoint.layout import mlp_ratio_for
+from vitexport.checkpoint.infer import mlp_ratio_for
 
 FORMAT = "big_vision"
 REFERENCE = "the Flax model's logits, else out['pre_logits'] (SigLIP: transformers SiglipVisionModel pooler_output)"

@@ -39,7 +39,7 @@ from vitexport.checkpoint.foreign.common import (
     shape,
     square_side,
 )
-from vitexport.checkpoint.layout import mlp_ratio_for
+from vitexport.checkpoint.infer import mlp_ratio_for
 from vitexport.model.config import preset_args
 from vitexport.model.presets import PRESETS
 

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from vitexport.checkpoint.foreign.common import Converted, block_count, grid_args, need, patch_args, refuse, shape
-from vitexport.checkpoint.layout import mlp_ratio_for
+from vitexport.checkpoint.infer import mlp_ratio_for
 
 FORMAT = "dinov2"
 REFERENCE = "dinov2 model(x) = forward_features(x)['x_norm_clstoken']"

@@ -44,7 +44,7 @@ from vitexport.checkpoint.foreign.common import (
     shape,
 )
 from vitexport.checkpoint.foreign.dinov2 import dinov2_to_timm
-from vitexport.checkpoint.layout import mlp_ratio_for
+from vitexport.checkpoint.infer import mlp_ratio_for
 
 MODEL_TYPES = ("vit", "deit", "dinov2", "dinov2_with_registers", "clip_vision_model", "clip",
                "siglip_vision_model", "siglip")
