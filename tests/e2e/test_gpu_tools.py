@@ -187,7 +187,7 @@ def test_classify_memcpy_tells_io_copies_from_inner_ones() -> None:
 @pytest.fixture(scope="module")
 def sample_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from vitexport import load_model
-    from vitexport.export.exporter import export_onnx
+    from vitexport.export.onnx_export import export_onnx
 
     path = tmp_path_factory.mktemp("placement") / "digits.onnx"
     export_onnx(load_model(SAMPLES / "digits-vit.pt"), path)

@@ -176,7 +176,7 @@ def test_force_never_replaces_an_input(sample_onnx: Path, tmp_path: Path) -> Non
     ckpt = tmp_path / "c.pt"
     ckpt.write_bytes(SAMPLE.read_bytes())
     from vitexport import load_model
-    from vitexport.export.exporter import export_onnx
+    from vitexport.export.onnx_export import export_onnx
 
     (tmp_path / "ext").mkdir()
     external = export_onnx(load_model(SAMPLE), tmp_path / "ext" / "e.onnx", external_data=True).external_data

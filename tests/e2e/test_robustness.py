@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from tests.helpers.models import CONFIGS, SAMPLES, make_model
 from vitexport.cli import cli
-from vitexport.export.exporter import export_onnx
+from vitexport.export.onnx_export import export_onnx
 
 SAMPLE = SAMPLES / "digits-vit.pt"
 

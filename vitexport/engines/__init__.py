@@ -28,6 +28,7 @@ ENGINES: dict[str, tuple[str, str, dict[str, Any]]] = {
 # what a provider request may name: an engine, "auto" (ONNX Runtime's CUDA when usable, else its CPU)
 # or "all" (every engine usable here)
 PROVIDER_CHOICES: tuple[str, ...] = ("auto", *ENGINES, "all")
+DEFAULT_PROVIDER = "auto"  # verify, predict, bench, serve and the Predictor
 
 
 class Engine(ABC):
@@ -162,6 +163,7 @@ def load_engines(path: str, request: str, *, debug: bool = False, serving_only: 
 
 
 __all__ = [
+    "DEFAULT_PROVIDER",
     "ENGINES",
     "PROVIDER_CHOICES",
     "Engine",

@@ -10,12 +10,11 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from click.testing import CliRunner
 
-from tests.helpers.models import CONFIGS, SAMPLES, make_model, sweep_sizes, timm_model
+from tests.helpers.models import CONFIGS, make_model, sweep_sizes, timm_model
 from vitexport._util.errors import CheckpointError, ExportError, OutputExistsError
-from vitexport.cli import cli
-from vitexport.export.exporter import export_onnx, export_torchscript
+from vitexport.export.onnx_export import export_onnx
+from vitexport.export.torchscript_export import export_torchscript
 from vitexport.onnx.graph import inspect_graph, load_onnx
 from vitexport.verify.sweep import verify
 
@@ -252,7 +251,7 @@ def test_existing_output_is_kept_unless_forced(tmp_path: Path, monkeypatch: pyte
 
 
 def test_failed_graph_check_keeps_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import vitexport.export.exporter as export_mod
+    import vitexport.export.onnx_export as export_mod
 
     path = tmp_path / "m.onnx"
     path.write_bytes(b"previous export")
@@ -281,47 +280,6 @@ def test_external_data_written_beside_and_guarded(tmp_path: Path) -> None:
     onnx.save(proto, str(evil))
     with pytest.raises(CheckpointError, match="outside the model's folder"):
         load_onnx(evil)
-
-
-def test_cli_onnx_and_info(tmp_path: Path) -> None:
-    out = tmp_path / "digits.onnx"
-    runner = CliRunner()
-    result = runner.invoke(cli, ["onnx", str(SAMPLES / "digits-vit.pt"), "-o", str(out)])
-    assert result.exit_code == 0, result.output
-    from vitexport import load_model
-    from vitexport.model.vit import count_parameters
-
-    parameters = count_parameters(load_model(SAMPLES / "digits-vit.pt"))
-    for text in ["wrote", "opset          18", '"height"', f"parameters     {parameters:,}", "export time",
-                 "portable resampling: no Resize, 2 MatMul, weights follow the input shape, native grid 3x3"]:
-        assert text in result.stdout
-    result = runner.invoke(cli, ["onnx", str(SAMPLES / "digits-vit.pt"), "-o", str(out)])
-    assert result.exit_code == 2 and "pass --force" in result.stderr
-    result = runner.invoke(cli, ["info", str(out)])
-    assert result.exit_code == 0
-    assert "tensor         pixel_values [batch, 1, height, width]" in result.stdout
-    assert "native grid 3x3" in result.stdout and "resampling     portable" in result.stdout
-    assert "Resize" not in result.stdout
-    data = json.loads(runner.invoke(cli, ["info", str(out), "--json"]).stdout)
-    assert data["resample"] == "portable" and len(data["resample_matmuls"]) == 2 and data["resize"] == []
-    resize = tmp_path / "resize.onnx"
-    result = runner.invoke(cli, ["onnx", str(SAMPLES / "digits-vit.pt"), "-o", str(resize), "--resample", "resize"])
-    assert result.exit_code == 0, result.output
-    assert "Resize: antialiased cubic a=-0.5, half_pixel, exclude_outside=1" in result.stdout
-    result = runner.invoke(cli, ["info", str(resize)])
-    assert "Resize 1" in result.stdout and "resampling     resize" in result.stdout
-    result = runner.invoke(cli, ["onnx", str(SAMPLES / "digits-vit.pt"), "--resample", "bilinear"])
-    assert result.exit_code == 2 and "'bilinear' is not one of 'portable', 'resize'" in result.stderr
-    result = runner.invoke(cli, ["onnx", str(SAMPLES / "digits-vit.pt"), "-o", str(tmp_path / "x.onnx"),
-                                 "--opset", "17"])
-    assert result.exit_code == 1 and "needs opset >= 18" in result.stderr
-    result = runner.invoke(cli, ["onnx", str(SAMPLES / "digits-vit.pt"), "--batch-size", "0"])
-    assert result.exit_code == 2
-
-
-def test_cli_onnx_to_unwritable_folder(tmp_path: Path) -> None:
-    result = CliRunner().invoke(cli, ["onnx", str(SAMPLES / "digits-vit.pt"), "-o", str(tmp_path / "no" / "m.onnx")])
-    assert result.exit_code == 1 and "does not exist; create it first" in result.stderr
 
 
 @pytest.mark.parametrize(

@@ -18,12 +18,14 @@ import torch
 import torch.nn.functional as F
 
 from tests.helpers.models import CONFIGS, make_model, needs_openvino
-from vitexport.export.exporter import export_onnx
+from vitexport.export.onnx_export import export_onnx
 from vitexport.model.layers import resample_abs_pos_embed
 from vitexport.model.resample import bicubic_aa_weights, resample_bicubic_aa, resampling_form
 from vitexport.onnx.graph import PORTABLE_OP_TYPES, check_graph, inspect_graph, is_constant, non_portable_ops
 from vitexport.onnx.spec import io_spec
-from vitexport.verify.sweep import TOLERANCES, Case, compare, default_cases, make_input, verify
+from vitexport.verify.cases import Case, default_cases, make_input
+from vitexport.verify.parity import TOLERANCES, compare
+from vitexport.verify.sweep import verify
 
 SOURCE_SIZES = (1, 2, 3, 5, 7, 14, 16, 24)
 NATIVE_GRIDS = ((3, 5), (7, 2), (4, 1))  # non-square; one a single column

@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from tests.helpers.models import CONFIGS, make_model
 from vitexport._util.errors import CheckpointError
-from vitexport.export.exporter import export_onnx
+from vitexport.export.onnx_export import export_onnx
 from vitexport.onnx.graph import inspect_graph, read_structure
 from vitexport.security import onnxwire
 

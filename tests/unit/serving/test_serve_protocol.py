@@ -19,7 +19,7 @@ from PIL import Image
 
 from tests.helpers.models import CONFIGS, make_model, needs_openvino
 from tests.helpers.serving import png_bytes
-from vitexport.export.exporter import export_onnx
+from vitexport.export.onnx_export import export_onnx
 from vitexport.serving.http.config import AppArgs
 from vitexport.serving.http.protocol import (
     RequestedOutput,
@@ -466,33 +466,3 @@ def test_run_chunks_isolates_a_failing_chunk(service: ModelService, monkeypatch:
 # ---------------------------------------------------------------------------
 # the command line, without Ray
 # ---------------------------------------------------------------------------
-def _serve(*args: str):
-    from click.testing import CliRunner
-
-    from vitexport.cli import cli
-
-    return CliRunner().invoke(cli, ["serve", *args])
-
-
-def test_serve_without_ray_exits_2_with_the_install_command(sample_onnx: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError, as when not installed
-    monkeypatch.setitem(sys.modules, "ray.serve", None)
-    for extra in ([], ["--print-config"]):
-        result = _serve(str(sample_onnx), *extra)
-        assert result.exit_code == 2, result.output
-        assert "pip install 'vitexport[serve]'" in result.stderr and result.stderr.count("\n") == 1, result.stderr
-
-
-@pytest.mark.parametrize("args, message", [
-    (["--replicas", "2", "--autoscale", "1:3"], "not both"),
-    (["--autoscale", "3:1"], "MIN:MAX"),
-    (["--autoscale", "two"], "MIN:MAX"),
-    (["--name", "a/b"], "cannot be a model name"),
-    (["--port", "0"], "0"),
-    (["--max-batch", "0"], "0"),
-    (["--provider", "tpu"], "tpu"),
-])
-def test_serve_usage_errors_exit_2(sample_onnx: Path, args: list[str], message: str) -> None:
-    result = _serve(str(sample_onnx), *args)
-    assert result.exit_code == 2 and message in result.stderr, (result.exit_code, result.stderr)

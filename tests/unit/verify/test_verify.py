@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
-import json
-import re
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
-from click.testing import CliRunner
 from onnx import helper, numpy_helper
 
 from tests.helpers.models import CONFIGS, make_model
+from tests.helpers.onnx_edits import edited, set_resize_attr, spec_exports
 from vitexport._util.geometry import grid_size
-from vitexport.cli import cli
-from vitexport.export.exporter import export_onnx, export_torchscript
+from vitexport.export.onnx_export import export_onnx
+from vitexport.export.torchscript_export import export_torchscript
 from vitexport.model.config import ViTConfig
-from vitexport.verify.sweep import CaseResult, compare, default_cases, verify
+from vitexport.verify.cases import default_cases
+from vitexport.verify.parity import compare
+from vitexport.verify.report import CaseResult
+from vitexport.verify.sweep import verify
 
 
 def cuda_usable() -> bool:
@@ -30,44 +31,20 @@ CUDA = cuda_usable()
 
 
 @pytest.fixture(scope="module")
-def good(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A good export of the spec model (3x3 native grid, 28x28 -> padded 32x32), and its checkpoint."""
-    from vitexport import save_checkpoint
-
-    folder = tmp_path_factory.mktemp("verify")
-    model = make_model(CONFIGS["spec_cls"], seed=11)
-    ckpt = folder / "model.pt"
-    save_checkpoint(model, ckpt)
-    path = folder / "good.onnx"
-    export_onnx(model, path)
-    return path, ckpt
+def exports(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    return spec_exports(tmp_path_factory.mktemp("verify"))
 
 
 @pytest.fixture(scope="module")
-def good_resize(good) -> Path:
+def good(exports) -> tuple[Path, Path]:
+    """A good export of the spec model (3x3 native grid, 28x28 -> padded 32x32), and its checkpoint."""
+    return exports[0], exports[1]
+
+
+@pytest.fixture(scope="module")
+def good_resize(exports) -> Path:
     """The same model exported with resample="resize" (one antialiased Resize)."""
-    from vitexport.checkpoint.reader import load_model
-
-    path = good[0].parent / "good-resize.onnx"
-    export_onnx(load_model(good[1]), path, resample="resize")
-    return path
-
-
-def edited(src: Path, dst: Path, edit) -> Path:
-    model = onnx.load(str(src))
-    edit(model)
-    onnx.save(model, str(dst))
-    return dst
-
-
-def set_resize_attr(name: str, value):
-    def edit(model: onnx.ModelProto) -> None:
-        (node,) = [n for n in model.graph.node if n.op_type == "Resize"]
-        for a in list(node.attribute):
-            if a.name == name:
-                node.attribute.remove(a)
-        node.attribute.append(helper.make_attribute(name, value))
-    return edit
+    return exports[2]
 
 
 def pad_left_top(model: onnx.ModelProto) -> None:
@@ -283,15 +260,6 @@ def test_custom_sizes_and_tolerance(good) -> None:
     assert not verify(path, provider="cpu", sizes=one, batch_sizes=(2,), atol=worst.max_abs * 0.99, rtol=0.0)
 
 
-@pytest.mark.skipif(CUDA, reason="this machine has a usable CUDA provider")
-def test_cuda_unavailable_exits_2(good) -> None:
-    path, _ = good
-    result = CliRunner().invoke(cli, ["verify", str(path), "--provider", "cuda"])
-    assert result.exit_code == 2
-    assert "CUDAExecutionProvider" in result.stderr and "--provider cpu" in result.stderr
-    assert result.stderr.count("\n") == 1
-
-
 @pytest.mark.cuda
 @pytest.mark.skipif(not CUDA, reason="needs a GPU and onnxruntime-gpu")
 def test_cuda_verify_and_placement(good) -> None:
@@ -303,48 +271,6 @@ def test_cuda_verify_and_placement(good) -> None:
     assert session["placement"].get("CUDAExecutionProvider", 0) > 0
     all_report = verify(path, provider="all")
     assert {s["name"] for s in all_report.sessions} >= {"cuda", "cpu"} and all_report.cross_provider
-
-
-def test_cli_verify_pass_fail_json_and_plot(good, good_resize, tmp_path, monkeypatch) -> None:
-    import vitexport.verify.sweep as verify_mod
-
-    path, _ = good
-    runner = CliRunner()
-    # a small heatmap grid: heatmap_sizes itself is checked in test_heatmap_sweep_reuses_the_reports_engine...
-    monkeypatch.setattr(verify_mod, "heatmap_sizes", lambda native, patch: ([1, 28, 45], [7, 28, 112]))
-    result = runner.invoke(cli, ["verify", str(path), "--provider", "cpu", "--json", str(tmp_path / "r.json"),
-                                 "--plot", str(tmp_path / "h.png")])
-    assert result.exit_code == 0, result.output
-    assert "PASSED" in result.stdout and "[  1/" in result.stdout and "running on CPUExecutionProvider" in result.stdout
-    data = json.loads((tmp_path / "r.json").read_text())
-    assert data["passed"] and data["schema_version"] == 1 and len(data["cases"]) >= 12
-    assert {"max_abs", "max_rel", "cosine", "top1_agreement", "nonfinite", "runtime_ms", "torch_ms", "grid",
-            "padded_size", "seq_len", "provider"} <= set(data["cases"][0])
-    assert (tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"
-
-    assert "static checks  ok (dynamic axes; portable resampling: no Resize, 2 MatMul" in result.stdout
-
-    bad = edited(good_resize, tmp_path / "bad.onnx", set_resize_attr("antialias", 0))
-    result = runner.invoke(cli, ["verify", str(bad), "--provider", "cpu"])
-    assert result.exit_code == 1
-    # the sizes named in the error are the failing rows of the table, which are where the grid shrinks
-    listed = result.stderr.split("verification failed: mismatch at ")[1].split("; ")[0]
-    named = {tuple(int(v) for v in hw.split("x")) for hw in listed.split(", ")}
-    rows = [m.groups() for m in re.finditer(r"^\[\s*\d+/\d+\] (ok  |FAIL) \S+\s+(\d+)x(\d+)", result.stdout, re.M)]
-    failed = {(int(h), int(w)) for status, h, w in rows if status == "FAIL"}
-    native = ViTConfig(**CONFIGS["spec_cls"]).grid_size
-    shrinking = {(int(h), int(w)) for _, h, w in rows
-                 if any(g < n for g, n in zip(grid_size(int(h), int(w), (8, 8)), native, strict=True))}
-    assert rows and named == failed == shrinking and named
-    assert "; likely cause on cpu: all " in result.stderr and result.stderr.rstrip().endswith("see the table above")
-
-    result = runner.invoke(cli, ["verify", str(path), "--sizes", "28xx", "--provider", "cpu"])
-    assert result.exit_code == 2
-    result = runner.invoke(cli, ["verify", str(tmp_path / "missing.onnx")])
-    assert result.exit_code == 1 and "does not exist" in result.stderr
-    (tmp_path / "trunc.onnx").write_bytes(path.read_bytes()[:5000])
-    result = runner.invoke(cli, ["verify", str(tmp_path / "trunc.onnx")])
-    assert result.exit_code == 1 and "not a readable ONNX model" in result.stderr
 
 
 def test_heatmap_sweep_reuses_the_reports_engine_and_tolerance(good, monkeypatch) -> None:
@@ -384,7 +310,7 @@ def test_diagnosis_reads_the_pattern_of_failures(resize: bool, cases: list, expe
 
     from vitexport.onnx.spec import RESIZE_ATTRIBUTES
     from vitexport.verify.diagnose import diagnose_failures
-    from vitexport.verify.sweep import VerifyReport
+    from vitexport.verify.report import VerifyReport
 
     report = VerifyReport("m.onnx", "onnx", "weights", "float32", 2e-5, 1e-4, 0)
     report.sessions = [{"name": "cpu"}, {"name": "openvino"}]
