@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from tests.helpers.engines import make_onnx_runtime_wrong
 from tests.helpers.models import needs_openvino
 from vitexport.cli import cli
-from vitexport.engines.ort import OrtEngine
 
 
 def test_bench_cli_compares_torch(sample_onnx: Path) -> None:
@@ -43,18 +43,12 @@ def test_bench_json_and_table_on_every_serving_engine(sample_onnx: Path) -> None
                for x in table.stdout.splitlines())
 
 
+@pytest.mark.slow
 def test_a_wrong_engine_is_printed_wrong_and_not_recommended(sample_onnx: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """ONNX Runtime made wrong by 1e-3 on one logit: its row says WRONG, the last line recommends OpenVINO."""
     needs_openvino()
-    run = OrtEngine.run
-
-    def off_by_a_little(self, x):
-        out = run(self, x)
-        out[:, 0] += 1e-3
-        return out
-
-    monkeypatch.setattr(OrtEngine, "run", off_by_a_little)
+    make_onnx_runtime_wrong(monkeypatch, 1e-3)
     result = CliRunner().invoke(cli, ["bench", str(sample_onnx), "--provider", "all", "--sizes", "17x45",
                                       "--batch-sizes", "2", "--iters", "1", "--warmup", "0"])
     assert result.exit_code == 0, result.stderr

@@ -8,6 +8,7 @@ import shlex
 import shutil
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from tests.helpers.models import SAMPLES
@@ -72,6 +73,7 @@ def _printed_verify_command(stdout: str) -> list[str]:
     return command[1:]
 
 
+@pytest.mark.slow
 def test_cli_optimize_quantize_and_verify(sample_onnx: Path, tmp_path: Path) -> None:
     """Optimized and int8 models: the verify command each command prints is real (it runs and passes), and
     verifying them without --checkpoint is a usage error (exit 2)."""

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests.helpers.models import CONFIGS
-from tests.helpers.onnx_edits import edited, set_resize_attr, spec_exports
+from tests.helpers.onnx_edits import edited, resize_export, set_resize_attr, spec_export
 from vitexport._util.geometry import grid_size
 from vitexport.cli import cli
 from vitexport.engines.ort import probe_provider
@@ -22,33 +22,26 @@ CUDA = probe_provider("cuda")[0]
 
 
 @pytest.fixture(scope="module")
-def exports(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    return spec_exports(tmp_path_factory.mktemp("verify-cli"))
-
-
-@pytest.fixture(scope="module")
-def good(exports) -> tuple[Path, Path]:
-    return exports[0], exports[1]
-
-
-@pytest.fixture(scope="module")
-def good_resize(exports) -> Path:
-    return exports[2]
+def good(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(.onnx, checkpoint) of the spec model."""
+    return spec_export(tmp_path_factory.mktemp("verify-cli"))
 
 
 @pytest.mark.skipif(CUDA, reason="this machine has a usable CUDA provider")
 def test_cuda_unavailable_exits_2(good) -> None:
-    path, _ = good
+    path = good[0]
     result = CliRunner().invoke(cli, ["verify", str(path), "--provider", "cuda"])
     assert result.exit_code == 2
     assert "CUDAExecutionProvider" in result.stderr and "--provider cpu" in result.stderr
     assert result.stderr.count("\n") == 1
 
 
-def test_cli_verify_pass_fail_json_and_plot(good, good_resize, tmp_path, monkeypatch) -> None:
+@pytest.mark.slow
+def test_cli_verify_pass_fail_json_and_plot(good, tmp_path, monkeypatch) -> None:
     import vitexport.verify.sweep as verify_mod
 
-    path, _ = good
+    path, checkpoint = good
+    good_resize = resize_export(checkpoint)
     runner = CliRunner()
     # a small heatmap grid: heatmap_sizes itself is checked in test_heatmap_sweep_reuses_the_reports_engine...
     monkeypatch.setattr(verify_mod, "heatmap_sizes", lambda native, patch: ([1, 28, 45], [7, 28, 112]))

@@ -28,11 +28,11 @@ def set_resize_attr(name: str, value: Any) -> Any:
     return edit
 
 
-def spec_exports(folder: Path) -> tuple[Path, Path, Path]:
-    """(portable .onnx, checkpoint, resize .onnx) of the spec model (3x3 native grid, 28x28 -> padded 32x32),
-    seed 11: verify's good exports."""
+def spec_export(folder: Path) -> tuple[Path, Path]:
+    """(.onnx, checkpoint) of the spec model (3x3 native grid, 28x28 -> padded 32x32), seed 11: verify's good
+    export, with the default (portable) resampling."""
     from tests.helpers.models import CONFIGS, make_model
-    from vitexport.checkpoint.reader import load_model, save_checkpoint
+    from vitexport.checkpoint.reader import save_checkpoint
     from vitexport.export.onnx_export import export_onnx
 
     model = make_model(CONFIGS["spec_cls"], seed=11)
@@ -40,6 +40,14 @@ def spec_exports(folder: Path) -> tuple[Path, Path, Path]:
     save_checkpoint(model, ckpt)
     path = folder / "good.onnx"
     export_onnx(model, path)
-    resize = folder / "good-resize.onnx"
-    export_onnx(load_model(ckpt), resize, resample="resize")
-    return path, ckpt, resize
+    return path, ckpt
+
+
+def resize_export(checkpoint: Path) -> Path:
+    """The checkpoint's model exported beside it with resample="resize" (one antialiased Resize)."""
+    from vitexport.checkpoint.reader import load_model
+    from vitexport.export.onnx_export import export_onnx
+
+    path = checkpoint.parent / "good-resize.onnx"
+    export_onnx(load_model(checkpoint), path, resample="resize")
+    return path

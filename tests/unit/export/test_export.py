@@ -84,6 +84,7 @@ def test_default_export_passes_verify_on_onnx_runtime(exported, config_name: str
     assert report.static_checks[0].startswith("portable resampling: no Resize, 2 MatMul, weights follow")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["spec_cls", "reg_noembed"])
 @torch.no_grad()
 def test_resize_form_is_one_antialiased_resize(tmp_path: Path, name: str) -> None:
@@ -112,6 +113,7 @@ def test_unknown_resample_form_is_refused(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "example, resample",
     [((28, 28), "portable"), ((32, 32), "portable"), ((40, 24), "portable"), ((9, 9), "portable"),
@@ -129,6 +131,7 @@ def test_square_native_model_stays_dynamic_from_any_example(tmp_path: Path, exam
             assert rel_err(sess.run(None, {"pixel_values": x.numpy()})[0], model(x)) <= ATOL
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "resample, message",
     [("resize", "no Resize node"), ("portable", "no positional-embedding resampling")],
@@ -153,6 +156,7 @@ def test_a_graph_that_lost_its_resampling_is_not_written(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["spec_cls", "reg_noembed", "features_nopool"])
 @torch.no_grad()
 def test_fp16_export_within_documented_tolerance(tmp_path: Path, name: str) -> None:
@@ -195,6 +199,7 @@ def test_static_and_fixed_batch_export(tmp_path: Path) -> None:
         sess.run(None, {"pixel_values": np.zeros((4, 1, 30, 28), np.float32)})
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_img_size_changes_native_grid(tmp_path: Path) -> None:
     model = make_model(CONFIGS["spec_cls"])
@@ -210,6 +215,7 @@ def test_img_size_changes_native_grid(tmp_path: Path) -> None:
         assert rel_err(sess.run(None, {"pixel_values": x.numpy()})[0], ref(x)) <= ATOL
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_torchscript_matches_timm(tmp_path: Path, config_name: str) -> None:
     args = CONFIGS[config_name]
@@ -262,6 +268,7 @@ def test_failed_graph_check_keeps_old_file(tmp_path: Path, monkeypatch: pytest.M
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_external_data_written_beside_and_guarded(tmp_path: Path) -> None:
     model = make_model(CONFIGS["reg_noembed"])
@@ -282,6 +289,7 @@ def test_external_data_written_beside_and_guarded(tmp_path: Path) -> None:
         load_onnx(evil)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "extra",
     [dict(img_size=32, dynamic_img_size=False, dynamic_img_pad=False), dict(dynamic_img_pad=False)],

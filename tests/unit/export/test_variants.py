@@ -45,6 +45,7 @@ def plain(model_and_ckpt) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attention, op", [("mha", "MultiHeadAttention"), ("onnx", "Attention")])
 def test_fused_attention_passes_verify_with_default_opset(model_and_ckpt, tmp_path: Path, attention: str,
                                                           op: str) -> None:
@@ -67,6 +68,7 @@ def test_onnx_attention_needs_opset_23(model_and_ckpt, tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attention, resample", [("sdpa", "portable"), ("mha", "portable"), ("sdpa", "resize")])
 def test_optimized_graph_passes_verify_with_checkpoint(model_and_ckpt, tmp_path: Path, attention: str,
                                                        resample: str) -> None:
@@ -87,6 +89,7 @@ def test_optimized_graph_passes_verify_with_checkpoint(model_and_ckpt, tmp_path:
         verify(out, provider="cpu")
 
 
+@pytest.mark.slow
 def test_export_optimized_is_the_cli_pipeline(model_and_ckpt, tmp_path: Path) -> None:
     """export_optimized(optimize="cpu") is `vitexport onnx --optimize cpu`: fused attention, export, optimize."""
     model, ckpt, _ = model_and_ckpt
@@ -115,6 +118,7 @@ def test_export_onnx_only_exports() -> None:
     assert "optimize" not in inspect.signature(onnx_export.export_onnx).parameters
 
 
+@pytest.mark.slow
 def test_int8_passes_verify_with_its_tolerance(model_and_ckpt, plain: Path, tmp_path: Path) -> None:
     model, ckpt, _ = model_and_ckpt
     out = tmp_path / "int8.onnx"
@@ -151,6 +155,7 @@ def external_src(model_and_ckpt, tmp_path_factory: pytest.TempPathFactory) -> Pa
     return src
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("transform", ["optimize", "quantize"])
 def test_transforms_keep_external_data_external(model_and_ckpt, external_src: Path, tmp_path: Path,
                                                 transform: str) -> None:

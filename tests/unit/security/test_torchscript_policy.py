@@ -232,6 +232,7 @@ def declare_size(path: Path, name_suffix: str, declared: int) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "body, result, fragment",
     [

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.engines import make_onnx_runtime_wrong
 from tests.helpers.models import needs_openvino
-from vitexport.engines.ort import OrtEngine
 from vitexport.serving.bench import BenchCase, BenchEngine, BenchReport, bench, default_bench_sizes, recommend
 
 SIZES = [(28, 28), (17, 45), (5, 70)]  # native, not multiples of the patch, smaller than a patch in height
@@ -27,17 +27,11 @@ def test_bench_all_checks_every_engine_against_pytorch_at_every_size(sample_onnx
     assert report.recommendation.split()[2] in names and "right at every benched size" in report.recommendation
 
 
+@pytest.mark.slow
 def test_a_wrong_engine_is_marked_and_never_recommended(sample_onnx: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """ONNX Runtime made wrong by 1e-3 on one logit: every case says so, OpenVINO is picked."""
     needs_openvino()
-    run = OrtEngine.run
-
-    def off_by_a_little(self, x):
-        out = run(self, x)
-        out[:, 0] += 1e-3
-        return out
-
-    monkeypatch.setattr(OrtEngine, "run", off_by_a_little)
+    make_onnx_runtime_wrong(monkeypatch, 1e-3)
     report = bench(str(sample_onnx), SIZES[:2], (2,), provider="all", warmup=0, iters=1)
     by_engine = {n: [c for c in report.cases if c.engine == n] for n in ("cpu", "openvino")}
     assert all(c.parity_ok is False and c.parity_max_abs > 5e-4 for c in by_engine["cpu"])
@@ -72,6 +66,7 @@ def test_recommend_takes_the_fastest_correct_engine_by_geometric_mean() -> None:
     assert "here: 6.30x b, 10.00x c, geometric mean over 3 cases" in recommend(report)  # (1/.004)^(1/3), 1000^(1/3)
 
 
+@pytest.mark.slow
 def test_bench_all_on_an_int8_model_compares_engines_with_the_first(sample_onnx: Path, tmp_path: Path) -> None:
     """A quantized artifact cannot be rebuilt in PyTorch (its weights lost their names): bench compares every engine
     with the first one instead of refusing the whole run (it exited 2 with verify's --checkpoint advice)."""

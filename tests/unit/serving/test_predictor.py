@@ -137,6 +137,7 @@ def test_rgb_into_grayscale_model_uses_luma(digits_onnx: Path) -> None:
     np.testing.assert_allclose(predictor.predict(rgb).output, predictor.predict(luma).output, atol=0.05)
 
 
+@pytest.mark.slow
 def test_eight_threads_match_sequential(digits_onnx: Path) -> None:
     predictor = Predictor(str(digits_onnx), provider="cpu")
     rng = np.random.default_rng(3)
@@ -188,6 +189,7 @@ def fixed_batch_onnx(rgb_onnx, tmp_path_factory: pytest.TempPathFactory) -> Path
     return path
 
 
+@pytest.mark.slow
 def test_fixed_batch_export_pads_partial_batches(rgb_onnx, fixed_batch_onnx: Path) -> None:
     dynamic = Predictor(str(rgb_onnx[0]), provider="cpu")
     fixed = Predictor(str(fixed_batch_onnx), provider="cpu", max_batch=16)
@@ -202,6 +204,7 @@ def test_fixed_batch_export_pads_partial_batches(rgb_onnx, fixed_batch_onnx: Pat
             np.testing.assert_allclose(a.output, b.output, atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_static_export_refuses_other_sizes(rgb_onnx, tmp_path: Path) -> None:
     path, model = rgb_onnx
     static = tmp_path / "static.onnx"

@@ -10,14 +10,9 @@ import pytest
 from onnx import helper, numpy_helper
 
 from tests.helpers.models import CONFIGS, make_model
-from tests.helpers.onnx_edits import edited, set_resize_attr, spec_exports
-from vitexport._util.geometry import grid_size
+from tests.helpers.onnx_edits import edited, resize_export, set_resize_attr, spec_export
 from vitexport.export.onnx_export import export_onnx
 from vitexport.export.torchscript_export import export_torchscript
-from vitexport.model.config import ViTConfig
-from vitexport.verify.cases import default_cases
-from vitexport.verify.parity import compare
-from vitexport.verify.report import CaseResult
 from vitexport.verify.sweep import verify
 
 
@@ -31,20 +26,15 @@ CUDA = cuda_usable()
 
 
 @pytest.fixture(scope="module")
-def exports(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    return spec_exports(tmp_path_factory.mktemp("verify"))
-
-
-@pytest.fixture(scope="module")
-def good(exports) -> tuple[Path, Path]:
+def good(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A good export of the spec model (3x3 native grid, 28x28 -> padded 32x32), and its checkpoint."""
-    return exports[0], exports[1]
+    return spec_export(tmp_path_factory.mktemp("verify"))
 
 
 @pytest.fixture(scope="module")
-def good_resize(exports) -> Path:
+def good_resize(good) -> Path:
     """The same model exported with resample="resize" (one antialiased Resize)."""
-    return exports[2]
+    return resize_export(good[1])
 
 
 def pad_left_top(model: onnx.ModelProto) -> None:
@@ -72,29 +62,6 @@ def perturb_pos_embed(model: onnx.ModelProto) -> None:
     t.CopyFrom(numpy_helper.from_array(value + noise, "pos_embed"))
 
 
-def test_default_sweep_covers_the_issue_cases() -> None:
-    cfg = ViTConfig(**CONFIGS["spec_cls"])
-    cases = default_cases(cfg)
-    sizes = {(c.height, c.width) for c in cases}
-    assert len(cases) >= 12
-    assert (28, 28) in sizes and (1, 1) in sizes and (7, 7) in sizes
-    assert any(h % 8 == 0 and w % 8 == 0 and h != w for h, w in sizes)
-    assert any(h % 8 and w % 8 for h, w in sizes)
-    assert any(h > 2 * w for h, w in sizes) and any(w > 2 * h for h, w in sizes)
-    grids = [grid_size(h, w, (8, 8)) for h, w in sizes]
-    assert any(gh * gw < 9 for gh, gw in grids) and any(gh * gw > 9 for gh, gw in grids)
-    assert max(max(h / 28, w / 28) for h, w in sizes) == 4
-    assert {c.batch for c in cases} >= {1, 3} and any(c.input_kind == "constant" for c in cases)
-
-
-def test_compare_is_data_and_nan_fails() -> None:
-    ref = np.array([[1.0, 2.0, -3.0]])
-    ok = compare(ref + 1e-6, ref, 1e-5, 1e-4, top1=True)
-    assert ok.within_tolerance and ok.top1_agreement == 1.0 and ok.max_abs == pytest.approx(1e-6)
-    bad = compare(np.array([[1.0, np.nan, 0.0]]), ref, 1e-5, 1e-4, top1=True)
-    assert bad.nonfinite and not bad.within_tolerance
-
-
 def test_good_export_passes(good) -> None:
     path, ckpt = good
     report = verify(path, provider="cpu")
@@ -115,6 +82,7 @@ def downsamples(c) -> bool:
     return c.grid[0] < 3 or c.grid[1] < 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name, edit, static_message, wrong_where",
     [
@@ -162,6 +130,7 @@ def freeze_resampling_weights(grid: tuple[int, int], native: tuple[int, int]):
     return edit
 
 
+@pytest.mark.slow
 def test_portable_weights_frozen_to_one_grid_fail(good, tmp_path) -> None:
     """The portable form's counterpart of a Resize with a fixed size: right at one grid only, caught statically."""
     path, _ = good
@@ -215,6 +184,7 @@ def test_fixed_height_width_graph_is_reported(good, tmp_path) -> None:
             assert c.error  # ONNX Runtime refused the input: reported per case, no crash
 
 
+@pytest.mark.slow
 def test_perturbed_pos_embed_caught_with_checkpoint(good, tmp_path) -> None:
     path, ckpt = good
     bad = edited(path, tmp_path / "pos.onnx", perturb_pos_embed)
@@ -225,6 +195,7 @@ def test_perturbed_pos_embed_caught_with_checkpoint(good, tmp_path) -> None:
     assert len(report.failures) == len(report.cases)  # every size adds the embeddings
 
 
+@pytest.mark.slow
 def test_fp16_export_passes_with_dtype_tolerance(tmp_path) -> None:
     model = make_model(CONFIGS["reg_noembed"], seed=4)
     path = tmp_path / "m16.onnx"
@@ -235,6 +206,7 @@ def test_fp16_export_passes_with_dtype_tolerance(tmp_path) -> None:
     assert max(c.max_abs for c in report.cases) > 1e-5  # really fp16, not fp32 in disguise
 
 
+@pytest.mark.slow
 def test_torchscript_verify(tmp_path) -> None:
     model = make_model(CONFIGS["nocls_avgmax"], seed=2)
     path = tmp_path / "m.ts"
@@ -287,42 +259,3 @@ def test_heatmap_sweep_reuses_the_reports_engine_and_tolerance(good, monkeypatch
     assert [(c.height, c.width, c.batch) for c in grid.report.cases] == expected
     assert (grid.report.atol, grid.report.rtol, grid.report.seed) == (3e-4, 2e-3, 5)
     assert [s["name"] for s in grid.report.sessions] == ["cpu"] and grid.report
-
-
-def _case(grid: list[int], passed: bool, provider: str = "openvino", **kw) -> CaseResult:
-    return CaseResult(grid[0] * 8, grid[1] * 8, 1, "random", [grid[0] * 8, grid[1] * 8], grid,
-                      grid[0] * grid[1] + 1, provider, passed, max_abs=0.0 if passed else 0.5, **kw)
-
-
-@pytest.mark.parametrize("resize, cases, expected", [
-    # every resampled grid fails, the native one passes, the Resize is PyTorch's own: the runtime is to blame
-    (True, [([3, 3], True), ([4, 4], False), ([1, 5], False)], "does not honour the attributes"),
-    # the same pattern on the portable form: the resampling, wherever it goes wrong
-    (False, [([3, 3], True), ([4, 4], False), ([1, 5], False)], "goes wrong (in the export or in this runtime)"),
-    # some resampled grids pass: still every failure is a resampled grid
-    (True, [([3, 3], True), ([4, 4], False), ([2, 2], True)], "does not honour the attributes"),
-    (True, [([3, 3], False), ([4, 4], False)], None),  # the native grid fails too: something else
-    (True, [([4, 4], False), ([2, 2], False)], None),  # no native-grid case ran: no evidence
-    (True, [([3, 3], True), ([4, 4], True)], None),  # nothing failed
-])
-def test_diagnosis_reads_the_pattern_of_failures(resize: bool, cases: list, expected: str | None) -> None:
-    from types import SimpleNamespace
-
-    from vitexport.onnx.spec import RESIZE_ATTRIBUTES
-    from vitexport.verify.diagnose import diagnose_failures
-    from vitexport.verify.report import VerifyReport
-
-    report = VerifyReport("m.onnx", "onnx", "weights", "float32", 2e-5, 1e-4, 0)
-    report.sessions = [{"name": "cpu"}, {"name": "openvino"}]
-    report.cases = [_case(grid, passed) for grid, passed in cases]
-    report.cases.append(_case([5, 5], True, provider="cpu"))  # another engine's cases do not count
-    report.cases.append(_case([3, 3], False, provider="openvino", error="refused"))  # nor refused inputs
-    report.cases[-1].max_abs = None
-    graph = SimpleNamespace(resize=[dict(RESIZE_ATTRIBUTES)] if resize else [])
-    found = diagnose_failures(report, graph, [3, 3])
-    if expected is None:
-        assert found == []
-    else:
-        failing = sum(not passed for _, passed in cases)
-        assert len(found) == 1 and found[0].startswith(f"openvino: all {failing} failing cases resample")
-        assert expected in found[0] and "from the native 3x3 grid" in found[0]
