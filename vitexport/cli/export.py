@@ -10,7 +10,7 @@ import click
 from vitexport.cli.app import cli
 from vitexport.cli.options import SIZE, BatchType, command_line, fmt_hw, limit_options
 from vitexport.export.attention import ATTENTION_CHOICES, ATTENTION_MIN_OPSET
-from vitexport.export.options import (
+from vitexport.export.defaults import (
     DEFAULT_DTYPE,
     DEFAULT_OPSET,
     EXPORT_DTYPES,

@@ -9,8 +9,8 @@ import click
 from vitexport.cli.app import CliError, cli
 from vitexport.cli.options import batches_text, fmt_hw, limit_options, parse_batches, parse_sizes, tolerance_text
 from vitexport.engines import DEFAULT_PROVIDER, PROVIDER_CHOICES
-from vitexport.export.options import TOLERANCES
-from vitexport.verify.cases import DEFAULT_BATCH_SIZES, DEFAULT_SEED
+from vitexport.export.defaults import TOLERANCES
+from vitexport.verify.defaults import DEFAULT_BATCH_SIZES, DEFAULT_SEED
 
 
 def _tolerance_help(what: str, index: int) -> str:

@@ -20,7 +20,7 @@ __getattr__, __dir__ = lazy_attributes(__name__, {
     "export_checkpoint": "vitexport.export.pipeline",
     "export_optimized": "vitexport.export.pipeline",
     "ExportOptions": "vitexport.export.options",
-    "TOLERANCES": "vitexport.export.options",
+    "TOLERANCES": "vitexport.export.defaults",
     "tolerance_for": "vitexport.export.options",
     "optimize_onnx": "vitexport.export.optimize",
     "quantize_onnx": "vitexport.export.optimize",

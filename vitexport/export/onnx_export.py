@@ -33,7 +33,8 @@ from vitexport.export.artifact import (
     prepared_model,
 )
 from vitexport.export.attention import translation_table
-from vitexport.export.options import DEFAULT_DTYPE, ExportOptions
+from vitexport.export.defaults import DEFAULT_DTYPE
+from vitexport.export.options import ExportOptions
 from vitexport.model.names import DEFAULT_RESAMPLE
 from vitexport.model.resample import resampling_form
 from vitexport.model.vit import VisionTransformer, count_parameters

@@ -1,9 +1,9 @@
-"""How an artifact is written, in one place: opset, attention, resampling form, dtype, and the tolerance an
-artifact of each dtype is held to.
+"""How an artifact is written, in one object: opset, attention, resampling form, dtype, and the tolerance an
+artifact of that dtype is held to.
 
 `ExportOptions` decides the defaults that depend on other options (the opset from the attention form,
 the attention form from ``--optimize``) and checks the options together, for the library and the CLI
-alike; the CLI's choices and help text read the constants below. Light: no torch, no numpy, no onnx.
+alike; the constants are in `vitexport.export.defaults`. Light: no torch, no numpy, no onnx.
 """
 
 from __future__ import annotations
@@ -13,30 +13,16 @@ from typing import Any
 
 from vitexport._util.errors import ExportError
 from vitexport.export.attention import ATTENTION_CHOICES, ATTENTION_MIN_OPSET
+from vitexport.export.defaults import (
+    DEFAULT_ATTENTION,
+    DEFAULT_DTYPE,
+    DEFAULT_OPSET,
+    EXPORT_DTYPES,
+    MAX_OPSET,
+    MIN_OPSET,
+    TOLERANCES,
+)
 from vitexport.model.names import DEFAULT_RESAMPLE, RESAMPLE_FORMS
-
-# ONNX opset 18 is the lowest with antialiased Resize, and the one whose Resize
-# ONNX Runtime's CUDA provider implements in every onnxruntime-gpu since 1.18; Resize-19
-# was registered on CUDA only in 2026 (older builds silently run it on the CPU).
-DEFAULT_OPSET = 18
-MIN_OPSET = 18
-MAX_OPSET = 23
-DEFAULT_ATTENTION = "sdpa"
-EXPORT_DTYPES = ("float32", "float16")
-DEFAULT_DTYPE = "float32"
-OPTIMIZE_PROVIDERS = ("cpu", "cuda")  # what ONNX Runtime's offline optimization can target
-
-# What an artifact of each dtype is held to against eager PyTorch: |out - ref| <= atol + rtol * |ref|.
-# From measurements (docs/numerics.md, "Tolerances"): fp32 graphs differ from eager by ~1e-7 (tiny ViTs)
-# to ~5e-6 (ViT-S/16, 4-block digits model); fp16 graphs by ~1e-3 on logits of scale 1-10;
-# int8-dynamic (`vitexport quantize`): max |d| 0.007-0.15 on the digits sample's logits (scale ~10),
-# cosine >= 0.9987.
-TOLERANCES: dict[str, tuple[float, float]] = {
-    "float32": (2e-5, 1e-4),
-    "float16": (5e-3, 1e-2),
-    "int8-dynamic": (0.1, 5e-2),
-    "int8-static": (0.1, 5e-2),
-}
 
 
 def tolerance_for(dtype: str) -> tuple[float, float]:
@@ -110,7 +96,4 @@ class ExportOptions:
         return tolerance_for(self.dtype)
 
 
-__all__ = [
-    "DEFAULT_ATTENTION", "DEFAULT_DTYPE", "DEFAULT_OPSET", "EXPORT_DTYPES", "MAX_OPSET", "MIN_OPSET",
-    "OPTIMIZE_PROVIDERS", "TOLERANCES", "ExportOptions", "default_attention", "default_opset", "tolerance_for",
-]
+__all__ = ["ExportOptions", "default_attention", "default_opset", "tolerance_for"]

@@ -1,7 +1,7 @@
 """What verify runs: the cases of a sweep (sizes x batches, derived from the model), their inputs, the reduced
 sweep for slow engines, the heatmap's grid, and the cases kept within the work limits.
 
-Light (numpy only inside `make_input`): the CLI reads `DEFAULT_BATCH_SIZES` and `DEFAULT_SEED` from here.
+Light: numpy only inside `make_input`.
 """
 
 from __future__ import annotations
@@ -13,12 +13,10 @@ from vitexport._util.errors import LimitError
 from vitexport._util.geometry import padded_size, token_count
 from vitexport.security.limits import Limits, estimate
 from vitexport.security.limits import check as check_limits
+from vitexport.verify.defaults import DEFAULT_BATCH_SIZES
 
 if TYPE_CHECKING:
     from vitexport.model.config import ViTConfig
-
-DEFAULT_BATCH_SIZES: tuple[int, ...] = (1, 3)
-DEFAULT_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -164,5 +162,5 @@ def heatmap_sizes(native: tuple[int, int], patch: tuple[int, int], steps: int = 
     return axis(native[0], patch[0]), axis(native[1], patch[1])
 
 
-__all__ = ["DEFAULT_BATCH_SIZES", "DEFAULT_SEED", "Case", "accepted_sizes", "case_list", "cases_for",
+__all__ = ["Case", "accepted_sizes", "case_list", "cases_for",
            "default_cases", "default_sizes", "heatmap_sizes", "make_input", "reduced_cases", "within_limits"]

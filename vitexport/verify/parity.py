@@ -1,5 +1,5 @@
 """Comparing a runtime's output with a reference output: the comparison, and the tolerance per dtype it is
-held to (`TOLERANCES`, defined with the other export options in `vitexport.export.options`).
+held to (`TOLERANCES`, defined with the other export defaults in `vitexport.export.defaults`).
 
 Numpy only (no torch), so `bench` can check parity on the serving side.
 """
@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from vitexport._util.errors import VerificationError
-from vitexport.export.options import TOLERANCES, tolerance_for
+from vitexport.export.defaults import TOLERANCES
+from vitexport.export.options import tolerance_for
 
 
 @dataclass

@@ -27,8 +27,6 @@ from vitexport.onnx.metadata import transformed_by_ort
 from vitexport.security.limits import DEFAULT_MAX_MEMORY_GB, DEFAULT_MAX_TOKENS, Limits
 from vitexport.verify.artifact import Artifact, load_artifact, static_checks
 from vitexport.verify.cases import (
-    DEFAULT_BATCH_SIZES,
-    DEFAULT_SEED,
     Case,
     case_list,
     heatmap_sizes,
@@ -36,6 +34,7 @@ from vitexport.verify.cases import (
     reduced_cases,
     within_limits,
 )
+from vitexport.verify.defaults import DEFAULT_BATCH_SIZES, DEFAULT_SEED
 from vitexport.verify.diagnose import diagnose_failures, native_grid
 from vitexport.verify.parity import compare, tolerance_for
 from vitexport.verify.reference import (
@@ -223,7 +222,7 @@ def verify(
         sizes: HxW sizes to run (default: a sweep derived from the model, `vitexport.verify.cases.default_cases`;
             its sizes over the token limit are skipped and listed in the report).
         batch_sizes: the batch sizes of every size.
-        atol: absolute tolerance (default: by the model's dtype, `vitexport.export.options.TOLERANCES`).
+        atol: absolute tolerance (default: by the model's dtype, `vitexport.export.defaults.TOLERANCES`).
         rtol: relative tolerance (default: by dtype).
         seed: the seed of the random inputs.
         progress: called with each case's result, the number done and the total, as cases finish.

@@ -10,12 +10,12 @@ import pytest
 
 from vitexport.cli import cli
 from vitexport.engines import DEFAULT_PROVIDER
-from vitexport.export.options import DEFAULT_DTYPE, TOLERANCES
+from vitexport.export.defaults import DEFAULT_DTYPE, TOLERANCES
 from vitexport.serving import defaults
 from vitexport.serving.bench import bench
 from vitexport.serving.http.config import AppArgs, ServeOptions
 from vitexport.serving.predictor import Predictor
-from vitexport.verify.cases import DEFAULT_BATCH_SIZES, DEFAULT_SEED
+from vitexport.verify.defaults import DEFAULT_BATCH_SIZES, DEFAULT_SEED
 from vitexport.verify.sweep import verify
 
 

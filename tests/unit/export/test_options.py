@@ -7,13 +7,8 @@ import pytest
 
 from vitexport._util.errors import ExportError
 from vitexport.export.attention import ATTENTION_CHOICES, ATTENTION_MIN_OPSET
-from vitexport.export.options import (
-    DEFAULT_OPSET,
-    MAX_OPSET,
-    TOLERANCES,
-    ExportOptions,
-    default_attention,
-)
+from vitexport.export.defaults import DEFAULT_OPSET, MAX_OPSET, TOLERANCES
+from vitexport.export.options import ExportOptions, default_attention
 
 
 def test_defaults_follow_the_other_options() -> None:
@@ -47,14 +42,15 @@ def test_the_options_hold_the_tolerance_of_their_dtype() -> None:
                                                                "resample": "portable", "dtype": "float32"}
 
 
-def test_options_are_light() -> None:
-    """The CLI reads these at startup: no torch, numpy or onnx behind them."""
+def test_options_and_defaults_are_light() -> None:
+    """The CLI reads the defaults at startup and checks options before slow work: no torch, numpy or onnx."""
     import subprocess
     import sys
 
     from tests.helpers.models import ROOT
 
-    code = ("import sys, vitexport.export.options\n"
+    code = ("import sys, vitexport.export.options, vitexport.export.defaults, vitexport.verify.defaults\n"
+            "import vitexport.serving.defaults\n"
             "print([m for m in ('torch', 'numpy', 'onnx') if m in sys.modules])\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -12,13 +12,13 @@ from vitexport._util.geometry import grid_size
 from vitexport.model.config import ViTConfig
 from vitexport.security.limits import Limits, estimate
 from vitexport.verify.cases import (
-    DEFAULT_BATCH_SIZES,
     Case,
     case_list,
     default_cases,
     make_input,
     within_limits,
 )
+from vitexport.verify.defaults import DEFAULT_BATCH_SIZES
 
 
 def test_default_sweep_covers_the_issue_cases() -> None:

@@ -41,7 +41,7 @@ def test_top1_cosine_and_shapes() -> None:
 
 
 def test_tolerances_per_dtype_are_one_table() -> None:
-    from vitexport.export.options import TOLERANCES as EXPORT_TOLERANCES
+    from vitexport.export.defaults import TOLERANCES as EXPORT_TOLERANCES
 
     assert TOLERANCES is EXPORT_TOLERANCES  # what verify holds an export to is what the export options say
     assert tolerance_for("float16") == TOLERANCES["float16"] and tolerance_for("int8-dynamic") == (0.1, 5e-2)
