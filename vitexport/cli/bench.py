@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -12,6 +12,9 @@ from vitexport.cli.app import cli
 from vitexport.cli.options import batches_text, fmt_hw, limit_options, parse_batches, parse_sizes
 from vitexport.engines import DEFAULT_PROVIDER, PROVIDER_CHOICES
 from vitexport.serving.defaults import BENCH_BATCH_SIZES, BENCH_ITERS, BENCH_WARMUP
+
+if TYPE_CHECKING:
+    from vitexport.serving.bench import BenchReport
 
 
 @cli.command("bench")
@@ -49,7 +52,7 @@ def bench_cmd(model_path, sizes, batch_sizes, provider, warmup, iters, threads, 
     _print_bench(report, compare_torch)
 
 
-def _print_bench(report, compare_torch: bool) -> None:
+def _print_bench(report: BenchReport, compare_torch: bool) -> None:
     """One row per (size, batch); per engine its median, p90, images/s and parity side by side; then PyTorch;
     then the recommendation."""
     names = [e.name for e in report.engines]

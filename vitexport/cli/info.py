@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from vitexport.cli.app import cli
 from vitexport.cli.options import SIZE, fmt_hw
+
+if TYPE_CHECKING:
+    from vitexport.serving.info import ArtifactInfo, CheckpointInfo, OnnxGraphInfo, SizeGeometry
 
 
 def _print_preprocess_and_labels(preprocess: dict | None, labels: list[str] | None, count_first: bool) -> None:
@@ -22,7 +25,7 @@ def _print_preprocess_and_labels(preprocess: dict | None, labels: list[str] | No
         click.echo(f"labels         {shown}")
 
 
-def _print_checkpoint_info(info: Any) -> None:
+def _print_checkpoint_info(info: CheckpointInfo) -> None:
     cfg, prefix = info.config, info.prefix_tokens
     click.echo(f"checkpoint     {info.path}")
     click.echo(f"format         {info.format} (config from {info.config_source})")
@@ -42,7 +45,7 @@ def _print_checkpoint_info(info: Any) -> None:
     _print_sizes(info.sizes)
 
 
-def _print_sizes(sizes: list[Any] | None) -> None:
+def _print_sizes(sizes: list[SizeGeometry] | None) -> None:
     for s in sizes or []:
         click.echo(
             f"size {fmt_hw(s.input_size)}: padded {fmt_hw(s.padded_size)}, grid {fmt_hw(s.grid)}, "
@@ -51,7 +54,7 @@ def _print_sizes(sizes: list[Any] | None) -> None:
         )
 
 
-def _print_graph(graph: Any) -> None:
+def _print_graph(graph: OnnxGraphInfo) -> None:
     click.echo(f"opset          {graph.opset}")
     for name, dims in {**graph.inputs, **graph.outputs}.items():
         click.echo(f"tensor         {name} [{', '.join(str(d) for d in dims)}]")
@@ -61,7 +64,7 @@ def _print_graph(graph: Any) -> None:
     click.echo(f"ops            {graph.nodes} nodes: {ops}")
 
 
-def _print_artifact_info(info: Any) -> None:
+def _print_artifact_info(info: ArtifactInfo) -> None:
     meta = info.metadata
     click.echo(f"{info.kind:14s} {info.path} ({info.bytes / 1e6:.2f} MB)")
     if info.graph is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -11,6 +12,9 @@ from vitexport.cli.options import batches_text, fmt_hw, limit_options, parse_bat
 from vitexport.engines import DEFAULT_PROVIDER, PROVIDER_CHOICES
 from vitexport.export.defaults import TOLERANCES
 from vitexport.verify.defaults import DEFAULT_BATCH_SIZES, DEFAULT_SEED
+
+if TYPE_CHECKING:
+    from vitexport.verify.report import CaseResult, VerifyReport
 
 
 def _tolerance_help(what: str, index: int) -> str:
@@ -23,7 +27,7 @@ def _fmt_err(value: float | None) -> str:
     return "-" if value is None else f"{value:.2e}"
 
 
-def _case_line(c) -> str:
+def _case_line(c: CaseResult) -> str:
     status = "ok  " if c.passed else "FAIL"
     top1 = "-" if c.top1_agreement is None else f"{c.top1_agreement:.2f}"
     rt = "-" if c.runtime_ms is None else f"{c.runtime_ms:.1f}"
@@ -96,7 +100,7 @@ def verify_cmd(ctx, model_path, checkpoint, config, provider, sizes, batch_sizes
     _print_verdict(report)
 
 
-def _print_verify_summary(report) -> None:
+def _print_verify_summary(report: VerifyReport) -> None:
     click.echo("")
     click.echo(f"model          {report.model} ({report.format}, {report.dtype}); reference: {report.reference}")
     for s in report.sessions:
@@ -128,7 +132,7 @@ def _print_verify_summary(report) -> None:
                f"{report.worst_max_abs:.2e}")
 
 
-def _print_verdict(report) -> None:
+def _print_verdict(report: VerifyReport) -> None:
     fails = report.failures
     verdict, passed = "PASSED" if report.passed else "FAILED", len(report.cases) - len(fails)
     click.echo(f"{verdict}         {passed}/{len(report.cases)} cases in {report.seconds:.1f} s")
