@@ -24,6 +24,7 @@ def matmuls_with_weights(model) -> int:
     return 4 * model.config.depth + (1 if model.config.num_classes else 0)
 
 
+@pytest.mark.slow
 def test_cli_onnx_and_info(tmp_path: Path) -> None:
     out = tmp_path / "digits.onnx"
     runner = CliRunner()

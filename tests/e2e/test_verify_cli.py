@@ -28,9 +28,8 @@ def good(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 @pytest.mark.skipif(CUDA, reason="this machine has a usable CUDA provider")
-def test_cuda_unavailable_exits_2(good) -> None:
-    path = good[0]
-    result = CliRunner().invoke(cli, ["verify", str(path), "--provider", "cuda"])
+def test_cuda_unavailable_exits_2(sample_onnx: Path) -> None:
+    result = CliRunner().invoke(cli, ["verify", str(sample_onnx), "--provider", "cuda"])
     assert result.exit_code == 2
     assert "CUDAExecutionProvider" in result.stderr and "--provider cpu" in result.stderr
     assert result.stderr.count("\n") == 1

@@ -9,23 +9,20 @@ import onnx
 import pytest
 import torch
 
-from tests.helpers.models import CONFIGS, make_model
 from vitexport._util.errors import UsageError, VerificationError
-from vitexport.export.onnx_export import export_onnx
 from vitexport.onnx.graph import read_metadata, set_metadata
 from vitexport.verify.reference import reference_from_onnx, weight_difference
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, Path]:
-    model = make_model(CONFIGS["reg_noembed"], seed=5)
-    path = tmp_path_factory.mktemp("reference") / "m.onnx"
-    export_onnx(model, path)
+@pytest.fixture
+def reg(exported) -> tuple[torch.nn.Module, Path]:
+    """The session's export of the registers model (`tests/conftest.py`): 3x5 native grid, registers."""
+    model, path, _ = exported["reg_noembed"]
     return model, path
 
 
-def test_the_rebuilt_model_is_the_exported_one(exported) -> None:
-    model, path = exported
+def test_the_rebuilt_model_is_the_exported_one(reg) -> None:
+    model, path = reg
     rebuilt = reference_from_onnx(str(path), read_metadata(path))
     assert rebuilt.config == model.config and weight_difference(rebuilt, model) == {}
     x = torch.randn(2, 3, 17, 45, generator=torch.Generator().manual_seed(0))
@@ -33,16 +30,16 @@ def test_the_rebuilt_model_is_the_exported_one(exported) -> None:
         assert torch.equal(rebuilt(x), model(x))
 
 
-def test_weight_difference_names_the_changed_tensors(exported) -> None:
-    model, path = exported
+def test_weight_difference_names_the_changed_tensors(reg) -> None:
+    model, path = reg
     rebuilt = reference_from_onnx(str(path), read_metadata(path))
     with torch.no_grad():
         rebuilt.pos_embed.add_(1e-3)
     assert list(weight_difference(rebuilt, model)) == ["pos_embed"]
 
 
-def test_files_without_the_weights_by_name_are_refused(exported, tmp_path: Path) -> None:
-    _, path = exported
+def test_files_without_the_weights_by_name_are_refused(reg, tmp_path: Path) -> None:
+    _, path = reg
     with pytest.raises(VerificationError, match="pass --checkpoint"):
         reference_from_onnx(str(path), {})
     optimized = tmp_path / "opt.onnx"
