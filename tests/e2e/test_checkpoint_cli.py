@@ -42,7 +42,7 @@ def test_verify_on_openvino_names_the_resize_form_as_the_cause(tmp_path: Path) -
     """`verify --provider openvino` on the resize form: exit 1; the diagnosis names the resampled grids, the
     error the cause and the fix (--resample portable)."""
     needs_openvino()
-    from vitexport.export.exporter import export_onnx
+    from vitexport.export import export_onnx
 
     path = tmp_path / "resize.onnx"
     export_onnx(make_model(CONFIGS["spec_cls"], seed=3), path, resample="resize")

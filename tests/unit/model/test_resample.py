@@ -19,13 +19,15 @@ import torch
 import torch.nn.functional as F
 
 from tests.helpers.models import CONFIGS, make_model, needs_openvino
-from vitexport.export.exporter import export_onnx
+from vitexport.export.onnx_export import export_onnx
 from vitexport.model.layers import resample_abs_pos_embed
 from vitexport.model.names import MODEL_RESAMPLE_FORMS, RESAMPLE_FORMS, model_resample_form
 from vitexport.model.resample import bicubic_aa_weights, resample_bicubic_aa
 from vitexport.onnx.graph import PORTABLE_OP_TYPES, check_graph, inspect_graph, is_constant, non_portable_ops
 from vitexport.onnx.spec import io_spec
-from vitexport.verify.sweep import TOLERANCES, Case, compare, default_cases, make_input, verify
+from vitexport.verify.cases import Case, default_cases, make_input
+from vitexport.verify.parity import TOLERANCES, compare
+from vitexport.verify.sweep import verify
 
 SOURCE_SIZES = (1, 2, 3, 5, 7, 14, 16, 24)
 NATIVE_GRIDS = ((3, 5), (7, 2), (4, 1))  # non-square; one a single column
@@ -194,6 +196,7 @@ def _runners(path: Path) -> dict[str, object]:
     return runners
 
 
+@pytest.mark.slow
 def test_onnx_resampling_matches_pytorch_for_every_target_grid_on_every_runtime(resampler_onnx) -> None:
     """One graph, exported from a 7x9 example, right for every target from 1x1 to 12x20 on each runtime."""
     module, path = resampler_onnx
@@ -218,6 +221,7 @@ def _compile_openvino(path: Path):
     return needs_openvino().Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
 
 
+@pytest.mark.slow
 def test_default_export_runs_right_on_openvino_at_every_size_of_the_sweep(exported, config_name: str) -> None:
     """The issue's "done when", through the real path: `verify --provider openvino`, every default case."""
     needs_openvino()
@@ -230,6 +234,7 @@ def test_default_export_runs_right_on_openvino_at_every_size_of_the_sweep(export
     assert any(c.grid[0] < native[0] for c in report.cases) and any(c.grid[0] > native[0] for c in report.cases)
 
 
+@pytest.mark.slow
 def test_default_export_runs_right_on_the_onnx_reference_evaluator(exported, config_name: str) -> None:
     """Every size of the default sweep, batch 1 and 3, through `verify --provider reference` (sizes given
     explicitly, so the evaluator's reduced default sweep does not apply)."""
@@ -249,6 +254,7 @@ def spec_resize(tmp_path_factory: pytest.TempPathFactory):
     return model, path
 
 
+@pytest.mark.slow
 def test_resize_form_is_wrong_on_openvino_where_the_grid_changes(spec_resize) -> None:
     """Documents the runtime bug that the portable form exists for; says so plainly when OpenVINO fixes it."""
     ov = needs_openvino()
@@ -272,6 +278,7 @@ def test_resize_form_is_wrong_on_openvino_where_the_grid_changes(spec_resize) ->
     assert max(changed.values()) > 1e-2, changed
 
 
+@pytest.mark.slow
 def test_verify_catches_openvino_running_the_resize_form_wrong_and_names_cause_and_fix(spec_resize) -> None:
     """`verify` on OpenVINO with the resize form: the failures are exactly the resampled grids, and the diagnosis
     says the runtime ignores the Resize attributes and to export with --resample portable (the command line:
@@ -301,6 +308,7 @@ def test_good_portable_graphs_pass_the_static_checks(exported, config_name: str)
     assert check_graph(report, io_spec(cfg.num_classes, cfg.global_pool)) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("resample", ["portable", "resize"])
 def test_weights_frozen_by_a_static_export_fail_as_dynamic(tmp_path: Path, resample: str) -> None:
     """A graph traced at one size (here: a static export) resamples with fixed weights: wrong for a dynamic model."""

@@ -182,6 +182,7 @@ FILE_CASES = [
 ]
 
 
+@pytest.mark.slow
 def test_hostile_checkpoints_end_in_one_line_under_3_gb(crafted: dict[str, Path]) -> None:
     """Each command either crashed (SIGSEGV), hung, or took gigabytes before; now one line each, within seconds."""
     def path(name: str) -> str:
