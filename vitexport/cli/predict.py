@@ -21,8 +21,8 @@ from vitexport.cli.options import ONE_ENGINE, fmt_hw, limit_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON array, one object per image.")
 def predict_cmd(model_path, images, top_k, provider, max_tokens, max_memory_gb, as_json) -> None:
     """Classify images of any size with an exported ONNX model, on any engine."""
+    from vitexport.security.images import image_size, read_image
     from vitexport.serving.predictor import Predictor
-    from vitexport.serving.preprocess import image_size, read_image
 
     for path in images:  # unreadable files fail before any model work (headers only)
         image_size(path)

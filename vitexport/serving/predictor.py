@@ -170,7 +170,8 @@ class Predictor:
 
     def prepare(self, image: Any) -> Any:
         """One image -> validated (C, H, W) float32 input."""
-        from vitexport.serving.preprocess import header_size, to_model_input
+        from vitexport.security.images import header_size
+        from vitexport.serving.preprocess import to_model_input
 
         if hasattr(image, "mode") and hasattr(image, "size"):  # a PIL image: refuse before converting its pixels
             self.check_size(*header_size(image))
