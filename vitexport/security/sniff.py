@@ -34,6 +34,7 @@ from vitexport.security.images import ACCEPTED_TEXT, KINDS, other_format, undeco
 from vitexport.security.onnxwire import WireError, varint
 
 HEAD_BYTES = 64 * 1024
+TORCHSCRIPT_LABEL = "a TorchScript archive"
 TORCHSCRIPT_EXTRA_FILE = "vitexport.json"  # the member (under extra/) of our TorchScript archives holding metadata
 # Weight files that make a folder a model folder (timm / Hugging Face hub layout, OpenCLIP).
 HUB_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
@@ -114,6 +115,17 @@ def looks_like_onnx(head: bytes, size: int) -> bool:
     return onnx_start(head, size) == "onnx"
 
 
+def torchscript_prefix(names: list[str]) -> str | None:
+    """The rule for "this zip is TorchScript": the folder ('archive/') of a ``data.pkl`` with a ``code/``
+    folder beside it (a ``torch.save`` checkpoint has ``data.pkl`` and no ``code/``); None when there is none."""
+    for name in names:
+        if name.endswith("data.pkl"):
+            prefix = name[: -len("data.pkl")]
+            if any(n.startswith(prefix + "code/") for n in names):
+                return prefix
+    return None
+
+
 def _zip_kind(path: Path, head: bytes) -> Sniffed:
     from vitexport.security.safezip import MAX_ENTRIES, declared_entries
 
@@ -121,18 +133,21 @@ def _zip_kind(path: Path, head: bytes) -> Sniffed:
     if count is not None and count > MAX_ENTRIES:  # not handed to zipfile: the checkpoint reader names the count
         return Sniffed("torch-zip", "a PyTorch checkpoint", f"declares {count:,} entries")
     try:
-        with zipfile.ZipFile(path) as zf:
-            names, truncated = zf.namelist(), False
-    except (zipfile.BadZipFile, OSError, ValueError):
-        # no readable central directory (a truncated file): judge by the first entry's name
+        with zipfile.ZipFile(path) as zf:  # the directory only: nothing is inflated
+            names = zf.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError):
+        # no readable central directory (a truncated file): judge by the first entry's name, which is
+        # 'archive/data.pkl' for torch.save and under 'archive/extra/' or 'archive/code/' for TorchScript
         length = struct.unpack_from("<H", head, 26)[0] if len(head) >= 30 else 0
-        names, truncated = [head[30 : 30 + length].decode("utf-8", errors="replace")], True
-    detail = "truncated: no central directory" if truncated else ""
-    if any(n.startswith("code/") or "/code/" in n or (truncated and "extra/" in n) for n in names):
-        return Sniffed("torchscript", "a TorchScript archive", detail)
-    if truncated or any(n.endswith("data.pkl") for n in names):
-        return Sniffed("torch-zip", "a PyTorch checkpoint", detail)
-    return Sniffed("zip", "a zip archive", "no data.pkl or code/ inside")
+        first = head[30 : 30 + length].decode("utf-8", errors="replace")
+        kind = "torchscript" if "/code/" in f"/{first}" or "/extra/" in f"/{first}" else "torch-zip"
+        return Sniffed(kind, TORCHSCRIPT_LABEL if kind == "torchscript" else "a PyTorch checkpoint",
+                       "truncated: no central directory")
+    if torchscript_prefix(names) is not None:
+        return Sniffed("torchscript", TORCHSCRIPT_LABEL)
+    if any(n.endswith("data.pkl") for n in names):
+        return Sniffed("torch-zip", "a PyTorch checkpoint")
+    return Sniffed("zip", "a zip archive", "no data.pkl inside")
 
 
 def _pickle_kind(head: bytes) -> Sniffed:
@@ -357,4 +372,5 @@ def read_onnx_structure(path: str | os.PathLike[str]) -> Any:
 
 
 __all__ = ["CHECKPOINT_KINDS", "HUB_WEIGHT_FILES", "IMAGE_KINDS", "ROLES", "Sniffed", "looks_like_onnx", "onnx_start",
-           "read_onnx_structure", "require", "sniff", "sniff_bytes", "unreadable_onnx", "wrong_kind_message"]
+           "read_onnx_structure", "require", "sniff", "sniff_bytes", "torchscript_prefix", "unreadable_onnx",
+           "wrong_kind_message"]

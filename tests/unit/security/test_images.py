@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from tests.helpers.images import CRAFTED_EXIF, with_exif
 from vitexport._util.errors import InputError
 from vitexport.security import images
 from vitexport.security.images import (
@@ -209,32 +210,10 @@ def test_callers_check_sees_the_upright_header_size_before_decoding(tmp_path: Pa
 # ---------------------------------------------------------------------------
 # EXIF orientation, crafted EXIF, truncated files
 # ---------------------------------------------------------------------------
-def exif_block(entries: list[tuple[int, int, int, bytes | int]]) -> bytes:
-    """A little-endian TIFF-structured EXIF block with one IFD of (tag, type, count, value) entries."""
-    ifd, extra = struct.pack("<H", len(entries)), b""
-    base = 8 + 2 + 12 * len(entries) + 4
-    for tag, typ, count, value in entries:
-        if isinstance(value, bytes) and len(value) > 4:
-            ifd += struct.pack("<HHII", tag, typ, count, base + len(extra))
-            extra += value
-        else:
-            raw = value if isinstance(value, bytes) else struct.pack("<H", value)
-            ifd += struct.pack("<HHI", tag, typ, count) + raw.ljust(4, b"\0")
-    return b"II*\x00" + struct.pack("<I", 8) + ifd + b"\0\0\0\0" + extra
-
-
-ROTATE = (0x0112, 3, 1, 6)  # Orientation (SHORT) = 6: rotate 90 degrees clockwise to display
-CRAFTED = {  # a tag of the wrong type next to the orientation: Pillow's writer fails re-encoding the block
-    "width-as-text": exif_block([ROTATE, (0x0100, 2, 8, b"notanum\0")]),  # struct.error
-    "resolution-as-text": exif_block([ROTATE, (0x011A, 2, 8, b"notanum\0")]),  # TypeError
-}
-
-
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP"])
-@pytest.mark.parametrize("name", sorted(CRAFTED))
+@pytest.mark.parametrize("name", sorted(CRAFTED_EXIF))
 def test_crafted_exif_is_one_line_corrupt_image(tmp_path: Path, name: str, fmt: str) -> None:
-    block = CRAFTED[name] if fmt == "PNG" else b"Exif\x00\x00" + CRAFTED[name]
-    data = encode(gradient(10, 20, "RGB"), fmt, exif=block)
+    data = with_exif(gradient(10, 20, "RGB"), fmt, CRAFTED_EXIF[name])
     with Image.open(io.BytesIO(data)) as img:  # what Pillow alone does with it
         with pytest.raises((struct.error, TypeError)):
             ImageOps.exif_transpose(img)
