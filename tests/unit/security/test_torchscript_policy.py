@@ -9,7 +9,6 @@ import struct
 import warnings
 import zipfile
 from pathlib import Path
-from types import ModuleType
 from typing import Tuple
 
 import pytest
@@ -21,33 +20,39 @@ from tests.helpers.models import SAMPLES
 from vitexport._util.errors import CheckpointError, UnsafeCheckpointError
 from vitexport.cli import cli
 from vitexport.export.exporter import export_torchscript
+from vitexport.model.config import ViTConfig
+from vitexport.model.coverage import OPTION_CONFIGS, export_configs, uncovered
 from vitexport.security import torchscript_allowlist
-from vitexport.security.torchscript_policy import check_archive, collect, read_archive
+from vitexport.security.torchscript_policy import Features, check_archive, collect, read_archive
 
 SAMPLE = SAMPLES / "digits-vit.pt"
 
 
-def gen_allowlist() -> ModuleType:
-    return importlib.import_module("scripts.gen_torchscript_allowlist")
+def test_export_configs_use_every_option_value() -> None:
+    """The allowlist is derived from `export_configs`: they must reach every code path a config can select."""
+    assert uncovered(export_configs()) == {}
+    assert uncovered({"spec_cls": ViTConfig(**OPTION_CONFIGS["spec_cls"])})  # a single config does not
 
 
 @pytest.mark.slow
 def test_every_export_passes_and_the_allowlist_is_derived_from_them(tmp_path: Path) -> None:
-    """Every test config and a model of every family exports an archive the policy admits; what they use,
-    together, is exactly the stored allowlist (so it is neither stale nor wider than our exports)."""
+    """Every coverage config exports an archive the policy admits; what they use, together, is exactly the stored
+    allowlist, and the stored file is what the generator writes (so it is neither stale nor wider than our
+    exports)."""
     from vitexport.model.vit import VisionTransformer
 
-    gen = gen_allowlist()
-    union: dict[str, set[str]] = {}
-    for name, cfg in gen.configs().items():
+    gen = importlib.import_module("scripts.gen_torchscript_allowlist")
+    union = Features()
+    for name, cfg in export_configs().items():
         torch.manual_seed(0)
         path = tmp_path / f"{name}.ts"
         export_torchscript(VisionTransformer(cfg).eval(), path)
         assert check_archive(path)["config"] == cfg.to_dict(), name
         for key, values in collect(read_archive(path)).allowlist().items():
-            union.setdefault(key, set()).update(values)
-    assert union == {k: set(v) for k, v in torchscript_allowlist.ALLOWED.items()}
+            getattr(union, key).update(values)
+    assert union.allowlist() == {k: set(v) for k, v in torchscript_allowlist.ALLOWED.items()}
     assert torchscript_allowlist.TORCH_VERSION == torch.__version__.split("+")[0]
+    assert gen.render(union) == Path(torchscript_allowlist.__file__).read_text()
 
 
 # ---------------------------------------------------------------------------
