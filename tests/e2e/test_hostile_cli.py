@@ -14,7 +14,6 @@ import os
 import re
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +22,17 @@ import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
-from torch import nn
 
 from tests.helpers.hostile import PNG, SAMPLE, crafted_checkpoints, declare_size, kind_files
 from tests.helpers.images import crafted_exif_png, eps_bytes
 from tests.helpers.limited import ROOT, Outcome, run_cli
-from tests.helpers.torchscript import export_genuine, in_forward, is_model_code, rewrite
+from tests.helpers.torchscript import (
+    export_genuine,
+    file_writing_archive,
+    in_forward,
+    is_model_code,
+    rewrite,
+)
 from vitexport.cli import cli
 from vitexport.security.torchscript_policy import check_archive
 
@@ -226,31 +230,10 @@ def genuine(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return export_genuine(tmp_path_factory.mktemp("ts") / "digits.ts")
 
 
-def jit_load(path: Path):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        return torch.jit.load(str(path))
-
-
-class WritesAFile(nn.Module):
-    """forward() maps a file of the archive author's choosing, shared: it is created or extended."""
-
-    def __init__(self, path: str) -> None:
-        super().__init__()
-        self.path = path
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        data = torch.from_file(self.path, True, 16, dtype=torch.uint8)
-        return x + data[0].float()
-
-
 def test_archive_that_writes_a_file_is_refused(tmp_path: Path) -> None:
     target = tmp_path / "written.bin"
     evil = tmp_path / "evil.ts"
-    torch.jit.save(torch.jit.script(WritesAFile(str(target))), str(evil), _extra_files={"vitexport.json": "{}"})
-    jit_load(evil)(torch.zeros(1))  # sanity: a permissive loader really writes the file
-    assert target.stat().st_size == 16
-    target.unlink()
+    file_writing_archive(evil, target)  # a permissive loader really writes the file
     result = CliRunner().invoke(cli, ["verify", str(evil)])
     one_line(result, 1, "calls or references torch.from_file", "re-export the model")
     assert not target.exists()

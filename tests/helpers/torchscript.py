@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+
+import torch
+from torch import nn
 
 from tests.helpers.models import SAMPLES
 
@@ -60,3 +64,32 @@ def in_forward(body: str, result: str = "_0") -> Callable[[bytes], bytes]:
 """
         return text.replace(FORWARD, new).encode()
     return edit
+
+
+def jit_load(path: Path) -> torch.jit.ScriptModule:
+    """torch.jit.load without its deprecation warning: what a permissive loader would do."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.jit.load(str(path))
+
+
+class WritesAFile(nn.Module):
+    """forward() maps a file of the archive author's choosing, shared: it is created or extended."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        data = torch.from_file(self.path, True, 16, dtype=torch.uint8)
+        return x + data[0].float()
+
+
+def file_writing_archive(archive: Path, target: Path) -> Path:
+    """A TorchScript archive whose forward writes ``target``, with vitexport metadata; checked once with a
+    permissive loader (the file really is written), then ``target`` is removed again."""
+    torch.jit.save(torch.jit.script(WritesAFile(str(target))), str(archive), _extra_files={"vitexport.json": "{}"})
+    jit_load(archive)(torch.zeros(1))
+    assert target.stat().st_size == 16
+    target.unlink()
+    return archive

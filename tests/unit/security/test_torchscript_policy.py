@@ -7,7 +7,6 @@ from __future__ import annotations
 import importlib
 import json
 import re
-import warnings
 from pathlib import Path
 from typing import Tuple
 
@@ -16,7 +15,14 @@ import torch
 from torch import nn
 
 from tests.helpers.hostile import declare_size
-from tests.helpers.torchscript import export_genuine, in_forward, is_model_code, rewrite
+from tests.helpers.torchscript import (
+    export_genuine,
+    file_writing_archive,
+    in_forward,
+    is_model_code,
+    jit_load,
+    rewrite,
+)
 from vitexport._util.errors import CheckpointError, UnsafeCheckpointError
 from vitexport.export.exporter import export_torchscript
 from vitexport.model.config import ViTConfig
@@ -62,18 +68,6 @@ def test_every_export_passes_and_the_allowlist_is_derived_from_them(tmp_path: Pa
 # ---------------------------------------------------------------------------
 # archives that run code
 # ---------------------------------------------------------------------------
-class WritesAFile(nn.Module):
-    """forward() maps a file of the archive author's choosing, shared: it is created or extended."""
-
-    def __init__(self, path: str) -> None:
-        super().__init__()
-        self.path = path
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        data = torch.from_file(self.path, True, 16, dtype=torch.uint8)
-        return x + data[0].float()
-
-
 class RunsOnLoad(nn.Module):
     """A scripted __setstate__: torch.jit.load runs it."""
 
@@ -94,19 +88,10 @@ class RunsOnLoad(nn.Module):
         self.training = state[1]
 
 
-def jit_load(path: Path):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        return torch.jit.load(str(path))
-
-
 def test_archive_that_writes_a_file_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "written.bin"
     evil = tmp_path / "evil.ts"
-    torch.jit.save(torch.jit.script(WritesAFile(str(target))), str(evil), _extra_files={"vitexport.json": "{}"})
-    jit_load(evil)(torch.zeros(1))  # sanity: a permissive loader really writes the file
-    assert target.stat().st_size == 16
-    target.unlink()
+    file_writing_archive(evil, target)  # a permissive loader really writes the file
     monkeypatch.setattr(torch.jit, "load", lambda *a, **k: pytest.fail("torch.jit.load ran on a refused archive"))
     with pytest.raises(UnsafeCheckpointError, match=r"calls or references torch\.from_file"):
         check_archive(evil)
