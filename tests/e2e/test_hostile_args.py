@@ -28,7 +28,6 @@ from vitexport.model.config import ViTConfig
 from vitexport.onnx.graph import inspect_graph
 from vitexport.security.limits import Limits, estimate, largest_batch
 from vitexport.serving.predictor import Predictor
-from vitexport.serving.preprocess import Preprocess, header_size, read_image, to_model_input
 
 SAMPLE = SAMPLES / "digits-vit.pt"
 
@@ -267,53 +266,3 @@ def test_check_output_names_what_it_refuses(tmp_path: Path) -> None:
     assert check_output(tmp_path / "new.json", inputs=(tmp_path / "missing.onnx",)) == tmp_path / "new.json"
 
 
-# ---------------------------------------------------------------------------
-# images
-# ---------------------------------------------------------------------------
-def test_image_size_is_refused_from_the_header_before_decoding(tmp_path: Path, monkeypatch) -> None:
-    Image.fromarray(np.zeros((3000, 2000), np.uint8)).save(tmp_path / "big.png")
-    decoded: list[str] = []
-    real_load = Image.Image.load
-    monkeypatch.setattr(Image.Image, "load", lambda self: (decoded.append("x"), real_load(self))[1])
-
-    def refuse(h: int, w: int) -> None:
-        raise InputError(f"refused {h}x{w}")
-
-    with pytest.raises(InputError, match="refused 3000x2000"):
-        read_image(str(tmp_path / "big.png"), check=refuse)
-    assert decoded == []
-
-
-def test_decompression_bomb_is_one_line(tmp_path: Path) -> None:
-    bomb = tmp_path / "bomb.png"
-    Image.fromarray(np.zeros((1, 1), np.uint8)).save(bomb)
-    raw = bytearray(bomb.read_bytes())  # declare 30000x30000 in the IHDR chunk, CRC fixed
-    import struct
-    import zlib
-
-    raw[16:24] = struct.pack(">II", 30000, 30000)
-    raw[29:33] = struct.pack(">I", zlib.crc32(bytes(raw[12:29])))
-    bomb.write_bytes(bytes(raw))
-    with pytest.raises(InputError, match="decompression-bomb limit"):
-        read_image(str(bomb))
-
-
-def test_sixteen_bit_png_and_exif_orientation(tmp_path: Path) -> None:
-    ramp = (np.arange(40 * 30).reshape(40, 30) * 50).astype(np.uint16)  # up to 59,950: beyond 8 bits
-    Image.fromarray(ramp).save(tmp_path / "g16.png")
-    x = to_model_input(read_image(str(tmp_path / "g16.png")), Preprocess(channels=1, scale=1 / 255))
-    np.testing.assert_allclose(x[0], ramp / 257 / 255, rtol=1e-6)  # not clipped to 0/255
-    assert len(np.unique(x)) > 256
-    rgb = np.zeros((20, 40, 3), np.uint8)
-    rgb[:, :10] = 255  # a white band on the left of the stored pixels
-    img = Image.fromarray(rgb)
-    exif = img.getexif()
-    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
-    img.save(tmp_path / "r.jpg", exif=exif, quality=95)
-    with Image.open(tmp_path / "r.jpg") as lazy:
-        assert header_size(lazy) == (40, 20)  # (height, width) as shown, read before decoding
-    upright = read_image(str(tmp_path / "r.jpg"))
-    assert upright.size == (20, 40)  # width, height: turned
-    x = to_model_input(upright, Preprocess(channels=3, scale=1.0))
-    assert x.dtype == np.float32 and x.shape == (3, 40, 20)
-    assert x[:, :10].mean() > 200 and x[:, -10:].mean() < 50  # the band is now at the top

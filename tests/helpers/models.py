@@ -10,40 +10,15 @@ import pytest
 import torch
 
 from vitexport import ViTConfig
+from vitexport.model.coverage import OPTION_CONFIGS
 from vitexport.model.vit import VisionTransformer
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "samples"
 
-# Every option of the model issue appears in at least one config; all are small (depth 2, dim 32-64).
-CONFIGS: dict[str, dict[str, Any]] = {
-    # the spec's example: 28x28, P=8, 3x3 native grid, CLS token
-    "spec_cls": dict(img_size=28, patch_size=8, in_chans=1, num_classes=10, embed_dim=32, depth=2, num_heads=2),
-    # non-square native grid (3x5), registers without pos-embed rows, LayerScale, qk_norm, avg pool + fc_norm
-    "reg_noembed": dict(
-        img_size=(24, 40), patch_size=8, num_classes=7, embed_dim=32, depth=2, num_heads=4, reg_tokens=4,
-        no_embed_class=True, init_values=0.1, qk_norm=True, global_pool="avg",
-    ),
-    # no class token, rectangular patches, registers with pos-embed rows, avgmax, pre-norm (no conv bias)
-    "nocls_avgmax": dict(
-        img_size=32, patch_size=(8, 4), num_classes=5, embed_dim=48, depth=2, num_heads=3, class_token=False,
-        reg_tokens=2, global_pool="avgmax", pre_norm=True, fc_norm=False, qkv_bias=False,
-    ),
-    # max pooling, one register, no final norm, mlp_ratio 3
-    "max_nofinal": dict(
-        img_size=20, patch_size=5, in_chans=2, num_classes=3, embed_dim=40, depth=2, num_heads=5, reg_tokens=1,
-        global_pool="max", final_norm=False, mlp_ratio=3.0,
-    ),
-    # features only (num_classes=0) and no pooling: output (B, T, D)
-    "features_nopool": dict(
-        img_size=30, patch_size=6, num_classes=0, global_pool="", embed_dim=48, depth=2, num_heads=3,
-        init_values=1e-2,
-    ),
-    # token pooling with fc_norm forced on, patch 16, 1 head, odd mlp ratio
-    "token_fcnorm": dict(
-        img_size=64, patch_size=16, num_classes=4, embed_dim=64, depth=2, num_heads=1, fc_norm=True, mlp_ratio=2.5,
-    ),
-}
+# Every option of the model issue appears in at least one config; all are small (depth 2, dim 32-64). The library
+# holds the matrix: the TorchScript allowlist is derived from the same configs (vitexport/model/coverage.py).
+CONFIGS: dict[str, dict[str, Any]] = OPTION_CONFIGS
 
 
 def perturb_(model: torch.nn.Module, seed: int = 0, scale: float = 0.2) -> torch.nn.Module:

@@ -115,3 +115,22 @@ def test_the_check_fails_on_a_new_back_edge(where: str, source: str, expected: s
     """Each kind of back-edge, planted in a real module's place, is reported (the check can fail)."""
     found = violations(PACKAGE / where, source)
     assert any(expected in v for v in found), found
+
+
+TOOLS = ("scripts", "benchmarks", "samples")
+
+
+def tool_imports_of_tests(path: Path, source: str | None = None) -> list[str]:
+    """Imports of the test suite (``tests``, ``tests.*``) in a tool's source."""
+    found = imports_of(path.read_text() if source is None else source, path)
+    return [f"{path.name}:{line} imports {module}" for line, module, _ in found
+            if module == "tests" or module.startswith("tests.")]
+
+
+def test_tools_use_library_code_never_tests() -> None:
+    """scripts/, benchmarks/ and samples/ (the allowlist generator among them) import the library, not tests/."""
+    root = PACKAGE.parent
+    found = [v for tool in TOOLS for path in sorted((root / tool).rglob("*.py")) for v in tool_imports_of_tests(path)]
+    assert not found, "\n".join(found)
+    planted = "def configs():\n    from tests.helpers.models import CONFIGS\n"
+    assert tool_imports_of_tests(root / "scripts" / "gen_torchscript_allowlist.py", planted)

@@ -3,9 +3,10 @@
 `sniff` reads at most `HEAD_BYTES` from the start of a file (and a zip's central directory) and
 never executes or decodes its contents beyond that: PyTorch checkpoints (``torch.save`` zip with
 ``data.pkl``; legacy and raw pickles), TorchScript archives (zip with ``code/``), safetensors
-(8-byte little-endian header length, then a JSON object), ONNX models, images (PNG, JPEG, GIF,
-BMP, WebP, TIFF), JSON, model folders (a hub layout with ``model.safetensors`` or
-``pytorch_model.bin``), directories, empty and missing paths.
+(8-byte little-endian header length, then a JSON object), ONNX models, images (the formats of
+`vitexport.security.images.ACCEPTED_FORMATS`: PNG, JPEG, WebP, BMP, GIF, TIFF, PPM; other image
+formats are named by Pillow's own prefix checks, as ``other-image``), JSON, model folders (a hub
+layout with ``model.safetensors`` or ``pytorch_model.bin``), directories, empty and missing paths.
 
 ONNX has no magic number: a ModelProto is a protobuf message, so it is recognised by its first
 fields (wire type and field number of ``ir_version`` = 1 (varint), ``producer_name`` = 2,
@@ -29,9 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from vitexport._util.errors import CheckpointError, FileKindError, InputError
+from vitexport.security.images import ACCEPTED_TEXT, KINDS, other_format, undecodable
 from vitexport.security.onnxwire import WireError, varint
 
 HEAD_BYTES = 64 * 1024
+TORCHSCRIPT_LABEL = "a TorchScript archive"
 TORCHSCRIPT_EXTRA_FILE = "vitexport.json"  # the member (under extra/) of our TorchScript archives holding metadata
 # Weight files that make a folder a model folder (timm / Hugging Face hub layout, OpenCLIP).
 HUB_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
@@ -47,7 +50,7 @@ _IMAGES = (
     (b"II*\x00", "tiff", "a TIFF image"),
     (b"MM\x00*", "tiff", "a TIFF image"),
 )
-IMAGE_KINDS = frozenset({"png", "jpeg", "gif", "bmp", "webp", "tiff"})
+IMAGE_KINDS = frozenset(KINDS.values())  # one kind per format the image decoder accepts
 CHECKPOINT_KINDS = frozenset({"torch-zip", "torch-pickle", "pickle", "safetensors", "hub-folder"})
 
 # ModelProto fields -> wire type (0 varint, 2 length-delimited); GraphProto fields are all messages/strings
@@ -112,6 +115,17 @@ def looks_like_onnx(head: bytes, size: int) -> bool:
     return onnx_start(head, size) == "onnx"
 
 
+def torchscript_prefix(names: list[str]) -> str | None:
+    """The rule for "this zip is TorchScript": the folder ('archive/') of a ``data.pkl`` with a ``code/``
+    folder beside it (a ``torch.save`` checkpoint has ``data.pkl`` and no ``code/``); None when there is none."""
+    for name in names:
+        if name.endswith("data.pkl"):
+            prefix = name[: -len("data.pkl")]
+            if any(n.startswith(prefix + "code/") for n in names):
+                return prefix
+    return None
+
+
 def _zip_kind(path: Path, head: bytes) -> Sniffed:
     from vitexport.security.safezip import MAX_ENTRIES, declared_entries
 
@@ -119,18 +133,21 @@ def _zip_kind(path: Path, head: bytes) -> Sniffed:
     if count is not None and count > MAX_ENTRIES:  # not handed to zipfile: the checkpoint reader names the count
         return Sniffed("torch-zip", "a PyTorch checkpoint", f"declares {count:,} entries")
     try:
-        with zipfile.ZipFile(path) as zf:
-            names, truncated = zf.namelist(), False
-    except (zipfile.BadZipFile, OSError, ValueError):
-        # no readable central directory (a truncated file): judge by the first entry's name
+        with zipfile.ZipFile(path) as zf:  # the directory only: nothing is inflated
+            names = zf.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError):
+        # no readable central directory (a truncated file): judge by the first entry's name, which is
+        # 'archive/data.pkl' for torch.save and under 'archive/extra/' or 'archive/code/' for TorchScript
         length = struct.unpack_from("<H", head, 26)[0] if len(head) >= 30 else 0
-        names, truncated = [head[30 : 30 + length].decode("utf-8", errors="replace")], True
-    detail = "truncated: no central directory" if truncated else ""
-    if any(n.startswith("code/") or "/code/" in n or (truncated and "extra/" in n) for n in names):
-        return Sniffed("torchscript", "a TorchScript archive", detail)
-    if truncated or any(n.endswith("data.pkl") for n in names):
-        return Sniffed("torch-zip", "a PyTorch checkpoint", detail)
-    return Sniffed("zip", "a zip archive", "no data.pkl or code/ inside")
+        first = head[30 : 30 + length].decode("utf-8", errors="replace")
+        kind = "torchscript" if "/code/" in f"/{first}" or "/extra/" in f"/{first}" else "torch-zip"
+        return Sniffed(kind, TORCHSCRIPT_LABEL if kind == "torchscript" else "a PyTorch checkpoint",
+                       "truncated: no central directory")
+    if torchscript_prefix(names) is not None:
+        return Sniffed("torchscript", TORCHSCRIPT_LABEL)
+    if any(n.endswith("data.pkl") for n in names):
+        return Sniffed("torch-zip", "a PyTorch checkpoint")
+    return Sniffed("zip", "a zip archive", "no data.pkl inside")
 
 
 def _pickle_kind(head: bytes) -> Sniffed:
@@ -151,6 +168,12 @@ def _is_bmp(head: bytes) -> bool:
         12, 40, 52, 56, 64, 108, 124)
 
 
+def _is_pnm(head: bytes) -> bool:
+    """Netpbm (PBM/PGM/PPM, Pillow's "PPM"): P1-P6 (or Pf, float) and whitespace."""
+    return head[:1] == b"P" and head[1:2] in (b"1", b"2", b"3", b"4", b"5", b"6", b"f") and head[2:3] in (
+        b" ", b"\t", b"\n", b"\r", b"\x0b", b"\x0c")
+
+
 def sniff_bytes(head: bytes, size: int) -> Sniffed:
     """The kind of a file from its first bytes (``size``: the whole file's); zips are told apart by `sniff`."""
     if size == 0:
@@ -162,6 +185,8 @@ def sniff_bytes(head: bytes, size: int) -> Sniffed:
         return Sniffed("webp", "a WebP image")
     if _is_bmp(head):
         return Sniffed("bmp", "a BMP image")
+    if _is_pnm(head):
+        return Sniffed("ppm", "a PPM image")
     if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
         return _pickle_kind(head)
     if _is_safetensors(head, size):
@@ -173,6 +198,10 @@ def sniff_bytes(head: bytes, size: int) -> Sniffed:
         return Sniffed("onnx", "an ONNX model")
     if _is_json(head, size):
         return Sniffed("json", "a JSON file")
+    fmt = other_format(head)
+    if fmt:
+        return Sniffed("other-image", f"{'an' if fmt[0] in 'AEIOU' else 'a'} {fmt} file",
+                       f"an image format vitexport does not decode (it decodes {ACCEPTED_TEXT})")
     return Sniffed("unknown", "not a format vitexport reads", f"first bytes {head[:8]!r}")
 
 
@@ -249,8 +278,8 @@ ROLES: dict[str, Role] = {
     # predict, bench, quantize, Predictor, and every reader of an ONNX file
     "onnx": Role(frozenset({"onnx"}), "an ONNX model", "ONNX model", "export it again", _ONNX_UNREADABLE),
     # predict IMAGE...
-    "image": Role(IMAGE_KINDS, "an image", "image", "pass a PNG, JPEG or other Pillow format",
-                  "cannot read image {path} ({detail}); pass a PNG, JPEG or other Pillow format"),
+    "image": Role(IMAGE_KINDS, "an image", "image", f"pass a {ACCEPTED_TEXT} image",
+                  "cannot read image {path} ({detail}); pass a " + ACCEPTED_TEXT + " image"),
 }
 
 
@@ -298,6 +327,8 @@ def wrong_kind_message(path: str | os.PathLike[str], found: Sniffed, role: str) 
         if role in ("checkpoint", "info", "reference"):
             return f"{shown} is a directory without {' or '.join(HUB_WEIGHT_FILES[:2])}; pass the weights file itself"
         return f"{spec.missing} {shown} is a directory; pass {'image files' if role == 'image' else 'a file'}"
+    if found.kind == "other-image" and role == "image":
+        return undecodable(shown, found.label)
     fix = _fix(role, found, str(path))
     if not fix:  # unknown, a zip or pickle that is no model, unreadable
         detail = f"{found.label}: {found.detail}" if found.detail else found.label
@@ -341,4 +372,5 @@ def read_onnx_structure(path: str | os.PathLike[str]) -> Any:
 
 
 __all__ = ["CHECKPOINT_KINDS", "HUB_WEIGHT_FILES", "IMAGE_KINDS", "ROLES", "Sniffed", "looks_like_onnx", "onnx_start",
-           "read_onnx_structure", "require", "sniff", "sniff_bytes", "unreadable_onnx", "wrong_kind_message"]
+           "read_onnx_structure", "require", "sniff", "sniff_bytes", "torchscript_prefix", "unreadable_onnx",
+           "wrong_kind_message"]

@@ -38,8 +38,8 @@ from vitexport._util.errors import CheckpointError, UnsafeCheckpointError
 from vitexport._util.safejson import parse_json
 from vitexport.security.picklescan import Limits as PickleLimits
 from vitexport.security.picklescan import scan
-from vitexport.security.safezip import MAX_ENTRIES, MAX_METADATA_BYTES, declared_entries, open_zip, read_member
-from vitexport.security.sniff import TORCHSCRIPT_EXTRA_FILE
+from vitexport.security.safezip import MAX_METADATA_BYTES, open_zip, read_member
+from vitexport.security.sniff import TORCHSCRIPT_EXTRA_FILE, sniff, torchscript_prefix
 
 MAX_CODE_BYTES = 64_000_000  # all code files together (a ViT export has ~60 KB)
 MAX_PICKLE_BYTES = 64_000_000
@@ -67,34 +67,10 @@ class Archive:
     metadata: bytes | None = None
 
 
-def _prefix(names: list[str]) -> str | None:
-    """The archive's top folder ('d/'): the folder of its data.pkl with a code/ folder beside it."""
-    for name in names:
-        if name.endswith("data.pkl"):
-            prefix = name[: -len("data.pkl")]
-            if any(n.startswith(prefix + "code/") for n in names):
-                return prefix
-    return None
-
-
-# The commands tell files apart with `security.sniff`; this stays for library users who only ask "TorchScript?".
-# The entry-count guard: a zip declaring too many entries must not be parsed by zipfile.
 def is_torchscript(path: str | os.PathLike[str]) -> bool:
-    """A TorchScript archive is a zip with code/ beside data.pkl (a torch.save checkpoint has none); only
-    the zip's directory is read (a zip declaring too many entries is left to the checkpoint reader)."""
-    import zipfile
-
-    try:
-        with open(path, "rb") as fh:
-            if fh.read(4) != b"PK\x03\x04":
-                return False
-        count = declared_entries(Path(path))
-        if count is not None and count > MAX_ENTRIES:
-            return False  # the checkpoint reader refuses it, naming the count
-        with zipfile.ZipFile(path) as zf:  # the directory only: nothing is inflated
-            return _prefix(zf.namelist()) is not None
-    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError):
-        return False
+    """Whether ``path`` is a TorchScript archive, by `vitexport.security.sniff`'s one rule (a zip with code/
+    beside data.pkl; only the zip's directory is read). The commands tell files apart with `sniff` itself."""
+    return sniff(path).kind == "torchscript"
 
 
 def read_archive(path: str | os.PathLike[str]) -> Archive:
@@ -103,7 +79,7 @@ def read_archive(path: str | os.PathLike[str]) -> Archive:
     archive = Archive(p)
     with open_zip(p, "TorchScript archive") as zf:
         names = zf.namelist()
-        prefix = _prefix(names)
+        prefix = torchscript_prefix(names)
         if prefix is None:
             raise CheckpointError(f"{what} has no code/ and data.pkl; export it with `vitexport torchscript`")
         total = 0

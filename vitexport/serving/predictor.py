@@ -190,7 +190,8 @@ class Predictor:
 
     def prepare(self, image: Any) -> Any:
         """One image -> validated (C, H, W) float32 input."""
-        from vitexport.serving.preprocess import header_size, to_model_input
+        from vitexport.security.images import header_size
+        from vitexport.serving.preprocess import to_model_input
 
         if hasattr(image, "mode") and hasattr(image, "size"):  # a PIL image: refuse before converting its pixels
             self.check_size(*header_size(image))
@@ -300,13 +301,13 @@ def predict_files(
 
     Args:
         model_path: an .onnx file exported by vitexport.
-        paths: image files of any size (`vitexport.serving.preprocess.read_image`).
+        paths: image files of any size (`vitexport.security.images.read_image`).
         provider: the engine, as for `Predictor`.
         top_k: classes per image.
         max_tokens: refuse images with more tokens.
         max_memory_gb: refuse images whose estimated forward pass is larger.
     """
-    from vitexport.serving.preprocess import image_size, read_image
+    from vitexport.security.images import image_size, read_image
 
     for path in paths:  # unreadable files fail before any model work (headers only)
         image_size(path)

@@ -1,30 +1,27 @@
 """Turn user images into model inputs (numpy; Pillow only for PIL images). Imports no torch.
 
 - PIL images and uint8 arrays (HW, HWC with 1/3/4 channels) are raw pixels: converted to the
-  model's channel count, scaled and normalised with the model's mean/std. PIL images are
-  turned upright by their EXIF orientation first; 16-bit images (modes ``I;16*``, ``I``) are
-  brought to the 8-bit range as ``value / 257`` in float32 (65535 -> 255.0, fractions kept), so
-  the model's 8-bit scale applies unchanged. Arithmetic is float32 throughout.
-- `read_image` reads the size from the file's header and refuses an image over the caller's
-  limit (``check``) or over Pillow's decompression-bomb limit before decoding any pixel.
+  model's channel count, scaled and normalised with the model's mean/std. PIL images become
+  pixels through `vitexport.security.images.to_pixels` (upright by their EXIF orientation,
+  16-bit images as ``value / 257`` in float32). Arithmetic is float32 throughout.
 - float arrays (CHW, or NCHW with N=1) are already-preprocessed model inputs, used as they are.
 Images keep their size: the exported graph pads and resamples for any size.
+
+Files and encoded bytes are decoded by `vitexport.security.images` (the one format list and
+decoder); `read_image`, `image_size` and `header_size` stay importable from here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from vitexport._util.errors import InputError, one_line
+from vitexport._util.errors import InputError
+from vitexport.security.images import header_size, image_size, read_image, to_pixels
 
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601-2, as PIL's convert("L")
-SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
-EXIF_ORIENTATION = 0x0112
-ROTATED_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 
 
 @dataclass(frozen=True)
@@ -62,24 +59,6 @@ def _convert_channels(pixels: np.ndarray, channels: int) -> np.ndarray:
     raise InputError(f"cannot convert a {c}-channel image to the model's {channels} channels")
 
 
-def _pil_pixels(image: Any, channels: int) -> np.ndarray:
-    """A PIL image -> (H, W, C) pixels in the 8-bit range: uint8, or float32 for 16-bit images."""
-    from PIL import ImageOps
-
-    image = ImageOps.exif_transpose(image)  # a no-op without an orientation tag
-    if image.mode in SIXTEEN_BIT_MODES:
-        return (np.clip(np.asarray(image, dtype=np.float32), 0, 65535) / np.float32(257))[..., None]
-    if image.mode == "F":
-        raise InputError("32-bit float images have no defined pixel range; save the image as 8- or 16-bit")
-    mode = "L" if channels == 1 else "RGB"
-    try:
-        pixels = np.asarray(image.convert(mode))
-    except (ValueError, OSError) as exc:
-        raise InputError(f"cannot convert a {image.mode} image to {mode} ({one_line(exc, 120)}); "
-                         "save it as RGB or grayscale") from exc
-    return pixels[..., None] if pixels.ndim == 2 else pixels
-
-
 def _normalise(pixels: np.ndarray, prep: Preprocess) -> np.ndarray:
     """(H, W, C) pixels in the 8-bit range -> (C, H, W) float32, scaled and normalised."""
     x = _convert_channels(pixels, prep.channels).astype(np.float32) * np.float32(prep.scale)
@@ -91,7 +70,7 @@ def _normalise(pixels: np.ndarray, prep: Preprocess) -> np.ndarray:
 def to_model_input(image: Any, prep: Preprocess) -> np.ndarray:
     """One image -> (C, H, W) float32 model input."""
     if hasattr(image, "mode") and hasattr(image, "convert"):  # a PIL image
-        return _normalise(_pil_pixels(image, prep.channels), prep)
+        return _normalise(to_pixels(image, prep.channels), prep)
     if not isinstance(image, np.ndarray):
         raise InputError(f"unsupported image type {type(image).__name__}; pass a PIL image or a numpy array")
     if image.size == 0:
@@ -122,77 +101,4 @@ def to_model_input(image: Any, prep: Preprocess) -> np.ndarray:
     raise InputError(f"unsupported dtype {image.dtype}; pass uint8 pixels or a float32 CxHxW array")
 
 
-def _open_error(path: str, exc: BaseException) -> InputError:
-    from PIL import Image
-
-    if isinstance(exc, FileNotFoundError):
-        return InputError(f"image {path!r} does not exist; check the path")
-    if isinstance(exc, IsADirectoryError):
-        return InputError(f"image {path!r} is a directory; pass image files")
-    if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
-        return InputError(f"image {path!r} declares more pixels than Pillow's decompression-bomb limit "
-                          f"({Image.MAX_IMAGE_PIXELS:,}); downscale it first")
-    from vitexport.security.sniff import require
-
-    require(path, "image")  # a model, a checkpoint, ...: raises, saying what it is and where it goes
-    return InputError(f"cannot read image {path!r} ({type(exc).__name__}); pass a PNG, JPEG or other Pillow format")
-
-
-def _orientation(image: Any) -> int:
-    """The EXIF orientation known without decoding (``getexif`` would decode a PNG to look for it)."""
-    from PIL import Image
-
-    try:
-        if image.info.get("exif"):
-            exif = Image.Exif()
-            exif.load(image.info["exif"])
-            return int(exif.get(EXIF_ORIENTATION, 1))
-        tags = getattr(image, "tag_v2", None)  # TIFF keeps it among its own tags
-        return int(tags.get(EXIF_ORIENTATION, 1)) if tags is not None else 1
-    except Exception:  # a broken EXIF block: the pixels are still readable, unrotated
-        return 1
-
-
-def header_size(image: Any) -> tuple[int, int]:
-    """(height, width) of an opened, not yet decoded, PIL image as it will be shown (EXIF rotation applied)."""
-    w, h = image.size
-    return (w, h) if _orientation(image) in ROTATED_ORIENTATIONS else (h, w)
-
-
-def _with_image(path: str, use: Callable[[Any], Any]) -> Any:
-    """``use(image)`` on the lazily opened image at ``path``; Pillow's errors as one `InputError`."""
-    import warnings
-
-    from PIL import Image
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # `read_image` refuses it, in one line
-            with Image.open(path) as img:
-                return use(img)
-    except InputError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning, OSError, ValueError,
-            SyntaxError, EOFError) as exc:  # SyntaxError/EOFError: some of Pillow's parsers on broken headers
-        raise _open_error(path, exc) from None
-
-
-def image_size(path: str) -> tuple[int, int]:
-    """(height, width) of an image file from its header (upright), without decoding its pixels."""
-    return _with_image(path, header_size)
-
-
-def read_image(path: str, check: Callable[[int, int], None] | None = None) -> Any:
-    """A decoded, upright PIL image from a file (fully loaded, file closed); `InputError` naming the problem
-    otherwise. ``check(height, width)`` sees the size from the header and may refuse before any decoding."""
-    from PIL import Image, ImageOps
-
-    def decode(img: Any) -> Any:
-        if check is not None:
-            check(*header_size(img))
-        if Image.MAX_IMAGE_PIXELS and img.size[0] * img.size[1] > Image.MAX_IMAGE_PIXELS:
-            raise Image.DecompressionBombWarning("over the limit")
-        img.load()
-        return ImageOps.exif_transpose(img.copy())
-
-    return _with_image(path, decode)
+__all__ = ["Preprocess", "header_size", "image_size", "read_image", "to_model_input"]

@@ -30,28 +30,15 @@ from vitexport.checkpoint.infer import infer_config_args
 from vitexport.export.onnx_export import export_onnx
 from vitexport.export.torchscript_export import export_torchscript
 from vitexport.model.config import ViTConfig, get_preset
+from vitexport.model.coverage import FAMILY_BASE, family_args
 from vitexport.model.families import FAMILIES, family_of
 from vitexport.model.presets import PRESETS
 from vitexport.model.vit import VisionTransformer
 from vitexport.verify.sweep import verify
 
 TOL = 1e-5  # relative to max(1, |reference|); timm-exact layers differ by float rounding only (~1e-7)
-BASE = dict(depth=2, embed_dim=32, num_heads=2, img_size=(24, 40), patch_size=8, num_classes=5)
-# Geometry varied across families: non-square native grids, rectangular patches, 1 channel, features only.
-OVERRIDES: dict[str, dict[str, Any]] = {
-    "vit": dict(img_size=28, in_chans=1),
-    "clip": dict(patch_size=(8, 6), num_heads=4),
-    "siglip": dict(num_classes=0, reg_tokens=2),  # the MAP head attends over patch tokens only
-    "siglip2": dict(img_size=(30, 20), patch_size=5, class_token=True),
-    "aimv2": dict(img_size=(28, 36), num_heads=4),
-    "xp": dict(num_heads=4, num_classes=0),
-    "diff-attention": dict(embed_dim=48, num_heads=3),
-    "swiglu-packed": dict(patch_size=7, img_size=21),
-}
 SIZES = [(24, 40), (17, 45), (7, 5), (50, 31), (1, 1)]  # native-ish, not multiples, < one patch, larger
 FAMILY_NAMES = [f.name for f in FAMILIES]
-def family_args(name: str) -> dict[str, Any]:
-    return {**BASE, **OVERRIDES.get(name, {})}
 
 
 def pair(name: str, seed: int = 0) -> tuple[VisionTransformer, torch.nn.Module]:
@@ -203,7 +190,7 @@ def test_family_shape_inference_builds_exactly_or_refuses(
 
     family = next(f for f in FAMILIES if f.name == name)
     # square native grid; heads not stored in the weights: embed_dim / 64 (1), as inference assumes
-    args = {**BASE, "img_size": 32, "embed_dim": 64, "num_heads": 1}
+    args = {**FAMILY_BASE, "img_size": 32, "embed_dim": 64, "num_heads": 1}
     if name in ("diff-attention", "diff-parallel", "xp"):
         args["num_heads"] = 2  # stored (lambda / qk-norm width)
     if name == "swiglu-packed":
@@ -244,7 +231,7 @@ def test_refusal_names_the_matching_architectures() -> None:
 
 
 def test_sorted_keys_cannot_show_residual_post_norm(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    args = {**BASE, "img_size": 32, "embed_dim": 64, "num_heads": 1}
+    args = {**FAMILY_BASE, "img_size": 32, "embed_dim": 64, "num_heads": 1}
     sd = VisionTransformer(get_preset("vit_base_patch16_rpn_224", **args)).state_dict()
     save_file({k: v.contiguous() for k, v in sorted(sd.items())}, str(tmp_path / "model.safetensors"))
     with caplog.at_level(logging.WARNING):

@@ -1,60 +1,36 @@
-"""File kinds from magic bytes, and every command x wrong kind of file: a one-line message naming the kind and the fix.
+"""File kinds from magic bytes (`vitexport.security.sniff`): every kind, the one TorchScript rule, `require`'s errors.
 
-docs/bad-inputs.md ("Wrong kind of file") lists the same pairs; `test_docs_list_every_pair` keeps the two in step.
+Every command x every wrong kind of file, through the CLI, is tests/e2e/test_hostile_cli.py::test_wrong_file_kind.
 """
 
 from __future__ import annotations
 
-import json
 import pickle
-import re
 import shutil
 import zipfile
 from pathlib import Path
 
 import pytest
-import torch
-from click.testing import CliRunner
 from PIL import Image
 
-from tests.helpers.models import CONFIGS, ROOT, SAMPLES, make_model
-from vitexport._util.errors import CheckpointError, FileKindError
-from vitexport.cli import cli
-from vitexport.security.sniff import looks_like_onnx, onnx_start, require, sniff, sniff_bytes
-
-SAMPLE = SAMPLES / "digits-vit.pt"
-PNG = SAMPLES / "images" / "digit-1-28px.png"
+from tests.helpers.hostile import SAMPLE, declare_entries, kind_files
+from vitexport._util.errors import CheckpointError, FileKindError, InputError
+from vitexport.security.images import ACCEPTED_FORMATS, KINDS
+from vitexport.security.sniff import (
+    IMAGE_KINDS,
+    looks_like_onnx,
+    onnx_start,
+    require,
+    sniff,
+    sniff_bytes,
+    torchscript_prefix,
+)
+from vitexport.security.torchscript_policy import is_torchscript, read_archive
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory, sample_onnx: Path) -> dict[str, Path]:
-    """One file of each kind (all from the same small model where a model is needed)."""
-    from safetensors.torch import save_file
-
-    from vitexport.export.torchscript_export import export_torchscript
-
-    d = tmp_path_factory.mktemp("kinds")
-    sd = make_model(CONFIGS["spec_cls"]).state_dict()
-    out = {"checkpoint": SAMPLE, "image": PNG}
-    torch.save(sd, d / "legacy.pt", _use_new_zipfile_serialization=False)
-    out["legacy checkpoint"] = d / "legacy.pt"
-    save_file(sd, str(d / "w.safetensors"))
-    out["safetensors"] = d / "w.safetensors"
-    (d / "hub").mkdir()
-    save_file(sd, str(d / "hub" / "model.safetensors"))
-    out["model folder"] = d / "hub"
-    out["onnx"] = Path(shutil.copy(sample_onnx, d / "m.onnx"))
-    (d / "cut.onnx").write_bytes(sample_onnx.read_bytes()[: sample_onnx.stat().st_size * 3 // 5])
-    out["truncated onnx"] = d / "cut.onnx"
-    export_torchscript(make_model(CONFIGS["spec_cls"]), d / "m.ts")
-    out["torchscript"] = d / "m.ts"
-    (d / "config.json").write_text(json.dumps(CONFIGS["spec_cls"]))
-    out["json"] = d / "config.json"
-    (d / "empty.onnx").write_bytes(b"")
-    out["empty"] = d / "empty.onnx"
-    (d / "notes.txt").write_text("not a model\n")
-    out["text"] = d / "notes.txt"
-    return out
+    return kind_files(tmp_path_factory.mktemp("kinds"), sample_onnx)
 
 
 # ---------------------------------------------------------------------------
@@ -63,16 +39,81 @@ def files(tmp_path_factory: pytest.TempPathFactory, sample_onnx: Path) -> dict[s
 def test_kinds_of_real_files(files: dict[str, Path]) -> None:
     expected = {"checkpoint": "torch-zip", "legacy checkpoint": "torch-pickle", "safetensors": "safetensors",
                 "model folder": "hub-folder", "onnx": "onnx", "truncated onnx": "onnx", "torchscript": "torchscript",
-                "json": "json", "empty": "empty", "text": "unknown", "image": "png"}
+                "json": "json", "empty": "empty", "text": "unknown", "image": "png", "eps": "other-image"}
     assert {name: sniff(path).kind for name, path in files.items()} == expected
 
 
-@pytest.mark.parametrize("fmt, kind", [("PNG", "png"), ("JPEG", "jpeg"), ("GIF", "gif"), ("BMP", "bmp"),
-                                       ("WEBP", "webp"), ("TIFF", "tiff")])
-def test_image_formats(tmp_path: Path, fmt: str, kind: str) -> None:
+@pytest.mark.parametrize("mode", ["RGB", "L", "1"])
+@pytest.mark.parametrize("fmt", ACCEPTED_FORMATS)
+def test_every_decoded_image_format_is_its_kind(tmp_path: Path, fmt: str, mode: str) -> None:
+    """PPM covers Netpbm's PBM (mode 1), PGM (L) and PPM (RGB), binary and the P1-P3 text forms."""
     path = tmp_path / "img"  # no suffix: the bytes decide
-    Image.new("RGB", (9, 7), (1, 2, 3)).save(path, format=fmt)
+    try:
+        Image.new(mode, (9, 7)).save(path, format=fmt)
+    except OSError:
+        pytest.skip(f"Pillow cannot write a mode {mode} {fmt}")
+    assert sniff(path).kind == KINDS[fmt] and sniff(path).kind in IMAGE_KINDS
+    if fmt == "PPM":
+        for text in (b"P1\n2 1\n0 1\n", b"P2 2 1 255 0 9\n", b"P3\n# a comment\n1 1\n255\n1 2 3\n"):
+            assert sniff_bytes(text, len(text)).kind == "ppm"
+        assert sniff_bytes(b"P7 332\n", 7).kind != "ppm"  # XV thumbnails are not Netpbm
+        assert sniff_bytes(b"P6x", 3).kind == "unknown"  # no whitespace after the magic
+
+
+@pytest.mark.parametrize("head, label", [
+    (b"%!PS-Adobe-3.0 EPSF-3.0\n", "an EPS file"),
+    (b"\xc5\xd0\xd3\xc6" + b"\0" * 26, "an EPS file"),  # DOS EPS binary header
+    (b"%PDF-1.7\n", "a PDF file"),
+    (b"\0\0\1\0\1\0\x10\x10" + b"\0" * 8, "an ICO file"),
+    (b"8BPS\0\1" + b"\0" * 10, "a PSD file"),
+])
+def test_other_image_formats_are_named(head: bytes, label: str) -> None:
+    found = sniff_bytes(head, 1000)
+    assert (found.kind, found.label) == ("other-image", label)
+
+
+def test_other_image_is_an_input_error_for_images_and_unknown_elsewhere(files: dict[str, Path]) -> None:
+    eps = files["eps"]
+    with pytest.raises(InputError, match="is an EPS file, which vitexport does not decode; convert it to PNG"):
+        require(eps, "image")
+    with pytest.raises(CheckpointError, match="is not a checkpoint"):
+        require(eps, "checkpoint")
+
+
+def _zip(path: Path, names: list[str]) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        for name in names:
+            zf.writestr(name, b"x")
+    return path
+
+
+@pytest.mark.parametrize("names, kind", [
+    (["a/data.pkl", "a/code/__torch__/m.py", "a/constants.pkl"], "torchscript"),
+    (["data.pkl", "code/__torch__/m.py"], "torchscript"),  # no top folder
+    (["a/data.pkl", "a/data/0"], "torch-zip"),
+    (["a/code/__torch__/m.py"], "zip"),  # code/ without data.pkl: not loadable TorchScript
+    (["a/data.pkl", "b/code/__torch__/m.py"], "torch-zip"),  # code/ beside another folder's data.pkl
+    (["readme.txt"], "zip"),
+], ids=["torchscript", "torchscript-no-folder", "checkpoint", "code-only", "code-elsewhere", "other"])
+def test_one_torchscript_rule(tmp_path: Path, names: list[str], kind: str) -> None:
+    """sniff, torchscript_policy.is_torchscript and read_archive decide "TorchScript" by the same rule."""
+    path = _zip(tmp_path / "x.zip", names)
     assert sniff(path).kind == kind
+    assert is_torchscript(path) == (kind == "torchscript")
+    assert (torchscript_prefix(names) is not None) == (kind == "torchscript")
+    if kind != "torchscript":
+        with pytest.raises(CheckpointError, match=r"has no code/ and data\.pkl"):
+            read_archive(path)
+
+
+def test_truncated_zips_are_judged_by_their_first_entry(files: dict[str, Path], tmp_path: Path) -> None:
+    for name, kind in (("torchscript", "torchscript"), ("checkpoint", "torch-zip")):
+        data = files[name].read_bytes()
+        (tmp_path / name).write_bytes(data[: len(data) // 3])  # no central directory left
+        found = sniff(tmp_path / name)
+        assert (found.kind, found.detail) == (kind, "truncated: no central directory"), found
+    entries = declare_entries(Path(shutil.copy(files["torchscript"], tmp_path / "many.ts")), 60_000)
+    assert sniff(entries).kind == "torch-zip" and not is_torchscript(entries)  # the reader names the count
 
 
 def test_pickles_zips_and_folders(tmp_path: Path) -> None:
@@ -112,111 +153,3 @@ def test_require_deep_names_a_truncated_onnx(files: dict[str, Path]) -> None:
         require(files["truncated onnx"], "onnx", deep=True)
     with pytest.raises(FileKindError, match="is a PyTorch checkpoint, not an ONNX model"):
         require(files["checkpoint"], "onnx")
-
-
-# ---------------------------------------------------------------------------
-# every command x every wrong kind
-# ---------------------------------------------------------------------------
-def _commands(onnx_model: Path, out: Path) -> dict[str, list[str]]:
-    small = ["--sizes", "28x28", "--batch-sizes", "1"]
-    return {
-        "info": ["info", "{f}"],
-        "onnx": ["onnx", "{f}", "-o", str(out / "o.onnx"), "--force"],
-        "torchscript": ["torchscript", "{f}", "-o", str(out / "o.ts"), "--force"],
-        "quantize": ["quantize", "{f}", "-o", str(out / "q.onnx"), "--force"],
-        "verify": ["verify", "{f}", *small],
-        "verify --checkpoint": ["verify", str(onnx_model), "--checkpoint", "{f}", *small],
-        "predict": ["predict", "{f}", str(PNG)],
-        "predict IMAGE": ["predict", str(onnx_model), "{f}"],
-        "bench": ["bench", "{f}", *small, "--warmup", "0", "--iters", "1"],
-    }
-
-
-CKPT_FIX = "run `vitexport onnx"
-# (command, kind) -> (exit code, what the message names, the fix it gives)
-WRONG_KIND: dict[tuple[str, str], tuple[int, str, str]] = {
-    ("info", "truncated onnx"): (1, "is not a readable ONNX model", "export it again"),
-    ("info", "image"): (2, "is a PNG image", "vitexport predict MODEL.onnx"),
-    ("info", "json"): (2, "is a JSON file", "as --config"),
-    ("info", "empty"): (1, "is empty", "re-download or re-save"),
-    ("info", "text"): (1, "is not a checkpoint or an exported model", "expected a PyTorch"),
-    **{(cmd, kind): v for cmd in ("onnx", "torchscript") for kind, v in {
-        "onnx": (2, "is an ONNX model", "already exported: `vitexport verify"),
-        "truncated onnx": (2, "is an ONNX model (truncated)", "already exported: `vitexport verify"),
-        "torchscript": (2, "is a TorchScript archive", "already exported: `vitexport verify"),
-        "image": (2, "is a PNG image", "vitexport predict MODEL.onnx"),
-        "json": (2, "is a JSON file", "as --config"),
-        "empty": (1, "is empty", "re-download or re-save"),
-        "text": (1, "is not a checkpoint", "expected a PyTorch"),
-    }.items()},
-    **{(cmd, kind): v for cmd in ("quantize", "predict", "bench") for kind, v in {
-        "checkpoint": (2, "is a PyTorch checkpoint, not an ONNX model", CKPT_FIX),
-        "legacy checkpoint": (2, "is a PyTorch checkpoint (legacy format), not an ONNX model", CKPT_FIX),
-        "safetensors": (2, "is a safetensors weights file, not an ONNX model", CKPT_FIX),
-        "model folder": (2, "is a model folder (model.safetensors), not an ONNX model", CKPT_FIX),
-        "truncated onnx": (1, "is not a readable ONNX model", "export it again"),
-        "torchscript": (2, "is a TorchScript archive, not an ONNX model", "export the checkpoint with `vitexport onnx"),
-        "image": (2, "is a PNG image, not an ONNX model", "vitexport predict MODEL.onnx"),
-        "json": (2, "is a JSON file, not an ONNX model", "--config"),
-        "empty": (1, "is empty", "export it again"),
-        "text": (1, "is not a readable ONNX model", "export it again"),
-    }.items()},
-    ("verify", "checkpoint"): (2, "is a PyTorch checkpoint, not an exported model", "or pass it as --checkpoint"),
-    ("verify", "legacy checkpoint"): (2, "is a PyTorch checkpoint (legacy format), not an exported model",
-                                      "or pass it as --checkpoint"),
-    ("verify", "safetensors"): (2, "is a safetensors weights file, not an exported model",
-                                "or pass it as --checkpoint"),
-    ("verify", "model folder"): (2, "is a model folder (model.safetensors), not an exported model",
-                                 "or pass it as --checkpoint"),
-    ("verify", "truncated onnx"): (1, "is not a readable ONNX model", "export it again"),
-    ("verify", "image"): (2, "is a PNG image, not an exported model", "vitexport predict MODEL.onnx"),
-    ("verify", "json"): (2, "is a JSON file, not an exported model", "--config"),
-    ("verify", "empty"): (1, "is empty", "export it again"),
-    ("verify", "text"): (1, "is not a readable ONNX model", "export it again"),
-    ("verify --checkpoint", "truncated onnx"): (1, "is not a readable ONNX model", "export it again"),
-    ("verify --checkpoint", "torchscript"): (2, "is a TorchScript archive, not a checkpoint",
-                                             "--checkpoint takes the PyTorch checkpoint or the float .onnx"),
-    ("verify --checkpoint", "image"): (2, "is a PNG image, not a checkpoint", "vitexport predict MODEL.onnx"),
-    ("verify --checkpoint", "json"): (2, "is a JSON file, not a checkpoint", "as --config"),
-    ("verify --checkpoint", "empty"): (1, "is empty", "re-download or re-save"),
-    ("verify --checkpoint", "text"): (1, "is not a checkpoint", "or the float .onnx export"),
-    ("predict IMAGE", "onnx"): (2, "is an ONNX model, not an image", "the model comes first"),
-    ("predict IMAGE", "checkpoint"): (2, "is a PyTorch checkpoint, not an image", "export it with `vitexport onnx"),
-    ("predict IMAGE", "safetensors"): (2, "is a safetensors weights file, not an image", "`vitexport onnx"),
-    ("predict IMAGE", "torchscript"): (2, "is a TorchScript archive, not an image", "the model comes first"),
-    ("predict IMAGE", "json"): (2, "is a JSON file, not an image", "pass image files"),
-    ("predict IMAGE", "empty"): (1, "is empty", "pass a PNG, JPEG"),
-    ("predict IMAGE", "text"): (1, "cannot read image", "pass a PNG, JPEG"),
-}
-
-
-@pytest.mark.parametrize("command, kind", list(WRONG_KIND), ids=[f"{c}-{k}" for c, k in WRONG_KIND])
-def test_wrong_file_kind(files: dict[str, Path], sample_onnx: Path, tmp_path: Path, command: str,
-                         kind: str) -> None:
-    code, names, fix = WRONG_KIND[(command, kind)]
-    path = str(files[kind])
-    args = [a.replace("{f}", path) for a in _commands(sample_onnx, tmp_path)[command]]
-    result = CliRunner().invoke(cli, args)
-    err = result.stderr
-    assert result.exit_code == code, (result.exit_code, result.output)
-    assert err.startswith("Error: ") and err.count("\n") == 1 and "Traceback" not in err, err
-    assert repr(path) in err and names in err and fix in err, err
-    assert not any(p.name.startswith(("o.", "q.")) for p in tmp_path.iterdir())  # nothing written
-
-
-ROW = re.compile(r"\| `vitexport ([^`]+)` \| (.+?) \|.*\| (\d) \| `test_sniff.py::test_wrong_file_kind\[(.+?)\]` \|$")
-
-
-def test_docs_list_every_pair() -> None:
-    """docs/bad-inputs.md's table has one row per (command, kind) of WRONG_KIND, each naming this test."""
-    text = (ROOT / "docs" / "bad-inputs.md").read_text()
-    section = text.split("## Wrong kind of file", 1)[1]
-    rows = set()
-    for line in section.splitlines():
-        m = ROW.match(line)
-        if m:
-            command, kind, code, test_id = m.groups()
-            assert test_id == f"{command}-{kind}", line
-            assert int(code) == WRONG_KIND[(command, kind)][0], line
-            rows.add((command, kind))
-    assert rows == set(WRONG_KIND)

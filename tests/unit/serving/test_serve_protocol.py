@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.helpers.images import crafted_exif_png, eps_bytes
 from tests.helpers.models import CONFIGS, make_model, needs_openvino
 from tests.helpers.serving import png_bytes
 from vitexport.export.onnx_export import export_onnx
@@ -383,6 +384,8 @@ BAD_SERVICE_REQUESTS = [
     ("decompression bomb", "POST", INFER, *_images([_bomb_png(5_000)]), 400,
      "25,000,000 pixels, over this server's limit of 12,800"),
     ("bomb over Pillow's own limit", "POST", INFER, *_images([_bomb_png(30_000)]), 400, "decompression bomb"),
+    ("crafted EXIF", "POST", INFER, *_images([crafted_exif_png()]), 400, "is corrupt: its EXIF block does not parse"),
+    ("EPS image", "POST", INFER, *_images([eps_bytes()]), 400, "is an EPS file, which vitexport does not decode"),
     ("unknown output", "POST", INFER, {}, _json({"inputs": [GOOD_INPUT], "outputs": [{"name": "probs"}]}), 400,
      "unknown output 'probs'"),
     ("body too large", "POST", INFER, {}, b" " * (2**20 + 1), 413, "over this server's limit"),

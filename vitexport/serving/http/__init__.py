@@ -2,9 +2,9 @@
 
 - `protocol`: the wire format as pure functions (JSON and the binary-data extension, the
   classification extension, errors); numpy only, no Ray.
-- `images`: encoded images (PNG, JPEG, ...) to PIL images with pixel limits checked before decoding.
 - `service`: one model behind the protocol (routes, bearer-token auth, limits, batching by
-  image size); no Ray, so it runs and is tested in-process.
+  image size); no Ray, so it runs and is tested in-process. Encoded images are decoded by
+  `vitexport.security.images` (the format list and decoder `predict` uses too).
 - `config`: the options, the Ray Serve deployment options and the config file `serve deploy`
   and a KubeRay RayService accept.
 - `app`: the Ray Serve deployment (`@serve.batch` in front of the service) and the application builder.

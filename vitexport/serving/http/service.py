@@ -30,9 +30,9 @@ import numpy as np
 from vitexport import __version__
 from vitexport._util.errors import InputError, ServingError, VitexportError, one_line
 from vitexport.onnx.spec import IOSpec
+from vitexport.security.images import decode_bytes
 from vitexport.serving.batching import size_chunks
 from vitexport.serving.http.config import AppArgs
-from vitexport.serving.http.images import check_pixels, load_image, open_image
 from vitexport.serving.http.protocol import (
     HEADER_LENGTH,
     HttpResponse,
@@ -256,17 +256,21 @@ class ModelService:
                                     f"got {tensor.datatype}")
         if len(tensor.shape) != 1 or tensor.shape[0] < 1:
             raise RequestError(400, f"input {IMAGE_INPUT!r} must have shape [B] with B >= 1, got {tensor.shape}")
-        budget = self.max_body // 4  # float32 values: no more than a pixel_values request of the body limit
+        budget = [self.max_body // 4]  # float32 values: no more than a pixel_values request of the body limit
+
+        def check(h: int, w: int) -> None:  # from the header, before any pixel is decoded
+            if h * w > self.max_pixels:
+                raise InputError(f"a {h}x{w} image has {h * w:,} pixels, over this server's limit of "
+                                 f"{self.max_pixels:,}; downscale it")
+            budget[0] -= h * w * self.predictor.channels
+            if budget[0] < 0:
+                raise InputError(f"the images decode to more than {self.max_body // 4:,} values, over this "
+                                 "server's limit per request; send fewer or smaller images per request")
+
         prepared = []
         for i, data in enumerate(tensor.data):
             try:
-                img = open_image(data)
-                h, w = check_pixels(img, self.max_pixels)
-                budget -= h * w * self.predictor.channels
-                if budget < 0:
-                    raise InputError(f"the images decode to more than {self.max_body // 4:,} values, over this "
-                                     "server's limit per request; send fewer or smaller images per request")
-                prepared.append(self.predictor.prepare(load_image(img)))
+                prepared.append(self.predictor.prepare(decode_bytes(data, check)))
             except InputError as exc:
                 raise InputError(f"image {i}: {exc}") from None
         return prepared
