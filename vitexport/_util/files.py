@@ -189,11 +189,13 @@ def atomic_file(path: str | os.PathLike[str], force: bool = False) -> Iterator[P
 
 
 @contextlib.contextmanager
-def staged_folder(path: str | os.PathLike[str], force: bool = False) -> Iterator[Path]:
-    """Yield a temporary folder beside ``path`` (its parent must exist); it becomes ``path`` only if the block
-    succeeds. An existing folder at ``path`` is replaced only with ``force`` (moved aside, the new one renamed in,
-    the old one removed); a file, link or device there is refused even with it."""
+def staged_folder(path: str | os.PathLike[str], force: bool = False,
+                  stage_in: str | os.PathLike[str] | None = None) -> Iterator[Path]:
+    """Yield a temporary folder (in ``stage_in``, default: beside ``path``; on the same filesystem) that becomes
+    ``path`` only if the block succeeds. An existing folder at ``path`` is replaced only with ``force`` (moved
+    aside, the new one renamed in, the old one removed); a file, link or device there is refused even with it."""
     target = Path(path)
+    scratch = Path(stage_in) if stage_in is not None else target.parent
     try:
         info = os.lstat(target)
     except (FileNotFoundError, NotADirectoryError):
@@ -207,8 +209,8 @@ def staged_folder(path: str | os.PathLike[str], force: bool = False) -> Iterator
         raise OutputError(f"output folder {str(target.parent)!r} does not exist; create it first")
     with contextlib.ExitStack() as stack:
         try:
-            staged = stack.enter_context(scratch_folder(f".{target.name}.", target.parent, suffix=".tmp"))
-            old = stack.enter_context(scratch_folder(f".{target.name}.", target.parent, suffix=".old"))
+            staged = stack.enter_context(scratch_folder(f".{target.name}.", scratch, suffix=".tmp"))
+            old = stack.enter_context(scratch_folder(f".{target.name}.", scratch, suffix=".old"))
         except OSError as exc:
             raise OutputError(f"cannot write to {str(target.parent)!r} ({exc.strerror}); choose a writable "
                               "output path") from exc

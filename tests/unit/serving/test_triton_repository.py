@@ -114,8 +114,18 @@ def test_external_data_travels_with_the_model(sample_onnx: Path, tmp_path: Path)
     np.testing.assert_allclose(np.stack(got), np.stack(want), rtol=1e-6, atol=1e-6)
 
 
-def test_existing_model_folder_needs_force_and_other_models_stay(sample_onnx: Path, tmp_path: Path) -> None:
+def test_existing_model_folder_needs_force_and_other_models_stay(sample_onnx: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Triton takes every folder in a repository (hidden ones too) for a model: a model folder is written beside
+    the repository and renamed in, so a server scanning it meanwhile sees only whole models."""
+    from vitexport.serving.triton import repository
+
     repo = tmp_path / "repo"
+    seen = []
+    write_model_folder = repository._write_model_folder
+    monkeypatch.setattr(repository, "_write_model_folder",
+                        lambda folder, *a: (seen.append(sorted(p.name for p in repo.iterdir())),
+                                            write_model_folder(folder, *a)))
     write_repository(sample_onnx, repo, name="other", backend="python")
     first = write_repository(sample_onnx, repo, name="m")
     before = (first.model_dir / "config.pbtxt").read_text()
@@ -125,7 +135,9 @@ def test_existing_model_folder_needs_force_and_other_models_stay(sample_onnx: Pa
     write_repository(sample_onnx, repo, name="m", backend="python", force=True)
     assert 'backend: "python"' in (first.model_dir / "config.pbtxt").read_text()
     assert (repo / "other" / "1" / "model.py").is_file()
-    assert sorted(p.name for p in repo.iterdir()) == ["m", "other"]  # no staging folder left behind
+    assert seen == [[], ["other"], ["m", "other"]], seen  # while each was written
+    assert sorted(p.name for p in repo.iterdir()) == ["m", "other"]  # no staging folder left behind,
+    assert [p.name for p in tmp_path.iterdir()] == ["repo"]  # here nor beside the repository
 
 
 def test_failed_write_leaves_the_old_model_and_no_staging_folder(sample_onnx: Path, tmp_path: Path,
@@ -141,7 +153,7 @@ def test_failed_write_leaves_the_old_model_and_no_staging_folder(sample_onnx: Pa
     with pytest.raises(OSError):
         write_repository(sample_onnx, repo, name="m", backend="python", force=True)
     assert {p: p.read_bytes() for p in first.model_dir.rglob("*") if p.is_file()} == files
-    assert sorted(p.name for p in repo.iterdir()) == ["m"]
+    assert sorted(p.name for p in repo.iterdir()) == ["m"] and [p.name for p in tmp_path.iterdir()] == ["repo"]
 
 
 def test_bad_inputs_are_named(sample_onnx: Path, tmp_path: Path) -> None:

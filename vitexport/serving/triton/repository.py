@@ -221,11 +221,23 @@ def write_repository(model_path: str | os.PathLike[str], repository: str | os.Pa
     if not root.parent.is_dir():
         raise UsageError(f"the repository's parent folder {str(root.parent)!r} does not exist; create it first")
     root.mkdir(exist_ok=True)
-    with staged_folder(root / name, force) as staged:
+    with staged_folder(root / name, force, _stage_in(root)) as staged:
         _write_model_folder(staged, graph, config)
     files = tuple(sorted(p.relative_to(root) for p in (root / name).rglob("*") if p.is_file()))
     logger.info("wrote the Triton model %s (%s backend) in %s", name, backend, root)
     return Repository(root, root / name, config, files)
+
+
+def _stage_in(root: Path) -> Path:
+    """Where to write a model folder before it is renamed into ``root``: beside the repository, where Triton does
+    not look (it takes every folder inside, hidden ones too, for a model), when that is writable and on the same
+    filesystem; else inside it."""
+    parent = root.resolve().parent
+    try:
+        same = os.stat(parent).st_dev == os.stat(root).st_dev
+    except OSError:
+        return root
+    return parent if same and os.access(parent, os.W_OK | os.X_OK) else root
 
 
 def _write_model_folder(folder: Path, graph: GraphInterface, config: ModelConfig) -> None:
