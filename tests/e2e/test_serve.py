@@ -24,7 +24,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from samples.digits_data import held_out
-from tests.helpers.serving import png_bytes, replica_pids, require_ray, start_server, wait_replicas
+from tests.helpers.serving import listening, png_bytes, replica_pids, require_ray, start_server, wait_replicas
 
 require_ray()
 pytestmark = pytest.mark.serve
@@ -198,26 +198,10 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(server) -> None:
     assert infer_pixels(triton, server, x).shape == (1, 10)
 
 
-def _listening(port: int) -> set[str]:
-    """The local addresses (hex, as /proc/net/tcp* writes them) listening on ``port``."""
-    found = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            local, state = line.split()[1], line.split()[3]
-            address, _, hex_port = local.partition(":")
-            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
-                found.add(address)
-    return found
-
-
 def test_binds_to_loopback_by_default(server, sample_onnx: Path) -> None:
     """The module's server was started without --host: it listens on 127.0.0.1 only, and so does the config."""
     port = int(server.address.split(":")[1])
-    assert _listening(port) == {"0100007F"}, _listening(port)  # 127.0.0.1, nothing on 0.0.0.0 or ::
+    assert listening(port) == {"0100007F"}, listening(port)  # 127.0.0.1, nothing on 0.0.0.0 or ::
     result = CliRunner().invoke(cli, ["serve", str(sample_onnx), "--print-config"])
     assert result.exit_code == 0, result.stderr
     import yaml

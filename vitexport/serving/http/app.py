@@ -19,13 +19,15 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import Response
 
+from vitexport.serving.grpc.methods import GrpcMethods
 from vitexport.serving.http.config import DEPLOYMENT_NAME, AppArgs, Scaling, deployment_options
 from vitexport.serving.http.service import HttpRequest, ModelService, largest_size_group, read_limited
 
 
 @serve.deployment(name=DEPLOYMENT_NAME)
-class VitexportModel:
-    """One replica: a `ModelService` (a `Predictor` on the model) answering the Open Inference Protocol."""
+class VitexportModel(GrpcMethods):
+    """One replica: a `ModelService` (a `Predictor` on the model) answering the Open Inference Protocol over HTTP
+    (``__call__``) and gRPC (`GrpcMethods`)."""
 
     def __init__(self, args: dict[str, Any]) -> None:
         self.service = ModelService(AppArgs.from_args(args))

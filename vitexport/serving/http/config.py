@@ -18,6 +18,7 @@ from vitexport._util.extras import install_command
 from vitexport.security.limits import DEFAULT_MAX_TOKENS
 
 IMPORT_PATH = "vitexport.serving.http.app:build_app"
+GRPC_SERVICER = "vitexport.serving.grpc.service.add_servicer"  # no import here: tritonclient[grpc] is not light
 DEPLOYMENT_NAME = "VitexportModel"
 INSTALL_HINT = install_command("serve")
 
@@ -81,6 +82,14 @@ class ServeOptions:
     host: str = "127.0.0.1"
     port: int = 8000
     address: str | None = None
+    grpc_port: int | None = None  # also serve the protocol over gRPC on this port
+
+
+def grpc_options(options: ServeOptions) -> dict[str, Any] | None:
+    """Ray Serve's gRPC options for ``options.grpc_port`` (the protocol's inference service), or None."""
+    if options.grpc_port is None:
+        return None
+    return {"port": options.grpc_port, "grpc_servicer_functions": [GRPC_SERVICER]}
 
 
 def parse_autoscale(text: str) -> tuple[int, int]:
@@ -132,9 +141,10 @@ def deployment_options(args: AppArgs, scaling: Scaling) -> dict[str, Any]:
 
 def serve_config(options: ServeOptions) -> dict[str, Any]:
     """The Ray Serve config (``serve deploy``, KubeRay ``serveConfigV2``) of one vitexport application."""
-    return {
+    config: dict[str, Any] = {
         "proxy_location": "EveryNode",
         "http_options": {"host": options.host, "port": options.port},
+        **({"grpc_options": grpc} if (grpc := grpc_options(options)) else {}),
         "applications": [{
             "name": options.app.name,
             "route_prefix": "/",
@@ -143,6 +153,7 @@ def serve_config(options: ServeOptions) -> dict[str, Any]:
             "deployments": [{"name": DEPLOYMENT_NAME, **deployment_options(options.app, options.scaling)}],
         }],
     }
+    return config
 
 
 def config_yaml(options: ServeOptions) -> str:
@@ -157,6 +168,6 @@ def config_yaml(options: ServeOptions) -> str:
 
 
 __all__ = [
-    "DEPLOYMENT_NAME", "IMPORT_PATH", "INSTALL_HINT", "AppArgs", "Scaling", "ServeOptions",
-    "config_yaml", "deployment_options", "parse_autoscale", "serve_config", "with_absolute_paths",
+    "DEPLOYMENT_NAME", "GRPC_SERVICER", "IMPORT_PATH", "INSTALL_HINT", "AppArgs", "Scaling", "ServeOptions",
+    "config_yaml", "deployment_options", "grpc_options", "parse_autoscale", "serve_config", "with_absolute_paths",
 ]
