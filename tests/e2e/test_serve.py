@@ -209,17 +209,12 @@ def test_binds_to_loopback_by_default(server, sample_onnx: Path) -> None:
     assert yaml.safe_load(result.stdout)["http_options"] == {"host": "127.0.0.1", "port": 8000}
 
 
-def test_deployment_batches_equal_sizes_across_requests(sample_onnx: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The real deployment class with Ray Serve's own batch queue, in-process: concurrent requests of mixed
-    sizes run as one engine call per size (at most --max-batch images), and equal the Predictor."""
-    import ray.serve
-
+def test_deployment_batches_equal_sizes_across_requests(sample_onnx: Path) -> None:
+    """The real deployment class with its batcher, in-process: concurrent requests of mixed sizes run as one
+    engine call per size (at most --max-batch images), and equal the Predictor."""
     from vitexport.serving.http.app import VitexportModel
     from vitexport.serving.http.service import HttpRequest
 
-    # outside a replica Ray's batch queue cannot look up max_ongoing_requests; give it the deployment's
-    monkeypatch.setattr(ray.serve, "get_replica_context",
-                        lambda: SimpleNamespace(_deployment_config=SimpleNamespace(max_ongoing_requests=32)))
     rng = np.random.default_rng(4)
     sizes = [(28, 28)] * 7 + [(20, 24)] * 3 + [(33, 17)]
     inputs = [rng.standard_normal((1, 1, h, w)).astype(np.float32) for h, w in sizes]
@@ -241,7 +236,7 @@ def test_deployment_batches_equal_sizes_across_requests(sample_onnx: Path, monke
             batches.append(([s.shape for s in stacks], runs[start:]))
             return out
 
-        service.run_chunks = spy_chunks
+        replica.batcher.run = spy_chunks
 
         def request(x: np.ndarray) -> HttpRequest:
             inp = httpclient.InferInput("pixel_values", list(x.shape), "FP32")
@@ -255,14 +250,10 @@ def test_deployment_batches_equal_sizes_across_requests(sample_onnx: Path, monke
             for r in responses]
         return outs, batches
 
-    async def both() -> list:  # Ray's batch queue belongs to the method and to the event loop it started on
+    async def both() -> list:
         return [await served(4), await served(1)]
 
-    queue = VitexportModel.func_or_class.run_batch.set_max_batch_size.__self__  # the method's lazy queue
-    try:
-        results = asyncio.run(both())
-    finally:
-        queue._queue = None  # a started queue cannot be pickled: later deployments of the class must not see it
+    results = asyncio.run(both())
     for max_batch, (outs, batches) in zip((4, 1), results, strict=True):
         for got, ref in zip(outs, want, strict=True):
             np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)

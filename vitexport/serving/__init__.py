@@ -1,4 +1,5 @@
-"""Serving: the torch-free `Predictor`, preprocessing, `bench`, `info`, and the HTTP server (`http/`).
+"""Serving: the torch-free `Predictor`, preprocessing, `bench`, `info`, the HTTP server (`http/`), its gRPC form
+(`grpc/`), and Triton model repositories with KServe configs (`triton/`).
 
 Never imports torch at module level: `pip install vitexport` (no extras) runs all of it.
 """

@@ -9,7 +9,7 @@ the same way, through the same service:
   typed ``contents``, through `ModelService.prepare_request`; the message may hold at most ``--max-body-mb``;
 - outputs: in ``raw_output_contents``; ``classification`` (an int64 parameter on a requested output, what
   tritonclient's ``class_count`` sends) returns BYTES ``"logit:index:label"``, best first;
-- batching: `ModelService.infer_prepared`, the deployment's ``@serve.batch`` shared with HTTP requests.
+- batching: `ModelService.infer_prepared`, the replica's `SizeBatcher` shared with HTTP requests.
 """
 
 from __future__ import annotations

@@ -2,13 +2,13 @@
 
 No Ray: `ModelService.handle` takes a plain `HttpRequest` and returns an `HttpResponse`, so the
 whole request path runs (and is tested) in-process. The Ray Serve deployment (`vitexport.serving.http.app`)
-only adapts Starlette requests and puts ``@serve.batch`` in front of `ModelService.run_chunks`.
+only adapts Starlette requests and puts a `SizeBatcher` (`batching`) in front of `ModelService.run_chunks`.
 
 - Inputs: the model's own input (``pixel_values``, FP32 ``[B, C, H, W]``, preprocessed) or
   ``image`` (BYTES ``[B]``, encoded images preprocessed here from the model's metadata), both
   through `Predictor.prepare`, so they are validated and preprocessed exactly as `Predictor.predict`.
 - Batching: a request is cut into chunks of one image size and at most ``max_batch`` images;
-  the runner (direct here, ``@serve.batch`` in the deployment) gathers chunks of concurrent
+  the runner (direct here, a `SizeBatcher` in the deployment) gathers chunks of concurrent
   requests, and `run_chunks` runs equal sizes together through `Predictor.run_prepared`.
 - Limits: the body (``max_body_mb``, also after gzip/deflate), pixels per image (the most that
   ``max_tokens`` patches can hold, checked before decoding) and decoded values per request (no
