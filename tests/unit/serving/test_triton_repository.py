@@ -50,6 +50,7 @@ def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return out
 
 
+@pytest.mark.slow  # four exports
 @pytest.mark.parametrize("backend", ["onnxruntime", "python"])
 @pytest.mark.parametrize("form", ["dynamic", "batch2", "static_fp16", "features"])
 def test_config_parses_and_matches_the_graph(exports: dict[str, Path], tmp_path: Path, backend: str,

@@ -40,7 +40,7 @@ _CONSUMED = b"used_dltensor"  # a capsule keeps the pointer to its name: this co
 _SET_NAME = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.py_object, ctypes.c_char_p)(("PyCapsule_SetName", ctypes.pythonapi))
 _IS_VALID = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.py_object, ctypes.c_char_p)(("PyCapsule_IsValid", ctypes.pythonapi))
 # HTTP status -> TritonError code name (Triton maps them back to HTTP statuses and gRPC codes)
-ERROR_CODES = {400: "INVALID_ARG", 401: "UNAVAILABLE", 404: "NOT_FOUND", 413: "INVALID_ARG", 503: "UNAVAILABLE"}
+ERROR_CODES = {400: "INVALID_ARG", 404: "NOT_FOUND", 413: "INVALID_ARG", 503: "UNAVAILABLE"}
 
 
 def app_args(args: dict[str, str]) -> AppArgs:
