@@ -1,5 +1,5 @@
 """`vitexport triton` on the command line: what it prints, and one-line errors with exit 2 for what the user must fix
-(the repositories themselves: tests/unit/serving/test_triton_repository.py, and on a real server tests/e2e/test_triton.py)."""
+(the repositories: tests/unit/serving/test_triton_repository.py; on a real server: tests/e2e/test_triton.py)."""
 
 from __future__ import annotations
 
