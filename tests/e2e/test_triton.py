@@ -200,7 +200,8 @@ def test_concurrent_requests_share_executions_and_equal_predictor(triton) -> Non
     client.close()
     requests = after["inference_stats"]["success"]["count"] - before["inference_stats"]["success"]["count"]
     executions = after["execution_count"] - before["execution_count"]
-    assert requests == 36 and executions < requests, (requests, executions)
+    # (a request of the previous test may be counted late, after its response went out: at least 36)
+    assert requests >= 36 and executions < requests, (requests, executions)
 
 
 @pytest.mark.parametrize("module", [httpclient, grpcclient], ids=["http", "grpc"])
