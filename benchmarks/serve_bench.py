@@ -4,6 +4,8 @@
                                                      # 1/4/16/64 clients, 10 s per case, 3 interleaved rounds
     python -m benchmarks.serve_bench --quick         # smoke test: the digits sample, 1/4 clients, 2 s, 1 round
     python -m benchmarks.serve_bench --fault         # kill one of two replicas under load; failures and recovery
+    python -m benchmarks.serve_bench --workloads mixed --concurrency 16 --grpc --profile out/
+                                                     # the mixed-size case over HTTP and gRPC, with where the CPU goes
 
 Two servers run side by side on this machine (batching: --max-batch 16 --batch-wait-ms 5; and
 --max-batch 1), each one replica on the same cores as the clients and the in-process runs. Every
@@ -11,6 +13,10 @@ request is one image, FP32 pixel_values in the binary form; each client thread h
 client and sends requests back to back for a bounded time and count. The in-process references
 are one thread calling Predictor.predict on lists of 16 images (batched) and N threads predicting
 one image each. Cases are interleaved within a round; the table shows medians over rounds.
+``--grpc`` also drives the batching server with tritonclient.grpc (`vitexport serve --grpc-port`).
+``--profile DIR``: for each server case, the CPU seconds per image of the replica, Ray's proxy, the rest of
+Ray and the clients (from /proc), and a py-spy profile of the replica (DIR/*.txt, collapsed stacks) summarised
+as the share of its samples inside ONNX Runtime's run and its busiest functions.
 """
 
 from __future__ import annotations
@@ -19,8 +25,10 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -30,7 +38,8 @@ from pathlib import Path
 import numpy as np
 import tritonclient.http as httpclient
 
-from vitexport.serving.http.background import replica_pids, start_server, wait_replicas
+from vitexport._util.procs import free_ports
+from vitexport.serving.http.background import replica_pids, start_server, titled_pids, wait_replicas
 from vitexport.serving.predictor import Predictor
 
 NAME = "bench"
@@ -58,7 +67,7 @@ def export_model(folder: Path, quick: bool) -> tuple[Path, dict[str, list[tuple[
 
 def _stats(latencies: list[float], images: int, seconds: float, errors: int) -> dict:
     lat = sorted(latencies) or [float("nan")]
-    return {"images_per_s": images / seconds if seconds else 0.0, "p50_ms": 1e3 * lat[len(lat) // 2],
+    return {"images": images, "images_per_s": images / seconds if seconds else 0.0, "p50_ms": 1e3 * lat[len(lat) // 2],
             "p99_ms": 1e3 * lat[min(len(lat) - 1, int(0.99 * len(lat)))], "errors": errors}
 
 
@@ -74,16 +83,18 @@ def _threads(worker, concurrency: int) -> float:
     return time.perf_counter() - t0
 
 
-def run_clients(address: str, channels: int, sizes, concurrency: int, seconds: float) -> dict:
-    """``concurrency`` tritonclient threads (one client each) for ``seconds``; one image per request."""
+def run_clients(address: str, channels: int, sizes, concurrency: int, seconds: float, client=httpclient) -> dict:
+    """``concurrency`` tritonclient threads (one client each; ``client``: tritonclient.http or .grpc) for
+    ``seconds``; one image per request."""
     latencies, images, errors, lock = [], [0], [0], threading.Lock()
 
     def worker(t: int, start: threading.Barrier) -> None:
-        triton = httpclient.InferenceServerClient(url=address, network_timeout=120)
+        timeout = {"network_timeout": 120} if client is httpclient else {}
+        triton = client.InferenceServerClient(url=address, **timeout)
         rng = np.random.default_rng(t)
         prebuilt = {}
         for h, w in sizes:
-            inp = httpclient.InferInput("pixel_values", [1, channels, h, w], "FP32")
+            inp = client.InferInput("pixel_values", [1, channels, h, w], "FP32")
             inp.set_data_from_numpy(rng.standard_normal((1, channels, h, w)).astype(np.float32))
             prebuilt[(h, w)] = [inp]
         mine, ok, bad = [], 0, 0
@@ -131,33 +142,142 @@ def run_inprocess(predictor: Predictor, sizes, concurrency: int, seconds: float,
     return _stats(latencies, images[0], elapsed, 0)
 
 
+def start_servers(model: Path, grpc: bool) -> dict[str, tuple[str, object, object]]:
+    """label -> (address, tritonclient module, process tree): the batching server (also over gRPC with ``grpc``)
+    and the --max-batch 1 server."""
+    servers: dict[str, tuple[str, object, object]] = {}
+    grpc_port = free_ports()[0]
+    url, tree = start_server(model, "--name", NAME, "--provider", "cpu", "--max-batch", "16", "--batch-wait-ms", "5",
+                             *(["--grpc-port", str(grpc_port)] if grpc else []))
+    servers["server"] = (url.removeprefix("http://"), httpclient, tree)
+    if grpc:
+        import tritonclient.grpc as grpcclient
+
+        servers["server grpc"] = (f"127.0.0.1:{grpc_port}", grpcclient, tree)
+    url, tree = start_server(model, "--name", NAME, "--provider", "cpu", "--max-batch", "1")
+    servers["server max-batch 1"] = (url.removeprefix("http://"), httpclient, tree)
+    return servers
+
+
 def benchmark(args: argparse.Namespace, model: Path, workloads: dict) -> list[dict]:
     predictor = Predictor(str(model), provider="cpu")
     servers = {}
     try:
-        for label, extra in (("server", ["--max-batch", "16", "--batch-wait-ms", "5"]),
-                             ("server max-batch 1", ["--max-batch", "1"])):
-            url, tree = start_server(model, "--name", NAME, "--provider", "cpu", *extra)
-            servers[label] = (url.removeprefix("http://"), tree)
+        servers = start_servers(model, args.grpc)
         rows: dict[tuple, list[dict]] = {}
         for r in range(args.rounds):
             for workload, sizes in workloads.items():
-                rows.setdefault((workload, "in-process batch 16", 1), []).append(
-                    run_inprocess(predictor, sizes, 1, args.seconds, 16))
+                with CpuProfile(None, [], [], f"{workload}-inprocess") as cpu:
+                    result = run_inprocess(predictor, sizes, 1, args.seconds, 16)
+                rows.setdefault((workload, "in-process batch 16", 1), []).append({**result, **cpu.per_image(result)})
                 for c in args.concurrency:
-                    for label, (address, _) in servers.items():
-                        rows.setdefault((workload, label, c), []).append(
-                            run_clients(address, predictor.channels, sizes, c, args.seconds))
+                    for label, (address, client, tree) in servers.items():
+                        profile_dir = args.profile if r == 0 else None  # py-spy in the first round only
+                        with CpuProfile(profile_dir, replica_pids(tree, NAME), titled_pids(tree, "ray::ProxyActor"),
+                                        f"{workload}-{c}-{label.replace(' ', '-')}", tree) as cpu:
+                            result = run_clients(address, predictor.channels, sizes, c, args.seconds, client)
+                        rows.setdefault((workload, label, c), []).append({**result, **cpu.per_image(result)})
                     rows.setdefault((workload, "in-process threads", c), []).append(
                         run_inprocess(predictor, sizes, c, args.seconds, 1))
             print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
     finally:
-        for _, tree in servers.values():
+        for _, _, tree in servers.values():
             tree.stop(signal.SIGTERM)
     return [{"workload": w, "mode": m, "clients": c,
-             **{k: statistics.median(run[k] for run in runs) for k in runs[0] if k != "errors"},
-             "errors": sum(run["errors"] for run in runs), "rounds": len(runs)}
+             **{k: statistics.median(run[k] for run in runs) for k in runs[0] if k not in ("errors", "profile")},
+             "errors": sum(run["errors"] for run in runs), "rounds": len(runs),
+             **({"profile": runs[0]["profile"]} if "profile" in runs[0] else {})}
             for (w, m, c), runs in rows.items()]
+
+
+def _title(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace").rsplit("/", 1)[-1]
+    except OSError:
+        return "?"
+
+
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), from /proc; 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuProfile:
+    """CPU seconds of the replica, the proxy, the rest of the server's tree and this process (the clients or the
+    in-process run) over a case; with ``folder``, a py-spy profile of the replica too."""
+
+    def __init__(self, folder: str | None, replicas: list[int], proxies: list[int], name: str, tree=None) -> None:
+        others = [p for p in (tree.alive() if tree else []) if p not in replicas and p not in proxies]
+        self.groups = {"replica": replicas, "proxy": proxies, "ray other": others, "this process": [os.getpid()]}
+        self.folder, self.name, self.spies = folder, name, []
+
+    def __enter__(self) -> CpuProfile:
+        self.start = {g: sum(map(_cpu_seconds, pids)) for g, pids in self.groups.items()}
+        self.other_start = {pid: _cpu_seconds(pid) for pid in self.groups["ray other"]}
+        if self.folder:
+            spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")  # the venv's, if not on PATH
+            Path(self.folder).mkdir(parents=True, exist_ok=True)
+            for pid in self.groups["replica"]:
+                out = Path(self.folder) / f"{self.name}-replica-{pid}.txt"
+                self.spies.append((out, subprocess.Popen(
+                    [spy, "record", "--pid", str(pid), "--rate", "50", "--format", "raw",
+                     "--output", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.cpu = {g: sum(map(_cpu_seconds, pids)) - self.start[g] for g, pids in self.groups.items()}
+        others: dict[str, float] = {}  # the rest of Ray by process title: what its CPU went to
+        for pid in self.groups["ray other"]:
+            title = _title(pid)
+            others[title] = others.get(title, 0.0) + _cpu_seconds(pid) - self.other_start.get(pid, 0.0)
+        self.others = sorted(others.items(), key=lambda kv: -kv[1])[:4]
+        self.summary = {}
+        for out, spy in self.spies:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its profile when interrupted
+            try:
+                spy.wait(30)
+            except subprocess.TimeoutExpired:
+                spy.kill()
+            self.summary = summarise_profile(out) if out.exists() else {"error": "py-spy wrote nothing"}
+
+    def per_image(self, result: dict) -> dict:
+        images = max(1, result["images"])
+        out = {f"cpu_ms_{g.replace(' ', '_')}": 1e3 * s / images for g, s in self.cpu.items() if self.groups[g]}
+        if self.folder:
+            self.summary["ray_other_ms"] = [(title, 1e3 * s / images) for title, s in self.others]
+        return {**out, **({"profile": self.summary} if self.summary else {})}
+
+
+# innermost Python frames of threads that wait (py-spy here samples them too): thread pools, Ray's loops
+WAITING = {"_worker", "Thread.run", "Condition.wait", "Worker.main_loop", "_run_user_code_event_loop", ""}
+
+
+
+def summarise_profile(path: Path, top: int = 8) -> dict:
+    """A py-spy raw profile (collapsed stacks) -> the share of busy samples (innermost frame not a wait) inside
+    ONNX Runtime's run, and the busiest innermost functions."""
+    total, engine, leaves = 0, 0, {}
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        n = int(count)
+        frames = stack.split(";")
+        name = frames[-1].split(" (")[0].strip()
+        if name in WAITING or name.rsplit(".", 1)[-1] in WAITING:
+            continue
+        total += n
+        if any("onnxruntime_inference_collection" in f for f in frames):
+            engine += n
+        leaf = frames[-1].split(" (")[0] + " (" + Path(frames[-1].split(" (")[-1].rstrip(")")).name + ")"
+        leaves[leaf] = leaves.get(leaf, 0) + n
+    busiest = sorted(leaves.items(), key=lambda kv: -kv[1])[:top]
+    return {"samples": total, "engine_share": engine / total if total else 0.0,
+            "busiest": [(name, n / total) for name, n in busiest] if total else []}
 
 
 def print_table(results: list[dict]) -> None:
@@ -168,6 +288,25 @@ def print_table(results: list[dict]) -> None:
         ratio = r["images_per_s"] / ref[r["workload"]] if ref.get(r["workload"]) else float("nan")
         print(f"{r['workload']:>9s} {r['mode']:>20s} {r['clients']:>7d} {r['images_per_s']:>9.1f} "
               f"{r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['errors']:>6d} {ratio:>21.0%}")
+
+
+def print_cpu(results: list[dict]) -> None:
+    """Where the CPU goes per image (ms), and the replica's py-spy summary, for the cases that were profiled."""
+    groups = ["replica", "proxy", "ray_other", "this_process"]
+    print(f"\n{'workload':>9s} {'mode':>20s} {'clients':>7s} " + " ".join(f"{g:>12s}" for g in groups)
+          + f" {'engine share':>13s}   (CPU ms per image; 'this process' = the clients, or the in-process run, "
+            "whose ONNX Runtime threads spin between runs)")
+    for r in sorted(results, key=lambda r: (r["workload"], r["clients"], r["mode"])):
+        if not any(f"cpu_ms_{g}" in r for g in groups):
+            continue
+        cells = " ".join(f"{r[f'cpu_ms_{g}']:>12.1f}" if f"cpu_ms_{g}" in r else f"{'':>12s}" for g in groups)
+        share = r.get("profile", {}).get("engine_share")
+        print(f"{r['workload']:>9s} {r['mode']:>20s} {r['clients']:>7d} {cells} "
+              f"{'' if share is None else f'{share:.0%}':>13s}")
+        for title, ms in r.get("profile", {}).get("ray_other_ms", []):
+            print(f"{'':>40s} {ms:>6.1f} ms  {title} (ray other)")
+        for name, part in r.get("profile", {}).get("busiest", []):
+            print(f"{'':>40s} {part:>6.1%}  {name}")
 
 
 def fault(args: argparse.Namespace, model: Path, sizes) -> None:
@@ -242,6 +381,10 @@ def main() -> None:
     parser.add_argument("--concurrency", default=None, help="Comma-separated client counts (default 1,4,16,64).")
     parser.add_argument("--seconds", type=float, default=None, help="Seconds per case (default 10).")
     parser.add_argument("--rounds", type=int, default=None, help="Interleaved rounds (default 3).")
+    parser.add_argument("--workloads", help="Comma-separated workloads to run (default: all; e.g. mixed).")
+    parser.add_argument("--grpc", action="store_true", help="Also drive the batching server over gRPC.")
+    parser.add_argument("--profile", metavar="DIR", help="CPU per image by process, and py-spy profiles of the "
+                                                         "replica in DIR (first round).")
     parser.add_argument("--json", help="Also write the results to this file.")
     args = parser.parse_args()
     args.concurrency = [int(c) for c in (args.concurrency or ("1,4" if args.quick else "1,4,16,64")).split(",")]
@@ -251,11 +394,19 @@ def main() -> None:
           f"clients, servers and in-process runs share these cores")
     with tempfile.TemporaryDirectory() as folder:
         model, workloads = export_model(Path(folder), args.quick)
+        if args.workloads:
+            wanted = args.workloads.split(",")
+            if unknown := set(wanted) - set(workloads):
+                raise SystemExit(f"unknown workload(s) {', '.join(sorted(unknown))}; "
+                                 f"choose from {', '.join(workloads)}")
+            workloads = {w: workloads[w] for w in wanted}
         if args.fault:
             fault(args, model, next(iter(workloads.values())))
             return
         results = benchmark(args, model, workloads)
     print_table(results)
+    if args.profile:
+        print_cpu(results)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 

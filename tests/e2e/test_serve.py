@@ -24,7 +24,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from samples.digits_data import held_out
-from tests.helpers.serving import png_bytes, replica_pids, require_ray, start_server, wait_replicas
+from tests.helpers.serving import listening, png_bytes, replica_pids, require_ray, start_server, wait_replicas
 
 require_ray()
 pytestmark = [pytest.mark.serve, pytest.mark.slow, pytest.mark.timeout(600)]  # Ray starts: slow under load
@@ -198,26 +198,10 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(server) -> None:
     assert infer_pixels(triton, server, x).shape == (1, 10)
 
 
-def _listening(port: int) -> set[str]:
-    """The local addresses (hex, as /proc/net/tcp* writes them) listening on ``port``."""
-    found = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            local, state = line.split()[1], line.split()[3]
-            address, _, hex_port = local.partition(":")
-            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
-                found.add(address)
-    return found
-
-
 def test_binds_to_loopback_by_default(server, sample_onnx: Path) -> None:
     """The module's server was started without --host: it listens on 127.0.0.1 only, and so does the config."""
     port = int(server.address.split(":")[1])
-    assert _listening(port) == {"0100007F"}, _listening(port)  # 127.0.0.1, nothing on 0.0.0.0 or ::
+    assert listening(port) == {"0100007F"}, listening(port)  # 127.0.0.1, nothing on 0.0.0.0 or ::
     result = CliRunner().invoke(cli, ["serve", str(sample_onnx), "--print-config"])
     assert result.exit_code == 0, result.stderr
     import yaml
@@ -225,17 +209,12 @@ def test_binds_to_loopback_by_default(server, sample_onnx: Path) -> None:
     assert yaml.safe_load(result.stdout)["http_options"] == {"host": "127.0.0.1", "port": 8000}
 
 
-def test_deployment_batches_equal_sizes_across_requests(sample_onnx: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The real deployment class with Ray Serve's own batch queue, in-process: concurrent requests of mixed
-    sizes run as one engine call per size (at most --max-batch images), and equal the Predictor."""
-    import ray.serve
-
+def test_deployment_batches_equal_sizes_across_requests(sample_onnx: Path) -> None:
+    """The real deployment class with its batcher, in-process: concurrent requests of mixed sizes run as one
+    engine call per size (at most --max-batch images), and equal the Predictor."""
     from vitexport.serving.http.app import VitexportModel
     from vitexport.serving.http.service import HttpRequest
 
-    # outside a replica Ray's batch queue cannot look up max_ongoing_requests; give it the deployment's
-    monkeypatch.setattr(ray.serve, "get_replica_context",
-                        lambda: SimpleNamespace(_deployment_config=SimpleNamespace(max_ongoing_requests=32)))
     rng = np.random.default_rng(4)
     sizes = [(28, 28)] * 7 + [(20, 24)] * 3 + [(33, 17)]
     inputs = [rng.standard_normal((1, 1, h, w)).astype(np.float32) for h, w in sizes]
@@ -257,7 +236,7 @@ def test_deployment_batches_equal_sizes_across_requests(sample_onnx: Path, monke
             batches.append(([s.shape for s in stacks], runs[start:]))
             return out
 
-        service.run_chunks = spy_chunks
+        replica.batcher.run = spy_chunks
 
         def request(x: np.ndarray) -> HttpRequest:
             inp = httpclient.InferInput("pixel_values", list(x.shape), "FP32")
@@ -271,14 +250,10 @@ def test_deployment_batches_equal_sizes_across_requests(sample_onnx: Path, monke
             for r in responses]
         return outs, batches
 
-    async def both() -> list:  # Ray's batch queue belongs to the method and to the event loop it started on
+    async def both() -> list:
         return [await served(4), await served(1)]
 
-    queue = VitexportModel.func_or_class.run_batch.set_max_batch_size.__self__  # the method's lazy queue
-    try:
-        results = asyncio.run(both())
-    finally:
-        queue._queue = None  # a started queue cannot be pickled: later deployments of the class must not see it
+    results = asyncio.run(both())
     for max_batch, (outs, batches) in zip((4, 1), results, strict=True):
         for got, ref in zip(outs, want, strict=True):
             np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)

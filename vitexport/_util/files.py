@@ -19,6 +19,8 @@ here imports torch or onnxruntime.
   left untouched. A stopping signal (SIGINT/SIGTERM/SIGHUP in the CLI) removes the folder too and
   waits for a commit's renames to end (`vitexport._util.interrupt`).
 - `atomic_file` is the single-file case: it yields the temporary path to write.
+- `staged_folder` is the folder case (a Triton model folder): written whole beside the target, then renamed
+  into place; an old folder is replaced only with ``force``, by two renames (never a half-written folder).
 
 Files are created inside the staging folder by ordinary ``open()`` calls, so they get
 the permissions of any file the user writes (0666 minus the umask), not ``mkstemp``'s
@@ -186,6 +188,63 @@ def atomic_file(path: str | os.PathLike[str], force: bool = False) -> Iterator[P
         stage.commit()
 
 
+@contextlib.contextmanager
+def staged_folder(path: str | os.PathLike[str], force: bool = False,
+                  stage_in: str | os.PathLike[str] | None = None) -> Iterator[Path]:
+    """Yield a temporary folder (in ``stage_in``, default: beside ``path``; on the same filesystem) that becomes
+    ``path`` only if the block succeeds. An existing folder at ``path`` is replaced only with ``force`` (moved
+    aside, the new one renamed in, the old one removed); a file, link or device there is refused even with it."""
+    target = Path(path)
+    scratch = Path(stage_in) if stage_in is not None else target.parent
+    try:
+        info = os.lstat(target)
+    except (FileNotFoundError, NotADirectoryError):
+        info = None
+    if info is not None and (stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode)):
+        raise OutputExistsError(f"output {str(target)!r} exists and is not a folder; remove it or choose another "
+                                "name (--force replaces folders only)")
+    if info is not None and not force:
+        raise OutputExistsError(f"output {str(target)!r} exists; pass --force to replace it")
+    if not target.parent.is_dir():
+        raise OutputError(f"output folder {str(target.parent)!r} does not exist; create it first")
+    with contextlib.ExitStack() as stack:
+        try:
+            staged = stack.enter_context(scratch_folder(f".{target.name}.", scratch, suffix=".tmp"))
+            old = stack.enter_context(scratch_folder(f".{target.name}.", scratch, suffix=".old"))
+        except OSError as exc:
+            raise OutputError(f"cannot write to {str(target.parent)!r} ({exc.strerror}); choose a writable "
+                              "output path") from exc
+        try:
+            yield staged
+        except Exception as exc:
+            full = None if isinstance(exc, VitexportError) else disk_full_error(target, exc)
+            if full is not None:
+                raise full from exc
+            raise
+        os.chmod(staged, 0o777 & ~_umask())  # mkdtemp makes 0700 folders; a model folder is read by the server
+        with held(finishing=True):
+            if os.path.lexists(target):
+                if not force or not target.is_dir() or target.is_symlink():  # appeared while we were working
+                    raise OutputExistsError(f"output {str(target)!r} exists; pass --force to replace it")
+                os.replace(target, old / "previous")  # removed with ``old`` when the block ends
+            try:
+                os.replace(staged, target)
+            except OSError:
+                if (old / "previous").exists():
+                    os.replace(old / "previous", target)
+                raise
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (other threads keep theirs)."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        with open("/proc/self/status", encoding="ascii") as fh:
+            return int(next(line for line in fh if line.startswith("Umask:")).split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_text(path: str | os.PathLike[str], text: str, force: bool = False) -> Path:
     """Write a text file atomically."""
     with atomic_file(path, force) as tmp:
@@ -195,5 +254,5 @@ def write_text(path: str | os.PathLike[str], text: str, force: bool = False) -> 
 
 __all__ = [
     "Staging", "atomic_file", "check_output", "default_output", "disk_full_error", "refuse_inputs", "refuse_replacing",
-    "staged_output", "write_text",
+    "staged_folder", "staged_output", "write_text",
 ]

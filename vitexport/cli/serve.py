@@ -30,6 +30,8 @@ def _print_started(started, options) -> None:
     for label, path in (("live", "/v2/health/live"), ("ready", "/v2/health/ready"),
                         ("metadata", f"/v2/models/{started.name}"), ("infer", f"/v2/models/{started.name}/infer")):
         click.echo(f"{label:9s} {started.url}{path}")
+    if started.grpc:
+        click.echo(f"grpc      {started.grpc} (inference.GRPCInferenceService; tritonclient.grpc)")
     click.echo(f"example   {started.curl_example()}")
     if started.local:
         click.echo("stop      Ctrl-C or SIGTERM")
@@ -61,9 +63,15 @@ def _print_started(started, options) -> None:
               help="Refuse request bodies (after gzip/deflate) over this size.")
 @click.option("--token-file", help="Require 'Authorization: Bearer <token>' (the file's content) except on /v2/health.")
 @click.option("--address", help="Deploy to this Ray cluster (e.g. 10.0.0.5:6379, auto) and leave it running there.")
-@click.option("--print-config", is_flag=True, help="Print the Ray Serve config (serve deploy, KubeRay) and exit.")
+@click.option("--grpc-port", type=click.IntRange(1, 65535),
+              help="Also serve the protocol over gRPC (inference.GRPCInferenceService) on this port.")
+@click.option("--print-config", type=click.Choice(["ray", "kserve"]), is_flag=False, flag_value="ray",
+              help="Print the Ray Serve config (serve deploy, KubeRay), or with 'kserve' a KServe InferenceService "
+                   "for the Triton repository of `vitexport triton` (needs --storage-uri), and exit.")
+@click.option("--storage-uri", metavar="URI", help="--print-config kserve: where that repository is (s3://, gs://, "
+                                                    "pvc://...).")
 def serve_cmd(model_path, name, host, port, replicas, autoscale, provider, threads, max_batch, batch_wait_ms,
-              max_tokens, max_body_mb, token_file, address, print_config) -> None:
+              max_tokens, max_body_mb, token_file, address, grpc_port, print_config, storage_uri) -> None:
     """Serve a model over HTTP (Open Inference Protocol / KServe v2) on Ray Serve."""
     import logging
 
@@ -89,9 +97,19 @@ def serve_cmd(model_path, name, host, port, replicas, autoscale, provider, threa
         bounds = parse_autoscale(autoscale) if autoscale else None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--autoscale") from None
-    ray_modules()  # exit 2 with the install command before anything else
+    if grpc_port is not None and grpc_port == port:
+        raise click.BadParameter(f"--grpc-port must differ from --port ({port})", param_hint="--grpc-port")
+    if (print_config == "kserve") != (storage_uri is not None):
+        raise click.BadParameter("--storage-uri goes with --print-config kserve (where the Triton repository is)",
+                                 param_hint="--storage-uri")
     app = AppArgs(model_path, name, provider, threads, max_batch, batch_wait_ms, max_tokens, max_body_mb, token_file)
-    options = ServeOptions(app, Scaling(replicas or 1, bounds), host, port, address)
+    options = ServeOptions(app, Scaling(replicas or 1, bounds), host, port, address, grpc_port)
+    if print_config == "kserve":
+        from vitexport.serving.triton.kserve import kserve_yaml
+
+        click.echo(kserve_yaml(options, storage_uri), nl=False)
+        return
+    ray_modules()  # exit 2 with the install command before anything else
     if print_config:
         click.echo(config_yaml(with_absolute_paths(options)[0]), nl=False)
         return

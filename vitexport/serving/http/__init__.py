@@ -7,7 +7,8 @@
   `vitexport.security.images` (the format list and decoder `predict` uses too).
 - `config`: the options, the Ray Serve deployment options and the config file `serve deploy`
   and a KubeRay RayService accept.
-- `app`: the Ray Serve deployment (`@serve.batch` in front of the service) and the application builder.
+- `batching`: `SizeBatcher`, batches of concurrent requests' chunks formed when the engine is free.
+- `app`: the Ray Serve deployment (a `SizeBatcher` in front of the service) and the application builder.
 - `launch`: start a local Ray instance or connect to a cluster, deploy, stop cleanly on SIGINT/SIGTERM.
 
 Nothing here imports torch; only `app` and `launch` import Ray.

@@ -1,43 +1,40 @@
-"""The Ray Serve deployment: `ModelService` behind Ray Serve's HTTP proxy, ``@serve.batch`` in front of the engine.
+"""The Ray Serve deployment: `ModelService` behind Ray Serve's HTTP and gRPC proxies, a `SizeBatcher` in front of
+the engine.
 
 ``build_app`` is the application builder that the config file names (``import_path``), so
 ``serve deploy`` and a KubeRay RayService build exactly what `vitexport serve` runs.
 
-Batching: every request is cut into chunks of one image size (`vitexport.serving.batching.size_chunks`); the
-chunks of concurrent requests queue here, and a batch closes when one image size reaches
-``max_batch`` images (`service.largest_size_group`) or ``batch_wait_ms`` after its first
-chunk. `ModelService.run_chunks` then runs each size once (in a worker thread, so the event
-loop keeps reading requests), and each request gets its own outputs back.
+Batching: every request (HTTP or gRPC) is cut into chunks of one image size (`serving.batching.size_chunks`); the chunks
+of concurrent requests queue in the replica's `SizeBatcher`, which starts a batch when the engine is free with
+every queued chunk (each size up to ``max_batch`` images), waiting up to ``batch_wait_ms`` for more only when the
+queue is young and no size is full. `ModelService.run_chunks` then runs each size once (in a worker thread, so
+the event loop keeps reading requests), and each request gets its own outputs back.
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from ray import serve
 from starlette.requests import Request
 from starlette.responses import Response
 
-from vitexport.serving.defaults import DEFAULT_BATCH_WAIT_MS, DEFAULT_MAX_BATCH
+from vitexport.serving.grpc.methods import GrpcMethods
+from vitexport.serving.http.batcher import SizeBatcher
 from vitexport.serving.http.config import DEPLOYMENT_NAME, AppArgs, Scaling, deployment_options
-from vitexport.serving.http.service import HttpRequest, ModelService, largest_size_group, read_limited
+from vitexport.serving.http.service import HttpRequest, ModelService, read_limited
 
 
 @serve.deployment(name=DEPLOYMENT_NAME)
-class VitexportModel:
-    """One replica: a `ModelService` (a `Predictor` on the model) answering the Open Inference Protocol."""
+class VitexportModel(GrpcMethods):
+    """One replica: a `ModelService` (a `Predictor` on the model) answering the Open Inference Protocol over HTTP
+    (``__call__``) and gRPC (`GrpcMethods`)."""
 
     def __init__(self, args: dict[str, Any]) -> None:
         self.service = ModelService(AppArgs.from_args(args))
-        self.service.runner = self.run_batch
-        self.run_batch.set_max_batch_size(self.service.args.max_batch)
-        self.run_batch.set_batch_wait_timeout_s(self.service.args.batch_wait_ms / 1000)
-
-    @serve.batch(max_batch_size=DEFAULT_MAX_BATCH, batch_wait_timeout_s=DEFAULT_BATCH_WAIT_MS / 1000,
-                 batch_size_fn=largest_size_group)  # both set from the replica's arguments in __init__
-    async def run_batch(self, stacks: list[Any]) -> list[Any]:
-        return await asyncio.get_running_loop().run_in_executor(None, self.service.run_chunks, stacks)
+        self.batcher = SizeBatcher(self.service.run_chunks, self.service.args.max_batch,
+                                   self.service.args.batch_wait_ms / 1000)
+        self.service.runner = self.batcher.submit
 
     async def __call__(self, request: Request) -> Response:
         headers = {k.lower(): v for k, v in request.headers.items()}

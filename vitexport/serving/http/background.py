@@ -56,17 +56,22 @@ def start_server(model: Path, *args: str, port: int | None = None, cwd: Path | N
     return url, tree
 
 
-def replica_pids(tree: ProcessTree, app: str) -> list[int]:
-    """The living Serve replicas of ``app`` (Ray titles their processes ``ray::ServeReplica:APP:DEPLOYMENT``)."""
+def titled_pids(tree: ProcessTree, prefix: str) -> list[int]:
+    """The living processes of ``tree`` whose title (Ray names its workers ``ray::...``) starts with ``prefix``."""
     pids = []
     for pid in tree.snapshot():
         try:
             title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
         except OSError:
             continue
-        if title.startswith(f"ray::ServeReplica:{app}:".encode()):
+        if title.startswith(prefix.encode()):
             pids.append(pid)
     return pids
+
+
+def replica_pids(tree: ProcessTree, app: str) -> list[int]:
+    """The living Serve replicas of ``app`` (Ray titles their processes ``ray::ServeReplica:APP:DEPLOYMENT``)."""
+    return titled_pids(tree, f"ray::ServeReplica:{app}:")
 
 
 def wait_replicas(tree: ProcessTree, app: str, count: int, timeout: float = 60.0) -> list[int]:

@@ -27,6 +27,7 @@ from vitexport.serving.defaults import (
 )
 
 IMPORT_PATH = "vitexport.serving.http.app:build_app"
+GRPC_SERVICER = "vitexport.serving.grpc.service.add_servicer"  # no import here: tritonclient[grpc] is not light
 DEPLOYMENT_NAME = "VitexportModel"
 INSTALL_HINT = install_command("serve")
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # a model name is one path segment of the URLs
@@ -109,6 +110,14 @@ class ServeOptions:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     address: str | None = None
+    grpc_port: int | None = None  # also serve the protocol over gRPC on this port
+
+
+def grpc_options(options: ServeOptions) -> dict[str, Any] | None:
+    """Ray Serve's gRPC options for ``options.grpc_port`` (the protocol's inference service), or None."""
+    if options.grpc_port is None:
+        return None
+    return {"port": options.grpc_port, "grpc_servicer_functions": [GRPC_SERVICER]}
 
 
 def parse_autoscale(text: str) -> tuple[int, int]:
@@ -160,9 +169,10 @@ def deployment_options(args: AppArgs, scaling: Scaling) -> dict[str, Any]:
 
 def serve_config(options: ServeOptions) -> dict[str, Any]:
     """The Ray Serve config (``serve deploy``, KubeRay ``serveConfigV2``) of one vitexport application."""
-    return {
+    config: dict[str, Any] = {
         "proxy_location": "EveryNode",
         "http_options": {"host": options.host, "port": options.port},
+        **({"grpc_options": grpc} if (grpc := grpc_options(options)) else {}),
         "applications": [{
             "name": options.app.name,
             "route_prefix": "/",
@@ -171,6 +181,7 @@ def serve_config(options: ServeOptions) -> dict[str, Any]:
             "deployments": [{"name": DEPLOYMENT_NAME, **deployment_options(options.app, options.scaling)}],
         }],
     }
+    return config
 
 
 def config_yaml(options: ServeOptions) -> str:
@@ -185,7 +196,7 @@ def config_yaml(options: ServeOptions) -> str:
 
 
 __all__ = [
-    "DEPLOYMENT_NAME", "IMPORT_PATH", "INSTALL_HINT", "MODEL_NAME_RE", "AppArgs", "Scaling", "ServeOptions",
-    "check_model_name", "config_yaml", "default_model_name", "deployment_options", "parse_autoscale",
-    "serve_config", "with_absolute_paths",
+    "DEPLOYMENT_NAME", "GRPC_SERVICER", "IMPORT_PATH", "INSTALL_HINT", "MODEL_NAME_RE", "AppArgs", "Scaling",
+    "ServeOptions", "check_model_name", "config_yaml", "default_model_name", "deployment_options", "grpc_options",
+    "parse_autoscale", "serve_config", "with_absolute_paths",
 ]

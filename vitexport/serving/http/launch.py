@@ -21,7 +21,7 @@ from typing import Any
 
 from vitexport._util.errors import EnvironmentProblem, ServingError
 from vitexport._util.interrupt import HANDLED as STOP_SIGNALS
-from vitexport.serving.http.config import INSTALL_HINT, ServeOptions, with_absolute_paths
+from vitexport.serving.http.config import INSTALL_HINT, ServeOptions, grpc_options, with_absolute_paths
 
 logger = logging.getLogger(__name__)
 SHUTDOWN_TIMEOUT_S = 15.0
@@ -38,6 +38,7 @@ class Started:
     provider_note: str = ""
     local: bool = True
     token_file: str | None = None
+    grpc: str | None = None  # host:port of the gRPC endpoint, as tritonclient.grpc takes it
 
     @property
     def infer_url(self) -> str:
@@ -90,14 +91,16 @@ def prepare_options(options: ServeOptions) -> tuple[ServeOptions, str]:
 
 def _started(options: ServeOptions, note: str, local: bool) -> Started:
     app = options.app
+    grpc = _display_url(options.host, options.grpc_port).removeprefix("http://") if options.grpc_port else None
     return Started(_display_url(options.host, options.port), app.name, app.model, app.provider, note, local,
-                   app.token_file)
+                   app.token_file, grpc)
 
 
 def _deploy(serve: Any, options: ServeOptions) -> None:
     from vitexport.serving.http.app import make_app
 
-    serve.start(http_options={"host": options.host, "port": options.port}, proxy_location="EveryNode")
+    serve.start(http_options={"host": options.host, "port": options.port}, grpc_options=grpc_options(options),
+                proxy_location="EveryNode")
     serve.run(make_app(options.app, options.scaling), name=options.app.name, route_prefix="/")
 
 
@@ -126,7 +129,8 @@ def serve_local(options: ServeOptions, on_ready: Callable[[Started], None],
         saved = os.environ.pop("RAY_ADDRESS", None)  # local means a new instance, never a cluster found by the env
         try:
             ray.init(address="local", num_cpus=max(os.cpu_count() or 1, options.scaling.most),
-                     include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+                     include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+                     runtime_env=_grpc_runtime_env(options))
         finally:
             if saved is not None:
                 os.environ["RAY_ADDRESS"] = saved
@@ -141,6 +145,18 @@ def serve_local(options: ServeOptions, on_ready: Callable[[Started], None],
             _shutdown(ray, serve)
     finally:
         _on_signals(previous)
+
+
+def _grpc_runtime_env(options: ServeOptions) -> dict[str, Any] | None:
+    """For a local gRPC endpoint: Serve's gRPC proxy bound to ``--host`` like HTTP (a worker setup hook; Ray Serve
+    binds every interface otherwise) and refusing messages over ``--max-body-mb`` (plus framing) as it reads them."""
+    if options.grpc_port is None:
+        return None
+    from vitexport.serving.grpc.methods import HOST_VARIABLE
+
+    return {"worker_process_setup_hook": "vitexport.serving.grpc.methods.bind_grpc_host",
+            "env_vars": {HOST_VARIABLE: options.host,
+                         "RAY_SERVE_GRPC_MAX_MESSAGE_SIZE": str(options.app.max_body_bytes + 2**20)}}
 
 
 def _on_signals(handler: Any) -> Any:

@@ -191,6 +191,23 @@ def _tensor_data(spec: dict[str, Any], shape: list[int], raw: memoryview | None,
     raise RequestError(400, f"{where}: datatype {datatype!r} is not accepted; send FP32 pixels or BYTES images")
 
 
+def wire_tensor(name: str, datatype: str, shape: Any, raw: bytes | None = None, values: Any = None) -> Tensor:
+    """One input from another wire form (gRPC): ``raw`` bytes as the binary extension lays them out, or ``values``
+    (numbers, or a list of bytes for BYTES); the same checks and messages as an HTTP input."""
+    where = f"input {name!r}"
+    shape = _shape(list(shape), where)
+    if raw is not None:
+        return Tensor(name, datatype, shape, _tensor_data({"datatype": datatype}, shape, memoryview(raw), where))
+    if datatype == "BYTES":
+        items = [bytes(v) for v in values]
+        if len(items) != prod(shape):
+            raise RequestError(400, f"{where}: data holds {len(items)} elements, its shape needs {prod(shape)}")
+        return Tensor(name, datatype, shape, items)
+    if datatype != "FP32":
+        raise RequestError(400, f"{where}: datatype {datatype!r} is not accepted; send FP32 pixels or BYTES images")
+    return Tensor(name, datatype, shape, _numbers(list(values), prod(shape), where).reshape(shape))
+
+
 def _parse_input(spec: Any, binary: memoryview, offset: int) -> tuple[Tensor, int]:
     """One ``$request_input`` -> (Tensor, offset after its binary data)."""
     if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
@@ -282,17 +299,27 @@ def _output_entry(name: str, value: np.ndarray, binary: bool) -> tuple[dict[str,
     return entry, b""
 
 
-def encode_infer_response(model_name: str, request: InferRequest, outputs: dict[str, np.ndarray],
-                          labels: list[str] | None = None, version: str = "1") -> HttpResponse:
-    """The response to ``request`` from the model's ``outputs`` (name -> float32 array), in the requested form."""
+def select_outputs(request: InferRequest, outputs: dict[str, np.ndarray],
+                   labels: list[str] | None = None) -> list[tuple[RequestedOutput, np.ndarray]]:
+    """(requested output, value) for each output the request asks for (every output when it names none), the
+    classification extension applied."""
     wanted = request.outputs or [RequestedOutput(name, request.binary_output) for name in outputs]
-    entries, blobs = [], []
+    selected = []
     for out in wanted:
         if out.name not in outputs:
             raise RequestError(400, f"unknown output {out.name!r}; this model has {', '.join(map(repr, outputs))}")
         value = outputs[out.name]
-        if out.classification:
-            value = classify(value, out.classification, labels)
+        selected.append((out, classify(value, out.classification, labels) if out.classification else value))
+    return selected
+
+
+def encode_infer_response(model_name: str, request: InferRequest, outputs: dict[str, np.ndarray],
+                          labels: list[str] | None = None, version: str = "1") -> HttpResponse:
+    """The response to ``request`` from the model's ``outputs`` (name -> float32 array), in the requested form."""
+    selected = select_outputs(request, outputs, labels)
+    wanted = [out for out, _ in selected]
+    entries, blobs = [], []
+    for out, value in selected:
         entry, raw = _output_entry(out.name, value, out.binary)
         entries.append(entry)
         blobs.append(raw)
@@ -309,5 +336,5 @@ def encode_infer_response(model_name: str, request: InferRequest, outputs: dict[
 __all__ = [
     "HEADER_LENGTH", "HttpResponse", "InferRequest", "RequestError", "RequestedOutput", "Tensor", "classify",
     "decode_content", "encode_infer_response", "error_response", "json_response", "parse_infer_request",
-    "serialize_bytes",
+    "select_outputs", "serialize_bytes", "wire_tensor",
 ]

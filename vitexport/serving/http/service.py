@@ -2,13 +2,13 @@
 
 No Ray: `ModelService.handle` takes a plain `HttpRequest` and returns an `HttpResponse`, so the
 whole request path runs (and is tested) in-process. The Ray Serve deployment (`vitexport.serving.http.app`)
-only adapts Starlette requests and puts ``@serve.batch`` in front of `ModelService.run_chunks`.
+only adapts Starlette requests and puts a `SizeBatcher` (`batching`) in front of `ModelService.run_chunks`.
 
 - Inputs: the model's own input (``pixel_values``, FP32 ``[B, C, H, W]``, preprocessed) or
   ``image`` (BYTES ``[B]``, encoded images preprocessed here from the model's metadata), both
   through `Predictor.prepare`, so they are validated and preprocessed exactly as `Predictor.predict`.
 - Batching: a request is cut into chunks of one image size and at most ``max_batch`` images;
-  the runner (direct here, ``@serve.batch`` in the deployment) gathers chunks of concurrent
+  the runner (direct here, a `SizeBatcher` in the deployment) gathers chunks of concurrent
   requests, and `run_chunks` runs equal sizes together through `Predictor.run_prepared`.
 - Limits: the body (``max_body_mb``, also after gzip/deflate), pixels per image (the most that
   ``max_tokens`` patches can hold, checked before decoding) and decoded values per request (no
@@ -156,19 +156,8 @@ class ModelService:
         """One HTTP request -> its response; never raises."""
         try:
             return await self._dispatch(request)
-        except RequestError as exc:
-            return error_response(exc.status, exc.message, exc.headers)
-        except InputError as exc:
-            return error_response(400, one_line(exc))
-        except MemoryError:
-            logger.error("out of memory on %s %s", request.method, request.path)
-            return error_response(503, "the server ran out of memory on this request; send fewer or smaller images")
-        except VitexportError as exc:
-            logger.error("%s %s failed: %s", request.method, request.path, one_line(exc))
-            return error_response(500, one_line(exc))
         except Exception as exc:
-            logger.exception("%s %s failed", request.method, request.path)
-            return error_response(500, f"internal error ({type(exc).__name__}); see the server log")
+            return error_response(*error_status(exc, f"{request.method} {request.path}"))
 
     async def _dispatch(self, request: HttpRequest) -> HttpResponse:
         parts = [p for p in request.path.split("/") if p]
@@ -200,9 +189,13 @@ class ModelService:
         raise RequestError(404, f"no endpoint {request.path!r}; see /v2/models/{self.name}")
 
     def _authorize(self, request: HttpRequest) -> None:
+        self.authorize(request.headers.get("authorization"))
+
+    def authorize(self, authorization: str | None) -> None:
+        """Refuse (401) a request whose ``Authorization`` value (HTTP header, gRPC metadata) lacks the token."""
         if self.token is None:
             return
-        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        scheme, _, value = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), self.token):
             raise RequestError(401, "missing or wrong bearer token; send the header 'Authorization: Bearer <token>'",
                                {"WWW-Authenticate": "Bearer"})
@@ -220,6 +213,11 @@ class ModelService:
         """Body -> (request, prepared (C, H, W) inputs); 4xx errors for anything the model cannot take."""
         body = decode_content(body, headers.get("content-encoding"), self.max_body)
         parsed = parse_infer_request(body, headers.get(HEADER_LENGTH))
+        return parsed, self.prepare_request(parsed)
+
+    def prepare_request(self, parsed: InferRequest) -> list[np.ndarray]:
+        """A parsed request (HTTP, gRPC or Triton's Python backend) -> prepared (C, H, W) inputs; 4xx errors for
+        anything the model cannot take."""
         for out in parsed.outputs:
             if out.name != self.spec.output_name:
                 raise RequestError(400, f"unknown output {out.name!r}; this model has {self.spec.output_name!r}")
@@ -239,7 +237,7 @@ class ModelService:
                                     f"preprocessed) or {IMAGE_INPUT!r} (BYTES [B], encoded images)")
         if -1 in self.output_tail and len({x.shape for x in prepared}) > 1:
             raise RequestError(400, "this model's output follows the image size; send one image size per request")
-        return parsed, prepared
+        return prepared
 
     def _prepare_pixels(self, tensor: Tensor) -> list[np.ndarray]:
         c = self.predictor.channels
@@ -308,9 +306,27 @@ class ModelService:
         return results
 
 
+def error_status(exc: Exception, where: str) -> tuple[int, str, dict[str, str]]:
+    """(HTTP status, one-line message, headers) for an exception raised while serving ``where``; what is the
+    server's fault is logged. One mapping for HTTP, gRPC and Triton's Python backend."""
+    if isinstance(exc, RequestError):
+        return exc.status, exc.message, exc.headers
+    if isinstance(exc, InputError):
+        return 400, one_line(exc), {}
+    if isinstance(exc, MemoryError):
+        logger.error("out of memory on %s", where)
+        return 503, "the server ran out of memory on this request; send fewer or smaller images", {}
+    if isinstance(exc, VitexportError):
+        logger.error("%s failed: %s", where, one_line(exc))
+        return 500, one_line(exc), {}
+    logger.error("%s failed", where, exc_info=exc)
+    return 500, f"internal error ({type(exc).__name__}); see the server log", {}
+
+
 def _allow(request: HttpRequest, method: str) -> None:
     if request.method != method:
         raise RequestError(405, f"{request.path} takes {method}, not {request.method}", {"Allow": method})
 
 
-__all__ = ["IMAGE_INPUT", "HttpRequest", "ModelService", "largest_size_group", "read_limited", "read_token"]
+__all__ = ["IMAGE_INPUT", "HttpRequest", "ModelService", "error_status", "largest_size_group", "read_limited",
+           "read_token"]
