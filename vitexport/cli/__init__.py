@@ -10,6 +10,7 @@ Nothing in vitexport imports this package.
 
 from __future__ import annotations
 
+import vitexport.cli.batch  # noqa: F401 - registers `vitexport batch`
 from vitexport.cli import bench, export, info, predict, serve, verify  # noqa: F401 - each registers its commands
 from vitexport.cli.app import CliError, cli
 from vitexport.cli.options import parse_size
