@@ -87,9 +87,12 @@ def batch_cmd(model_path, sources, output, image_column, top_k, logits, shard_si
 
     from vitexport.serving.batch.job import run
 
-    if (use_ray or address) and not logging.getLogger("vitexport").isEnabledFor(logging.INFO):
-        for noisy in ("ray", "ray.data"):  # Ray's own progress lines are not for this terminal
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+    if use_ray or address:
+        from vitexport.serving.batch.on_ray import ray_modules
+
+        ray_modules()  # exit 2 with the install command before any work; Ray Data sets up its loggers on import
+        if not logging.getLogger("vitexport").isEnabledFor(logging.INFO):
+            logging.getLogger("ray.data").setLevel(logging.ERROR)  # its execution lines are not for this terminal
     line = ProgressLine() if sys.stderr.isatty() and not as_json else None
     try:
         summary = run(model_path, sources, output, top_k=top_k, logits=logits, image_column=image_column,

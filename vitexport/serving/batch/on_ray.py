@@ -20,6 +20,7 @@ import os
 import pickle
 import signal
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -127,12 +128,12 @@ def _start_ray(ray: Any, address: str | None) -> None:
     handlers = {s: signal.getsignal(s) for s in HANDLED} if main else {}
     try:
         if address is not None:
-            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+            ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
         else:
             saved = os.environ.pop("RAY_ADDRESS", None)  # local means a new instance, never a cluster found by the env
             try:
                 ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
-                         logging_level=logging.WARNING)
+                         logging_level=logging.ERROR)
             finally:
                 if saved is not None:
                     os.environ["RAY_ADDRESS"] = saved
@@ -156,9 +157,11 @@ def _execute(ray: Any, data: Any, pending: list[Shard], out: OutputFolder, track
         gpu = {"num_gpus": 1} if options.provider in GPU_PROVIDERS else {}
         ds = data.from_items([{"index": s.index, "shard": pickle.dumps(s)} for s in pending],
                              override_num_blocks=len(pending))
-        ds = ds.map_batches(ShardActor, batch_size=1, batch_format="numpy", compute=data.ActorPoolStrategy(size=size),
-                            fn_constructor_args=actor_args, num_cpus=threads, max_restarts=RETRIES,
-                            max_task_retries=RETRIES, **gpu)
+        with warnings.catch_warnings():  # Ray 2.60 deprecates these keywords but names no other way to bound retries
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ds = ds.map_batches(ShardActor, batch_size=1, batch_format="numpy",
+                                compute=data.ActorPoolStrategy(size=size), fn_constructor_args=actor_args,
+                                num_cpus=threads, max_restarts=RETRIES, max_task_retries=RETRIES, **gpu)
         waiting = {s.index: s for s in pending}
 
         def consume(stop: threading.Event) -> None:

@@ -6,8 +6,8 @@ order and cuts them into `Shard`s, the unit of output and of resuming:
 - a folder: walked recursively, each directory's entries sorted by name, symbolic links to folders not
   followed. Files with an image suffix (`IMAGE_SUFFIXES`) are images; ``.tar``/``.tar.gz``/``.tgz`` files are
   tar shards and ``.parquet`` files Parquet sources, read in place; other files are counted as ignored;
-- a glob (``'data/**/*.jpg'``; ``**`` spans folders): the matching files in the same order, taken as images
-  (or tar/Parquet files by suffix) whatever their suffix, since the pattern chose them;
+- a glob (``'data/**/*.jpg'``; ``**`` spans folders, not links to folders): the matching files in the same order,
+  taken as images (or tar/Parquet files by suffix) whatever their suffix, since the pattern chose them;
 - a text file listing image paths, one a line (blank lines and lines starting with ``#`` skipped; relative
   paths are relative to the current folder, as the shell reads them);
 - one image file;
