@@ -20,6 +20,7 @@ class ProgressLine:
     def __init__(self) -> None:
         self.last = 0.0
         self.width = 0
+        self.text = ""
 
     def __call__(self, p) -> None:
         now = time.monotonic()
@@ -36,6 +37,9 @@ class ProgressLine:
             eta = f"  ETA {left // 3600:d}:{left // 60 % 60:02d}:{left % 60:02d}"
         failed = f"  {p.failed:,} failed" if p.failed else ""
         text = f"{done}  {rate:,.1f} images/s{eta}{failed}"
+        if text == self.text:
+            return
+        self.text = text
         sys.stderr.write("\r" + text.ljust(self.width))
         sys.stderr.flush()
         self.width = len(text)
