@@ -115,8 +115,8 @@ def test_progress_line_on_a_terminal_only(sample_onnx: Path, tmp_path: Path) -> 
     leader, follower = pty.openpty()
     try:
         proc = subprocess.run([*VITEXPORT, "batch", str(sample_onnx), str(tmp_path / "digits"), "-o",
-                               str(tmp_path / "out"), "--shard-size", "10", "--provider", "cpu"], env=env(), stdout=subprocess.PIPE,
-                              stderr=follower, timeout=300)
+                               str(tmp_path / "out"), "--shard-size", "10", "--provider", "cpu"], env=env(),
+                              stdout=subprocess.PIPE, stderr=follower, timeout=300)
         os.close(follower)
         follower = -1
         seen = b""
