@@ -15,10 +15,12 @@ run again, up to `RETRIES` times; a shard that comes back twice is committed onc
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
 import signal
+import sys
 import threading
 import warnings
 from collections.abc import Callable, Sequence
@@ -146,40 +148,47 @@ def _start_ray(ray: Any, address: str | None) -> None:
 def _execute(ray: Any, data: Any, pending: list[Shard], out: OutputFolder, tracker: Tracker,
              actor_args: tuple[str, BatchOptions, tuple[str, ...], str], address: str | None,
              replicas: int | None) -> None:
+    """Start or join Ray, run the pending shards, stop or leave Ray; Ray's prints go to stderr meanwhile."""
+    with contextlib.redirect_stdout(sys.stderr):  # Ray prints its workers' errors to stdout: the caller's results
+        _start_ray(ray, address)
+        try:
+            _run_pool(ray, data, pending, out, tracker, actor_args, replicas)
+        finally:
+            ray.shutdown()
+
+
+def _run_pool(ray: Any, data: Any, pending: list[Shard], out: OutputFolder, tracker: Tracker,
+              actor_args: tuple[str, BatchOptions, tuple[str, ...], str], replicas: int | None) -> None:
     """Run the pending shards on a pool of actors and commit each as it comes back."""
     options = actor_args[1]
-    _start_ray(ray, address)
-    try:
-        threads = options.threads or 1
-        size = replicas or max(1, int(ray.cluster_resources().get("CPU", 1) // threads))
-        size = min(size, len(pending))
-        data.DataContext.get_current().enable_progress_bars = False
-        gpu = {"num_gpus": 1} if options.provider in GPU_PROVIDERS else {}
-        ds = data.from_items([{"index": s.index, "shard": pickle.dumps(s)} for s in pending],
-                             override_num_blocks=len(pending))
-        with warnings.catch_warnings():  # Ray 2.60 deprecates these keywords but names no other way to bound retries
-            warnings.simplefilter("ignore", DeprecationWarning)
-            ds = ds.map_batches(ShardActor, batch_size=1, batch_format="numpy",
-                                compute=data.ActorPoolStrategy(size=size), fn_constructor_args=actor_args,
-                                num_cpus=threads, max_restarts=RETRIES, max_task_retries=RETRIES, **gpu)
-        waiting = {s.index: s for s in pending}
+    threads = options.threads or 1
+    size = replicas or max(1, int(ray.cluster_resources().get("CPU", 1) // threads))
+    size = min(size, len(pending))
+    data.DataContext.get_current().enable_progress_bars = False
+    gpu = {"num_gpus": 1} if options.provider in GPU_PROVIDERS else {}
+    ds = data.from_items([{"index": s.index, "shard": pickle.dumps(s)} for s in pending],
+                         override_num_blocks=len(pending))
+    with warnings.catch_warnings():  # Ray 2.60 deprecates these keywords but names no other way to bound retries
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ds = ds.map_batches(ShardActor, batch_size=1, batch_format="numpy",
+                            compute=data.ActorPoolStrategy(size=size), fn_constructor_args=actor_args,
+                            num_cpus=threads, max_restarts=RETRIES, max_task_retries=RETRIES, **gpu)
+    waiting = {s.index: s for s in pending}
 
-        def consume(stop: threading.Event) -> None:
-            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                for index, blob in zip(batch["index"], batch["table"], strict=True):
-                    shard = waiting.pop(int(index), None)
-                    if shard is None:  # run twice after a failure: the first copy was committed
-                        continue
-                    if stop.is_set():
-                        return
-                    tracker.committed(out.commit(shard, _read_table(blob)))
+    def consume(stop: threading.Event) -> None:
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            for index, blob in zip(batch["index"], batch["table"], strict=True):
+                shard = waiting.pop(int(index), None)
+                if shard is None:  # run twice after a failure: the first copy was committed
+                    continue
+                if stop.is_set():
+                    return
+                tracker.committed(out.commit(shard, _read_table(blob)))
 
-        logger.info("running %d shards on %d Ray actors (%d engine threads each)", len(pending), size, threads)
-        _run_until_signal(consume, ray.shutdown)
-        if waiting:
-            raise ServingError(f"{len(waiting)} shards did not come back from Ray; rerun the command to run them")
-    finally:
-        ray.shutdown()
+    logger.info("running %d shards on %d Ray actors (%d engine threads each)", len(pending), size, threads)
+    _run_until_signal(consume, ray.shutdown)
+    if waiting:
+        raise ServingError(f"{len(waiting)} shards did not come back from Ray; rerun the command to run them")
 
 
 def _run_until_signal(work: Callable[[threading.Event], None], on_stop: Callable[[], None]) -> None:
