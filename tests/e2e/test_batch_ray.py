@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,6 @@ from tests.helpers.batch import (
     predict_json,
     rows,
     staging,
-    two_node_cluster,
     wait_for,
 )
 from tests.helpers.serving import VITEXPORT, ProcessTree, env
@@ -110,16 +108,14 @@ def test_two_thousand_held_out_digits_on_ray_equal_predict(sample_onnx: Path, tm
 
 @pytest.fixture(scope="module")
 def cluster():
+    """``ray start --head`` and ``ray start --address`` on 127.0.0.1, one CPU each; every process checked at the end."""
+    from vitexport.serving.batch.cluster import local_cluster
+
     if not (Path(sys.executable).parent / "ray").exists():
         pytest.skip(f"no `ray` command beside {sys.executable}")
-    temp = tempfile.mkdtemp(prefix="rayb", dir="/tmp")  # short: Ray's socket paths must stay under 108 characters
-    try:
-        with two_node_cluster(Path(temp)) as c:
-            yield c
-    finally:
-        import shutil
-
-        shutil.rmtree(temp, ignore_errors=True)
+    with local_cluster(nodes=2, cpus=1, PYTHONPATH=env()["PYTHONPATH"]) as c:
+        yield c
+    assert not c.left, f"processes left after the nodes stopped: {c.left}"
 
 
 def test_two_node_cluster_gives_the_local_rows_with_an_actor_on_each_node(cluster, sample_onnx: Path, digits: Path,

@@ -1,23 +1,17 @@
 """Helpers for the `vitexport batch` tests: held-out digit folders with bad files, `predict --json` on the same
-files, the rows of an output folder, Ray nodes started with ``ray start`` on loopback (process trees tracked)."""
+files, the rows of an output folder, the batch actors of a Ray cluster (`vitexport.serving.batch.cluster`)."""
 
 from __future__ import annotations
 
 import json
-import secrets
-import signal
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from types import SimpleNamespace
 
 from PIL import Image
 
 from samples.digits_data import held_out
-from tests.helpers.serving import VITEXPORT, ProcessTree, env, free_ports
+from tests.helpers.serving import VITEXPORT, ProcessTree, env
 
 BAD_FILES = {"bad/text.png": b"this is not a PNG", "bad/empty.jpg": b"", "bad/cut.png": None}
 
@@ -84,44 +78,6 @@ def actor_pids(trees: list[ProcessTree]) -> dict[int, int]:
     return found
 
 
-def _start_node(args: list[str], environ: dict[str, str]) -> ProcessTree:
-    ray_exe = Path(sys.executable).parent / "ray"
-    proc = subprocess.Popen([str(ray_exe), "start", "--block", "--node-ip-address=127.0.0.1", "--num-cpus=1",
-                             "--disable-usage-stats", *args], env=environ, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    tree = ProcessTree(proc)
-    deadline = time.monotonic() + 120
-    for line in proc.stdout:  # `ray start --block` says so once the node is up
-        tree.snapshot()
-        if "block forever" in line or time.monotonic() > deadline:
-            break
-    assert proc.poll() is None, "ray start exited"
-    return tree
-
-
-@contextmanager
-def two_node_cluster(temp: Path) -> Iterator[SimpleNamespace]:
-    """A head (``ray start --head``) and a second node (``ray start --address``) on 127.0.0.1, one CPU each, with
-    their own ports, temp folder and auth token; both stopped at the end and every process they started checked."""
-    ports = free_ports(16)
-    environ = env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16),
-                  RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="1")
-    names = ["dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
-             "metrics-export-port", "node-manager-port", "object-manager-port"]
-    head_ports = [f"--{n}={p}" for n, p in zip(names, ports[4:10], strict=True)]
-    node_ports = [f"--{n}={p}" for n, p in zip(names, ports[10:16], strict=True)]
-    trees: list[ProcessTree] = []
-    try:
-        trees.append(_start_node(["--head", f"--port={ports[0]}", "--dashboard-host=127.0.0.1",
-                                  f"--dashboard-port={ports[1]}", f"--ray-client-server-port={ports[2]}",
-                                  f"--temp-dir={temp}", *head_ports], environ))
-        trees.append(_start_node([f"--address=127.0.0.1:{ports[0]}", *node_ports], environ))
-        yield SimpleNamespace(address=f"127.0.0.1:{ports[0]}", env=environ, trees=trees)
-    finally:
-        stopped = [tree.stop(signal.SIGTERM, timeout=30) for tree in reversed(trees)]  # the second node first
-    assert all(not left for _, _, left in stopped), stopped
-
-
 def wait_for(predicate, timeout: float, every: float = 0.05) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -140,4 +96,4 @@ def staging(output: Path) -> list[str]:
 
 
 __all__ = ["BAD_FILES", "actor_pids", "assert_rows_equal_predict", "batch", "digit_folder", "parts",
-           "predict_json", "rows", "staging", "two_node_cluster", "wait_for"]
+           "predict_json", "rows", "staging", "wait_for"]

@@ -96,7 +96,7 @@ def batch_cmd(model_path, sources, output, image_column, top_k, logits, shard_si
 
         ray_modules()  # exit 2 with the install command before any work; Ray Data sets up its loggers on import
         if not logging.getLogger("vitexport").isEnabledFor(logging.INFO):
-            logging.getLogger("ray.data").setLevel(logging.ERROR)  # its execution lines are not for this terminal
+            logging.getLogger("ray.data").setLevel(logging.CRITICAL)  # its progress and tracebacks: our one line says
     line = ProgressLine() if sys.stderr.isatty() and not as_json else None
     try:
         summary = run(model_path, sources, output, top_k=top_k, logits=logits, image_column=image_column,
