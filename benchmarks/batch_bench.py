@@ -16,8 +16,9 @@ batches of 16) are timed once per workload, which says whether decoding bounds t
 (benchmarks/peak.py) is measured at the start of the same run, and each rate is also a % of it (FLOPs per image
 from benchmarks/perf.vit_flops).
 
-Memory: `vitexport batch` in a child process on 28x28 PNGs in folders of 1,000; the peak RSS of the child
-(``ru_maxrss``) at the small and the large count should be about equal (bounded streaming).
+Memory: `vitexport batch` in a child process on 28x28 PNGs (folders of 1,000, given as one list file); the peak RSS
+of the child (``ru_maxrss``) at the small and the large count should be about equal (bounded streaming: what grows
+with the shard size, one shard's result rows, is the same in both).
 
 Ray: the 224x224 (quick: 28x28) folder through `vitexport batch --address` on a cluster of two `ray start` nodes of
 this machine, one CPU and one actor (``--threads 1``) each, against `vitexport batch` here (all cores): the rows
@@ -143,20 +144,24 @@ def throughput(model: Path, folder: Path, quick: bool, rounds: int) -> list[dict
 
 
 def memory(model: Path, folder: Path, counts: tuple[int, int]) -> list[dict[str, Any]]:
-    """Peak RSS of `vitexport batch` on the first ``counts[0]`` and on all ``counts[1]`` of the same 28x28 PNGs."""
+    """Peak RSS of `vitexport batch` on the first ``counts[0]`` and on all ``counts[1]`` of the same 28x28 PNGs, each
+    given as one list file (one source: full shards of the default size in both runs)."""
     from samples.digits_data import held_out
 
     images, _ = held_out(28)
     root = folder / "memory"
+    paths = []
     for i in range(counts[1]):
         sub = root / f"{i // 1000:04d}"
         if i % 1000 == 0:
             sub.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(images[i % len(images)], mode="L").save(sub / f"{i:06d}.png")
+        paths.append(str(sub / f"{i:06d}.png"))
+        Image.fromarray(images[i % len(images)], mode="L").save(paths[-1])
     rows = []
     for n in counts:
-        sources = [str(p) for p in sorted(root.iterdir())[: -(-n // 1000)]] if n < counts[1] else [str(root)]
-        rss, summary = measure_child(model, sources, folder / f"mem-out-{n}")
+        listing = folder / f"memory-{n}.txt"
+        listing.write_text("\n".join(paths[:n]) + "\n")
+        rss, summary = measure_child(model, [str(listing)], folder / f"mem-out-{n}")
         rows.append({"images": summary["images"], "peak_rss_mib": rss, "per_s": summary["images_per_s"]})
         print(f"memory: {summary['images']:,} images, peak RSS {rss:.0f} MiB", flush=True)
     return rows
