@@ -10,8 +10,7 @@ import click
 
 from vitexport.cli.app import cli
 from vitexport.cli.options import ONE_ENGINE, limit_options
-
-SHARD_SIZE = 4096  # vitexport.serving.batch.infer.DEFAULT_SHARD_SIZE (checked by the tests; importing it loads numpy)
+from vitexport.serving.batch.sources import DEFAULT_SHARD_SIZE
 
 
 class ProgressLine:
@@ -68,7 +67,7 @@ def _print_summary(summary) -> None:
               help="Parquet sources: the column of encoded images (binary, or a struct with a 'bytes' field).")
 @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--logits", is_flag=True, help="Also write each image's logits (models with a head).")
-@click.option("--shard-size", type=click.IntRange(min=1), default=SHARD_SIZE, show_default=True,
+@click.option("--shard-size", type=click.IntRange(min=1), default=DEFAULT_SHARD_SIZE, show_default=True,
               help="Images per output shard, the unit of resuming (a tar file is one shard).")
 @click.option("--force", is_flag=True, help="Start over instead of resuming (replaces this layout's files in -o).")
 @click.option("--provider", type=click.Choice(ONE_ENGINE), default="auto", show_default=True,

@@ -1,7 +1,7 @@
 """One shard of images in, one Arrow table of results out: decoding in threads, inference grouped by patch grid.
 
 A `Worker` holds one `Predictor` and a pool of decoding threads. It streams a shard's items: up to a window
-of images are decoded ahead (`read` with the Predictor's size check, `Predictor.prepare`) while the calling
+of images are decoded ahead (`Item.load` with the Predictor's size check, `Predictor.prepare`) while the calling
 thread runs the model, so decoding overlaps inference. Decoded inputs are zero-padded right/bottom to whole
 patches, which is what the exported graph does to them itself (docs/numerics.md, "Padding"): inputs of one
 patch grid then have one shape and share a batch, with the results they get alone (tested). Batches go
@@ -28,11 +28,10 @@ import numpy as np
 from vitexport._util.errors import UsageError, VitexportError, one_line
 from vitexport._util.geometry import padded_size
 from vitexport.security.limits import DEFAULT_MAX_MEMORY_GB, DEFAULT_MAX_TOKENS
-from vitexport.serving.batch.sources import DEFAULT_MAX_IMAGE_BYTES, Item, Shard
+from vitexport.serving.batch.sources import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_SHARD_SIZE, Item, Shard
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_SHARD_SIZE = 4096
 MAX_DECODE_THREADS = 4
 
 
@@ -255,4 +254,4 @@ def _vectors(rows: list[Row], shape: tuple[int, ...]) -> Any:
                     pa.list_(vectors))
 
 
-__all__ = ["DEFAULT_SHARD_SIZE", "BatchOptions", "Row", "Worker", "build_table"]
+__all__ = ["BatchOptions", "Row", "Worker", "build_table"]

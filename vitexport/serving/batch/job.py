@@ -16,10 +16,11 @@ from typing import Any
 
 from vitexport._util.errors import ServingError, UsageError
 from vitexport.security.limits import DEFAULT_MAX_MEMORY_GB, DEFAULT_MAX_TOKENS
-from vitexport.serving.batch.infer import DEFAULT_SHARD_SIZE, BatchOptions, Worker
+from vitexport.serving.batch.infer import BatchOptions, Worker
 from vitexport.serving.batch.output import OutputFolder, ShardInfo, file_sha256
 from vitexport.serving.batch.sources import (
     DEFAULT_MAX_IMAGE_BYTES,
+    DEFAULT_SHARD_SIZE,
     Source,
     all_shards,
     key_columns,
@@ -54,7 +55,7 @@ class Summary:
     processed: int  # images run by this call (the rest were in shards already done)
     shards: int
     skipped_shards: int  # complete before this call: not run again
-    seconds: float  # from the first shard to the last (model loading excluded; on Ray, actors starting included)
+    seconds: float  # first shard to last (model loading excluded; on Ray, Ray and its actors starting included)
     mode: str  # "local" or "ray"
     provider: str
     provider_note: str = ""

@@ -43,6 +43,7 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".gif", ".t
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 PARQUET_SUFFIX = ".parquet"
 KEY_COLUMNS = ("path", "member", "row")
+DEFAULT_SHARD_SIZE = 4096  # images per output shard (the unit of resuming)
 DEFAULT_MAX_IMAGE_BYTES = 256 << 20  # an encoded image read into memory (tar member, Parquet cell)
 LIST_LINE_LIMIT = 4096  # characters of one path in a list file
 PARQUET_READ_ROWS = 64  # rows of a Parquet file decoded at a time
@@ -524,7 +525,7 @@ def source_paths(sources: Sequence[Source]) -> list[str]:
 
 
 __all__ = [
-    "DEFAULT_MAX_IMAGE_BYTES", "IMAGE_SUFFIXES", "KEY_COLUMNS", "Item", "Shard", "Source", "all_shards",
-    "decode_image", "key_columns", "make_shard", "open_source", "open_sources", "parquet_items", "parquet_rows",
-    "source_paths", "tar_items",
+    "DEFAULT_MAX_IMAGE_BYTES", "DEFAULT_SHARD_SIZE", "IMAGE_SUFFIXES", "KEY_COLUMNS", "Item", "Shard", "Source",
+    "all_shards", "decode_image", "key_columns", "make_shard", "open_source", "open_sources", "parquet_items",
+    "parquet_rows", "source_paths", "tar_items",
 ]
