@@ -178,11 +178,11 @@ def _run_pool(ray: Any, data: Any, pending: list[Shard], out: OutputFolder, trac
     def consume(stop: threading.Event) -> None:
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             for index, blob in zip(batch["index"], batch["table"], strict=True):
+                if stop.is_set():
+                    return
                 shard = waiting.pop(int(index), None)
                 if shard is None:  # run twice after a failure: the first copy was committed
                     continue
-                if stop.is_set():
-                    return
                 tracker.committed(out.commit(shard, _read_table(blob)))
 
     logger.info("running %d shards on %d Ray actors (%d engine threads each)", len(pending), size, threads)
