@@ -49,7 +49,7 @@ def time_case(runners: dict[str, Any], x: np.ndarray, warmup: int, iters: int, g
     import statistics
     import time
 
-    from vitexport.verify.sweep import TOLERANCES, compare
+    from vitexport.verify.parity import TOLERANCES, compare
 
     outputs, first_s = {}, 0.0
     for k, fn in runners.items():

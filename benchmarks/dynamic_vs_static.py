@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import cpu_session
-from vitexport.export.exporter import export_onnx
+from vitexport.export.onnx_export import export_onnx
 from vitexport.model.vit import create_model
 
 

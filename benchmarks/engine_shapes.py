@@ -42,7 +42,7 @@ def sizes_for(native: tuple[int, int], patch: int, count: int) -> list[tuple[int
 def export(model_name: str, folder: str) -> str:
     import torch
 
-    from vitexport.export.exporter import export_onnx
+    from vitexport.export.onnx_export import export_onnx
     from vitexport.model.vit import create_model
 
     torch.manual_seed(0)

@@ -22,7 +22,7 @@ import json, resource, sys, time, tempfile, os
 t0 = time.perf_counter()
 import torch
 from vitexport.model.vit import create_model
-from vitexport.export.exporter import export_onnx
+from vitexport.export.onnx_export import export_onnx
 torch.manual_seed(0)
 model = create_model(sys.argv[1])
 folder = tempfile.mkdtemp()

@@ -69,7 +69,7 @@ def build_model(name: str):
 
 def artifact(model, name: str, dtype: str, attention: str, folder: Path) -> Path:
     """The export ``{name}-{dtype}-{attention}.onnx`` in ``folder``, written when missing."""
-    from vitexport.export.exporter import export_onnx
+    from vitexport.export.onnx_export import export_onnx
 
     path = folder / f"{name}-{dtype}-{attention}.onnx"
     if not path.exists():

@@ -28,7 +28,7 @@ import torch
 from benchmarks.common import base_parser, cpu_session, interleave, machine_line, run_footer, write_results
 from benchmarks.peak import load_average
 from vitexport import load_model
-from vitexport.export.exporter import export_onnx
+from vitexport.export.onnx_export import export_onnx
 from vitexport.export.optimize import _fold_for_quantization, quantize_onnx
 from vitexport.model.vit import create_model
 from vitexport.serving.predictor import Predictor

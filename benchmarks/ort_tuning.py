@@ -38,7 +38,7 @@ from onnx import helper, numpy_helper
 from benchmarks.common import base_parser, machine_line, run_footer, time_case, write_results
 from benchmarks.peak import load_average
 from vitexport.engines import create_engine
-from vitexport.export.exporter import export_onnx
+from vitexport.export.onnx_export import export_onnx
 from vitexport.model.vit import create_model
 
 VARIANTS: dict[str, dict[str, Any]] = {

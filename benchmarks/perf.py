@@ -35,7 +35,7 @@ from benchmarks.common import base_parser, machine_line, time_case, write_result
 from benchmarks.peak import describe_peak, load_average, measure_peak
 from vitexport._util.geometry import grid_size
 from vitexport.engines import create_engine
-from vitexport.export.exporter import export_onnx
+from vitexport.export.onnx_export import export_onnx
 from vitexport.model.vit import create_model
 
 HERE = Path(__file__).resolve().parent

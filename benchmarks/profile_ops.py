@@ -25,7 +25,7 @@ import torch
 from benchmarks.common import base_parser, cpu_session, machine_line, write_results
 from benchmarks.peak import load_average, measure_peak
 from benchmarks.perf import vit_flops
-from vitexport.export.exporter import export_onnx
+from vitexport.export.onnx_export import export_onnx
 from vitexport.model.vit import create_model
 
 GEMM_TYPES = {"MatMul", "Gemm", "FusedMatMul", "MatMulNBits", "FullyConnected", "MultiHeadAttention", "Attention",

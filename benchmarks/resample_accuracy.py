@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vitexport.checkpoint.reader import load_model
-from vitexport.export.exporter import export_onnx
+from vitexport.checkpoint.load import load_model
+from vitexport.export.onnx_export import export_onnx
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "digits-vit.pt"
 DEFAULT_SIZES = "28x28,20x20,24x24,25x25,16x16,9x30,32x24,40x40,48x48,1x1,100x17"

@@ -25,7 +25,7 @@ import torch
 
 from benchmarks.common import interleave
 from vitexport.engines import create_engine
-from vitexport.export.exporter import export_onnx
+from vitexport.export.onnx_export import export_onnx
 from vitexport.model.vit import create_model
 from vitexport.onnx.graph import inspect_graph, load_onnx
 

@@ -39,7 +39,7 @@ MAX_REQUESTS = 200_000  # per case, on top of the time bound
 
 def export_model(folder: Path, quick: bool) -> tuple[Path, dict[str, list[tuple[int, int]]]]:
     """The model file and its workloads (name -> sizes a request picks from)."""
-    from vitexport.export.exporter import export_onnx
+    from vitexport.export.onnx_export import export_onnx
 
     path = folder / ("digits.onnx" if quick else "vit_s16.onnx")
     if quick:

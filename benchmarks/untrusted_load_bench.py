@@ -21,19 +21,18 @@ from pathlib import Path
 
 import torch
 
-from vitexport.checkpoint.reader import SAFE_GLOBALS, _load_pickle
 from vitexport.model.config import ViTConfig
 from vitexport.model.presets import PRESETS
 from vitexport.model.vit import VisionTransformer
 from vitexport.security.sniff import sniff
-from vitexport.security.untrusted import prescan
+from vitexport.security.untrusted import load_torch_file, prescan, torch_safe_globals
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def plain(path: Path) -> Callable[[], object]:
     def run() -> object:
-        with torch.serialization.safe_globals(SAFE_GLOBALS):
+        with torch.serialization.safe_globals(torch_safe_globals()):
             return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
     return run
 
@@ -53,7 +52,7 @@ def time_case(path: Path, iters: int, warmup: int) -> dict[str, list[float]]:
     paths = {
         "torch.load": plain(path),
         "pre-scan only": lambda: prescan(path, kind),
-        "whole path": lambda: _load_pickle(path, kind),
+        "whole path": lambda: load_torch_file(path, kind),
     }
     times: dict[str, list[float]] = {name: [] for name in paths}
     names = list(paths)

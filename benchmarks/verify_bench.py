@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from vitexport.export.exporter import export_onnx
+from vitexport.export.onnx_export import export_onnx
 from vitexport.model.vit import create_model
 from vitexport.verify.sweep import verify
 

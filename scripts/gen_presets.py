@@ -4,24 +4,28 @@ tests/unit/model/test_presets.py runs `preset_table` again and compares).
 Every entrypoint of timm's ``vision_transformer`` module (``test_*`` excluded) is called with
 ``VisionTransformer`` replaced by a recorder, so the keyword arguments are exactly those timm
 would build with (its pretrained config's image size and classes included). Layer classes
-become vitexport's layer names; an argument or layer this script does not know stops it, so a
-new timm option is never dropped silently.
+become vitexport's layer names through the layer registry (each registered layer names the timm
+classes it stands for: vitexport/model/registry.py); an argument or layer this script does not
+know stops it, so a new timm option is never dropped silently.
 
     python -m scripts.gen_presets > vitexport/model/presets.py
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import importlib
 import inspect
 import pprint
 from typing import Any
 
 import timm
-import torch
-from timm.layers import GluMlp, LayerNorm, Mlp, QuickGELU, RmsNorm, SwiGLU
-from timm.layers.activations import GELU, GELUTanh
 from timm.models import vision_transformer as tv
+
+from vitexport.model.config import LAYER_OPTIONS, TRAINING_ONLY_KEYS, ViTConfig
+from vitexport.model.layers import LAYER_NORM_EPS
+from vitexport.model.registry import entries
 
 # The keyword arguments every preset spells out (resolved to timm's defaults), in this order.
 CORE_KEYS = (
@@ -30,22 +34,8 @@ CORE_KEYS = (
     "pre_norm", "final_norm", "fc_norm",
 )
 # Accepted and left out: vitexport models are always dynamic (and pad); training-only options.
-IGNORED_KEYS = frozenset({
-    "dynamic_img_size", "dynamic_img_pad", "drop_rate", "pos_drop_rate", "patch_drop_rate", "proj_drop_rate",
-    "attn_drop_rate", "drop_path_rate", "weight_init", "fix_init",
-})
-LAYER_DEFAULTS: dict[str, Any] = {
-    "norm_layer": "layernorm", "norm_eps": 1e-6, "embed_norm_layer": None, "embed_norm_eps": 1e-6,
-    "act_layer": "gelu", "mlp_layer": "mlp", "block_fn": "block", "attn_layer": "attn",
-    "scale_attn_norm": False, "scale_mlp_norm": False, "proj_bias": True,
-}
-NORMS = {LayerNorm: "layernorm", torch.nn.LayerNorm: "layernorm", RmsNorm: "rmsnorm"}
-ACTS = {torch.nn.GELU: "gelu", GELU: "gelu", GELUTanh: "gelu_tanh", QuickGELU: "quick_gelu", torch.nn.SiLU: "silu"}
-ACT_NAMES = {"gelu": "gelu", "gelu_tanh": "gelu_tanh", "quick_gelu": "quick_gelu", "silu": "silu", "swish": "silu"}
-BLOCKS = {
-    tv.Block: "block", tv.ResPostBlock: "res_post", tv.ParallelScalingBlock: "parallel_scaling",
-    tv.DiffParallelScalingBlock: "diff_parallel_scaling", tv.ParallelThingsBlock: "parallel_things",
-}
+IGNORED_KEYS = frozenset({"dynamic_img_size", "dynamic_img_pad"}) | TRAINING_ONLY_KEYS
+LAYER_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(ViTConfig) if f.name in LAYER_OPTIONS}
 
 
 class _Recorded(Exception):
@@ -87,38 +77,47 @@ def _class_and_kwargs(value: Any) -> tuple[Any, dict[str, Any]]:
     return value, {}
 
 
+def _resolve(qualified: str) -> Any:
+    module, _, name = qualified.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def timm_layer(kind: str, value: Any) -> tuple[str, type | None, dict[str, Any]]:
+    """vitexport's registered name for what timm was given as a ``kind`` layer (timm's name for it, a class or a
+    partial of one), the timm class, and the partial's keywords that the registry does not decide."""
+    if isinstance(value, str):
+        for name, entry in entries(kind).items():
+            if value in entry.timm:
+                return name, None, {}
+        raise ValueError(f"unknown {kind} layer name {value!r}")
+    cls, kw = _class_and_kwargs(value)
+    for name, entry in entries(kind).items():
+        if cls not in [_resolve(t) for t in entry.timm if "." in t]:
+            continue
+        defaults = {k: p.default for k, p in inspect.signature(cls).parameters.items()}
+        if all(kw.get(k, defaults.get(k)) == v for k, v in entry.timm_kwargs.items()):
+            return name, cls, {k: v for k, v in kw.items() if k not in entry.timm_kwargs}
+    raise ValueError(f"unknown {kind} layer {value!r}")
+
+
+def _layer(kind: str, value: Any, field: str, allowed: frozenset[str] = frozenset()) -> str:
+    """A layer given without options (but ``allowed``, which the block overrides); None or '' is timm's default."""
+    if value is None or value == "":
+        return LAYER_DEFAULTS[field]
+    name, _, rest = timm_layer(kind, value)
+    if set(rest) - allowed:
+        raise ValueError(f"unknown {kind} layer {value!r}: options {sorted(set(rest) - allowed)}")
+    return name
+
+
 def _norm(value: Any) -> tuple[str, float]:
     if value is None:
-        return "layernorm", 1e-6
-    if isinstance(value, str):
-        if value not in ("layernorm", "rmsnorm"):
-            raise ValueError(f"unknown norm layer name {value!r}")
-        return value, 1e-6
-    cls, kw = _class_and_kwargs(value)
-    if cls not in NORMS or set(kw) - {"eps"}:
+        return LAYER_DEFAULTS["norm_layer"], LAYER_DEFAULTS["norm_eps"]
+    name, cls, kw = timm_layer("norm", value)
+    if set(kw) - {"eps"}:
         raise ValueError(f"unknown norm layer {value!r}")
-    eps = kw.get("eps", inspect.signature(cls).parameters["eps"].default)
-    return NORMS[cls], float(eps)
-
-
-def _act(value: Any) -> str:
-    if value is None:
-        return "gelu"
-    if isinstance(value, str):
-        return ACT_NAMES[value]
-    return ACTS[value]
-
-
-def _mlp(value: Any) -> str:
-    cls, kw = _class_and_kwargs(value)
-    if cls is Mlp and not kw:
-        return "mlp"
-    if cls is SwiGLU and not kw:
-        return "swiglu"
-    if cls is GluMlp and set(kw) <= {"act_layer", "gate_last"}:
-        # the block passes its act_layer to the MLP, overriding the partial's
-        return "glu" if kw.get("gate_last", True) else "swiglu_packed"
-    raise ValueError(f"unknown mlp layer {value!r}")
+    eps = kw.get("eps", LAYER_NORM_EPS if cls is None else inspect.signature(cls).parameters["eps"].default)
+    return name, float(eps)
 
 
 def _pair(value: Any) -> Any:
@@ -142,12 +141,11 @@ def translate(kwargs: dict[str, Any]) -> dict[str, Any]:
     layers["norm_layer"], layers["norm_eps"] = _norm(kw.get("norm_layer"))
     if kw.get("embed_norm_layer") is not None:
         layers["embed_norm_layer"], layers["embed_norm_eps"] = _norm(kw["embed_norm_layer"])
-    layers["act_layer"] = _act(kw.get("act_layer"))
-    layers["mlp_layer"] = _mlp(kw.get("mlp_layer", Mlp))
-    block = kw.get("block_fn", tv.Block)
-    layers["block_fn"] = BLOCKS[block]
-    attn = kw.get("attn_layer", "attn")
-    layers["attn_layer"] = {"": "attn", "attn": "attn", "diff": "diff", tv.Attention: "attn"}[attn]
+    layers["act_layer"] = _layer("act", kw.get("act_layer"), "act_layer")
+    # the block passes its act_layer to the MLP, overriding a partial's
+    layers["mlp_layer"] = _layer("mlp", kw.get("mlp_layer"), "mlp_layer", frozenset({"act_layer"}))
+    layers["block_fn"] = _layer("block", kw.get("block_fn"), "block_fn")
+    layers["attn_layer"] = _layer("attn", kw.get("attn_layer"), "attn_layer")
     for key in ("scale_attn_norm", "scale_mlp_norm", "proj_bias"):
         layers[key] = bool(kw.get(key, defaults[key]))
     args.update({k: v for k, v in layers.items() if v != LAYER_DEFAULTS[k]})

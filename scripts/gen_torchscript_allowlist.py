@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 import torch  # noqa: E402
 
-from vitexport.export.exporter import export_torchscript  # noqa: E402
+from vitexport.export.torchscript_export import export_torchscript  # noqa: E402
 from vitexport.model.config import ViTConfig, get_preset  # noqa: E402
 from vitexport.model.families import FAMILIES  # noqa: E402
 from vitexport.model.vit import VisionTransformer  # noqa: E402

@@ -22,7 +22,7 @@ def _seed_everything() -> None:
 def sample_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The digits sample exported once per session with the library defaults (tests copy it, never write it)."""
     from vitexport import load_model
-    from vitexport.export.exporter import export_onnx
+    from vitexport.export.onnx_export import export_onnx
 
     path = tmp_path_factory.mktemp("sample") / "digits-vit.onnx"
     export_onnx(load_model(SAMPLES / "digits-vit.pt"), path)
@@ -37,7 +37,7 @@ def config_name(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]:
     """One default ONNX export (portable resampling) per config, shared by the test modules: exports take seconds."""
-    from vitexport.export.exporter import export_onnx
+    from vitexport.export.onnx_export import export_onnx
 
     out = {}
     folder = tmp_path_factory.mktemp("onnx")

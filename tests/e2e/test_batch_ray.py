@@ -30,7 +30,7 @@ pytest.importorskip("ray.data", reason="Ray Data is not installed (pip install '
 pytest.importorskip("pyarrow", reason="vitexport batch needs pyarrow (pip install 'vitexport[batch]')")
 if not sys.platform.startswith("linux"):
     pytest.skip("these tests track Ray's processes through /proc (Linux only)", allow_module_level=True)
-pytestmark = pytest.mark.serve  # starts Ray: deselect with -m 'not serve'
+pytestmark = [pytest.mark.serve, pytest.mark.slow, pytest.mark.timeout(600)]  # Ray starts: slow under load
 
 
 def assert_same_rows(got: list[dict], want: list[dict]) -> None:
@@ -95,7 +95,6 @@ def test_sigterm_stops_ray_leaves_whole_shards_and_no_process(sample_onnx: Path,
     assert staging(out) == [] and all(len(rows(out / p)) == 8 for p in written)
 
 
-@pytest.mark.slow
 def test_two_thousand_held_out_digits_on_ray_equal_predict(sample_onnx: Path, tmp_path: Path) -> None:
     good = digit_folder(tmp_path / "digits", {20: 450, 24: 450, 28: 450, 32: 200, 36: 450})
     done = batch(str(sample_onnx), str(tmp_path / "digits"), "-o", str(tmp_path / "out"), "--shard-size", "128",

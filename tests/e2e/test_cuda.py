@@ -36,7 +36,7 @@ IDS = [f"{m}-{d}" for m, d in CASES]
 def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Path]:
     """The shipped digits sample, and a small RGB model with a non-square 3x5 native grid and registers."""
     from vitexport import load_model
-    from vitexport.export.exporter import export_onnx
+    from vitexport.export.onnx_export import export_onnx
 
     folder = tmp_path_factory.mktemp("cuda")
     models = {"sample": load_model(SAMPLES / "digits-vit.pt"), "small": make_model(CONFIGS["reg_noembed"], seed=5)}
@@ -98,7 +98,7 @@ def _images(channels: int) -> list[np.ndarray]:
 
 @pytest.mark.parametrize("key", CASES, ids=IDS)
 def test_predictor_binds_io_on_cuda_and_matches_cpu(exports, key, monkeypatch) -> None:
-    from vitexport.verify.sweep import TOLERANCES
+    from vitexport.verify.parity import TOLERANCES
 
     calls = {"io_binding": 0, "run_with_iobinding": 0}
     for name in calls:

@@ -107,6 +107,7 @@ def _wheel(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_gpu_check_records_a_failed_step_and_goes_on(tmp_path: Path) -> None:
     """A damaged part fails the wheel step; the later steps still run and the summary says what failed."""
     wheel = _wheel(tmp_path / "fakepkg-1.0-py3-none-any.whl")
@@ -145,6 +146,7 @@ def test_parse_ldd() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # every step of the GPU check in fresh processes: minutes on a loaded 2-core machine
 def test_gpu_check_dry_run_end_to_end(tmp_path: Path) -> None:
     """Every step that needs no GPU, as the GPU machine would run them (CPU provider, sample model)."""
     out = tmp_path / "out"
@@ -187,13 +189,14 @@ def test_classify_memcpy_tells_io_copies_from_inner_ones() -> None:
 @pytest.fixture(scope="module")
 def sample_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from vitexport import load_model
-    from vitexport.export.exporter import export_onnx
+    from vitexport.export.onnx_export import export_onnx
 
     path = tmp_path_factory.mktemp("placement") / "digits.onnx"
     export_onnx(load_model(SAMPLES / "digits-vit.pt"), path)
     return path
 
 
+@pytest.mark.slow
 def test_placement_on_cpu_and_cpu_nodes_seen_as_a_gpu_session_would(sample_onnx: Path) -> None:
     result = ort_placement.placement(str(sample_onnx), "cpu")
     assert result["session_providers"] == ["CPUExecutionProvider"] and result["target_met"]

@@ -40,6 +40,7 @@ def one_line(result, code: int, *fragments: str) -> None:
 # ---------------------------------------------------------------------------
 # work limits
 # ---------------------------------------------------------------------------
+@pytest.mark.slow
 def test_oversized_work_is_refused_up_front_under_3_gb(sample_onnx: Path, tmp_path: Path) -> None:
     """Each of these exhausted memory before; now each is refused with the estimate and the option to raise."""
     big = tmp_path / "big.png"
@@ -163,6 +164,7 @@ def test_force_never_replaces_a_device(tmp_path: Path) -> None:
     assert stat.S_ISCHR(os.lstat(dev).st_mode)
 
 
+@pytest.mark.slow
 def test_force_never_replaces_an_input(sample_onnx: Path, tmp_path: Path) -> None:
     model = tmp_path / "m.onnx"
     model.write_bytes(sample_onnx.read_bytes())
@@ -176,7 +178,7 @@ def test_force_never_replaces_an_input(sample_onnx: Path, tmp_path: Path) -> Non
     ckpt = tmp_path / "c.pt"
     ckpt.write_bytes(SAMPLE.read_bytes())
     from vitexport import load_model
-    from vitexport.export.exporter import export_onnx
+    from vitexport.export.onnx_export import export_onnx
 
     (tmp_path / "ext").mkdir()
     external = export_onnx(load_model(SAMPLE), tmp_path / "ext" / "e.onnx", external_data=True).external_data
@@ -208,6 +210,7 @@ def _export_cmd(out: Path, command: str = "onnx") -> list[str]:
     return [sys.executable, "-m", "vitexport.cli", command, str(SAMPLE), "-o", str(out)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=["SIGTERM", "SIGHUP", "SIGINT"])
 def test_termination_signals_clean_the_staging_folder(tmp_path: Path, signum: int) -> None:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -239,6 +242,7 @@ def test_full_disk_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert old.read_text() == "previous" and [p.name for p in tmp_path.iterdir()] == ["report.json"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["onnx", "torchscript"])
 def test_file_size_limit_during_an_export_is_one_line(tmp_path: Path, command: str) -> None:
     """A real write failure (RLIMIT_FSIZE, the way a full quota fails): one line, nothing left behind

@@ -72,7 +72,7 @@ def test_inference_commands_never_import_torch_or_onnx(served: Path) -> None:
 
 
 def test_inference_of_a_torchscript_info_needs_no_torch(tmp_path: Path) -> None:
-    from vitexport.export.exporter import export_torchscript
+    from vitexport.export.torchscript_export import export_torchscript
 
     export_torchscript(make_model(CONFIGS["spec_cls"]), tmp_path / "m.ts")
     r = run_blocked("info", str(tmp_path / "m.ts"))
@@ -158,7 +158,7 @@ def test_bench_auto_prints_the_fallback_note(served: Path, monkeypatch: pytest.M
 
 
 def test_torchscript_verify_names_its_engine_and_warns_nothing(tmp_path: Path) -> None:
-    from vitexport.export.exporter import export_torchscript
+    from vitexport.export.torchscript_export import export_torchscript
 
     export_torchscript(make_model(CONFIGS["spec_cls"]), tmp_path / "m.ts")
     with warnings.catch_warnings():

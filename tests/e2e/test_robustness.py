@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from tests.helpers.models import CONFIGS, SAMPLES, make_model
 from vitexport.cli import cli
-from vitexport.export.exporter import export_onnx
+from vitexport.export.onnx_export import export_onnx
 
 SAMPLE = SAMPLES / "digits-vit.pt"
 
@@ -28,6 +28,7 @@ def spec_export(tmp_path_factory: pytest.TempPathFactory):
     return model, ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]), path
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(h=st.integers(1, 4 * 24), w=st.integers(1, 4 * 40), batch=st.integers(1, 3), seed=st.integers(0, 2**16))

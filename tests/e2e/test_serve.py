@@ -27,7 +27,7 @@ from samples.digits_data import held_out
 from tests.helpers.serving import png_bytes, replica_pids, require_ray, start_server, wait_replicas
 
 require_ray()
-pytestmark = pytest.mark.serve
+pytestmark = [pytest.mark.serve, pytest.mark.slow, pytest.mark.timeout(600)]  # Ray starts: slow under load
 
 import tritonclient.http as httpclient  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402

@@ -20,7 +20,7 @@ import pytest
 from tests.helpers.serving import VITEXPORT, ProcessTree, env, free_ports, require_ray, wait_ready
 
 require_ray()
-pytestmark = pytest.mark.serve
+pytestmark = [pytest.mark.serve, pytest.mark.slow, pytest.mark.timeout(600)]  # Ray starts: slow under load
 
 import tritonclient.http as httpclient  # noqa: E402
 import yaml  # noqa: E402 - a dependency of ray[serve]

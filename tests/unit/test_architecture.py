@@ -103,13 +103,13 @@ def test_every_module_lives_in_a_stage_folder() -> None:
 @pytest.mark.parametrize(("where", "source", "expected"), [
     ("model/vit.py", "from vitexport.export.attention import ATTENTION_CHOICES\n", "model is below export"),
     ("_util/files.py", "def f():\n    from vitexport.model import config\n", "_util is below model"),
-    ("security/sniff.py", "import importlib\nimportlib.import_module('vitexport.checkpoint.reader')\n",
+    ("security/sniff.py", "import importlib\nimportlib.import_module('vitexport.checkpoint.load')\n",
      "security is below checkpoint"),
     ("engines/ort.py", "from vitexport import verify\n", "engines is below verify"),
     ("serving/predictor.py", "import torch\n", "serving is torch-free"),
     ("verify/sweep.py", "from vitexport.cli.app import cli\n", "nothing imports the CLI"),
     ("onnx/spec.py", "from vitexport.runtime import Predictor\n", "not the top-level re-exports"),
-    ("checkpoint/reader.py", "from .. import export\n", "checkpoint is below export"),
+    ("checkpoint/load.py", "from .. import export\n", "checkpoint is below export"),
 ])
 def test_the_check_fails_on_a_new_back_edge(where: str, source: str, expected: str) -> None:
     """Each kind of back-edge, planted in a real module's place, is reported (the check can fail)."""

@@ -3,7 +3,7 @@
 Startup is part of the interface: importing this package loads click and vitexport's light modules
 only; each command imports its library modules (numpy, onnxruntime, torch, ...) inside its function,
 so `--help`, `info` on an exported model and `predict` never import torch
-(`benchmarks/startup_bench.py`, `tests/unit/cli/test_startup.py`).
+(`benchmarks/startup_bench.py`, `tests/e2e/test_install.py::test_startup_imports_nothing_heavy`).
 
 Nothing in vitexport imports this package.
 """

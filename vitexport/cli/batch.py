@@ -10,7 +10,9 @@ import click
 
 from vitexport.cli.app import cli
 from vitexport.cli.options import ONE_ENGINE, limit_options
+from vitexport.engines import DEFAULT_PROVIDER
 from vitexport.serving.batch.sources import DEFAULT_SHARD_SIZE
+from vitexport.serving.defaults import DEFAULT_MAX_BATCH, DEFAULT_TOP_K
 
 
 class ProgressLine:
@@ -65,16 +67,16 @@ def _print_summary(summary) -> None:
 @click.option("-o", "--output", required=True, help="Output folder: part-NNNNN.parquet shards and _job.json.")
 @click.option("--image-column", default="image", show_default=True,
               help="Parquet sources: the column of encoded images (binary, or a struct with a 'bytes' field).")
-@click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--top-k", type=click.IntRange(min=1), default=DEFAULT_TOP_K, show_default=True)
 @click.option("--logits", is_flag=True, help="Also write each image's logits (models with a head).")
 @click.option("--shard-size", type=click.IntRange(min=1), default=DEFAULT_SHARD_SIZE, show_default=True,
               help="Images per output shard, the unit of resuming (a tar file is one shard).")
 @click.option("--force", is_flag=True, help="Start over instead of resuming (replaces this layout's files in -o).")
-@click.option("--provider", type=click.Choice(ONE_ENGINE), default="auto", show_default=True,
+@click.option("--provider", type=click.Choice(ONE_ENGINE), default=DEFAULT_PROVIDER, show_default=True,
               help="Engine, as for predict; on Ray, cuda and tensorrt give each actor a GPU.")
 @click.option("--threads", type=click.IntRange(min=1), help="Engine threads (per actor on Ray, default 1 there).")
 @click.option("--workers", type=click.IntRange(min=1), help="Decoding threads beside the engine (default: up to 4).")
-@click.option("--max-batch", type=click.IntRange(min=1), default=16, show_default=True,
+@click.option("--max-batch", type=click.IntRange(min=1), default=DEFAULT_MAX_BATCH, show_default=True,
               help="Most images of one patch grid in one engine run.")
 @limit_options
 @click.option("--ray", "use_ray", is_flag=True, help="Run on a new local Ray instance (a pool of Ray Data actors).")

@@ -4,24 +4,28 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from vitexport.cli.app import cli
-from vitexport.cli.options import fmt_hw, limit_options, parse_batches, parse_sizes
-from vitexport.engines import PROVIDER_CHOICES
+from vitexport.cli.options import batches_text, fmt_hw, limit_options, parse_batches, parse_sizes
+from vitexport.engines import DEFAULT_PROVIDER, PROVIDER_CHOICES
+from vitexport.serving.defaults import BENCH_BATCH_SIZES, BENCH_ITERS, BENCH_WARMUP
+
+if TYPE_CHECKING:
+    from vitexport.serving.bench import BenchReport
 
 
 @cli.command("bench")
 @click.argument("model_path", metavar="MODEL", type=str)
 @click.option("--sizes", callback=parse_sizes, help="Comma-separated HxW list (default: native and two odd sizes).")
-@click.option("--batch-sizes", default="1,8", show_default=True, callback=parse_batches)
-@click.option("--provider", type=click.Choice(PROVIDER_CHOICES), default="auto", show_default=True,
+@click.option("--batch-sizes", default=batches_text(BENCH_BATCH_SIZES), show_default=True, callback=parse_batches)
+@click.option("--provider", type=click.Choice(PROVIDER_CHOICES), default=DEFAULT_PROVIDER, show_default=True,
               help="Engine to time, or all: every usable serving engine (ONNX Runtime, OpenVINO) side by side, "
                    "interleaved.")
-@click.option("--warmup", type=click.IntRange(min=0), default=3, show_default=True)
-@click.option("--iters", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--warmup", type=click.IntRange(min=0), default=BENCH_WARMUP, show_default=True)
+@click.option("--iters", type=click.IntRange(min=1), default=BENCH_ITERS, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1, max=1024), help="Intra-op threads for the engines (and torch).")
 @click.option("--compare-torch", is_flag=True, help="Also time PyTorch eager, interleaved, and print the ratio.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
@@ -48,16 +52,15 @@ def bench_cmd(model_path, sizes, batch_sizes, provider, warmup, iters, threads, 
     _print_bench(report, compare_torch)
 
 
-def _print_bench(report, compare_torch: bool) -> None:
+def _print_bench(report: BenchReport, compare_torch: bool) -> None:
     """One row per (size, batch); per engine its median, p90, images/s and parity side by side; then PyTorch;
     then the recommendation."""
-    names = [e["name"] for e in report.engines]
+    names = [e.name for e in report.engines]
     checked = bool(report.parity_reference)
     click.echo(f"model {report.model}; {report.warmup} warm-up + {report.iters} timed runs per case"
                + (", engines interleaved" if len(names) > 1 or compare_torch else ""))
     for e in report.engines:
-        click.echo(f"engine {e['name']}: {', '.join(e['providers'])} ({e['version']})"
-                   + "".join(f"; {note}" for note in e["notes"]))
+        click.echo(f"engine {e.name}: {', '.join(e.providers)} ({e.version})" + "".join(f"; {n}" for n in e.notes))
     for skipped in report.skipped:
         click.echo(f"skipped {skipped}")
     if checked:

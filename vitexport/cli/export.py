@@ -9,7 +9,17 @@ import click
 
 from vitexport.cli.app import cli
 from vitexport.cli.options import SIZE, BatchType, command_line, fmt_hw, limit_options
+from vitexport.export.attention import ATTENTION_CHOICES, ATTENTION_MIN_OPSET
+from vitexport.export.defaults import (
+    DEFAULT_DTYPE,
+    DEFAULT_OPSET,
+    EXPORT_DTYPES,
+    OPTIMIZE_PROVIDERS,
+    TOLERANCES,
+)
 from vitexport.model.names import DEFAULT_RESAMPLE, RESAMPLE_FORMS
+
+INT8_ATOL, INT8_RTOL = TOLERANCES["int8-dynamic"]
 
 
 def _print_export(result, verify_command: str) -> None:
@@ -39,15 +49,17 @@ def _print_export(result, verify_command: str) -> None:
               help="JSON file of timm keyword arguments (or a timm config.json), or the JSON object itself.")
 @click.option("--ema", "use_ema", is_flag=True, help="Use the EMA weights of a timm training checkpoint.")
 @click.option("--opset", type=int, default=None,
-              help="ONNX opset (default 18, where Resize runs on ORT's CUDA provider; 23 with --attention onnx).")
-@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
+              help=f"ONNX opset (default {DEFAULT_OPSET}, where Resize runs on ORT's CUDA provider; "
+                   f"{ATTENTION_MIN_OPSET['onnx']} with --attention onnx).")
+@click.option("--dtype", type=click.Choice(EXPORT_DTYPES), default=DEFAULT_DTYPE, show_default=True)
 @click.option("--batch-size", type=BatchType(), default="dynamic", show_default=True)
 @click.option("--static", "static_size", type=SIZE, help="Export a fixed HxW graph instead of dynamic height/width.")
 @click.option("--img-size", type=SIZE, help="Make HxW the model's native size first (set_input_size).")
-@click.option("--attention", type=click.Choice(["sdpa", "mha", "onnx"]), default=None,
-              help="sdpa: standard ops (default); mha: ONNX Runtime's fused MultiHeadAttention, opset 18 "
-                   "(default with --optimize cpu, measured faster there); onnx: the Attention op, opset 23.")
-@click.option("--optimize", type=click.Choice(["cpu", "cuda"]), default=None,
+@click.option("--attention", type=click.Choice(ATTENTION_CHOICES), default=None,
+              help=f"sdpa: standard ops (default); mha: ONNX Runtime's fused MultiHeadAttention, opset "
+                   f"{ATTENTION_MIN_OPSET['mha']} (default with --optimize cpu, measured faster there); onnx: the "
+                   f"Attention op, opset {ATTENTION_MIN_OPSET['onnx']}.")
+@click.option("--optimize", type=click.Choice(OPTIMIZE_PROVIDERS), default=None,
               help="Write ONNX Runtime's offline-optimized graph for this provider (faster startup).")
 @click.option("--resample", type=click.Choice(RESAMPLE_FORMS), default=DEFAULT_RESAMPLE, show_default=True,
               help="Positional-embedding resampling: portable (elementary ops, right on every runtime) or resize "
@@ -57,7 +69,7 @@ def _print_export(result, verify_command: str) -> None:
 def onnx_cmd(checkpoint, output, config, use_ema, opset, dtype, batch_size, static_size, img_size, attention,
              optimize, resample, force, max_tokens, max_memory_gb) -> None:
     """Export a checkpoint to ONNX with dynamic batch, height and width."""
-    from vitexport.export.exporter import export_checkpoint
+    from vitexport.export.pipeline import export_checkpoint
 
     result = export_checkpoint(
         checkpoint, output, to="onnx", config=config, use_ema=use_ema, img_size=img_size, force=force,
@@ -88,7 +100,7 @@ def quantize_cmd(model_path, output, force) -> None:
                "embedding resampling); "
                f"{', '.join(d['kept_float'])}")
     click.echo(f"verify         {command_line('verify', result.path, '--checkpoint', model_path)} "
-               "(against the float model's weights; int8 tolerance 0.1 + 0.05*|ref|)")
+               f"(against the float model's weights; int8 tolerance {INT8_ATOL:g} + {INT8_RTOL:g}*|ref|)")
 
 
 @cli.command("torchscript")
@@ -102,7 +114,7 @@ def quantize_cmd(model_path, output, force) -> None:
 @limit_options
 def torchscript_cmd(checkpoint, output, config, use_ema, img_size, force, max_tokens, max_memory_gb) -> None:
     """Export a checkpoint to TorchScript (torch.jit.script: shapes stay dynamic)."""
-    from vitexport.export.exporter import export_checkpoint
+    from vitexport.export.pipeline import export_checkpoint
 
     _print_export(export_checkpoint(checkpoint, output, to="torchscript", config=config, use_ema=use_ema,
                                     img_size=img_size, force=force, max_tokens=max_tokens,

@@ -1,68 +1,74 @@
-"""`vitexport info`: describe a checkpoint or an exported model."""
+"""`vitexport info`: describe a checkpoint or an exported model (`vitexport.serving.info`'s typed results)."""
 
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import click
 
 from vitexport.cli.app import cli
 from vitexport.cli.options import SIZE, fmt_hw
 
+if TYPE_CHECKING:
+    from vitexport.serving.info import ArtifactInfo, CheckpointInfo, OnnxGraphInfo, SizeGeometry
 
-def _print_checkpoint_info(info: dict) -> None:
-    cfg = info["config"]
-    prefix = info["prefix_tokens"]
-    click.echo(f"checkpoint     {info['path']}")
-    click.echo(f"format         {info['format']} (config from {info['config_source']})")
-    click.echo(f"sha256         {info['sha256']}")
-    if cfg.get("architecture"):
-        click.echo(f"architecture   {cfg['architecture']}")
-    click.echo(f"parameters     {info['parameters']:,}")
-    img = cfg["img_size"] if isinstance(cfg["img_size"], list) else [cfg["img_size"]] * 2
-    click.echo(
-        f"native size    {fmt_hw(img)}, patch {fmt_hw(info['patch_size'])}, grid {fmt_hw(info['native_grid'])}"
-    )
-    click.echo(
-        f"prefix tokens  {prefix['total']} (class token: {'yes' if prefix['class'] else 'no'}, "
-        f"registers: {prefix['registers']}); pos_embed rows: {info['pos_embed_rows']}"
-    )
-    click.echo(
-        f"dynamic        img_size={cfg['dynamic_img_size']}, img_pad={cfg['dynamic_img_pad']}"
-    )
-    if info.get("preprocess"):
-        p = info["preprocess"]
+
+def _print_preprocess_and_labels(preprocess: dict | None, labels: list[str] | None, count_first: bool) -> None:
+    if preprocess:
+        p = preprocess
         click.echo(f"preprocess     scale {p.get('scale')}, mean {p.get('mean')}, std {p.get('std')}")
-    if info.get("labels"):
-        labels = info["labels"]
+    if labels and count_first:  # an exported model: how many, then the first ten
+        click.echo(f"labels         {len(labels)}: {', '.join(labels[:10])}")
+    elif labels:
         shown = ", ".join(labels[:10]) + (f", ... ({len(labels)})" if len(labels) > 10 else "")
         click.echo(f"labels         {shown}")
-    for note in info.get("notes", []):
+
+
+def _print_checkpoint_info(info: CheckpointInfo) -> None:
+    cfg, prefix = info.config, info.prefix_tokens
+    click.echo(f"checkpoint     {info.path}")
+    click.echo(f"format         {info.format} (config from {info.config_source})")
+    click.echo(f"sha256         {info.sha256}")
+    if cfg.get("architecture"):
+        click.echo(f"architecture   {cfg['architecture']}")
+    click.echo(f"parameters     {info.parameters:,}")
+    click.echo(f"native size    {fmt_hw(info.img_size)}, patch {fmt_hw(info.patch_size)}, "
+               f"grid {fmt_hw(info.native_grid)}")
+    click.echo(f"prefix tokens  {prefix.total} (class token: {'yes' if prefix.class_token else 'no'}, "
+               f"registers: {prefix.registers}); pos_embed rows: {info.pos_embed_rows}")
+    click.echo(f"dynamic        img_size={cfg['dynamic_img_size']}, img_pad={cfg['dynamic_img_pad']}")
+    _print_preprocess_and_labels(info.preprocess, info.labels, count_first=False)
+    for note in info.notes:
         click.echo(f"note           {note}")
     click.echo("config         " + json.dumps({k: v for k, v in cfg.items() if k != "architecture"}))
-    _print_sizes(info["sizes"])
+    _print_sizes(info.sizes)
 
 
-def _print_sizes(sizes: list[dict]) -> None:
-    for s in sizes:
+def _print_sizes(sizes: list[SizeGeometry] | None) -> None:
+    for s in sizes or []:
         click.echo(
-            f"size {fmt_hw(s['input_size'])}: padded {fmt_hw(s['padded_size'])}, grid {fmt_hw(s['grid'])}, "
-            f"{s['num_patches']} patches, sequence length {s['seq_len']} "
-            f"(pos-embed resampled {fmt_hw(s['resampled_from'])} -> {fmt_hw(s['grid'])})"
+            f"size {fmt_hw(s.input_size)}: padded {fmt_hw(s.padded_size)}, grid {fmt_hw(s.grid)}, "
+            f"{s.num_patches} patches, sequence length {s.seq_len} "
+            f"(pos-embed resampled {fmt_hw(s.resampled_from)} -> {fmt_hw(s.grid)})"
         )
 
 
-def _print_artifact_info(info: dict) -> None:
-    meta = info["metadata"]
-    click.echo(f"{info['kind']:14s} {info['path']} ({info['bytes'] / 1e6:.2f} MB)")
-    if info["kind"] == "onnx":
-        click.echo(f"opset          {info['opset']}")
-        for name, dims in {**info["inputs"], **info["outputs"]}.items():
-            click.echo(f"tensor         {name} [{', '.join(str(d) for d in dims)}]")
-        if info["external_data"]:
-            click.echo(f"external data  {', '.join(info['external_data'])}")
-        ops = ", ".join(f"{k} {v}" for k, v in info["op_counts"].items())
-        click.echo(f"ops            {sum(info['op_counts'].values())} nodes: {ops}")
+def _print_graph(graph: OnnxGraphInfo) -> None:
+    click.echo(f"opset          {graph.opset}")
+    for name, dims in {**graph.inputs, **graph.outputs}.items():
+        click.echo(f"tensor         {name} [{', '.join(str(d) for d in dims)}]")
+    if graph.external_data:
+        click.echo(f"external data  {', '.join(graph.external_data)}")
+    ops = ", ".join(f"{k} {v}" for k, v in graph.op_counts.items())
+    click.echo(f"ops            {graph.nodes} nodes: {ops}")
+
+
+def _print_artifact_info(info: ArtifactInfo) -> None:
+    meta = info.metadata
+    click.echo(f"{info.kind:14s} {info.path} ({info.bytes / 1e6:.2f} MB)")
+    if info.graph is not None:
+        _print_graph(info.graph)
     if not meta:
         click.echo("metadata       none (not exported by vitexport)")
         return
@@ -72,18 +78,14 @@ def _print_artifact_info(info: dict) -> None:
     if meta.get("static_size"):
         click.echo(f"static size    {fmt_hw(meta['static_size'])}")
     click.echo(f"dtype          {meta.get('dtype')}")
-    if info["kind"] == "onnx":  # exports before the portable form carry no "resample" key: they hold a Resize
+    if info.graph is not None:  # exports before the portable form carry no "resample" key: they hold a Resize
         click.echo(f"resampling     {meta.get('resample', 'resize')}")
     click.echo(f"patch / grid   patch {fmt_hw(meta['patch_size'])}, native grid {fmt_hw(meta['native_grid'])}, "
                f"prefix tokens {meta['num_prefix_tokens']}")
-    if meta.get("preprocess"):
-        p = meta["preprocess"]
-        click.echo(f"preprocess     scale {p.get('scale')}, mean {p.get('mean')}, std {p.get('std')}")
-    if meta.get("labels"):
-        click.echo(f"labels         {len(meta['labels'])}: {', '.join(meta['labels'][:10])}")
+    _print_preprocess_and_labels(meta.get("preprocess"), meta.get("labels"), count_first=True)
     click.echo(f"source sha256  {meta.get('source_sha256')}")
     click.echo("config         " + json.dumps(meta.get("config")))
-    _print_sizes(info.get("sizes", []))
+    _print_sizes(info.sizes)
 
 
 @cli.command()
@@ -97,10 +99,10 @@ def info(model_path: str, config: str | None, use_ema: bool, sizes: tuple, as_js
     """Describe a checkpoint, or an exported .onnx / TorchScript model."""
     from vitexport.serving.info import describe_file
 
-    data = describe_file(model_path, config=config, use_ema=use_ema, sizes=sizes)
+    described = describe_file(model_path, config=config, use_ema=use_ema, sizes=sizes)
     if as_json:
-        click.echo(json.dumps(data, indent=2))
-    elif data["kind"] == "checkpoint":
-        _print_checkpoint_info(data)
+        click.echo(json.dumps(described.to_json(), indent=2))
+    elif described.kind == "checkpoint":
+        _print_checkpoint_info(described)
     else:
-        _print_artifact_info(data)
+        _print_artifact_info(described)

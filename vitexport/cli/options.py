@@ -87,6 +87,17 @@ def parse_batches(ctx: click.Context, param: click.Parameter, value: str) -> tup
 
 
 
+def batches_text(batches: tuple[int, ...]) -> str:
+    """A library's default batch sizes as the CLI writes them: (1, 3) -> '1,3'."""
+    return ",".join(str(b) for b in batches)
+
+
+def tolerance_text(value: float) -> str:
+    """A tolerance as help text writes it, in scientific notation: 2e-05 -> '2e-5', 0.005 -> '5e-3'."""
+    mantissa, exponent = f"{value:e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
 def fmt_hw(hw: Any) -> str:
     return f"{hw[0]}x{hw[1]}"
 

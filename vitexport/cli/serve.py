@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-import re
 import sys
-from pathlib import Path
 
 import click
 
 from vitexport.cli.app import cli
 from vitexport.cli.options import ONE_ENGINE
+from vitexport.engines import DEFAULT_PROVIDER
 from vitexport.security.limits import DEFAULT_MAX_TOKENS
-
-MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+from vitexport.serving.defaults import (
+    DEFAULT_BATCH_WAIT_MS,
+    DEFAULT_HOST,
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_BODY_MB,
+    DEFAULT_PORT,
+)
 
 
 def _print_started(started, options) -> None:
@@ -38,21 +42,22 @@ def _print_started(started, options) -> None:
 @cli.command("serve")
 @click.argument("model_path", metavar="MODEL", type=str)
 @click.option("--name", help="Model name in the URLs (default: the file's stem).")
-@click.option("--host", default="127.0.0.1", show_default=True,
+@click.option("--host", default=DEFAULT_HOST, show_default=True,
               help="Address to listen on; 0.0.0.0 exposes the server to the network.")
-@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True)
 @click.option("--replicas", type=click.IntRange(min=1), help="Replicas of the model (default 1).")
 @click.option("--autoscale", metavar="MIN:MAX", help="Autoscale between MIN and MAX replicas instead of --replicas.")
-@click.option("--provider", type=click.Choice(ONE_ENGINE), default="auto",
+@click.option("--provider", type=click.Choice(ONE_ENGINE), default=DEFAULT_PROVIDER,
               show_default=True, help="Engine of each replica, as for predict (auto: CUDA when usable, else cpu).")
 @click.option("--threads", type=click.IntRange(min=1), help="Engine intra-op threads per replica.")
-@click.option("--max-batch", type=click.IntRange(min=1), default=16, show_default=True,
+@click.option("--max-batch", type=click.IntRange(min=1), default=DEFAULT_MAX_BATCH, show_default=True,
               help="Most images of one size in one engine run, across concurrent requests.")
-@click.option("--batch-wait-ms", type=click.FloatRange(min=0), default=5.0, show_default=True,
+@click.option("--batch-wait-ms", type=click.FloatRange(min=0), default=DEFAULT_BATCH_WAIT_MS, show_default=True,
               help="How long a batch waits for more requests.")
 @click.option("--max-tokens", type=click.IntRange(min=1), default=DEFAULT_MAX_TOKENS, show_default=True,
               help="Refuse images with more patches than this (also caps the pixels of an encoded image).")
-@click.option("--max-body-mb", type=click.FloatRange(min=0, min_open=True), default=64.0, show_default=True,
+@click.option("--max-body-mb", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_MAX_BODY_MB,
+              show_default=True,
               help="Refuse request bodies (after gzip/deflate) over this size.")
 @click.option("--token-file", help="Require 'Authorization: Bearer <token>' (the file's content) except on /v2/health.")
 @click.option("--address", help="Deploy to this Ray cluster (e.g. 10.0.0.5:6379, auto) and leave it running there.")
@@ -66,16 +71,18 @@ def serve_cmd(model_path, name, host, port, replicas, autoscale, provider, threa
         AppArgs,
         Scaling,
         ServeOptions,
+        check_model_name,
         config_yaml,
+        default_model_name,
         parse_autoscale,
         with_absolute_paths,
     )
     from vitexport.serving.http.launch import deploy_to_cluster, ray_modules, serve_local
 
-    name = name or Path(model_path).name.split(".")[0]
-    if not MODEL_NAME_RE.match(name):
-        raise click.BadParameter(f"{name!r} cannot be a model name in URLs; use letters, digits, '.', '_', '-'",
-                                 param_hint="--name")
+    try:
+        name = check_model_name(name or default_model_name(model_path))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--name") from None
     if replicas and autoscale:
         raise click.BadParameter("pass --replicas or --autoscale, not both", param_hint="--autoscale")
     try:

@@ -3,19 +3,31 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from vitexport.cli.app import CliError, cli
-from vitexport.cli.options import fmt_hw, limit_options, parse_batches, parse_sizes
-from vitexport.engines import PROVIDER_CHOICES
+from vitexport.cli.options import batches_text, fmt_hw, limit_options, parse_batches, parse_sizes, tolerance_text
+from vitexport.engines import DEFAULT_PROVIDER, PROVIDER_CHOICES
+from vitexport.export.defaults import TOLERANCES
+from vitexport.verify.defaults import DEFAULT_BATCH_SIZES, DEFAULT_SEED
+
+if TYPE_CHECKING:
+    from vitexport.verify.report import CaseResult, VerifyReport
+
+
+def _tolerance_help(what: str, index: int) -> str:
+    """'Absolute tolerance (default by dtype: fp32 2e-5, fp16 5e-3).' from `TOLERANCES`."""
+    return (f"{what} tolerance (default by dtype: fp32 {tolerance_text(TOLERANCES['float32'][index])}, "
+            f"fp16 {tolerance_text(TOLERANCES['float16'][index])}).")
 
 
 def _fmt_err(value: float | None) -> str:
     return "-" if value is None else f"{value:.2e}"
 
 
-def _case_line(c) -> str:
+def _case_line(c: CaseResult) -> str:
     status = "ok  " if c.passed else "FAIL"
     top1 = "-" if c.top1_agreement is None else f"{c.top1_agreement:.2f}"
     rt = "-" if c.runtime_ms is None else f"{c.runtime_ms:.1f}"
@@ -36,14 +48,14 @@ def _case_line(c) -> str:
 @click.argument("model_path", metavar="MODEL", type=str)
 @click.option("--checkpoint", type=str, help="Reference from the original checkpoint (also catches changed weights).")
 @click.option("--config", "config", type=str, help="JSON config for --checkpoint (a file, or the JSON object itself).")
-@click.option("--provider", type=click.Choice(PROVIDER_CHOICES), default="auto", show_default=True,
+@click.option("--provider", type=click.Choice(PROVIDER_CHOICES), default=DEFAULT_PROVIDER, show_default=True,
               help="Engine: ONNX Runtime (auto: CUDA when usable, else cpu; cuda; tensorrt), openvino (CPU, f32), "
                    "reference (ONNX's reference evaluator, a reduced sweep), or all of them, compared.")
 @click.option("--sizes", callback=parse_sizes, help="Comma-separated HxW list (default: a sweep from the model).")
-@click.option("--batch-sizes", default="1,3", show_default=True, callback=parse_batches)
-@click.option("--atol", type=float, help="Absolute tolerance (default by dtype: fp32 2e-5, fp16 5e-3).")
-@click.option("--rtol", type=float, help="Relative tolerance (default by dtype: fp32 1e-4, fp16 1e-2).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--batch-sizes", default=batches_text(DEFAULT_BATCH_SIZES), show_default=True, callback=parse_batches)
+@click.option("--atol", type=float, help=_tolerance_help("Absolute", 0))
+@click.option("--rtol", type=float, help=_tolerance_help("Relative", 1))
+@click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True)
 @click.option("--json", "json_path", type=str, help="Write the report as JSON (schema: docs/verify-report.md).")
 @click.option("--plot", "plot_path", type=str, help="Write a heatmap PNG of max error over heights x widths.")
 @click.option("--force", is_flag=True, help="Replace existing --json/--plot files.")
@@ -88,7 +100,7 @@ def verify_cmd(ctx, model_path, checkpoint, config, provider, sizes, batch_sizes
     _print_verdict(report)
 
 
-def _print_verify_summary(report) -> None:
+def _print_verify_summary(report: VerifyReport) -> None:
     click.echo("")
     click.echo(f"model          {report.model} ({report.format}, {report.dtype}); reference: {report.reference}")
     for s in report.sessions:
@@ -112,16 +124,15 @@ def _print_verify_summary(report) -> None:
         worst = sorted(report.weight_diff.items(), key=lambda kv: -kv[1])[:5]
         click.echo("weights        differ from the checkpoint: " + ", ".join(f"{k} {v:.3g}" for k, v in worst))
     for x in report.cross_provider:
-        if not x["passed"]:
-            click.echo(f"cross-provider FAIL {x['height']}x{x['width']} b{x['batch']} {x['providers']}: "
-                       f"max|d| {x['max_abs']:.2e}")
+        if not x.passed:
+            click.echo(f"cross-provider FAIL {x.height}x{x.width} b{x.batch} {x.providers}: max|d| {x.max_abs:.2e}")
     for diagnosis in report.diagnoses:
         click.echo(f"diagnosis      {diagnosis}")
-    worst = max((c.max_abs or 0 for c in report.cases if c.max_abs is not None), default=0.0)
-    click.echo(f"tolerance      |d| <= {report.atol:g} + {report.rtol:g}*|ref|; worst max|d| {worst:.2e}")
+    click.echo(f"tolerance      |d| <= {report.atol:g} + {report.rtol:g}*|ref|; worst max|d| "
+               f"{report.worst_max_abs:.2e}")
 
 
-def _print_verdict(report) -> None:
+def _print_verdict(report: VerifyReport) -> None:
     fails = report.failures
     verdict, passed = "PASSED" if report.passed else "FAILED", len(report.cases) - len(fails)
     click.echo(f"{verdict}         {passed}/{len(report.cases)} cases in {report.seconds:.1f} s")

@@ -5,16 +5,23 @@ An `Engine` has a ``name``, says whether it can run here (``available() -> (usab
 engines, not runtime-specific sessions, so adding a runtime is adding a module here (a
 subclass of `Engine`) and a line in `ENGINES`; none of them grows a branch per runtime.
 
-Engines import no torch; this module imports no runtime either (engines are looked up lazily).
+Engines import no torch; this module imports no runtime either (engines are looked up lazily), and holds
+only the registry: the `Engine` interface is in `base` (``vitexport.engines.Engine`` resolves to it).
 """
 
 from __future__ import annotations
 
 import importlib
-from abc import ABC, abstractmethod
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vitexport._util.errors import EngineError, EngineUnavailable, EnvironmentProblem
+from vitexport._util.lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from vitexport.engines.base import Engine
+
+# the Engine base class is resolved on first use: the CLI reads this registry's names at startup
+__getattr__, __dir__ = lazy_attributes(__name__, {"Engine": "vitexport.engines.base"})
 
 # engine name -> (module, class, keyword arguments). The ONNX Runtime providers come first; with
 # several engines, verify compares every engine's outputs with the first usable one's.
@@ -28,74 +35,7 @@ ENGINES: dict[str, tuple[str, str, dict[str, Any]]] = {
 # what a provider request may name: an engine, "auto" (ONNX Runtime's CUDA when usable, else its CPU)
 # or "all" (every engine usable here)
 PROVIDER_CHOICES: tuple[str, ...] = ("auto", *ENGINES, "all")
-
-
-class Engine(ABC):
-    """One runtime on one device. Create, check `available`, `load` a model, then `run` it.
-
-    Engines take the keyword options ``threads`` (intra-op threads; None: the runtime's default),
-    ``spin`` (whether idle worker threads may busy-wait between runs; bench turns it off while it
-    interleaves engines) and ``debug``, plus their own.
-    """
-
-    name: str = ""
-    # False for engines meant for checking, not serving (`bench --provider all` leaves them out)
-    serving: bool = True
-    # non-empty: verify gives this engine a reduced default sweep, and this is why
-    reduced_sweep: str = ""
-    # what `load` read from the model (engines that ask their runtime each time override the properties)
-    _metadata: dict[str, Any] = {}  # noqa: RUF012 - replaced by load, never mutated
-    _input_dtype: str = "float32"
-
-    @abstractmethod
-    def available(self) -> tuple[bool, str]:
-        """(usable, reason): can this engine really run here? ``reason`` is empty when usable."""
-
-    @abstractmethod
-    def load(self, path: str) -> Engine:
-        """Load the model file; returns the engine. Raises `EngineUnavailable` (exit 2) when it cannot run
-        here, `EngineError` when it cannot load this model."""
-
-    @abstractmethod
-    def run(self, x: Any) -> Any:
-        """Run one (N, C, H, W) float batch through the loaded model; its first output as float32 numpy.
-        Safe to call from several threads at once."""
-
-    @property
-    def metadata(self) -> dict[str, Any]:
-        """The loaded model's vitexport metadata (decoded), empty when it has none."""
-        return self._metadata
-
-    @property
-    def input_dtype(self) -> str:
-        """The dtype the model's input expects ("float32" or "float16")."""
-        return self._input_dtype
-
-    @property
-    def input_shape(self) -> list[Any] | None:
-        """The graph input's declared shape (names for dynamic axes) where the runtime exposes it, else None."""
-        return None
-
-    @property
-    def devices(self) -> list[str]:
-        """What really runs the model (for ONNX Runtime: the session's providers)."""
-        return [self.name]
-
-    @property
-    def version(self) -> str:
-        """The runtime and its version, e.g. ``onnxruntime-gpu 1.31.1``."""
-        return ""
-
-    def known_issues(self, metadata: dict[str, Any]) -> list[str]:
-        """Known problems of this runtime (at its installed version) with a model of this ``metadata``."""
-        return []
-
-    def diagnose(self, x: Any) -> None:  # noqa: B027 - optional hook, a no-op for most engines
-        """Optional: record how the model runs on ``x`` (e.g. node placement) in `describe`'s warnings."""
-
-    def describe(self) -> dict[str, Any]:
-        """The report entry of this engine (verify's ``sessions``)."""
-        return {"name": self.name, "providers": self.devices, "version": self.version, "notes": [], "warnings": []}
+DEFAULT_PROVIDER = "auto"  # verify, predict, bench, serve and the Predictor
 
 
 def engine_names() -> list[str]:
@@ -162,6 +102,7 @@ def load_engines(path: str, request: str, *, debug: bool = False, serving_only: 
 
 
 __all__ = [
+    "DEFAULT_PROVIDER",
     "ENGINES",
     "PROVIDER_CHOICES",
     "Engine",

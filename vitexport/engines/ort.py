@@ -30,7 +30,7 @@ from typing import Any
 
 from vitexport._util.errors import EngineError, EngineUnavailable, EnvironmentProblem, one_line
 from vitexport._util.interrupt import scratch_folder
-from vitexport.engines import Engine
+from vitexport.engines.base import Engine
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import threading
 from typing import Any
 
 from vitexport._util.errors import EngineError, EnvironmentProblem, one_line
-from vitexport.engines import Engine
+from vitexport.engines.base import Engine
 
 SLOW = "the ONNX reference evaluator runs every op in numpy (seconds per image for ViT-S/16)"
 

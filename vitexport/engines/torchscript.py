@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from vitexport.engines import Engine
+from vitexport.engines.base import Engine
 
 
 def _torch_version() -> str:

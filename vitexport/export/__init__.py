@@ -1,13 +1,27 @@
 """Export: ONNX and TorchScript artifacts with dynamic batch, height and width; ORT optimization and int8.
 
-``vitexport.export.export_onnx`` (a public path) is resolved lazily, so the light `attention` module
-can be imported without torch.
+- `options`: opset, attention, resampling form, dtype and the tolerance per dtype, checked together (light);
+- `onnx_export`, `torchscript_export`: the exporters, which only export;
+- `pipeline`: a checkpoint to an artifact (the CLI's commands), export then ONNX Runtime optimization;
+- `optimize`: ONNX Runtime's offline optimization and dynamic int8 of an exported file (no torch);
+- `attention`: how attention is written into the graph; `artifact`: the result and metadata of every export.
+
+The public names are resolved lazily, so the light modules can be imported without torch.
 """
 
 from vitexport._util.lazy import lazy_attributes
 
 __getattr__, __dir__ = lazy_attributes(__name__, {
-    name: "vitexport.export.exporter"
-    for name in ("ExportResult", "export_onnx", "export_torchscript", "export_checkpoint", "artifact_metadata",
-                 "onnx_options", "default_example_size")
+    "ExportResult": "vitexport.export.artifact",
+    "artifact_metadata": "vitexport.export.artifact",
+    "default_example_size": "vitexport.export.artifact",
+    "export_onnx": "vitexport.export.onnx_export",
+    "export_torchscript": "vitexport.export.torchscript_export",
+    "export_checkpoint": "vitexport.export.pipeline",
+    "export_optimized": "vitexport.export.pipeline",
+    "ExportOptions": "vitexport.export.options",
+    "TOLERANCES": "vitexport.export.defaults",
+    "tolerance_for": "vitexport.export.options",
+    "optimize_onnx": "vitexport.export.optimize",
+    "quantize_onnx": "vitexport.export.optimize",
 })

@@ -21,6 +21,7 @@ from vitexport._util.errors import EnvironmentProblem, ExportError
 from vitexport._util.files import check_output, staged_output
 from vitexport._util.interrupt import scratch_folder
 from vitexport.engines.ort import _ort, probe_provider, provider_chain
+from vitexport.export.defaults import OPTIMIZE_PROVIDERS
 from vitexport.onnx.graph import (
     GraphReport,
     check_against_metadata,
@@ -30,7 +31,6 @@ from vitexport.onnx.graph import (
     set_metadata,
 )
 
-OPTIMIZE_PROVIDERS = ("cpu", "cuda")
 EXTERNAL_MIN_BYTES = 1024  # initializers at least this large go to the external data file (onnx's default)
 
 

@@ -20,23 +20,25 @@ from typing import Any
 
 from vitexport._util.errors import ConfigError
 from vitexport._util.safejson import MAX_JSON_BYTES, parse_json
-from vitexport.model.names import DEFAULT_RESAMPLE, RESAMPLE_FORMS  # noqa: F401 - re-exported
+from vitexport.model.names import (  # noqa: F401 - re-exported
+    DEFAULT_RESAMPLE,
+    DIFFERENTIAL,
+    FUSED,
+    LAYER_FIELDS,
+    PACKED,
+    RESAMPLE_FORMS,
+    has_trait,
+    layer_names,
+)
 from vitexport.model.presets import PRESETS
 
 logger = logging.getLogger(__name__)
 
 GLOBAL_POOLS = ("token", "avg", "max", "avgmax", "map", "")
-# Layer choices by name (timm passes classes); the layers live in vitexport.model.layers.
-NORM_LAYERS = ("layernorm", "rmsnorm")
-ACT_LAYERS = ("gelu", "gelu_tanh", "quick_gelu", "silu")
-MLP_LAYERS = ("mlp", "swiglu", "glu", "swiglu_packed")
-BLOCK_FNS = ("block", "res_post", "parallel_scaling", "diff_parallel_scaling", "parallel_things")
-ATTN_LAYERS = ("attn", "diff")
-PARALLEL_SCALING_BLOCKS = ("parallel_scaling", "diff_parallel_scaling")
-LAYER_NAME_KEYS = ("norm_layer", "act_layer", "mlp_layer", "block_fn", "attn_layer")
-LAYER_FIELDS = frozenset(LAYER_NAME_KEYS) | {
-    "norm_eps", "embed_norm_layer", "embed_norm_eps", "scale_attn_norm", "scale_mlp_norm", "proj_bias",
-}
+# Layer choices are names (timm passes classes), declared in vitexport.model.names.LAYERS and registered by the
+# classes of vitexport.model.layers; these fields are the options of those layers. Together (`LAYER_OPTIONS`)
+# they are left out of `to_dict` at their defaults, and they define a configuration family.
+LAYER_ARGS = ("norm_eps", "embed_norm_eps", "scale_attn_norm", "scale_mlp_norm", "proj_bias")
 # timm keyword arguments vitexport accepts only at timm's default (the value it builds);
 # any other value is refused by name rather than built approximately.
 DEFAULT_ONLY_KEYS: dict[str, tuple[Any, ...]] = {
@@ -150,7 +152,7 @@ class ViTConfig:
         if not _finite(self.mlp_ratio) or self.mlp_ratio <= 0:
             raise ConfigError(f"mlp_ratio must be a positive finite number (timm's default 4.0), "
                               f"got {self.mlp_ratio!r}")
-        hidden = int(self.embed_dim * self.mlp_ratio)
+        hidden = self.mlp_hidden
         if not 1 <= hidden <= MAX_INT_OPTION:
             raise ConfigError(f"mlp_ratio {self.mlp_ratio} gives an MLP of width {hidden:,} for embed_dim "
                               f"{self.embed_dim}; use a ratio such as 4.0")
@@ -178,34 +180,31 @@ class ViTConfig:
             raise ConfigError(f"fc_norm must be true, false or null, got {self.fc_norm!r}")
 
     def _check_layers(self) -> None:
-        """Layer choices: known names, and the combinations timm itself builds (or asserts)."""
-        for name, choices in (
-            ("norm_layer", NORM_LAYERS), ("act_layer", ACT_LAYERS), ("mlp_layer", MLP_LAYERS),
-            ("block_fn", BLOCK_FNS), ("attn_layer", ATTN_LAYERS),
-        ):
-            if getattr(self, name) not in choices:
-                raise ConfigError(
-                    f"{name} {getattr(self, name)!r} is not supported; use one of " + ", ".join(map(repr, choices))
-                )
-        if self.embed_norm_layer is not None and self.embed_norm_layer not in NORM_LAYERS:
-            raise ConfigError(f"embed_norm_layer {self.embed_norm_layer!r} is not supported; use null or one of "
-                              + ", ".join(map(repr, NORM_LAYERS)))
+        """Layer choices: registered names (`vitexport.model.names.LAYERS`), and the combinations timm itself
+        builds (or asserts)."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for name, kind in LAYER_FIELDS.items():
+            value, choices = getattr(self, name), layer_names(kind)
+            if value not in choices and not (value is None and defaults[name] is None):
+                null = "null or " if defaults[name] is None else ""
+                raise ConfigError(f"{name} {value!r} is not supported; use {null}one of "
+                                  + ", ".join(map(repr, choices)))
         for name in ("norm_eps", "embed_norm_eps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
                 raise ConfigError(f"{name} must be a small positive number (e.g. 1e-6), got {value!r}")
-        if self.block_fn in PARALLEL_SCALING_BLOCKS:
+        if has_trait("block", self.block_fn, FUSED):
             if self.scale_attn_norm or self.scale_mlp_norm:
                 raise ConfigError(f"block_fn={self.block_fn!r} has no scale_attn_norm/scale_mlp_norm (timm asserts)")
-            if self.mlp_layer != "mlp" or self.attn_layer != "attn":
+            if (self.mlp_layer, self.attn_layer) != (defaults["mlp_layer"], defaults["attn_layer"]):
                 raise ConfigError(
                     f"block_fn={self.block_fn!r} has its own fused MLP and attention (timm ignores mlp_layer and "
-                    "attn_layer there); leave them at 'mlp' and 'attn'"
+                    f"attn_layer there); leave them at {defaults['mlp_layer']!r} and {defaults['attn_layer']!r}"
                 )
-        if self.mlp_layer in ("glu", "swiglu_packed") and int(self.embed_dim * self.mlp_ratio) % 2:
+        if has_trait("mlp", self.mlp_layer, PACKED) and self.mlp_hidden % 2:
             raise ConfigError(
                 f"mlp_layer={self.mlp_layer!r} needs an even hidden width; int(embed_dim * mlp_ratio) = "
-                f"{int(self.embed_dim * self.mlp_ratio)}"
+                f"{self.mlp_hidden}"
             )
         if self.differential and self.embed_dim % (2 * self.num_heads):
             raise ConfigError(
@@ -215,7 +214,13 @@ class ViTConfig:
 
     @property
     def differential(self) -> bool:
-        return self.attn_layer == "diff" or self.block_fn == "diff_parallel_scaling"
+        """Differential attention, in the attention layer or in the block."""
+        return has_trait("attn", self.attn_layer, DIFFERENTIAL) or has_trait("block", self.block_fn, DIFFERENTIAL)
+
+    @property
+    def mlp_hidden(self) -> int:
+        """The MLP's hidden width, ``int(embed_dim * mlp_ratio)`` as timm sizes it."""
+        return int(self.embed_dim * self.mlp_ratio)
 
     # ---- derived geometry -------------------------------------------------
     @property
@@ -263,7 +268,7 @@ class ViTConfig:
                 value = list(value)
             if f.name == "architecture" and value is None:
                 continue
-            if f.name in LAYER_FIELDS and value == f.default == preset.get(f.name, f.default):
+            if f.name in LAYER_OPTIONS and value == f.default == preset.get(f.name, f.default):
                 continue
             out[f.name] = value
         return out
@@ -290,7 +295,7 @@ class ViTConfig:
                 + "; vitexport supports: " + ", ".join(sorted(known - {"architecture"}))
             )
         _check_default_only(data)
-        for key in LAYER_NAME_KEYS:  # timm: None (or '' for attn_layer) means its default layer
+        for key in DEFAULT_WHEN_EMPTY:  # timm: None (or '' for attn_layer) means its default layer
             if key in data and data[key] in (None, ""):
                 data.pop(key)
         dropped = sorted(k for k in data if k in TRAINING_ONLY_KEYS)
@@ -304,6 +309,11 @@ class ViTConfig:
             return cls(architecture=arch, **base)
         except TypeError as exc:  # pragma: no cover - guarded by the key check above
             raise ConfigError(f"invalid model config: {exc}") from exc
+
+
+# The layer names and the layer options, in field order; the layer names whose timm None means timm's default.
+LAYER_OPTIONS = tuple(f.name for f in dataclasses.fields(ViTConfig) if f.name in LAYER_FIELDS or f.name in LAYER_ARGS)
+DEFAULT_WHEN_EMPTY = tuple(f.name for f in dataclasses.fields(ViTConfig) if f.name in LAYER_FIELDS and f.default)
 
 
 def _preset_or_empty(name: str | None) -> dict[str, Any]:

@@ -12,14 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from vitexport.model.config import ViTConfig
+from vitexport.model.config import LAYER_OPTIONS, ViTConfig
 from vitexport.model.presets import PRESETS
 
-# The ViTConfig fields that define a family (besides global_pool == 'map').
-LAYOUT_FIELDS = (
-    "norm_layer", "norm_eps", "embed_norm_layer", "embed_norm_eps", "act_layer", "mlp_layer", "block_fn",
-    "attn_layer", "scale_attn_norm", "scale_mlp_norm", "proj_bias", "pre_norm",
-)
+# The ViTConfig fields that define a family (besides global_pool == 'map'): every layer choice and layer option
+# (vitexport.model.config.LAYER_OPTIONS), and pre_norm.
+LAYOUT_FIELDS = (*LAYER_OPTIONS, "pre_norm")
 
 
 @dataclass(frozen=True)

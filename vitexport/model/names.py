@@ -1,5 +1,11 @@
-"""Names of the model's choices that light code reads (the CLI's option lists, artifact metadata checks)
-without loading the presets table or torch."""
+"""Names of the model's choices that light code reads (`ViTConfig`, the CLI's option lists, artifact metadata
+checks, shape inference) without loading the presets table or torch.
+
+Layer choices are names, as in a config (``norm_layer='rmsnorm'``); `LAYERS` declares every name of every
+kind of layer, with the traits that code other than the layer itself needs to know. Each declared name is
+registered by exactly one class in `vitexport.model.layers` (`vitexport.model.registry`; tests check both
+ways), so adding a layer is one line here, one registered class, and its presets' rows.
+"""
 
 from __future__ import annotations
 
@@ -9,3 +15,49 @@ from __future__ import annotations
 # ONNX reference; OpenVINO 2026.4 runs it wrongly, TensorRT refuses it). Eager and TorchScript use F.interpolate.
 RESAMPLE_FORMS = ("portable", "resize")
 DEFAULT_RESAMPLE = "portable"
+# How the model itself computes it (`VisionTransformer.resample_form`, set with `VisionTransformer.resampling`):
+# "interpolate" is F.interpolate (eager and TorchScript; exported, the "resize" form); "portable" as above.
+MODEL_RESAMPLE_FORMS = ("interpolate", "portable")
+EXPORTED_RESAMPLE = {"interpolate": "resize", "portable": "portable"}  # model form -> the graph's form
+
+# Traits of a layer that other code reads (a config check, shape inference), declared with its name:
+FUSED = "fused"  # a block whose one in_proj feeds its own MLP and attention: no mlp_layer, attn_layer, scale norms
+GATED = "gated"  # an MLP whose activation gates a second projection: timm's use SiLU, not its default GELU
+PACKED = "packed"  # a gated MLP whose fc1 packs value and gate halves: an even hidden width; the weights do not
+#                    say which half is the gate
+DIFFERENTIAL = "differential"  # differential attention: two softmax maps per head (embed_dim % (2 heads) == 0)
+
+# kind -> {name: traits}, in the order errors list them.
+LAYERS: dict[str, dict[str, frozenset[str]]] = {
+    "norm": {"layernorm": frozenset(), "rmsnorm": frozenset()},
+    "act": {"gelu": frozenset(), "gelu_tanh": frozenset(), "quick_gelu": frozenset(), "silu": frozenset()},
+    "mlp": {"mlp": frozenset(), "swiglu": frozenset({GATED}), "glu": frozenset({GATED, PACKED}),
+            "swiglu_packed": frozenset({GATED, PACKED})},
+    "block": {"block": frozenset(), "res_post": frozenset(), "parallel_scaling": frozenset({FUSED}),
+              "diff_parallel_scaling": frozenset({FUSED, DIFFERENTIAL}), "parallel_things": frozenset()},
+    "attn": {"attn": frozenset(), "diff": frozenset({DIFFERENTIAL})},
+}
+# The ViTConfig fields that name a layer, and the kind each names (timm's keyword names).
+LAYER_FIELDS: dict[str, str] = {
+    "norm_layer": "norm", "embed_norm_layer": "norm", "act_layer": "act", "mlp_layer": "mlp", "block_fn": "block",
+    "attn_layer": "attn",
+}
+
+
+def model_resample_form(form: str) -> str:
+    """The model's resampling form that exports as the graph's ``form`` (one of `RESAMPLE_FORMS`)."""
+    return next(model for model, graph in EXPORTED_RESAMPLE.items() if graph == form)
+
+
+def layer_names(kind: str) -> tuple[str, ...]:
+    """The declared names of one kind of layer (``"norm"``, ``"act"``, ``"mlp"``, ``"block"``, ``"attn"``)."""
+    return tuple(LAYERS[kind])
+
+
+def with_trait(kind: str, trait: str) -> tuple[str, ...]:
+    """The names of ``kind`` that have ``trait`` (`FUSED`, `GATED`, `PACKED`, `DIFFERENTIAL`)."""
+    return tuple(name for name, traits in LAYERS[kind].items() if trait in traits)
+
+
+def has_trait(kind: str, name: str | None, trait: str) -> bool:
+    return name is not None and trait in LAYERS[kind].get(name, frozenset())

@@ -12,22 +12,18 @@ enlarge/shrink choice is a ``torch.where`` on tensors). The input size (the mode
 native grid) is a constant. The derivation and the measured numbers are in
 docs/portable-resampling.md.
 
-The model uses this form only inside the ONNX exporter (`portable_resampling`);
-PyTorch eager and TorchScript keep ``F.interpolate``.
+The model uses this form only where asked to, inside ``VisionTransformer.resampling("portable")``
+(the ONNX exporter's default); PyTorch eager and TorchScript keep ``F.interpolate``.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from vitexport.model.names import RESAMPLE_FORMS
-
 KEYS_A = -0.5  # the cubic kernel of antialiased bicubic in PyTorch and PIL (plain bicubic uses -0.75)
-MODEL_ATTRIBUTE = "resample_form"  # read by VisionTransformer._pos_embed, outside TorchScript only
 
 
 def _size_tensor(n: Any, dtype: torch.dtype) -> torch.Tensor:
@@ -82,36 +78,8 @@ def resample_bicubic_aa(grid: torch.Tensor, new_size: Sequence[Any]) -> torch.Te
     return torch.matmul(w_h, torch.matmul(grid, w_w.transpose(0, 1)))  # (N, C, new_h, new_w)
 
 
-@contextlib.contextmanager
-def resampling_form(model: torch.nn.Module, form: str) -> Iterator[torch.nn.Module]:
-    """Within the block, ``model`` resamples its positional embeddings in ``form``; restored afterwards.
-
-    ``"portable"`` uses `resample_bicubic_aa`, ``"resize"`` ``F.interpolate`` (one ONNX Resize).
-    The exporter sets it on the model it traces; eager PyTorch and TorchScript use F.interpolate.
-    """
-    if form not in RESAMPLE_FORMS:
-        raise ValueError(f"resample form {form!r} is not one of {', '.join(RESAMPLE_FORMS)}")
-    missing = object()
-    previous = model.__dict__.get(MODEL_ATTRIBUTE, missing)
-    model.__dict__[MODEL_ATTRIBUTE] = form
-    try:
-        yield model
-    finally:
-        if previous is missing:
-            del model.__dict__[MODEL_ATTRIBUTE]
-        else:
-            model.__dict__[MODEL_ATTRIBUTE] = previous
-
-
-def uses_portable(model: torch.nn.Module) -> bool:
-    """Whether ``model`` is inside ``resampling_form(model, "portable")``."""
-    return model.__dict__.get(MODEL_ATTRIBUTE) == "portable"
-
-
 __all__ = [
     "bicubic_aa_weights",
     "keys_cubic",
     "resample_bicubic_aa",
-    "resampling_form",
-    "uses_portable",
 ]

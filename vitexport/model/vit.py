@@ -6,52 +6,27 @@ positional embeddings (resampled to the input's grid) -> blocks -> norm -> pool 
 
 # No `from __future__ import annotations` here: TorchScript needs evaluated annotations (torch.jit.Final).
 
+import contextlib
 import logging
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, Iterator, List, Tuple
 
 import torch
 from torch import nn
 
 from vitexport._util.geometry import grid_size, input_geometry
 from vitexport.model.config import ViTConfig
-from vitexport.model.layers import (
-    AttentionPoolLatent,
-    BlockSpec,
-    PatchEmbed,
-    make_block,
-    norm_factory,
-    resample_abs_pos_embed,
-)
-from vitexport.model.resample import uses_portable
+from vitexport.model.layers import AttentionPoolLatent, PatchEmbed, norm_factory, resample_abs_pos_embed
+from vitexport.model.names import MODEL_RESAMPLE_FORMS
+from vitexport.model.registry import build
 
 logger = logging.getLogger(__name__)
-
-
-def block_spec(c: ViTConfig) -> BlockSpec:
-    """What the model's blocks share, from its config (timm passes the same keyword arguments)."""
-    return BlockSpec(
-        dim=c.embed_dim,
-        num_heads=c.num_heads,
-        mlp_ratio=c.mlp_ratio,
-        qkv_bias=c.qkv_bias,
-        qk_norm=c.qk_norm,
-        scale_attn_norm=c.scale_attn_norm,
-        scale_mlp_norm=c.scale_mlp_norm,
-        proj_bias=c.proj_bias,
-        init_values=c.init_values,
-        act_layer=c.act_layer,
-        norm_layer=c.norm_layer,
-        norm_eps=c.norm_eps,
-        mlp_layer=c.mlp_layer,
-        attn_layer=c.attn_layer,
-    )
 
 
 class VisionTransformer(nn.Module):
     """timm's ``VisionTransformer`` restricted to what exports: see `ViTConfig` for options."""
 
-    # Python-side metadata that must not reach TorchScript.
-    __jit_ignored_attributes__ = ("config", "meta")
+    # Python-side state that must not reach TorchScript (which always resamples with F.interpolate).
+    __jit_ignored_attributes__ = ("config", "meta", "resample_form")
 
     dynamic_img_size: torch.jit.Final[bool]
     no_embed_class: torch.jit.Final[bool]
@@ -66,6 +41,8 @@ class VisionTransformer(nn.Module):
             config = config.replace(**kwargs)
         self.config = config
         self.meta = {}  # preprocessing, labels, source: filled by the loader
+        # How _pos_embed resamples outside TorchScript: MODEL_RESAMPLE_FORMS; changed only within `resampling`.
+        self.resample_form = "interpolate"
         c = config
         D = c.embed_dim
         norm_layer = norm_factory(c.norm_layer, c.norm_eps)  # as timm's norm_layer: dim -> module
@@ -92,8 +69,7 @@ class VisionTransformer(nn.Module):
         embed_len = num_patches if c.no_embed_class else num_patches + self.num_prefix_tokens
         self.pos_embed = nn.Parameter(torch.randn(1, embed_len, D) * 0.02)
         self.norm_pre = norm_layer(D) if c.pre_norm else nn.Identity()
-        spec = block_spec(c)
-        self.blocks = nn.Sequential(*[make_block(c.block_fn, spec, depth=i) for i in range(c.depth)])
+        self.blocks = nn.Sequential(*[build("block", c.block_fn, c, i) for i in range(c.depth)])
         use_fc_norm = c.use_fc_norm
         self.norm = norm_layer(D) if c.final_norm and not use_fc_norm else nn.Identity()
         # 'map': a learned latent query attends over the patch tokens (SigLIP); timm's AttentionPoolLatent
@@ -149,6 +125,25 @@ class VisionTransformer(nn.Module):
             logger.info("resampled position embedding %s -> %s", prev_grid, new_grid)
         self.config = new_config
 
+    @torch.jit.ignore
+    @contextlib.contextmanager
+    def resampling(self, form: str) -> Iterator["VisionTransformer"]:
+        """Within the block, resample the positional embeddings in ``form`` (`MODEL_RESAMPLE_FORMS`); the previous
+        form is restored afterwards.
+
+        ``"interpolate"`` (the default) is ``F.interpolate``, what eager PyTorch and TorchScript run, exported as one
+        Resize; ``"portable"`` is `vitexport.model.resample.resample_bicubic_aa`, elementary ops that every ONNX
+        runtime runs right. The ONNX exporter traces the model inside ``model.resampling("portable")``. A scripted
+        model always uses ``F.interpolate``.
+        """
+        if form not in MODEL_RESAMPLE_FORMS:
+            raise ValueError(f"resample form {form!r} is not one of {', '.join(MODEL_RESAMPLE_FORMS)}")
+        previous, self.resample_form = self.resample_form, form
+        try:
+            yield self
+        finally:
+            self.resample_form = previous
+
     # ---- forward ----------------------------------------------------------
     def _pos_embed(self, x: torch.Tensor) -> torch.Tensor:
         B, gh, gw, D = x.shape
@@ -156,7 +151,7 @@ class VisionTransformer(nn.Module):
             old = self.patch_embed.grid_size
             portable = False
             if not torch.jit.is_scripting():
-                portable = uses_portable(self)  # set by the ONNX exporter: vitexport.model.resample.resampling_form
+                portable = self.resample_form == "portable"  # see `resampling`
             pos_embed = resample_abs_pos_embed(
                 self.pos_embed,
                 [gh, gw],

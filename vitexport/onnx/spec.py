@@ -18,13 +18,6 @@ LOGITS_NAME = "logits"
 FEATURES_NAME = "features"
 BATCH, HEIGHT, WIDTH, TOKENS = "batch", "height", "width", "tokens"
 
-# ONNX opset 18 is the lowest with antialiased Resize, and the one whose Resize
-# ONNX Runtime's CUDA provider implements in every onnxruntime-gpu since 1.18; Resize-19
-# was registered on CUDA only in 2026 (older builds silently run it on the CPU).
-DEFAULT_OPSET = 18
-MIN_OPSET = 18
-MAX_OPSET = 23
-
 # The exact ONNX equivalent of F.interpolate(mode="bicubic", antialias=True, align_corners=False).
 RESIZE_ATTRIBUTES: dict[str, Any] = {
     "mode": "cubic",

@@ -10,23 +10,30 @@ it, hang it, or make it allocate gigabytes. `load_torch_file` is the one way vit
    `CHECKPOINT_GLOBALS` (weights, plain containers, timm's ``argparse.Namespace``), and every
    storage it declares must be backed by the file's bytes (a zip member, or the data after the
    pickles);
-3. ``load`` runs once in a forked child with a memory limit and a timeout (`vitexport.security.isolate`): a
-   crash or hang in the unpickler becomes a one-line error. The child returns nothing but "done"
-   (its errors keep their class and message); the parent then loads the file itself, the same
-   deterministic computation the child just finished within the limits, so tensors never cross a
-   process boundary (the zip format is memory-mapped: no copy at all).
+3. ``torch.load(weights_only=True)`` with the same list (its entries from outside torch given as
+   ``safe_globals``: `torch_safe_globals`), its errors mapped to one-line `CheckpointError` and
+   `UnsafeCheckpointError`, runs once in a forked child with a memory limit and a timeout
+   (`vitexport.security.isolate`): a crash or hang in the unpickler becomes a one-line error. The
+   child returns nothing but "done" (its errors keep their class and message); the parent then loads
+   the file itself, the same deterministic computation the child just finished within the limits, so
+   tensors never cross a process boundary (the zip format is memory-mapped: no copy at all).
+
+torch is imported inside the functions that load: this module stays light.
 
 Measured cost (``benchmarks/untrusted_load_bench.py``) is listed in docs/bad-inputs.md.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
+import pickle
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vitexport._util.errors import CheckpointError
+from vitexport._util.errors import CheckpointError, UnsafeCheckpointError, one_line
 from vitexport.security import isolate
 from vitexport.security.picklescan import QUANTIZED_STORAGES, STORAGE_BYTES, Storage, scan
 from vitexport.security.safezip import open_zip, read_member
@@ -46,7 +53,8 @@ _STORAGES = {f"{module}.{name}" for name in STORAGE_BYTES if name not in QUANTIZ
              for module in ("torch", "torch.cuda", "torch.storage")}
 # What a weights file may reference: tensors, storages, dtypes, plain containers, and the inert classes
 # timm's train.py saves beside the weights. Narrower than torch's own weights-only list (no sets,
-# bytearrays, complex numbers, sparse/quantized/nested tensors).
+# bytearrays, complex numbers, sparse/quantized/nested tensors). The one allowlist: the pre-scan checks
+# every pickle against it, and torch.load is given its entries from outside torch (`torch_safe_globals`).
 CHECKPOINT_GLOBALS = frozenset(
     _TENSOR_GLOBALS | _STORAGES | {f"torch.{d}" for d in _DTYPES}
     | {"collections.OrderedDict", "argparse.Namespace", "_codecs.encode"}
@@ -107,18 +115,69 @@ def prescan(path: Path, kind: str) -> None:
         _prescan_legacy(path, what)
 
 
-def load_torch_file(path: Path, kind: str, load: Callable[[], Any]) -> Any:
-    """``load()`` (torch.load of ``path``, with its error mapping) after `prescan` and a trial run of the
-    same ``load`` in an isolated child; the result of the parent's own run."""
+def torch_safe_globals() -> list[Any]:
+    """The entries of `CHECKPOINT_GLOBALS` from outside torch, as objects, for ``torch.serialization.safe_globals``
+    (torch's weights-only unpickler knows its own tensor, storage and dtype globals)."""
+    out = []
+    for name in sorted(CHECKPOINT_GLOBALS):
+        module, _, attr = name.rpartition(".")
+        if module.split(".")[0] != "torch":
+            out.append(getattr(importlib.import_module(module), attr))
+    return out
+
+
+def _unsafe_globals(path: Path) -> list[str]:
+    import torch
+
+    try:
+        return list(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+    except (RuntimeError, ValueError, OSError, pickle.UnpicklingError):  # only improves an error message
+        return []
+
+
+def _torch_load(path: Path, kind: str) -> Any:
+    """``torch.load(weights_only=True)`` with the allowlist, its errors as one-line `CheckpointError`s (no pre-scan,
+    no child: `load_torch_file` is the way to load a file)."""
+    import torch
+
+    try:
+        with torch.serialization.safe_globals(torch_safe_globals()):
+            return torch.load(str(path), map_location="cpu", weights_only=True, mmap=kind == "torch-zip")
+    except pickle.UnpicklingError as exc:
+        message = str(exc)
+        if "Unsupported global" in message:
+            names = (_unsafe_globals(path) if kind == "torch-zip" else []) or re.findall(
+                r"GLOBAL ([\w.]+) was not", message
+            )
+            raise UnsafeCheckpointError(
+                f"refused to load {str(path)!r}: its pickle references {', '.join(sorted(set(names)))}, "
+                "which would run code on load; re-save only the weights "
+                "(torch.save(model.state_dict(), path)) or convert them to safetensors"
+            ) from exc
+        detail = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|$)", message, re.S)
+        raise CheckpointError(
+            f"{str(path)!r} is not a plain weights file ({one_line(detail.group(1) if detail else exc, 160)}); "
+            "re-save it with torch.save(model.state_dict(), path) or convert it to safetensors"
+        ) from exc
+    except (EOFError, RuntimeError, ValueError, OSError, IndexError, KeyError) as exc:
+        raise CheckpointError(
+            f"{str(path)!r} could not be read ({one_line(exc, 160)}); "
+            "it is truncated or corrupt: re-download or re-save it"
+        ) from exc
+
+
+def load_torch_file(path: Path, kind: str) -> Any:
+    """The object in the torch file ``path`` (``kind``: ``"torch-zip"`` or ``"torch-pickle"``, as sniffed): `prescan`,
+    then `_torch_load` once in an isolated child, then in this process (see the module docstring)."""
     prescan(path, kind)
     size = path.stat().st_size
 
     def trial() -> None:
-        load()
+        _torch_load(path, kind)
 
     isolate.call(trial, f"reading {str(path)!r}", timeout_s=60 + size / 50e6,
                  memory_bytes=CHILD_MEMORY_BYTES + 2 * size)
-    return load()
+    return _torch_load(path, kind)
 
 
-__all__ = ["CHECKPOINT_GLOBALS", "load_torch_file", "prescan"]
+__all__ = ["CHECKPOINT_GLOBALS", "load_torch_file", "prescan", "torch_safe_globals"]

@@ -22,12 +22,24 @@ from typing import Any
 import numpy as np
 
 from vitexport._util.errors import ServingError
-from vitexport.engines import load_engines
+from vitexport.engines import DEFAULT_PROVIDER, load_engines
 from vitexport.onnx.metadata import transformed_by_ort
 from vitexport.security.limits import DEFAULT_MAX_MEMORY_GB, DEFAULT_MAX_TOKENS, Limits
 from vitexport.security.limits import check as check_limits
+from vitexport.serving.defaults import BENCH_BATCH_SIZES, BENCH_ITERS, BENCH_WARMUP
 from vitexport.serving.predictor import Predictor
 from vitexport.verify.parity import compare, tolerance_for
+
+
+@dataclass
+class BenchEngine:
+    """One engine that was timed: its name, what really ran it, its runtime's version, notes (e.g. why ``auto``
+    fell back)."""
+
+    name: str
+    providers: list[str]
+    version: str = ""
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -39,7 +51,7 @@ class BenchReport:
     warmup: int
     iters: int
     threads: int | None
-    engines: list[dict[str, Any]] = field(default_factory=list)  # name, providers, version, notes
+    engines: list[BenchEngine] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # with provider "all": engines not usable here, and why
     cases: list[BenchCase] = field(default_factory=list)
     provider_note: str = ""  # why ``auto`` runs on the CPU, as `Predictor.provider_note`
@@ -154,7 +166,7 @@ def _parity_reference(model_path: str, metadata: dict[str, Any], first: Predicto
             import torch  # noqa: F401 - only whether it is there
         except ImportError:
             return None, f"engine {first.provider} (torch is not installed)"
-        from vitexport.verify.sweep import reference_from_onnx
+        from vitexport.verify.reference import reference_from_onnx
 
         torch_model = reference_from_onnx(model_path, metadata)
 
@@ -178,7 +190,7 @@ def _check_parity(outputs: list[np.ndarray], expected: np.ndarray, tolerance: tu
 def recommend(report: BenchReport) -> str:
     """One line: the fastest engine that was right at every benched case (geometric mean of its median over the
     others' per case), and which engines were wrong where. Without parity checks: the fastest, said so."""
-    names = [e["name"] for e in report.engines]
+    names = [e.name for e in report.engines]
     by_case: dict[tuple[int, int, int], dict[str, BenchCase]] = {}
     for c in report.cases:
         by_case.setdefault((c.height, c.width, c.batch), {})[c.engine] = c
@@ -205,10 +217,10 @@ def recommend(report: BenchReport) -> str:
 def bench(
     model_path: str,
     sizes: list[tuple[int, int]] | None = None,
-    batch_sizes: tuple[int, ...] = (1, 8),
-    provider: str = "auto",
-    warmup: int = 3,
-    iters: int = 20,
+    batch_sizes: tuple[int, ...] = BENCH_BATCH_SIZES,
+    provider: str = DEFAULT_PROVIDER,
+    warmup: int = BENCH_WARMUP,
+    iters: int = BENCH_ITERS,
     compare_torch: bool = False,
     threads: int | None = None,
     progress: Callable[[str], None] | None = None,
@@ -218,11 +230,22 @@ def bench(
 ) -> BenchReport:
     """Time ``iters`` runs per (size, batch) and engine after ``warmup`` runs; medians and p90 in milliseconds.
 
-    ``provider`` is an engine name, ``auto`` or ``all`` (every usable serving engine, side by side);
-    ``sizes`` defaults to `default_bench_sizes` of the model's metadata. Every case is checked
-    against ``max_tokens`` and ``max_memory_gb`` before the first run (`vitexport.security.limits`).
-    ``parity`` (default: with several engines or ``compare_torch``) checks every engine's output against
-    a reference at every case and sets the report's `recommend` line.
+    Every case is checked against the limits before the first run (`vitexport.security.limits`).
+
+    Args:
+        model_path: an .onnx file exported by vitexport.
+        sizes: HxW sizes to time (default: `default_bench_sizes` of the model's metadata).
+        batch_sizes: the batch sizes of every size.
+        provider: an engine name, ``auto``, or ``all`` (every usable serving engine, side by side, interleaved).
+        warmup: untimed runs per case.
+        iters: timed runs per case.
+        compare_torch: also time PyTorch eager (rebuilt from the file; needs the export extra), interleaved.
+        threads: intra-op threads of the engines (and of torch).
+        progress: called with a short line after each case.
+        max_tokens: refuse sizes with more tokens per image.
+        max_memory_gb: refuse cases whose estimated forward pass is larger.
+        parity: check every engine's output against a reference at every case and set the report's
+            `recommend` line (default: with several engines or ``compare_torch``).
     """
     if compare_torch:  # before any work: the base install has no torch
         from vitexport._util.extras import require_extra
@@ -243,13 +266,12 @@ def bench(
     for p in predictors:
         entry = p.engine.describe()
         notes = [n for n in [p.provider_note, *entry.get("notes", [])] if n]
-        report.engines.append({"name": p.provider, "providers": p.providers, "version": entry.get("version", ""),
-                               "notes": notes})
+        report.engines.append(BenchEngine(p.provider, p.providers, entry.get("version", ""), notes))
     torch_model = None
     if compare_torch:
         import torch
 
-        from vitexport.verify.sweep import reference_from_onnx
+        from vitexport.verify.reference import reference_from_onnx
 
         if threads:
             torch.set_num_threads(threads)

@@ -14,7 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vitexport._util.errors import EngineError, EnvironmentProblem, InputError, ServingError, VitexportError, one_line
-from vitexport.engines import PROVIDER_CHOICES, Engine, load_engines  # noqa: F401 - PROVIDER_CHOICES re-exported
+from vitexport.engines import (  # noqa: F401 - PROVIDER_CHOICES re-exported
+    DEFAULT_PROVIDER,
+    PROVIDER_CHOICES,
+    Engine,
+    load_engines,
+)
 from vitexport.engines.ort import (  # noqa: F401 - re-exported
     PROVIDERS,
     AutoChoice,
@@ -35,6 +40,7 @@ from vitexport.security.limits import (
     largest_batch,
     over_limit,
 )
+from vitexport.serving.defaults import DEFAULT_MAX_BATCH, DEFAULT_TOP_K
 
 logger = logging.getLogger(__name__)
 
@@ -85,15 +91,29 @@ class Predictor:
     def __init__(
         self,
         model_path: str,
-        provider: str = "auto",
+        provider: str = DEFAULT_PROVIDER,
         threads: int | None = None,
-        max_batch: int = 16,
+        max_batch: int = DEFAULT_MAX_BATCH,
         max_tokens: int | None = DEFAULT_MAX_TOKENS,
-        top_k: int = 5,
+        top_k: int = DEFAULT_TOP_K,
         spin: bool = True,
         max_memory_gb: float | None = DEFAULT_MAX_MEMORY_GB,
         engine_options: dict[str, Any] | None = None,
     ) -> None:
+        """Load ``model_path`` on one engine.
+
+        Args:
+            model_path: an .onnx file exported by vitexport (its metadata gives preprocessing and labels).
+            provider: the engine: ``auto`` (ONNX Runtime's CUDA when usable, else its CPU), ``cpu``, ``cuda``,
+                ``tensorrt``, ``openvino`` or ``reference``.
+            threads: the engine's intra-op threads (None: the runtime's default).
+            max_batch: the most images of one size in one engine run.
+            max_tokens: refuse images with more tokens (`vitexport.security.limits`).
+            top_k: classes per image in each `Prediction`.
+            spin: let idle engine threads busy-wait between runs (faster alone, worse beside other work).
+            max_memory_gb: refuse images whose estimated forward pass is larger; split batches to stay within it.
+            engine_options: engine-specific options (see the class docstring).
+        """
         if max_batch < 1:
             raise ValueError("max_batch must be positive")
         limits = Limits(max_tokens, max_memory_gb)
@@ -110,9 +130,9 @@ class Predictor:
         self._attach(engine, str(model_path), "; ".join(notes), max_batch, limits, top_k)
 
     @classmethod
-    def from_engine(cls, engine: Engine, model_path: str, *, provider_note: str = "", max_batch: int = 16,
-                    max_tokens: int | None = DEFAULT_MAX_TOKENS, top_k: int = 5,
-                    max_memory_gb: float | None = DEFAULT_MAX_MEMORY_GB) -> Predictor:
+    def from_engine(cls, engine: Engine, model_path: str, *, provider_note: str = "",
+                    max_batch: int = DEFAULT_MAX_BATCH, max_tokens: int | None = DEFAULT_MAX_TOKENS,
+                    top_k: int = DEFAULT_TOP_K, max_memory_gb: float | None = DEFAULT_MAX_MEMORY_GB) -> Predictor:
         """A Predictor on an engine that has already loaded ``model_path`` (e.g. from `load_engines`)."""
         if max_batch < 1:
             raise ValueError("max_batch must be positive")
@@ -193,26 +213,27 @@ class Predictor:
             raise InputError("the model produced NaN or Inf for this input")
         return out
 
+    def batch_limit(self, shape: tuple[int, ...]) -> int:
+        """The most (C, H, W) inputs of ``shape`` in one run: ``max_batch``, fewer where the memory limit says so
+        (a fixed-batch export always runs its batch)."""
+        if self.fixed_batch:
+            return self.max_batch
+        return min(self.max_batch, largest_batch(self.vit_config, shape[-2], shape[-1], self.limits))
+
     def run_prepared(self, prepared: list[Any]) -> list[Any]:
-        """Raw outputs of `prepare`d (C, H, W) inputs, in order; equal sizes share runs of at most max_batch."""
+        """Raw outputs of `prepare`d (C, H, W) inputs, in order; equal sizes share runs (`batch_limit`)."""
         import numpy as np
 
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, x in enumerate(prepared):
-            groups.setdefault((x.shape[1], x.shape[2]), []).append(i)
+        from vitexport.serving.batching import size_chunks
+
         outputs: list[Any] = [None] * len(prepared)
-        for (h, w), idx in groups.items():
-            step = self.max_batch if self.fixed_batch else min(self.max_batch,
-                                                                largest_batch(self.vit_config, h, w, self.limits))
-            for start in range(0, len(idx), step):
-                chunk = idx[start : start + step]
-                batch = np.stack([prepared[i] for i in chunk])
-                if self.fixed_batch and len(chunk) < self.fixed_batch:  # a fixed-batch export: pad the batch
-                    pad = np.zeros((self.fixed_batch - len(chunk), *batch.shape[1:]), batch.dtype)
-                    batch = np.concatenate([batch, pad])
-                out = self.run_batch(batch)
-                for j, i in enumerate(chunk):
-                    outputs[i] = out[j]
+        for chunk, batch in size_chunks(prepared, self.batch_limit):
+            if self.fixed_batch and len(chunk) < self.fixed_batch:  # a fixed-batch export: pad the batch
+                pad = np.zeros((self.fixed_batch - len(chunk), *batch.shape[1:]), batch.dtype)
+                batch = np.concatenate([batch, pad])
+            out = self.run_batch(batch)
+            for j, i in enumerate(chunk):
+                outputs[i] = out[j]
         return outputs
 
     def prediction(self, index: int, size: tuple[int, int], out: Any) -> Prediction:
@@ -239,3 +260,60 @@ class Predictor:
         results = [self.prediction(i, (x.shape[1], x.shape[2]), out)
                    for i, (x, out) in enumerate(zip(prepared, outputs, strict=True))]
         return results[0] if single else results
+
+
+@dataclass
+class FilePrediction:
+    """One image file's `Prediction` (what `vitexport predict` prints per file)."""
+
+    path: str
+    prediction: Prediction
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "size": list(self.prediction.size), "top_k": self.prediction.top_k}
+
+
+@dataclass
+class PredictReport:
+    """`predict_files`' result: the engine that ran, why ``auto`` fell back (if it did), one entry per file."""
+
+    model: str
+    provider: str
+    provider_note: str
+    files: list[FilePrediction] = field(default_factory=list)
+
+    def to_json(self) -> list[dict[str, Any]]:
+        """One object per file, in the order given (`vitexport predict --json`)."""
+        return [f.to_json() for f in self.files]
+
+
+def predict_files(
+    model_path: str,
+    paths: list[str],
+    *,
+    provider: str = DEFAULT_PROVIDER,
+    top_k: int = DEFAULT_TOP_K,
+    max_tokens: int | None = DEFAULT_MAX_TOKENS,
+    max_memory_gb: float | None = DEFAULT_MAX_MEMORY_GB,
+) -> PredictReport:
+    """Classify image files: every file's header is read before the model loads (an unreadable file fails
+    first), and sizes over the limits are refused before any pixels are decoded.
+
+    Args:
+        model_path: an .onnx file exported by vitexport.
+        paths: image files of any size (`vitexport.serving.preprocess.read_image`).
+        provider: the engine, as for `Predictor`.
+        top_k: classes per image.
+        max_tokens: refuse images with more tokens.
+        max_memory_gb: refuse images whose estimated forward pass is larger.
+    """
+    from vitexport.serving.preprocess import image_size, read_image
+
+    for path in paths:  # unreadable files fail before any model work (headers only)
+        image_size(path)
+    predictor = Predictor(model_path, provider=provider, top_k=top_k, max_tokens=max_tokens,
+                          max_memory_gb=max_memory_gb)
+    decoded = [read_image(p, check=predictor.check_size) for p in paths]  # sizes refused before decoding
+    predictions = predictor.predict(decoded)
+    return PredictReport(str(model_path), predictor.provider, predictor.provider_note,
+                         [FilePrediction(str(p), pred) for p, pred in zip(paths, predictions, strict=True)])

@@ -1,6 +1,7 @@
-"""Comparing a runtime's output with a reference output: the tolerances and the comparison itself.
+"""Comparing a runtime's output with a reference output: the comparison, and the tolerance per dtype it is
+held to (`TOLERANCES`, defined with the other export defaults in `vitexport.export.defaults`).
 
-Numpy only (no torch), so `bench` can check parity on the serving side; `vitexport.verify` re-exports both.
+Numpy only (no torch), so `bench` can check parity on the serving side.
 """
 
 from __future__ import annotations
@@ -11,12 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from vitexport._util.errors import VerificationError
-
-# Defaults from measurements (docs/numerics.md, "Tolerances"): fp32 graphs differ from eager by ~1e-7
-# (tiny ViTs) to ~5e-6 (ViT-S/16, 4-block digits model); fp16 graphs by ~1e-3 on logits of scale 1-10.
-TOLERANCES = {"float32": (2e-5, 1e-4), "float16": (5e-3, 1e-2), "int8-dynamic": (0.1, 5e-2),
-              "int8-static": (0.1, 5e-2)}
-# int8-dynamic: measured max |d| 0.007-0.15 on the digits sample's logits (scale ~10), cosine >= 0.9987.
+from vitexport.export.defaults import TOLERANCES
+from vitexport.export.options import tolerance_for
 
 
 @dataclass
@@ -33,7 +30,15 @@ class Comparison:
 
 
 def compare(out: np.ndarray, ref: np.ndarray, atol: float, rtol: float, top1: bool) -> Comparison:
-    """Compare ``out`` with ``ref`` elementwise: |out - ref| <= atol + rtol * |ref|; NaN/Inf never pass."""
+    """Compare ``out`` with ``ref`` elementwise: |out - ref| <= atol + rtol * |ref|; NaN/Inf never pass.
+
+    Args:
+        out: the runtime's output.
+        ref: the reference output (same shape, else `VerificationError`).
+        atol: absolute tolerance (`tolerance_for` the model's dtype, usually).
+        rtol: relative tolerance.
+        top1: also measure top-1 agreement along the last axis (classifiers).
+    """
     out64, ref64 = out.astype(np.float64), ref.astype(np.float64)
     nonfinite = not (np.isfinite(out64).all() and np.isfinite(ref64).all())
     if out64.shape != ref64.shape:
@@ -55,11 +60,6 @@ def compare(out: np.ndarray, ref: np.ndarray, atol: float, rtol: float, top1: bo
         nonfinite=False,
         within_tolerance=bool((diff <= atol + rtol * np.abs(ref64)).all()),
     )
-
-
-def tolerance_for(dtype: str) -> tuple[float, float]:
-    """(atol, rtol) for a model of this vitexport ``dtype`` (float32's for unknown ones)."""
-    return TOLERANCES.get(dtype, TOLERANCES["float32"])
 
 
 __all__ = ["TOLERANCES", "Comparison", "compare", "tolerance_for"]

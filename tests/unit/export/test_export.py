@@ -10,12 +10,11 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from click.testing import CliRunner
 
-from tests.helpers.models import CONFIGS, SAMPLES, make_model, sweep_sizes, timm_model
+from tests.helpers.models import CONFIGS, make_model, sweep_sizes, timm_model
 from vitexport._util.errors import CheckpointError, ExportError, OutputExistsError
-from vitexport.cli import cli
-from vitexport.export.exporter import export_onnx, export_torchscript
+from vitexport.export.onnx_export import export_onnx
+from vitexport.export.torchscript_export import export_torchscript
 from vitexport.onnx.graph import inspect_graph, load_onnx
 from vitexport.verify.sweep import verify
 
@@ -65,7 +64,7 @@ def test_exported_graph_declares_its_interface(exported, config_name: str) -> No
     assert report.pad[0]["pads_from_input_shape"]
     meta = report.metadata
     assert meta["resample"] == "portable"
-    assert "resample_form" not in model.__dict__  # the exporter switched the model and switched it back
+    assert model.resample_form == "interpolate"  # the exporter switched the model and switched it back
     assert meta["config"] == model.config.to_dict()
     assert meta["patch_size"] == list(model.config.patch_hw) and meta["native_grid"] == list(model.config.grid_size)
     assert meta["num_prefix_tokens"] == model.config.num_prefix_tokens
@@ -85,6 +84,7 @@ def test_default_export_passes_verify_on_onnx_runtime(exported, config_name: str
     assert report.static_checks[0].startswith("portable resampling: no Resize, 2 MatMul, weights follow")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["spec_cls", "reg_noembed"])
 @torch.no_grad()
 def test_resize_form_is_one_antialiased_resize(tmp_path: Path, name: str) -> None:
@@ -113,6 +113,7 @@ def test_unknown_resample_form_is_refused(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "example, resample",
     [((28, 28), "portable"), ((32, 32), "portable"), ((40, 24), "portable"), ((9, 9), "portable"),
@@ -130,6 +131,7 @@ def test_square_native_model_stays_dynamic_from_any_example(tmp_path: Path, exam
             assert rel_err(sess.run(None, {"pixel_values": x.numpy()})[0], model(x)) <= ATOL
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "resample, message",
     [("resize", "no Resize node"), ("portable", "no positional-embedding resampling")],
@@ -154,6 +156,7 @@ def test_a_graph_that_lost_its_resampling_is_not_written(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["spec_cls", "reg_noembed", "features_nopool"])
 @torch.no_grad()
 def test_fp16_export_within_documented_tolerance(tmp_path: Path, name: str) -> None:
@@ -196,6 +199,7 @@ def test_static_and_fixed_batch_export(tmp_path: Path) -> None:
         sess.run(None, {"pixel_values": np.zeros((4, 1, 30, 28), np.float32)})
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_img_size_changes_native_grid(tmp_path: Path) -> None:
     model = make_model(CONFIGS["spec_cls"])
@@ -211,6 +215,7 @@ def test_img_size_changes_native_grid(tmp_path: Path) -> None:
         assert rel_err(sess.run(None, {"pixel_values": x.numpy()})[0], ref(x)) <= ATOL
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_torchscript_matches_timm(tmp_path: Path, config_name: str) -> None:
     args = CONFIGS[config_name]
@@ -252,7 +257,7 @@ def test_existing_output_is_kept_unless_forced(tmp_path: Path, monkeypatch: pyte
 
 
 def test_failed_graph_check_keeps_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import vitexport.export.exporter as export_mod
+    import vitexport.export.onnx_export as export_mod
 
     path = tmp_path / "m.onnx"
     path.write_bytes(b"previous export")
@@ -263,6 +268,7 @@ def test_failed_graph_check_keeps_old_file(tmp_path: Path, monkeypatch: pytest.M
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_external_data_written_beside_and_guarded(tmp_path: Path) -> None:
     model = make_model(CONFIGS["reg_noembed"])
@@ -283,47 +289,7 @@ def test_external_data_written_beside_and_guarded(tmp_path: Path) -> None:
         load_onnx(evil)
 
 
-def test_cli_onnx_and_info(tmp_path: Path) -> None:
-    out = tmp_path / "digits.onnx"
-    runner = CliRunner()
-    result = runner.invoke(cli, ["onnx", str(SAMPLES / "digits-vit.pt"), "-o", str(out)])
-    assert result.exit_code == 0, result.output
-    from vitexport import load_model
-    from vitexport.model.vit import count_parameters
-
-    parameters = count_parameters(load_model(SAMPLES / "digits-vit.pt"))
-    for text in ["wrote", "opset          18", '"height"', f"parameters     {parameters:,}", "export time",
-                 "portable resampling: no Resize, 2 MatMul, weights follow the input shape, native grid 3x3"]:
-        assert text in result.stdout
-    result = runner.invoke(cli, ["onnx", str(SAMPLES / "digits-vit.pt"), "-o", str(out)])
-    assert result.exit_code == 2 and "pass --force" in result.stderr
-    result = runner.invoke(cli, ["info", str(out)])
-    assert result.exit_code == 0
-    assert "tensor         pixel_values [batch, 1, height, width]" in result.stdout
-    assert "native grid 3x3" in result.stdout and "resampling     portable" in result.stdout
-    assert "Resize" not in result.stdout
-    data = json.loads(runner.invoke(cli, ["info", str(out), "--json"]).stdout)
-    assert data["resample"] == "portable" and len(data["resample_matmuls"]) == 2 and data["resize"] == []
-    resize = tmp_path / "resize.onnx"
-    result = runner.invoke(cli, ["onnx", str(SAMPLES / "digits-vit.pt"), "-o", str(resize), "--resample", "resize"])
-    assert result.exit_code == 0, result.output
-    assert "Resize: antialiased cubic a=-0.5, half_pixel, exclude_outside=1" in result.stdout
-    result = runner.invoke(cli, ["info", str(resize)])
-    assert "Resize 1" in result.stdout and "resampling     resize" in result.stdout
-    result = runner.invoke(cli, ["onnx", str(SAMPLES / "digits-vit.pt"), "--resample", "bilinear"])
-    assert result.exit_code == 2 and "'bilinear' is not one of 'portable', 'resize'" in result.stderr
-    result = runner.invoke(cli, ["onnx", str(SAMPLES / "digits-vit.pt"), "-o", str(tmp_path / "x.onnx"),
-                                 "--opset", "17"])
-    assert result.exit_code == 1 and "needs opset >= 18" in result.stderr
-    result = runner.invoke(cli, ["onnx", str(SAMPLES / "digits-vit.pt"), "--batch-size", "0"])
-    assert result.exit_code == 2
-
-
-def test_cli_onnx_to_unwritable_folder(tmp_path: Path) -> None:
-    result = CliRunner().invoke(cli, ["onnx", str(SAMPLES / "digits-vit.pt"), "-o", str(tmp_path / "no" / "m.onnx")])
-    assert result.exit_code == 1 and "does not exist; create it first" in result.stderr
-
-
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "extra",
     [dict(img_size=32, dynamic_img_size=False, dynamic_img_pad=False), dict(dynamic_img_pad=False)],

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import shlex
 import shutil
 from pathlib import Path
 
 import onnx
 import pytest
-from click.testing import CliRunner
 
-from tests.helpers.models import CONFIGS, SAMPLES, make_model
-from vitexport import load_model, save_checkpoint
+from tests.helpers.models import CONFIGS, make_model
+from vitexport import save_checkpoint
 from vitexport._util.errors import EnvironmentProblem, ExportError, UsageError
-from vitexport.cli import cli
 from vitexport.export.attention import ATTENTION_MIN_OPSET
-from vitexport.export.exporter import export_onnx
+from vitexport.export.onnx_export import export_onnx
 from vitexport.export.optimize import EXTERNAL_MIN_BYTES, optimize_onnx, quantize_onnx
+from vitexport.export.pipeline import export_optimized
 from vitexport.onnx.graph import inspect_graph, read_metadata, set_metadata
 from vitexport.serving.predictor import probe_provider
 from vitexport.verify.sweep import verify
@@ -47,6 +45,7 @@ def plain(model_and_ckpt) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attention, op", [("mha", "MultiHeadAttention"), ("onnx", "Attention")])
 def test_fused_attention_passes_verify_with_default_opset(model_and_ckpt, tmp_path: Path, attention: str,
                                                           op: str) -> None:
@@ -69,6 +68,7 @@ def test_onnx_attention_needs_opset_23(model_and_ckpt, tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attention, resample", [("sdpa", "portable"), ("mha", "portable"), ("sdpa", "resize")])
 def test_optimized_graph_passes_verify_with_checkpoint(model_and_ckpt, tmp_path: Path, attention: str,
                                                        resample: str) -> None:
@@ -89,11 +89,12 @@ def test_optimized_graph_passes_verify_with_checkpoint(model_and_ckpt, tmp_path:
         verify(out, provider="cpu")
 
 
-def test_export_onnx_optimize_is_the_cli_pipeline(model_and_ckpt, tmp_path: Path) -> None:
-    """export_onnx(optimize="cpu") is `vitexport onnx --optimize cpu`: fused attention, export, optimize."""
+@pytest.mark.slow
+def test_export_optimized_is_the_cli_pipeline(model_and_ckpt, tmp_path: Path) -> None:
+    """export_optimized(optimize="cpu") is `vitexport onnx --optimize cpu`: fused attention, export, optimize."""
     model, ckpt, _ = model_and_ckpt
     out = tmp_path / "opt.onnx"
-    result = export_onnx(model, out, optimize="cpu")
+    result = export_optimized(model, out, "cpu")
     assert result.optimized == "cpu" and result.metadata["attention"] == "mha"  # the default when optimizing for CPU
     assert any(c.startswith("ONNX Runtime cpu optimization (extended)") for c in result.checks)
     assert read_metadata(out)["optimized"]["provider"] == "cpu"
@@ -104,6 +105,20 @@ def test_export_onnx_optimize_is_the_cli_pipeline(model_and_ckpt, tmp_path: Path
     assert report and not report.static_problems
 
 
+def test_export_onnx_only_exports() -> None:
+    """The exporter opens no ONNX Runtime session: optimizing is the pipeline's step, not an export option."""
+    import ast
+    import inspect
+
+    import vitexport.export.onnx_export as onnx_export
+
+    imported = {n.module for n in ast.walk(ast.parse(inspect.getsource(onnx_export)))
+                if isinstance(n, ast.ImportFrom)}
+    assert "vitexport.export.optimize" not in imported and "vitexport.engines.ort" not in imported
+    assert "optimize" not in inspect.signature(onnx_export.export_onnx).parameters
+
+
+@pytest.mark.slow
 def test_int8_passes_verify_with_its_tolerance(model_and_ckpt, plain: Path, tmp_path: Path) -> None:
     model, ckpt, _ = model_and_ckpt
     out = tmp_path / "int8.onnx"
@@ -140,6 +155,7 @@ def external_src(model_and_ckpt, tmp_path_factory: pytest.TempPathFactory) -> Pa
     return src
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("transform", ["optimize", "quantize"])
 def test_transforms_keep_external_data_external(model_and_ckpt, external_src: Path, tmp_path: Path,
                                                 transform: str) -> None:
@@ -177,50 +193,3 @@ def test_optimize_for_cuda(model_and_ckpt, plain: Path, tmp_path: Path) -> None:
     assert verify(out, checkpoint=ckpt, provider="cuda")
 
 
-def _printed_verify_command(stdout: str) -> list[str]:
-    """The `vitexport verify ...` command an export or quantize printed, as arguments (without `vitexport`)."""
-    line = next(line for line in stdout.splitlines() if line.startswith("verify "))
-    command = shlex.split(line.removeprefix("verify").split(" (")[0])
-    assert command[:2] == ["vitexport", "verify"], line
-    return command[1:]
-
-
-def test_cli_optimize_quantize_and_verify(sample_onnx: Path, tmp_path: Path) -> None:
-    """Optimized and int8 models: the verify command each command prints is real (it runs and passes), and
-    verifying them without --checkpoint is a usage error (exit 2)."""
-    runner = CliRunner()
-    sample = str(SAMPLES / "digits-vit.pt")
-    opt = tmp_path / "opt.onnx"
-    result = runner.invoke(cli, ["onnx", sample, "-o", str(opt), "--optimize", "cpu"])
-    assert result.exit_code == 0, result.stderr
-    assert "ONNX Runtime cpu optimization (extended)" in result.stdout and "attention      mha" in result.stdout
-    command = _printed_verify_command(result.stdout)
-    assert command == ["verify", str(opt), "--checkpoint", sample]
-    result = runner.invoke(cli, [*command, "--provider", "cpu"])
-    assert result.exit_code == 0, result.output
-    result = runner.invoke(cli, ["verify", str(opt), "--provider", "cpu"])
-    assert result.exit_code == 2 and "--checkpoint" in result.stderr
-
-    plain = tmp_path / "plain.onnx"
-    shutil.copy(sample_onnx, plain)
-    result = runner.invoke(cli, ["quantize", str(plain)])
-    assert result.exit_code == 0, result.stderr
-    expected = matmuls_with_weights(load_model(sample))
-    assert f"quantized      {expected} MatMul" in result.stdout and "embedding resampling" in result.stdout
-    q = tmp_path / "plain.int8.onnx"
-    command = _printed_verify_command(result.stdout)
-    assert command == ["verify", str(q), "--checkpoint", str(plain)]  # the real names: no placeholders
-    result = runner.invoke(cli, [*command, "--provider", "cpu"])
-    assert result.exit_code == 0 and "reference: checkpoint" in result.stdout, result.output
-    result = runner.invoke(cli, ["verify", str(q), "--checkpoint", sample, "--provider", "cpu"])
-    assert result.exit_code == 0, result.output
-    result = runner.invoke(cli, ["verify", str(q), "--provider", "cpu"])
-    assert result.exit_code == 2 and "was quantized" in result.stderr and "--checkpoint" in result.stderr
-    result = runner.invoke(cli, ["quantize", str(plain)])
-    assert result.exit_code == 2 and "pass --force" in result.stderr
-    result = runner.invoke(cli, ["onnx", sample, "-o", str(tmp_path / "c.onnx"), "--optimize", "cuda"])
-    if CUDA:
-        assert result.exit_code == 0 and "ONNX Runtime cuda optimization (extended)" in result.stdout, result.output
-    else:
-        assert result.exit_code == 2 and "needs it to run here" in result.stderr
-        assert not (tmp_path / "c.onnx").exists()

@@ -26,8 +26,9 @@ from timm.layers import RmsNorm
 from tests.helpers.models import perturb_
 from vitexport import load_model
 from vitexport._util.errors import ConfigError
-from vitexport.checkpoint.reader import infer_config_args
-from vitexport.export.exporter import export_onnx, export_torchscript
+from vitexport.checkpoint.infer import infer_config_args
+from vitexport.export.onnx_export import export_onnx
+from vitexport.export.torchscript_export import export_torchscript
 from vitexport.model.config import ViTConfig, get_preset
 from vitexport.model.families import FAMILIES, family_of
 from vitexport.model.presets import PRESETS

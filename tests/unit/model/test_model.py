@@ -18,6 +18,7 @@ def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a - b).abs().max().item()
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_matches_timm_at_many_sizes(config_name: str) -> None:
     args = CONFIGS[config_name]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from types import ModuleType
 
 import pytest
 import torch
+from timm.layers import GluMlp
 
 from tests.helpers.models import ROOT
 from vitexport._util.errors import ConfigError
@@ -49,8 +51,10 @@ def test_unknown_timm_option_stops_the_generator() -> None:
     assert gen.translate(kwargs)["global_pool"] == "map"
     with pytest.raises(ValueError, match="pos_embed"):
         gen.translate({**kwargs, "pos_embed": "none"})
-    with pytest.raises(KeyError):
+    with pytest.raises(ValueError, match="unknown act layer name 'relu'"):
         gen.translate({**kwargs, "act_layer": "relu"})
+    with pytest.raises(ValueError, match="unknown mlp layer"):  # a layer the registry does not name
+        gen.translate({**kwargs, "mlp_layer": functools.partial(GluMlp, gate_last=None)})
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

@@ -7,6 +7,7 @@ whose resampling is frozen, missing or mislabelled; the op set against TensorRT'
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -18,12 +19,15 @@ import torch
 import torch.nn.functional as F
 
 from tests.helpers.models import CONFIGS, make_model, needs_openvino
-from vitexport.export.exporter import export_onnx
+from vitexport.export.onnx_export import export_onnx
 from vitexport.model.layers import resample_abs_pos_embed
-from vitexport.model.resample import bicubic_aa_weights, resample_bicubic_aa, resampling_form
+from vitexport.model.names import MODEL_RESAMPLE_FORMS, RESAMPLE_FORMS, model_resample_form
+from vitexport.model.resample import bicubic_aa_weights, resample_bicubic_aa
 from vitexport.onnx.graph import PORTABLE_OP_TYPES, check_graph, inspect_graph, is_constant, non_portable_ops
 from vitexport.onnx.spec import io_spec
-from vitexport.verify.sweep import TOLERANCES, Case, compare, default_cases, make_input, verify
+from vitexport.verify.cases import Case, default_cases, make_input
+from vitexport.verify.parity import TOLERANCES, compare
+from vitexport.verify.sweep import verify
 
 SOURCE_SIZES = (1, 2, 3, 5, 7, 14, 16, 24)
 NATIVE_GRIDS = ((3, 5), (7, 2), (4, 1))  # non-square; one a single column
@@ -104,31 +108,50 @@ def test_timm_agrees_and_dtype_is_restored() -> None:
         assert (out.float() - ref.float()).abs().max().item() <= tol * ref.float().abs().max().item(), dtype
 
 
-def test_resampling_form_is_set_only_inside_the_block() -> None:
+def test_resampling_form_is_the_models_own_and_set_only_inside_the_block() -> None:
     model = make_model(CONFIGS["spec_cls"])
     x = torch.randn(2, 1, 45, 19)
+    assert model.resample_form == "interpolate"  # declared by the model: eager PyTorch's F.interpolate
     with torch.no_grad():
         before = model(x)
-        with resampling_form(model, "portable"):
+        with model.resampling("portable") as same:
+            assert same is model and model.resample_form == "portable"
             inside = model(x)
-            with resampling_form(model, "resize"):
-                assert model.resample_form == "resize"
+            with model.resampling("interpolate"):
+                assert model.resample_form == "interpolate"
+                assert torch.equal(model(x), before)
             assert model.resample_form == "portable"
         after = model(x)
-    assert "resample_form" not in model.__dict__ and torch.equal(before, after)
+    assert model.resample_form == "interpolate" and torch.equal(before, after)
     assert not torch.equal(inside, before) and (inside - before).abs().max().item() < 1e-5  # another op, same result
-    with pytest.raises(ValueError, match="'bilinear' is not one of portable, resize"):
-        with resampling_form(model, "bilinear"):
+    with pytest.raises(ValueError, match="'bilinear' is not one of interpolate, portable"):
+        with model.resampling("bilinear"):
             pass
-    assert "resample_form" not in model.__dict__
+    with pytest.raises(RuntimeError, match="inside"):  # restored when the block fails too
+        with model.resampling("portable"):
+            raise RuntimeError("inside")
+    assert model.resample_form == "interpolate"
+
+
+def test_export_forms_map_to_the_models_forms() -> None:
+    """The graph's "resize" form is what the model computes with F.interpolate; "portable" is the same name."""
+    assert {form: model_resample_form(form) for form in RESAMPLE_FORMS} == {
+        "portable": "portable", "resize": "interpolate"}
+    assert set(map(model_resample_form, RESAMPLE_FORMS)) == set(MODEL_RESAMPLE_FORMS)
 
 
 def test_torchscript_keeps_interpolate_even_inside_the_portable_block() -> None:
     model = make_model(CONFIGS["reg_noembed"])
-    with resampling_form(model, "portable"), warnings.catch_warnings():
+    with model.resampling("portable"), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        graph = str(torch.jit.script(model).inlined_graph)
+        scripted = torch.jit.script(model)
+        buffer = io.BytesIO()
+        torch.jit.save(scripted, buffer)
+        buffer.seek(0)
+        loaded = torch.jit.load(buffer)
+    graph = str(scripted.inlined_graph)
     assert "aten::_upsample_bicubic2d_aa" in graph and "aten::arange" not in graph
+    assert not hasattr(loaded, "resample_form")  # Python-side state: not in a saved archive
 
 
 # ---------------------------------------------------------------------------
@@ -173,6 +196,7 @@ def _runners(path: Path) -> dict[str, object]:
     return runners
 
 
+@pytest.mark.slow
 def test_onnx_resampling_matches_pytorch_for_every_target_grid_on_every_runtime(resampler_onnx) -> None:
     """One graph, exported from a 7x9 example, right for every target from 1x1 to 12x20 on each runtime."""
     module, path = resampler_onnx
@@ -197,6 +221,7 @@ def _compile_openvino(path: Path):
     return needs_openvino().Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
 
 
+@pytest.mark.slow
 def test_default_export_runs_right_on_openvino_at_every_size_of_the_sweep(exported, config_name: str) -> None:
     """The issue's "done when", through the real path: `verify --provider openvino`, every default case."""
     needs_openvino()
@@ -209,6 +234,7 @@ def test_default_export_runs_right_on_openvino_at_every_size_of_the_sweep(export
     assert any(c.grid[0] < native[0] for c in report.cases) and any(c.grid[0] > native[0] for c in report.cases)
 
 
+@pytest.mark.slow
 def test_default_export_runs_right_on_the_onnx_reference_evaluator(exported, config_name: str) -> None:
     """Every size of the default sweep, batch 1 and 3, through `verify --provider reference` (sizes given
     explicitly, so the evaluator's reduced default sweep does not apply)."""
@@ -228,6 +254,7 @@ def spec_resize(tmp_path_factory: pytest.TempPathFactory):
     return model, path
 
 
+@pytest.mark.slow
 def test_resize_form_is_wrong_on_openvino_where_the_grid_changes(spec_resize) -> None:
     """Documents the runtime bug that the portable form exists for; says so plainly when OpenVINO fixes it."""
     ov = needs_openvino()
@@ -251,14 +278,12 @@ def test_resize_form_is_wrong_on_openvino_where_the_grid_changes(spec_resize) ->
     assert max(changed.values()) > 1e-2, changed
 
 
+@pytest.mark.slow
 def test_verify_catches_openvino_running_the_resize_form_wrong_and_names_cause_and_fix(spec_resize) -> None:
-    """`verify --provider openvino` on the resize form: exit 1, the failures are exactly the resampled grids,
-    and the message says the runtime ignores the Resize attributes and to export with --resample portable."""
+    """`verify` on OpenVINO with the resize form: the failures are exactly the resampled grids, and the diagnosis
+    says the runtime ignores the Resize attributes and to export with --resample portable (the command line:
+    tests/e2e/test_checkpoint_cli.py)."""
     needs_openvino()
-    from click.testing import CliRunner
-
-    from vitexport.cli import cli
-
     model, path = spec_resize
     report = verify(path, provider="openvino")
     native = list(model.patch_embed.grid_size)
@@ -269,11 +294,6 @@ def test_verify_catches_openvino_running_the_resize_form_wrong_and_names_cause_a
     assert report.diagnoses[0].startswith(f"openvino: all {len(report.failures)} failing cases resample")
     assert "does not honour the attributes of the graph's Resize" in report.diagnoses[0]
     assert "--resample portable" in report.diagnoses[0]
-    result = CliRunner().invoke(cli, ["verify", str(path), "--provider", "openvino", "--sizes", "24x24,28x28,8x8"])
-    assert result.exit_code == 1, result.output
-    assert "diagnosis      openvino: all 4 failing cases resample the positional embeddings" in result.stdout
-    assert "likely cause on openvino" in result.stderr and "does not honour the attributes" in result.stderr
-    assert "export with --resample portable" in result.stderr and result.stderr.count("\n") == 1
     same = verify(path, provider="cpu", sizes=[(24, 24), (28, 28), (8, 8)])  # ONNX Runtime runs it right
     assert same and not same.diagnoses
 
@@ -288,6 +308,7 @@ def test_good_portable_graphs_pass_the_static_checks(exported, config_name: str)
     assert check_graph(report, io_spec(cfg.num_classes, cfg.global_pool)) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("resample", ["portable", "resize"])
 def test_weights_frozen_by_a_static_export_fail_as_dynamic(tmp_path: Path, resample: str) -> None:
     """A graph traced at one size (here: a static export) resamples with fixed weights: wrong for a dynamic model."""

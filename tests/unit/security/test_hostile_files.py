@@ -24,7 +24,7 @@ from safetensors.torch import save_file
 from tests.helpers.limited import run_cli
 from tests.helpers.models import CONFIGS, SAMPLES, make_model
 from vitexport._util.errors import CheckpointError, ConfigError, IsolationError, UnsafeCheckpointError
-from vitexport.checkpoint.reader import load_model
+from vitexport.checkpoint.load import load_model
 from vitexport.cli import cli
 from vitexport.security import isolate
 
@@ -182,6 +182,7 @@ FILE_CASES = [
 ]
 
 
+@pytest.mark.slow
 def test_hostile_checkpoints_end_in_one_line_under_3_gb(crafted: dict[str, Path]) -> None:
     """Each command either crashed (SIGSEGV), hung, or took gigabytes before; now one line each, within seconds."""
     def path(name: str) -> str:
@@ -225,9 +226,9 @@ def test_trial_load_runs_in_a_child(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     import os
     import signal
 
-    import vitexport.checkpoint.reader as ckpt
+    from vitexport.security import untrusted
 
-    real = ckpt._torch_load
+    real = untrusted._torch_load
     parent = os.getpid()
 
     def crash_in_child(path, kind):
@@ -235,7 +236,7 @@ def test_trial_load_runs_in_a_child(monkeypatch: pytest.MonkeyPatch, tmp_path: P
             os.kill(os.getpid(), signal.SIGSEGV)
         return real(path, kind)
 
-    monkeypatch.setattr(ckpt, "_torch_load", crash_in_child)
+    monkeypatch.setattr(untrusted, "_torch_load", crash_in_child)
     with pytest.raises(IsolationError, match=r"reading '.*digits-vit.pt' crashed \(SIGSEGV\)"):
         load_model(SAMPLE)
     monkeypatch.setenv("VITEXPORT_ISOLATE", "0")  # the switch for applications that cannot fork

@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from tests.helpers.models import CONFIGS, make_model
 from vitexport._util.errors import CheckpointError
-from vitexport.export.exporter import export_onnx
+from vitexport.export.onnx_export import export_onnx
 from vitexport.onnx.graph import inspect_graph, read_structure
 from vitexport.security import onnxwire
 
@@ -33,6 +33,7 @@ def test_every_config_reads_like_onnx(exported) -> None:
         assert any(d == "height" for d in wire.graph.input[0].dims)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("options", [dict(resample="resize"), dict(attention="mha"), dict(dtype="float16"),
                                      dict(attention="onnx"), dict(static_size=(24, 40), batch_size=2)])
 def test_variants_read_like_onnx(tmp_path: Path, options: dict) -> None:
@@ -93,6 +94,7 @@ def test_external_data_inside_a_subgraph_is_reported_for_both_readers(tmp_path: 
     assert sorted(inspect_graph(onnxwire.read_model(path)).external_data) == ["c.bin", "w.bin"]
 
 
+@pytest.mark.slow
 def test_large_file_is_memory_mapped_and_weights_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Above MMAP_ABOVE the file is mapped; the result is the same as reading it."""
     path = tmp_path / "big.onnx"

@@ -31,7 +31,7 @@ def files(tmp_path_factory: pytest.TempPathFactory, sample_onnx: Path) -> dict[s
     """One file of each kind (all from the same small model where a model is needed)."""
     from safetensors.torch import save_file
 
-    from vitexport.export.exporter import export_torchscript
+    from vitexport.export.torchscript_export import export_torchscript
 
     d = tmp_path_factory.mktemp("kinds")
     sd = make_model(CONFIGS["spec_cls"]).state_dict()

@@ -20,7 +20,7 @@ from torch import nn
 from tests.helpers.models import SAMPLES
 from vitexport._util.errors import CheckpointError, UnsafeCheckpointError
 from vitexport.cli import cli
-from vitexport.export.exporter import export_torchscript
+from vitexport.export.torchscript_export import export_torchscript
 from vitexport.security import torchscript_allowlist
 from vitexport.security.torchscript_policy import check_archive, collect, read_archive
 
@@ -232,6 +232,7 @@ def declare_size(path: Path, name_suffix: str, declared: int) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "body, result, fragment",
     [

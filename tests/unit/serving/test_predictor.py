@@ -8,15 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 from PIL import Image
 
 from samples.digits_data import held_out
 from tests.helpers.models import CONFIGS, SAMPLES, make_model, predict_in_threads
 from vitexport._util.errors import InputError, ServingError
-from vitexport.cli import cli
-from vitexport.export.exporter import export_onnx
-from vitexport.serving.predictor import Predictor
+from vitexport.export.onnx_export import export_onnx
+from vitexport.serving.predictor import Predictor, predict_files
 
 
 @pytest.fixture(scope="module")
@@ -56,12 +54,11 @@ def torch_logits_of_pngs(paths: list[str]) -> torch.Tensor:
     return model(torch.from_numpy(x[:, None].astype(np.float32)))
 
 
-def test_predict_json_accuracy_on_held_out_digits(digits_onnx: Path, tmp_path: Path) -> None:
+def test_predict_files_accuracy_on_held_out_digits(digits_onnx: Path, tmp_path: Path) -> None:
     paths, labels = write_pngs(tmp_path, 28)
-    result = CliRunner().invoke(cli, ["predict", str(digits_onnx), *paths, "--json", "--top-k", "3",
-                                      "--provider", "cpu"])
-    assert result.exit_code == 0, result.stderr
-    data = json.loads(result.stdout)  # exactly one JSON array on stdout
+    report = predict_files(str(digits_onnx), paths, top_k=3, provider="cpu")
+    assert report.provider == "cpu" and report.provider_note == ""
+    data = json.loads(json.dumps(report.to_json()))  # what `predict --json` prints
     assert [d["path"] for d in data] == paths
     assert all(d["size"] == [28, 28] and len(d["top_k"]) == 3 for d in data)
     first = data[0]["top_k"][0]
@@ -74,6 +71,26 @@ def test_predict_json_accuracy_on_held_out_digits(digits_onnx: Path, tmp_path: P
         np.testing.assert_allclose([t["score"] for t in d["top_k"]], p[best], atol=1e-5, rtol=0)
     accuracy = np.mean([d["top_k"][0]["index"] == y for d, y in zip(data, labels, strict=True)])
     assert accuracy >= 0.97, accuracy
+
+
+def test_predict_files_reads_every_header_before_loading_the_model(digits_onnx: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unreadable file among good ones fails before any engine is created; an oversized one before decoding."""
+    from PIL import ImageFile
+
+    good = str(SAMPLES / "images" / "digit-4-28px.png")
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    with monkeypatch.context() as patched:
+        patched.setattr(Predictor, "__init__", lambda *a, **k: pytest.fail("the model was loaded"))
+        with pytest.raises(InputError, match="cannot read image"):
+            predict_files(str(digits_onnx), [good, str(tmp_path / "bad.png")], provider="cpu")
+    decoded: list[object] = []
+    real = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda img: decoded.append(img) or real(img))
+    with pytest.raises(InputError, match=r"over the limit of 4 \(--max-tokens\)"):
+        predict_files(str(digits_onnx), [good], provider="cpu", max_tokens=4)
+    assert decoded == []
+    assert len(predict_files(str(digits_onnx), [good], provider="cpu").files) == 1 and decoded  # the spy sees loads
 
 
 def test_mixed_sizes_equal_one_by_one(rgb_onnx) -> None:
@@ -120,6 +137,7 @@ def test_rgb_into_grayscale_model_uses_luma(digits_onnx: Path) -> None:
     np.testing.assert_allclose(predictor.predict(rgb).output, predictor.predict(luma).output, atol=0.05)
 
 
+@pytest.mark.slow
 def test_eight_threads_match_sequential(digits_onnx: Path) -> None:
     predictor = Predictor(str(digits_onnx), provider="cpu")
     rng = np.random.default_rng(3)
@@ -151,62 +169,6 @@ def test_bad_inputs_are_refused(digits_onnx: Path, image, message: str) -> None:
         predictor.predict(image)
 
 
-def test_predict_cli_table_and_errors(digits_onnx: Path, tmp_path: Path) -> None:
-    runner = CliRunner()
-    images = sorted(str(p) for p in (SAMPLES / "images").glob("*.png"))
-    assert len(images) >= 5
-    result = runner.invoke(cli, ["predict", str(digits_onnx), *images, "--provider", "cpu"])
-    assert result.exit_code == 0, result.stderr
-    for path in images:  # the shipped images are named after their label
-        label = Path(path).name.split("-")[1]
-        line = next(x for x in result.stdout.splitlines() if x.startswith(path))
-        assert line.split()[2] == label, line
-    (tmp_path / "bad.png").write_bytes(b"not a png")
-    result = runner.invoke(cli, ["predict", str(digits_onnx), str(tmp_path / "bad.png")])
-    assert result.exit_code == 1 and "cannot read image" in result.stderr and result.stderr.count("\n") == 1
-    result = runner.invoke(cli, ["predict", str(digits_onnx), str(tmp_path / "missing.png")])
-    assert result.exit_code == 1 and "does not exist" in result.stderr
-    result = runner.invoke(cli, ["predict", str(tmp_path / "nope.onnx"), images[0]])
-    assert result.exit_code == 1 and "does not exist" in result.stderr
-    result = runner.invoke(cli, ["predict", str(digits_onnx), images[0], "--max-tokens", "4"])
-    assert result.exit_code == 1 and "over the limit of 4 (--max-tokens)" in result.stderr
-
-
-def test_bench_cli(digits_onnx: Path) -> None:
-    runner = CliRunner()
-    result = runner.invoke(cli, ["bench", str(digits_onnx), "--sizes", "28x28,17x45", "--batch-sizes", "1,4",
-                                 "--iters", "3", "--warmup", "1", "--compare-torch", "--provider", "cpu"])
-    assert result.exit_code == 0, result.stderr
-    assert "cpu median ms" in result.stdout and "torch median ms" in result.stdout and "cpu speed-up" in result.stdout
-    assert len([x for x in result.stdout.splitlines() if x.strip().startswith(("28x28", "17x45"))]) == 4
-
-
-def test_bench_default_sizes_come_from_metadata_with_one_session(digits_onnx: Path, monkeypatch) -> None:
-    import vitexport.engines.ort as ort_engine
-    from vitexport.onnx.graph import read_metadata
-    from vitexport.serving.bench import default_bench_sizes
-
-    sessions: list[str] = []
-    real = ort_engine.create_session
-
-    def counting(path, provider, *args, **kwargs):
-        sessions.append(str(path))
-        return real(path, provider, *args, **kwargs)
-
-    monkeypatch.setattr(ort_engine, "create_session", counting)
-    result = CliRunner().invoke(cli, ["bench", str(digits_onnx), "--iters", "2", "--warmup", "0", "--json",
-                                      "--provider", "cpu"])
-    assert result.exit_code == 0, result.stderr
-    data = json.loads(result.stdout)
-    assert sessions == [str(digits_onnx)]  # the default sizes cost no session of their own
-    meta = read_metadata(digits_onnx)
-    expected = [(h, w, b) for h, w in default_bench_sizes(meta) for b in (1, 8)]
-    assert [(c["height"], c["width"], c["batch"]) for c in data["cases"]] == expected
-    assert data["providers"] == ["CPUExecutionProvider"] and [e["name"] for e in data["engines"]] == ["cpu"]
-    assert {c["engine"] for c in data["cases"]} == {"cpu"}
-    assert all(c["runtime_median_ms"] > 0 and c["runtime_p90_ms"] >= c["runtime_median_ms"] for c in data["cases"])
-
-
 def test_default_bench_sizes() -> None:
     from vitexport.serving.bench import default_bench_sizes
 
@@ -227,6 +189,7 @@ def fixed_batch_onnx(rgb_onnx, tmp_path_factory: pytest.TempPathFactory) -> Path
     return path
 
 
+@pytest.mark.slow
 def test_fixed_batch_export_pads_partial_batches(rgb_onnx, fixed_batch_onnx: Path) -> None:
     dynamic = Predictor(str(rgb_onnx[0]), provider="cpu")
     fixed = Predictor(str(fixed_batch_onnx), provider="cpu", max_batch=16)
@@ -241,6 +204,7 @@ def test_fixed_batch_export_pads_partial_batches(rgb_onnx, fixed_batch_onnx: Pat
             np.testing.assert_allclose(a.output, b.output, atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_static_export_refuses_other_sizes(rgb_onnx, tmp_path: Path) -> None:
     path, model = rgb_onnx
     static = tmp_path / "static.onnx"
@@ -268,10 +232,3 @@ def test_model_without_metadata_is_refused_clearly(digits_onnx: Path, tmp_path: 
         Predictor(str(bare), provider="cpu")
     with pytest.raises(VerificationError, match="carries no vitexport config"):
         verify(bare, provider="cpu")
-    image = str(SAMPLES / "images" / "digit-4-28px.png")
-    for args in (["predict", str(bare), image], ["bench", str(bare)], ["quantize", str(bare)]):
-        result = CliRunner().invoke(cli, args)
-        assert result.exit_code == 1 and result.stderr.count("\n") == 1, (args, result.output)
-        assert "vitexport metadata" in result.stderr or "not exported by vitexport" in result.stderr, result.stderr
-    result = CliRunner().invoke(cli, ["info", str(bare)])
-    assert result.exit_code == 0 and "metadata       none (not exported by vitexport)" in result.stdout

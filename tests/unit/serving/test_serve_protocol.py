@@ -19,7 +19,8 @@ from PIL import Image
 
 from tests.helpers.models import CONFIGS, make_model, needs_openvino
 from tests.helpers.serving import png_bytes
-from vitexport.export.exporter import export_onnx
+from vitexport.export.onnx_export import export_onnx
+from vitexport.serving.batching import size_chunks
 from vitexport.serving.http.config import AppArgs
 from vitexport.serving.http.protocol import (
     RequestedOutput,
@@ -29,7 +30,7 @@ from vitexport.serving.http.protocol import (
     encode_infer_response,
     parse_infer_request,
 )
-from vitexport.serving.http.service import HttpRequest, ModelService, largest_size_group, size_chunks
+from vitexport.serving.http.service import HttpRequest, ModelService, largest_size_group
 from vitexport.serving.predictor import Predictor
 
 httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient is not installed "
@@ -432,14 +433,25 @@ def test_service_survives_bad_requests_and_stays_correct(service: ModelService, 
 # ---------------------------------------------------------------------------
 # batching pieces (the deployment's queue itself is tested in test_serve.py)
 # ---------------------------------------------------------------------------
-def test_size_chunks_and_batch_size() -> None:
+def test_batch_size_is_the_largest_group_of_one_size() -> None:
     xs = [np.full((1, h, w), i, np.float32) for i, (h, w) in enumerate([(2, 3), (4, 4), (2, 3), (2, 3), (4, 4)])]
-    chunks = size_chunks(xs, max_batch=2)
-    assert [idx for idx, _ in chunks] == [[0, 2], [3], [1, 4]]
-    for idx, stack in chunks:
-        np.testing.assert_array_equal(stack, np.stack([xs[i] for i in idx]))
+    chunks = size_chunks(xs, max_batch=2)  # [0, 2], [3] of 2x3 and [1, 4] of 4x4
     assert largest_size_group([s for _, s in chunks]) == 3
     assert largest_size_group([]) == 0
+
+
+def test_the_service_chunks_requests_with_the_predictors_batching(service: ModelService,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """One function cuts both: the runner gets `size_chunks` of the request at the service's max_batch."""
+    import vitexport.serving.http.service as service_module
+
+    seen: list[tuple] = []
+    real = service_module.size_chunks
+    monkeypatch.setattr(service_module, "size_chunks",
+                        lambda xs, limit: seen.append((len(xs), limit)) or real(xs, limit))
+    xs = [np.zeros((3, 16, 16), np.float32)] * 5 + [np.zeros((3, 20, 16), np.float32)]
+    outputs = asyncio.run(service.infer_prepared(xs))
+    assert seen == [(6, service.args.max_batch)] and len(outputs) == 6
 
 
 def test_run_chunks_isolates_a_failing_chunk(service: ModelService, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -466,33 +478,3 @@ def test_run_chunks_isolates_a_failing_chunk(service: ModelService, monkeypatch:
 # ---------------------------------------------------------------------------
 # the command line, without Ray
 # ---------------------------------------------------------------------------
-def _serve(*args: str):
-    from click.testing import CliRunner
-
-    from vitexport.cli import cli
-
-    return CliRunner().invoke(cli, ["serve", *args])
-
-
-def test_serve_without_ray_exits_2_with_the_install_command(sample_onnx: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError, as when not installed
-    monkeypatch.setitem(sys.modules, "ray.serve", None)
-    for extra in ([], ["--print-config"]):
-        result = _serve(str(sample_onnx), *extra)
-        assert result.exit_code == 2, result.output
-        assert "pip install 'vitexport[serve]'" in result.stderr and result.stderr.count("\n") == 1, result.stderr
-
-
-@pytest.mark.parametrize("args, message", [
-    (["--replicas", "2", "--autoscale", "1:3"], "not both"),
-    (["--autoscale", "3:1"], "MIN:MAX"),
-    (["--autoscale", "two"], "MIN:MAX"),
-    (["--name", "a/b"], "cannot be a model name"),
-    (["--port", "0"], "0"),
-    (["--max-batch", "0"], "0"),
-    (["--provider", "tpu"], "tpu"),
-])
-def test_serve_usage_errors_exit_2(sample_onnx: Path, args: list[str], message: str) -> None:
-    result = _serve(str(sample_onnx), *args)
-    assert result.exit_code == 2 and message in result.stderr, (result.exit_code, result.stderr)

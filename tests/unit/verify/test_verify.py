@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import json
-import re
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
-from click.testing import CliRunner
 from onnx import helper, numpy_helper
 
 from tests.helpers.models import CONFIGS, make_model
-from vitexport._util.geometry import grid_size
-from vitexport.cli import cli
-from vitexport.export.exporter import export_onnx, export_torchscript
-from vitexport.model.config import ViTConfig
-from vitexport.verify.sweep import CaseResult, compare, default_cases, verify
+from tests.helpers.onnx_edits import edited, resize_export, set_resize_attr, spec_export
+from vitexport.export.onnx_export import export_onnx
+from vitexport.export.torchscript_export import export_torchscript
+from vitexport.verify.sweep import verify
 
 
 def cuda_usable() -> bool:
@@ -32,42 +28,13 @@ CUDA = cuda_usable()
 @pytest.fixture(scope="module")
 def good(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A good export of the spec model (3x3 native grid, 28x28 -> padded 32x32), and its checkpoint."""
-    from vitexport import save_checkpoint
-
-    folder = tmp_path_factory.mktemp("verify")
-    model = make_model(CONFIGS["spec_cls"], seed=11)
-    ckpt = folder / "model.pt"
-    save_checkpoint(model, ckpt)
-    path = folder / "good.onnx"
-    export_onnx(model, path)
-    return path, ckpt
+    return spec_export(tmp_path_factory.mktemp("verify"))
 
 
 @pytest.fixture(scope="module")
 def good_resize(good) -> Path:
     """The same model exported with resample="resize" (one antialiased Resize)."""
-    from vitexport.checkpoint.reader import load_model
-
-    path = good[0].parent / "good-resize.onnx"
-    export_onnx(load_model(good[1]), path, resample="resize")
-    return path
-
-
-def edited(src: Path, dst: Path, edit) -> Path:
-    model = onnx.load(str(src))
-    edit(model)
-    onnx.save(model, str(dst))
-    return dst
-
-
-def set_resize_attr(name: str, value):
-    def edit(model: onnx.ModelProto) -> None:
-        (node,) = [n for n in model.graph.node if n.op_type == "Resize"]
-        for a in list(node.attribute):
-            if a.name == name:
-                node.attribute.remove(a)
-        node.attribute.append(helper.make_attribute(name, value))
-    return edit
+    return resize_export(good[1])
 
 
 def pad_left_top(model: onnx.ModelProto) -> None:
@@ -95,29 +62,6 @@ def perturb_pos_embed(model: onnx.ModelProto) -> None:
     t.CopyFrom(numpy_helper.from_array(value + noise, "pos_embed"))
 
 
-def test_default_sweep_covers_the_issue_cases() -> None:
-    cfg = ViTConfig(**CONFIGS["spec_cls"])
-    cases = default_cases(cfg)
-    sizes = {(c.height, c.width) for c in cases}
-    assert len(cases) >= 12
-    assert (28, 28) in sizes and (1, 1) in sizes and (7, 7) in sizes
-    assert any(h % 8 == 0 and w % 8 == 0 and h != w for h, w in sizes)
-    assert any(h % 8 and w % 8 for h, w in sizes)
-    assert any(h > 2 * w for h, w in sizes) and any(w > 2 * h for h, w in sizes)
-    grids = [grid_size(h, w, (8, 8)) for h, w in sizes]
-    assert any(gh * gw < 9 for gh, gw in grids) and any(gh * gw > 9 for gh, gw in grids)
-    assert max(max(h / 28, w / 28) for h, w in sizes) == 4
-    assert {c.batch for c in cases} >= {1, 3} and any(c.input_kind == "constant" for c in cases)
-
-
-def test_compare_is_data_and_nan_fails() -> None:
-    ref = np.array([[1.0, 2.0, -3.0]])
-    ok = compare(ref + 1e-6, ref, 1e-5, 1e-4, top1=True)
-    assert ok.within_tolerance and ok.top1_agreement == 1.0 and ok.max_abs == pytest.approx(1e-6)
-    bad = compare(np.array([[1.0, np.nan, 0.0]]), ref, 1e-5, 1e-4, top1=True)
-    assert bad.nonfinite and not bad.within_tolerance
-
-
 def test_good_export_passes(good) -> None:
     path, ckpt = good
     report = verify(path, provider="cpu")
@@ -138,6 +82,7 @@ def downsamples(c) -> bool:
     return c.grid[0] < 3 or c.grid[1] < 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name, edit, static_message, wrong_where",
     [
@@ -185,6 +130,7 @@ def freeze_resampling_weights(grid: tuple[int, int], native: tuple[int, int]):
     return edit
 
 
+@pytest.mark.slow
 def test_portable_weights_frozen_to_one_grid_fail(good, tmp_path) -> None:
     """The portable form's counterpart of a Resize with a fixed size: right at one grid only, caught statically."""
     path, _ = good
@@ -238,6 +184,7 @@ def test_fixed_height_width_graph_is_reported(good, tmp_path) -> None:
             assert c.error  # ONNX Runtime refused the input: reported per case, no crash
 
 
+@pytest.mark.slow
 def test_perturbed_pos_embed_caught_with_checkpoint(good, tmp_path) -> None:
     path, ckpt = good
     bad = edited(path, tmp_path / "pos.onnx", perturb_pos_embed)
@@ -248,6 +195,7 @@ def test_perturbed_pos_embed_caught_with_checkpoint(good, tmp_path) -> None:
     assert len(report.failures) == len(report.cases)  # every size adds the embeddings
 
 
+@pytest.mark.slow
 def test_fp16_export_passes_with_dtype_tolerance(tmp_path) -> None:
     model = make_model(CONFIGS["reg_noembed"], seed=4)
     path = tmp_path / "m16.onnx"
@@ -258,6 +206,7 @@ def test_fp16_export_passes_with_dtype_tolerance(tmp_path) -> None:
     assert max(c.max_abs for c in report.cases) > 1e-5  # really fp16, not fp32 in disguise
 
 
+@pytest.mark.slow
 def test_torchscript_verify(tmp_path) -> None:
     model = make_model(CONFIGS["nocls_avgmax"], seed=2)
     path = tmp_path / "m.ts"
@@ -283,15 +232,6 @@ def test_custom_sizes_and_tolerance(good) -> None:
     assert not verify(path, provider="cpu", sizes=one, batch_sizes=(2,), atol=worst.max_abs * 0.99, rtol=0.0)
 
 
-@pytest.mark.skipif(CUDA, reason="this machine has a usable CUDA provider")
-def test_cuda_unavailable_exits_2(good) -> None:
-    path, _ = good
-    result = CliRunner().invoke(cli, ["verify", str(path), "--provider", "cuda"])
-    assert result.exit_code == 2
-    assert "CUDAExecutionProvider" in result.stderr and "--provider cpu" in result.stderr
-    assert result.stderr.count("\n") == 1
-
-
 @pytest.mark.cuda
 @pytest.mark.skipif(not CUDA, reason="needs a GPU and onnxruntime-gpu")
 def test_cuda_verify_and_placement(good) -> None:
@@ -303,48 +243,6 @@ def test_cuda_verify_and_placement(good) -> None:
     assert session["placement"].get("CUDAExecutionProvider", 0) > 0
     all_report = verify(path, provider="all")
     assert {s["name"] for s in all_report.sessions} >= {"cuda", "cpu"} and all_report.cross_provider
-
-
-def test_cli_verify_pass_fail_json_and_plot(good, good_resize, tmp_path, monkeypatch) -> None:
-    import vitexport.verify.sweep as verify_mod
-
-    path, _ = good
-    runner = CliRunner()
-    # a small heatmap grid: heatmap_sizes itself is checked in test_heatmap_sweep_reuses_the_reports_engine...
-    monkeypatch.setattr(verify_mod, "heatmap_sizes", lambda native, patch: ([1, 28, 45], [7, 28, 112]))
-    result = runner.invoke(cli, ["verify", str(path), "--provider", "cpu", "--json", str(tmp_path / "r.json"),
-                                 "--plot", str(tmp_path / "h.png")])
-    assert result.exit_code == 0, result.output
-    assert "PASSED" in result.stdout and "[  1/" in result.stdout and "running on CPUExecutionProvider" in result.stdout
-    data = json.loads((tmp_path / "r.json").read_text())
-    assert data["passed"] and data["schema_version"] == 1 and len(data["cases"]) >= 12
-    assert {"max_abs", "max_rel", "cosine", "top1_agreement", "nonfinite", "runtime_ms", "torch_ms", "grid",
-            "padded_size", "seq_len", "provider"} <= set(data["cases"][0])
-    assert (tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"
-
-    assert "static checks  ok (dynamic axes; portable resampling: no Resize, 2 MatMul" in result.stdout
-
-    bad = edited(good_resize, tmp_path / "bad.onnx", set_resize_attr("antialias", 0))
-    result = runner.invoke(cli, ["verify", str(bad), "--provider", "cpu"])
-    assert result.exit_code == 1
-    # the sizes named in the error are the failing rows of the table, which are where the grid shrinks
-    listed = result.stderr.split("verification failed: mismatch at ")[1].split("; ")[0]
-    named = {tuple(int(v) for v in hw.split("x")) for hw in listed.split(", ")}
-    rows = [m.groups() for m in re.finditer(r"^\[\s*\d+/\d+\] (ok  |FAIL) \S+\s+(\d+)x(\d+)", result.stdout, re.M)]
-    failed = {(int(h), int(w)) for status, h, w in rows if status == "FAIL"}
-    native = ViTConfig(**CONFIGS["spec_cls"]).grid_size
-    shrinking = {(int(h), int(w)) for _, h, w in rows
-                 if any(g < n for g, n in zip(grid_size(int(h), int(w), (8, 8)), native, strict=True))}
-    assert rows and named == failed == shrinking and named
-    assert "; likely cause on cpu: all " in result.stderr and result.stderr.rstrip().endswith("see the table above")
-
-    result = runner.invoke(cli, ["verify", str(path), "--sizes", "28xx", "--provider", "cpu"])
-    assert result.exit_code == 2
-    result = runner.invoke(cli, ["verify", str(tmp_path / "missing.onnx")])
-    assert result.exit_code == 1 and "does not exist" in result.stderr
-    (tmp_path / "trunc.onnx").write_bytes(path.read_bytes()[:5000])
-    result = runner.invoke(cli, ["verify", str(tmp_path / "trunc.onnx")])
-    assert result.exit_code == 1 and "not a readable ONNX model" in result.stderr
 
 
 def test_heatmap_sweep_reuses_the_reports_engine_and_tolerance(good, monkeypatch) -> None:
@@ -361,42 +259,3 @@ def test_heatmap_sweep_reuses_the_reports_engine_and_tolerance(good, monkeypatch
     assert [(c.height, c.width, c.batch) for c in grid.report.cases] == expected
     assert (grid.report.atol, grid.report.rtol, grid.report.seed) == (3e-4, 2e-3, 5)
     assert [s["name"] for s in grid.report.sessions] == ["cpu"] and grid.report
-
-
-def _case(grid: list[int], passed: bool, provider: str = "openvino", **kw) -> CaseResult:
-    return CaseResult(grid[0] * 8, grid[1] * 8, 1, "random", [grid[0] * 8, grid[1] * 8], grid,
-                      grid[0] * grid[1] + 1, provider, passed, max_abs=0.0 if passed else 0.5, **kw)
-
-
-@pytest.mark.parametrize("resize, cases, expected", [
-    # every resampled grid fails, the native one passes, the Resize is PyTorch's own: the runtime is to blame
-    (True, [([3, 3], True), ([4, 4], False), ([1, 5], False)], "does not honour the attributes"),
-    # the same pattern on the portable form: the resampling, wherever it goes wrong
-    (False, [([3, 3], True), ([4, 4], False), ([1, 5], False)], "goes wrong (in the export or in this runtime)"),
-    # some resampled grids pass: still every failure is a resampled grid
-    (True, [([3, 3], True), ([4, 4], False), ([2, 2], True)], "does not honour the attributes"),
-    (True, [([3, 3], False), ([4, 4], False)], None),  # the native grid fails too: something else
-    (True, [([4, 4], False), ([2, 2], False)], None),  # no native-grid case ran: no evidence
-    (True, [([3, 3], True), ([4, 4], True)], None),  # nothing failed
-])
-def test_diagnosis_reads_the_pattern_of_failures(resize: bool, cases: list, expected: str | None) -> None:
-    from types import SimpleNamespace
-
-    from vitexport.onnx.spec import RESIZE_ATTRIBUTES
-    from vitexport.verify.diagnose import diagnose_failures
-    from vitexport.verify.sweep import VerifyReport
-
-    report = VerifyReport("m.onnx", "onnx", "weights", "float32", 2e-5, 1e-4, 0)
-    report.sessions = [{"name": "cpu"}, {"name": "openvino"}]
-    report.cases = [_case(grid, passed) for grid, passed in cases]
-    report.cases.append(_case([5, 5], True, provider="cpu"))  # another engine's cases do not count
-    report.cases.append(_case([3, 3], False, provider="openvino", error="refused"))  # nor refused inputs
-    report.cases[-1].max_abs = None
-    graph = SimpleNamespace(resize=[dict(RESIZE_ATTRIBUTES)] if resize else [])
-    found = diagnose_failures(report, graph, [3, 3])
-    if expected is None:
-        assert found == []
-    else:
-        failing = sum(not passed for _, passed in cases)
-        assert len(found) == 1 and found[0].startswith(f"openvino: all {failing} failing cases resample")
-        assert expected in found[0] and "from the native 3x3 grid" in found[0]

@@ -1,4 +1,5 @@
-"""Attention layers with timm's state_dict keys: self-attention, differential attention, MAP pooling.
+"""Attention layers with timm's state_dict keys: self-attention and differential attention (registered by name,
+built from the model's config and the block's index), and MAP pooling.
 
 All go through ``scaled_dot_product_attention`` (what timm runs by default), whose ONNX form
 at opset 18 is standard MatMul/Softmax (or a fused op on request, see vitexport.export.attention).
@@ -13,8 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vitexport.model.config import ViTConfig
 from vitexport.model.layers.mlp import Mlp
-from vitexport.model.layers.norm import NormFactory, RmsNorm
+from vitexport.model.layers.norm import NormFactory, RmsNorm, norm_factory
+from vitexport.model.registry import register
 
 
 def _norm_or_identity(norm_layer: Optional[NormFactory], dim: int, enabled: bool) -> nn.Module:
@@ -24,41 +27,26 @@ def _norm_or_identity(norm_layer: Optional[NormFactory], dim: int, enabled: bool
     return nn.Identity()
 
 
-def _init_projections(
-    module: nn.Module,
-    dim: int,
-    head_dim: int,
-    qkv_bias: bool,
-    qk_norm: bool,
-    scale_norm: bool,
-    proj_bias: bool,
-    norm_layer: Optional[NormFactory],
-) -> None:
-    """timm's attention parameters, in its order: ``qkv``, ``q_norm``, ``k_norm``, ``norm``, ``proj``."""
-    module.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-    module.q_norm = _norm_or_identity(norm_layer, head_dim, qk_norm)
-    module.k_norm = _norm_or_identity(norm_layer, head_dim, qk_norm)
-    module.norm = _norm_or_identity(norm_layer, dim, scale_norm)
-    module.proj = nn.Linear(dim, dim, bias=proj_bias)
+def _init_projections(module: nn.Module, cfg: ViTConfig, head_dim: int) -> None:
+    """timm's attention parameters, in its order: ``qkv``, ``q_norm``, ``k_norm``, ``norm``, ``proj``
+    (``norm`` with ``scale_attn_norm``, timm's ``scale_norm``)."""
+    dim, norm_layer = cfg.embed_dim, norm_factory(cfg.norm_layer, cfg.norm_eps)
+    module.qkv = nn.Linear(dim, dim * 3, bias=cfg.qkv_bias)
+    module.q_norm = _norm_or_identity(norm_layer, head_dim, cfg.qk_norm)
+    module.k_norm = _norm_or_identity(norm_layer, head_dim, cfg.qk_norm)
+    module.norm = _norm_or_identity(norm_layer, dim, cfg.scale_attn_norm)
+    module.proj = nn.Linear(dim, dim, bias=cfg.proj_bias)
 
 
+@register("attn", "attn", "attn", "timm.layers.Attention")
 class Attention(nn.Module):
     """timm ``Attention``: ``qkv -> [q/k norm] -> SDPA -> [norm (scale_norm)] -> proj``."""
 
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        qkv_bias: bool = True,
-        qk_norm: bool = False,
-        scale_norm: bool = False,
-        proj_bias: bool = True,
-        norm_layer: Optional[NormFactory] = None,
-    ) -> None:
+    def __init__(self, cfg: ViTConfig, depth: int = 0) -> None:
         super().__init__()
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
-        _init_projections(self, dim, self.head_dim, qkv_bias, qk_norm, scale_norm, proj_bias, norm_layer)
+        self.num_heads = cfg.num_heads
+        self.head_dim = cfg.embed_dim // cfg.num_heads
+        _init_projections(self, cfg, self.head_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, C = x.shape
@@ -107,24 +95,15 @@ class DiffHeads(nn.Module):
         return x.transpose(1, 2).reshape(B, N, C)
 
 
+@register("attn", "diff", "diff", "timm.layers.DiffAttention")
 class DiffAttention(DiffHeads):
-    """timm ``DiffAttention``, as VisionTransformer builds it for ``attn_layer='diff'``."""
+    """timm ``DiffAttention``, as VisionTransformer builds it for ``attn_layer='diff'`` (``depth`` sets lambda_init)."""
 
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        qkv_bias: bool = True,
-        qk_norm: bool = False,
-        scale_norm: bool = False,
-        proj_bias: bool = True,
-        norm_layer: Optional[NormFactory] = None,
-        depth: int = 0,
-    ) -> None:
+    def __init__(self, cfg: ViTConfig, depth: int = 0) -> None:
         super().__init__()
-        head_dim = dim // num_heads // 2
-        _init_projections(self, dim, head_dim, qkv_bias, qk_norm, scale_norm, proj_bias, norm_layer)
-        self._init_diff(num_heads, head_dim, depth)
+        head_dim = cfg.embed_dim // cfg.num_heads // 2
+        _init_projections(self, cfg, head_dim)
+        self._init_diff(cfg.num_heads, head_dim, depth)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         C = x.shape[-1]

@@ -1,4 +1,5 @@
-"""The transformer blocks of timm's ``VisionTransformer`` (``block_fn``), with timm's state_dict keys.
+"""The transformer blocks of timm's ``VisionTransformer`` (``block_fn``), registered by name and built from the
+model's `ViTConfig` and the block's index, with timm's state_dict keys.
 
 - ``block``: pre-norm ``x + ls1(attn(norm1(x)))``, ``x + ls2(mlp(norm2(x)))`` (timm ``Block``);
 - ``res_post``: residual post-norm ``x + norm1(attn(x))``, ``x + norm2(mlp(x))`` (``ResPostBlock``);
@@ -11,79 +12,55 @@
 # No `from __future__ import annotations` here: TorchScript needs evaluated annotations.
 
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vitexport.model.config import BLOCK_FNS
-from vitexport.model.layers.attention import Attention, DiffAttention, DiffHeads
-from vitexport.model.layers.mlp import LayerScale, make_act, make_mlp
-from vitexport.model.layers.norm import LAYER_NORM_EPS, make_norm
+from vitexport.model.config import ViTConfig
+from vitexport.model.layers.attention import DiffHeads
+from vitexport.model.layers.mlp import LayerScale
+from vitexport.model.layers.norm import NormFactory, norm_factory
+from vitexport.model.registry import build, register
 
 PARALLEL_BRANCHES = 2  # timm's ParallelThingsBlock default; VisionTransformer never changes it
+TIMM_VIT = "timm.models.vision_transformer"
 
 
-@dataclass(frozen=True)
-class BlockSpec:
-    """What every block of one model shares: timm's block keyword arguments (``depth`` aside)."""
-
-    dim: int
-    num_heads: int
-    mlp_ratio: float = 4.0
-    qkv_bias: bool = True
-    qk_norm: bool = False
-    scale_attn_norm: bool = False
-    scale_mlp_norm: bool = False
-    proj_bias: bool = True
-    init_values: Optional[float] = None
-    act_layer: str = "gelu"
-    norm_layer: str = "layernorm"
-    norm_eps: float = LAYER_NORM_EPS
-    mlp_layer: str = "mlp"
-    attn_layer: str = "attn"
-
-    @property
-    def mlp_hidden(self) -> int:
-        return int(self.dim * self.mlp_ratio)
-
-    def norm(self, dim: int) -> nn.Module:
-        """The model's norm layer over ``dim`` channels (timm's ``norm_layer(dim)``)."""
-        return make_norm(self.norm_layer, dim, self.norm_eps)
+def model_norm(cfg: ViTConfig) -> NormFactory:
+    """The model's norm layer, ``dim -> module`` (timm's ``norm_layer``)."""
+    return norm_factory(cfg.norm_layer, cfg.norm_eps)
 
 
-def make_attn(spec: BlockSpec, depth: int) -> nn.Module:
-    """timm ``_create_attn``: ``attn`` (Attention) or ``diff`` (DiffAttention, depth-dependent lambda)."""
-    args = (spec.dim, spec.num_heads, spec.qkv_bias, spec.qk_norm, spec.scale_attn_norm, spec.proj_bias)
-    if spec.attn_layer == "attn":
-        return Attention(*args, norm_layer=spec.norm)
-    if spec.attn_layer == "diff":
-        return DiffAttention(*args, norm_layer=spec.norm, depth=depth)
-    raise ValueError(f"unknown attention layer {spec.attn_layer!r}; expected 'attn' or 'diff'")
+def block_attn(cfg: ViTConfig, depth: int) -> nn.Module:
+    """timm ``_create_attn``: the registered ``attn_layer`` of block ``depth``."""
+    return build("attn", cfg.attn_layer, cfg, depth)
 
 
-def make_block_mlp(spec: BlockSpec) -> nn.Module:
-    mlp_norm = spec.norm if spec.scale_mlp_norm else None
-    return make_mlp(spec.mlp_layer, spec.dim, spec.mlp_hidden, spec.act_layer, spec.proj_bias, mlp_norm)
+def block_mlp(cfg: ViTConfig) -> nn.Module:
+    """The registered ``mlp_layer`` of width ``int(embed_dim * mlp_ratio)``, with the model's activation."""
+    mlp_norm = model_norm(cfg) if cfg.scale_mlp_norm else None
+    return build("mlp", cfg.mlp_layer, cfg.embed_dim, cfg.mlp_hidden, cfg.act_layer, cfg.proj_bias, mlp_norm)
 
 
 def _layer_scale(dim: int, init_values: Optional[float]) -> nn.Module:
     return LayerScale(dim, init_values) if init_values else nn.Identity()
 
 
+@register("block", "block", f"{TIMM_VIT}.Block")
 class Block(nn.Module):
     """Pre-norm transformer block: ``x + ls1(attn(norm1(x)))``, ``x + ls2(mlp(norm2(x)))``."""
 
-    def __init__(self, spec: BlockSpec, depth: int = 0) -> None:
+    def __init__(self, cfg: ViTConfig, depth: int = 0) -> None:
         super().__init__()
-        self.norm1 = spec.norm(spec.dim)
-        self.attn = make_attn(spec, depth)
-        self.ls1 = _layer_scale(spec.dim, spec.init_values)
-        self.norm2 = spec.norm(spec.dim)
-        self.mlp = make_block_mlp(spec)
-        self.ls2 = _layer_scale(spec.dim, spec.init_values)
+        dim, norm = cfg.embed_dim, model_norm(cfg)
+        self.norm1 = norm(dim)
+        self.attn = block_attn(cfg, depth)
+        self.ls1 = _layer_scale(dim, cfg.init_values)
+        self.norm2 = norm(dim)
+        self.mlp = block_mlp(cfg)
+        self.ls2 = _layer_scale(dim, cfg.init_values)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.ls1(self.attn(self.norm1(x)))
@@ -91,19 +68,21 @@ class Block(nn.Module):
         return x
 
 
+@register("block", "res_post", f"{TIMM_VIT}.ResPostBlock")
 class ResPostBlock(nn.Module):
     """Residual post-norm block: ``x + norm1(attn(x))``, ``x + norm2(mlp(x))`` (``init_values`` only inits)."""
 
-    def __init__(self, spec: BlockSpec, depth: int = 0) -> None:
+    def __init__(self, cfg: ViTConfig, depth: int = 0) -> None:
         super().__init__()
-        self.attn = make_attn(spec, depth)
-        self.norm1 = spec.norm(spec.dim)
-        self.mlp = make_block_mlp(spec)
-        self.norm2 = spec.norm(spec.dim)
-        if spec.init_values is not None:  # timm's init: both norms' weights start at init_values
+        norm = model_norm(cfg)
+        self.attn = block_attn(cfg, depth)
+        self.norm1 = norm(cfg.embed_dim)
+        self.mlp = block_mlp(cfg)
+        self.norm2 = norm(cfg.embed_dim)
+        if cfg.init_values is not None:  # timm's init: both norms' weights start at init_values
             with torch.no_grad():
-                self.norm1.weight.fill_(spec.init_values)
-                self.norm2.weight.fill_(spec.init_values)
+                self.norm1.weight.fill_(cfg.init_values)
+                self.norm2.weight.fill_(cfg.init_values)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.norm1(self.attn(x))
@@ -111,14 +90,15 @@ class ResPostBlock(nn.Module):
         return x
 
 
-def _fused_input(block: nn.Module, spec: BlockSpec, hidden: int) -> None:
+def _fused_input(block: nn.Module, cfg: ViTConfig) -> None:
     """The shared input side of the parallel-scaling blocks: ``in_norm``, ``in_proj``, ``mlp_bias``."""
-    if spec.scale_attn_norm or spec.scale_mlp_norm:
+    if cfg.scale_attn_norm or cfg.scale_mlp_norm:
         raise ValueError("parallel-scaling blocks have no scale norms (timm asserts the same)")
-    block.in_norm = spec.norm(spec.dim)
-    block.in_proj = nn.Linear(spec.dim, hidden + 3 * spec.dim, bias=spec.qkv_bias)
-    block.in_split = [hidden, spec.dim, spec.dim, spec.dim]
-    if spec.qkv_bias:  # the MLP's bias is part of in_proj.bias
+    dim, hidden = cfg.embed_dim, cfg.mlp_hidden
+    block.in_norm = model_norm(cfg)(dim)
+    block.in_proj = nn.Linear(dim, hidden + 3 * dim, bias=cfg.qkv_bias)
+    block.in_split = [hidden, dim, dim, dim]
+    if cfg.qkv_bias:  # the MLP's bias is part of in_proj.bias
         block.register_parameter("mlp_bias", None)
     else:
         block.mlp_bias = nn.Parameter(torch.zeros(hidden))
@@ -130,21 +110,22 @@ def _split_fused(y: torch.Tensor, sizes: List[int]) -> Tuple[torch.Tensor, torch
     return y[..., :a], y[..., a:b], y[..., b:c], y[..., c:]
 
 
+@register("block", "parallel_scaling", f"{TIMM_VIT}.ParallelScalingBlock")
 class ParallelScalingBlock(nn.Module):
     """ViT-22B parallel block: one ``in_proj`` gives MLP input and q, k, v; the two outputs are summed."""
 
-    def __init__(self, spec: BlockSpec, depth: int = 0) -> None:
+    def __init__(self, cfg: ViTConfig, depth: int = 0) -> None:
         super().__init__()
-        dim, hidden = spec.dim, int(spec.mlp_ratio * spec.dim)  # timm: int(mlp_ratio * dim)
-        self.num_heads = spec.num_heads
-        self.head_dim = dim // spec.num_heads
-        _fused_input(self, spec, hidden)
-        self.q_norm = spec.norm(self.head_dim) if spec.qk_norm else nn.Identity()
-        self.k_norm = spec.norm(self.head_dim) if spec.qk_norm else nn.Identity()
-        self.mlp_act = make_act(spec.act_layer)
-        self.attn_out_proj = nn.Linear(dim, dim, bias=spec.proj_bias)
-        self.mlp_out_proj = nn.Linear(hidden, dim, bias=spec.proj_bias)
-        self.ls = LayerScale(dim, spec.init_values) if spec.init_values is not None else nn.Identity()
+        dim, hidden, norm = cfg.embed_dim, cfg.mlp_hidden, model_norm(cfg)  # timm: int(mlp_ratio * dim), the same
+        self.num_heads = cfg.num_heads
+        self.head_dim = dim // cfg.num_heads
+        _fused_input(self, cfg)
+        self.q_norm = norm(self.head_dim) if cfg.qk_norm else nn.Identity()
+        self.k_norm = norm(self.head_dim) if cfg.qk_norm else nn.Identity()
+        self.mlp_act = build("act", cfg.act_layer)
+        self.attn_out_proj = nn.Linear(dim, dim, bias=cfg.proj_bias)
+        self.mlp_out_proj = nn.Linear(hidden, dim, bias=cfg.proj_bias)
+        self.ls = LayerScale(dim, cfg.init_values) if cfg.init_values is not None else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, C = x.shape
@@ -159,20 +140,21 @@ class ParallelScalingBlock(nn.Module):
         return x + self.ls(y)
 
 
+@register("block", "diff_parallel_scaling", f"{TIMM_VIT}.DiffParallelScalingBlock")
 class DiffParallelScalingBlock(DiffHeads):
     """``ParallelScalingBlock`` with differential attention and one fused ``out_proj``."""
 
-    def __init__(self, spec: BlockSpec, depth: int = 0) -> None:
+    def __init__(self, cfg: ViTConfig, depth: int = 0) -> None:
         super().__init__()
-        dim, hidden = spec.dim, int(spec.mlp_ratio * spec.dim)
-        head_dim = dim // spec.num_heads // 2
-        _fused_input(self, spec, hidden)
-        self.q_norm = spec.norm(head_dim) if spec.qk_norm else nn.Identity()
-        self.k_norm = spec.norm(head_dim) if spec.qk_norm else nn.Identity()
-        self._init_diff(spec.num_heads, head_dim, depth)
-        self.mlp_act = make_act(spec.act_layer)
-        self.out_proj = nn.Linear(dim + hidden, dim, bias=spec.proj_bias)
-        self.ls = LayerScale(dim, spec.init_values) if spec.init_values is not None else nn.Identity()
+        dim, hidden, norm = cfg.embed_dim, cfg.mlp_hidden, model_norm(cfg)
+        head_dim = dim // cfg.num_heads // 2
+        _fused_input(self, cfg)
+        self.q_norm = norm(head_dim) if cfg.qk_norm else nn.Identity()
+        self.k_norm = norm(head_dim) if cfg.qk_norm else nn.Identity()
+        self._init_diff(cfg.num_heads, head_dim, depth)
+        self.mlp_act = build("act", cfg.act_layer)
+        self.out_proj = nn.Linear(dim + hidden, dim, bias=cfg.proj_bias)
+        self.ls = LayerScale(dim, cfg.init_values) if cfg.init_values is not None else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x_mlp, q, k, v = _split_fused(self.in_proj(self.in_norm(x)), self.in_split)
@@ -183,17 +165,18 @@ class DiffParallelScalingBlock(DiffHeads):
         return x + self.ls(y)
 
 
+@register("block", "parallel_things", f"{TIMM_VIT}.ParallelThingsBlock")
 class ParallelThingsBlock(nn.Module):
     """Two attention branches summed, then two MLP branches summed ("Three things", ``*_18x2_*``)."""
 
-    def __init__(self, spec: BlockSpec, depth: int = 0) -> None:
+    def __init__(self, cfg: ViTConfig, depth: int = 0) -> None:
         super().__init__()
-        dim, norm = spec.dim, spec.norm
+        dim, norm = cfg.embed_dim, model_norm(cfg)
         self.attns = nn.ModuleList()
         self.ffns = nn.ModuleList()
         for _ in range(PARALLEL_BRANCHES):
-            attn = [("norm", norm(dim)), ("attn", make_attn(spec, depth)), ("ls", _layer_scale(dim, spec.init_values))]
-            ffn = [("norm", norm(dim)), ("mlp", make_block_mlp(spec)), ("ls", _layer_scale(dim, spec.init_values))]
+            attn = [("norm", norm(dim)), ("attn", block_attn(cfg, depth)), ("ls", _layer_scale(dim, cfg.init_values))]
+            ffn = [("norm", norm(dim)), ("mlp", block_mlp(cfg)), ("ls", _layer_scale(dim, cfg.init_values))]
             self.attns.append(nn.Sequential(OrderedDict(attn)))
             self.ffns.append(nn.Sequential(OrderedDict(ffn)))
 
@@ -201,19 +184,3 @@ class ParallelThingsBlock(nn.Module):
         x = x + torch.stack([attn(x) for attn in self.attns]).sum(dim=0)
         x = x + torch.stack([ffn(x) for ffn in self.ffns]).sum(dim=0)
         return x
-
-
-BLOCK_CLASSES = {
-    "block": Block,
-    "res_post": ResPostBlock,
-    "parallel_scaling": ParallelScalingBlock,
-    "diff_parallel_scaling": DiffParallelScalingBlock,
-    "parallel_things": ParallelThingsBlock,
-}
-
-
-def make_block(kind: str, spec: BlockSpec, depth: int) -> nn.Module:
-    """Block number ``depth`` of ``kind`` (a ``BLOCK_FNS`` name)."""
-    if kind not in BLOCK_CLASSES:
-        raise ValueError(f"unknown block {kind!r}; expected one of {BLOCK_FNS}")
-    return BLOCK_CLASSES[kind](spec, depth)

@@ -1,4 +1,5 @@
-"""Activations, LayerScale and the MLP variants of timm's ViT blocks, with timm's state_dict keys.
+"""Activations, LayerScale and the MLP variants of timm's ViT blocks, registered by name, with timm's
+state_dict keys.
 
 The activation of every MLP is the model's ``act_layer``, as in timm (its blocks pass
 ``act_layer`` to ``mlp_layer``, overriding a ``partial``'s own). Kinds:
@@ -7,6 +8,8 @@ The activation of every MLP is the model's ``act_layer``, as in timm (its blocks
 - ``swiglu``: ``act(fc1_g(x)) * fc1_x(x) -> [norm] -> fc2`` (timm ``SwiGLU``, split input projections);
 - ``glu``: ``fc1`` packs both halves, ``x1 * act(x2)`` (timm ``GluMlp``, ``gate_last=True``);
 - ``swiglu_packed``: ``act(x1) * x2`` (timm ``SwiGLUPacked`` = ``GluMlp(gate_last=False)``).
+
+Activations by name: ``gelu``, ``gelu_tanh`` (tanh approximation), ``quick_gelu`` (CLIP), ``silu``.
 """
 
 # No `from __future__ import annotations` here: TorchScript needs evaluated annotations.
@@ -16,27 +19,27 @@ from typing import Optional
 import torch
 from torch import nn
 
-from vitexport.model.config import ACT_LAYERS, MLP_LAYERS
 from vitexport.model.layers.norm import NormFactory
+from vitexport.model.registry import build, register
+
+register("act", "gelu", "torch.nn.GELU", "timm.layers.activations.GELU", "gelu")(nn.GELU)
+register("act", "silu", "torch.nn.SiLU", "silu", "swish")(nn.SiLU)
 
 
+@register("act", "gelu_tanh", "timm.layers.activations.GELUTanh", "gelu_tanh")
+class GELUTanh(nn.GELU):
+    """GELU with the tanh approximation: ``nn.GELU(approximate="tanh")`` (timm ``GELUTanh``)."""
+
+    def __init__(self) -> None:
+        super().__init__(approximate="tanh")
+
+
+@register("act", "quick_gelu", "timm.layers.QuickGELU", "quick_gelu")
 class QuickGELU(nn.Module):
     """``x * sigmoid(1.702 x)``, the activation of OpenAI's CLIP weights."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * torch.sigmoid(1.702 * x)
-
-
-def make_act(kind: str) -> nn.Module:
-    if kind == "gelu":
-        return nn.GELU()
-    if kind == "gelu_tanh":
-        return nn.GELU(approximate="tanh")
-    if kind == "quick_gelu":
-        return QuickGELU()
-    if kind == "silu":
-        return nn.SiLU()
-    raise ValueError(f"unknown activation {kind!r}; expected one of {ACT_LAYERS}")
 
 
 class LayerScale(nn.Module):
@@ -48,6 +51,7 @@ class LayerScale(nn.Module):
         return x * self.gamma
 
 
+@register("mlp", "mlp", "timm.layers.Mlp")
 class Mlp(nn.Module):
     """timm ``Mlp``: ``fc1 -> act -> norm -> fc2`` (``norm`` only with ``scale_mlp_norm``)."""
 
@@ -63,7 +67,7 @@ class Mlp(nn.Module):
         super().__init__()
         inner = hidden if inner is None else inner  # the width after the activation (gated: hidden / 2)
         self.fc1 = nn.Linear(dim, hidden, bias=bias)
-        self.act = make_act(act_layer)
+        self.act = build("act", act_layer)
         self.norm = norm_layer(inner) if norm_layer is not None else nn.Identity()
         self.fc2 = nn.Linear(inner, dim, bias=bias)
 
@@ -71,6 +75,7 @@ class Mlp(nn.Module):
         return self.fc2(self.norm(self.act(self.fc1(x))))
 
 
+@register("mlp", "glu", "timm.layers.GluMlp", gate_last=True)
 class GluMlp(Mlp):
     """timm ``GluMlp``: ``fc1`` holds value and gate halves; ``fc2`` takes ``hidden // 2``."""
 
@@ -98,6 +103,7 @@ class GluMlp(Mlp):
         return self.fc2(self.norm(x))
 
 
+@register("mlp", "swiglu", "timm.layers.SwiGLU")
 class SwiGLU(nn.Module):
     """timm ``SwiGLU``: separate ``fc1_g`` (gate) and ``fc1_x`` projections."""
 
@@ -112,7 +118,7 @@ class SwiGLU(nn.Module):
         super().__init__()
         self.fc1_g = nn.Linear(dim, hidden, bias=bias)
         self.fc1_x = nn.Linear(dim, hidden, bias=bias)
-        self.act = make_act(act_layer)
+        self.act = build("act", act_layer)
         self.norm = norm_layer(hidden) if norm_layer is not None else nn.Identity()
         self.fc2 = nn.Linear(hidden, dim, bias=bias)
 
@@ -120,19 +126,10 @@ class SwiGLU(nn.Module):
         return self.fc2(self.norm(self.act(self.fc1_g(x)) * self.fc1_x(x)))
 
 
-def make_mlp(
-    kind: str,
-    dim: int,
-    hidden: int,
-    act_layer: str,
-    bias: bool = True,
-    norm_layer: Optional[NormFactory] = None,
-) -> nn.Module:
-    """The MLP of one block; ``hidden`` is ``int(dim * mlp_ratio)`` as in timm."""
-    if kind == "mlp":
-        return Mlp(dim, hidden, act_layer, bias, norm_layer)
-    if kind == "swiglu":
-        return SwiGLU(dim, hidden, act_layer, bias, norm_layer)
-    if kind in ("glu", "swiglu_packed"):
-        return GluMlp(dim, hidden, act_layer, bias, norm_layer, gate_last=kind == "glu")
-    raise ValueError(f"unknown MLP layer {kind!r}; expected one of {MLP_LAYERS}")
+@register("mlp", "swiglu_packed", "timm.layers.GluMlp", gate_last=False)
+class SwiGLUPacked(GluMlp):
+    """timm ``SwiGLUPacked``: ``GluMlp`` with the gate first, ``act(x1) * x2``."""
+
+    def __init__(self, dim: int, hidden: int, act_layer: str = "silu", bias: bool = True,
+                 norm_layer: Optional[NormFactory] = None) -> None:
+        super().__init__(dim, hidden, act_layer, bias, norm_layer, gate_last=False)

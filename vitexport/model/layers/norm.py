@@ -1,4 +1,4 @@
-"""Normalization layers, by name: timm's ``LayerNorm`` and ``RmsNorm`` with their state_dict keys.
+"""Normalization layers, registered by name: timm's ``LayerNorm`` and ``RmsNorm`` with their state_dict keys.
 
 Both are written with standard ops only, so that an exported graph at opset 18 holds no
 ``RMSNormalization`` (opset 23) or contrib op: RMSNorm is ``x * rsqrt(mean(x^2) + eps) * weight``.
@@ -12,13 +12,16 @@ from typing import Callable
 import torch
 from torch import nn
 
-from vitexport.model.config import NORM_LAYERS
+from vitexport.model.registry import layer_class, register
 
 LAYER_NORM_EPS = 1e-6  # timm.layers.LayerNorm and RmsNorm default
 
 NormFactory = Callable[[int], nn.Module]
 
+register("norm", "layernorm", "timm.layers.LayerNorm", "torch.nn.LayerNorm", "layernorm")(nn.LayerNorm)
 
+
+@register("norm", "rmsnorm", "timm.layers.RmsNorm", "rmsnorm")
 class RmsNorm(nn.Module):
     """timm's ``RmsNorm`` (key ``weight``): ``x * rsqrt(mean(x^2, -1) + eps) * weight``.
 
@@ -42,17 +45,6 @@ class RmsNorm(nn.Module):
         return (y * self.weight.float()).to(dtype)
 
 
-def make_norm(kind: str, dim: int, eps: float = LAYER_NORM_EPS) -> nn.Module:
-    """A norm over the last ``dim`` channels: ``layernorm`` (weight, bias) or ``rmsnorm`` (weight)."""
-    if kind == "layernorm":
-        return nn.LayerNorm(dim, eps=eps)
-    if kind == "rmsnorm":
-        return RmsNorm(dim, eps=eps)
-    raise ValueError(f"unknown norm layer {kind!r}; expected one of {NORM_LAYERS}")
-
-
 def norm_factory(kind: str, eps: float = LAYER_NORM_EPS) -> NormFactory:
-    """``dim -> norm module``, the shape of timm's ``norm_layer`` argument."""
-    if kind not in NORM_LAYERS:
-        raise ValueError(f"unknown norm layer {kind!r}; expected one of {NORM_LAYERS}")
-    return partial(make_norm, kind, eps=eps)
+    """``dim -> norm module`` of the registered norm ``kind``, the shape of timm's ``norm_layer`` argument."""
+    return partial(layer_class("norm", kind), eps=eps)

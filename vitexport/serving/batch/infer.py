@@ -27,8 +27,10 @@ import numpy as np
 
 from vitexport._util.errors import UsageError, VitexportError, one_line
 from vitexport._util.geometry import padded_size
+from vitexport.engines import DEFAULT_PROVIDER
 from vitexport.security.limits import DEFAULT_MAX_MEMORY_GB, DEFAULT_MAX_TOKENS
 from vitexport.serving.batch.sources import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_SHARD_SIZE, Item, Shard
+from vitexport.serving.defaults import DEFAULT_MAX_BATCH, DEFAULT_TOP_K
 
 logger = logging.getLogger(__name__)
 
@@ -39,14 +41,14 @@ MAX_DECODE_THREADS = 4
 class BatchOptions:
     """What a batch job computes and how (`vitexport.batch.run` documents each)."""
 
-    top_k: int = 5
+    top_k: int = DEFAULT_TOP_K
     logits: bool = False
     image_column: str = "image"
     shard_size: int = DEFAULT_SHARD_SIZE
-    provider: str = "auto"
+    provider: str = DEFAULT_PROVIDER
     threads: int | None = None
     workers: int | None = None
-    max_batch: int = 16
+    max_batch: int = DEFAULT_MAX_BATCH
     max_tokens: int | None = DEFAULT_MAX_TOKENS
     max_memory_gb: float | None = DEFAULT_MAX_MEMORY_GB
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from vitexport._util.errors import ServingError, UsageError
+from vitexport.engines import DEFAULT_PROVIDER
 from vitexport.security.limits import DEFAULT_MAX_MEMORY_GB, DEFAULT_MAX_TOKENS
 from vitexport.serving.batch.infer import BatchOptions, Worker
 from vitexport.serving.batch.output import OutputFolder, ShardInfo, file_sha256
@@ -27,6 +28,7 @@ from vitexport.serving.batch.sources import (
     open_sources,
     source_paths,
 )
+from vitexport.serving.defaults import DEFAULT_MAX_BATCH, DEFAULT_TOP_K
 
 logger = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 0.1
@@ -120,15 +122,15 @@ def run(
     sources: str | Sequence[str],
     output: str,
     *,
-    top_k: int = 5,
+    top_k: int = DEFAULT_TOP_K,
     logits: bool = False,
     image_column: str = "image",
     shard_size: int = DEFAULT_SHARD_SIZE,
     force: bool = False,
-    provider: str = "auto",
+    provider: str = DEFAULT_PROVIDER,
     threads: int | None = None,
     workers: int | None = None,
-    max_batch: int = 16,
+    max_batch: int = DEFAULT_MAX_BATCH,
     max_tokens: int | None = DEFAULT_MAX_TOKENS,
     max_memory_gb: float | None = DEFAULT_MAX_MEMORY_GB,
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
@@ -137,25 +139,37 @@ def run(
     replicas: int | None = None,
     progress: Callable[[Progress], None] | None = None,
 ) -> Summary:
-    """Run an exported model over every image of ``sources`` (folders, globs, list files, images, Parquet files,
-    tar shards: `vitexport.serving.batch.sources`) into the folder ``output``, one Parquet file a shard of
-    ``shard_size`` images; a rerun skips the shards already written (``force`` starts over).
+    """Run an exported model over every image of some sources into a folder of Parquet shards (`vitexport batch`).
 
     Each row: the key (``path``; ``member`` for tar shards, ``row`` for Parquet), ``height``/``width``,
-    ``top_k`` ({index, label, score}, as `predict --json`) for a model with a head (``logits`` adds the
-    logits), ``features`` for a features model, and ``error`` (null when the image ran). ``workers`` decoding
-    threads run beside the engine (default: up to 4). ``ray=True`` runs on a new local Ray instance,
-    ``address`` on that Ray cluster: ``replicas`` actors (default: the cluster's CPUs over ``threads``, each
-    actor's engine threads, default 1) each hold one Predictor; ``provider`` cuda or tensorrt gives each a GPU.
+    ``top_k`` ({index, label, score}, as `predict --json`) for a model with a head, ``logits`` when asked,
+    ``features`` for a features model, and ``error`` (null when the image ran). A rerun skips the shards
+    already written.
+
+    Args:
+        model: an .onnx file exported by vitexport.
+        sources: folders, globs, list files, images, Parquet files, tar shards (`vitexport.serving.batch.sources`).
+        output: the output folder (new, empty, or this job's).
+        top_k: classes per image.
+        logits: also write the logits (models with a head).
+        image_column: the Parquet column of encoded images.
+        shard_size: images per output shard, the unit of resuming (a tar file is one shard).
+        force: start over, replacing this layout's files in ``output``.
+        provider: the engine, as for `Predictor`; on Ray, cuda and tensorrt give each actor a GPU.
+        threads: engine threads (per actor on Ray, default 1 there).
+        workers: decoding threads beside the engine (default: up to 4).
+        max_batch: most images of one patch grid in one engine run.
+        max_tokens: refuse images with more tokens (an error row).
+        max_memory_gb: refuse images whose estimated forward pass is larger (an error row).
+        max_image_bytes: refuse larger encoded images from tar and Parquet sources (an error row).
+        ray: run on a new local Ray instance.
+        address: run on the Ray cluster at this address.
+        replicas: Ray actors, each holding one Predictor (default: the cluster's CPUs over ``threads``).
+        progress: called with a `Progress` at most every 0.1 s and after each shard.
     """
     options = BatchOptions(top_k, logits, image_column, shard_size, provider, threads, workers, max_batch,
                            max_tokens, max_memory_gb, max_image_bytes)
-    if ray and address:
-        raise UsageError("pass --ray (a new local Ray) or --address (a running cluster), not both")
-    if replicas is not None and not (ray or address):
-        raise UsageError("--replicas sets the number of Ray actors; add --ray or --address")
-    if replicas is not None and replicas < 1:
-        raise UsageError(f"replicas must be at least 1, got {replicas}")
+    _check_modes(ray, address, replicas)
     from vitexport._util.extras import require_extra
 
     require_extra("batch", "`vitexport batch`")
@@ -174,6 +188,15 @@ def run(
             tracker = Tracker(progress, *(_totals(srcs, shard_size) if progress else (None, None)))
             count = run_shards(srcs, options, out, tracker, worker.table)
         return summarize(out, tracker, count, "local", p.provider, p.provider_note, srcs)
+
+
+def _check_modes(ray: bool, address: str | None, replicas: int | None) -> None:
+    if ray and address:
+        raise UsageError("pass --ray (a new local Ray) or --address (a running cluster), not both")
+    if replicas is not None and not (ray or address):
+        raise UsageError("--replicas sets the number of Ray actors; add --ray or --address")
+    if replicas is not None and replicas < 1:
+        raise UsageError(f"replicas must be at least 1, got {replicas}")
 
 
 def job_description(model: str, sources: Sequence[Source], options: BatchOptions, keys: tuple[str, ...],

@@ -3,7 +3,7 @@
 ``build_app`` is the application builder that the config file names (``import_path``), so
 ``serve deploy`` and a KubeRay RayService build exactly what `vitexport serve` runs.
 
-Batching: every request is cut into chunks of one image size (`service.size_chunks`); the
+Batching: every request is cut into chunks of one image size (`vitexport.serving.batching.size_chunks`); the
 chunks of concurrent requests queue here, and a batch closes when one image size reaches
 ``max_batch`` images (`service.largest_size_group`) or ``batch_wait_ms`` after its first
 chunk. `ModelService.run_chunks` then runs each size once (in a worker thread, so the event
@@ -19,6 +19,7 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import Response
 
+from vitexport.serving.defaults import DEFAULT_BATCH_WAIT_MS, DEFAULT_MAX_BATCH
 from vitexport.serving.http.config import DEPLOYMENT_NAME, AppArgs, Scaling, deployment_options
 from vitexport.serving.http.service import HttpRequest, ModelService, largest_size_group, read_limited
 
@@ -33,7 +34,8 @@ class VitexportModel:
         self.run_batch.set_max_batch_size(self.service.args.max_batch)
         self.run_batch.set_batch_wait_timeout_s(self.service.args.batch_wait_ms / 1000)
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005, batch_size_fn=largest_size_group)
+    @serve.batch(max_batch_size=DEFAULT_MAX_BATCH, batch_wait_timeout_s=DEFAULT_BATCH_WAIT_MS / 1000,
+                 batch_size_fn=largest_size_group)  # both set from the replica's arguments in __init__
     async def run_batch(self, stacks: list[Any]) -> list[Any]:
         return await asyncio.get_running_loop().run_in_executor(None, self.service.run_chunks, stacks)
 

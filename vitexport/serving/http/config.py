@@ -9,34 +9,62 @@ No Ray import (PyYAML only for `config_yaml`).
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from vitexport._util.errors import EnvironmentProblem
 from vitexport._util.extras import install_command
+from vitexport.engines import DEFAULT_PROVIDER
 from vitexport.security.limits import DEFAULT_MAX_TOKENS
+from vitexport.serving.defaults import (
+    DEFAULT_BATCH_WAIT_MS,
+    DEFAULT_HOST,
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_BODY_MB,
+    DEFAULT_PORT,
+)
 
 IMPORT_PATH = "vitexport.serving.http.app:build_app"
 DEPLOYMENT_NAME = "VitexportModel"
 INSTALL_HINT = install_command("serve")
+MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # a model name is one path segment of the URLs
+
+
+def check_model_name(name: str) -> str:
+    """``name`` when it can be the model's name in URLs (``/v2/models/NAME``), else `ValueError` saying what can.
+
+    Args:
+        name: the model name (`vitexport serve --name`, a Ray config's ``args.name``).
+    """
+    if not isinstance(name, str) or not MODEL_NAME_RE.match(name):
+        raise ValueError(f"{name!r} cannot be a model name in URLs; use letters, digits, '.', '_', '-'")
+    return name
+
+
+def default_model_name(model_path: str) -> str:
+    """The model name when none is given: the file name up to its first dot (``digits-vit.onnx``: ``digits-vit``)."""
+    return Path(model_path).name.split(".")[0]
 
 
 @dataclass(frozen=True)
 class AppArgs:
-    """What each replica needs (the config file's ``args``): the model and the service's limits."""
+    """What each replica needs (the config file's ``args``): the model and the service's limits; checked on
+    creation (`ValueError`), so a hand-written Ray config is held to what `vitexport serve` checks."""
 
     model: str
     name: str
-    provider: str = "cpu"
+    provider: str = DEFAULT_PROVIDER
     threads: int | None = None
-    max_batch: int = 16
-    batch_wait_ms: float = 5.0
+    max_batch: int = DEFAULT_MAX_BATCH
+    batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS
     max_tokens: int = DEFAULT_MAX_TOKENS
-    max_body_mb: float = 64.0
+    max_body_mb: float = DEFAULT_MAX_BODY_MB
     token_file: str | None = None
 
     def __post_init__(self) -> None:
+        check_model_name(self.name)
         if self.max_batch < 1 or self.max_tokens < 1 or self.max_body_mb <= 0 or self.batch_wait_ms < 0:
             raise ValueError("max_batch, max_tokens and max_body_mb must be positive, batch_wait_ms not negative")
 
@@ -78,8 +106,8 @@ class Scaling:
 class ServeOptions:
     app: AppArgs
     scaling: Scaling = field(default_factory=Scaling)
-    host: str = "127.0.0.1"
-    port: int = 8000
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
     address: str | None = None
 
 
@@ -157,6 +185,7 @@ def config_yaml(options: ServeOptions) -> str:
 
 
 __all__ = [
-    "DEPLOYMENT_NAME", "IMPORT_PATH", "INSTALL_HINT", "AppArgs", "Scaling", "ServeOptions",
-    "config_yaml", "deployment_options", "parse_autoscale", "serve_config", "with_absolute_paths",
+    "DEPLOYMENT_NAME", "IMPORT_PATH", "INSTALL_HINT", "MODEL_NAME_RE", "AppArgs", "Scaling", "ServeOptions",
+    "check_model_name", "config_yaml", "default_model_name", "deployment_options", "parse_autoscale",
+    "serve_config", "with_absolute_paths",
 ]

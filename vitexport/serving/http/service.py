@@ -30,6 +30,7 @@ import numpy as np
 from vitexport import __version__
 from vitexport._util.errors import InputError, ServingError, VitexportError, one_line
 from vitexport.onnx.spec import IOSpec
+from vitexport.serving.batching import size_chunks
 from vitexport.serving.http.config import AppArgs
 from vitexport.serving.http.images import check_pixels, load_image, open_image
 from vitexport.serving.http.protocol import (
@@ -100,15 +101,6 @@ def read_token(path: str) -> bytes:
         raise ServingError(f"the token file {path!r} must hold one token of 1-4096 printable ASCII characters "
                            "without spaces; e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))' > FILE")
     return token
-
-
-def size_chunks(prepared: list[np.ndarray], max_batch: int) -> list[tuple[list[int], np.ndarray]]:
-    """(indices, (n, C, H, W) stack) per image size, n <= max_batch, in first-seen order."""
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, x in enumerate(prepared):
-        groups.setdefault(x.shape, []).append(i)
-    return [(idx[s : s + max_batch], np.stack([prepared[i] for i in idx[s : s + max_batch]]))
-            for idx in groups.values() for s in range(0, len(idx), max_batch)]
 
 
 def largest_size_group(stacks: list[np.ndarray]) -> int:
@@ -317,5 +309,4 @@ def _allow(request: HttpRequest, method: str) -> None:
         raise RequestError(405, f"{request.path} takes {method}, not {request.method}", {"Allow": method})
 
 
-__all__ = ["IMAGE_INPUT", "HttpRequest", "ModelService", "largest_size_group", "read_limited", "read_token",
-           "size_chunks"]
+__all__ = ["IMAGE_INPUT", "HttpRequest", "ModelService", "largest_size_group", "read_limited", "read_token"]

@@ -1,0 +1,66 @@
+"""Where a checkpoint's model config comes from, first match wins: ``--config`` (timm keyword arguments or a hub
+``config.json``), the config a vitexport checkpoint carries, a timm training checkpoint's ``arch`` (its preset,
+with the ``--model-kwargs`` and ``--gp`` of its saved ``args``, corrected by the weights' shapes), a hub
+``config.json`` beside the weights, or inference from the shapes alone (`vitexport.checkpoint.infer`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from vitexport._util.errors import ConfigError
+from vitexport.checkpoint.formats import Contents
+from vitexport.checkpoint.hub import hub_config, is_hub_layout
+from vitexport.checkpoint.infer import infer_config_args, merge_shape_facts
+from vitexport.model.config import ViTConfig, load_config_arg, preset_args
+
+
+def _train_model_kwargs(train_args: Any) -> dict[str, Any]:
+    """What timm's train.py passed to create_model besides ``arch``: ``--model-kwargs`` and ``--gp``."""
+    if not isinstance(train_args, argparse.Namespace):
+        return {}
+    kwargs = getattr(train_args, "model_kwargs", None)
+    out = dict(kwargs) if isinstance(kwargs, dict) else {}
+    if isinstance(getattr(train_args, "gp", None), str):
+        out["global_pool"] = train_args.gp
+    return out
+
+
+def resolve_config(found: Contents, file: Path, explicit: dict[str, Any] | None) -> list[str]:
+    """Fill ``found.args``/``source`` (and preprocess/labels) from --config, arch, config.json or the shapes;
+    the notes on what shape inference guessed."""
+    if explicit is not None:
+        if is_hub_layout(explicit):
+            found.args, preprocess_hub, labels_hub = hub_config(explicit)
+            found.preprocess, found.labels = preprocess_hub or found.preprocess, labels_hub or found.labels
+        else:
+            found.args = explicit
+        found.source = "--config"
+    elif found.source:  # the checkpoint carries its config
+        pass
+    elif found.arch is not None:
+        preset = preset_args(found.arch) | _train_model_kwargs(found.train_args) | {"architecture": found.arch}
+        found.args, found.source = merge_shape_facts(preset, found.state_dict), "arch"
+    elif (file.parent / "config.json").is_file():
+        data = load_config_arg(str(file.parent / "config.json"))
+        assert data is not None
+        found.args, found.preprocess, found.labels = hub_config(data) if is_hub_layout(data) else (data, None, None)
+        found.source = "config.json"
+    else:
+        found.args, notes = infer_config_args(found.state_dict)
+        found.source = "inferred"
+        return notes
+    return []
+
+
+def config_from_args(args: dict[str, Any], where: str) -> ViTConfig:
+    """``ViTConfig.from_dict(args)``, its error prefixed with where the arguments came from."""
+    try:
+        return ViTConfig.from_dict(args)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+__all__ = ["config_from_args", "resolve_config"]

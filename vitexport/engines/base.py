@@ -1,0 +1,77 @@
+"""The interface every engine implements (see `vitexport.engines` for the registry)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+
+class Engine(ABC):
+    """One runtime on one device. Create, check `available`, `load` a model, then `run` it.
+
+    Engines take the keyword options ``threads`` (intra-op threads; None: the runtime's default),
+    ``spin`` (whether idle worker threads may busy-wait between runs; bench turns it off while it
+    interleaves engines) and ``debug``, plus their own.
+    """
+
+    name: str = ""
+    # False for engines meant for checking, not serving (`bench --provider all` leaves them out)
+    serving: bool = True
+    # non-empty: verify gives this engine a reduced default sweep, and this is why
+    reduced_sweep: str = ""
+    # what `load` read from the model (engines that ask their runtime each time override the properties)
+    _metadata: dict[str, Any] = {}  # noqa: RUF012 - replaced by load, never mutated
+    _input_dtype: str = "float32"
+
+    @abstractmethod
+    def available(self) -> tuple[bool, str]:
+        """(usable, reason): can this engine really run here? ``reason`` is empty when usable."""
+
+    @abstractmethod
+    def load(self, path: str) -> Engine:
+        """Load the model file; returns the engine. Raises `EngineUnavailable` (exit 2) when it cannot run
+        here, `EngineError` when it cannot load this model."""
+
+    @abstractmethod
+    def run(self, x: Any) -> Any:
+        """Run one (N, C, H, W) float batch through the loaded model; its first output as float32 numpy.
+        Safe to call from several threads at once."""
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The loaded model's vitexport metadata (decoded), empty when it has none."""
+        return self._metadata
+
+    @property
+    def input_dtype(self) -> str:
+        """The dtype the model's input expects ("float32" or "float16")."""
+        return self._input_dtype
+
+    @property
+    def input_shape(self) -> list[Any] | None:
+        """The graph input's declared shape (names for dynamic axes) where the runtime exposes it, else None."""
+        return None
+
+    @property
+    def devices(self) -> list[str]:
+        """What really runs the model (for ONNX Runtime: the session's providers)."""
+        return [self.name]
+
+    @property
+    def version(self) -> str:
+        """The runtime and its version, e.g. ``onnxruntime-gpu 1.31.1``."""
+        return ""
+
+    def known_issues(self, metadata: dict[str, Any]) -> list[str]:
+        """Known problems of this runtime (at its installed version) with a model of this ``metadata``."""
+        return []
+
+    def diagnose(self, x: Any) -> None:  # noqa: B027 - optional hook, a no-op for most engines
+        """Optional: record how the model runs on ``x`` (e.g. node placement) in `describe`'s warnings."""
+
+    def describe(self) -> dict[str, Any]:
+        """The report entry of this engine (verify's ``sessions``)."""
+        return {"name": self.name, "providers": self.devices, "version": self.version, "notes": [], "warnings": []}
+
+
+__all__ = ["Engine"]

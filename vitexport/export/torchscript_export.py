@@ -1,0 +1,99 @@
+"""TorchScript export: ``torch.jit.script`` (shapes stay dynamic), config and metadata as an extra file, the
+archive checked against eager PyTorch at a non-native size before it is written."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from vitexport._util.errors import ExportError, one_line
+from vitexport._util.files import check_output, staged_output
+from vitexport.export.artifact import ExportResult, artifact_metadata, default_example_size, prepared_model
+from vitexport.model.vit import VisionTransformer, count_parameters
+from vitexport.onnx.spec import TORCHSCRIPT_EXTRA_FILE, io_spec
+from vitexport.security.limits import DEFAULT_MAX_MEMORY_GB, DEFAULT_MAX_TOKENS, Limits
+from vitexport.security.limits import check as check_limits
+
+
+def _script(prepared: VisionTransformer) -> torch.jit.ScriptModule:
+    try:
+        with warnings.catch_warnings():  # torch.jit's deprecation notices are not the user's business here
+            warnings.simplefilter("ignore", FutureWarning)
+            return torch.jit.script(prepared)
+    except Exception as exc:
+        raise ExportError(f"torch.jit.script failed: {one_line(exc, kind=True)}") from exc
+
+
+def _check_scripted(staged: Path, prepared: VisionTransformer) -> str:
+    """The archive must load on its own and reproduce eager PyTorch at a non-native size; the check's line."""
+    cfg = prepared.config
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        loaded = torch.jit.load(str(staged), map_location="cpu")
+    size = default_example_size(prepared) if cfg.dynamic_img_size else cfg.img_hw
+    x = torch.randn(2, cfg.in_chans, *size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        diff = (loaded(x) - prepared(x)).abs().max().item()
+    if not diff <= 1e-5:
+        raise ExportError(f"scripted model differs from eager PyTorch by {diff:.3g} at {size}; nothing written")
+    return f"scripted == eager at {size[0]}x{size[1]} (max diff {diff:.2g})"
+
+
+def export_torchscript(
+    model: VisionTransformer,
+    path: str | os.PathLike[str],
+    *,
+    force: bool = False,
+    source_sha256: str | None = None,
+    max_tokens: int | None = DEFAULT_MAX_TOKENS,
+    max_memory_gb: float | None = DEFAULT_MAX_MEMORY_GB,
+) -> ExportResult:
+    """``torch.jit.script`` the model (shapes stay dynamic); config and metadata travel as an extra file.
+
+    Args:
+        model: the PyTorch model (`vitexport.load_model`, `vitexport.create_model`).
+        path: the TorchScript archive to write (refused if it exists, unless ``force``).
+        force: replace an existing regular file at ``path``.
+        source_sha256: the checkpoint's sha256 for the metadata (default: the one the model was loaded with).
+        max_tokens: refuse a round-trip check example with more tokens per image (`vitexport.security.limits`).
+        max_memory_gb: refuse a check example whose estimated forward pass is larger.
+    """
+    out = check_output(path, force)
+    size = default_example_size(model) if model.config.dynamic_img_size else model.config.img_hw
+    check_limits(model.config, [(*size, 2)], Limits(max_tokens, max_memory_gb), "torchscript export (its check)")
+    start = time.perf_counter()
+    cfg = model.config
+    spec = io_spec(cfg.num_classes, cfg.global_pool, dynamic_size=cfg.dynamic_img_size)
+    with staged_output(out, force) as stage:
+        prepared = prepared_model(model, "float32")
+        scripted = _script(prepared)
+        metadata = artifact_metadata(prepared, spec, "float32", None, None, source_sha256)
+        # Serialized in memory, written by Python: torch.jit.save's C++ writer finishes the zip in a destructor,
+        # and a failed write there (a full disk, a quota) aborts the process, leaving the staging folder behind.
+        archive = io.BytesIO()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            torch.jit.save(scripted, archive, _extra_files={TORCHSCRIPT_EXTRA_FILE: json.dumps(metadata)})
+        stage.file.write_bytes(archive.getbuffer())
+        del archive
+        checked = _check_scripted(stage.file, prepared)
+        moved = stage.commit()
+    return ExportResult(
+        path=out,
+        format="torchscript",
+        bytes=sum(p.stat().st_size for p in moved),
+        seconds=time.perf_counter() - start,
+        parameters=count_parameters(model),
+        io=spec,
+        checks=["torch.jit.load round trip", checked],
+        metadata=metadata,
+    )
+
+
+__all__ = ["export_torchscript"]

@@ -1,0 +1,20 @@
+"""Serving defaults, in one place: the Predictor, bench, the HTTP server's config and the CLI's help read them.
+
+The engine default (``auto``) is `vitexport.engines.DEFAULT_PROVIDER`; the work limits are in
+`vitexport.security.limits`. Plain constants: the CLI imports this at startup.
+"""
+
+from __future__ import annotations
+
+DEFAULT_MAX_BATCH = 16  # most images of one size in one engine run (Predictor, serve)
+DEFAULT_TOP_K = 5  # classes per image in a Prediction
+BENCH_BATCH_SIZES: tuple[int, ...] = (1, 8)
+BENCH_WARMUP = 3  # untimed runs per case
+BENCH_ITERS = 20  # timed runs per case
+DEFAULT_HOST = "127.0.0.1"  # serve listens on the loopback unless told otherwise
+DEFAULT_PORT = 8000
+DEFAULT_BATCH_WAIT_MS = 5.0  # how long a server batch waits for more requests
+DEFAULT_MAX_BODY_MB = 64.0  # largest request body (after gzip/deflate)
+
+__all__ = ["BENCH_BATCH_SIZES", "BENCH_ITERS", "BENCH_WARMUP", "DEFAULT_BATCH_WAIT_MS", "DEFAULT_HOST",
+           "DEFAULT_MAX_BATCH", "DEFAULT_MAX_BODY_MB", "DEFAULT_PORT", "DEFAULT_TOP_K"]

@@ -1,0 +1,91 @@
+"""The PyTorch reference of an exported model: rebuilt from the config and weights an artifact carries (ONNX,
+TorchScript), or from the original checkpoint; and how far an artifact's weights moved from it.
+
+Shared by verify and by `bench --compare-torch` / its parity check, which rebuild the same model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from vitexport._util.errors import UsageError, VerificationError
+from vitexport.model.config import ViTConfig
+from vitexport.model.vit import VisionTransformer
+from vitexport.onnx.graph import load_onnx
+from vitexport.onnx.metadata import transformed_by_ort
+
+
+def model_from_weights(config: dict[str, Any], state_dict: dict[str, torch.Tensor], where: str) -> VisionTransformer:
+    """The reference model from an artifact's config and its weights (an artifact also holds other tensors,
+    e.g. ONNX shape constants): the config's keys, checked before anything is allocated, in float32."""
+    from vitexport.checkpoint.weights import build_model, check_count, check_tensors, expected_shapes
+
+    cfg = ViTConfig.from_dict(config)
+    check_count(cfg, state_dict, where)  # a config far larger than the file is refused before keys are listed
+    keys = expected_shapes(cfg)
+    sd = {k: v for k, v in state_dict.items() if k in keys}
+    check_tensors(sd, where)
+    return build_model(cfg, {k: v.float() for k, v in sd.items()}, where)
+
+
+def reference_from_onnx(path: str, metadata: dict[str, Any]) -> VisionTransformer:
+    """The PyTorch model rebuilt from the ONNX file's embedded config and its initializers (by state_dict name).
+
+    Args:
+        path: the exported .onnx file (external data beside it is read).
+        metadata: its vitexport metadata (`vitexport.onnx.graph.read_metadata`).
+    """
+    from onnx import numpy_helper
+
+    if not metadata.get("config"):
+        raise VerificationError(
+            f"{path!r} carries no vitexport config (not exported by vitexport); pass --checkpoint and --config"
+        )
+    transformed = transformed_by_ort(metadata)
+    if transformed:
+        raise UsageError(
+            f"{path!r} was {transformed} by ONNX Runtime, so its weights are no longer stored under their "
+            "PyTorch names; verify it against the original: --checkpoint CHECKPOINT, or --checkpoint with the "
+            "float .onnx it was made from"
+        )
+    proto = load_onnx(path, load_external_data=True)
+    weights = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in proto.graph.initializer}
+    return model_from_weights(metadata["config"], weights, f"the weights inside {path!r}")
+
+
+def reference_from_torchscript(state_dict: dict[str, Any], metadata: dict[str, Any], path: str) -> VisionTransformer:
+    """The PyTorch model rebuilt from a TorchScript archive's config and weights (numpy arrays or tensors)."""
+    weights = {k: torch.as_tensor(v) for k, v in state_dict.items()}
+    return model_from_weights(metadata["config"], weights, f"the weights inside {path!r}")
+
+
+def reference_from_file(path: str, config: Any = None) -> VisionTransformer:
+    """``--checkpoint``: the original checkpoint, or the float ONNX export a transformed (int8, optimized)
+    model came from (its weights are stored under their PyTorch names)."""
+    from vitexport.security.sniff import require
+
+    if require(path, "reference").kind == "onnx":
+        from vitexport.onnx.graph import read_metadata
+
+        return reference_from_onnx(path, read_metadata(path))
+    from vitexport.checkpoint.load import load_model
+
+    return load_model(path, config=config)
+
+
+def weight_difference(artifact: VisionTransformer, reference: VisionTransformer) -> dict[str, float]:
+    """Largest absolute difference per tensor between the artifact's weights and the checkpoint's (non-zero only)."""
+    ref = reference.state_dict()
+    out = {}
+    for k, v in artifact.state_dict().items():
+        if k in ref and v.shape == ref[k].shape:
+            d = (v.float() - ref[k].float()).abs().max().item()
+            if d > 0:
+                out[k] = d
+    return out
+
+
+__all__ = ["model_from_weights", "reference_from_file", "reference_from_onnx", "reference_from_torchscript",
+           "weight_difference"]
