@@ -203,3 +203,18 @@ def test_a_closed_pipe_stops_quietly(served: Path) -> None:
     proc.stdout.close()  # before the first line is written: every write fails with EPIPE
     _, err = proc.communicate(timeout=120)
     assert err.decode() == "" and proc.returncode == 141, (proc.returncode, err.decode())
+
+
+def test_batch_runs_without_torch_onnx_or_ray_and_names_its_extra(served: Path, tmp_path: Path) -> None:
+    """`vitexport batch` here needs pyarrow only (torch, onnx and Ray unimportable); without pyarrow, or Ray Data
+    for --ray, it exits 2 with the install command of the batch extra."""
+    blocked = (*EXPORT_ONLY, "ray")
+    r = run_blocked("batch", str(served), str(PNG), "-o", str(tmp_path / "out"), "--json", "--provider", "auto",
+                    blocked=blocked)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["images"] == 1 and json.loads(r.stdout)["failed"] == 0
+    for extra_blocked, args in ((("pyarrow",), ()), (("ray",), ("--ray",))):
+        r = run_blocked("batch", str(served), str(PNG), "-o", str(tmp_path / "o2"), *args,
+                        blocked=(*EXPORT_ONLY, *extra_blocked))
+        assert r.returncode == 2 and "pip install 'vitexport[batch]'" in r.stderr, r.stderr
+        assert not (tmp_path / "o2").exists()

@@ -21,7 +21,7 @@ ORDER = ("_util", "model", "security", "onnx", "checkpoint", "engines", "export"
 RANK = {stage: i for i, stage in enumerate(ORDER)}
 TORCH_FREE = ("_util", "security", "onnx", "engines", "serving", "cli")
 # Top-level modules outside the stage folders: the package's lazy public API and old public paths.
-TOP_LEVEL = {"__init__": len(ORDER) - 1, "runtime": RANK["serving"]}
+TOP_LEVEL = {"__init__": len(ORDER) - 1, "runtime": RANK["serving"], "batch": RANK["serving"]}
 
 
 def _stage(module: str) -> str | None:

@@ -24,6 +24,7 @@ EXTRA_OF_MODULE: dict[str, tuple[str, str]] = {
     "openvino": ("openvino", "OpenVINO"),
     "ray": ("serve", "Ray Serve"),
     "tritonclient": ("serve", "the Triton client"),
+    "pyarrow": ("batch", "pyarrow"),
 }
 EXTRA_MODULES: dict[str, tuple[str, ...]] = {}
 for _module, (_extra, _) in EXTRA_OF_MODULE.items():

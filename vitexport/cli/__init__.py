@@ -10,7 +10,16 @@ Nothing in vitexport imports this package.
 
 from __future__ import annotations
 
-from vitexport.cli import bench, export, info, predict, serve, triton, verify  # noqa: F401 - each registers its commands
+from vitexport.cli import (  # noqa: F401 - each registers its commands
+    batch,
+    bench,
+    export,
+    info,
+    predict,
+    serve,
+    triton,
+    verify,
+)
 from vitexport.cli.app import CliError, cli
 from vitexport.cli.options import parse_size
 

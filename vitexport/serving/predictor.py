@@ -237,7 +237,8 @@ class Predictor:
                 outputs[i] = out[j]
         return outputs
 
-    def _prediction(self, index: int, size: tuple[int, int], out: Any) -> Prediction:
+    def prediction(self, index: int, size: tuple[int, int], out: Any) -> Prediction:
+        """The `Prediction` of one raw output (of `run_prepared`): probabilities and top-k for a classifier."""
         import numpy as np
 
         pred = Prediction(index=index, size=size, output=out)
@@ -257,7 +258,7 @@ class Predictor:
             return []
         prepared = [self.prepare(img) for img in items]
         outputs = self.run_prepared(prepared)
-        results = [self._prediction(i, (x.shape[1], x.shape[2]), out)
+        results = [self.prediction(i, (x.shape[1], x.shape[2]), out)
                    for i, (x, out) in enumerate(zip(prepared, outputs, strict=True))]
         return results[0] if single else results
 
