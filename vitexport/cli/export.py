@@ -9,6 +9,7 @@ import click
 
 from vitexport.cli.app import cli
 from vitexport.cli.options import SIZE, BatchType, command_line, fmt_hw, limit_options
+from vitexport.export.attention import ATTENTION_CHOICES
 from vitexport.model.names import DEFAULT_RESAMPLE, RESAMPLE_FORMS
 
 
@@ -44,9 +45,11 @@ def _print_export(result, verify_command: str) -> None:
 @click.option("--batch-size", type=BatchType(), default="dynamic", show_default=True)
 @click.option("--static", "static_size", type=SIZE, help="Export a fixed HxW graph instead of dynamic height/width.")
 @click.option("--img-size", type=SIZE, help="Make HxW the model's native size first (set_input_size).")
-@click.option("--attention", type=click.Choice(["sdpa", "mha", "onnx"]), default=None,
-              help="sdpa: standard ops (default); mha: ONNX Runtime's fused MultiHeadAttention, opset 18 "
-                   "(default with --optimize cpu, measured faster there); onnx: the Attention op, opset 23.")
+@click.option("--attention", type=click.Choice(ATTENTION_CHOICES), default=None,
+              help="chunked: standard ops, one block of queries at a time (default; memory linear in the tokens "
+                   "on every runtime); sdpa: standard ops, whole score matrices (quadratic memory on ONNX "
+                   "Runtime); mha: ONNX Runtime's fused MultiHeadAttention, opset 18 (default with --optimize "
+                   "cpu); onnx: the Attention op, opset 23.")
 @click.option("--optimize", type=click.Choice(["cpu", "cuda"]), default=None,
               help="Write ONNX Runtime's offline-optimized graph for this provider (faster startup).")
 @click.option("--resample", type=click.Choice(RESAMPLE_FORMS), default=DEFAULT_RESAMPLE, show_default=True,

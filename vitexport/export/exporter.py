@@ -27,7 +27,7 @@ from vitexport import __version__
 from vitexport._util.errors import ExportError, one_line
 from vitexport._util.files import check_output, default_output, staged_output
 from vitexport._util.interrupt import scratch_folder
-from vitexport.export.attention import ATTENTION_CHOICES, ATTENTION_MIN_OPSET, translation_table
+from vitexport.export.attention import ATTENTION_CHOICES, ATTENTION_MIN_OPSET, DEFAULT_ATTENTION, translation_table
 from vitexport.export.optimize import check_optimize_provider
 from vitexport.model.resample import resampling_form
 from vitexport.model.vit import VisionTransformer, count_parameters
@@ -137,9 +137,10 @@ def onnx_options(
     """(attention, opset) with the defaults filled in, checked together (and ``optimize``'s provider).
 
     Attention defaults to ``mha`` when optimizing for the CPU (measured faster there), else
-    ``sdpa``; the opset defaults to the lowest that attention needs, and at least 18.
+    ``chunked`` (linear memory, portable: `vitexport.export.attention`); the opset defaults to the
+    lowest that attention needs, and at least 18.
     """
-    attention = attention or ("mha" if optimize == "cpu" else "sdpa")
+    attention = attention or ("mha" if optimize == "cpu" else DEFAULT_ATTENTION)
     if attention not in ATTENTION_CHOICES:
         raise ExportError(f"attention {attention!r} is not supported; use one of {', '.join(ATTENTION_CHOICES)}")
     opset = opset if opset is not None else max(DEFAULT_OPSET, ATTENTION_MIN_OPSET[attention])

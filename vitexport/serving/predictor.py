@@ -162,7 +162,7 @@ class Predictor:
         if self.static_size and (height, width) != self.static_size:
             raise InputError(f"this export is fixed at {self.static_size[0]}x{self.static_size[1]}, got "
                              f"{height}x{width}; resize the image or export a dynamic model")
-        est = estimate(self.vit_config, height, width, self.fixed_batch or 1)
+        est = estimate(self.vit_config, height, width, self.fixed_batch or 1, self.metadata.get("attention"))
         reason = over_limit(est, self.limits)
         if reason:
             raise InputError(f"a {height}x{width} image gives {reason}; downscale it or raise the limit "
@@ -203,7 +203,8 @@ class Predictor:
         outputs: list[Any] = [None] * len(prepared)
         for (h, w), idx in groups.items():
             step = self.max_batch if self.fixed_batch else min(self.max_batch,
-                                                                largest_batch(self.vit_config, h, w, self.limits))
+                                                                largest_batch(self.vit_config, h, w, self.limits,
+                                                                              self.metadata.get("attention")))
             for start in range(0, len(idx), step):
                 chunk = idx[start : start + step]
                 batch = np.stack([prepared[i] for i in chunk])

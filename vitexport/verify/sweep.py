@@ -372,9 +372,10 @@ def _case_list(cfg: ViTConfig, sizes: list[tuple[int, int]] | None, batch_sizes:
 
 
 def _within_limits(case_list: list[Case], cfg: ViTConfig, limits: Limits,
-                   skip_large: bool) -> tuple[list[Case], list[str]]:
+                   skip_large: bool, attention: str | None = None) -> tuple[list[Case], list[str]]:
     """The cases to run and those skipped. With ``skip_large`` (the default sweep, the heatmap) sizes over
-    the token limit are dropped and listed; everything left must be within both limits, or nothing runs."""
+    the token limit are dropped and listed; everything left must be within both limits, or nothing runs.
+    ``attention``: the artifact's attention form (its memory, `vitexport.security.limits.estimate`)."""
     skipped: list[str] = []
     if skip_large and limits.max_tokens is not None:
         kept = []
@@ -388,7 +389,7 @@ def _within_limits(case_list: list[Case], cfg: ViTConfig, limits: Limits,
         if not kept:
             raise LimitError(f"every size of the sweep is over the token limit ({skipped[0]}); raise --max-tokens")
         case_list = kept
-    check_limits(cfg, [(c.height, c.width, c.batch) for c in case_list], limits, "verify")
+    check_limits(cfg, [(c.height, c.width, c.batch) for c in case_list], limits, "verify", attention)
     return case_list, skipped
 
 
@@ -582,12 +583,13 @@ def _verify_artifact(artifact: _Artifact, start: float, *, checkpoint: Any, conf
     if declared is not None:  # the work asked for is refused before any model is built
         case_list, report.skipped_cases = _within_limits(
             _case_list(declared, sizes, batch_sizes, artifact.metadata.get("batch_size")), declared, limits,
-            skip_large)
+            skip_large, artifact.metadata.get("attention"))
     reference, report.weight_diff = _references(artifact, checkpoint, config)
     cfg = declared or reference.config
     if declared is None:
         case_list, report.skipped_cases = _within_limits(
-            _case_list(cfg, sizes, batch_sizes, artifact.metadata.get("batch_size")), cfg, limits, skip_large)
+            _case_list(cfg, sizes, batch_sizes, artifact.metadata.get("batch_size")), cfg, limits, skip_large,
+            artifact.metadata.get("attention"))
     report.config = cfg.to_dict()
     if artifact.graph is not None:
         report.static_problems, report.static_notes = _static_checks(artifact.graph, artifact.metadata, cfg)
