@@ -30,12 +30,15 @@ from vitexport.security import onnxwire
 _MATMUL_OPS = ("MatMul", "FusedMatMul", "Einsum", "Gemm")
 
 # Standard-domain op types that ONNX Runtime, OpenVINO and TensorRT all run: the ones a default
-# (portable, sdpa-attention, opset 18) export may hold. Each is listed as supported in TensorRT's
-# ONNX parser table (onnx/onnx-tensorrt docs/operators.md, release 10.1-GA); docs/portable-resampling.md
-# has the table with types and restrictions. Resize is missing on purpose: TensorRT refuses antialiasing.
+# (portable, chunked-attention, opset 18) export may hold at its top level (the chunked attention's Loop body
+# is checked in tests/unit/export/test_attention.py). Each is listed as supported in TensorRT's ONNX parser
+# table (onnx/onnx-tensorrt docs/operators.md, release 10.1-GA); docs/portable-resampling.md has the table with
+# types and restrictions (Loop: TensorRT wants a static scan-output length, the chunked attention's is not).
+# Resize is missing on purpose: TensorRT refuses antialiasing.
 PORTABLE_OP_TYPES = frozenset({
     "Abs", "Add", "Cast", "CastLike", "Concat", "Constant", "Conv", "Div", "Erf", "Expand", "Gather", "Gemm",
-    "GreaterOrEqual", "Identity", "LayerNormalization", "Less", "MatMul", "Mod", "Mul", "Pad", "Range",
+    "GreaterOrEqual", "Identity", "LayerNormalization", "Less", "Loop", "MatMul", "Max", "Min", "Mod", "Mul", "Pad",
+    "Range",
     "ReduceMax", "ReduceMean", "ReduceSum", "Reshape", "Shape", "Slice", "Softmax", "Sqrt", "Squeeze", "Sub",
     "Transpose", "Unsqueeze", "Where",
 })

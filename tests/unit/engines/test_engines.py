@@ -251,6 +251,30 @@ def test_reference_engine_takes_a_reduced_sweep_and_says_so(sample_onnx: Path) -
     assert not explicit.sessions[0]["notes"]
 
 
+def test_reference_engine_drops_results_after_their_last_reader(tmp_path: Path) -> None:
+    """Same output, bit for bit, as the evaluator's own run, in a fraction of its memory: the evaluator keeps
+    every block's activations to the end; the engine keeps about one block's (the Loop bodies' outer reads
+    included, or the chunked attention would miss its keys)."""
+    import tracemalloc
+
+    from tests.helpers.models import make_model
+    from vitexport.export.exporter import export_onnx
+
+    path = tmp_path / "deep.onnx"
+    export_onnx(make_model(dict(img_size=32, patch_size=8, num_classes=5, embed_dim=64, depth=6, num_heads=2),
+                           seed=9), path)
+    engine = create_engine("reference").load(str(path))
+    x = np.random.default_rng(0).standard_normal((2, 3, 96, 120)).astype(np.float32)
+    peaks, outputs = [], []
+    for run in (engine.run, lambda a: engine.evaluator.run(None, {"pixel_values": a})[0]):
+        tracemalloc.start()
+        outputs.append(run(x))
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    assert np.array_equal(outputs[0], outputs[1])
+    assert peaks[0] < 0.4 * peaks[1], peaks
+
+
 def test_reference_engine_refuses_what_it_cannot_run(tmp_path: Path) -> None:
     from onnx import TensorProto, helper, save
 
