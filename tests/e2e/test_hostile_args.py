@@ -57,7 +57,7 @@ def test_oversized_work_is_refused_up_front_under_3_gb(sample_onnx: Path, tmp_pa
         ["predict", sample_onnx, big, "--max-tokens", "10000000", "--max-memory-gb", "1e6"],  # Pillow's limit holds
     )
     expected = [
-        (2, "verify at 1500x1500", "35,345 tokens per image, over the limit of 4,096 (--max-tokens)"),
+        (2, "verify at 1500x1500", "35,345 tokens per image, over the limit of 16,640 (--max-tokens)"),
         (2, "batch 1,000,000", "GB estimated for one forward pass", "(--max-memory-gb)"),
         (2, "bench at 1500x1500", "(--max-tokens)"),
         (2, "onnx export (the traced example) at 30000x30000", "(--max-tokens)"),

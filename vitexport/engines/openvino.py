@@ -141,7 +141,23 @@ class OpenVinoEngine(Engine):
         self._input_dtype = "float16" if fp16 else "float32"
         self._metadata = metadata
         self._requests = queue.SimpleQueue()
+        self._prime()
         return self
+
+    def _prime(self) -> None:
+        """Run once at two patches when height and width are dynamic: OpenVINO 2026.4 computes attention wrongly
+        at later, longer sequences when a compiled model's first run had a one-token sequence (a model without
+        prefix tokens given an image of at most one patch; docs/numerics.md); a first run at two tokens or more
+        avoids it."""
+        import numpy as np
+
+        shape = self.compiled.inputs[0].get_partial_shape()
+        patch = self._metadata.get("patch_size")
+        if shape.rank.is_dynamic or shape.rank.get_length() != 4 or not patch or shape[1].is_dynamic or not (
+                shape[2].is_dynamic and shape[3].is_dynamic):
+            return
+        batch = 1 if shape[0].is_dynamic else shape[0].get_length()
+        self.run(np.zeros((batch, shape[1].get_length(), patch[0], 2 * patch[1]), np.float32))
 
     @property
     def devices(self) -> list[str]:
