@@ -44,6 +44,7 @@ import numpy as np
 
 from benchmarks.common import base_parser, machine_line, run_footer, write_results
 from benchmarks.peak import describe_peak, load_average, measure_peak
+from vitexport._util.memory import release_freed_heap
 
 MODELS = ("vit_small_patch16_224", "vit_base_patch16_224")
 # The RoPE family (EVA-02, DINOv3) goes here once vitexport builds it: add its preset name (e.g. a DINOv3
@@ -73,17 +74,6 @@ def _status(key: str) -> int:
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key))
 
 
-def _trim() -> None:
-    """Give freed heap pages back to the OS (glibc), so RSS before a run is live memory and the run's peak over
-    it is what the run needs (freed-but-resident pages would otherwise hide part of it)."""
-    import ctypes
-
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: RSS then includes freed pages
-        pass
-
-
 def _runner(engine: str, source: str) -> Any:
     if engine == "eager":
         import torch
@@ -106,12 +96,12 @@ def _runner(engine: str, source: str) -> Any:
 def worker(engine: str, source: str) -> None:
     """Answer ``run H W OUT.npy|-`` lines with ``{"ms", "rss", "hwm"}``: time, RSS before, peak RSS during."""
     run = _runner(engine, source)
-    _trim()
+    release_freed_heap()
     print(REPLY + json.dumps({"loaded_rss": _status("VmRSS")}), flush=True)
     for line in sys.stdin:
         _, h, w, out = line.split()
         x = np.random.default_rng(int(h) * 7919 + int(w)).standard_normal((1, 3, int(h), int(w))).astype(np.float32)
-        _trim()
+        release_freed_heap()
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # VmHWM := VmRSS: the peak of this run only
         rss = _status("VmRSS")

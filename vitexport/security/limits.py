@@ -6,17 +6,17 @@ resampled positional embeddings) and the `Predictor` (each image, and how many i
 batches together). A request over a limit is refused up front with the estimate and the
 option that raises the limit, instead of exhausting memory half-way.
 
-The memory estimate is a sketch of one forward pass in float32, not a measurement: the input
-(and its padded copy), the token activations of one block (x, q, k, v, the attention output,
-the MLP's hidden layer and activation) and the positional-embedding grid, doubled for the
-runtime's workspace and allocator (ONNX Runtime's arena keeps its peak), plus the attention
-scores with their softmax, which depend on how the artifact computes attention:
+The memory estimate is a sketch of one forward pass in float32, not a measurement: the token
+activations of one block (x, q, k, v, the attention output, the MLP's hidden layer and
+activation) and the positional-embedding grid, doubled for the runtime's workspace and
+allocator (ONNX Runtime's arena keeps its peak), the input and its padded copy, and the
+attention scores, which depend on how the artifact computes attention:
 
-- ``chunked`` (the default export, `vitexport.export.attention`) holds the scores of one block
-  of queries at a time, at most ``CHUNK_SCORES`` elements whatever the image size: memory is
-  linear in the tokens;
-- ``sdpa`` and ``onnx`` hold batch x heads x tokens^2 (twice for differential attention), as
-  ONNX Runtime does for them.
+- ``chunked`` (the default export, `vitexport.export.attention`) and ``mha`` hold the scores of
+  one block of queries at a time, at most ``CHUNK_SCORES`` elements whatever the image size:
+  memory is linear in the tokens;
+- ``sdpa`` and ``onnx`` hold batch x heads x tokens^2 scores and their softmax (twice for
+  differential attention), as ONNX Runtime does for them.
 
 Calibrated on ONNX Runtime CPU's measured peak (the default engine): within 25% at 1k, 4k
 and 16k tokens for ViT-S/16 and ViT-B/16 (``benchmarks/highres.py`` measures it;
@@ -40,7 +40,6 @@ DEFAULT_MAX_TOKENS = 16_640
 DEFAULT_MAX_MEMORY_GB = 4.0  # estimated activation memory of one forward pass
 FLOAT_BYTES = 4
 WORKSPACE_FACTOR = 2
-SCORES_FACTOR = 2  # scores: the runtime's arena keeps their peak too
 # Score elements of one block of queries in the chunked attention form, all images and heads together (16 MB
 # in float32); the export (`vitexport.export.attention`) writes it into the graph, the estimate below models it.
 CHUNK_SCORES = 1 << 22
@@ -92,7 +91,8 @@ def block_rows(batch: int, heads: int, queries: int, keys: int, budget: int = CH
 
 
 def attention_elements(cfg: ViTConfig, tokens: int, batch: int, attention: str | None) -> int:
-    """Score elements alive at once in one attention (scores and their softmax), for the artifact's form."""
+    """Score elements alive at once, the scores and their softmax, for the artifact's attention form (module doc):
+    one block of queries (chunked) or every query (whole matrices)."""
     heads = cfg.num_heads
     if attention in LINEAR_ATTENTION or attention is None:
         return 2 * batch * heads * block_rows(batch, heads, tokens, tokens) * tokens
@@ -111,14 +111,13 @@ def estimate(cfg: ViTConfig, height: int, width: int, batch: int = 1, attention:
     ph, pw = padded_size(height, width, cfg.patch_hw, pad)
     dim = cfg.embed_dim
     hidden = int(dim * cfg.mlp_ratio) * (2 if cfg.mlp_layer in ("swiglu", "glu", "swiglu_packed") else 1)
-    per_image = (
-        cfg.in_chans * (height * width + ph * pw)  # input, padded input
-        + tokens * (6 * dim + 2 * hidden)  # x, q, k, v, attention output, residual; MLP hidden and activation
+    activations = (
+        tokens * (6 * dim + 2 * hidden)  # x, q, k, v, attention output, residual; MLP hidden and activation
         + 2 * gh * gw * dim  # resampled positional embeddings (and their grid)
     )
-    scores = attention_elements(cfg, tokens, batch, attention)
-    total = FLOAT_BYTES * (WORKSPACE_FACTOR * per_image * batch + SCORES_FACTOR * scores)
-    return Estimate(height, width, batch, tokens, total)
+    pixels = cfg.in_chans * (height * width + ph * pw)  # input, padded input
+    elements = (WORKSPACE_FACTOR * activations + pixels) * batch + attention_elements(cfg, tokens, batch, attention)
+    return Estimate(height, width, batch, tokens, FLOAT_BYTES * elements)
 
 
 def over_limit(est: Estimate, limits: Limits) -> str:
