@@ -6,7 +6,8 @@
 
 Each engine runs in its own process (`--worker`), loaded once per model; the parent sends it one input
 size at a time, so a process's peak RSS (``VmHWM``, reset through ``/proc/self/clear_refs`` before each
-run, after ``malloc_trim`` has handed freed heap pages back) is that engine's alone. Per size, every
+run, after ``malloc_trim`` has handed freed heap pages back) is that engine's alone; "+" is over the
+process after loading and one 32x32 run. Per size, every
 engine first runs once untimed (a runtime's first run at a new shape prepares kernels; its output is
 checked against eager's with verify's fp32 tolerance, and its peak counts), then ``--rounds`` timed
 rounds, interleaved: each round runs every engine once, the order
@@ -96,6 +97,7 @@ def _runner(engine: str, source: str) -> Any:
 def worker(engine: str, source: str) -> None:
     """Answer ``run H W OUT.npy|-`` lines with ``{"ms", "rss", "hwm"}``: time, RSS before, peak RSS during."""
     run = _runner(engine, source)
+    run(np.zeros((1, 3, 32, 32), np.float32))  # the runtime's one-time first-run work is not the sizes' memory
     release_freed_heap()
     print(REPLY + json.dumps({"loaded_rss": _status("VmRSS")}), flush=True)
     for line in sys.stdin:
@@ -191,7 +193,7 @@ def measure_size(workers: dict[str, Worker], h: int, w: int, rounds: int, folder
     for r in result.values():
         r["median_ms"] = statistics.median(r["runs_ms"]) if r["runs_ms"] else r["first_ms"]
         r["peak_mb"] = r["hwm"] / 1e6
-        r["added_mb"] = (r["hwm"] - r["loaded_rss"]) / 1e6  # over the loaded process, before any run
+        r["added_mb"] = (r["hwm"] - r["loaded_rss"]) / 1e6  # over the loaded process after one 32x32 run
     return result
 
 
@@ -317,7 +319,7 @@ def report_lines(args: Any, report: dict[str, Any], fitted: dict[str, Any]) -> l
     lines += [describe_peak(report["peak"]), "",
               f"Batch 1, fp32. Per size: one untimed first run per engine (parity against eager, verify's fp32 "
               f"tolerance; peak RSS counted), then medians of {args.rounds} interleaved rounds; each engine in its "
-              "own process (peak RSS = its VmHWM during the size's runs; + = over the loaded process before any "
+              "own process (peak RSS = its VmHWM during the size's runs; + = over the loaded process after one 32x32 "
               "run). % of peak counts attention's FLOPs. Estimate: `vitexport.security.limits.estimate` for the "
               "default export, beside ORT's measured + (the 25% target). " + run_footer(report), ""]
     return lines

@@ -244,11 +244,18 @@ def inspect_graph(model: Any, path: str = "") -> GraphReport:
     return report
 
 
+def _has_subgraph(node: Any) -> bool:
+    """Does the node hold a subgraph (Loop, If, Scan)? Its body may read any outer value, unlisted in its inputs."""
+    attributes = node.attributes.values() if isinstance(node, onnxwire.Node) else node.attribute
+    return any(a == "<graph>" if isinstance(node, onnxwire.Node) else a.type in (5, 10) for a in attributes)
+
+
 def _value_independent(graph: Any, input_name: str) -> set[str]:
-    """Values that do not depend on the input's values (they may depend on its shape)."""
+    """Values that do not depend on the input's values (they may depend on its shape). A node with a subgraph
+    (the chunked attention's Loop) counts as depending on them: what its body reads is not in its inputs."""
     derived = {input_name}
     for node in graph.node:
-        if node.op_type not in ("Shape", "Size") and any(i in derived for i in node.input):
+        if node.op_type not in ("Shape", "Size") and (any(i in derived for i in node.input) or _has_subgraph(node)):
             derived.update(node.output)
     produced = {out for n in graph.node for out in n.output}
     return (produced | {t.name for t in graph.initializer}) - derived
