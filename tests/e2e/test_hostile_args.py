@@ -104,12 +104,12 @@ MEASURE_PEAK = (
 
 
 @pytest.mark.parametrize("attention, height, width, batch", [
-    ("chunked", 512, 512, 1), ("chunked", 480, 736, 1), ("chunked", 256, 240, 4), ("sdpa", 512, 512, 1)])
+    ("chunked", 512, 512, 1), ("chunked", 784, 800, 1), ("chunked", 256, 240, 4), ("sdpa", 512, 512, 1)])
 def test_estimate_is_within_25_percent_of_the_measured_peak(tmp_path: Path, attention: str, height: int, width: int,
                                                             batch: int) -> None:
     """The estimate against ONNX Runtime's measured peak of one forward pass, in a fresh process: its peak RSS
     (VmHWM, reset just before the run) over its RSS before it, freed heap pages returned first. A ViT-Ti-wide
-    model at ~1k tokens with chunked attention (one block and two), a batch, and whole score matrices."""
+    model with chunked attention at ~1k tokens (one block) and ~2.5k (two), a batch, and whole score matrices."""
     from tests.helpers.models import make_model
     from vitexport.export.exporter import export_onnx
 

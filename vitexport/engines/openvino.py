@@ -208,6 +208,25 @@ def _only_consumer(node: Any, op_type: str) -> Any:
     return targets[0].get_node()
 
 
+def _outer_sources(loop: Any) -> tuple[Any, Any, Any] | None:
+    """The outer values a chunked-attention Loop body reads as (query blocks, keys^T, values): the data of its
+    Gather, the right operands of its first and second MatMul; None when the body is not Gather, MatMul,
+    Softmax, MatMul. (OpenVINO orders a Loop's inputs by the body's parameters, not as the file lists them.)"""
+    body = loop.get_function()
+    ops = [op for op in body.get_ordered_ops() if op.get_type_name() in ("Gather", "MatMul", "Softmax")]
+    if [op.get_type_name() for op in ops] != ["Gather", "MatMul", "Softmax", "MatMul"]:
+        return None
+    params = {p.get_friendly_name(): i for i, p in enumerate(body.get_parameters())}
+    to_input = {d.body_parameter_index: d.input_index for d in loop.get_input_descriptions()}
+
+    def outer(node: Any, index: int) -> Any:
+        param = params.get(_source(node, index).get_node().get_friendly_name())
+        return _source(loop, to_input[param]) if param in to_input else None
+
+    found = (outer(ops[0], 0), outer(ops[1], 1), outer(ops[3], 1))
+    return None if any(v is None for v in found) else found
+
+
 def _chunked_attention_parts(loop: Any) -> tuple[Any, Any, Any, Any] | None:
     """(scaled queries, keys, values, the node whose output is the attention) of a chunked-attention Loop, or None.
 
@@ -215,20 +234,24 @@ def _chunked_attention_parts(loop: Any) -> tuple[Any, Any, Any, Any] | None:
     blocks = Reshape(Concat(queries, zero rows)), Transpose(keys), values) whose body is Gather, MatMul,
     Softmax, MatMul, Reshape; its output goes Reshape -> Transpose -> Reshape -> Slice, (B, h, N, dv).
     """
-    body = [op.get_type_name() for op in loop.get_function().get_ordered_ops()]
-    if loop.get_input_size() != 5 or body.count("MatMul") != 2 or body.count("Softmax") != 1:
-        return None
-    blocks, keys_t, values = _source(loop, 2), _source(loop, 3), _source(loop, 4)
-    concat = _source(blocks.get_node(), 0).get_node()
-    if (blocks.get_node().get_type_name(), concat.get_type_name(), keys_t.get_node().get_type_name()) != (
-            "Reshape", "Concat", "Transpose"):
-        return None
-    end = loop
-    for op_type in ("Reshape", "Transpose", "Reshape", "Slice"):
-        end = _only_consumer(end, op_type)
-        if end is None:
+    try:
+        sources = _outer_sources(loop)
+        if sources is None:
             return None
-    return _source(concat, 0), _source(keys_t.get_node(), 0), values, end
+        blocks, keys_t, values = sources
+        concat = _source(blocks.get_node(), 0).get_node()
+        if (blocks.get_node().get_type_name(), concat.get_type_name(), keys_t.get_node().get_type_name()) != (
+                "Reshape", "Concat", "Transpose"):
+            return None
+        end = loop
+        for op_type in ("Reshape", "Transpose", "Reshape", "Slice"):
+            end = _only_consumer(end, op_type)
+            if end is None:
+                return None
+        return _source(concat, 0), _source(keys_t.get_node(), 0), values, end
+    except (IndexError, KeyError, RuntimeError) as exc:  # another structure: run the loop as written
+        logger.debug("OpenVINO: a Loop that is not chunked attention (%s)", one_line(exc))
+        return None
 
 
 def fuse_chunked_attention(model: Any) -> int:

@@ -4,8 +4,8 @@
   ``Loop``, so the scores of one block, never the whole ``tokens x tokens`` matrix, exist at once:
   memory grows linearly with the tokens on every runtime (ONNX Runtime, OpenVINO, the reference
   evaluator). A block holds ``CHUNK_SCORES // (batch * heads * key tokens)`` queries (at least one,
-  spread evenly over the blocks; `vitexport.security.limits.CHUNK_SCORES`, 2^22: 16 MB of scores),
-  so below ~2^22 / heads score elements per image the loop runs once. OpenVINO's engine runs each
+  spread evenly over the blocks; `vitexport.security.limits.CHUNK_SCORES`, 2^24: 64 MB of scores),
+  so below ~2^24 / heads score elements per image the loop runs once. OpenVINO's engine runs each
   such loop as its own fused attention op instead (`vitexport.engines.openvino`), which it does not
   do inside a loop.
 - ``sdpa``: torch's decomposition into standard ops (MatMul, Softmax, ...), opset 18; runs everywhere,

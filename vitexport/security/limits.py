@@ -40,9 +40,12 @@ DEFAULT_MAX_TOKENS = 16_640
 DEFAULT_MAX_MEMORY_GB = 4.0  # estimated activation memory of one forward pass
 FLOAT_BYTES = 4
 WORKSPACE_FACTOR = 2
-# Score elements of one block of queries in the chunked attention form, all images and heads together (16 MB
+# Score elements of one block of queries in the chunked attention form, all images and heads together (64 MB
 # in float32); the export (`vitexport.export.attention`) writes it into the graph, the estimate below models it.
-CHUNK_SCORES = 1 << 22
+# Smaller blocks cost time: each block re-reads (ONNX Runtime: re-packs) all keys and values, so at 16k tokens
+# ONNX Runtime's attention slows down markedly below this size (benchmarks/highres.py; rough figures in
+# docs/numerics.md).
+CHUNK_SCORES = 1 << 24
 LINEAR_ATTENTION = ("chunked", "mha")  # attention forms whose scores do not grow with tokens^2 (measured)
 
 

@@ -120,14 +120,14 @@ def test_latent_query_and_differential_heads_pass_verify_on_every_engine(name: s
 
 
 @torch.no_grad()
-def test_the_real_budget_splits_a_1600_token_image(tmp_path: Path) -> None:
-    """The default budget (no patch): 1,600 tokens of a 2-head model in a batch of 2 take 3 blocks."""
+def test_the_real_budget_splits_a_2304_token_image(tmp_path: Path) -> None:
+    """The default budget (no patch): 2,304 tokens of a 2-head model in a batch of 2 take 2 blocks."""
     model = make_model(TINY, seed=8)
     path = tmp_path / "m.onnx"
     export_onnx(model, path)
-    x = torch.randn(2, 3, 328, 312, generator=torch.Generator().manual_seed(5))  # 41 x 39 patches + CLS
-    rows = block_rows(2, 2, 1600, 1600, CHUNK_SCORES)
-    assert math.ceil(1600 / rows) == 3
+    x = torch.randn(2, 3, 392, 376, generator=torch.Generator().manual_seed(5))  # 49 x 47 patches + CLS
+    rows = block_rows(2, 2, 2304, 2304, CHUNK_SCORES)
+    assert math.ceil(2304 / rows) == 2
     expected = model(x)
     assert rel_err(create_engine("cpu").load(str(path)).run(x.numpy()), expected) <= 1e-5
     assert rel_err(create_engine("reference").load(str(path)).run(x.numpy()), expected) <= 1e-5
