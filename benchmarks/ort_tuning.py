@@ -10,8 +10,8 @@ Each variant's output is checked against the default's (verify's fp32 tolerance)
 the results is marked WRONG and never recommended.
 
 Variants (`VARIANTS`):
-- ``default``: the default export (``--attention sdpa``), the library's session (level all, pre-packing on,
-  spinning on);
+- ``default``: the ``--attention sdpa`` export (the default before chunked attention), the library's session
+  (level all, pre-packing on, spinning on);
 - ``spin-off``: idle threads do not busy-wait; ``no-prepack``: MatMul weights not pre-packed;
   ``level-basic`` / ``level-extended``: lower graph optimization levels (``all`` is the default);
 - ``mha``: the export with ``--attention mha`` (ORT's fused MultiHeadAttention);

@@ -35,6 +35,7 @@ from benchmarks.common import base_parser, machine_line, time_case, write_result
 from benchmarks.peak import describe_peak, load_average, measure_peak
 from vitexport._util.geometry import grid_size
 from vitexport.engines import create_engine
+from vitexport.export.attention import DEFAULT_ATTENTION
 from vitexport.export.onnx_export import export_onnx
 from vitexport.model.vit import create_model
 
@@ -74,10 +75,10 @@ def load_runners(model: Any, folder: str, name: str, engines: list[str]) -> dict
                     return model(torch.from_numpy(x)).numpy()
             runners[engine] = eager
         elif engine in ("ort", "ort-mha"):
-            loaded = create_engine("cpu").load(export("mha" if engine == "ort-mha" else "sdpa"))
+            loaded = create_engine("cpu").load(export("mha" if engine == "ort-mha" else DEFAULT_ATTENTION))
             runners[engine] = loaded.run
         elif engine == "openvino":
-            runners[engine] = create_engine("openvino").load(export("sdpa")).run
+            runners[engine] = create_engine("openvino").load(export(DEFAULT_ATTENTION)).run
         else:
             raise SystemExit(f"unknown engine {engine!r}; use some of {', '.join(ENGINES)}")
     return runners

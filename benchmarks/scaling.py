@@ -7,8 +7,8 @@ Square inputs of 4x4 .. 64x64 patches, batch 1, engines interleaved per size (as
 against eager). Per engine, latency = a + b*T + c*T^2 is fitted (non-negative least squares in relative
 error; T: tokens incl. prefix tokens); the plot shows the points, the fit and its quadratic part c*T^2
 (attention scores and softmax grow with T^2, everything else with T), and the default token cap
-(``max_tokens``: 4,096 tokens per image, `vitexport.security.limits`; Predictor, bench and verify refuse larger
-inputs unless it is raised).
+(``max_tokens``, `vitexport.security.limits.DEFAULT_MAX_TOKENS`; Predictor, bench and verify refuse larger
+inputs unless it is raised; beyond this script's sizes: `benchmarks/highres.py`).
 Writes ``scaling.png``, ``scaling.json`` and ``scaling.md`` into ``--out-dir``.
 """
 

@@ -114,7 +114,7 @@ def test_cli_wrong_channels_and_oversized_image(sample_onnx: Path, tmp_path: Pat
 
     onnx_path = sample_onnx
     Image.fromarray(np.zeros((3000, 3000), np.uint8)).save(tmp_path / "big.png")
-    one_line(run("predict", str(onnx_path), str(tmp_path / "big.png")), 1, "over the limit of 4,096")
+    one_line(run("predict", str(onnx_path), str(tmp_path / "big.png")), 1, "over the limit of 16,640")
     Image.fromarray(np.zeros((20, 20, 2), np.uint8)[..., 0]).save(tmp_path / "ok.png")
     assert run("predict", str(onnx_path), str(tmp_path / "ok.png")).exit_code == 0
 

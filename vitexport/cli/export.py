@@ -56,9 +56,10 @@ def _print_export(result, verify_command: str) -> None:
 @click.option("--static", "static_size", type=SIZE, help="Export a fixed HxW graph instead of dynamic height/width.")
 @click.option("--img-size", type=SIZE, help="Make HxW the model's native size first (set_input_size).")
 @click.option("--attention", type=click.Choice(ATTENTION_CHOICES), default=None,
-              help=f"sdpa: standard ops (default); mha: ONNX Runtime's fused MultiHeadAttention, opset "
-                   f"{ATTENTION_MIN_OPSET['mha']} (default with --optimize cpu, measured faster there); onnx: the "
-                   f"Attention op, opset {ATTENTION_MIN_OPSET['onnx']}.")
+              help="chunked: standard ops, one block of queries at a time (default; memory linear in the tokens "
+                   "on every runtime); sdpa: standard ops, whole score matrices (quadratic memory on ONNX "
+                   f"Runtime); mha: ONNX Runtime's fused MultiHeadAttention, opset {ATTENTION_MIN_OPSET['mha']} "
+                   f"(default with --optimize cpu); onnx: the Attention op, opset {ATTENTION_MIN_OPSET['onnx']}.")
 @click.option("--optimize", type=click.Choice(OPTIMIZE_PROVIDERS), default=None,
               help="Write ONNX Runtime's offline-optimized graph for this provider (faster startup).")
 @click.option("--resample", type=click.Choice(RESAMPLE_FORMS), default=DEFAULT_RESAMPLE, show_default=True,

@@ -15,6 +15,13 @@
   request at a time using every core, or ``THROUGHPUT``, several streams for concurrent requests)
   and ``num_streams`` are passed through when given; None keeps the device's own default. They
   change speed, not results (tested at several sizes).
+- **Chunked attention runs as OpenVINO's own attention op.** The default export computes attention
+  one block of queries at a time in an ONNX ``Loop`` (`vitexport.export.attention`); OpenVINO runs
+  such a loop without its fused attention kernel and keeps per-iteration buffers (ViT-S/16 at 16k
+  tokens: +1.9 GB against +0.74 GB for the plain form, docs/numerics.md). So `load` puts one
+  ``ScaledDotProductAttention`` (OpenVINO's opset 13; linear memory on the CPU) in place of each
+  such loop before compiling (``fuse_attention=False`` runs the file as written). Same semantics,
+  checked by verify like any engine.
 - The vitexport metadata comes from the model OpenVINO read (ONNX ``metadata_props`` land in its
   ``rt_info["framework"]``), so the ONNX file is parsed once.
 """
@@ -69,7 +76,8 @@ class OpenVinoEngine(Engine):
     name = "openvino"
 
     def __init__(self, *, device: str = "CPU", threads: int | None = None, spin: bool = True,
-                 debug: bool = False, performance_hint: str | None = None, num_streams: int | None = None) -> None:
+                 debug: bool = False, performance_hint: str | None = None, num_streams: int | None = None,
+                 fuse_attention: bool = True) -> None:
         # spin: OpenVINO's worker threads do not busy-wait between runs (measured: ~1 ms of CPU in 0.5 s idle
         # after a ViT-S/16 run, against ONNX Runtime's ~36 ms), so there is nothing to turn off; debug: nothing
         # more to log. Both are taken because every engine takes them.
@@ -82,6 +90,7 @@ class OpenVinoEngine(Engine):
             raise EnvironmentProblem(f"num_streams must be positive, got {num_streams}")
         self.performance_hint, self.num_streams = performance_hint, num_streams
         self.device, self.threads = device, threads
+        self.fuse_attention, self.fused = fuse_attention, 0
         self.path = ""
         self.compiled: Any = None
         self._requests: queue.SimpleQueue = queue.SimpleQueue()
@@ -118,6 +127,8 @@ class OpenVinoEngine(Engine):
         self.path = str(path)
         try:
             model = core.read_model(self.path)
+            metadata = _metadata(model)
+            self.fused = fuse_chunked_attention(model) if self.fuse_attention and _chunked(metadata) else 0
             self.compiled = core.compile_model(model, self.device, self._config())
         except Exception as exc:
             raise EngineError(f"OpenVINO could not load {self.path!r} on {self.device}: {one_line(exc)}") from exc
@@ -128,9 +139,25 @@ class OpenVinoEngine(Engine):
         self._default_precision = _type_name(core.get_property(self.device, "INFERENCE_PRECISION_HINT"))
         fp16 = _type_name(self.compiled.inputs[0].get_element_type()) == "f16"
         self._input_dtype = "float16" if fp16 else "float32"
-        self._metadata = _metadata(model)
+        self._metadata = metadata
         self._requests = queue.SimpleQueue()
+        self._prime()
         return self
+
+    def _prime(self) -> None:
+        """Run once at two patches when height and width are dynamic: OpenVINO 2026.4 computes attention wrongly
+        at later, longer sequences when a compiled model's first run had a one-token sequence (a model without
+        prefix tokens given an image of at most one patch; docs/numerics.md); a first run at two tokens or more
+        avoids it."""
+        import numpy as np
+
+        shape = self.compiled.inputs[0].get_partial_shape()
+        patch = self._metadata.get("patch_size")
+        if shape.rank.is_dynamic or shape.rank.get_length() != 4 or not patch or shape[1].is_dynamic or not (
+                shape[2].is_dynamic and shape[3].is_dynamic):
+            return
+        batch = 1 if shape[0].is_dynamic else shape[0].get_length()
+        self.run(np.zeros((batch, shape[1].get_length(), patch[0], 2 * patch[1]), np.float32))
 
     @property
     def devices(self) -> list[str]:
@@ -158,9 +185,97 @@ class OpenVinoEngine(Engine):
     def describe(self) -> dict[str, Any]:
         why = (": bf16 alone puts ~8e-3 of error into the patch convolution"
                if self._default_precision != PRECISION else "")
-        note = PRECISION_NOTE.format(default=self._default_precision or "unknown", why=why)
+        notes = [PRECISION_NOTE.format(default=self._default_precision or "unknown", why=why)]
+        if self.fused:
+            notes.append(f"chunked attention: {self.fused} query-block loop(s) run as OpenVINO's "
+                         "ScaledDotProductAttention")
         return {"name": self.name, "providers": self.devices, "version": self.version,
-                "precision": PRECISION, "notes": [note], "warnings": []}
+                "precision": PRECISION, "notes": notes, "warnings": []}
 
 
-__all__ = ["INSTALL", "PERFORMANCE_HINTS", "OpenVinoEngine"]
+def _chunked(metadata: dict[str, Any]) -> bool:
+    return metadata.get("attention") == "chunked"
+
+
+def _source(node: Any, index: int) -> Any:
+    return node.input(index).get_source_output()
+
+
+def _only_consumer(node: Any, op_type: str) -> Any:
+    targets = list(node.output(0).get_target_inputs())
+    if len(targets) != 1 or targets[0].get_node().get_type_name() != op_type:
+        return None
+    return targets[0].get_node()
+
+
+def _outer_sources(loop: Any) -> tuple[Any, Any, Any] | None:
+    """The outer values a chunked-attention Loop body reads as (query blocks, keys^T, values): the data of its
+    Gather, the right operands of its first and second MatMul; None when the body is not Gather, MatMul,
+    Softmax, MatMul. (OpenVINO orders a Loop's inputs by the body's parameters, not as the file lists them.)"""
+    body = loop.get_function()
+    ops = [op for op in body.get_ordered_ops() if op.get_type_name() in ("Gather", "MatMul", "Softmax")]
+    if [op.get_type_name() for op in ops] != ["Gather", "MatMul", "Softmax", "MatMul"]:
+        return None
+    params = {p.get_friendly_name(): i for i, p in enumerate(body.get_parameters())}
+    to_input = {d.body_parameter_index: d.input_index for d in loop.get_input_descriptions()}
+
+    def outer(node: Any, index: int) -> Any:
+        param = params.get(_source(node, index).get_node().get_friendly_name())
+        return _source(loop, to_input[param]) if param in to_input else None
+
+    found = (outer(ops[0], 0), outer(ops[1], 1), outer(ops[3], 1))
+    return None if any(v is None for v in found) else found
+
+
+def _chunked_attention_parts(loop: Any) -> tuple[Any, Any, Any, Any] | None:
+    """(scaled queries, keys, values, the node whose output is the attention) of a chunked-attention Loop, or None.
+
+    The structure `vitexport.export.attention` writes: Loop(trip count, condition; outer values: the query
+    blocks = Reshape(Concat(queries, zero rows)), Transpose(keys), values) whose body is Gather, MatMul,
+    Softmax, MatMul, Reshape; its output goes Reshape -> Transpose -> Reshape -> Slice, (B, h, N, dv).
+    """
+    try:
+        sources = _outer_sources(loop)
+        if sources is None:
+            return None
+        blocks, keys_t, values = sources
+        concat = _source(blocks.get_node(), 0).get_node()
+        if (blocks.get_node().get_type_name(), concat.get_type_name(), keys_t.get_node().get_type_name()) != (
+                "Reshape", "Concat", "Transpose"):
+            return None
+        end = loop
+        for op_type in ("Reshape", "Transpose", "Reshape", "Slice"):
+            end = _only_consumer(end, op_type)
+            if end is None:
+                return None
+        return _source(concat, 0), _source(keys_t.get_node(), 0), values, end
+    except (IndexError, KeyError, RuntimeError) as exc:  # another structure: run the loop as written
+        logger.debug("OpenVINO: a Loop that is not chunked attention (%s)", one_line(exc))
+        return None
+
+
+def fuse_chunked_attention(model: Any) -> int:
+    """Replace each chunked-attention Loop of ``model`` (an OpenVINO model read from a vitexport export) by
+    one ScaledDotProductAttention on the same queries (already scaled), keys and values; how many were replaced."""
+    import numpy as np
+    from openvino import opset13
+
+    count = 0
+    for loop in [op for op in model.get_ordered_ops() if op.get_type_name() == "Loop"]:
+        parts = _chunked_attention_parts(loop)
+        if parts is None:
+            continue
+        queries, keys, values, end = parts
+        one = opset13.constant(np.array(1.0, dtype=np.float32))
+        if queries.get_element_type() != one.output(0).get_element_type():
+            one = opset13.convert(one, queries.get_element_type())
+        attention = opset13.scaled_dot_product_attention(queries, keys, values, scale=one)
+        end.output(0).replace(attention.output(0))
+        count += 1
+    if count:
+        model.validate_nodes_and_infer_types()
+    logger.debug("OpenVINO: %d chunked-attention loop(s) replaced by ScaledDotProductAttention", count)
+    return count
+
+
+__all__ = ["INSTALL", "PERFORMANCE_HINTS", "OpenVinoEngine", "fuse_chunked_attention"]

@@ -30,6 +30,7 @@ from typing import Any
 
 from vitexport._util.errors import EngineError, EngineUnavailable, EnvironmentProblem, one_line
 from vitexport._util.interrupt import scratch_folder
+from vitexport._util.memory import release_freed_heap
 from vitexport.engines.base import Engine
 
 logger = logging.getLogger(__name__)
@@ -390,6 +391,7 @@ class OrtEngine(Engine):
         self.path = str(path)
         self.session, self.info = create_session(self.path, self.name, threads=self.threads, debug=self.debug,
                                                  spin=self.spin, tuning=self.tuning)
+        release_freed_heap()  # the load's freed temporaries (pre-packing) would stay in RSS (vitexport._util.memory)
         return self
 
     @property

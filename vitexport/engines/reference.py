@@ -5,6 +5,11 @@ It is an oracle, not a server: slow (ViT-S/16 at 224x224 takes seconds per image
 it a reduced default sweep (`Engine.reduced_sweep`) and `bench --provider all` leaves it out.
 It runs standard ONNX ops only: exports with ONNX Runtime's contrib ops (``--attention mha``,
 ``--optimize``, ``quantize``) cannot load on it.
+
+The evaluator's own ``run`` keeps every intermediate result until the end of the run (all blocks'
+activations at once: ~4 GB for ViT-S/16 at 4k tokens); `run` here executes the same nodes but drops
+each result after its last reader (a subgraph's reads of the outer scope count), so memory follows one
+block, as on the other runtimes (docs/numerics.md).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ class ReferenceEngine(Engine):
                                      "leave threads unset")
         self.path = ""
         self.evaluator: Any = None
+        self._release: list[list[str]] | None = None
         self._input = ""
         self._lock = threading.Lock()
 
@@ -59,6 +65,7 @@ class ReferenceEngine(Engine):
             self.evaluator = ReferenceEvaluator(proto)
         except Exception as exc:
             raise EngineError(f"the ONNX reference evaluator could not load {self.path!r}: {one_line(exc)}") from exc
+        self._release = _release_plan(self.evaluator)
         self._metadata = decode_metadata({p.key: p.value for p in proto.metadata_props})
         graph_input = proto.graph.input[0]
         self._input = graph_input.name
@@ -81,8 +88,63 @@ class ReferenceEngine(Engine):
 
         x = np.ascontiguousarray(x, dtype=np.float16 if self._input_dtype == "float16" else np.float32)
         with self._lock:
-            out = self.evaluator.run(None, {self._input: x})[0]
+            if self._release is None:
+                out = self.evaluator.run(None, {self._input: x})[0]
+            else:
+                out = _run_releasing(self.evaluator, self._release, {self._input: x})[0]
         return np.asarray(out).astype(np.float32, copy=False)
+
+
+def _names_read(graph: Any) -> set[str]:
+    """Every value name a graph's nodes read, their subgraphs' included (a superset of its outer-scope reads)."""
+    from onnx import AttributeProto
+
+    names: set[str] = set()
+    for node in graph.node:
+        names.update(node.input)
+        for attr in node.attribute:
+            if attr.type == AttributeProto.GRAPH:
+                names |= _names_read(attr.g)
+            elif attr.type == AttributeProto.GRAPHS:
+                for g in attr.graphs:
+                    names |= _names_read(g)
+    return names
+
+
+def _release_plan(evaluator: Any) -> list[list[str]] | None:
+    """Per top-level node, the results no later node reads; None when the evaluator's internals differ from
+    what `_run_releasing` knows (then the evaluator's own ``run`` is used)."""
+    nodes = getattr(evaluator, "rt_nodes_", None)
+    if nodes is None or not hasattr(evaluator, "rt_inits_") or not all(
+            hasattr(n, "onnx_node") and hasattr(n, "need_context") for n in nodes):
+        return None
+    last: dict[str, int] = {}
+    for k, node in enumerate(nodes):
+        proto = node.onnx_node
+        reads = set(proto.input) | set().union(*(_names_read(a.g) for a in proto.attribute if a.HasField("g")))
+        for name in reads:
+            last[name] = k
+        for name in proto.output:  # never read: released at once
+            last.setdefault(name, k)
+    keep = set(evaluator.output_names) | set(evaluator.input_names) | set(evaluator.rt_inits_) | {""}
+    plan: list[list[str]] = [[] for _ in nodes]
+    for name, k in last.items():
+        if name not in keep:
+            plan[k].append(name)
+    return plan
+
+
+def _run_releasing(evaluator: Any, release: list[list[str]], feeds: dict[str, Any]) -> list[Any]:
+    """``evaluator.run(None, feeds)`` without shape-annotation checks, dropping each result after its last
+    reader (``release``, from `_release_plan`)."""
+    results: dict[str, Any] = {"": None, **evaluator.rt_inits_, **feeds}
+    for node, done in zip(evaluator.rt_nodes_, release, strict=True):
+        inputs = [results[name] for name in node.input]
+        outputs = node.run(*inputs, context=results) if node.need_context() else node.run(*inputs)
+        results.update(zip(node.output, outputs, strict=False))
+        for name in done:
+            results.pop(name, None)
+    return [results[name] for name in evaluator.output_names]
 
 
 __all__ = ["ReferenceEngine"]

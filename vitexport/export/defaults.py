@@ -9,7 +9,7 @@ from __future__ import annotations
 DEFAULT_OPSET = 18
 MIN_OPSET = 18
 MAX_OPSET = 23
-DEFAULT_ATTENTION = "sdpa"
+DEFAULT_ATTENTION = "chunked"  # linear memory, standard ops (vitexport.export.attention)
 EXPORT_DTYPES = ("float32", "float16")
 DEFAULT_DTYPE = "float32"
 OPTIMIZE_PROVIDERS = ("cpu", "cuda")  # what ONNX Runtime's offline optimization can target

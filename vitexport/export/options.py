@@ -36,7 +36,7 @@ def tolerance_for(dtype: str) -> tuple[float, float]:
 
 def default_attention(optimize: str | None = None) -> str:
     """The attention form when none is asked for: ``mha`` when optimizing for the CPU (measured faster
-    there), else ``sdpa``."""
+    there), else ``chunked`` (linear memory, portable: `vitexport.export.attention`)."""
     return "mha" if optimize == "cpu" else DEFAULT_ATTENTION
 
 

@@ -30,12 +30,15 @@ from vitexport.security import onnxwire
 _MATMUL_OPS = ("MatMul", "FusedMatMul", "Einsum", "Gemm")
 
 # Standard-domain op types that ONNX Runtime, OpenVINO and TensorRT all run: the ones a default
-# (portable, sdpa-attention, opset 18) export may hold. Each is listed as supported in TensorRT's
-# ONNX parser table (onnx/onnx-tensorrt docs/operators.md, release 10.1-GA); docs/portable-resampling.md
-# has the table with types and restrictions. Resize is missing on purpose: TensorRT refuses antialiasing.
+# (portable, chunked-attention, opset 18) export may hold at its top level (the chunked attention's Loop body
+# is checked in tests/unit/export/test_attention.py). Each is listed as supported in TensorRT's ONNX parser
+# table (onnx/onnx-tensorrt docs/operators.md, release 10.1-GA); docs/portable-resampling.md has the table with
+# types and restrictions (Loop: TensorRT wants a static scan-output length, the chunked attention's is not).
+# Resize is missing on purpose: TensorRT refuses antialiasing.
 PORTABLE_OP_TYPES = frozenset({
     "Abs", "Add", "Cast", "CastLike", "Concat", "Constant", "Conv", "Div", "Erf", "Expand", "Gather", "Gemm",
-    "GreaterOrEqual", "Identity", "LayerNormalization", "Less", "MatMul", "Mod", "Mul", "Pad", "Range",
+    "GreaterOrEqual", "Identity", "LayerNormalization", "Less", "Loop", "MatMul", "Max", "Min", "Mod", "Mul", "Pad",
+    "Range",
     "ReduceMax", "ReduceMean", "ReduceSum", "Reshape", "Shape", "Slice", "Softmax", "Sqrt", "Squeeze", "Sub",
     "Transpose", "Unsqueeze", "Where",
 })
@@ -241,11 +244,18 @@ def inspect_graph(model: Any, path: str = "") -> GraphReport:
     return report
 
 
+def _has_subgraph(node: Any) -> bool:
+    """Does the node hold a subgraph (Loop, If, Scan)? Its body may read any outer value, unlisted in its inputs."""
+    attributes = node.attributes.values() if isinstance(node, onnxwire.Node) else node.attribute
+    return any(a == "<graph>" if isinstance(node, onnxwire.Node) else a.type in (5, 10) for a in attributes)
+
+
 def _value_independent(graph: Any, input_name: str) -> set[str]:
-    """Values that do not depend on the input's values (they may depend on its shape)."""
+    """Values that do not depend on the input's values (they may depend on its shape). A node with a subgraph
+    (the chunked attention's Loop) counts as depending on them: what its body reads is not in its inputs."""
     derived = {input_name}
     for node in graph.node:
-        if node.op_type not in ("Shape", "Size") and any(i in derived for i in node.input):
+        if node.op_type not in ("Shape", "Size") and (any(i in derived for i in node.input) or _has_subgraph(node)):
             derived.update(node.output)
     produced = {out for n in graph.node for out in n.output}
     return (produced | {t.name for t in graph.initializer}) - derived

@@ -259,7 +259,8 @@ def bench(
                              Limits(max_tokens, max_memory_gb))
     first = predictors[0]
     sizes = sizes if sizes is not None else default_bench_sizes(first.metadata)
-    check_limits(first.vit_config, [(h, w, b) for h, w in sizes for b in batch_sizes], first.limits, "bench")
+    check_limits(first.vit_config, [(h, w, b) for h, w in sizes for b in batch_sizes], first.limits, "bench",
+                 first.metadata.get("attention"))
     note = "; ".join(p.provider_note for p in predictors if p.provider_note)
     report = BenchReport(model_path, [d for p in predictors for d in p.providers], warmup, iters, threads,
                          skipped=skipped, provider_note=note)

@@ -182,7 +182,7 @@ class Predictor:
         if self.static_size and (height, width) != self.static_size:
             raise InputError(f"this export is fixed at {self.static_size[0]}x{self.static_size[1]}, got "
                              f"{height}x{width}; resize the image or export a dynamic model")
-        est = estimate(self.vit_config, height, width, self.fixed_batch or 1)
+        est = estimate(self.vit_config, height, width, self.fixed_batch or 1, self.metadata.get("attention"))
         reason = over_limit(est, self.limits)
         if reason:
             raise InputError(f"a {height}x{width} image gives {reason}; downscale it or raise the limit "
@@ -219,7 +219,8 @@ class Predictor:
         (a fixed-batch export always runs its batch)."""
         if self.fixed_batch:
             return self.max_batch
-        return min(self.max_batch, largest_batch(self.vit_config, shape[-2], shape[-1], self.limits))
+        return min(self.max_batch, largest_batch(self.vit_config, shape[-2], shape[-1], self.limits,
+                                                    self.metadata.get("attention")))
 
     def run_prepared(self, prepared: list[Any]) -> list[Any]:
         """Raw outputs of `prepare`d (C, H, W) inputs, in order; equal sizes share runs (`batch_limit`)."""

@@ -102,9 +102,11 @@ def case_list(cfg: ViTConfig, sizes: list[tuple[int, int]] | None, batch_sizes: 
     return cases
 
 
-def within_limits(cases: list[Case], cfg: ViTConfig, limits: Limits, skip_large: bool) -> tuple[list[Case], list[str]]:
+def within_limits(cases: list[Case], cfg: ViTConfig, limits: Limits, skip_large: bool,
+                  attention: str | None = None) -> tuple[list[Case], list[str]]:
     """The cases to run and those skipped. With ``skip_large`` (the default sweep, the heatmap) sizes over
-    the token limit are dropped and listed; everything left must be within both limits, or nothing runs."""
+    the token limit are dropped and listed; everything left must be within both limits, or nothing runs.
+    ``attention``: the artifact's attention form (its memory, `vitexport.security.limits.estimate`)."""
     skipped: list[str] = []
     if skip_large and limits.max_tokens is not None:
         kept = []
@@ -118,7 +120,7 @@ def within_limits(cases: list[Case], cfg: ViTConfig, limits: Limits, skip_large:
         if not kept:
             raise LimitError(f"every size of the sweep is over the token limit ({skipped[0]}); raise --max-tokens")
         cases = kept
-    check_limits(cfg, [(c.height, c.width, c.batch) for c in cases], limits, "verify")
+    check_limits(cfg, [(c.height, c.width, c.batch) for c in cases], limits, "verify", attention)
     return cases, skipped
 
 

@@ -269,12 +269,13 @@ def _verify_artifact(artifact: Artifact, start: float, *, checkpoint: Any, confi
     declared = ViTConfig.from_dict(artifact.metadata["config"]) if artifact.metadata.get("config") else None
     if declared is not None:  # the work asked for is refused before any model is built
         cases, report.skipped_cases = within_limits(case_list(declared, sizes, batch_sizes, fixed_batch), declared,
-                                                    limits, skip_large)
+                                                    limits, skip_large,
+                                                    artifact.metadata.get("attention"))
     reference, report.weight_diff = _references(artifact, checkpoint, config)
     cfg = declared or reference.config
     if declared is None:
         cases, report.skipped_cases = within_limits(case_list(cfg, sizes, batch_sizes, fixed_batch), cfg, limits,
-                                                    skip_large)
+                                                    skip_large, artifact.metadata.get("attention"))
     report.config = cfg.to_dict()
     if artifact.graph is not None:
         report.static_problems, report.static_notes = static_checks(artifact.graph, artifact.metadata, cfg)

@@ -160,7 +160,7 @@ def test_eight_threads_match_sequential(digits_onnx: Path) -> None:
         (np.full((1, 10, 10), np.nan, np.float32), "NaN or Inf"),
         (np.zeros((10, 10), np.int64), "unsupported dtype int64"),
         ("not an image", "unsupported image type str"),
-        (np.zeros((2000, 2000), np.uint8), "over the limit of 4,096"),
+        (np.zeros((2000, 2000), np.uint8), "over the limit of 16,640"),
     ],
 )
 def test_bad_inputs_are_refused(digits_onnx: Path, image, message: str) -> None:
