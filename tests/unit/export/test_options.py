@@ -12,12 +12,12 @@ from vitexport.export.options import ExportOptions, default_attention
 
 
 def test_defaults_follow_the_other_options() -> None:
-    assert ExportOptions() == ExportOptions("sdpa", DEFAULT_OPSET, "portable", "float32")
+    assert ExportOptions() == ExportOptions("chunked", DEFAULT_OPSET, "portable", "float32")
     assert ExportOptions(attention="onnx").opset == ATTENTION_MIN_OPSET["onnx"] == 23
-    assert ExportOptions(optimize="cpu").attention == "mha" and ExportOptions(optimize="cuda").attention == "sdpa"
+    assert ExportOptions(optimize="cpu").attention == "mha" and ExportOptions(optimize="cuda").attention == "chunked"
     assert ExportOptions(attention="sdpa", optimize="cpu").attention == "sdpa"  # an explicit choice wins
     assert ExportOptions(attention="mha", opset=MAX_OPSET).opset == MAX_OPSET
-    assert default_attention(None) == "sdpa"
+    assert default_attention(None) == "chunked"
     for attention in ATTENTION_CHOICES:
         assert ExportOptions(attention=attention).opset == max(DEFAULT_OPSET, ATTENTION_MIN_OPSET[attention])
 
