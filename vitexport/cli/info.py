@@ -30,6 +30,8 @@ def _print_checkpoint_info(info: dict) -> None:
     click.echo(
         f"dynamic        img_size={cfg['dynamic_img_size']}, img_pad={cfg['dynamic_img_pad']}"
     )
+    if info.get("head"):  # a release format: what the model's output is
+        click.echo(f"output         {info['head']} head: equals {info['reference']} at the native size")
     if info.get("preprocess"):
         p = info["preprocess"]
         click.echo(f"preprocess     scale {p.get('scale')}, mean {p.get('mean')}, std {p.get('std')}")
@@ -82,6 +84,10 @@ def _print_artifact_info(info: dict) -> None:
     if meta.get("labels"):
         click.echo(f"labels         {len(meta['labels'])}: {', '.join(meta['labels'][:10])}")
     click.echo(f"source sha256  {meta.get('source_sha256')}")
+    source = meta.get("source") if isinstance(meta.get("source"), dict) else {}
+    if source.get("head"):
+        click.echo(f"source         {source.get('format')}: {source['head']} head, equals {source.get('reference')} "
+                   "at the native size")
     click.echo("config         " + json.dumps(meta.get("config")))
     _print_sizes(info.get("sizes", []))
 
