@@ -231,6 +231,23 @@ def test_open_clip_timm_tower_exports_and_equals_open_clip(tmp_path: Path) -> No
     check_native_output(release, tmp_path / "model.onnx")
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+def test_torchscript_of_a_release_format_verifies_against_it(tmp_path: Path) -> None:
+    """`vitexport torchscript` takes the same checkpoints; its archive verifies against the folder and equals
+    transformers' image_embeds at the native size."""
+    release = transformers_clip(tmp_path)
+    out = tmp_path / "clip.ts"
+    result = run("torchscript", str(release.path), "-o", str(out))
+    assert result.exit_code == 0, result.output
+    result = run("verify", str(out), "--checkpoint", str(release.path), "--sizes", _sizes(release.native),
+                 "--batch-sizes", "2")
+    assert result.exit_code == 0, result.output
+    x = images(2, *release.native, seed=13)
+    with torch.no_grad():
+        got = torch.jit.load(str(out))(x)  # vitexport's own export, just written
+        np.testing.assert_allclose(got.numpy(), release.forward(x).numpy(), atol=ATOL, rtol=RTOL)
+
+
 def test_transformers_weights_file_reads_the_config_beside_it(tmp_path: Path) -> None:
     """model.safetensors passed alone is read with the config.json beside it; without one, refused by name."""
     release = transformers_dinov2(tmp_path)
