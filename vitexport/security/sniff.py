@@ -202,6 +202,9 @@ def sniff(path: str | os.PathLike[str]) -> Sniffed:
         weights = next((name for name in HUB_WEIGHT_FILES if (p / name).is_file()), None)
         if weights:
             return Sniffed("hub-folder", f"a model folder ({weights})", weights)
+        config = next((n for n in ("config.json", "open_clip_config.json") if (p / n).is_file()), None)
+        if config:  # e.g. sharded transformers weights: the checkpoint reader names what is missing
+            return Sniffed("hub-folder", f"a model folder ({config})", config)
         return Sniffed("directory", "a directory")
     if not p.exists():
         return Sniffed("missing", "missing")

@@ -24,7 +24,7 @@ from vitexport.checkpoint.foreign.common import complete_args
 from vitexport.checkpoint.foreign.detect import convert_state_dict
 from vitexport.checkpoint.weights import check_fits
 from vitexport.model.config import ViTConfig
-from vitexport.security.sniff import sniff
+from vitexport.security.sniff import require, sniff
 
 T = pytest.importorskip("transformers", reason="transformers is a test dependency (pip install transformers)")
 open_clip = pytest.importorskip("open_clip", reason="open_clip_torch is a test dependency")
@@ -108,6 +108,7 @@ def test_integer_position_ids_of_older_transformers_saves_are_dropped(tmp_path: 
 def test_sharded_transformers_folder_is_refused_by_name(tmp_path: Path) -> None:
     T.ViTModel(T.ViTConfig(**SMALL)).config.save_pretrained(tmp_path)
     (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {}}))
+    assert require(tmp_path, "info").kind == "hub-folder"  # info and verify --checkpoint reach the reader too
     with pytest.raises(CheckpointError, match=r"transformers-vit checkpoint: its weights are sharded"):
         read_checkpoint(tmp_path)
 
