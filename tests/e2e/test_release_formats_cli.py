@@ -259,7 +259,7 @@ def test_transformers_weights_file_reads_the_config_beside_it(tmp_path: Path) ->
     assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.output
     assert "transformers weights without their config.json" in result.stderr
     result = run("info", str(weights), "--config", str(tmp_path / "config.moved.json"))  # given as --config
-    assert result.exit_code == 0 and "transformers-dinov2 (config from file" in result.stdout, result.output
+    assert result.exit_code == 0 and "transformers-dinov2 (config from file+--config)" in result.stdout, result.output
 
 
 # ---------------------------------------------------------------------------

@@ -98,6 +98,7 @@ def convert_release(found: Contents, file: Path, explicit: dict[str, Any] | None
                               "drop --ema")
     found.release, found.state_dict, found.format = converted, converted.state_dict, converted.format
     found.preprocess, found.labels = converted.preprocess, converted.labels
+    found.source = "file+--config" if explicit is not None else ""  # the format's own config given as --config
     for note in converted.notes:
         logger.info("%s: %s", converted.format, note)
     return rest
@@ -112,7 +113,7 @@ def release_config(found: Contents, explicit: dict[str, Any] | None, path: str) 
         args, preprocess, labels = hub_config(explicit)
         found.preprocess, found.labels = preprocess or found.preprocess, labels or found.labels
     found.args = complete_args(found.release, args, path)
-    found.source = "file" if explicit is None else "file+--config"
+    found.source = "file" if explicit is None and not found.source else "file+--config"
 
 
 def release_meta(converted: Converted | None) -> dict[str, Any]:

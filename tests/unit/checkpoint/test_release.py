@@ -68,6 +68,7 @@ def test_open_clip_folder_file_and_config_given_as_config(tmp_path: Path) -> Non
         read_checkpoint(alone)  # the same weights without open_clip's config: OpenAI's layout, unknowns named
     model = load_model(alone, config=str(tmp_path / "oc" / "open_clip_config.json"))
     assert rel_err(model(x), ref.encode_image(x)) <= TOL
+    assert model.meta["source"]["config_source"] == "file+--config"
 
 
 def test_timm_state_dict_beside_a_transformers_config_is_read_as_timm(tmp_path: Path) -> None:
