@@ -3,7 +3,10 @@
 Nothing here executes code from a file: torch files go through `vitexport.security.untrusted.load_torch_file`
 (pre-scanned, ``torch.load(weights_only=True)`` tried in a child first), safetensors through ``safetensors``.
 Formats: a vitexport checkpoint (config, preprocessing, labels), a timm training checkpoint (``arch``, its
-saved ``args``, plain and EMA weights), a plain state dict, safetensors (alone or in a hub folder).
+saved ``args``, plain and EMA weights), a plain state dict, safetensors (alone or in a hub folder), a JAX/Flax
+``.npz`` (`vitexport.security.safenpz`: float arrays only, no pickles; converted here, see
+`vitexport.checkpoint.foreign.big_vision`). Folders of transformers and open_clip resolve to their weights file
+(`vitexport.checkpoint.release`, which converts the other release formats).
 """
 
 from __future__ import annotations
@@ -43,6 +46,11 @@ def _resolve_file(path: Path) -> Path:
     if not path.exists():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist; check the path")
     if path.is_dir():
+        from vitexport.checkpoint.release import folder_weights
+
+        release = folder_weights(path)  # a transformers or open_clip folder: its own weights file
+        if release is not None:
+            return release
         for name in HUB_WEIGHT_FILES:
             if (path / name).is_file():
                 return path / name
@@ -81,6 +89,10 @@ def read_raw(path: str | os.PathLike[str]) -> tuple[Path, str, Any]:
         tensors, metadata = _load_safetensors(file)
         return file, "safetensors", {"__safetensors__": tensors, "__metadata__": metadata}
     kind = require(file, "checkpoint", found=found).kind  # another kind of file: named, with the command that takes it
+    if kind == "npz":
+        from vitexport.security.safenpz import read_npz
+
+        return file, "npz", read_npz(file)
     kind = "torch-zip" if kind == "torch-zip" else "torch-pickle"
     return file, kind, load_torch_file(file, kind)
 
@@ -166,6 +178,7 @@ class Contents:
     labels: list[str] | None = None
     arch: str | None = None
     train_args: Any = None  # a timm training checkpoint's saved `args` (its --model-kwargs and --gp)
+    release: Any = None  # a release format's `Converted` (vitexport.checkpoint.foreign): what the file states
 
 
 def _vitexport_contents(file: Path, obj: dict[str, Any], use_ema: bool) -> Contents:
@@ -190,10 +203,21 @@ def _vitexport_contents(file: Path, obj: dict[str, Any], use_ema: bool) -> Conte
                     labels_list(obj.get("labels"), where, error=CheckpointError))
 
 
+def _npz_contents(file: Path, arrays: dict[str, Any], use_ema: bool) -> Contents:
+    from vitexport.checkpoint.foreign.big_vision import convert_big_vision
+
+    if use_ema:
+        raise _no_ema(file, "a JAX .npz checkpoint, which holds one set of weights", sorted(arrays))
+    converted = convert_big_vision(arrays)
+    return Contents(converted.state_dict, converted.format, release=converted)
+
+
 def contents(file: Path, kind: str, obj: Any, use_ema: bool) -> Contents:
     """The weights (EMA ones with ``use_ema``) and whatever else ``obj``, read from ``file`` by `read_raw`, carries."""
     if isinstance(obj, dict) and obj.get("format") == FORMAT_NAME:
         return _vitexport_contents(file, obj, use_ema)
+    if kind == "npz":
+        return _npz_contents(file, obj, use_ema)
     if kind == "safetensors":
         sd = clean_state_dict(obj["__safetensors__"])
         if not sd:

@@ -13,7 +13,9 @@ from typing import Any
 
 import torch
 
+from vitexport.checkpoint.foreign.common import drop_index_buffers
 from vitexport.checkpoint.formats import contents, read_raw, sha256_file
+from vitexport.checkpoint.release import convert_release, release_meta
 from vitexport.checkpoint.resolve import config_from_args, resolve_config
 from vitexport.checkpoint.weights import build_model, check_tensors
 from vitexport.model.config import ViTConfig, load_config_arg
@@ -44,6 +46,7 @@ class Checkpoint:
                 "format": self.format,
                 "config_source": self.config_source,
                 "sha256": self.sha256,
+                **self.extra.get("release", {}),  # a release format: its head and the output it equals
             },
         }
 
@@ -56,15 +59,21 @@ def read_checkpoint(
     """Read any supported checkpoint and resolve its config (see `load_model`).
 
     ``use_ema`` takes a training checkpoint's EMA weights; on a file without them (a plain
-    state dict, safetensors, a vitexport checkpoint) it is an error naming the keys there are.
+    state dict, safetensors, a vitexport checkpoint, a release format) it is an error naming the keys there are.
+    Release formats (OpenAI CLIP, open_clip, DINOv2, big_vision ``.npz``, transformers folders) are converted
+    to timm's layout first (`vitexport.checkpoint.release`).
     """
     file, kind, obj = read_raw(path)
     explicit = load_config_arg(str(config) if isinstance(config, os.PathLike) else config)
     found = contents(file, kind, obj, use_ema)
+    drop_index_buffers(found.state_dict)  # integer position_ids and the like: not weights
     check_tensors(found.state_dict, repr(str(file)))  # dense floats backed by the file, before any shape is used
-    notes = resolve_config(found, file, explicit)
+    explicit = convert_release(found, file, explicit, use_ema)
+    notes = resolve_config(found, file, explicit, str(path))
     for note in notes:
         logger.warning("%s", note)
+    if found.release is not None:
+        notes = [*found.release.notes, *notes]
     cfg = config_from_args(found.args, f"model config ({found.source})")
     return Checkpoint(
         config=cfg,
@@ -75,7 +84,7 @@ def read_checkpoint(
         sha256=sha256_file(file),
         preprocess=found.preprocess,
         labels=[str(v) for v in found.labels] if found.labels else None,
-        extra={"notes": notes},
+        extra={"notes": notes, "release": release_meta(found.release)},
     )
 
 
@@ -107,6 +116,7 @@ def describe_checkpoint(ckpt: Checkpoint) -> dict[str, Any]:
         "preprocess": ckpt.preprocess,
         "labels": ckpt.labels,
         "notes": ckpt.extra.get("notes", []),
+        **ckpt.extra.get("release", {}),
     }
 
 

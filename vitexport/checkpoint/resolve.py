@@ -1,4 +1,5 @@
-"""Where a checkpoint's model config comes from, first match wins: ``--config`` (timm keyword arguments or a hub
+"""Where a checkpoint's model config comes from, first match wins: a release format's own statement completed by
+``--config`` (`vitexport.checkpoint.release`), ``--config`` (timm keyword arguments or a hub
 ``config.json``), the config a vitexport checkpoint carries, a timm training checkpoint's ``arch`` (its preset,
 with the ``--model-kwargs`` and ``--gp`` of its saved ``args``, corrected by the weights' shapes), a hub
 ``config.json`` beside the weights, or inference from the shapes alone (`vitexport.checkpoint.infer`).
@@ -28,9 +29,26 @@ def _train_model_kwargs(train_args: Any) -> dict[str, Any]:
     return out
 
 
-def resolve_config(found: Contents, file: Path, explicit: dict[str, Any] | None) -> list[str]:
-    """Fill ``found.args``/``source`` (and preprocess/labels) from --config, arch, config.json or the shapes;
-    the notes on what shape inference guessed."""
+def _beside(file: Path) -> dict[str, Any] | None:
+    """The ``config.json`` beside the weights, unless it is a transformers config (those weights were converted
+    by `vitexport.checkpoint.release`; a timm state dict beside one is read from its shapes)."""
+    from vitexport.checkpoint.foreign.hf import is_transformers_config
+
+    if not (file.parent / "config.json").is_file():
+        return None
+    data = load_config_arg(str(file.parent / "config.json"))
+    return None if is_transformers_config(data) else data
+
+
+def resolve_config(found: Contents, file: Path, explicit: dict[str, Any] | None, path: str | None = None
+                   ) -> list[str]:
+    """Fill ``found.args``/``source`` (and preprocess/labels) from the release format, --config, arch, config.json
+    or the shapes; the notes on what shape inference guessed. ``path``: the checkpoint as the user named it."""
+    if found.release is not None:
+        from vitexport.checkpoint.release import release_config
+
+        release_config(found, explicit, path or str(file))
+        return []
     if explicit is not None:
         if is_hub_layout(explicit):
             found.args, preprocess_hub, labels_hub = hub_config(explicit)
@@ -43,9 +61,7 @@ def resolve_config(found: Contents, file: Path, explicit: dict[str, Any] | None)
     elif found.arch is not None:
         preset = preset_args(found.arch) | _train_model_kwargs(found.train_args) | {"architecture": found.arch}
         found.args, found.source = merge_shape_facts(preset, found.state_dict), "arch"
-    elif (file.parent / "config.json").is_file():
-        data = load_config_arg(str(file.parent / "config.json"))
-        assert data is not None
+    elif (data := _beside(file)) is not None:
         found.args, found.preprocess, found.labels = hub_config(data) if is_hub_layout(data) else (data, None, None)
         found.source = "config.json"
     else:

@@ -38,6 +38,8 @@ def _print_checkpoint_info(info: CheckpointInfo) -> None:
     click.echo(f"prefix tokens  {prefix.total} (class token: {'yes' if prefix.class_token else 'no'}, "
                f"registers: {prefix.registers}); pos_embed rows: {info.pos_embed_rows}")
     click.echo(f"dynamic        img_size={cfg['dynamic_img_size']}, img_pad={cfg['dynamic_img_pad']}")
+    if info.head:  # a release format: what the model's output is
+        click.echo(f"output         {info.head} head: equals {info.reference} at the native size")
     _print_preprocess_and_labels(info.preprocess, info.labels, count_first=False)
     for note in info.notes:
         click.echo(f"note           {note}")
@@ -84,6 +86,10 @@ def _print_artifact_info(info: ArtifactInfo) -> None:
                f"prefix tokens {meta['num_prefix_tokens']}")
     _print_preprocess_and_labels(meta.get("preprocess"), meta.get("labels"), count_first=True)
     click.echo(f"source sha256  {meta.get('source_sha256')}")
+    source = meta.get("source") if isinstance(meta.get("source"), dict) else {}
+    if source.get("head"):
+        click.echo(f"source         {source.get('format')}: {source['head']} head, equals {source.get('reference')} "
+                   "at the native size")
     click.echo("config         " + json.dumps(meta.get("config")))
     _print_sizes(info.sizes)
 

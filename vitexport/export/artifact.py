@@ -96,6 +96,8 @@ def artifact_metadata(
         "dtype": dtype,
         "opset": opset,
         "source_sha256": source_sha256 or source.get("sha256"),
+        # the checkpoint's format and, for a release format, its head and the library output it equals
+        "source": {k: source[k] for k in ("format", "config_source", "head", "reference") if k in source} or None,
         "torch_version": torch.__version__,
         "onnx_version": onnx.__version__,
         "onnxscript_version": onnxscript.__version__,

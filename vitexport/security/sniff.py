@@ -5,8 +5,9 @@ never executes or decodes its contents beyond that: PyTorch checkpoints (``torch
 ``data.pkl``; legacy and raw pickles), TorchScript archives (zip with ``code/``), safetensors
 (8-byte little-endian header length, then a JSON object), ONNX models, images (the formats of
 `vitexport.security.images.ACCEPTED_FORMATS`: PNG, JPEG, WebP, BMP, GIF, TIFF, PPM; other image
-formats are named by Pillow's own prefix checks, as ``other-image``), JSON, model folders (a hub
-layout with ``model.safetensors`` or ``pytorch_model.bin``), directories, empty and missing paths.
+formats are named by Pillow's own prefix checks, as ``other-image``), JSON, NumPy ``.npz`` archives
+(JAX/Flax checkpoints: a zip of ``.npy`` members only), model folders (a hub layout with
+``model.safetensors`` or ``pytorch_model.bin``, an open_clip folder), directories, empty and missing paths.
 
 ONNX has no magic number: a ModelProto is a protobuf message, so it is recognised by its first
 fields (wire type and field number of ``ir_version`` = 1 (varint), ``producer_name`` = 2,
@@ -37,7 +38,8 @@ HEAD_BYTES = 64 * 1024
 TORCHSCRIPT_LABEL = "a TorchScript archive"
 TORCHSCRIPT_EXTRA_FILE = "vitexport.json"  # the member (under extra/) of our TorchScript archives holding metadata
 # Weight files that make a folder a model folder (timm / Hugging Face hub layout, OpenCLIP).
-HUB_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
+HUB_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors",
+                    "open_clip_pytorch_model.bin")
 SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024  # the safetensors format's own limit
 
 # torch.save(..., _use_new_zipfile_serialization=False) pickles this magic number first (protocol 2, LONG1)
@@ -51,7 +53,7 @@ _IMAGES = (
     (b"MM\x00*", "tiff", "a TIFF image"),
 )
 IMAGE_KINDS = frozenset(KINDS.values())  # one kind per format the image decoder accepts
-CHECKPOINT_KINDS = frozenset({"torch-zip", "torch-pickle", "pickle", "safetensors", "hub-folder"})
+CHECKPOINT_KINDS = frozenset({"torch-zip", "torch-pickle", "pickle", "safetensors", "hub-folder", "npz"})
 
 # ModelProto fields -> wire type (0 varint, 2 length-delimited); GraphProto fields are all messages/strings
 _MODEL_FIELDS = {1: 0, 2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20: 2, 25: 2, 26: 2}
@@ -147,6 +149,8 @@ def _zip_kind(path: Path, head: bytes) -> Sniffed:
         return Sniffed("torchscript", TORCHSCRIPT_LABEL)
     if any(n.endswith("data.pkl") for n in names):
         return Sniffed("torch-zip", "a PyTorch checkpoint")
+    if names and all(n.endswith(".npy") for n in names):  # numpy.savez: big_vision / vision_transformer weights
+        return Sniffed("npz", "a NumPy .npz archive")
     return Sniffed("zip", "a zip archive", "no data.pkl inside")
 
 
@@ -227,6 +231,9 @@ def sniff(path: str | os.PathLike[str]) -> Sniffed:
         weights = next((name for name in HUB_WEIGHT_FILES if (p / name).is_file()), None)
         if weights:
             return Sniffed("hub-folder", f"a model folder ({weights})", weights)
+        config = next((n for n in ("config.json", "open_clip_config.json") if (p / n).is_file()), None)
+        if config:  # e.g. sharded transformers weights: the checkpoint reader names what is missing
+            return Sniffed("hub-folder", f"a model folder ({config})", config)
         return Sniffed("directory", "a directory")
     if not p.exists():
         return Sniffed("missing", "missing")

@@ -55,6 +55,8 @@ class CheckpointInfo:
     notes: list[str] = field(default_factory=list)
     sizes: list[SizeGeometry] = field(default_factory=list)
     kind: str = "checkpoint"
+    head: str | None = None  # a release format: its head and the library output it equals at the native size
+    reference: str | None = None
 
     @property
     def img_size(self) -> tuple[int, int]:
@@ -69,6 +71,7 @@ class CheckpointInfo:
             "config": self.config, "parameters": self.parameters, "patch_size": self.patch_size,
             "native_grid": self.native_grid, "prefix_tokens": self.prefix_tokens.to_json(),
             "pos_embed_rows": self.pos_embed_rows, "sizes": [asdict(s) for s in self.sizes],
+            **({"head": self.head, "reference": self.reference} if self.head else {}),
         }
 
 
@@ -193,6 +196,7 @@ def describe_checkpoint_file(
         prefix_tokens=PrefixTokens(int(cfg.class_token), cfg.reg_tokens, cfg.num_prefix_tokens),
         pos_embed_rows=int(ckpt.state_dict["pos_embed"].shape[1]),
         sizes=[SizeGeometry(**infer_grid(model, h, w)) for h, w in sizes],
+        head=source.get("head"), reference=source.get("reference"),
     )
 
 

@@ -18,6 +18,7 @@ import torch
 
 from tests.helpers.foreign import TOL, assert_same_state_dict, build, images, rel_err, timm_model
 from tests.helpers.models import perturb_
+from tests.helpers.release import siglip_as_big_vision, vit_as_original
 from vitexport._util.errors import CheckpointError, ConfigError
 from vitexport.checkpoint.foreign.big_vision import convert_big_vision
 from vitexport.checkpoint.foreign.common import complete_args
@@ -135,63 +136,6 @@ SMALL = dict(hidden_size=D, num_hidden_layers=DEPTH, num_attention_heads=H, inte
              patch_size=PATCH)
 
 
-def _flax_dense(weight: torch.Tensor) -> np.ndarray:
-    return weight.T.numpy()
-
-
-def _flax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, qb: torch.Tensor, kb: torch.Tensor,
-                    vb: torch.Tensor, o: torch.Tensor, ob: torch.Tensor, where: str) -> dict[str, np.ndarray]:
-    out = {}
-    for n, weight, bias in (("query", q, qb), ("key", k, kb), ("value", v, vb)):
-        out[f"{where}{n}/kernel"] = weight.T.reshape(D, H, D // H).numpy()
-        out[f"{where}{n}/bias"] = bias.reshape(H, D // H).numpy()
-    out[f"{where}out/kernel"] = o.T.reshape(H, D // H, D).numpy()
-    out[f"{where}out/bias"] = ob.numpy()
-    return out
-
-
-def _flax_block(sd: dict[str, torch.Tensor], h: str, attn: str, out: str, norms: tuple[tuple[int, str], ...],
-                mha_sub: int, mlp_sub: int) -> dict[str, np.ndarray]:
-    """One transformers encoder layer ``h`` as a Flax encoder block's arrays (names relative to the block)."""
-    a = [sd[f"{h}{attn}{n}_proj.weight"] for n in "qkv"] + [sd[f"{h}{attn}{n}_proj.bias"] for n in "qkv"]
-    block = _flax_attention(*a, sd[f"{h}{attn}{out}_proj.weight"], sd[f"{h}{attn}{out}_proj.bias"],
-                            f"MultiHeadDotProductAttention_{mha_sub}/")
-    for j, n in norms:
-        block[f"LayerNorm_{j}/scale"], block[f"LayerNorm_{j}/bias"] = sd[f"{h}{n}.weight"].numpy(), sd[
-            f"{h}{n}.bias"].numpy()
-    for j, n in ((0, "fc1"), (1, "fc2")):
-        block[f"MlpBlock_{mlp_sub}/Dense_{j}/kernel"] = _flax_dense(sd[f"{h}mlp.{n}.weight"])
-        block[f"MlpBlock_{mlp_sub}/Dense_{j}/bias"] = sd[f"{h}mlp.{n}.bias"].numpy()
-    return block
-
-
-def siglip_as_big_vision(model: Any, scan: bool) -> dict[str, np.ndarray]:
-    """A transformers SiglipVisionModel as big_vision saves a two-tower SigLIP's image tower."""
-    sd, p = {k: v.detach() for k, v in model.state_dict().items()}, "params/img/"
-    w = {f"{p}embedding/kernel": sd["embeddings.patch_embedding.weight"].permute(2, 3, 1, 0).numpy(),
-         f"{p}embedding/bias": sd["embeddings.patch_embedding.bias"].numpy(),
-         f"{p}pos_embedding": sd["embeddings.position_embedding.weight"][None].numpy(),
-         f"{p}Transformer/encoder_norm/scale": sd["post_layernorm.weight"].numpy(),
-         f"{p}Transformer/encoder_norm/bias": sd["post_layernorm.bias"].numpy()}
-    norms = ((0, "layer_norm1"), (1, "layer_norm2"))
-    blocks = [_flax_block(sd, f"encoder.layers.{i}.", "self_attn.", "out", norms, 0, 0) for i in range(DEPTH)]
-    if scan:
-        w.update({f"{p}Transformer/encoderblock/{k}": np.stack([b[k] for b in blocks]) for k in blocks[0]})
-    else:
-        w.update({f"{p}Transformer/encoderblock_{i}/{k}": v for i, b in enumerate(blocks) for k, v in b.items()})
-    q, k, v = sd["head.attention.in_proj_weight"].split(D)
-    qb, kb, vb = sd["head.attention.in_proj_bias"].split(D)
-    m = f"{p}MAPHead_0/"
-    w.update(_flax_attention(q, k, v, qb, kb, vb, sd["head.attention.out_proj.weight"],
-                             sd["head.attention.out_proj.bias"], f"{m}MultiHeadDotProductAttention_0/"))
-    w |= {f"{m}probe": sd["head.probe"].numpy(), f"{m}LayerNorm_0/scale": sd["head.layernorm.weight"].numpy(),
-          f"{m}LayerNorm_0/bias": sd["head.layernorm.bias"].numpy()}
-    for j, n in ((0, "fc1"), (1, "fc2")):
-        w[f"{m}MlpBlock_0/Dense_{j}/kernel"] = _flax_dense(sd[f"head.mlp.{n}.weight"])
-        w[f"{m}MlpBlock_0/Dense_{j}/bias"] = sd[f"head.mlp.{n}.bias"].numpy()
-    return w
-
-
 @pytest.mark.parametrize("scan", [False, True], ids=["per_block", "scan"])
 @torch.no_grad()
 def test_siglip_npz_equals_transformers_siglip(scan: bool, tmp_path: Path) -> None:
@@ -202,23 +146,6 @@ def test_siglip_npz_equals_transformers_siglip(scan: bool, tmp_path: Path) -> No
     assert converted.head == "none" and converted.args["global_pool"] == "map"
     x = images(3, 32, 32)
     assert rel_err(build(converted)(x), ref(pixel_values=x).pooler_output) <= TOL
-
-
-def vit_as_original(model: Any) -> dict[str, np.ndarray]:
-    """A transformers ViTForImageClassification as google-research/vision_transformer saves a ViT."""
-    sd = {k: v.detach() for k, v in model.state_dict().items()}
-    w = {"embedding/kernel": sd["vit.embeddings.patch_embeddings.projection.weight"].permute(2, 3, 1, 0).numpy(),
-         "embedding/bias": sd["vit.embeddings.patch_embeddings.projection.bias"].numpy(),
-         "cls": sd["vit.embeddings.cls_token"].numpy(),
-         "Transformer/posembed_input/pos_embedding": sd["vit.embeddings.position_embeddings"].numpy(),
-         "Transformer/encoder_norm/scale": sd["vit.layernorm.weight"].numpy(),
-         "Transformer/encoder_norm/bias": sd["vit.layernorm.bias"].numpy(),
-         "head/kernel": _flax_dense(sd["classifier.weight"]), "head/bias": sd["classifier.bias"].numpy()}
-    norms = ((0, "layernorm_before"), (2, "layernorm_after"))
-    for i in range(DEPTH):
-        block = _flax_block(sd, f"vit.layers.{i}.", "attention.", "o", norms, 1, 3)
-        w.update({f"Transformer/encoderblock_{i}/{k}": v for k, v in block.items()})
-    return w
 
 
 @torch.no_grad()

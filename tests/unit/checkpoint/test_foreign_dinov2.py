@@ -15,6 +15,7 @@ import torch
 
 from tests.helpers.foreign import TOL, assert_same_state_dict, build, images, rel_err, timm_model
 from tests.helpers.models import perturb_
+from tests.helpers.release import dinov2_repository_layout
 from vitexport._util.errors import CheckpointError, ConfigError
 from vitexport.checkpoint.foreign.common import complete_args
 from vitexport.checkpoint.foreign.detect import convert_state_dict, detect_format
@@ -24,31 +25,6 @@ T = pytest.importorskip("transformers", reason="transformers is a test dependenc
 
 SMALL = dict(hidden_size=48, num_hidden_layers=2, num_attention_heads=4, image_size=28, patch_size=7,
              layerscale_value=0.5)
-
-
-def repository_layout(model: Any) -> dict[str, torch.Tensor]:
-    """A transformers DINOv2 (with or without registers) as the DINOv2 repository's state dict."""
-    sd = model.state_dict()
-    out = {"cls_token": sd["embeddings.cls_token"], "mask_token": sd["embeddings.mask_token"],
-           "pos_embed": sd["embeddings.position_embeddings"],
-           "patch_embed.proj.weight": sd["embeddings.patch_embeddings.projection.weight"],
-           "patch_embed.proj.bias": sd["embeddings.patch_embeddings.projection.bias"],
-           "norm.weight": sd["layernorm.weight"], "norm.bias": sd["layernorm.bias"]}
-    if "embeddings.register_tokens" in sd:
-        out["register_tokens"] = sd["embeddings.register_tokens"]
-    for i in range(model.config.num_hidden_layers):
-        h, b = f"encoder.layer.{i}.", f"blocks.{i}."
-        for p in ("weight", "bias"):
-            out[f"{b}norm1.{p}"], out[f"{b}norm2.{p}"] = sd[f"{h}norm1.{p}"], sd[f"{h}norm2.{p}"]
-            out[f"{b}attn.qkv.{p}"] = torch.cat([sd[f"{h}attention.{n}_proj.{p}"] for n in "qkv"])
-            out[f"{b}attn.proj.{p}"] = sd[f"{h}attention.o_proj.{p}"]
-            if f"{h}mlp.gate_proj.{p}" in sd:  # SwiGLUFFNFused: w12 = [x1 (silu); x2], w3
-                out[f"{b}mlp.w12.{p}"] = torch.cat([sd[f"{h}mlp.gate_proj.{p}"], sd[f"{h}mlp.up_proj.{p}"]])
-                out[f"{b}mlp.w3.{p}"] = sd[f"{h}mlp.down_proj.{p}"]
-            else:
-                out[f"{b}mlp.fc1.{p}"], out[f"{b}mlp.fc2.{p}"] = sd[f"{h}mlp.fc1.{p}"], sd[f"{h}mlp.fc2.{p}"]
-        out[f"{b}ls1.gamma"], out[f"{b}ls2.gamma"] = sd[f"{h}layer_scale1.lambda1"], sd[f"{h}layer_scale2.lambda1"]
-    return out
 
 
 CASES = {
@@ -61,7 +37,7 @@ CASES = {
 def model_and_weights(name: str, seed: int) -> tuple[Any, dict[str, torch.Tensor]]:
     torch.manual_seed(seed)
     model = perturb_(CASES[name](), seed).eval()
-    return model, repository_layout(model)
+    return model, dinov2_repository_layout(model)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -103,7 +79,7 @@ def test_the_repositorys_architectures_state_their_heads(width: int, heads: int)
     with torch.device("meta"):
         model = T.Dinov2Model(T.Dinov2Config(hidden_size=width, num_hidden_layers=1, num_attention_heads=heads,
                                              image_size=28, patch_size=14))
-    converted = convert_dinov2(repository_layout(model))
+    converted = convert_dinov2(dinov2_repository_layout(model))
     assert converted.args["num_heads"] == heads and not converted.unknown
     assert complete_args(converted)["num_heads"] == heads
 

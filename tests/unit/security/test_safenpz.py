@@ -67,3 +67,20 @@ def test_reader_refuses_a_member_that_is_not_an_array(tmp_path: Path) -> None:
         zf.writestr("notes.txt", "hello")
     with pytest.raises(CheckpointError, match=r"not a \.npy array"):
         read_npz(path)
+
+
+def test_sniff_tells_an_npz_from_other_zips(tmp_path: Path) -> None:
+    """Only a zip whose members are all ``.npy`` is an ``npz`` (a checkpoint kind); ``savez_compressed`` too."""
+    from vitexport.security.sniff import require, sniff
+
+    np.savez(tmp_path / "w.npz", a=np.zeros(2, np.float32))
+    np.savez_compressed(tmp_path / "c.npz", a=np.zeros(2, np.float32), b=np.ones(3, np.float32))
+    for name in ("w.npz", "c.npz"):
+        assert sniff(tmp_path / name).kind == "npz"
+        assert require(tmp_path / name, "checkpoint").kind == "npz"
+    with zipfile.ZipFile(tmp_path / "mixed.zip", "w") as zf:
+        zf.writestr("a.npy", b"x")
+        zf.writestr("readme.txt", b"x")
+    assert sniff(tmp_path / "mixed.zip").kind == "zip"
+    with pytest.raises(CheckpointError, match="is not a checkpoint"):
+        require(tmp_path / "mixed.zip", "checkpoint")

@@ -233,7 +233,11 @@ def convert_big_vision(w: dict[str, Any]) -> Converted:
         raise refuse(FORMAT, f"{exc.args[0]!r} is missing", "the file is incomplete or of another layout") from exc
     head = "classifier" if args["num_classes"] else "none"
     notes = ["act_layer gelu_tanh: Flax's nn.gelu is the tanh approximation"]
-    return Converted(FORMAT, sd, args, head, REFERENCE, tuple(unknown), notes=notes)
+    converted = Converted(FORMAT, sd, args, head, REFERENCE, tuple(unknown), notes=notes)
+    if unknown == ["global_pool"]:
+        converted.suggest = {"global_pool": "avg"}
+        converted.suggest_for = "big_vision's default pool_type 'gap' (the mean of the patch tokens)"
+    return converted
 
 
 __all__ = ["FORMAT", "big_vision_to_timm", "convert_big_vision", "find_prefix", "is_big_vision"]

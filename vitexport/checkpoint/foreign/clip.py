@@ -31,6 +31,7 @@ from vitexport.checkpoint.foreign.common import (
     Converted,
     block_count,
     grid_args,
+    matching_presets,
     need,
     patch_args,
     patch_pair,
@@ -263,6 +264,22 @@ def _config_img_size(vision: dict[str, Any], sd: dict[str, torch.Tensor], patch:
     return hw[0] if hw[0] == hw[1] else hw
 
 
+def openai_suggestion(args: dict[str, Any]) -> dict[str, Any] | None:
+    """What OpenAI's ``clip`` builds for these weights: the QuickGELU CLIP preset that matches them (at their
+    native size when one does), else its rule written out (QuickGELU, width/64 heads, eps 1e-5, class token)."""
+    presets = [n for n in matching_presets(args, limit=None) if PRESETS[n].get("act_layer") == "quick_gelu"]
+    native = [n for n in presets if _same_size(PRESETS[n].get("img_size"), args.get("img_size"))]
+    if presets:
+        return {"architecture": (native or presets)[0]}
+    if args["embed_dim"] % 64:
+        return None
+    return {"act_layer": "quick_gelu", "num_heads": args["embed_dim"] // 64, "norm_eps": 1e-5, "global_pool": "token"}
+
+
+def _same_size(a: Any, b: Any) -> bool:
+    return a is not None and b is not None and patch_pair(a) == patch_pair(b)
+
+
 def convert_openai_clip(sd: dict[str, torch.Tensor], open_clip_config: dict[str, Any] | None = None) -> Converted:
     """A ``visual.*`` OpenAI CLIP / open_clip ViT state dict in timm's layout (see the module doc).
 
@@ -286,7 +303,12 @@ def convert_openai_clip(sd: dict[str, torch.Tensor], open_clip_config: dict[str,
             args["img_size"] = _config_img_size(cfg["vision_cfg"], sd, patch_pair(args["patch_size"]))
         unknown = [k for k in unknown if k not in args]
         preprocess = preprocess_of(open_clip_config)
-    return Converted(fmt, out, args, "projection", REFERENCE, tuple(unknown), preprocess=preprocess)
+    converted = Converted(fmt, out, args, "projection", REFERENCE, tuple(unknown), preprocess=preprocess)
+    if unknown:
+        converted.suggest = openai_suggestion(args)
+        converted.suggest_for = ("OpenAI's CLIP weights (open_clip's: pass their folder with open_clip_config.json, "
+                                 "or that file as --config)")
+    return converted
 
 
 # ---------------------------------------------------------------------------
@@ -372,15 +394,16 @@ def read_open_clip_config(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def read_open_clip_folder(folder: str | Path) -> Converted:
-    """An open_clip hub folder (``open_clip_config.json`` + ``open_clip_model.safetensors`` or
-    ``open_clip_pytorch_model.bin``): its image tower in timm's layout, with its preprocessing."""
-    folder = Path(folder)
-    data = read_open_clip_config(folder / OPEN_CLIP_CONFIG)
+def open_clip_weights_file(folder: Path) -> Path:
+    """The weights of an open_clip folder (``open_clip_model.safetensors``, else ``open_clip_pytorch_model.bin``)."""
     file = next((folder / n for n in OPEN_CLIP_WEIGHTS if (folder / n).is_file()), None)
     if file is None:
         raise refuse(OPEN_CLIP, f"{str(folder)!r} holds no {' or '.join(OPEN_CLIP_WEIGHTS)}", "pass the model's folder")
-    sd = read_weights(file)
+    return file
+
+
+def convert_open_clip(sd: dict[str, torch.Tensor], data: dict[str, Any]) -> Converted:
+    """An open_clip state dict with its ``open_clip_config.json`` (``data``): its image tower in timm's layout."""
     if is_open_clip_timm(sd):
         return convert_open_clip_timm(sd, data)
     if is_openai_clip(sd):
@@ -389,8 +412,16 @@ def read_open_clip_folder(folder: str | Path) -> Converted:
                  "this open_clip model's image tower is not a ViT vitexport builds")
 
 
+def read_open_clip_folder(folder: str | Path) -> Converted:
+    """An open_clip hub folder (``open_clip_config.json`` + ``open_clip_model.safetensors`` or
+    ``open_clip_pytorch_model.bin``): its image tower in timm's layout, with its preprocessing."""
+    folder = Path(folder)
+    data = read_open_clip_config(folder / OPEN_CLIP_CONFIG)
+    return convert_open_clip(read_weights(open_clip_weights_file(folder)), data)
+
+
 __all__ = [
-    "OPENAI", "OPEN_CLIP", "OPEN_CLIP_TIMM", "convert_open_clip_timm", "convert_openai_clip", "is_open_clip_timm",
-    "is_openai_clip", "model_cfg_of", "native_config_args", "openai_clip_to_timm", "preprocess_of",
-    "read_open_clip_config", "read_open_clip_folder",
+    "OPENAI", "OPEN_CLIP", "OPEN_CLIP_CONFIG", "OPEN_CLIP_TIMM", "convert_open_clip", "convert_open_clip_timm",
+    "convert_openai_clip", "is_open_clip_timm", "is_openai_clip", "model_cfg_of", "native_config_args",
+    "open_clip_weights_file", "openai_clip_to_timm", "preprocess_of", "read_open_clip_config", "read_open_clip_folder",
 ]

@@ -9,8 +9,10 @@ state is listed in `Converted.unknown`, never guessed: `complete_args` takes it 
 
 from __future__ import annotations
 
+import json
 import math
 import re
+import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +28,7 @@ from vitexport.model.presets import PRESETS
 HEAD_KINDS = ("classifier", "projection", "none")
 # Stored facts a preset is matched on when a fix suggests architectures.
 _MATCH_KEYS = ("embed_dim", "depth", "patch_size", "class_token", "reg_tokens", "pre_norm", "mlp_layer")
+_INDEX_BUFFER = re.compile(r"(^|\.)position_ids$|^(input_resolution|context_length|vocab_size)$")
 
 
 @dataclass
@@ -41,16 +44,32 @@ class Converted:
     preprocess: dict[str, Any] | None = None
     labels: list[str] | None = None
     notes: list[str] = field(default_factory=list)
+    # a config that states every unknown name for the files this format is usually released as, and for which
+    # ones ("OpenAI's CLIP weights"): the refusal prints it as a working command; the user confirms it applies
+    suggest: dict[str, Any] | None = None
+    suggest_for: str = ""
+
+
+def drop_index_buffers(sd: dict[str, torch.Tensor]) -> list[str]:
+    """Remove the integer index buffers release files carry besides the weights (transformers' persistent
+    ``*.position_ids`` of older saves, the ``input_resolution``/``context_length``/``vocab_size`` of OpenAI's
+    CLIP); they hold no weights. The removed names, so that `check_tensors` sees only weights."""
+    dropped = [k for k, v in sd.items() if _INDEX_BUFFER.search(k) and isinstance(v, torch.Tensor)
+               and not v.is_floating_point() and not v.is_complex() and v.dim() <= 2]
+    for key in dropped:
+        del sd[key]
+    return dropped
 
 
 def read_weights(file: Path) -> dict[str, torch.Tensor]:
     """A weights file through vitexport's readers (safetensors, or a pickle vetted before ``torch.load``),
-    as dense floating-point tensors (``check_tensors``); never ``torch.load`` here."""
+    as dense floating-point tensors (``check_tensors``, after `drop_index_buffers`); never ``torch.load`` here."""
     from vitexport.checkpoint import clean_state_dict, extract_state_dict, read_raw
     from vitexport.checkpoint.weights import check_tensors
 
     file, kind, obj = read_raw(file)
     sd = clean_state_dict(obj["__safetensors__"]) if kind == "safetensors" else extract_state_dict(obj, file)[0]
+    drop_index_buffers(sd)
     check_tensors(sd, repr(str(file)))
     return sd
 
@@ -115,7 +134,7 @@ def patch_pair(patch: Any) -> tuple[int, int]:
     return (patch, patch) if isinstance(patch, int) else (int(patch[0]), int(patch[1]))
 
 
-def matching_presets(args: dict[str, Any], limit: int = 4) -> list[str]:
+def matching_presets(args: dict[str, Any], limit: int | None = 4) -> list[str]:
     """Preset names whose stored facts (width, depth, patch, tokens, layout) equal ``args``'s."""
     keys = [k for k in _MATCH_KEYS if k in args]
     defaults = {"class_token": True, "reg_tokens": 0, "pre_norm": False, "mlp_layer": "mlp"}
@@ -133,22 +152,36 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-def complete_args(converted: Converted, explicit: dict[str, Any] | None = None) -> dict[str, Any]:
+def _missing_message(converted: Converted, missing: list[str], path: str | None) -> str:
+    """The refusal for names the file does not state: a working command when the converter has a suggestion
+    covering them, else the presets that match the weights."""
+    head = f"{converted.format} checkpoint: {', '.join(missing)} not stored in the file"
+    suggest = converted.suggest or {}
+    if "architecture" in suggest or (suggest and all(k in suggest for k in missing)):
+        option = f"--config '{json.dumps(suggest)}'"
+        command = f"run `vitexport onnx {shlex.quote(path)} {option}`" if path else f"add {option}"
+        return (f"{head}; for {converted.suggest_for}, {command} (the same --config works for info and verify "
+                "--checkpoint)")
+    matches = matching_presets(converted.args)
+    hint = (" (matching the weights: " + ", ".join(matches) + ")") if matches else ""
+    return (f"{head}; pass them with --config '{{\"{missing[0]}\": ...}}' or name the architecture with "
+            f"--config '{{\"architecture\": ...}}'{hint}")
+
+
+def complete_args(converted: Converted, explicit: dict[str, Any] | None = None, path: str | None = None
+                  ) -> dict[str, Any]:
     """timm keyword arguments for `ViTConfig.from_dict`: the explicit config, then what the file states.
 
     Every name in ``converted.unknown`` must come from ``explicit`` (an ``architecture`` states them
-    all); otherwise `ConfigError` names them and the presets that match the weights. An explicit value
-    that contradicts what the file states is refused, not overridden.
+    all); otherwise `ConfigError` names them and how to give them (``path``: the checkpoint as the user
+    passed it, for a command to copy). An explicit value that contradicts what the file states is
+    refused, not overridden.
     """
     explicit = dict(explicit or {})
     named = explicit.get("architecture") or explicit.get("arch")
     missing = [k for k in converted.unknown if k not in explicit and not named]
     if missing:
-        matches = matching_presets(converted.args)
-        hint = (" (matching the weights: " + ", ".join(matches) + ")") if matches else ""
-        raise ConfigError(
-            f"{converted.format} checkpoint: {', '.join(missing)} not stored in the file; pass them with --config "
-            f"'{{\"{missing[0]}\": ...}}' or name the architecture with --config '{{\"architecture\": ...}}'{hint}")
+        raise ConfigError(_missing_message(converted, missing, path))
     conflicts = [f"{k}={explicit[k]!r} (the file has {v!r})" for k, v in converted.args.items()
                  if k in explicit and not _same(explicit[k], v)]
     if conflicts:
@@ -158,6 +191,6 @@ def complete_args(converted: Converted, explicit: dict[str, Any] | None = None) 
 
 
 __all__ = [
-    "HEAD_KINDS", "Converted", "block_count", "complete_args", "grid_args", "matching_presets", "need",
-    "patch_args", "patch_pair", "read_weights", "refuse", "shape", "square_side",
+    "HEAD_KINDS", "Converted", "block_count", "complete_args", "drop_index_buffers", "grid_args", "matching_presets",
+    "need", "patch_args", "patch_pair", "read_weights", "refuse", "shape", "square_side",
 ]

@@ -84,14 +84,16 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def _weights(folder: Path, fmt: str) -> dict[str, torch.Tensor]:
+def weights_file(folder: Path, fmt: str = "transformers") -> Path:
+    """The one weights file of a transformers folder (``model.safetensors``, else ``pytorch_model.bin``);
+    sharded or missing weights are refused by name."""
     if any((folder / f"{name}.index.json").is_file() for name in _WEIGHT_FILES):
         raise refuse(fmt, "its weights are sharded (*.index.json)", "merge the shards into one "
                      "model.safetensors (model.save_pretrained(out, max_shard_size='100GB'))")
     file = next((folder / n for n in _WEIGHT_FILES if (folder / n).is_file()), None)
     if file is None:
         raise refuse(fmt, f"{str(folder)!r} holds no {' or '.join(_WEIGHT_FILES)}", "pass the model's folder")
-    return read_weights(file)
+    return file
 
 
 def _vision_config(data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -129,22 +131,40 @@ def _labels(data: dict[str, Any], converted: Converted) -> list[str] | None:
     if converted.head != "classifier" or not data.get("id2label"):
         return None
     labels = labels_list(data["id2label"], "config.json id2label")
+    if labels == [f"LABEL_{i}" for i in range(len(labels or []))]:  # transformers' placeholders, not names
+        return None
     return labels if labels and len(labels) == converted.args.get("num_classes") else None
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    """A transformers folder's ``config.json`` (bounded JSON reader); refused when it has no ``model_type``."""
+    data = _read_json(folder / "config.json")
+    if not is_transformers_config(data):
+        raise refuse("transformers", "config.json has no model_type", "this is not a transformers folder")
+    return data
+
+
+def convert_folder(sd: dict[str, torch.Tensor], data: dict[str, Any], folder: Path) -> Converted:
+    """Weights read from a transformers folder, with its ``config.json`` (``data``), in timm's layout; the
+    folder's ``preprocessor_config.json`` and ``id2label`` as preprocessing and labels."""
+    model_type, cfg = _vision_config(data)
+    converted = convert_transformers(sd, model_type, cfg)
+    converted.preprocess = _preprocess(folder)
+    converted.labels = _labels(data, converted)
+    return converted
+
+
+def folder_format(data: dict[str, Any]) -> str:
+    """``transformers-<model_type>`` (the name refusals use) of a transformers ``config.json``."""
+    return f"transformers-{data['model_type']}"
 
 
 def read_transformers_folder(folder: str | Path) -> Converted:
     """A transformers folder (see the module doc) in timm's layout, with preprocessing and labels."""
     folder = Path(folder)
-    data = _read_json(folder / "config.json")
-    if not is_transformers_config(data):
-        raise refuse("transformers", "config.json has no model_type", "this is not a transformers folder")
-    model_type, cfg = _vision_config(data)
-    fmt = f"transformers-{model_type}"
-    sd = _weights(folder, fmt)
-    converted = convert_transformers(sd, model_type, cfg)
-    converted.preprocess = _preprocess(folder)
-    converted.labels = _labels(data, converted)
-    return converted
+    data = read_config(folder)
+    _vision_config(data)  # an unsupported model_type is named before any weights are read
+    return convert_folder(read_weights(weights_file(folder, folder_format(data))), data, folder)
 
 
 def convert_transformers(sd: dict[str, torch.Tensor], model_type: str, cfg: dict[str, Any]) -> Converted:
@@ -428,5 +448,5 @@ def is_transformers_keys(keys: Any) -> bool:
     return any(re.match(r"(\w+\.)?(embeddings\.patch_embeddings?\.|encoder\.layers?\.\d+\.)", k) for k in keys)
 
 
-__all__ = ["ACTIVATIONS", "MODEL_TYPES", "convert_transformers", "is_transformers_config", "is_transformers_keys",
-           "read_transformers_folder"]
+__all__ = ["ACTIVATIONS", "MODEL_TYPES", "convert_folder", "convert_transformers", "folder_format",
+           "is_transformers_config", "is_transformers_keys", "read_config", "read_transformers_folder", "weights_file"]
