@@ -19,6 +19,7 @@ from vitexport.model.family_config import EvaConfig
 from vitexport.model.interp import portable
 from vitexport.model.layers import AttentionPoolLatent, PatchEmbed, norm_factory, resample_abs_pos_embed
 from vitexport.model.layers.eva_blocks import EvaBlock, EvaBlockPostNorm
+from vitexport.model.layers.tokens import join_prefix, pool_tokens
 from vitexport.model.rope import make_rope
 
 
@@ -104,22 +105,12 @@ class Eva(nn.Module):
         if self.rope is not None:
             rope = self.rope(gh, gw)  # (N, 2 * head_dim), mixed: (depth, heads, N, 2 * head_dim)
 
-        to_cat: List[torch.Tensor] = []
+        prefix: List[torch.Tensor] = []
         if self.cls_token is not None:
-            to_cat.append(self.cls_token.expand(B, -1, -1))
+            prefix.append(self.cls_token.expand(B, -1, -1))
         if self.reg_token is not None:
-            to_cat.append(self.reg_token.expand(B, -1, -1))
-        if self.no_embed_class:
-            if pos_embed is not None:
-                x = x + pos_embed
-            if len(to_cat) > 0:
-                x = torch.cat(to_cat + [x], dim=1)
-        else:
-            if len(to_cat) > 0:
-                x = torch.cat(to_cat + [x], dim=1)
-            if pos_embed is not None:
-                x = x + pos_embed
-        return x, rope  # (B, prefix + N, D)
+            prefix.append(self.reg_token.expand(B, -1, -1))
+        return join_prefix(x, prefix, pos_embed, self.no_embed_class), rope  # (B, prefix + N, D)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x)  # (B, gh, gw, D)
@@ -135,16 +126,7 @@ class Eva(nn.Module):
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         if self.attn_pool is not None:
             return self.attn_pool(x)  # every token, prefix included (timm's Eva)
-        if self.global_pool == "token":
-            return x[:, 0]
-        if self.global_pool == "":
-            return x
-        x = x[:, self.num_prefix_tokens :]
-        if self.global_pool == "avg":
-            return x.mean(dim=1)
-        if self.global_pool == "max":
-            return x.amax(dim=1)
-        return 0.5 * (x.amax(dim=1) + x.mean(dim=1))  # avgmax
+        return pool_tokens(x, self.global_pool, self.num_prefix_tokens)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.fc_norm(self.pool(x))

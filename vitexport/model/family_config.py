@@ -117,6 +117,20 @@ def family_preset(name: str) -> tuple[str, dict[str, Any]]:
                       "known names with `vitexport presets`")
 
 
+def _split_architecture(data: Any, kind: str) -> tuple[str | None, dict[str, Any], dict[str, Any]]:
+    """(architecture, its preset's arguments, the other options) of a ``from_dict`` argument of class ``kind``."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"a model config must be a JSON object of timm keyword arguments, got {type(data).__name__}")
+    data = dict(data)
+    arch = data.pop("architecture", None) or data.pop("arch", None)
+    base: dict[str, Any] = {}
+    if arch:
+        found, base = family_preset(arch)
+        if found != kind:
+            raise ConfigError(f"{arch!r} is a {found!r} architecture, not {kind!r}; build it with its own config class")
+    return arch, base, data
+
+
 class _FromDict:
     """``from_dict`` / ``to_dict`` / ``replace`` shared by the configs of this module."""
 
@@ -129,17 +143,7 @@ class _FromDict:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Any:
         """A config from timm keyword arguments; ``architecture`` picks a preset first (the rest override it)."""
-        if not isinstance(data, dict):
-            raise ConfigError(f"a model config must be a JSON object of timm keyword arguments, got "
-                              f"{type(data).__name__}")
-        data = dict(data)
-        arch = data.pop("architecture", None) or data.pop("arch", None)
-        base: dict[str, Any] = {}
-        if arch:
-            kind, base = family_preset(arch)
-            if kind != cls.CLASS:
-                raise ConfigError(f"{arch!r} is a {kind!r} architecture, not {cls.CLASS!r}; build it with its "
-                                  "own config class")
+        arch, base, data = _split_architecture(data, cls.CLASS)
         known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         accepted = known | cls.TRAINING_ONLY | cls.NO_EFFECT | set(cls.DEFAULT_ONLY)
         unknown = [k for k in data if k not in accepted]
@@ -181,6 +185,12 @@ class _FromDict:
     @property
     def patch_hw(self) -> tuple[int, int]:
         return _pair(self.patch_size, "patch_size")  # type: ignore[attr-defined]
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        """The native grid: ``img_size // patch_size`` (floor), as timm."""
+        (h, w), (ph, pw) = self.img_hw, self.patch_hw
+        return h // ph, w // pw
 
 
 @dataclass(frozen=True)
@@ -305,12 +315,6 @@ class EvaConfig(_FromDict):
 
     # ---- derived -----------------------------------------------------------
     @property
-    def grid_size(self) -> tuple[int, int]:
-        """The native grid: ``img_size // patch_size`` (floor), as timm."""
-        (h, w), (ph, pw) = self.img_hw, self.patch_hw
-        return h // ph, w // pw
-
-    @property
     def num_prefix_tokens(self) -> int:
         return int(self.class_token) + self.num_reg_tokens
 
@@ -363,16 +367,7 @@ class DistilledConfig(ViTConfig):
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DistilledConfig:
         """As `ViTConfig.from_dict`, with ``architecture`` one of deit.py's distilled models."""
-        if not isinstance(data, dict):
-            raise ConfigError(f"a model config must be a JSON object of timm keyword arguments, got "
-                              f"{type(data).__name__}")
-        data = dict(data)
-        arch = data.pop("architecture", None) or data.pop("arch", None)
-        base: dict[str, Any] = {}
-        if arch:
-            kind, base = family_preset(arch)
-            if kind != "deit_distilled":
-                raise ConfigError(f"{arch!r} is a {kind!r} architecture, not a distilled DeiT")
+        arch, base, data = _split_architecture(data, "deit_distilled")
         config = super().from_dict({**base, **data})
         return config.replace(architecture=arch) if arch else config  # type: ignore[return-value]
 
@@ -504,11 +499,6 @@ class NaFlexConfig(_FromDict):
             return _pair(self.img_size, "img_size")
         (gh, gw), (ph, pw) = self.pos_embed_grid_size or (16, 16), self.patch_hw
         return gh * ph, gw * pw
-
-    @property
-    def grid_size(self) -> tuple[int, int]:
-        (h, w), (ph, pw) = self.img_hw, self.patch_hw
-        return h // ph, w // pw
 
     @property
     def num_prefix_tokens(self) -> int:

@@ -25,6 +25,7 @@ from torch import nn
 from vitexport.model.family_config import NaFlexConfig
 from vitexport.model.interp import portable, resample_1d, resample_2d
 from vitexport.model.layers import AttentionPoolLatent, BlockSpec, make_block, norm_factory, pad_to_patch
+from vitexport.model.layers.tokens import join_prefix, pool_tokens
 
 NAFLEX_NORM_EPS = 1e-6  # timm's LayerNorm / RmsNorm default: NaFlexVit names its norms without an eps
 
@@ -125,14 +126,12 @@ class NaFlexEmbeds(nn.Module):
             x = x + self._learned(gh, gw, portable_form).to(x.dtype)
         elif self.pos_embed_y is not None:
             x = x + self._factorized(gh, gw, x.dtype, portable_form)
-        to_cat: List[torch.Tensor] = []
+        prefix: List[torch.Tensor] = []
         if self.cls_token is not None:
-            to_cat.append(self.cls_token.expand(B, -1, -1))
+            prefix.append(self.cls_token.expand(B, -1, -1))
         if self.reg_token is not None:
-            to_cat.append(self.reg_token.expand(B, -1, -1))
-        if len(to_cat) > 0:
-            x = torch.cat(to_cat + [x], dim=1)
-        return x  # (B, prefix + N, D)
+            prefix.append(self.reg_token.expand(B, -1, -1))
+        return join_prefix(x, prefix, None, True)  # (B, prefix + N, D): the table is added to the patches only
 
 
 def naflex_block_spec(c: NaFlexConfig) -> BlockSpec:
@@ -196,17 +195,7 @@ class NaFlexVit(nn.Module):
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         if self.attn_pool is not None:
             return self.attn_pool(x if self.pool_include_prefix else x[:, self.num_prefix_tokens :])
-        if self.global_pool == "token":
-            return x[:, 0]
-        if self.global_pool == "":
-            return x
-        if not self.pool_include_prefix:
-            x = x[:, self.num_prefix_tokens :]
-        if self.global_pool == "avg":
-            return x.mean(dim=1)
-        if self.global_pool == "max":
-            return x.amax(dim=1)
-        return 0.5 * (x.amax(dim=1) + x.mean(dim=1))  # avgmax
+        return pool_tokens(x, self.global_pool, self.num_prefix_tokens, self.pool_include_prefix)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.fc_norm(self.pool(x))

@@ -64,7 +64,22 @@ def apply_rope(x: torch.Tensor, table: torch.Tensor, rotate_half: bool) -> torch
     return (x * cos + rotated * sin).to(x.dtype)
 
 
-class AxialRope(nn.Module):
+class Float32Table(nn.Module):
+    """A RoPE module with one frequency buffer, rebuilt in float32 when the model is cast (timm's ``_apply``):
+    sin and cos stay float32 in a float16 model. A subclass computes it in ``_table``."""
+
+    def _table(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _apply(self, fn, *args, **kwargs):
+        module = super()._apply(fn, *args, **kwargs)
+        for name, buf in list(self.named_buffers(recurse=False)):
+            if buf.dtype != torch.float32:
+                setattr(self, name, self._table().to(buf.device))
+        return module
+
+
+class AxialRope(Float32Table):
     """timm ``RotaryEmbeddingCat(in_pixels=False)``: ``forward(gh, gw) -> (gh*gw, 2 * head_dim)``."""
 
     grid_offset: torch.jit.Final[float]
@@ -89,19 +104,12 @@ class AxialRope(nn.Module):
         self.rotate_half = rotate_half
         self.ref_h, self.ref_w = ref_feat_shape if ref_feat_shape is not None else (0, 0)
         self.num_bands = head_dim // 4
-        self.register_buffer("bands", self._bands(), persistent=False)  # (head_dim // 4,)
+        self.register_buffer("bands", self._table(), persistent=False)  # (head_dim // 4,)
 
-    def _bands(self) -> torch.Tensor:
+    def _table(self) -> torch.Tensor:
         """timm ``freq_bands(step=1)``: ``1 / temperature ** (arange(nb) / nb)``, float32 on the CPU."""
         exp = torch.arange(0, self.num_bands, 1, dtype=torch.int64).to(torch.float32) / self.num_bands
         return 1.0 / (self.temperature**exp)
-
-    def _apply(self, fn, *args, **kwargs):
-        """Casting the model (``.half()``) keeps the bands float32, as timm's ``_apply``."""
-        module = super()._apply(fn, *args, **kwargs)
-        if self.bands.dtype != torch.float32:
-            self.bands = self._bands().to(self.bands.device)
-        return module
 
     def forward(self, gh: int, gw: int) -> torch.Tensor:
         t_h = positions(gh, self.bands.device) + self.grid_offset  # (gh,)
@@ -115,7 +123,7 @@ class AxialRope(nn.Module):
         return sin_cos_table(angles, self.rotate_half)  # (N, 2 * head_dim)
 
 
-class DinoV3Rope(nn.Module):
+class DinoV3Rope(Float32Table):
     """timm ``RotaryEmbeddingDinoV3`` (normalize_coords='separate'): ``forward(gh, gw) -> (gh*gw, 2 * head_dim)``."""
 
     grid_offset: torch.jit.Final[float]
@@ -136,18 +144,12 @@ class DinoV3Rope(nn.Module):
         self.grid_offset = float(grid_offset)
         self.xy = grid_indexing == "xy"
         self.rotate_half = rotate_half
-        self.register_buffer("periods", self._periods(), persistent=False)  # (head_dim // 4,)
+        self.register_buffer("periods", self._table(), persistent=False)  # (head_dim // 4,)
 
-    def _periods(self) -> torch.Tensor:
+    def _table(self) -> torch.Tensor:
         """timm ``_compute_periods``: ``temperature ** (2 * arange(d/4) / (d/2))``, float32 on the CPU."""
         exponents = 2.0 * torch.arange(self.head_dim // 4, dtype=torch.float32) / (self.head_dim // 2)
         return self.temperature**exponents
-
-    def _apply(self, fn, *args, **kwargs):
-        module = super()._apply(fn, *args, **kwargs)
-        if self.periods.dtype != torch.float32:
-            self.periods = self._periods().to(self.periods.device)
-        return module
 
     def forward(self, gh: int, gw: int) -> torch.Tensor:
         t_h = (positions(gh, self.periods.device) + 0.5 + self.grid_offset) / gh  # (gh,) centres in [0, 1]

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 from types import ModuleType
 from typing import Any
 
 import pytest
 import torch
 
-from tests.helpers.models import ROOT
 from vitexport.model.config import ViTConfig
 from vitexport.model.family_config import DistilledConfig, EvaConfig, NaFlexConfig, family_config
 from vitexport.model.family_models import create_family_model
@@ -17,11 +15,9 @@ from vitexport.model.family_presets import FAMILY_PRESETS
 
 
 def gen_family_presets() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("gen_family_presets", ROOT / "scripts" / "gen_family_presets.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    import scripts.gen_family_presets
+
+    return scripts.gen_family_presets
 
 
 def test_table_is_what_installed_timm_builds() -> None:

@@ -66,9 +66,10 @@ def test_rotation_is_timms(half: bool, dtype: torch.dtype) -> None:
 
 MODES = [("bilinear", True, False), ("bilinear", False, False), ("bilinear", False, True), ("bilinear", True, True),
          ("bicubic", True, False)]
+MODE_IDS = [f"{m}-aa{int(a)}-ac{int(c)}" for m, a, c in MODES]
 
 
-@pytest.mark.parametrize("mode, antialias, align_corners", MODES, ids=[f"{m}-aa{int(a)}-ac{int(c)}" for m, a, c in MODES])
+@pytest.mark.parametrize("mode, antialias, align_corners", MODES, ids=MODE_IDS)
 def test_portable_table_resampling_is_f_interpolate(mode: str, antialias: bool, align_corners: bool) -> None:
     """Every table size from 1 to 16, every output size up to 4x and down to 1 (float32 rounding only)."""
     gen = torch.Generator().manual_seed(0)

@@ -14,7 +14,7 @@ runs in eval), an optional norm of the output (``scale_attn_inner``), then ``pro
 
 # No `from __future__ import annotations` here: TorchScript needs evaluated annotations.
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +47,23 @@ class RopeHeads(nn.Module):
         self.attn_dim = head_dim * num_heads
         self.num_prefix_tokens = num_prefix_tokens
         self.rotate_half = rotate_half
+
+    def _init_out(self, norm: NormFactory, dim: int, qk_norm: bool, scale_norm: bool) -> None:
+        """timm's modules after the projections, in its order: ``q_norm``, ``k_norm``, ``norm``, ``proj``."""
+        self.q_norm = _norm_or_identity(norm, self.head_dim, qk_norm)
+        self.k_norm = _norm_or_identity(norm, self.head_dim, qk_norm)
+        self.norm = _norm_or_identity(norm, self.attn_dim, scale_norm)
+        self.proj = nn.Linear(self.attn_dim, dim)
+
+    def _heads(self, t: torch.Tensor, heads: int) -> torch.Tensor:
+        """``(B, N, heads * d)`` -> ``(B, heads, N, d)``."""
+        return t.reshape(t.shape[0], t.shape[1], heads, self.head_dim).transpose(1, 2)
+
+    def _fused_heads(self, qkv: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(B, N, 3 * dim)`` -> q, k, v ``(B, heads, N, d)``."""
+        B, N = qkv.shape[0], qkv.shape[1]
+        q, k, v = qkv.reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        return q, k, v
 
     def _rotate(self, t: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
         """RoPE on the patch tokens of ``(B, heads, N, d)``; prefix tokens pass unchanged."""
@@ -104,23 +121,18 @@ class EvaAttention(RopeHeads):
             self.v_proj = nn.Linear(dim, self.attn_dim, bias=qkv_bias)
             self.qkv = None
             self.q_bias = self.k_bias = self.v_bias = None
-        self.q_norm = _norm_or_identity(norm, head_dim, qk_norm)
-        self.k_norm = _norm_or_identity(norm, head_dim, qk_norm)
-        self.norm = _norm_or_identity(norm, self.attn_dim, scale_norm)
-        self.proj = nn.Linear(self.attn_dim, dim)
+        self._init_out(norm, dim, qk_norm, scale_norm)
 
     def forward(self, x: torch.Tensor, rope: Optional[torch.Tensor] = None) -> torch.Tensor:
-        B, N, _ = x.shape
         if self.qkv is not None:
             if self.q_bias is None:
                 qkv = self.qkv(x)
-            else:
+            else:  # the key's bias is a fixed zero
                 qkv = F.linear(x, self.qkv.weight, torch.cat((self.q_bias, self.k_bias, self.v_bias)))
-            q, k, v = qkv.reshape(B, N, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)  # (B, h, N, d)
+            q, k, v = self._fused_heads(qkv)  # (B, h, N, d)
         else:
-            q = self.q_proj(x).reshape(B, N, self.num_heads, -1).transpose(1, 2)
-            k = self.k_proj(x).reshape(B, N, self.num_heads, -1).transpose(1, 2)
-            v = self.v_proj(x).reshape(B, N, self.num_heads, -1).transpose(1, 2)
+            q, k, v = self._heads(self.q_proj(x), self.num_heads), self._heads(self.k_proj(x), self.num_heads), \
+                self._heads(self.v_proj(x), self.num_heads)
         return self.attend(q, k, v, rope)
 
 
@@ -154,20 +166,14 @@ class AttentionRope(RopeHeads):
             self.q_proj = nn.Linear(dim, self.attn_dim, bias=qkv_bias)
             self.k_proj = nn.Linear(dim, head_dim * kv_heads, bias=qkv_bias)
             self.v_proj = nn.Linear(dim, head_dim * kv_heads, bias=qkv_bias)
-        self.q_norm = _norm_or_identity(norm, head_dim, qk_norm)
-        self.k_norm = _norm_or_identity(norm, head_dim, qk_norm)
-        self.norm = _norm_or_identity(norm, self.attn_dim, scale_norm)
-        self.proj = nn.Linear(self.attn_dim, dim)
+        self._init_out(norm, dim, qk_norm, scale_norm)
 
     def forward(self, x: torch.Tensor, rope: Optional[torch.Tensor] = None) -> torch.Tensor:
-        B, N, _ = x.shape
         if self.qkv is not None:
-            qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-            q, k, v = qkv.unbind(0)  # (B, h, N, d)
-        else:
-            q = self.q_proj(x).reshape(B, N, self.num_heads, self.head_dim).transpose(1, 2)
-            k = self.k_proj(x).reshape(B, N, self.num_kv_heads, self.head_dim).transpose(1, 2)
-            v = self.v_proj(x).reshape(B, N, self.num_kv_heads, self.head_dim).transpose(1, 2)
+            q, k, v = self._fused_heads(self.qkv(x))  # (B, h, N, d)
+        else:  # k and v: (B, kv_heads, N, d)
+            q, k, v = self._heads(self.q_proj(x), self.num_heads), self._heads(self.k_proj(x), self.num_kv_heads), \
+                self._heads(self.v_proj(x), self.num_kv_heads)
         return self.attend(q, k, v, rope)
 
 
