@@ -52,15 +52,18 @@ def test_every_parameter_changes_the_output() -> None:
         assert rel_err(ref_changed(x), expected) > 10 * TOL, key
 
 
+@pytest.mark.parametrize("name", ["dinov3", "eva02-rope", "rope-mixed", "naflex-siglip"])
 @torch.no_grad()
-def test_half_precision_keeps_rotary_tables_in_float32() -> None:
-    """timm computes sin/cos in float32 whatever the model's dtype; so does the cast model here."""
-    ours, _ = pair("dinov3")
-    half = ours.half()
-    assert half.rope.periods.dtype == torch.float32
-    assert half.patch_embed.proj.weight.dtype == torch.float16
-    ours_axial, _ = pair("eva02-rope")
-    assert ours_axial.half().rope.bands.dtype == torch.float32
+def test_half_precision_model_matches_timms(name: str) -> None:
+    """timm computes sin/cos in float32 whatever the model's dtype (its RoPE buffers stay float32 when the model
+    is cast) and resamples tables in float32; a float16 model here gives timm's float16 outputs."""
+    ours, ref = pair(name)
+    ours, ref = ours.half(), ref.half()
+    rope = getattr(ours, "rope", None)
+    assert rope is None or all(b.dtype == torch.float32 for b in rope.buffers())
+    x = torch.randn(2, 3, 17, 45, generator=torch.Generator().manual_seed(3)).half()
+    out = ours(x)
+    assert out.dtype == torch.float16 and torch.equal(out, ref(x)), name
 
 
 # ---------------------------------------------------------------------------
