@@ -18,6 +18,8 @@ from tests.helpers.families import REPRESENTATIVES, SIZES, TOL, pair, rel_err
 from vitexport._util.errors import ConfigError
 from vitexport.model.family_config import DistilledConfig, EvaConfig, NaFlexConfig, family_config
 
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
+
 
 @pytest.mark.parametrize("name", sorted(REPRESENTATIVES))
 @torch.no_grad()
@@ -38,6 +40,28 @@ def test_representative_matches_timm_in_pytorch_and_torchscript(name: str) -> No
                    ref.forward_head(ref.forward_features(x), pre_logits=True)) <= TOL, name
 
 
+@pytest.mark.parametrize("name", ["eva02-rope", "rope-mixed-ape", "dinov3"])
+@torch.no_grad()
+def test_fixed_size_model_matches_timm_at_its_size(name: str) -> None:
+    """``dynamic_img_size=False``: timm caches the rotary table of the native grid and adds the table as stored;
+    the same numbers, and other sizes are refused."""
+    import timm
+
+    from tests.helpers.families import overrides
+    from tests.helpers.models import perturb_
+    from vitexport.model.eva import Eva
+
+    fixed = {**overrides(name), "dynamic_img_size": False, "dynamic_img_pad": False}
+    ours = perturb_(Eva(family_config(REPRESENTATIVES[name][0], **fixed)), 5).eval()
+    ref = timm.create_model(REPRESENTATIVES[name][0], pretrained=False, **fixed).eval()
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(3, 3, *ours.config.img_hw, generator=torch.Generator().manual_seed(6))
+    assert rel_err(ours(x), ref(x)) <= TOL
+    assert rel_err(torch.jit.script(ours)(x), ref(x)) <= TOL
+    with pytest.raises(Exception, match="doesn't match model"):
+        ours(torch.randn(1, 3, 32, 40))
+
+
 @torch.no_grad()
 def test_every_parameter_changes_the_output() -> None:
     """The comparisons above can fail: a wrong rotary table, register or head changes the logits."""
@@ -47,9 +71,9 @@ def test_every_parameter_changes_the_output() -> None:
     for key in ("blocks.0.attn.q_norm.weight", "reg_token", "blocks.1.gamma_1", "blocks.1.attn.k_proj.bias"):
         state = ours.state_dict()
         state[key] = state[key] + 0.05
-        ref_changed, _ = pair("sapiens2")
-        ref_changed.load_state_dict(state)
-        assert rel_err(ref_changed(x), expected) > 10 * TOL, key
+        changed, _ = pair("sapiens2")
+        changed.load_state_dict(state)
+        assert rel_err(changed(x), expected) > 10 * TOL, key
 
 
 @pytest.mark.parametrize("name", ["dinov3", "eva02-rope", "rope-mixed", "naflex-siglip"])
