@@ -371,13 +371,6 @@ class DistilledConfig(ViTConfig):
         config = super().from_dict({**base, **data})
         return config.replace(architecture=arch) if arch else config  # type: ignore[return-value]
 
-    def to_dict(self) -> dict[str, Any]:
-        out = super().to_dict()
-        out.pop("architecture", None)  # ViTConfig's presets do not know it; phase 2 merges the tables
-        if self.architecture:
-            out["architecture"] = self.architecture
-        return out
-
 
 @dataclass(frozen=True)
 class NaFlexConfig(_FromDict):
@@ -525,11 +518,12 @@ CONFIG_CLASSES: dict[str, type] = {"eva": EvaConfig, "deit_distilled": Distilled
 def family_config(name: str, **overrides: Any) -> Any:
     """The config of a named eva.py / deit.py / naflexvit.py architecture, with timm keyword overrides.
 
-    deit.py's plain (not distilled) DeiTs are ``VisionTransformer``s: a `ViTConfig` comes back for them.
+    deit.py's plain (not distilled) DeiTs are ``VisionTransformer``s: a `ViTConfig` comes back for them, without
+    ``architecture`` until their names join ViTConfig's own presets (so that its ``to_dict`` round-trips).
     """
     kind, args = family_preset(name)
     if kind == "vit":
-        return ViTConfig.from_dict({**args, **overrides}).replace(architecture=name.split("/")[-1].split(".")[0])
+        return ViTConfig.from_dict({**args, **overrides})
     return CONFIG_CLASSES[kind].from_dict({"architecture": name, **overrides})
 
 

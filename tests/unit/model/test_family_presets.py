@@ -73,4 +73,4 @@ def test_preset_builds_timm_state_dict_at_depth_2(name: str) -> None:
 def test_architecture_names_resolve_with_tags_and_hub_prefix() -> None:
     assert family_config("timm/vit_small_patch16_dinov3.lvd1689m") == family_config("vit_small_patch16_dinov3")
     deit = family_config("deit_tiny_patch16_224")
-    assert type(deit) is ViTConfig and deit.embed_dim == 192 and deit.architecture == "deit_tiny_patch16_224"
+    assert type(deit) is ViTConfig and deit.embed_dim == 192 and ViTConfig.from_dict(deit.to_dict()) == deit
