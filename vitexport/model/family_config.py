@@ -36,6 +36,8 @@ from vitexport.model.family_presets import FAMILY_PRESETS
 
 logger = logging.getLogger(__name__)
 
+# The key that names the model class in a config dict (to_dict writes it; a plain ViT's config has none).
+MODEL_CLASS_KEY = "model_class"
 ROPE_TYPES = ("cat", "mixed", "dinov3")  # timm's create_rope_embed names that Eva entrypoints use
 ROPE_GRID_INDEXING = ("ij", "xy")
 EVA_ATTN_TYPES = ("eva", "rope")  # timm EvaAttention, AttentionRope
@@ -122,6 +124,9 @@ def _split_architecture(data: Any, kind: str) -> tuple[str | None, dict[str, Any
     if not isinstance(data, dict):
         raise ConfigError(f"a model config must be a JSON object of timm keyword arguments, got {type(data).__name__}")
     data = dict(data)
+    declared = data.pop(MODEL_CLASS_KEY, kind)
+    if declared != kind:
+        raise ConfigError(f"a {declared!r} config cannot build a {kind!r} model; use `config_from_dict`")
     arch = data.pop("architecture", None) or data.pop("arch", None)
     base: dict[str, Any] = {}
     if arch:
@@ -166,8 +171,8 @@ class _FromDict:
         return cls(architecture=arch, **base)  # type: ignore[call-arg]
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly timm keyword arguments (tuples as lists), ``architecture`` when known."""
-        out: dict[str, Any] = {}
+        """JSON-friendly timm keyword arguments (tuples as lists), the class, ``architecture`` when known."""
+        out: dict[str, Any] = {MODEL_CLASS_KEY: self.CLASS}
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)
             if f.name == "architecture" and value is None:
@@ -351,6 +356,8 @@ class DistilledConfig(ViTConfig):
     """timm's ``VisionTransformerDistilled``: a ViT with a distillation token after the class token and a second
     head (``head_dist``) whose logits are averaged with the first at inference."""
 
+    CLASS: ClassVar[str] = "deit_distilled"
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.global_pool != "token":
@@ -370,6 +377,9 @@ class DistilledConfig(ViTConfig):
         arch, base, data = _split_architecture(data, "deit_distilled")
         config = super().from_dict({**base, **data})
         return config.replace(architecture=arch) if arch else config  # type: ignore[return-value]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {MODEL_CLASS_KEY: self.CLASS, **super().to_dict()}
 
 
 @dataclass(frozen=True)
@@ -527,5 +537,24 @@ def family_config(name: str, **overrides: Any) -> Any:
     return CONFIG_CLASSES[kind].from_dict({"architecture": name, **overrides})
 
 
-__all__ = ["CONFIG_CLASSES", "DistilledConfig", "EvaConfig", "NaFlexConfig", "family_config",
-           "family_preset"]
+def config_from_dict(data: dict[str, Any]) -> Any:
+    """The config of any class from timm keyword arguments: ``model_class`` (what ``to_dict`` writes), else the
+    class of ``architecture``'s preset, else a plain ViT (`ViTConfig`)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"a model config must be a JSON object of timm keyword arguments, got {type(data).__name__}")
+    arch = data.get("architecture") or data.get("arch")
+    preset = FAMILY_PRESETS.get(str(arch).split("/")[-1].split(".")[0]) if arch else None
+    kind = data.get(MODEL_CLASS_KEY) or (preset["class"] if preset else "vit")
+    if kind not in CONFIG_CLASSES:
+        raise ConfigError(f"unknown model_class {kind!r}; use one of " + ", ".join(map(repr, CONFIG_CLASSES)))
+    if kind == "vit":
+        if data.get(MODEL_CLASS_KEY) not in (None, "vit"):
+            raise ConfigError("a ViT config has no model_class")
+        rest = {k: v for k, v in data.items() if k not in (MODEL_CLASS_KEY, "architecture", "arch")}
+        return family_config(str(arch), **rest) if preset else ViTConfig.from_dict(
+            {k: v for k, v in data.items() if k != MODEL_CLASS_KEY})
+    return CONFIG_CLASSES[kind].from_dict(data)
+
+
+__all__ = ["CONFIG_CLASSES", "MODEL_CLASS_KEY", "DistilledConfig", "EvaConfig", "NaFlexConfig", "config_from_dict",
+           "family_config", "family_preset"]

@@ -16,7 +16,8 @@ import torch
 
 from tests.helpers.families import REPRESENTATIVES, SIZES, TOL, pair, rel_err
 from vitexport._util.errors import ConfigError
-from vitexport.model.family_config import DistilledConfig, EvaConfig, NaFlexConfig, family_config
+from vitexport.model.config import ViTConfig
+from vitexport.model.family_config import DistilledConfig, EvaConfig, NaFlexConfig, config_from_dict, family_config
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
 
@@ -156,6 +157,16 @@ def test_config_round_trips_through_its_dict() -> None:
         data = cfg.to_dict()
         assert data["architecture"] == name
         assert type(cfg).from_dict(data) == cfg, name
+        assert config_from_dict(data) == cfg and type(config_from_dict(data)) is type(cfg), name
+    custom = EvaConfig(**SMALL, use_rot_pos_emb=True, rope_type="dinov3").to_dict()  # no architecture: the class
+    assert custom["model_class"] == "eva" and config_from_dict(custom) == EvaConfig.from_dict(custom)
+    plain = family_config("deit3_small_patch16_224", depth=2)
+    assert config_from_dict(plain.to_dict()) == plain and "model_class" not in plain.to_dict()
+    assert type(config_from_dict({"architecture": "deit_small_patch16_224"})) is ViTConfig
+    with pytest.raises(ConfigError, match="a 'eva' config cannot build a 'naflexvit' model"):
+        NaFlexConfig.from_dict(custom)
+    with pytest.raises(ConfigError, match="unknown model_class 'swin'"):
+        config_from_dict({"model_class": "swin"})
     with pytest.raises(ConfigError, match="is a 'naflexvit' architecture, not 'eva'"):
         EvaConfig.from_dict({"architecture": "naflexvit_base_patch16_gap"})
     with pytest.raises(ConfigError, match="did you mean 'vit_small_patch16_dinov3'"):
