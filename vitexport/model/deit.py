@@ -17,6 +17,7 @@ from torch import nn
 from vitexport.model.family_config import DistilledConfig
 from vitexport.model.interp import portable
 from vitexport.model.layers import resample_abs_pos_embed
+from vitexport.model.layers.tokens import join_prefix
 from vitexport.model.vit import VisionTransformer
 
 
@@ -48,9 +49,8 @@ class VisionTransformerDistilled(VisionTransformer):
                                                portable=portable_form)  # (1, 2 + gh*gw, D)
         else:
             pos_embed = self.pos_embed
-        x = x.reshape(B, gh * gw, D)
-        x = torch.cat([self.cls_token.expand(B, -1, -1), self.dist_token.expand(B, -1, -1), x], dim=1)
-        return x + pos_embed  # (B, 2 + N, D)
+        prefix = [self.cls_token.expand(B, -1, -1), self.dist_token.expand(B, -1, -1)]
+        return join_prefix(x.reshape(B, gh * gw, D), prefix, pos_embed, False)  # (B, 2 + N, D)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x, x_dist = x[:, 0], x[:, 1]
