@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from tests.helpers.models import perturb_
-from vitexport.model.family_config import family_config, family_preset
+from vitexport.model.config import get_preset, preset_entry
 from vitexport.model.family_models import model_for
 
 TOL = 1e-5  # relative to max(1, |reference|): the layers are timm's arithmetic, rounding differs (~1e-7)
@@ -53,7 +53,7 @@ SIZES = [(24, 40), (17, 45), (7, 5), (1, 1), (50, 31), (41, 57)]  # native, not 
 
 def overrides(name: str) -> dict[str, Any]:
     arch, extra = REPRESENTATIVES[name]
-    base = NAFLEX_SMALL if family_preset(arch)[0] == "naflexvit" else SMALL
+    base = NAFLEX_SMALL if preset_entry(arch)[0] == "naflexvit" else SMALL
     return {**base, **extra}
 
 
@@ -62,7 +62,7 @@ def timm_reference(name: str) -> torch.nn.Module:
     import timm
 
     arch = REPRESENTATIVES[name][0]
-    dynamic = {"dynamic_img_pad": True} if family_preset(arch)[0] == "naflexvit" else {
+    dynamic = {"dynamic_img_pad": True} if preset_entry(arch)[0] == "naflexvit" else {
         "dynamic_img_size": True, "dynamic_img_pad": True}
     return timm.create_model(arch, pretrained=False, **dynamic, **overrides(name)).eval()
 
@@ -70,7 +70,7 @@ def timm_reference(name: str) -> torch.nn.Module:
 def pair(name: str, seed: int = 0) -> tuple[torch.nn.Module, torch.nn.Module]:
     """(ours, timm's) for a representative, the same random weights."""
     torch.manual_seed(seed)
-    ours = perturb_(model_for(family_config(REPRESENTATIVES[name][0], **overrides(name))), seed).eval()
+    ours = perturb_(model_for(get_preset(REPRESENTATIVES[name][0], **overrides(name))), seed).eval()
     ref = timm_reference(name)
     ref.load_state_dict(ours.state_dict())
     return ours, ref
@@ -84,14 +84,12 @@ def rel_err(out: torch.Tensor | np.ndarray, ref: torch.Tensor) -> float:
 def export_dynamic(model: torch.nn.Module, path: Path, example: tuple[int, int], opset: int = 18) -> Path:
     """``torch.onnx.export(dynamo=True)`` with dynamic batch, height and width, portable resampling (as the
     exporter traces: a non-native, non-square example, batch 2)."""
-    from vitexport.model.resample import resampling_form
-
     in_chans = model.config.in_chans
     x = torch.randn(2, in_chans, *example, generator=torch.Generator().manual_seed(0))
     dims = {0: torch.export.Dim("batch", min=1), 2: torch.export.Dim("height", min=1),
             3: torch.export.Dim("width", min=1)}
     log = io.StringIO()
-    with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log), resampling_form(model, "portable"):
+    with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log), model.resampling("portable"):
         program = torch.onnx.export(model, (x,), dynamo=True, opset_version=opset, input_names=["pixel_values"],
                                     output_names=["output"], dynamic_shapes={"x": dims}, optimize=False)
     program.save(str(path))

@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 from vitexport.model.family_config import DistilledConfig
-from vitexport.model.interp import portable
 from vitexport.model.layers import resample_abs_pos_embed
 from vitexport.model.layers.tokens import join_prefix
 from vitexport.model.vit import VisionTransformer
@@ -44,7 +43,7 @@ class VisionTransformerDistilled(VisionTransformer):
             old = self.patch_embed.grid_size
             portable_form = False
             if not torch.jit.is_scripting():
-                portable_form = portable(self)
+                portable_form = self.portable_resampling()
             pos_embed = resample_abs_pos_embed(self.pos_embed, [gh, gw], [old[0], old[1]], self.num_prefix_tokens,
                                                portable=portable_form)  # (1, 2 + gh*gw, D)
         else:

@@ -15,19 +15,18 @@ from typing import Any, List, Optional, Tuple
 import torch
 from torch import nn
 
+from vitexport.model.base import ModelBase
 from vitexport.model.family_config import EvaConfig
-from vitexport.model.interp import portable
 from vitexport.model.layers import AttentionPoolLatent, PatchEmbed, norm_factory, resample_abs_pos_embed
-from vitexport.model.layers.eva_blocks import EvaBlock, EvaBlockPostNorm
 from vitexport.model.layers.tokens import join_prefix, pool_tokens
+from vitexport.model.registry import build
 from vitexport.model.rope import make_rope
 
 
-class Eva(nn.Module):
+class Eva(ModelBase):
     """timm's ``Eva`` restricted to what exports: see `EvaConfig` for options."""
 
-    __jit_ignored_attributes__ = ("config", "meta")
-
+    output: torch.jit.Final[str]
     dynamic_img_size: torch.jit.Final[bool]
     no_embed_class: torch.jit.Final[bool]
     num_prefix_tokens: torch.jit.Final[int]
@@ -40,8 +39,7 @@ class Eva(nn.Module):
             config = EvaConfig(**kwargs)
         elif kwargs:
             config = config.replace(**kwargs)
-        self.config = config
-        self.meta = {}  # preprocessing, labels, source: filled by the loader
+        self._init_base(config)
         c, D = config, config.embed_dim
         norm = norm_factory(c.norm_layer, c.norm_eps)
 
@@ -64,8 +62,7 @@ class Eva(nn.Module):
             self.rope = make_rope(c.rope_type, D, c.num_heads, c.depth, c.rope_temperature, c.rope_grid_offset,
                                   c.rope_grid_indexing, c.ref_feat_shape, c.rope_rotate_half)
         self.norm_pre = norm(D) if c.use_pre_transformer_norm else nn.Identity()
-        block = EvaBlockPostNorm if c.use_post_norm else EvaBlock
-        self.blocks = nn.ModuleList([block(c, kv) for kv in c.kv_heads])
+        self.blocks = nn.ModuleList([build("block", c.block_fn, c, i) for i in range(c.depth)])  # eva, eva_post_norm
         self.norm = norm(D) if c.post_norm_active else nn.Identity()
         self.attn_pool = None
         if c.global_pool == "map":  # PE: timm's AttentionPoolLatent with its own heads and MLP ratio, GELU
@@ -94,7 +91,7 @@ class Eva(nn.Module):
                 old = self.patch_embed.grid_size
                 portable_form = False
                 if not torch.jit.is_scripting():
-                    portable_form = portable(self)
+                    portable_form = self.portable_resampling()
                 pos_embed = resample_abs_pos_embed(self.pos_embed, [gh, gw], [old[0], old[1]],
                                                    0 if self.no_embed_class else self.num_prefix_tokens,
                                                    portable=portable_form)  # (1, [prefix +] gh*gw, D)
@@ -131,9 +128,6 @@ class Eva(nn.Module):
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.fc_norm(self.pool(x))
         return x if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 __all__ = ["Eva"]

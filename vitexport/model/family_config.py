@@ -12,6 +12,15 @@ Field names and defaults are timm's, except that models built by vitexport are d
 ``partial`` carrying the eps), are a name and ``norm_eps`` here, as in `ViTConfig`. timm options that
 only matter for training are accepted and dropped; options vitexport cannot build exactly are refused
 by name. ``architecture`` picks a preset of `vitexport.model.family_presets` first.
+
+Every config class (`ViTConfig` too) answers what the other stages ask of a model without building it (the
+geometry, limits, export and verify read only these): ``CLASS`` (the ``model_class`` its dict records),
+``img_hw``, ``patch_hw``, ``grid_size`` (the native grid: the absolute table's, NaFlexViT's table grid),
+``num_prefix_tokens``, ``in_chans``, ``num_classes``, ``global_pool``, ``embed_dim``, ``num_heads``, ``mlp_ratio``,
+``mlp_layer`` (the registered MLP), ``differential``, ``dynamic_img_size``, ``dynamic_img_pad``, ``has_pos_table``
+(an absolute table resampled to the input's grid), ``rotary`` (RoPE computed from it), ``to_dict``, ``replace``.
+Layer choices are names of the registry (`vitexport.model.names.LAYERS`): Eva's attention (``attn_type``) and
+blocks are its `ROTARY` layers; NaFlexViT's blocks are the ViT's, built from `NaFlexConfig.block_config`.
 """
 
 from __future__ import annotations
@@ -26,13 +35,13 @@ from vitexport._util.errors import ConfigError
 from vitexport.model.config import (
     GLOBAL_POOLS,
     MAX_INT_OPTION,
-    NORM_LAYERS,
     TRAINING_ONLY_KEYS,
     ViTConfig,
     _finite,
     _pair,
+    preset_entry,
 )
-from vitexport.model.family_presets import FAMILY_PRESETS
+from vitexport.model.names import ROTARY, layer_names, with_trait
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +49,9 @@ logger = logging.getLogger(__name__)
 MODEL_CLASS_KEY = "model_class"
 ROPE_TYPES = ("cat", "mixed", "dinov3")  # timm's create_rope_embed names that Eva entrypoints use
 ROPE_GRID_INDEXING = ("ij", "xy")
-EVA_ATTN_TYPES = ("eva", "rope")  # timm EvaAttention, AttentionRope
+EVA_ATTN_TYPES = with_trait("attn", ROTARY)  # registered: timm's EvaAttention ('eva'), AttentionRope ('rope')
+NORM_LAYERS = layer_names("norm")
+NAFLEX_NORM_EPS = 1e-6  # timm's LayerNorm / RmsNorm default: NaFlexVit names its norms without an eps
 # Eva options that only act in training (RoPE coordinate augmentation, the head's init scale).
 EVA_TRAINING_ONLY = TRAINING_ONLY_KEYS | {"rope_shift_coords", "rope_jitter_coords", "rope_rescale_coords",
                                           "head_init_scale"}
@@ -107,18 +118,6 @@ def _check_sizes(img_size: Any, patch_size: Any) -> tuple[Any, Any]:
     return (img[0] if img[0] == img[1] else img), (patch[0] if patch[0] == patch[1] else patch)
 
 
-def family_preset(name: str) -> tuple[str, dict[str, Any]]:
-    """(class, timm keyword arguments) of an architecture of eva.py, deit.py or naflexvit.py."""
-    key = name.split("/")[-1].split(".")[0]  # "timm/vit_small_patch16_dinov3.lvd1689m" -> base name
-    if key in FAMILY_PRESETS:
-        entry = FAMILY_PRESETS[key]
-        return entry["class"], dict(entry["args"])
-    close = difflib.get_close_matches(key, sorted(FAMILY_PRESETS), n=1, cutoff=0.5)
-    hint = f"did you mean {close[0]!r}? " if close else ""
-    raise ConfigError(f"unknown architecture {name!r}; {hint}pass the model options with --config, or list the "
-                      "known names with `vitexport presets`")
-
-
 def _split_architecture(data: Any, kind: str) -> tuple[str | None, dict[str, Any], dict[str, Any]]:
     """(architecture, its preset's arguments, the other options) of a ``from_dict`` argument of class ``kind``."""
     if not isinstance(data, dict):
@@ -130,7 +129,7 @@ def _split_architecture(data: Any, kind: str) -> tuple[str | None, dict[str, Any
     arch = data.pop("architecture", None) or data.pop("arch", None)
     base: dict[str, Any] = {}
     if arch:
-        found, base = family_preset(arch)
+        found, base = preset_entry(arch)
         if found != kind:
             raise ConfigError(f"{arch!r} is a {found!r} architecture, not {kind!r}; build it with its own config class")
     return arch, base, data
@@ -350,6 +349,47 @@ class EvaConfig(_FromDict):
     def num_features(self) -> int:
         return self.embed_dim
 
+    @property
+    def block_fn(self) -> str:
+        """The registered block: ``eva_post_norm`` with ``use_post_norm``, else ``eva``."""
+        return "eva_post_norm" if self.use_post_norm else "eva"
+
+    @property
+    def mlp_layer(self) -> str:
+        """The registered MLP timm's Eva blocks choose: GELU ``mlp``; with ``swiglu_mlp`` the packed
+        ``swiglu_packed`` (SiLU gate first), unless a norm inside the MLP (``scale_mlp``) or a width alignment
+        (``swiglu_align_to``, pre-norm blocks only) asks for ``swiglu`` (separate gate and value projections)."""
+        if not self.swiglu_mlp:
+            return "mlp"
+        if self.scale_mlp or (self.swiglu_align_to and not self.use_post_norm):
+            return "swiglu"
+        return "swiglu_packed"
+
+    @property
+    def mlp_hidden(self) -> int:
+        """The ``hidden`` the MLP is built with: ``int(embed_dim * mlp_ratio)``, aligned up for ``swiglu``, twice
+        that for the packed one (one ``fc1`` holds both halves)."""
+        hidden = int(self.embed_dim * self.mlp_ratio)
+        if self.mlp_layer == "swiglu" and self.swiglu_align_to:
+            hidden += -hidden % self.swiglu_align_to
+        return 2 * hidden if self.mlp_layer == "swiglu_packed" else hidden
+
+    @property
+    def mlp_act(self) -> str:
+        return "silu" if self.swiglu_mlp else "gelu"
+
+    @property
+    def differential(self) -> bool:
+        return False
+
+    @property
+    def has_pos_table(self) -> bool:
+        return self.use_abs_pos_emb
+
+    @property
+    def rotary(self) -> bool:
+        return self.use_rot_pos_emb
+
 
 @dataclass(frozen=True)
 class DistilledConfig(ViTConfig):
@@ -520,41 +560,55 @@ class NaFlexConfig(_FromDict):
     def num_features(self) -> int:
         return self.embed_dim
 
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        """The native grid: the position table's (`pos_grid`), which every input's grid is resampled from."""
+        return self.pos_grid
 
-CONFIG_CLASSES: dict[str, type] = {"eva": EvaConfig, "deit_distilled": DistilledConfig, "naflexvit": NaFlexConfig,
-                                   "vit": ViTConfig}
+    @property
+    def dynamic_img_size(self) -> bool:
+        return True  # NaFlexVit resamples its table to every grid
+
+    @property
+    def mlp_layer(self) -> str:
+        return "mlp"
+
+    @property
+    def differential(self) -> bool:
+        return False
+
+    @property
+    def has_pos_table(self) -> bool:
+        return self.pos_embed in ("learned", "factorized")
+
+    @property
+    def rotary(self) -> bool:
+        return False
+
+    def block_config(self) -> ViTConfig:
+        """The `ViTConfig` whose registered ``block`` NaFlexVit builds (timm's ViT ``Block``, these arguments)."""
+        return ViTConfig(embed_dim=self.embed_dim, depth=self.depth, num_heads=self.num_heads,
+                         mlp_ratio=self.mlp_ratio, qkv_bias=self.qkv_bias, qk_norm=self.qk_norm,
+                         init_values=self.init_values, scale_attn_norm=self.scale_attn_inner_norm,
+                         scale_mlp_norm=self.scale_mlp_norm, proj_bias=self.proj_bias, act_layer=self.act,
+                         norm_layer=self.norm_layer or "layernorm", norm_eps=NAFLEX_NORM_EPS)
 
 
-def family_config(name: str, **overrides: Any) -> Any:
-    """The config of a named eva.py / deit.py / naflexvit.py architecture, with timm keyword overrides.
-
-    deit.py's plain (not distilled) DeiTs are ``VisionTransformer``s: a `ViTConfig` comes back for them, without
-    ``architecture`` until their names join ViTConfig's own presets (so that its ``to_dict`` round-trips).
-    """
-    kind, args = family_preset(name)
-    if kind == "vit":
-        return ViTConfig.from_dict({**args, **overrides})
-    return CONFIG_CLASSES[kind].from_dict({"architecture": name, **overrides})
+CONFIG_CLASSES: dict[str, type] = {"vit": ViTConfig, "deit_distilled": DistilledConfig, "eva": EvaConfig,
+                                   "naflexvit": NaFlexConfig}
 
 
 def config_from_dict(data: dict[str, Any]) -> Any:
-    """The config of any class from timm keyword arguments: ``model_class`` (what ``to_dict`` writes), else the
-    class of ``architecture``'s preset, else a plain ViT (`ViTConfig`)."""
+    """The config of any model class from timm keyword arguments: the class ``model_class`` names (what
+    ``to_dict`` writes), else the class of ``architecture``'s preset (`vitexport.model.config.preset_entry`), else
+    a plain ViT (`ViTConfig`). The one place a config is rebuilt from a dict."""
     if not isinstance(data, dict):
         raise ConfigError(f"a model config must be a JSON object of timm keyword arguments, got {type(data).__name__}")
     arch = data.get("architecture") or data.get("arch")
-    preset = FAMILY_PRESETS.get(str(arch).split("/")[-1].split(".")[0]) if arch else None
-    kind = data.get(MODEL_CLASS_KEY) or (preset["class"] if preset else "vit")
+    kind = data.get(MODEL_CLASS_KEY) or (preset_entry(str(arch))[0] if arch else "vit")
     if kind not in CONFIG_CLASSES:
         raise ConfigError(f"unknown model_class {kind!r}; use one of " + ", ".join(map(repr, CONFIG_CLASSES)))
-    if kind == "vit":
-        if data.get(MODEL_CLASS_KEY) not in (None, "vit"):
-            raise ConfigError("a ViT config has no model_class")
-        rest = {k: v for k, v in data.items() if k not in (MODEL_CLASS_KEY, "architecture", "arch")}
-        return family_config(str(arch), **rest) if preset else ViTConfig.from_dict(
-            {k: v for k, v in data.items() if k != MODEL_CLASS_KEY})
     return CONFIG_CLASSES[kind].from_dict(data)
 
 
-__all__ = ["CONFIG_CLASSES", "MODEL_CLASS_KEY", "DistilledConfig", "EvaConfig", "NaFlexConfig", "config_from_dict",
-           "family_config", "family_preset"]
+__all__ = ["CONFIG_CLASSES", "MODEL_CLASS_KEY", "DistilledConfig", "EvaConfig", "NaFlexConfig", "config_from_dict"]

@@ -1,8 +1,5 @@
-"""Build the model of any eva.py / deit.py / naflexvit.py architecture, or of one of their configs.
-
-Phase 1 of wiring timm's other ViT classes in: `create_family_model` is what `vitexport.model.vit.create_model`
-will do for these names once the preset tables are merged.
-"""
+"""The model class of each config class: `model_for` builds the model of any config (`vitexport.model.vit.create_model`
+builds one from a name or timm keyword arguments; `vitexport.checkpoint.weights` on the ``meta`` device first)."""
 
 from __future__ import annotations
 
@@ -13,7 +10,7 @@ from torch import nn
 from vitexport.model.config import ViTConfig
 from vitexport.model.deit import VisionTransformerDistilled
 from vitexport.model.eva import Eva
-from vitexport.model.family_config import DistilledConfig, EvaConfig, NaFlexConfig, family_config
+from vitexport.model.family_config import DistilledConfig, EvaConfig, NaFlexConfig
 from vitexport.model.naflex import NaFlexVit
 from vitexport.model.vit import VisionTransformer
 
@@ -32,14 +29,4 @@ def model_for(config: Any) -> nn.Module:
     raise TypeError(f"no model class for a {type(config).__name__}")
 
 
-def create_family_model(config: Any, **overrides: Any) -> nn.Module:
-    """A randomly initialised model from an architecture name of eva.py, deit.py or naflexvit.py (with timm
-    keyword overrides), or from a config of `vitexport.model.family_config`."""
-    if isinstance(config, str):
-        config = family_config(config, **overrides)
-    elif overrides:
-        config = config.replace(**overrides)
-    return model_for(config)
-
-
-__all__ = ["MODEL_CLASSES", "create_family_model", "model_for"]
+__all__ = ["MODEL_CLASSES", "model_for"]

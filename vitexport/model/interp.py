@@ -1,8 +1,9 @@
-"""Position-table resampling of the other ViT classes, and their one link to the exporter's resampling form.
+"""Position-table resampling of the other ViT classes (NaFlexViT's tables), eager and portable.
 
-`portable` asks whether the ONNX exporter traces the model in the portable form (elementary ops and
-MatMul instead of one ONNX Resize; see `vitexport.model.resample`). `resample_2d` / `resample_1d`
-resample a ``(N, C, H, W)`` / ``(N, C, L)`` table as ``F.interpolate`` does, in that form when asked:
+A model resamples in the portable form (elementary ops and MatMul instead of one ONNX Resize; see
+`vitexport.model.resample`) inside ``model.resampling("portable")``, as the ONNX exporter traces it.
+`resample_2d` / `resample_1d` resample a ``(N, C, H, W)`` / ``(N, C, L)`` table as ``F.interpolate`` does,
+in that form when asked:
 
 - bicubic, antialiased, ``align_corners=False``: `vitexport.model.resample.resample_bicubic_aa`;
 - linear (bilinear per axis, NaFlexViT's SigLIP and RADIO tables), with or without antialias,
@@ -19,12 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from vitexport.model.resample import resample_bicubic_aa, uses_portable
-
-
-def portable(model: torch.nn.Module) -> bool:
-    """Whether the exporter traces ``model`` with portable resampling (outside TorchScript only)."""
-    return uses_portable(model)
+from vitexport.model.resample import resample_bicubic_aa
 
 
 def _scale(n_out: Any, n_in: int, align_corners: bool, dtype: torch.dtype) -> torch.Tensor:
@@ -88,4 +84,4 @@ def resample_1d(table: torch.Tensor, length: Any, portable_form: bool) -> torch.
     return torch.matmul(table, w.transpose(0, 1))
 
 
-__all__ = ["linear_weights", "portable", "resample_1d", "resample_2d"]
+__all__ = ["linear_weights", "resample_1d", "resample_2d"]

@@ -22,12 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vitexport.model.family_config import NaFlexConfig
-from vitexport.model.interp import portable, resample_1d, resample_2d
-from vitexport.model.layers import AttentionPoolLatent, BlockSpec, make_block, norm_factory, pad_to_patch
+from vitexport.model.base import ModelBase
+from vitexport.model.family_config import NAFLEX_NORM_EPS, NaFlexConfig
+from vitexport.model.interp import resample_1d, resample_2d
+from vitexport.model.layers import AttentionPoolLatent, norm_factory, pad_to_patch
 from vitexport.model.layers.tokens import join_prefix, pool_tokens
-
-NAFLEX_NORM_EPS = 1e-6  # timm's LayerNorm / RmsNorm default: NaFlexVit names its norms without an eps
+from vitexport.model.registry import build
 
 
 class NaFlexEmbeds(nn.Module):
@@ -134,19 +134,10 @@ class NaFlexEmbeds(nn.Module):
         return join_prefix(x, prefix, None, True)  # (B, prefix + N, D): the table is added to the patches only
 
 
-def naflex_block_spec(c: NaFlexConfig) -> BlockSpec:
-    """The ViT block arguments NaFlexVit passes timm's ``Block``."""
-    return BlockSpec(dim=c.embed_dim, num_heads=c.num_heads, mlp_ratio=c.mlp_ratio, qkv_bias=c.qkv_bias,
-                     qk_norm=c.qk_norm, scale_attn_norm=c.scale_attn_inner_norm, scale_mlp_norm=c.scale_mlp_norm,
-                     proj_bias=c.proj_bias, init_values=c.init_values, act_layer=c.act,
-                     norm_layer=c.norm_layer or "layernorm", norm_eps=NAFLEX_NORM_EPS)
-
-
-class NaFlexVit(nn.Module):
+class NaFlexVit(ModelBase):
     """timm's ``NaFlexVit`` on NCHW images: see `NaFlexConfig` for options."""
 
-    __jit_ignored_attributes__ = ("config", "meta")
-
+    output: torch.jit.Final[str]
     num_prefix_tokens: torch.jit.Final[int]
     global_pool: torch.jit.Final[str]
     pool_include_prefix: torch.jit.Final[bool]
@@ -157,8 +148,7 @@ class NaFlexVit(nn.Module):
             config = NaFlexConfig(**kwargs)
         elif kwargs:
             config = config.replace(**kwargs)
-        self.config = config
-        self.meta = {}
+        self._init_base(config)
         c, D = config, config.embed_dim
         norm = norm_factory(c.norm_layer or "layernorm", NAFLEX_NORM_EPS)
         self.num_classes = c.num_classes
@@ -168,8 +158,8 @@ class NaFlexVit(nn.Module):
 
         self.embeds = NaFlexEmbeds(c)
         self.norm_pre = norm(D) if c.pre_norm else nn.Identity()
-        spec = naflex_block_spec(c)
-        self.blocks = nn.Sequential(*[make_block("block", spec, depth=i) for i in range(c.depth)])
+        blocks = c.block_config()  # timm's ViT Block with NaFlexVit's arguments
+        self.blocks = nn.Sequential(*[build("block", "block", blocks, i) for i in range(c.depth)])
         self.norm = norm(D) if c.final_norm and not c.fc_norm_active else nn.Identity()
         self.attn_pool = None
         if c.global_pool == "map":
@@ -186,7 +176,7 @@ class NaFlexVit(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         portable_form = False
         if not torch.jit.is_scripting():
-            portable_form = portable(self)  # set by the ONNX exporter (vitexport.model.resample.resampling_form)
+            portable_form = self.portable_resampling()  # set by the ONNX exporter (`ModelBase.resampling`)
         x = self.embeds(x, portable_form)  # (B, T, D)
         x = self.norm_pre(x)
         x = self.blocks(x)
@@ -200,9 +190,6 @@ class NaFlexVit(nn.Module):
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.fc_norm(self.pool(x))
         return x if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 __all__ = ["NaFlexEmbeds", "NaFlexVit"]

@@ -16,8 +16,8 @@ import torch
 
 from tests.helpers.families import REPRESENTATIVES, SIZES, TOL, pair, rel_err
 from vitexport._util.errors import ConfigError
-from vitexport.model.config import ViTConfig
-from vitexport.model.family_config import DistilledConfig, EvaConfig, NaFlexConfig, config_from_dict, family_config
+from vitexport.model.config import ViTConfig, get_preset
+from vitexport.model.family_config import DistilledConfig, EvaConfig, NaFlexConfig, config_from_dict
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
 
@@ -53,7 +53,7 @@ def test_fixed_size_model_matches_timm_at_its_size(name: str) -> None:
     from vitexport.model.eva import Eva
 
     fixed = {**overrides(name), "dynamic_img_size": False, "dynamic_img_pad": False}
-    ours = perturb_(Eva(family_config(REPRESENTATIVES[name][0], **fixed)), 5).eval()
+    ours = perturb_(Eva(get_preset(REPRESENTATIVES[name][0], **fixed)), 5).eval()
     ref = timm.create_model(REPRESENTATIVES[name][0], pretrained=False, **fixed).eval()
     ref.load_state_dict(ours.state_dict())
     x = torch.randn(3, 3, *ours.config.img_hw, generator=torch.Generator().manual_seed(6))
@@ -153,14 +153,14 @@ def test_training_only_and_no_effect_options_are_accepted() -> None:
 def test_config_round_trips_through_its_dict() -> None:
     for name, extra in (("vit_base_patch16_sapiens2", {"num_kv_heads": [12, 6]}), ("vit_pe_core_base_patch16_224", {}),
                         ("naflexvit_base_patch16_radio_v3", {}), ("deit_base_distilled_patch16_384", {})):
-        cfg = family_config(name, depth=2, **extra)
+        cfg = get_preset(name, depth=2, **extra)
         data = cfg.to_dict()
         assert data["architecture"] == name
         assert type(cfg).from_dict(data) == cfg, name
         assert config_from_dict(data) == cfg and type(config_from_dict(data)) is type(cfg), name
     custom = EvaConfig(**SMALL, use_rot_pos_emb=True, rope_type="dinov3").to_dict()  # no architecture: the class
     assert custom["model_class"] == "eva" and config_from_dict(custom) == EvaConfig.from_dict(custom)
-    plain = family_config("deit3_small_patch16_224", depth=2)
+    plain = get_preset("deit3_small_patch16_224", depth=2)
     assert config_from_dict(plain.to_dict()) == plain and "model_class" not in plain.to_dict()
     assert type(config_from_dict({"architecture": "deit_small_patch16_224"})) is ViTConfig
     with pytest.raises(ConfigError, match="a 'eva' config cannot build a 'naflexvit' model"):
@@ -170,4 +170,4 @@ def test_config_round_trips_through_its_dict() -> None:
     with pytest.raises(ConfigError, match="is a 'naflexvit' architecture, not 'eva'"):
         EvaConfig.from_dict({"architecture": "naflexvit_base_patch16_gap"})
     with pytest.raises(ConfigError, match="did you mean 'vit_small_patch16_dinov3'"):
-        family_config("vit_smal_patch16_dinov3")
+        get_preset("vit_smal_patch16_dinov3")

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 import torch
 
-from vitexport.model.config import ViTConfig
-from vitexport.model.family_config import DistilledConfig, EvaConfig, NaFlexConfig, family_config
-from vitexport.model.family_models import create_family_model
+from vitexport.model.config import ViTConfig, get_preset
+from vitexport.model.family_config import DistilledConfig, EvaConfig, NaFlexConfig
 from vitexport.model.family_presets import FAMILY_PRESETS
+from vitexport.model.vit import create_model
 
 
 def gen_family_presets() -> ModuleType:
@@ -56,7 +56,7 @@ def test_preset_builds_timm_state_dict_at_depth_2(name: str) -> None:
     overrides = depth_2(name)
     with torch.device("meta"):
         ref = timm.create_model(name, pretrained=False, **overrides)
-        ours = create_family_model(name, **overrides)
+        ours = create_model(name, **overrides)
     assert [(k, tuple(v.shape)) for k, v in ours.state_dict().items()] == [
         (k, tuple(v.shape)) for k, v in ref.state_dict().items()]  # keys, shapes and timm's order
     assert ours.num_prefix_tokens == ref.num_prefix_tokens and ours.global_pool == ref.global_pool
@@ -71,6 +71,6 @@ def test_preset_builds_timm_state_dict_at_depth_2(name: str) -> None:
 
 
 def test_architecture_names_resolve_with_tags_and_hub_prefix() -> None:
-    assert family_config("timm/vit_small_patch16_dinov3.lvd1689m") == family_config("vit_small_patch16_dinov3")
-    deit = family_config("deit_tiny_patch16_224")
+    assert get_preset("timm/vit_small_patch16_dinov3.lvd1689m") == get_preset("vit_small_patch16_dinov3")
+    deit = get_preset("deit_tiny_patch16_224")
     assert type(deit) is ViTConfig and deit.embed_dim == 192 and ViTConfig.from_dict(deit.to_dict()) == deit

@@ -1,13 +1,14 @@
-"""The blocks of timm's ``Eva``, with timm's state_dict keys.
+"""The blocks of timm's ``Eva``, registered (`vitexport.model.registry`) as `ROTARY` blocks, with timm's state_dict
+keys; built as every block is, from the model's config (`EvaConfig`) and the block's index.
 
-- `EvaBlock` (pre-norm): ``x + gamma_1 * attn(norm1(x), rope)``, ``x + gamma_2 * mlp(norm2(x))``; the layer
+- ``eva`` (`EvaBlock`, pre-norm): ``x + gamma_1 * attn(norm1(x), rope)``, ``x + gamma_2 * mlp(norm2(x))``; the layer
   scales are the parameters ``gamma_1``/``gamma_2`` (``init_values``), ``gamma_2`` absent with
   ``attn_only_layer_scale`` (Sapiens2);
-- `EvaBlockPostNorm` (``use_post_norm``, EVA-02 enormous): ``x + norm1(attn(x, rope))``, ``x + norm2(mlp(x))``.
+- ``eva_post_norm`` (`EvaBlockPostNorm`, ``use_post_norm``, EVA-02 enormous): ``x + norm1(attn(x, rope))``,
+  ``x + norm2(mlp(x))``.
 
-The MLP (`eva_mlp`), as timm chooses it: GELU ``Mlp``; with ``swiglu_mlp`` a packed ``GluMlp`` (one ``fc1``
-of twice the width, SiLU on the first half) unless a norm inside the MLP (``scale_mlp``) or a width
-alignment (``swiglu_align_to``, pre-norm blocks only) asks for ``SwiGLU`` (``fc1_g``, ``fc1_x``).
+The attention is the registered one ``attn_type`` names (``eva``, ``rope``); the MLP the registered one timm's Eva
+chooses (``EvaConfig.mlp_layer``: GELU ``mlp``, packed ``swiglu_packed`` or ``swiglu``).
 """
 
 # No `from __future__ import annotations` here: TorchScript needs evaluated annotations.
@@ -18,46 +19,33 @@ import torch
 from torch import nn
 
 from vitexport.model.family_config import EvaConfig
-from vitexport.model.layers.mlp import GluMlp, Mlp, SwiGLU
 from vitexport.model.layers.norm import norm_factory
-from vitexport.model.layers.rope_attention import AttentionRope, EvaAttention
+from vitexport.model.registry import build, register
 
 
-def eva_mlp(c: EvaConfig, post_norm: bool) -> nn.Module:
-    """timm ``EvaBlock`` / ``EvaBlockPostNorm``'s MLP for config ``c``."""
-    dim, hidden = c.embed_dim, int(c.embed_dim * c.mlp_ratio)
+def eva_mlp(c: EvaConfig) -> nn.Module:
+    """The registered MLP timm's Eva blocks build for ``c`` (a norm inside it with ``scale_mlp``)."""
     norm = norm_factory(c.norm_layer, c.norm_eps) if c.scale_mlp else None
-    if c.swiglu_mlp:
-        if c.scale_mlp or (c.swiglu_align_to and not post_norm):
-            if c.swiglu_align_to:
-                hidden += -hidden % c.swiglu_align_to
-            return SwiGLU(dim, hidden, "silu", True, norm)
-        return GluMlp(dim, hidden * 2, "silu", True, None, gate_last=False)
-    return Mlp(dim, hidden, "gelu", True, norm)
+    return build("mlp", c.mlp_layer, c.embed_dim, c.mlp_hidden, c.mlp_act, True, norm)
 
 
-def eva_attention(c: EvaConfig, kv_heads: Optional[int], qk_norm: bool) -> nn.Module:
-    norm = norm_factory(c.norm_layer, c.norm_eps)
-    args = (c.embed_dim, c.num_heads, norm, c.qkv_bias, c.qkv_fused, c.num_prefix_tokens, qk_norm,
-            c.scale_attn_inner, c.rope_rotate_half)
-    if c.attn_type == "rope":
-        return AttentionRope(*args, num_kv_heads=kv_heads)
-    return EvaAttention(*args)
+def _layer_scale(dim: int, init_values: Optional[float], enabled: bool = True) -> Optional[nn.Parameter]:
+    return nn.Parameter(torch.full((dim,), float(init_values))) if init_values is not None and enabled else None
 
 
+@register("block", "eva", "timm.models.eva.EvaBlock")
 class EvaBlock(nn.Module):
     """Pre-norm block with optional layer scales ``gamma_1`` (attention) and ``gamma_2`` (MLP)."""
 
-    def __init__(self, c: EvaConfig, kv_heads: Optional[int] = None) -> None:
+    def __init__(self, c: EvaConfig, depth: int = 0) -> None:
         super().__init__()
         dim, norm = c.embed_dim, norm_factory(c.norm_layer, c.norm_eps)
         self.norm1 = norm(dim)
-        self.attn = eva_attention(c, kv_heads, c.qk_norm)
-        self.gamma_1 = nn.Parameter(torch.full((dim,), float(c.init_values))) if c.init_values is not None else None
+        self.attn = build("attn", c.attn_type, c, depth)
+        self.gamma_1 = _layer_scale(dim, c.init_values)
         self.norm2 = norm(dim)
-        self.mlp = eva_mlp(c, post_norm=False)
-        use_mlp_ls = c.init_values is not None and not c.attn_only_layer_scale
-        self.gamma_2 = nn.Parameter(torch.full((dim,), float(c.init_values))) if use_mlp_ls else None
+        self.mlp = eva_mlp(c)
+        self.gamma_2 = _layer_scale(dim, c.init_values, not c.attn_only_layer_scale)
 
     def forward(self, x: torch.Tensor, rope: Optional[torch.Tensor] = None) -> torch.Tensor:
         x_attn = self.attn(self.norm1(x), rope)
@@ -70,15 +58,17 @@ class EvaBlock(nn.Module):
         return x + x_mlp
 
 
+@register("block", "eva_post_norm", "timm.models.eva.EvaBlockPostNorm")
 class EvaBlockPostNorm(nn.Module):
-    """Residual post-norm block (``init_values`` has no effect, as in timm)."""
+    """Residual post-norm block (``init_values`` has no effect, as in timm; the config refuses q/k norm and
+    grouped heads here, as timm asserts)."""
 
-    def __init__(self, c: EvaConfig, kv_heads: Optional[int] = None) -> None:
+    def __init__(self, c: EvaConfig, depth: int = 0) -> None:
         super().__init__()
         norm = norm_factory(c.norm_layer, c.norm_eps)
-        self.attn = eva_attention(c, None, False)
+        self.attn = build("attn", c.attn_type, c, depth)
         self.norm1 = norm(c.embed_dim)
-        self.mlp = eva_mlp(c, post_norm=True)
+        self.mlp = eva_mlp(c)
         self.norm2 = norm(c.embed_dim)
 
     def forward(self, x: torch.Tensor, rope: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -86,4 +76,4 @@ class EvaBlockPostNorm(nn.Module):
         return x + self.norm2(self.mlp(x))
 
 
-__all__ = ["EvaBlock", "EvaBlockPostNorm", "eva_attention", "eva_mlp"]
+__all__ = ["EvaBlock", "EvaBlockPostNorm", "eva_mlp"]

@@ -1,5 +1,8 @@
 """The attention of timm's ``Eva`` blocks, with timm's state_dict keys: rotary embeddings on the patch tokens.
 
+Both are registered (`vitexport.model.registry`) as `ROTARY` attention layers, named by ``EvaConfig.attn_type``
+and built as every attention is, from the model's config and the block's index:
+
 - `EvaAttention` (``attn_type='eva'``, timm ``EvaAttention``): fused ``qkv`` without bias plus separate
   ``q_bias`` and ``v_bias`` (the key bias is a fixed zero), or ``q_proj``/``k_proj``/``v_proj`` with no
   bias on ``k_proj``;
@@ -20,7 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vitexport.model.layers.norm import NormFactory
+from vitexport.model.family_config import EvaConfig
+from vitexport.model.layers.norm import NormFactory, norm_factory
+from vitexport.model.registry import register
 from vitexport.model.rope import apply_rope
 
 
@@ -88,25 +93,15 @@ class RopeHeads(nn.Module):
         return self.proj(self.norm(x))
 
 
+@register("attn", "eva", "timm.models.eva.EvaAttention")
 class EvaAttention(RopeHeads):
     """timm ``EvaAttention``: keys ``q_bias``, ``v_bias``, ``qkv`` (fused) or ``q_proj``, ``k_proj``, ``v_proj``."""
 
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        norm: NormFactory,
-        qkv_bias: bool = True,
-        qkv_fused: bool = True,
-        num_prefix_tokens: int = 1,
-        qk_norm: bool = False,
-        scale_norm: bool = False,
-        rotate_half: bool = False,
-    ) -> None:
+    def __init__(self, cfg: EvaConfig, depth: int = 0) -> None:
         super().__init__()
-        head_dim = dim // num_heads
-        self._init_heads(num_heads, head_dim, num_heads, num_prefix_tokens, rotate_half)
-        if qkv_fused:
+        dim, num_heads, qkv_bias = cfg.embed_dim, cfg.num_heads, cfg.qkv_bias
+        self._init_heads(num_heads, dim // num_heads, num_heads, cfg.num_prefix_tokens, cfg.rope_rotate_half)
+        if cfg.qkv_fused:
             self.qkv = nn.Linear(dim, self.attn_dim * 3, bias=False)
             self.q_proj = self.k_proj = self.v_proj = None
             if qkv_bias:
@@ -121,7 +116,7 @@ class EvaAttention(RopeHeads):
             self.v_proj = nn.Linear(dim, self.attn_dim, bias=qkv_bias)
             self.qkv = None
             self.q_bias = self.k_bias = self.v_bias = None
-        self._init_out(norm, dim, qk_norm, scale_norm)
+        self._init_out(norm_factory(cfg.norm_layer, cfg.norm_eps), dim, cfg.qk_norm, cfg.scale_attn_inner)
 
     def forward(self, x: torch.Tensor, rope: Optional[torch.Tensor] = None) -> torch.Tensor:
         if self.qkv is not None:
@@ -136,27 +131,17 @@ class EvaAttention(RopeHeads):
         return self.attend(q, k, v, rope)
 
 
+@register("attn", "rope", "timm.layers.attention.AttentionRope")
 class AttentionRope(RopeHeads):
-    """timm ``AttentionRope``: ``qkv`` (fused, with ``qkv_bias``) or ``q_proj``, ``k_proj``, ``v_proj`` (GQA)."""
+    """timm ``AttentionRope``: ``qkv`` (fused, with ``qkv_bias``) or ``q_proj``, ``k_proj``, ``v_proj`` (GQA:
+    block ``depth`` has ``cfg.kv_heads[depth]`` key/value heads)."""
 
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        norm: NormFactory,
-        qkv_bias: bool = True,
-        qkv_fused: bool = True,
-        num_prefix_tokens: int = 1,
-        qk_norm: bool = False,
-        scale_norm: bool = False,
-        rotate_half: bool = False,
-        num_kv_heads: Optional[int] = None,
-    ) -> None:
+    def __init__(self, cfg: EvaConfig, depth: int = 0) -> None:
         super().__init__()
-        head_dim = dim // num_heads
-        kv_heads = num_kv_heads or num_heads
-        self._init_heads(num_heads, head_dim, kv_heads, num_prefix_tokens, rotate_half)
-        if qkv_fused:
+        dim, num_heads, qkv_bias = cfg.embed_dim, cfg.num_heads, cfg.qkv_bias
+        head_dim, kv_heads = dim // num_heads, cfg.kv_heads[depth]
+        self._init_heads(num_heads, head_dim, kv_heads, cfg.num_prefix_tokens, cfg.rope_rotate_half)
+        if cfg.qkv_fused:
             if self.num_kv_groups != 1:
                 raise ValueError("a fused qkv projection has no grouped-query attention (timm asserts)")
             self.qkv = nn.Linear(dim, self.attn_dim * 3, bias=qkv_bias)
@@ -166,7 +151,7 @@ class AttentionRope(RopeHeads):
             self.q_proj = nn.Linear(dim, self.attn_dim, bias=qkv_bias)
             self.k_proj = nn.Linear(dim, head_dim * kv_heads, bias=qkv_bias)
             self.v_proj = nn.Linear(dim, head_dim * kv_heads, bias=qkv_bias)
-        self._init_out(norm, dim, qk_norm, scale_norm)
+        self._init_out(norm_factory(cfg.norm_layer, cfg.norm_eps), dim, cfg.qk_norm, cfg.scale_attn_inner)
 
     def forward(self, x: torch.Tensor, rope: Optional[torch.Tensor] = None) -> torch.Tensor:
         if self.qkv is not None:
