@@ -74,14 +74,20 @@ def _preset_shapes(kind: str) -> tuple[tuple[str, Any, dict[str, tuple[int, ...]
     return tuple(out)
 
 
-def matching_presets_of_class(shapes: Shapes, kind: str, limit: int = 4) -> list[tuple[str, dict[str, Any]]]:
-    """Presets of ``kind`` the weights fit, with the overrides they need (classes, channels): the same position table
-    first."""
+def _names(signature: tuple[Any, ...]) -> tuple[frozenset[str], frozenset[str]]:
+    return signature[1], frozenset(k for k, _ in signature[2])
+
+
+def matching_presets_of_class(shapes: Shapes, kind: str, limit: int = 4,
+                              exact: bool = True) -> list[tuple[str, dict[str, Any]]]:
+    """Presets of ``kind`` the weights fit, with the overrides they need (the classes): the same position table
+    first. Without ``exact``, the presets with the same keys whatever their sizes (the same layout)."""
     want = _signature(shapes)
     head = shapes.get("head.weight")
     found = []
     for name, cfg, preset in _preset_shapes(kind):
-        if _signature(preset, cfg.depth) != want:
+        have = _signature(preset, cfg.depth)
+        if have != want if exact else _names(have) != _names(want):
             continue
         extra: dict[str, Any] = {}
         classes = head[0] if head else 0

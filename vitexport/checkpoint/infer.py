@@ -229,6 +229,9 @@ def refuse_unstored(args: dict[str, Any], shapes: Shapes | None = None, file: st
         config = json.dumps({"architecture": eva[0][0], **eva[0][1]})
         hint += (f"; they also fit timm's Eva {', '.join(n for n, _ in eva)} (rotary embeddings are not stored): "
                  f"vitexport onnx {file or 'WEIGHTS'} --config '{config}'")
+    elif shapes is not None and (eva := matching_presets_of_class(shapes, "eva", exact=False)):
+        hint += (f"; their keys are also those of timm's Eva {', '.join(n for n, _ in eva)} (rotary embeddings "
+                 "are not stored): for those, pass --config with the architecture and its size overrides")
     kinds = ", ".join(
         f"{k}={args[k]!r}" for k in ("norm_layer", "mlp_layer", "block_fn", "global_pool", "pre_norm")
         if k in args

@@ -11,18 +11,18 @@ from typing import Any
 import torch
 
 from vitexport._util.errors import UsageError, VerificationError
-from vitexport.model.config import ViTConfig
-from vitexport.model.vit import VisionTransformer
+from vitexport.model.family_config import config_from_dict
 from vitexport.onnx.graph import load_onnx
 from vitexport.onnx.metadata import transformed_by_ort
 
 
-def model_from_weights(config: dict[str, Any], state_dict: dict[str, torch.Tensor], where: str) -> VisionTransformer:
+def model_from_weights(config: dict[str, Any], state_dict: dict[str, torch.Tensor], where: str) -> torch.nn.Module:
     """The reference model from an artifact's config and its weights (an artifact also holds other tensors,
-    e.g. ONNX shape constants): the config's keys, checked before anything is allocated, in float32."""
+    e.g. ONNX shape constants): the config's keys (any model class), checked before anything is allocated, in
+    float32."""
     from vitexport.checkpoint.weights import build_model, check_count, check_tensors, expected_shapes
 
-    cfg = ViTConfig.from_dict(config)
+    cfg = config_from_dict(config)
     check_count(cfg, state_dict, where)  # a config far larger than the file is refused before keys are listed
     keys = expected_shapes(cfg)
     sd = {k: v for k, v in state_dict.items() if k in keys}
@@ -30,7 +30,7 @@ def model_from_weights(config: dict[str, Any], state_dict: dict[str, torch.Tenso
     return build_model(cfg, {k: v.float() for k, v in sd.items()}, where)
 
 
-def reference_from_onnx(path: str, metadata: dict[str, Any]) -> VisionTransformer:
+def reference_from_onnx(path: str, metadata: dict[str, Any]) -> torch.nn.Module:
     """The PyTorch model rebuilt from the ONNX file's embedded config and its initializers (by state_dict name).
 
     Args:
@@ -55,13 +55,13 @@ def reference_from_onnx(path: str, metadata: dict[str, Any]) -> VisionTransforme
     return model_from_weights(metadata["config"], weights, f"the weights inside {path!r}")
 
 
-def reference_from_torchscript(state_dict: dict[str, Any], metadata: dict[str, Any], path: str) -> VisionTransformer:
+def reference_from_torchscript(state_dict: dict[str, Any], metadata: dict[str, Any], path: str) -> torch.nn.Module:
     """The PyTorch model rebuilt from a TorchScript archive's config and weights (numpy arrays or tensors)."""
     weights = {k: torch.as_tensor(v) for k, v in state_dict.items()}
     return model_from_weights(metadata["config"], weights, f"the weights inside {path!r}")
 
 
-def reference_from_file(path: str, config: Any = None) -> VisionTransformer:
+def reference_from_file(path: str, config: Any = None) -> torch.nn.Module:
     """``--checkpoint``: the original checkpoint, or the float ONNX export a transformed (int8, optimized)
     model came from (its weights are stored under their PyTorch names)."""
     from vitexport.security.sniff import require
@@ -75,7 +75,7 @@ def reference_from_file(path: str, config: Any = None) -> VisionTransformer:
     return load_model(path, config=config)
 
 
-def weight_difference(artifact: VisionTransformer, reference: VisionTransformer) -> dict[str, float]:
+def weight_difference(artifact: torch.nn.Module, reference: torch.nn.Module) -> dict[str, float]:
     """Largest absolute difference per tensor between the artifact's weights and the checkpoint's (non-zero only)."""
     ref = reference.state_dict()
     out = {}
