@@ -1,68 +1,64 @@
-"""The ONNX of every Eva / distilled DeiT / NaFlexViT representative matches timm on every runtime, at every size.
+"""The ONNX export of every Eva / distilled DeiT / NaFlexViT family matches timm, and `verify` passes on ONNX Runtime,
+OpenVINO and the ONNX reference evaluator.
 
-Each representative (tests/helpers/families.py) is exported with ``torch.onnx.export(dynamo=True)`` at
-opset 18 with dynamic batch, height and width, from a non-native, non-square example, in the portable
-resampling form, and checked:
-- the graph holds standard opset-18 ops only (no contrib domain, no sequences, no Resize), and the rotary
-  models compute their sin/cos in the graph (Sin, Cos, fed by a Range over the input's grid);
-- ONNX Runtime (CPU), OpenVINO (CPU, f32; its first inference at the native size) and the ONNX reference
-  evaluator each match timm's PyTorch model at sizes that exercise each rule, batch 1 and 3.
+Each representative (tests/helpers/families.py: a family's, or a class code path no family takes) is exported
+by `export_onnx` (opset 18, dynamic batch, height and width, portable resampling; the exporter's own graph
+checks run) and checked:
+- the graph holds standard opset-18 ops that every runtime runs (`PORTABLE_OP_TYPES`: no contrib domain, no
+  sequences, no Resize); a rotary model computes its sin/cos in the graph from the input's grid;
+- ONNX Runtime matches timm's PyTorch model at a non-native size and one smaller than a patch, batch 3;
+- `verify(provider="all")` rebuilds the model from the file's config and weights (the config round trip, any
+  class) and passes on every engine, compared with each other too, at few sizes (a lean sweep: CI runs it).
 """
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
-import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from onnx.reference import ReferenceEvaluator
 
-from tests.helpers.families import REPRESENTATIVES, SIZES, TOL, export_dynamic, openvino_runner, pair, rel_err
+from tests.helpers.families import REPRESENTATIVES, TOL, pair, rel_err
+from vitexport.export.onnx_export import export_onnx
+from vitexport.onnx.graph import inspect_graph, non_portable_ops
+from vitexport.verify.sweep import verify
 
-REFERENCE_SIZES = [(24, 40), (17, 45), (1, 1), (41, 57)]  # the reference evaluator is slow (numpy)
-
-
-def graph_ops(path: Path) -> list[tuple[str, str]]:
-    return [(node.domain, node.op_type) for node in onnx.load(str(path)).graph.node]
+VERIFY_SIZES = [(17, 45), (7, 5), (50, 31)]  # not multiples of the patch, smaller than one patch, larger than native
 
 
 def check_portable_graph(path: Path, rotary: bool) -> None:
-    ops = graph_ops(path)
-    assert {d for d, _ in ops} == {""}, ops  # no contrib (com.microsoft) or custom domain
-    for _, op in ops:  # every op a standard one of opset 18; no sequences; no Resize (portable resampling)
-        assert onnx.defs.get_schema(op, 18, "").since_version <= 18 and "Sequence" not in op, op
-        assert op != "Resize", "the portable form resamples with MatMul"
-    assert [o.version for o in onnx.load(str(path)).opset_import if o.domain == ""] == [18]
-    names = {op for _, op in ops}
-    assert ({"Sin", "Cos", "Range"} <= names) == rotary, names  # sin/cos from the grid, not a stored table
+    proto = onnx.load(str(path))
+    report = inspect_graph(proto)
+    assert non_portable_ops(report) == [], non_portable_ops(report)  # standard ops every runtime runs, no Resize
+    assert {n.domain for n in proto.graph.node} <= {"", "ai.onnx"}
+    assert [o.version for o in proto.opset_import if o.domain == ""] == [18]
+    assert bool(report.rope) == rotary, report.rope  # sin/cos computed in the graph, only for rotary models
+    assert all(r["angles_from_input_shape"] for r in report.rope), report.rope
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(REPRESENTATIVES))
 @torch.no_grad()
-def test_representative_onnx_matches_timm_on_every_runtime(name: str, tmp_path: Path) -> None:
+def test_representative_onnx_matches_timm_and_verifies_on_every_engine(name: str, tmp_path: Path) -> None:
     ours, ref = pair(name, seed=3)
-    path = export_dynamic(ours, tmp_path / f"{name}.onnx", example=(57, 83))
-    check_portable_graph(path, rotary=getattr(ours.config, "use_rot_pos_emb", False))
+    path = tmp_path / f"{name}.onnx"
+    result = export_onnx(ours, path)
+    assert result.metadata["model_class"] == ours.config.CLASS
+    check_portable_graph(path, rotary=ours.config.rotary)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    openvino = openvino_runner(path)
     gen = torch.Generator().manual_seed(4)
-    cases = [(b, h, w) for h, w in SIZES for b in (3, 1)]  # the native size first (OpenVINO's first inference)
-    for b, h, w in cases:
-        x = torch.randn(b, ours.config.in_chans, h, w, generator=gen)
-        expected = ref(x)
-        got = sess.run(None, {"pixel_values": x.numpy()})[0]
-        assert rel_err(got, expected) <= TOL, ("onnxruntime", name, b, h, w)
-        if openvino is not None:
-            assert rel_err(openvino(x.numpy()), expected) <= TOL, ("openvino", name, b, h, w)
-    reference = ReferenceEvaluator(str(path))
-    for h, w in REFERENCE_SIZES:
-        x = torch.randn(2, ours.config.in_chans, h, w, generator=gen)
-        got = reference.run(None, {"pixel_values": x.numpy()})[0]
-        assert rel_err(np.asarray(got), ref(x)) <= TOL, ("reference", name, h, w)
+    for h, w in [(17, 45), (7, 5)]:
+        x = torch.randn(3, ours.config.in_chans, h, w, generator=gen)
+        assert rel_err(sess.run(None, {"pixel_values": x.numpy()})[0], ref(x)) <= TOL, (name, h, w)
+    report = verify(path, provider="all", sizes=[ours.config.img_hw, *VERIFY_SIZES], batch_sizes=(1, 3))
+    engines = [s["name"] for s in report.sessions]
+    assert {"cpu", "reference"} <= set(engines), report.skipped_providers
+    assert "openvino" in engines or importlib.util.find_spec("openvino") is None, report.skipped_providers
+    assert len(report.cases) == 2 * 4 * len(engines) and report.cross_provider
+    assert report, (report.static_problems, [(c.provider, c.height, c.width, c.max_abs) for c in report.failures])
 
 
 def test_openvino_is_installed_for_these_checks() -> None:
