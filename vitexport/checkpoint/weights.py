@@ -157,6 +157,16 @@ def expected_shapes(cfg: Any) -> dict[str, tuple[int, ...]]:
     return out
 
 
+def unused_weights(cfg: Any, output: str, sd: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    """The weights ``cfg``'s model does not read for ``output`` (`vitexport.model.names.UNUSED_BY_OUTPUT`: the head
+    of a features export, the pooling too for tokens) that ``sd`` lacks, and their shapes (an ONNX export of that
+    output holds none of them)."""
+    from vitexport.model.names import UNUSED_BY_OUTPUT
+
+    prefixes = UNUSED_BY_OUTPUT[output]
+    return {k: v for k, v in _outside_blocks(cfg, False).items() if k.startswith(prefixes) and k not in sd}
+
+
 def _count_problem(cfg: Any, sd: dict[str, Any], where: str) -> str:
     need, have = parameter_count(cfg), sum(t.numel() for t in sd.values())
     if need <= have:
@@ -204,5 +214,5 @@ def build_model(cfg: Any, sd: dict[str, torch.Tensor], where: str) -> torch.nn.M
 
 __all__ = [
     "FLOAT_DTYPES", "build_model", "check_count", "check_fits", "check_tensors", "expected_shapes", "meta_model",
-    "parameter_count",
+    "parameter_count", "unused_weights",
 ]

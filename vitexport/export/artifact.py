@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from vitexport import __version__
-from vitexport._util.errors import ExportError
+from vitexport._util.errors import UsageError
 from vitexport._util.geometry import token_count
 from vitexport.model.names import OUTPUTS, default_output
 from vitexport.onnx.spec import IOSpec
@@ -72,9 +72,9 @@ def choose_output(model: torch.nn.Module, output: str | None) -> str:
     if output is None:
         return default_output(cfg.num_classes)
     if output not in OUTPUTS:
-        raise ExportError(f"output {output!r} is not supported; use one of {', '.join(OUTPUTS)}")
+        raise UsageError(f"output {output!r} is not supported; use one of {', '.join(OUTPUTS)}")
     if output == "logits" and cfg.num_classes == 0:
-        raise ExportError("--output logits: this model has no classification head (num_classes=0), so its output is "
+        raise UsageError("--output logits: this model has no classification head (num_classes=0), so its output is "
                           "already the pooled embedding; use --output features (or tokens)")
     return output
 

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from vitexport._util.errors import ExportError
+from vitexport._util.errors import ExportError, UsageError
 from vitexport._util.files import check_output, default_output
 from vitexport._util.interrupt import scratch_folder
 from vitexport.export.artifact import ExportResult, choose_output
@@ -114,7 +114,7 @@ def export_checkpoint(
     choose_output(model, options.get("output"))  # a head-less model refuses --output logits, first
     if img_size is not None:
         if not hasattr(model, "set_input_size"):
-            raise ExportError(f"--img-size: a {type(model).__name__} model keeps its native size here (only timm's "
+            raise UsageError(f"--img-size: a {type(model).__name__} model keeps its native size here (only timm's "
                               "VisionTransformer's is changed); leave --img-size out, inputs of any size run")
         # the new native grid's embeddings are computed at once: within the limits first
         limits = Limits(options.get("max_tokens", DEFAULT_MAX_TOKENS),

@@ -63,9 +63,8 @@ class ModelBase(nn.Module):
         return self.resample_form == "portable"
 
     @torch.jit.ignore
-    @contextlib.contextmanager
-    def producing(self, output: str) -> Iterator["ModelBase"]:
-        """Within the block, ``forward`` returns ``output`` (`vitexport.model.names.OUTPUTS`); restored afterwards.
+    def select_output(self, output: str) -> None:
+        """From now on ``forward`` returns ``output`` (`vitexport.model.names.OUTPUTS`; `producing` for a block).
 
         ``logits`` needs a head: a model without one (``num_classes=0``) refuses it (`ValueError`).
         """
@@ -74,7 +73,15 @@ class ModelBase(nn.Module):
         if output == "logits" and self.config.num_classes == 0:
             raise ValueError("this model has no classification head (num_classes=0): its output is the pooled "
                              "embedding; use output 'features' (or 'tokens')")
-        previous, self.output = self.output, output
+        self.output = output
+
+    @torch.jit.ignore
+    @contextlib.contextmanager
+    def producing(self, output: str) -> Iterator["ModelBase"]:
+        """Within the block, ``forward`` returns ``output`` (`select_output`); the previous output is restored
+        afterwards."""
+        previous = self.output
+        self.select_output(output)
         try:
             yield self
         finally:

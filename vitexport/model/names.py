@@ -25,6 +25,14 @@ EXPORTED_RESAMPLE = {"interpolate": "resize", "portable": "portable"}  # model f
 OUTPUTS = ("logits", "features", "tokens")
 
 
+# The weights each output never reads (state_dict key prefixes): an ONNX export of it holds none of them.
+UNUSED_BY_OUTPUT: dict[str, tuple[str, ...]] = {
+    "logits": (),
+    "features": ("head.", "head_dist."),
+    "tokens": ("head.", "head_dist.", "fc_norm.", "attn_pool."),
+}
+
+
 def default_output(num_classes: int) -> str:
     """``logits`` for a model with a head, else ``features`` (the pooled embedding)."""
     return "logits" if num_classes > 0 else "features"
