@@ -114,8 +114,8 @@ def export_checkpoint(
     choose_output(model, options.get("output"))  # a head-less model refuses --output logits, first
     if img_size is not None:
         if not hasattr(model, "set_input_size"):
-            raise UsageError(f"--img-size: a {type(model).__name__} model keeps its native size here (only timm's "
-                              "VisionTransformer's is changed); leave --img-size out, inputs of any size run")
+            raise UsageError(f"--img-size applies to timm's VisionTransformer only; this {type(model).__name__} model "
+                             "runs inputs of any size as exported: leave --img-size out")
         # the new native grid's embeddings are computed at once: within the limits first
         limits = Limits(options.get("max_tokens", DEFAULT_MAX_TOKENS),
                         options.get("max_memory_gb", DEFAULT_MAX_MEMORY_GB))

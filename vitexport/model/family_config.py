@@ -601,7 +601,12 @@ CONFIG_CLASSES: dict[str, type] = {"vit": ViTConfig, "deit_distilled": Distilled
 def config_from_dict(data: dict[str, Any]) -> Any:
     """The config of any model class from timm keyword arguments: the class ``model_class`` names (what
     ``to_dict`` writes), else the class of ``architecture``'s preset (`vitexport.model.config.preset_entry`), else
-    a plain ViT (`ViTConfig`). The one place a config is rebuilt from a dict."""
+    a plain ViT (`ViTConfig`). The one place a config is rebuilt from a dict.
+
+    Args:
+        data: timm keyword arguments, with ``architecture`` (a preset of any class, the other keys override it)
+            and/or ``model_class`` (``vit``, ``deit_distilled``, ``eva``, ``naflexvit``).
+    """
     if not isinstance(data, dict):
         raise ConfigError(f"a model config must be a JSON object of timm keyword arguments, got {type(data).__name__}")
     arch = data.get("architecture") or data.get("arch")

@@ -56,3 +56,16 @@ def test_family_checkpoint_loads_from_config_arch_and_hub_folder(name: str, tmp_
     assert rel_err(load_model(saved)(x), expected) <= TOL
     with pytest.raises(ConfigError, match=r"these weights are timm's \w+, not a plain ViT"):
         load_model(plain)  # the weights alone: refused by the keys that show the class, with the command
+
+
+def test_img_size_is_for_vision_transformers_only(tmp_path: Path) -> None:
+    """``--img-size`` resamples a ViT's table for good; the other classes are refused in one line, nothing written."""
+    from vitexport._util.errors import UsageError
+    from vitexport.export.pipeline import export_checkpoint
+
+    ours, _ = pair("rope-mixed-ape")
+    saved = tmp_path / "rope.pt"
+    save_checkpoint(ours, saved)
+    with pytest.raises(UsageError, match=r"^--img-size applies to timm's VisionTransformer only; this Eva model"):
+        export_checkpoint(saved, tmp_path / "m.onnx", img_size=(48, 48))
+    assert not (tmp_path / "m.onnx").exists()
