@@ -16,7 +16,7 @@ TorchScript reads ``output`` as a constant when it scripts the model (each class
 # No `from __future__ import annotations` here: TorchScript compiles the subclasses.
 
 import contextlib
-from typing import Any, Iterator
+from typing import Any, Iterator, List
 
 import torch
 from torch import nn
@@ -86,6 +86,16 @@ class ModelBase(nn.Module):
             yield self
         finally:
             self.output = previous
+
+    def _prefix_tokens(self, batch: int) -> List[torch.Tensor]:
+        """The class and register tokens (``cls_token``, ``reg_token``) of a batch, in timm's order; a class with
+        other prefix tokens (the distilled DeiT's) overrides this."""
+        prefix: List[torch.Tensor] = []
+        if self.cls_token is not None:
+            prefix.append(self.cls_token.expand(batch, -1, -1))
+        if self.reg_token is not None:
+            prefix.append(self.reg_token.expand(batch, -1, -1))
+        return prefix
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

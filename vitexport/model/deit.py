@@ -1,7 +1,7 @@
 """timm's ``VisionTransformerDistilled`` (the distilled DeiTs) at any input size, with timm's state_dict keys.
 
 The dynamic-pad ViT (`vitexport.model.vit`) with a distillation token (``dist_token``) after the class
-token, both with rows in the position table (``[cls, dist, patches]``), and a second head
+token (its prefix tokens), both with rows in the position table (``[cls, dist, patches]``), and a second head
 (``head_dist``) on the distillation token. At inference timm averages the two heads' logits,
 ``(head(x[:, 0]) + head_dist(x[:, 1])) / 2``, and the two tokens for ``pre_logits``; pooling and
 ``fc_norm`` are not applied (timm's distilled head reads the tokens directly).
@@ -9,14 +9,12 @@ token, both with rows in the position table (``[cls, dist, patches]``), and a se
 
 # No `from __future__ import annotations` here: TorchScript needs evaluated annotations.
 
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 import torch
 from torch import nn
 
 from vitexport.model.family_config import DistilledConfig
-from vitexport.model.layers import resample_abs_pos_embed
-from vitexport.model.layers.tokens import join_prefix
 from vitexport.model.vit import VisionTransformer
 
 
@@ -37,19 +35,9 @@ class VisionTransformerDistilled(VisionTransformer):
             nn.init.trunc_normal_(self.head_dist.weight, std=0.02)
             nn.init.zeros_(self.head_dist.bias)
 
-    def _pos_embed(self, x: torch.Tensor) -> torch.Tensor:
-        B, gh, gw, D = x.shape
-        if self.dynamic_img_size:
-            old = self.patch_embed.grid_size
-            portable_form = False
-            if not torch.jit.is_scripting():
-                portable_form = self.portable_resampling()
-            pos_embed = resample_abs_pos_embed(self.pos_embed, [gh, gw], [old[0], old[1]], self.num_prefix_tokens,
-                                               portable=portable_form)  # (1, 2 + gh*gw, D)
-        else:
-            pos_embed = self.pos_embed
-        prefix = [self.cls_token.expand(B, -1, -1), self.dist_token.expand(B, -1, -1)]
-        return join_prefix(x.reshape(B, gh * gw, D), prefix, pos_embed, False)  # (B, 2 + N, D)
+    def _prefix_tokens(self, batch: int) -> List[torch.Tensor]:
+        assert self.cls_token is not None  # a distilled DeiT always has both tokens
+        return [self.cls_token.expand(batch, -1, -1), self.dist_token.expand(batch, -1, -1)]
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x, x_dist = x[:, 0], x[:, 1]

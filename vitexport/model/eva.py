@@ -10,7 +10,7 @@ dynamic_img_pad=True``; patch dropout and RoPE coordinate augmentation are train
 
 # No `from __future__ import annotations` here: TorchScript needs evaluated annotations (torch.jit.Final).
 
-from typing import Any, List, Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import torch
 from torch import nn
@@ -101,13 +101,7 @@ class Eva(ModelBase):
         rope: Optional[torch.Tensor] = None
         if self.rope is not None:
             rope = self.rope(gh, gw)  # (N, 2 * head_dim), mixed: (depth, heads, N, 2 * head_dim)
-
-        prefix: List[torch.Tensor] = []
-        if self.cls_token is not None:
-            prefix.append(self.cls_token.expand(B, -1, -1))
-        if self.reg_token is not None:
-            prefix.append(self.reg_token.expand(B, -1, -1))
-        return join_prefix(x, prefix, pos_embed, self.no_embed_class), rope  # (B, prefix + N, D)
+        return join_prefix(x, self._prefix_tokens(B), pos_embed, self.no_embed_class), rope  # (B, prefix + N, D)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x)  # (B, gh, gw, D)

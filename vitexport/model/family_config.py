@@ -118,6 +118,25 @@ def _check_sizes(img_size: Any, patch_size: Any) -> tuple[Any, Any]:
     return (img[0] if img[0] == img[1] else img), (patch[0] if patch[0] == patch[1] else patch)
 
 
+def _check_model(c: Any) -> None:
+    """What Eva and NaFlexViT check alike (as timm asserts): pooling, the MLP ratio, layer scale, the heads, and
+    the attention pool's heads and MLP."""
+    _check_choice("global_pool", c.global_pool, GLOBAL_POOLS)
+    _check_ratio("mlp_ratio", c.mlp_ratio, c.embed_dim)
+    if c.init_values is not None and not _finite(c.init_values):
+        raise ConfigError(f"init_values must be a finite number or null, got {c.init_values!r}")
+    if c.global_pool == "token" and not c.class_token:
+        raise ConfigError("global_pool='token' needs class_token=True (timm asserts)")
+    if c.embed_dim % c.num_heads:
+        raise ConfigError(f"embed_dim ({c.embed_dim}) must be divisible by num_heads ({c.num_heads})")
+    if c.global_pool == "map":
+        _check_ratio("attn_pool_mlp_ratio", c.attn_pool_mlp_ratio, c.embed_dim, optional=True)
+        heads = c.attn_pool_num_heads or c.num_heads
+        _check_int("attn_pool_num_heads", heads, 1)
+        if c.embed_dim % heads:
+            raise ConfigError(f"embed_dim ({c.embed_dim}) must be divisible by attn_pool_num_heads ({heads})")
+
+
 def _split_architecture(data: Any, kind: str) -> tuple[str | None, dict[str, Any], dict[str, Any]]:
     """(architecture, its preset's arguments, the other options) of a ``from_dict`` argument of class ``kind``."""
     if not isinstance(data, dict):
@@ -263,25 +282,12 @@ class EvaConfig(_FromDict):
                             "use_rot_pos_emb", "rope_rotate_half", "use_post_norm", "use_pre_transformer_norm",
                             "dynamic_img_size", "dynamic_img_pad"),
                      optional=("use_post_transformer_norm", "use_fc_norm"))
-        _check_choice("global_pool", self.global_pool, GLOBAL_POOLS)
         _check_choice("attn_type", self.attn_type, EVA_ATTN_TYPES)
         _check_choice("norm_layer", self.norm_layer, NORM_LAYERS)
         _check_eps("norm_eps", self.norm_eps)
-        _check_ratio("mlp_ratio", self.mlp_ratio, self.embed_dim)
-        if self.init_values is not None and not _finite(self.init_values):
-            raise ConfigError(f"init_values must be a finite number or null, got {self.init_values!r}")
-        if self.global_pool == "token" and not self.class_token:
-            raise ConfigError("global_pool='token' needs class_token=True (timm asserts)")
-        if self.embed_dim % self.num_heads:
-            raise ConfigError(f"embed_dim ({self.embed_dim}) must be divisible by num_heads ({self.num_heads})")
+        _check_model(self)
         self._check_heads()
         self._check_rope()
-        if self.global_pool == "map":
-            _check_ratio("attn_pool_mlp_ratio", self.attn_pool_mlp_ratio, self.embed_dim, optional=True)
-            heads = self.attn_pool_num_heads or self.num_heads
-            _check_int("attn_pool_num_heads", heads, 1)
-            if self.embed_dim % heads:
-                raise ConfigError(f"embed_dim ({self.embed_dim}) must be divisible by attn_pool_num_heads ({heads})")
 
     def _check_heads(self) -> None:
         """num_kv_heads (grouped-query attention): timm's AttentionRope with separate projections only."""
@@ -488,24 +494,12 @@ class NaFlexConfig(_FromDict):
                             "class_token", "pos_embed_ar_preserving", "pos_embed_antialias",
                             "pos_embed_align_corners", "dynamic_img_pad", "patchify_channels_last", "pre_norm",
                             "final_norm", "pool_include_prefix"), optional=("fc_norm",))
-        _check_choice("global_pool", self.global_pool, GLOBAL_POOLS)
         _check_choice("pos_embed", self.pos_embed, NAFLEX_POS_EMBEDS)
         _check_choice("embed_proj_type", self.embed_proj_type, NAFLEX_PROJ_TYPES)
         _check_choice("norm_layer", self.norm_layer, (None, *NORM_LAYERS))
         _check_choice("embed_norm_layer", self.embed_norm_layer, (None, *NORM_LAYERS))
         _check_choice("act_layer", self.act_layer, tuple(NAFLEX_ACTS))
-        _check_ratio("mlp_ratio", self.mlp_ratio, self.embed_dim)
-        if self.init_values is not None and not _finite(self.init_values):
-            raise ConfigError(f"init_values must be a finite number or null, got {self.init_values!r}")
-        if self.global_pool == "token" and not self.class_token:
-            raise ConfigError("global_pool='token' needs class_token=True (timm asserts)")
-        if self.embed_dim % self.num_heads:
-            raise ConfigError(f"embed_dim ({self.embed_dim}) must be divisible by num_heads ({self.num_heads})")
-        if self.global_pool == "map":
-            _check_ratio("attn_pool_mlp_ratio", self.attn_pool_mlp_ratio, self.embed_dim, optional=True)
-            heads = self.attn_pool_num_heads or self.num_heads
-            if self.embed_dim % heads:
-                raise ConfigError(f"embed_dim ({self.embed_dim}) must be divisible by attn_pool_num_heads ({heads})")
+        _check_model(self)
         self._check_pos_embed()
 
     def _check_pos_embed(self) -> None:

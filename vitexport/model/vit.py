@@ -7,7 +7,7 @@ positional embeddings (resampled to the input's grid) -> blocks -> norm -> pool 
 # No `from __future__ import annotations` here: TorchScript needs evaluated annotations (torch.jit.Final).
 
 import logging
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, Tuple
 
 import torch
 from torch import nn
@@ -16,6 +16,7 @@ from vitexport._util.geometry import grid_size, input_geometry
 from vitexport.model.base import ModelBase
 from vitexport.model.config import ViTConfig
 from vitexport.model.layers import AttentionPoolLatent, PatchEmbed, norm_factory, resample_abs_pos_embed
+from vitexport.model.layers.tokens import join_prefix, pool_tokens
 from vitexport.model.registry import build
 
 logger = logging.getLogger(__name__)
@@ -137,21 +138,7 @@ class VisionTransformer(ModelBase):
         else:
             pos_embed = self.pos_embed
         x = x.reshape(B, gh * gw, D)  # (B, N, D)
-
-        to_cat: List[torch.Tensor] = []
-        if self.cls_token is not None:
-            to_cat.append(self.cls_token.expand(B, -1, -1))
-        if self.reg_token is not None:
-            to_cat.append(self.reg_token.expand(B, -1, -1))
-        if self.no_embed_class:
-            x = x + pos_embed
-            if len(to_cat) > 0:
-                x = torch.cat(to_cat + [x], dim=1)
-        else:
-            if len(to_cat) > 0:
-                x = torch.cat(to_cat + [x], dim=1)
-            x = x + pos_embed
-        return x  # (B, prefix + N, D)
+        return join_prefix(x, self._prefix_tokens(B), pos_embed, self.no_embed_class)  # (B, prefix + N, D)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x)  # (B, gh, gw, D)
@@ -163,16 +150,7 @@ class VisionTransformer(ModelBase):
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         if self.attn_pool is not None:
             return self.attn_pool(x[:, self.num_prefix_tokens :])  # (B, D)
-        if self.global_pool == "token":
-            return x[:, 0]
-        if self.global_pool == "":
-            return x
-        x = x[:, self.num_prefix_tokens :]
-        if self.global_pool == "avg":
-            return x.mean(dim=1)
-        if self.global_pool == "max":
-            return x.amax(dim=1)
-        return 0.5 * (x.amax(dim=1) + x.mean(dim=1))  # avgmax
+        return pool_tokens(x, self.global_pool, self.num_prefix_tokens)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.pool(x)

@@ -64,3 +64,32 @@ def test_representative_onnx_matches_timm_and_verifies_on_every_engine(name: str
 def test_openvino_is_installed_for_these_checks() -> None:
     """OpenVINO is part of the test extras: the comparisons above are not silently skipped."""
     pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'vitexport[openvino]')")
+
+
+@pytest.mark.slow
+@torch.no_grad()
+def test_graph_checks_catch_fixed_rotary_tables_and_wrong_table_grids(tmp_path: Path) -> None:
+    """A rotary table traced for one grid (a static export read as dynamic), a graph without Sin/Cos, and a
+    factorized table whose length is no side of the metadata's native grid are each reported."""
+    from vitexport.onnx.graph import check_graph, load_onnx
+    from vitexport.onnx.spec import io_spec
+
+    ours, _ = pair("rope-axial")
+    static = tmp_path / "static.onnx"
+    export_onnx(ours, static, static_size=(24, 40))  # passes: a static export's angles may be constants
+    report = inspect_graph(load_onnx(static))
+    spec = io_spec("logits", ours.config.global_pool)
+    problems = check_graph(report, spec, dynamic_size=True, expect_resize=False, expect_rope=True)
+    assert any("has fixed angles: the rotary table does not follow" in p for p in problems), problems
+    report.rope = []
+    problems = check_graph(report, spec, dynamic_size=False, expect_resize=False, expect_rope=True)
+    assert any(p.startswith("no Sin/Cos: the rotary embeddings are missing") for p in problems), problems
+
+    factorized, _ = pair("naflex-factorized")
+    path = tmp_path / "factorized.onnx"
+    export_onnx(factorized, path)  # passes: the row and column tables' lengths are the native grid's sides
+    report = inspect_graph(load_onnx(path))
+    assert sorted(len(m["constant_shape"]) for m in report.resample_matmuls if m["constant_shape"]) == [3, 3]
+    report.metadata["native_grid"] = [3, 4]  # the table is 3x5
+    problems = check_graph(report, io_spec("logits", "avg"), expect_rope=False)
+    assert problems == ["the graph resamples a table of length 5, but the metadata's native grid is 3x4"], problems
