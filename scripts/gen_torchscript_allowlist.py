@@ -1,11 +1,12 @@
 """Regenerate vitexport/security/torchscript_allowlist.py from vitexport's own TorchScript exports (a developer
 tool; tests/unit/security/test_torchscript_policy.py derives it again and compares).
 
-The configs are the library's (`vitexport.model.coverage.export_configs`): the option matrix, layer choices no
-family makes, a small model of every configuration family, a fixed-size and an unpadded export; together they use
-every value of every option that selects code (`coverage.uncovered` is empty, tested). Each is exported with
-`export_torchscript`; what their code and pickles use (`vitexport.security.torchscript_policy.collect`) is the
-allowlist. Run it after a torch upgrade or a new layer:
+The exports are the library's (`vitexport.model.coverage.export_cases`): the option matrix, layer choices no
+family makes, a small model of every configuration family of every model class (ViT, Eva, distilled DeiT,
+NaFlexViT) and the class code paths no family takes, a fixed-size and an unpadded export, features and tokens
+outputs; together they use every value of every option that selects code (`coverage.uncovered` is empty, tested).
+Each is exported with `export_torchscript`; what their code and pickles use
+(`vitexport.security.torchscript_policy.collect`) is the allowlist. Run it after a torch upgrade or a new layer:
 
     python -m scripts.gen_torchscript_allowlist > vitexport/security/torchscript_allowlist.py
 """
@@ -20,20 +21,19 @@ from typing import Any
 import torch
 
 from vitexport.export.torchscript_export import export_torchscript
-from vitexport.model.config import ViTConfig
-from vitexport.model.coverage import export_configs
-from vitexport.model.vit import VisionTransformer
+from vitexport.model.coverage import export_cases
+from vitexport.model.family_models import model_for
 from vitexport.security.torchscript_policy import Features, collect, read_archive
 
 
-def derive(selected: dict[str, ViTConfig] | None = None) -> Features:
-    """The union of what the exports of ``selected`` (default: `export_configs`) use."""
+def derive(selected: dict[str, tuple[Any, str | None]] | None = None) -> Features:
+    """The union of what the exports of ``selected`` (default: `export_cases`: config and output) use."""
     total = Features()
     with tempfile.TemporaryDirectory() as folder:
-        for name, cfg in (selected or export_configs()).items():
+        for name, (cfg, output) in (selected or export_cases()).items():
             torch.manual_seed(0)
             path = Path(folder) / f"{name}.ts"
-            export_torchscript(VisionTransformer(cfg).eval(), path)
+            export_torchscript(model_for(cfg), path, output=output)
             found = collect(read_archive(path))
             for key, values in found.allowlist().items():
                 getattr(total, key).update(values)

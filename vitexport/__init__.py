@@ -24,6 +24,14 @@ __version__ = "0.1.0"
 _LAZY = {
     "ViTConfig": "vitexport.model.config",
     "VisionTransformer": "vitexport.model.vit",
+    # timm's other dynamic-size ViT classes: configs (torch-free) and models
+    "EvaConfig": "vitexport.model.family_config",
+    "DistilledConfig": "vitexport.model.family_config",
+    "NaFlexConfig": "vitexport.model.family_config",
+    "config_from_dict": "vitexport.model.family_config",
+    "Eva": "vitexport.model.eva",
+    "VisionTransformerDistilled": "vitexport.model.deit",
+    "NaFlexVit": "vitexport.model.naflex",
     "export_onnx": "vitexport.export.onnx_export",
     "export_torchscript": "vitexport.export.torchscript_export",
     "Predictor": "vitexport.serving.predictor",
@@ -84,10 +92,11 @@ def save_checkpoint(model: Any, path: Any, preprocess: dict[str, Any] | None = N
 
 
 def get_preset(name: str, **overrides: Any) -> Any:
-    """A named architecture as a `ViTConfig` (``vitexport presets`` lists them).
+    """A named architecture's config, of its class: a `ViTConfig`, or an `EvaConfig`, `DistilledConfig`,
+    `NaFlexConfig` for timm's eva.py, deit.py (distilled) and naflexvit.py (``vitexport presets`` lists them all).
 
     Args:
-        name: the preset, e.g. ``vit_small_patch16_224``.
+        name: the preset, e.g. ``vit_small_patch16_224`` or ``vit_small_patch16_dinov3``.
         **overrides: config fields to change (timm's ``model_args``), e.g. ``num_classes=10``.
     """
     from vitexport.model.config import get_preset as preset
@@ -96,10 +105,12 @@ def get_preset(name: str, **overrides: Any) -> Any:
 
 
 def create_model(config: Any = None, **overrides: Any) -> Any:
-    """A randomly initialised `VisionTransformer`.
+    """A randomly initialised model of any class (eval mode): `VisionTransformer`, `Eva`,
+    `VisionTransformerDistilled` or `NaFlexVit`, as the config or preset says.
 
     Args:
-        config: a `ViTConfig`, a preset name, or a dict of timm keyword arguments (None: the defaults).
+        config: a config of any class, a preset name of any class, or a dict of timm keyword arguments (with
+            ``architecture`` or ``model_class`` for the other classes; None: a ViT's defaults).
         **overrides: config fields to change.
     """
     from vitexport.model.vit import create_model as create
@@ -125,11 +136,18 @@ def resample_abs_pos_embed(posemb: Any, new_size: list[int], old_size: list[int]
 
 
 __all__ = [
+    "DistilledConfig",
+    "Eva",
+    "EvaConfig",
+    "NaFlexConfig",
+    "NaFlexVit",
     "Predictor",
     "ViTConfig",
     "VisionTransformer",
+    "VisionTransformerDistilled",
     "__version__",
     "bench",
+    "config_from_dict",
     "create_model",
     "export_onnx",
     "export_torchscript",

@@ -9,22 +9,26 @@ The weights store neither a norm's eps nor the activation. Inference assumes tim
 architectures with that layout use other values (CLIP: eps 1e-5 and maybe QuickGELU; SigLIP's
 MAP head: GELU or GELU-tanh; AIMv2: RMSNorm eps 1e-5, SiLU; BEiT3: eps 1e-5), it refuses and
 names the options and the matching architectures instead of building something close.
-Torch-free: it reads ``{key: shape}`` (a state dict's tensors are read for their shapes only).
+Weights of timm's other classes (Eva: DINOv3, EVA-02, PE, RoPE-ViT; distilled DeiT; NaFlexViT) are refused by the
+keys that show the class, naming the presets of that class they fit (`vitexport.checkpoint.classes`).
+Torch-free: it reads ``{key: shape}`` (a state dict's tensors are read for their shapes only; only a refusal of
+another class builds its presets on the ``meta`` device).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 from collections.abc import Mapping
 from typing import Any
 
 from vitexport._util.errors import ConfigError
-from vitexport.model.config import ViTConfig
+from vitexport.checkpoint.classes import class_shown, matching_presets_of_class, refuse_other_class
+from vitexport.model.config import ViTConfig, presets_of_class
 from vitexport.model.families import LAYOUT_FIELDS
 from vitexport.model.names import FUSED, GATED, PACKED, has_trait, with_trait
-from vitexport.model.presets import PRESETS
 
 Shapes = dict[str, tuple[int, ...]]
 # Layout fields the weights do not store: the families with a given visible layout decide them. (Which half of a
@@ -201,14 +205,16 @@ def matching_presets(args: dict[str, Any], limit: int = 4) -> list[str]:
                 cfg.depth, cfg.patch_hw)
 
     target = visible(args)
-    same = [name for name, preset in PRESETS.items() if visible(preset) == target]
+    presets = presets_of_class("vit")  # timm's vision_transformer.py and deit.py's plain DeiTs
+    same = [name for name, preset in presets.items() if visible(preset) == target]
     grid = ViTConfig.from_dict(args).grid_size
-    same.sort(key=lambda name: ViTConfig.from_dict(PRESETS[name]).grid_size != grid)  # same grid first
+    same.sort(key=lambda name: ViTConfig.from_dict(presets[name]).grid_size != grid)  # same grid first
     return same[:limit]
 
 
-def refuse_unstored(args: dict[str, Any]) -> None:
-    """Raise when the layout needs options the weights do not store (see the module docstring)."""
+def refuse_unstored(args: dict[str, Any], shapes: Shapes | None = None, file: str | None = None) -> None:
+    """Raise when the layout needs options the weights do not store (see the module docstring). With the weights'
+    ``shapes``, Eva presets they fit exactly are named too (PE's keys look like a ViT's with a MAP head)."""
     needed = _unstored_options(args)
     if not needed:
         return
@@ -218,6 +224,14 @@ def refuse_unstored(args: dict[str, Any]) -> None:
                                                                       if len(names) > 1 else "")
         if names else "pass --config with these options"
     )
+    eva = matching_presets_of_class(shapes, "eva") if shapes is not None else []
+    if eva:
+        config = json.dumps({"architecture": eva[0][0], **eva[0][1]})
+        hint += (f"; they also fit timm's Eva {', '.join(n for n, _ in eva)} (rotary embeddings are not stored): "
+                 f"vitexport onnx {file or 'WEIGHTS'} --config '{config}'")
+    elif shapes is not None and (eva := matching_presets_of_class(shapes, "eva", exact=False)):
+        hint += (f"; their keys are also those of timm's Eva {', '.join(n for n, _ in eva)} (rotary embeddings "
+                 "are not stored): for those, pass --config with the architecture and its size overrides")
     kinds = ", ".join(
         f"{k}={args[k]!r}" for k in ("norm_layer", "mlp_layer", "block_fn", "global_pool", "pre_norm")
         if k in args
@@ -232,13 +246,19 @@ def refuse_unstored(args: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------
 # the whole config
 # ---------------------------------------------------------------------------
-def infer_config_args(sd: Mapping[str, Any], check_layout: bool = True) -> tuple[dict[str, Any], list[str]]:
+def infer_config_args(sd: Mapping[str, Any], check_layout: bool = True,
+                      file: str | None = None) -> tuple[dict[str, Any], list[str]]:
     """timm keyword arguments implied by a state dict's keys and shapes, and notes on what was guessed.
 
     With ``check_layout``, layouts whose eps/activation the weights do not store are refused
-    (`refuse_unstored`); without, only the geometry is to be trusted.
+    (`refuse_unstored`), and weights of another model class with the presets they fit (``file`` names the
+    weights in the command it suggests); without, only the geometry is to be trusted.
     """
     shapes = shapes_of(sd)
+    if class_shown(shapes) is not None:
+        if check_layout:
+            refuse_other_class(shapes, file)
+        raise ConfigError("cannot infer the model config of another class than a plain ViT")
     notes: list[str] = []
     proj = shapes.get("patch_embed.proj.weight")
     if proj is None or len(proj) != 4:
@@ -270,7 +290,7 @@ def infer_config_args(sd: Mapping[str, Any], check_layout: bool = True) -> tuple
     args.update(_infer_pooling(shapes, args["class_token"], notes))
     args.update(_infer_grid(shapes, int(args["class_token"]) + args["reg_tokens"], (ph, pw), notes))
     if check_layout:
-        refuse_unstored(args)
+        refuse_unstored(args, shapes, file)
         notes += [n for n in [assumed_act_note(args)] if n]
     return args, notes
 
@@ -342,9 +362,11 @@ def merge_shape_facts(base: dict[str, Any], sd: Mapping[str, Any]) -> dict[str, 
 
 
 def _pos_embed_fits(args: dict[str, Any], shapes: Shapes) -> bool:
+    from vitexport.model.family_config import config_from_dict
+
     pos = shapes.get("pos_embed")
     try:
-        cfg = ViTConfig.from_dict(args)
+        cfg = config_from_dict(args)
     except ConfigError:
         return False
     gh, gw = cfg.grid_size

@@ -15,7 +15,8 @@ from vitexport._util.errors import ConfigError
 from vitexport.checkpoint.formats import Contents
 from vitexport.checkpoint.hub import hub_config, is_hub_layout
 from vitexport.checkpoint.infer import infer_config_args, merge_shape_facts
-from vitexport.model.config import ViTConfig, load_config_arg, preset_args
+from vitexport.model.config import load_config_arg, preset_args
+from vitexport.model.family_config import config_from_dict
 
 
 def _train_model_kwargs(train_args: Any) -> dict[str, Any]:
@@ -65,16 +66,16 @@ def resolve_config(found: Contents, file: Path, explicit: dict[str, Any] | None,
         found.args, found.preprocess, found.labels = hub_config(data) if is_hub_layout(data) else (data, None, None)
         found.source = "config.json"
     else:
-        found.args, notes = infer_config_args(found.state_dict)
+        found.args, notes = infer_config_args(found.state_dict, file=str(file))
         found.source = "inferred"
         return notes
     return []
 
 
-def config_from_args(args: dict[str, Any], where: str) -> ViTConfig:
-    """``ViTConfig.from_dict(args)``, its error prefixed with where the arguments came from."""
+def config_from_args(args: dict[str, Any], where: str) -> Any:
+    """The config of any model class (`config_from_dict`), its error prefixed with where the arguments came from."""
     try:
-        return ViTConfig.from_dict(args)
+        return config_from_dict(args)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from exc
 

@@ -11,18 +11,19 @@ before the weights were compared with it. Here, in this order, nothing of that s
 2. `check_fits`: the config's parameter count (computed on the ``meta`` device for one block,
    which allocates nothing) must not exceed the values the weights hold; then every key and
    shape the config implies (also from ``meta``) is compared with the weights.
-3. `build_model`: only now ``VisionTransformer(config)`` is allocated and loaded.
+3. `build_model`: only now the model (``VisionTransformer(config)``, or the class of the config) is allocated
+   and loaded.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
 import torch
 
 from vitexport._util.errors import CheckpointError
-from vitexport.model.config import ViTConfig
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 _BLOCK_KEY = re.compile(r"^blocks\.0\.")
@@ -79,43 +80,94 @@ def check_tensors(sd: dict[str, torch.Tensor], where: str) -> None:
             "MB of shared storage; the file is crafted: re-save it with torch.save(model.state_dict(), path)")
 
 
-def meta_model(cfg: ViTConfig) -> torch.nn.Module:
-    """``VisionTransformer(cfg)`` on the ``meta`` device: shapes without memory."""
-    from vitexport.model.vit import VisionTransformer
+def meta_model(cfg: Any) -> torch.nn.Module:
+    """The model of ``cfg`` (any class, `vitexport.model.family_models.model_for`) on the ``meta`` device: shapes
+    without memory."""
+    from vitexport.model.family_models import model_for
 
     try:
         with torch.device("meta"):
-            return VisionTransformer(cfg)
-    except (RuntimeError, ValueError, OverflowError) as exc:
+            return model_for(cfg)
+    except (RuntimeError, ValueError, OverflowError, TypeError) as exc:
         raise CheckpointError(f"the model config's sizes are out of range ({str(exc).splitlines()[0][:120]}); "
                               "pass the right --config") from exc
 
 
-def parameter_count(cfg: ViTConfig) -> int:
-    """The config's parameter count, from a one-block model on the ``meta`` device (nothing allocated)."""
-    one = cfg.replace(depth=1, img_size=cfg.patch_hw)  # one block, a 1x1 grid
-    model = meta_model(one)
-    block = sum(p.numel() for p in model.blocks[0].parameters())
-    rest = sum(p.numel() for p in model.parameters()) - block - model.pos_embed.numel()
-    gh, gw = cfg.grid_size
-    rows = gh * gw + (0 if cfg.no_embed_class else cfg.num_prefix_tokens)
-    return rest + cfg.depth * block + rows * cfg.embed_dim
+def _with_blocks(cfg: Any, first: int, count: int) -> Any:
+    """``cfg`` with ``count`` blocks, the first being ``cfg``'s block ``first`` (Eva's per-block key/value heads)."""
+    kv = getattr(cfg, "num_kv_heads", None)
+    return cfg.replace(depth=count, **({"num_kv_heads": kv[first:first + count]} if isinstance(kv, tuple) else {}))
 
 
-def expected_shapes(cfg: ViTConfig) -> dict[str, tuple[int, ...]]:
-    """Every state_dict key of ``cfg``'s model and its shape, from ``meta`` (one block built, the rest named)."""
-    sd = meta_model(cfg.replace(depth=1)).state_dict()
+def _shapes(cfg: Any, parameters_only: bool) -> dict[str, tuple[int, ...]]:
+    model = meta_model(cfg)
+    items = model.named_parameters() if parameters_only else model.state_dict().items()
+    return {k: tuple(v.shape) for k, v in items}
+
+
+def _outside_blocks(cfg: Any, parameters_only: bool) -> dict[str, tuple[int, ...]]:
+    """The shapes outside the blocks, from one- and two-block models: a shape that grows with the depth (RoPE-mixed's
+    per-block frequencies) grows linearly."""
+    one = {k: v for k, v in _shapes(_with_blocks(cfg, 0, 1), parameters_only).items() if not _BLOCK_KEY.match(k)}
+    if cfg.depth == 1:
+        return one
+    two = _shapes(_with_blocks(cfg, 0, 2), parameters_only)
+    return {k: tuple(a + (cfg.depth - 1) * (b - a) for a, b in zip(v, two[k], strict=True)) for k, v in one.items()}
+
+
+def _block_groups(cfg: Any) -> dict[Any, range | list[int]]:
+    """One-block configs and the block indices each stands for (one for all blocks, unless heads vary per block)."""
+    if not isinstance(getattr(cfg, "num_kv_heads", None), tuple):
+        return {_with_blocks(cfg, 0, 1): range(cfg.depth)}
+    groups: dict[Any, list[int]] = {}
+    for i in range(cfg.depth):
+        groups.setdefault(_with_blocks(cfg, i, 1), []).append(i)
+    return groups
+
+
+def _block_shapes(one_block: Any, parameters_only: bool) -> dict[str, tuple[int, ...]]:
+    """``blocks.0.``'s shapes of a one-block config, by their name inside the block."""
+    shapes = _shapes(one_block, parameters_only)
+    return {k[len("blocks.0."):]: v for k, v in shapes.items() if _BLOCK_KEY.match(k)}
+
+
+def parameter_count(cfg: Any) -> int:
+    """The config's parameter count, from one- and two-block models on the ``meta`` device (nothing allocated)."""
+    total = sum(math.prod(s) for s in _outside_blocks(cfg, True).values())
+    for one, indices in _block_groups(cfg).items():
+        total += len(indices) * sum(math.prod(s) for s in _block_shapes(one, True).values())
+    return total
+
+
+def expected_shapes(cfg: Any) -> dict[str, tuple[int, ...]]:
+    """Every state_dict key of ``cfg``'s model and its shape, from ``meta`` (one block built per distinct block,
+    the rest named), in the model's order."""
+    top = _outside_blocks(cfg, False)
+    blocks: dict[int, dict[str, tuple[int, ...]]] = {}
+    for one, indices in _block_groups(cfg).items():
+        inner = _block_shapes(one, False)
+        blocks.update({i: inner for i in indices})
+    order = list(_shapes(_with_blocks(cfg, 0, 1), False))  # where the blocks sit among the other keys
     out: dict[str, tuple[int, ...]] = {}
-    for key, value in sd.items():
-        if _BLOCK_KEY.match(key):
-            for i in range(cfg.depth):
-                out[f"blocks.{i}.{key[len('blocks.0.'):]}"] = tuple(value.shape)
-        else:
-            out[key] = tuple(value.shape)
+    for key in order:
+        if not _BLOCK_KEY.match(key):
+            out[key] = top[key]
+        elif key == next(k for k in order if _BLOCK_KEY.match(k)):
+            out.update({f"blocks.{i}.{name}": shape for i in range(cfg.depth) for name, shape in blocks[i].items()})
     return out
 
 
-def _count_problem(cfg: ViTConfig, sd: dict[str, Any], where: str) -> str:
+def unused_weights(cfg: Any, output: str, sd: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    """The weights ``cfg``'s model does not read for ``output`` (`vitexport.model.names.UNUSED_BY_OUTPUT`: the head
+    of a features export, the pooling too for tokens) that ``sd`` lacks, and their shapes (an ONNX export of that
+    output holds none of them)."""
+    from vitexport.model.names import UNUSED_BY_OUTPUT
+
+    prefixes = UNUSED_BY_OUTPUT[output]
+    return {k: v for k, v in _outside_blocks(cfg, False).items() if k.startswith(prefixes) and k not in sd}
+
+
+def _count_problem(cfg: Any, sd: dict[str, Any], where: str) -> str:
     need, have = parameter_count(cfg), sum(t.numel() for t in sd.values())
     if need <= have:
         return ""
@@ -123,14 +175,14 @@ def _count_problem(cfg: ViTConfig, sd: dict[str, Any], where: str) -> str:
             f"{where} hold {have:,} values")
 
 
-def check_count(cfg: ViTConfig, sd: dict[str, Any], where: str) -> None:
+def check_count(cfg: Any, sd: dict[str, Any], where: str) -> None:
     """Refuse a config that needs more parameters than the weights hold values (before any key is listed)."""
     problem = _count_problem(cfg, sd, where)
     if problem:
         raise CheckpointError(f"{problem}: they do not fit; pass the right --config (or fix the checkpoint)")
 
 
-def check_fits(cfg: ViTConfig, sd: dict[str, Any], where: str) -> None:
+def check_fits(cfg: Any, sd: dict[str, Any], where: str) -> None:
     """The weights must be exactly what ``cfg`` needs. Keys and shapes are compared (and listed) when the
     config's depth is within reach of the weights; a config far deeper is refused by its parameter count."""
     count = _count_problem(cfg, sd, where)
@@ -149,18 +201,18 @@ def check_fits(cfg: ViTConfig, sd: dict[str, Any], where: str) -> None:
     check_count(cfg, sd, where)
 
 
-def build_model(cfg: ViTConfig, sd: dict[str, torch.Tensor], where: str) -> torch.nn.Module:
-    """``VisionTransformer(cfg)`` in eval mode with ``sd`` loaded, after `check_tensors` and `check_fits`."""
-    from vitexport.model.vit import VisionTransformer
+def build_model(cfg: Any, sd: dict[str, torch.Tensor], where: str) -> torch.nn.Module:
+    """The model of ``cfg`` (any class) in eval mode with ``sd`` loaded, after `check_tensors` and `check_fits`."""
+    from vitexport.model.family_models import model_for
 
     check_tensors(sd, where)
     check_fits(cfg, sd, where)
-    model = VisionTransformer(cfg)
+    model = model_for(cfg)
     model.load_state_dict(sd, strict=True)
     return model.eval()
 
 
 __all__ = [
     "FLOAT_DTYPES", "build_model", "check_count", "check_fits", "check_tensors", "expected_shapes", "meta_model",
-    "parameter_count",
+    "parameter_count", "unused_weights",
 ]

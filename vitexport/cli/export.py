@@ -17,13 +17,20 @@ from vitexport.export.defaults import (
     OPTIMIZE_PROVIDERS,
     TOLERANCES,
 )
-from vitexport.model.names import DEFAULT_RESAMPLE, RESAMPLE_FORMS
+from vitexport.model.names import DEFAULT_RESAMPLE, OUTPUTS, RESAMPLE_FORMS
 
 INT8_ATOL, INT8_RTOL = TOLERANCES["int8-dynamic"]
 
 
+OUTPUT_HELP = ("What the model returns: logits (the default with a head), features (the pooled embedding before the "
+               "head: timm's forward_head(x, pre_logits=True)) or tokens (every token after the final norm: "
+               "forward_features). A model without a head returns features.")
+
+
 def _print_export(result, verify_command: str) -> None:
     click.echo(f"wrote          {result.path} ({result.bytes / 1e6:.2f} MB)")
+    click.echo(f"output         {result.metadata.get('output')} {result.metadata.get('output_shape')} "
+               f"({result.metadata.get('model_class')})")
     if result.external_data:
         click.echo(f"external data  {result.external_data}")
     if result.opset:
@@ -44,7 +51,8 @@ def _print_export(result, verify_command: str) -> None:
 
 @cli.command("onnx")
 @click.argument("checkpoint", type=str)
-@click.option("-o", "--output", type=str, help="Output .onnx path (default: beside the checkpoint).")
+@click.option("-o", "--out", "out", type=str, help="Output .onnx path (default: beside the checkpoint).")
+@click.option("--output", "model_output", type=click.Choice(OUTPUTS), default=None, help=OUTPUT_HELP)
 @click.option("--config", "config", type=str,
               help="JSON file of timm keyword arguments (or a timm config.json), or the JSON object itself.")
 @click.option("--ema", "use_ema", is_flag=True, help="Use the EMA weights of a timm training checkpoint.")
@@ -67,15 +75,16 @@ def _print_export(result, verify_command: str) -> None:
                    "(one antialiased Resize: ONNX Runtime and the ONNX reference only).")
 @click.option("--force", is_flag=True, help="Replace an existing output file.")
 @limit_options
-def onnx_cmd(checkpoint, output, config, use_ema, opset, dtype, batch_size, static_size, img_size, attention,
-             optimize, resample, force, max_tokens, max_memory_gb) -> None:
+def onnx_cmd(checkpoint, out, model_output, config, use_ema, opset, dtype, batch_size, static_size, img_size,
+             attention, optimize, resample, force, max_tokens, max_memory_gb) -> None:
     """Export a checkpoint to ONNX with dynamic batch, height and width."""
     from vitexport.export.pipeline import export_checkpoint
 
     result = export_checkpoint(
-        checkpoint, output, to="onnx", config=config, use_ema=use_ema, img_size=img_size, force=force,
+        checkpoint, out, to="onnx", config=config, use_ema=use_ema, img_size=img_size, force=force,
         opset=opset, dtype=dtype, batch_size=batch_size, static_size=static_size, attention=attention,
         optimize=optimize, resample=resample, max_tokens=max_tokens, max_memory_gb=max_memory_gb,
+        output=model_output,
     )
     _print_export(result, command_line("verify", result.path, "--checkpoint", checkpoint,
                                    *(("--config", config) if config else ())))
@@ -106,37 +115,43 @@ def quantize_cmd(model_path, output, force) -> None:
 
 @cli.command("torchscript")
 @click.argument("checkpoint", type=str)
-@click.option("-o", "--output", type=str, help="Output .ts path (default: beside the checkpoint).")
+@click.option("-o", "--out", "out", type=str, help="Output .ts path (default: beside the checkpoint).")
+@click.option("--output", "model_output", type=click.Choice(OUTPUTS), default=None, help=OUTPUT_HELP)
 @click.option("--config", "config", type=str,
               help="JSON file of timm keyword arguments (or a timm config.json), or the JSON object itself.")
 @click.option("--ema", "use_ema", is_flag=True, help="Use the EMA weights of a timm training checkpoint.")
 @click.option("--img-size", type=SIZE, help="Make HxW the model's native size first (set_input_size).")
 @click.option("--force", is_flag=True, help="Replace an existing output file.")
 @limit_options
-def torchscript_cmd(checkpoint, output, config, use_ema, img_size, force, max_tokens, max_memory_gb) -> None:
+def torchscript_cmd(checkpoint, out, model_output, config, use_ema, img_size, force, max_tokens,
+                    max_memory_gb) -> None:
     """Export a checkpoint to TorchScript (torch.jit.script: shapes stay dynamic)."""
     from vitexport.export.pipeline import export_checkpoint
 
-    _print_export(export_checkpoint(checkpoint, output, to="torchscript", config=config, use_ema=use_ema,
+    _print_export(export_checkpoint(checkpoint, out, to="torchscript", config=config, use_ema=use_ema,
                                     img_size=img_size, force=force, max_tokens=max_tokens,
-                                    max_memory_gb=max_memory_gb), "")
+                                    max_memory_gb=max_memory_gb, output=model_output), "")
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print the presets as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the presets as JSON (each a config: timm keyword "
+                                                       "arguments, with model_class for the other classes).")
 def presets(as_json: bool) -> None:
-    """List the named architectures a checkpoint's `arch` or a config's `architecture` may use."""
-    from vitexport.model.families import family_of
-    from vitexport.model.presets import PRESETS
+    """List the named architectures a checkpoint's `arch` or a config's `architecture` may use: timm's
+    vision_transformer.py, eva.py, deit.py and naflexvit.py."""
+    from vitexport.model.config import get_preset, preset_entry
+    from vitexport.model.families import family_of, preset_names
 
     if as_json:
-        click.echo(json.dumps(PRESETS, indent=2))
+        entries = {name: preset_entry(name) for name in preset_names()}
+        click.echo(json.dumps({name: args if kind == "vit" else {"model_class": kind, **args}
+                               for name, (kind, args) in entries.items()}, indent=2))
         return
-    for name, args in PRESETS.items():
-        img = args["img_size"]
+    for name in preset_names():
+        cfg = get_preset(name)
+        h, w = cfg.img_hw
         click.echo(
-            f"{name:40s} {family_of(args):16s} img {img if isinstance(img, int) else fmt_hw(img)}  "
-            f"patch {args['patch_size']}  "
-            f"dim {args['embed_dim']}  depth {args['depth']}  heads {args['num_heads']}  "
-            f"registers {args['reg_tokens']}  pool {args['global_pool'] or 'none'}"
+            f"{name:40s} {family_of(cfg):16s} img {h if h == w else fmt_hw((h, w))}  patch {cfg.patch_size}  "
+            f"dim {cfg.embed_dim}  depth {cfg.depth}  heads {cfg.num_heads}  prefix {cfg.num_prefix_tokens}  "
+            f"pool {cfg.global_pool or 'none'}"
         )

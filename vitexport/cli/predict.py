@@ -35,7 +35,7 @@ def predict_cmd(model_path, images, top_k, provider, max_tokens, max_memory_gb, 
     for item in report.files:
         p = item.prediction
         if not p.top_k:
-            click.echo(f"{item.path}  {fmt_hw(p.size)}  features {tuple(p.output.shape)}")
+            click.echo(f"{item.path}  {fmt_hw(p.size)}  {p.kind} {tuple(p.output.shape)}")
             continue
         best = ", ".join(f"{t['label'] if t['label'] is not None else t['index']} {t['score']:.3f}" for t in p.top_k)
         click.echo(f"{item.path}  {fmt_hw(p.size)}  {best}")

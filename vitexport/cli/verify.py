@@ -102,7 +102,8 @@ def verify_cmd(ctx, model_path, checkpoint, config, provider, sizes, batch_sizes
 
 def _print_verify_summary(report: VerifyReport) -> None:
     click.echo("")
-    click.echo(f"model          {report.model} ({report.format}, {report.dtype}); reference: {report.reference}")
+    click.echo(f"model          {report.model} ({report.format}, {report.dtype}, output {report.output}); "
+               f"reference: {report.reference}")
     for s in report.sessions:
         version = f" ({s['version']})" if s.get("version") else ""
         click.echo(f"session        {s['name']}: requested {s['requested']}, running on {', '.join(s['providers'])}"

@@ -29,6 +29,7 @@ from vitexport.export.artifact import (
     TORCH_DTYPES,
     ExportResult,
     artifact_metadata,
+    choose_output,
     default_example_size,
     prepared_model,
 )
@@ -36,7 +37,7 @@ from vitexport.export.attention import translation_table
 from vitexport.export.defaults import DEFAULT_DTYPE
 from vitexport.export.options import ExportOptions
 from vitexport.model.names import DEFAULT_RESAMPLE, model_resample_form
-from vitexport.model.vit import VisionTransformer, count_parameters
+from vitexport.model.vit import count_parameters
 from vitexport.onnx.graph import check_graph, check_summary, inspect_graph, load_onnx
 from vitexport.onnx.spec import IOSpec, encode_metadata, io_spec
 from vitexport.security.limits import DEFAULT_MAX_MEMORY_GB, DEFAULT_MAX_TOKENS, Limits
@@ -58,20 +59,20 @@ class _Plan:
     batch_size: int | None
 
 
-def _plan(model: VisionTransformer, batch_size: int | None, static_size: tuple[int, int] | None,
-          example_size: tuple[int, int] | None) -> _Plan:
+def _plan(model: torch.nn.Module, batch_size: int | None, static_size: tuple[int, int] | None,
+          example_size: tuple[int, int] | None, output: str) -> _Plan:
     if batch_size is not None and batch_size < 1:
         raise ExportError(f"batch size must be at least 1, got {batch_size}; or leave it dynamic")
     cfg = model.config
     dynamic_size = static_size is None and cfg.dynamic_img_size
-    spec = io_spec(cfg.num_classes, cfg.global_pool, dynamic_batch=batch_size is None, dynamic_size=dynamic_size)
+    spec = io_spec(output, cfg.global_pool, dynamic_batch=batch_size is None, dynamic_size=dynamic_size)
     if static_size is None and not cfg.dynamic_img_size:
         static_size = cfg.img_hw  # a fixed-size model can only be exported at its size
     size = static_size or example_size or default_example_size(model)
     return _Plan(spec, dynamic_size, tuple(static_size) if static_size else None, tuple(size), batch_size)
 
 
-def _trace(prepared: VisionTransformer, plan: _Plan, options: ExportOptions):
+def _trace(prepared: torch.nn.Module, plan: _Plan, options: ExportOptions):
     """torch.onnx.export(dynamo=True) of the prepared model; the exporter's chatter goes to the debug log."""
     batch = plan.batch_size or 2  # batch 1 would specialise the batch axis
     gen = torch.Generator().manual_seed(0)
@@ -118,7 +119,7 @@ def _save_program(program: Any, staged: Path, metadata: dict[str, Any], spec: IO
 
 
 def export_onnx(
-    model: VisionTransformer,
+    model: torch.nn.Module,
     path: str | os.PathLike[str],
     *,
     opset: int | None = None,
@@ -133,6 +134,7 @@ def export_onnx(
     resample: str = DEFAULT_RESAMPLE,
     max_tokens: int | None = DEFAULT_MAX_TOKENS,
     max_memory_gb: float | None = DEFAULT_MAX_MEMORY_GB,
+    output: str | None = None,
 ) -> ExportResult:
     """Export to ONNX with dynamic batch/height/width (unless fixed), check the graph, write atomically.
 
@@ -141,7 +143,7 @@ def export_onnx(
     ``<name>.data`` file beside the model.
 
     Args:
-        model: the PyTorch model (`vitexport.load_model`, `vitexport.create_model`).
+        model: the PyTorch model of any class (`vitexport.load_model`, `vitexport.create_model`).
         path: the .onnx file to write (refused if it exists, unless ``force``).
         opset: ONNX opset (default: the lowest the attention form needs, at least 18; `ExportOptions`).
         dtype: ``float32`` or ``float16`` (weights and activations; the positional-embedding resampling still
@@ -158,18 +160,23 @@ def export_onnx(
             see `vitexport.model.resample`).
         max_tokens: refuse a traced example with more tokens per image (`vitexport.security.limits`).
         max_memory_gb: refuse a traced example whose estimated forward pass is larger.
+        output: what the graph returns (`vitexport.model.names.OUTPUTS`): ``logits`` (the default with a head),
+            ``features`` (the pooled embedding before the head, timm's ``forward_head(x, pre_logits=True)``) or
+            ``tokens`` (every token after the final norm, ``forward_features``); named so in the graph and metadata.
     """
     options = ExportOptions(attention=attention, opset=opset, resample=resample, dtype=dtype)
+    output = choose_output(model, output)
     out = check_output(path, force)
-    plan = _plan(model, batch_size, static_size, example_size)
+    plan = _plan(model, batch_size, static_size, example_size, output)
     check_limits(model.config, [(*plan.example_size, plan.batch_size or 2)], Limits(max_tokens, max_memory_gb),
                  "onnx export (the traced example)")
     start = time.perf_counter()
     with staged_output(out, force) as stage:
         prepared = prepared_model(model, options.dtype)
-        program = _trace(prepared, plan, options)
-        metadata = artifact_metadata(prepared, plan.spec, options.dtype, plan.static_size, batch_size, source_sha256,
-                                     options.opset)
+        with prepared.producing(output):
+            program = _trace(prepared, plan, options)
+            metadata = artifact_metadata(prepared, plan.spec, options.dtype, plan.static_size, batch_size,
+                                         source_sha256, options.opset)
         metadata["attention"] = options.attention
         metadata["resample"] = options.resample
         weight_bytes = sum(p.numel() * p.element_size() for p in prepared.parameters())
@@ -203,7 +210,7 @@ def _name_output_axes(model: Any, spec: IOSpec) -> None:
         value.shape = ir.Shape(dims)
 
 
-def _check_onnx_file(path: Path, model: VisionTransformer, spec: IOSpec, dynamic_size: bool) -> list[str]:
+def _check_onnx_file(path: Path, model: torch.nn.Module, spec: IOSpec, dynamic_size: bool) -> list[str]:
     """Full ONNX checker, shape inference and the graph checks; raises ExportError on any failure."""
     import onnx
 
@@ -217,12 +224,14 @@ def _check_onnx_file(path: Path, model: VisionTransformer, spec: IOSpec, dynamic
     except Exception as exc:
         raise ExportError(f"exported graph fails shape inference: {one_line(exc)}") from exc
     report = inspect_graph(proto, str(path))
+    cfg = model.config
     problems = check_graph(
         report,
         spec,
         dynamic_size=dynamic_size,
-        expect_resize=model.config.dynamic_img_size,
-        expect_pad=model.config.dynamic_img_pad,
+        expect_resize=cfg.dynamic_img_size and cfg.has_pos_table,
+        expect_pad=cfg.dynamic_img_pad,
+        expect_rope=cfg.rotary,
     )
     if problems:
         raise ExportError("exported graph failed its checks, nothing written: " + "; ".join(problems))

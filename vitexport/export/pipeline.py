@@ -11,15 +11,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from vitexport._util.errors import ExportError
+from vitexport._util.errors import ExportError, UsageError
 from vitexport._util.files import check_output, default_output
 from vitexport._util.interrupt import scratch_folder
-from vitexport.export.artifact import ExportResult
+from vitexport.export.artifact import ExportResult, choose_output
 from vitexport.export.onnx_export import export_onnx
 from vitexport.export.optimize import check_optimize_provider, optimize_onnx, session_startup_seconds
 from vitexport.export.options import ExportOptions
 from vitexport.export.torchscript_export import export_torchscript
-from vitexport.model.vit import VisionTransformer
 from vitexport.security.limits import DEFAULT_MAX_MEMORY_GB, DEFAULT_MAX_TOKENS, Limits
 from vitexport.security.limits import check as check_limits
 
@@ -36,7 +35,7 @@ def _options(optimize: str | None, kwargs: dict[str, Any]) -> ExportOptions:
 
 
 def export_optimized(
-    model: VisionTransformer,
+    model: Any,
     path: str | os.PathLike[str],
     optimize: str = "cpu",
     *,
@@ -73,7 +72,7 @@ def export_optimized(
 
 def export_checkpoint(
     checkpoint: str | os.PathLike[str],
-    output: str | os.PathLike[str] | None = None,
+    out: str | os.PathLike[str] | None = None,
     *,
     to: str = "onnx",
     config: Any = None,
@@ -89,7 +88,7 @@ def export_checkpoint(
 
     Args:
         checkpoint: the checkpoint file or folder (any format `vitexport.load_model` reads).
-        output: the file to write (default: beside the checkpoint, ``.onnx`` or ``.ts``).
+        out: the file to write (default: beside the checkpoint, ``.onnx`` or ``.ts``).
         to: ``onnx`` or ``torchscript``.
         config: the model config for checkpoints that do not carry one (a dict, a JSON file or JSON text).
         use_ema: load the EMA weights of a timm training checkpoint.
@@ -97,7 +96,8 @@ def export_checkpoint(
         force: replace an existing regular file at ``output``.
         optimize: ONNX only: write ONNX Runtime's offline-optimized graph for this provider (`export_optimized`).
         **options: the exporter's keyword arguments (`vitexport.export.onnx_export.export_onnx`,
-            `vitexport.export.torchscript_export.export_torchscript`).
+            `vitexport.export.torchscript_export.export_torchscript`), ``output`` (logits, features, tokens) among
+            them.
     """
     from vitexport.checkpoint.load import load_model
 
@@ -108,10 +108,15 @@ def export_checkpoint(
     elif optimize is not None:
         raise ExportError("--optimize applies to ONNX exports only; leave it out for TorchScript")
     suffix = ".onnx" if to == "onnx" else ".ts"
-    out = check_output(output if output is not None else default_output(checkpoint, suffix), force,
+    out = check_output(out if out is not None else default_output(checkpoint, suffix), force,
                        inputs=(checkpoint, config if isinstance(config, (str, os.PathLike)) else None))
     model = load_model(checkpoint, config=config, use_ema=use_ema)
-    if img_size is not None:  # the new native grid's embeddings are computed at once: within the limits first
+    choose_output(model, options.get("output"))  # a head-less model refuses --output logits, first
+    if img_size is not None:
+        if not hasattr(model, "set_input_size"):
+            raise UsageError(f"--img-size applies to timm's VisionTransformer only; this {type(model).__name__} model "
+                             "runs inputs of any size as exported: leave --img-size out")
+        # the new native grid's embeddings are computed at once: within the limits first
         limits = Limits(options.get("max_tokens", DEFAULT_MAX_TOKENS),
                         options.get("max_memory_gb", DEFAULT_MAX_MEMORY_GB))
         native = model.config.replace(img_size=tuple(img_size))

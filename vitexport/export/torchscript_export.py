@@ -14,14 +14,20 @@ import torch
 
 from vitexport._util.errors import ExportError, one_line
 from vitexport._util.files import check_output, staged_output
-from vitexport.export.artifact import ExportResult, artifact_metadata, default_example_size, prepared_model
-from vitexport.model.vit import VisionTransformer, count_parameters
+from vitexport.export.artifact import (
+    ExportResult,
+    artifact_metadata,
+    choose_output,
+    default_example_size,
+    prepared_model,
+)
+from vitexport.model.vit import count_parameters
 from vitexport.onnx.spec import TORCHSCRIPT_EXTRA_FILE, io_spec
 from vitexport.security.limits import DEFAULT_MAX_MEMORY_GB, DEFAULT_MAX_TOKENS, Limits
 from vitexport.security.limits import check as check_limits
 
 
-def _script(prepared: VisionTransformer) -> torch.jit.ScriptModule:
+def _script(prepared: torch.nn.Module) -> torch.jit.ScriptModule:
     try:
         with warnings.catch_warnings():  # torch.jit's deprecation notices are not the user's business here
             warnings.simplefilter("ignore", FutureWarning)
@@ -30,7 +36,7 @@ def _script(prepared: VisionTransformer) -> torch.jit.ScriptModule:
         raise ExportError(f"torch.jit.script failed: {one_line(exc, kind=True)}") from exc
 
 
-def _check_scripted(staged: Path, prepared: VisionTransformer) -> str:
+def _check_scripted(staged: Path, prepared: torch.nn.Module) -> str:
     """The archive must load on its own and reproduce eager PyTorch at a non-native size; the check's line."""
     cfg = prepared.config
     with warnings.catch_warnings():
@@ -46,33 +52,37 @@ def _check_scripted(staged: Path, prepared: VisionTransformer) -> str:
 
 
 def export_torchscript(
-    model: VisionTransformer,
+    model: torch.nn.Module,
     path: str | os.PathLike[str],
     *,
     force: bool = False,
     source_sha256: str | None = None,
     max_tokens: int | None = DEFAULT_MAX_TOKENS,
     max_memory_gb: float | None = DEFAULT_MAX_MEMORY_GB,
+    output: str | None = None,
 ) -> ExportResult:
     """``torch.jit.script`` the model (shapes stay dynamic); config and metadata travel as an extra file.
 
     Args:
-        model: the PyTorch model (`vitexport.load_model`, `vitexport.create_model`).
+        model: the PyTorch model of any class (`vitexport.load_model`, `vitexport.create_model`).
         path: the TorchScript archive to write (refused if it exists, unless ``force``).
         force: replace an existing regular file at ``path``.
         source_sha256: the checkpoint's sha256 for the metadata (default: the one the model was loaded with).
         max_tokens: refuse a round-trip check example with more tokens per image (`vitexport.security.limits`).
         max_memory_gb: refuse a check example whose estimated forward pass is larger.
+        output: what the module returns: ``logits``, ``features`` or ``tokens`` (as for
+            `vitexport.export.onnx_export.export_onnx`); recorded in the metadata.
     """
+    output = choose_output(model, output)
     out = check_output(path, force)
     size = default_example_size(model) if model.config.dynamic_img_size else model.config.img_hw
     check_limits(model.config, [(*size, 2)], Limits(max_tokens, max_memory_gb), "torchscript export (its check)")
     start = time.perf_counter()
     cfg = model.config
-    spec = io_spec(cfg.num_classes, cfg.global_pool, dynamic_size=cfg.dynamic_img_size)
-    with staged_output(out, force) as stage:
+    spec = io_spec(output, cfg.global_pool, dynamic_size=cfg.dynamic_img_size)
+    with staged_output(out, force) as stage, model.producing(output):
         prepared = prepared_model(model, "float32")
-        scripted = _script(prepared)
+        scripted = _script(prepared)  # TorchScript reads the output choice as a constant
         metadata = artifact_metadata(prepared, spec, "float32", None, None, source_sha256)
         # Serialized in memory, written by Python: torch.jit.save's C++ writer finishes the zip in a destructor,
         # and a failed write there (a full disk, a quota) aborts the process, leaving the staging folder behind.

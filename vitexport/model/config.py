@@ -16,19 +16,23 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from vitexport._util.errors import ConfigError
 from vitexport._util.safejson import MAX_JSON_BYTES, parse_json
+from vitexport.model.family_presets import FAMILY_PRESETS
 from vitexport.model.names import (  # noqa: F401 - re-exported
     DEFAULT_RESAMPLE,
     DIFFERENTIAL,
     FUSED,
     LAYER_FIELDS,
+    MODEL_CLASSES,
     PACKED,
     RESAMPLE_FORMS,
+    ROTARY,
     has_trait,
     layer_names,
+    vit_layer_names,
 )
 from vitexport.model.presets import PRESETS
 
@@ -94,6 +98,7 @@ def _pair(value: Any, name: str) -> tuple[int, int]:
 class ViTConfig:
     """Architecture of a dynamic-pad Vision Transformer, in timm's keyword names."""
 
+    CLASS: ClassVar[str] = "vit"  # the model class (`vitexport.model.names.MODEL_CLASSES`)
     img_size: int | tuple[int, int] = 224
     patch_size: int | tuple[int, int] = 16
     in_chans: int = 3
@@ -184,10 +189,12 @@ class ViTConfig:
         builds (or asserts)."""
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
         for name, kind in LAYER_FIELDS.items():
-            value, choices = getattr(self, name), layer_names(kind)
+            value, choices = getattr(self, name), vit_layer_names(kind)
             if value not in choices and not (value is None and defaults[name] is None):
                 null = "null or " if defaults[name] is None else ""
-                raise ConfigError(f"{name} {value!r} is not supported; use {null}one of "
+                eva = (" by a plain ViT (a layer of timm's Eva: use an eva.py architecture)"
+                       if has_trait(kind, value if isinstance(value, str) else None, ROTARY) else "")
+                raise ConfigError(f"{name} {value!r} is not supported{eva}; use {null}one of "
                                   + ", ".join(map(repr, choices)))
         for name in ("norm_eps", "embed_norm_eps"):
             value = getattr(self, name)
@@ -249,6 +256,16 @@ class ViTConfig:
     def num_features(self) -> int:
         return self.embed_dim
 
+    @property
+    def has_pos_table(self) -> bool:
+        """An absolute positional table (resampled to the input's grid when dynamic_img_size): always for a ViT."""
+        return True
+
+    @property
+    def rotary(self) -> bool:
+        """Rotary embeddings computed from the input's grid: never in a plain ViT (`EvaConfig`)."""
+        return False
+
     def replace(self, **changes: Any) -> ViTConfig:
         return dataclasses.replace(self, **changes)
 
@@ -282,7 +299,15 @@ class ViTConfig:
             )
         data = dict(data)
         arch = data.pop("architecture", None) or data.pop("arch", None)
-        base: dict[str, Any] = dict(preset_args(arch)) if arch else {}
+        declared = data.pop("model_class", "vit")
+        base: dict[str, Any] = {}
+        if arch:
+            kind, base = preset_entry(arch)
+            declared = kind if declared == "vit" else declared
+        if declared != "vit":
+            name = f"{arch!r} is" if arch else "this config is"
+            raise ConfigError(f"{name} timm's {MODEL_CLASSES.get(declared, declared)}, not a plain ViT; build it with "
+                              "vitexport.get_preset / vitexport.create_model (any class), not ViTConfig")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = [k for k in data if k not in known and k not in TRAINING_ONLY_KEYS and k not in DEFAULT_ONLY_KEYS]
         if unknown:
@@ -333,13 +358,21 @@ def _check_default_only(data: dict[str, Any]) -> None:
             )
 
 
-def preset_args(name: str) -> dict[str, Any]:
-    """The timm keyword arguments of a named architecture; suggests the closest name on a miss."""
-    key = name.split("/")[-1]
-    key = key.removeprefix("timm/").split(".")[0]  # "vit_base_patch16_224.augreg_in21k" -> base name
+def preset_key(name: str) -> str:
+    """The entrypoint a name stands for: ``"timm/vit_base_patch16_224.augreg_in21k"`` -> ``vit_base_patch16_224``."""
+    return name.split("/")[-1].split(".")[0]
+
+
+def preset_entry(name: str) -> tuple[str, dict[str, Any]]:
+    """(model class, timm keyword arguments) of any named architecture: a ``VisionTransformer`` preset
+    (`vitexport.model.presets`) or one of eva.py, deit.py, naflexvit.py (`vitexport.model.family_presets`);
+    suggests the closest name on a miss."""
+    key = preset_key(name)
     if key in PRESETS:
-        return dict(PRESETS[key])
-    close = difflib.get_close_matches(key, sorted(PRESETS), n=1, cutoff=0.5)
+        return "vit", dict(PRESETS[key])
+    if key in FAMILY_PRESETS:
+        return FAMILY_PRESETS[key]["class"], dict(FAMILY_PRESETS[key]["args"])
+    close = difflib.get_close_matches(key, sorted({*PRESETS, *FAMILY_PRESETS}), n=1, cutoff=0.5)
     hint = f"did you mean {close[0]!r}? " if close else ""
     raise ConfigError(
         f"unknown architecture {name!r}; {hint}"
@@ -347,9 +380,24 @@ def preset_args(name: str) -> dict[str, Any]:
     )
 
 
-def get_preset(name: str, **overrides: Any) -> ViTConfig:
-    """A named preset as a `ViTConfig`, with optional keyword overrides (timm's ``model_args``)."""
-    return ViTConfig.from_dict({"architecture": name, **overrides})
+def presets_of_class(kind: str) -> dict[str, dict[str, Any]]:
+    """Every preset of model class ``kind`` (`vitexport.model.names.MODEL_CLASSES`) and its timm keyword arguments;
+    the plain ViTs include deit.py's plain DeiTs."""
+    found = {name: dict(entry["args"]) for name, entry in FAMILY_PRESETS.items() if entry["class"] == kind}
+    return {**({k: dict(v) for k, v in PRESETS.items()} if kind == "vit" else {}), **found}
+
+
+def preset_args(name: str) -> dict[str, Any]:
+    """The timm keyword arguments of a named architecture of any class (`preset_entry`)."""
+    return preset_entry(name)[1]
+
+
+def get_preset(name: str, **overrides: Any) -> Any:
+    """A named preset's config, of its model's class (`ViTConfig`, or a config of
+    `vitexport.model.family_config`), with optional keyword overrides (timm's ``model_args``)."""
+    from vitexport.model.family_config import config_from_dict
+
+    return config_from_dict({"architecture": name, **overrides})
 
 
 def load_config_arg(config: dict[str, Any] | str | Path | None) -> dict[str, Any] | None:

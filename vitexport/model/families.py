@@ -1,10 +1,14 @@
-"""Configuration families: the distinct layer layouts among timm's ``VisionTransformer`` architectures.
+"""Configuration families: the distinct layouts among timm's dynamic-size ViT architectures, per model class.
 
-A family is what the blocks are made of (norm and its eps, activation, MLP, block type,
-attention, scale norms, biases, pre-norm, the MAP head); sizes, tokens and pooling flags
-vary within one. Every preset belongs to exactly one family (tests check it against
-timm), and each family has one representative architecture that the tests run against
-timm in PyTorch, ONNX and TorchScript.
+A family is one model class (`vitexport.model.names.MODEL_CLASSES`) with one layout. For timm's
+``VisionTransformer``: what the blocks are made of (norm and its eps, activation, MLP, block type,
+attention, scale norms, biases, pre-norm, the MAP head). For ``Eva``: the attention and its
+projections, the MLP, post-norm blocks, the norm and its eps, the absolute table, the rotary scheme
+(axial, DINOv3, mixed; its grid indexing), the attention pool. For ``NaFlexVit``: the position table
+and how it is resampled, the activation. The distilled DeiT is one family. Sizes, tokens and pooling
+flags vary within one. Every preset belongs to exactly one family (tests check it against timm),
+and each family has one representative architecture that the tests run against timm in PyTorch,
+ONNX and TorchScript.
 """
 
 from __future__ import annotations
@@ -12,8 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from vitexport.model.config import LAYER_OPTIONS, ViTConfig
-from vitexport.model.presets import PRESETS
+from vitexport.model.config import FAMILY_PRESETS, LAYER_OPTIONS, PRESETS, get_preset
 
 # The ViTConfig fields that define a family (besides global_pool == 'map'): every layer choice and layer option
 # (vitexport.model.config.LAYER_OPTIONS), and pre_norm.
@@ -25,6 +28,7 @@ class Family:
     name: str
     representative: str  # a preset name
     description: str
+    model_class: str = "vit"  # `vitexport.model.names.MODEL_CLASSES`
 
 
 FAMILIES: tuple[Family, ...] = (
@@ -49,24 +53,83 @@ FAMILIES: tuple[Family, ...] = (
     Family("diff-parallel", "vit_dpwee_patch16_reg1_gap_256", "parallel-scaling blocks with differential attention"),
     Family("swiglu-packed", "vit_giant_patch14_dinov2",
            "DINOv2 / TIPSv2 giant: packed SwiGLU MLP (one fc1, SiLU gate first)"),
+    # timm's VisionTransformerDistilled (deit.py)
+    Family("deit-distilled", "deit_tiny_distilled_patch16_224",
+           "DeiT distilled: a distillation token and a second head, averaged at inference", "deit_distilled"),
+    # timm's Eva (eva.py)
+    Family("eva", "eva_giant_patch14_224", "EVA-01: absolute table only, fused qkv with q/v biases, GELU MLP", "eva"),
+    Family("eva02", "eva02_small_patch14_224",
+           "EVA-02 tiny/small: axial RoPE on a reference grid + absolute table, packed SwiGLU", "eva"),
+    Family("eva02-split", "eva02_base_patch16_clip_224",
+           "EVA-02 base/large and EVA-02 CLIP: separate q/k/v, SwiGLU with its norm, axial RoPE + table", "eva"),
+    Family("eva02-post-norm", "eva02_enormous_patch14_clip_224", "EVA-02 CLIP enormous: residual post-norm blocks",
+           "eva"),
+    Family("dinov3", "vit_small_patch16_dinov3_qkvb",
+           "DINOv3 / LingBot: normalized-coordinate RoPE, no table, 4 registers, layer scale", "eva"),
+    Family("dinov3-swiglu", "vit_huge_plus_patch16_dinov3", "DINOv3 huge+/7B: the same with SwiGLU (width aligned)",
+           "eva"),
+    Family("pe-core", "vit_pe_core_base_patch16_224",
+           "Perception Encoder core: axial RoPE (xy) + table, attention pool over every token", "eva"),
+    Family("pe-spatial", "vit_pe_spatial_base_patch16_512", "Perception Encoder lang/spatial: no attention pool",
+           "eva"),
+    Family("rope-axial", "vit_small_patch16_rope_224", "RoPE-ViT axial: rotary only", "eva"),
+    Family("rope-axial-ape", "vit_small_patch16_rope_ape_224", "RoPE-ViT axial with an absolute table", "eva"),
+    Family("rope-mixed", "vit_small_patch16_rope_mixed_224", "RoPE-ViT mixed: learned per-block frequencies", "eva"),
+    Family("rope-mixed-ape", "vit_small_patch16_rope_mixed_ape_224", "RoPE-ViT mixed with an absolute table", "eva"),
+    Family("sbb-rope", "vit_betwixt_patch16_rope_reg4_gap_256", "timm's SBB RoPE ViTs: registers, no class token",
+           "eva"),
+    Family("sapiens2", "vit_base_patch16_sapiens2",
+           "Sapiens2: grouped-query attention, RMSNorm, q/k norm, attention-only layer scale", "eva"),
+    # timm's NaFlexVit (naflexvit.py) on NCHW images
+    Family("naflex", "naflexvit_base_patch16_gap", "NaFlexViT: linear patches, bicubic table", "naflexvit"),
+    Family("naflex-ar", "naflexvit_base_patch16_par_gap", "aspect-preserving table: a square resampled, cropped",
+           "naflexvit"),
+    Family("naflex-factorized", "naflexvit_base_patch16_parfac_gap", "row + column tables, linearly resampled",
+           "naflexvit"),
+    Family("naflex-siglip", "naflexvit_base_patch16_siglip", "SigLIP2-NaFlex: antialiased bilinear table, MAP head",
+           "naflexvit"),
+    Family("naflex-radio-v3", "naflexvit_base_patch16_radio_v3", "C-RADIO v3: bilinear, align_corners", "naflexvit"),
+    Family("naflex-radio-v4", "naflexvit_so400m_patch16_radio_v4", "C-RADIO v3/v4: bilinear without antialias",
+           "naflexvit"),
 )
 
 
-def layout(config: ViTConfig | dict[str, Any]) -> tuple[Any, ...]:
-    """The values that define a family, for a config or a dict of timm keyword arguments."""
-    cfg = config if isinstance(config, ViTConfig) else ViTConfig.from_dict(config)
+def _class_layout(cfg: Any) -> tuple[Any, ...]:
+    """The values that define a family within the config's model class."""
+    if cfg.CLASS == "eva":
+        rope = (cfg.rope_type, cfg.rope_grid_indexing) if cfg.use_rot_pos_emb else None
+        return (cfg.attn_type, cfg.qkv_fused, cfg.mlp_layer, cfg.use_post_norm, cfg.norm_layer, cfg.norm_eps,
+                cfg.use_abs_pos_emb, rope, cfg.global_pool == "map")
+    if cfg.CLASS == "naflexvit":
+        return (cfg.pos_embed, cfg.pos_embed_interp_mode, cfg.pos_embed_antialias, cfg.pos_embed_align_corners,
+                cfg.pos_embed_ar_preserving, cfg.act)
     return (*(getattr(cfg, f) for f in LAYOUT_FIELDS), cfg.global_pool == "map")
+
+
+def layout(config: Any) -> tuple[Any, ...]:
+    """The values that define a family: the model class and its layout, for a config of any class or a dict of timm
+    keyword arguments (`vitexport.model.family_config.config_from_dict`)."""
+    from vitexport.model.family_config import config_from_dict
+
+    cfg = config_from_dict(config) if isinstance(config, dict) else config
+    return (cfg.CLASS, *_class_layout(cfg))
 
 
 _BY_LAYOUT: dict[tuple[Any, ...], str] = {}
 
 
-def family_of(config: ViTConfig | dict[str, Any]) -> str:
-    """The family name of a config, or ``custom`` for a layout no timm architecture uses."""
+def family_of(config: Any) -> str:
+    """The family name of a config (or a dict of timm keyword arguments), or ``custom`` for a layout no timm
+    architecture uses."""
     if not _BY_LAYOUT:
-        _BY_LAYOUT.update({layout(PRESETS[f.representative]): f.name for f in FAMILIES})
+        _BY_LAYOUT.update({layout(get_preset(f.representative)): f.name for f in FAMILIES})
     return _BY_LAYOUT.get(layout(config), "custom")
 
 
+def preset_names() -> list[str]:
+    """Every preset of every class: vision_transformer.py's, then eva.py's, deit.py's and naflexvit.py's."""
+    return [*PRESETS, *FAMILY_PRESETS]
+
+
 def presets_in_family(name: str) -> list[str]:
-    return [arch for arch, args in PRESETS.items() if family_of(args) == name]
+    return [arch for arch in preset_names() if family_of(get_preset(arch)) == name]

@@ -6,28 +6,26 @@ positional embeddings (resampled to the input's grid) -> blocks -> norm -> pool 
 
 # No `from __future__ import annotations` here: TorchScript needs evaluated annotations (torch.jit.Final).
 
-import contextlib
 import logging
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Dict, Tuple
 
 import torch
 from torch import nn
 
 from vitexport._util.geometry import grid_size, input_geometry
+from vitexport.model.base import ModelBase
 from vitexport.model.config import ViTConfig
 from vitexport.model.layers import AttentionPoolLatent, PatchEmbed, norm_factory, resample_abs_pos_embed
-from vitexport.model.names import MODEL_RESAMPLE_FORMS
+from vitexport.model.layers.tokens import join_prefix, pool_tokens
 from vitexport.model.registry import build
 
 logger = logging.getLogger(__name__)
 
 
-class VisionTransformer(nn.Module):
+class VisionTransformer(ModelBase):
     """timm's ``VisionTransformer`` restricted to what exports: see `ViTConfig` for options."""
 
-    # Python-side state that must not reach TorchScript (which always resamples with F.interpolate).
-    __jit_ignored_attributes__ = ("config", "meta", "resample_form")
-
+    output: torch.jit.Final[str]
     dynamic_img_size: torch.jit.Final[bool]
     no_embed_class: torch.jit.Final[bool]
     num_prefix_tokens: torch.jit.Final[int]
@@ -39,10 +37,7 @@ class VisionTransformer(nn.Module):
             config = ViTConfig(**kwargs)
         elif kwargs:
             config = config.replace(**kwargs)
-        self.config = config
-        self.meta = {}  # preprocessing, labels, source: filled by the loader
-        # How _pos_embed resamples outside TorchScript: MODEL_RESAMPLE_FORMS; changed only within `resampling`.
-        self.resample_form = "interpolate"
+        self._init_base(config)
         c = config
         D = c.embed_dim
         norm_layer = norm_factory(c.norm_layer, c.norm_eps)  # as timm's norm_layer: dim -> module
@@ -125,25 +120,6 @@ class VisionTransformer(nn.Module):
             logger.info("resampled position embedding %s -> %s", prev_grid, new_grid)
         self.config = new_config
 
-    @torch.jit.ignore
-    @contextlib.contextmanager
-    def resampling(self, form: str) -> Iterator["VisionTransformer"]:
-        """Within the block, resample the positional embeddings in ``form`` (`MODEL_RESAMPLE_FORMS`); the previous
-        form is restored afterwards.
-
-        ``"interpolate"`` (the default) is ``F.interpolate``, what eager PyTorch and TorchScript run, exported as one
-        Resize; ``"portable"`` is `vitexport.model.resample.resample_bicubic_aa`, elementary ops that every ONNX
-        runtime runs right. The ONNX exporter traces the model inside ``model.resampling("portable")``. A scripted
-        model always uses ``F.interpolate``.
-        """
-        if form not in MODEL_RESAMPLE_FORMS:
-            raise ValueError(f"resample form {form!r} is not one of {', '.join(MODEL_RESAMPLE_FORMS)}")
-        previous, self.resample_form = self.resample_form, form
-        try:
-            yield self
-        finally:
-            self.resample_form = previous
-
     # ---- forward ----------------------------------------------------------
     def _pos_embed(self, x: torch.Tensor) -> torch.Tensor:
         B, gh, gw, D = x.shape
@@ -151,7 +127,7 @@ class VisionTransformer(nn.Module):
             old = self.patch_embed.grid_size
             portable = False
             if not torch.jit.is_scripting():
-                portable = self.resample_form == "portable"  # see `resampling`
+                portable = self.portable_resampling()  # see `resampling`
             pos_embed = resample_abs_pos_embed(
                 self.pos_embed,
                 [gh, gw],
@@ -162,21 +138,7 @@ class VisionTransformer(nn.Module):
         else:
             pos_embed = self.pos_embed
         x = x.reshape(B, gh * gw, D)  # (B, N, D)
-
-        to_cat: List[torch.Tensor] = []
-        if self.cls_token is not None:
-            to_cat.append(self.cls_token.expand(B, -1, -1))
-        if self.reg_token is not None:
-            to_cat.append(self.reg_token.expand(B, -1, -1))
-        if self.no_embed_class:
-            x = x + pos_embed
-            if len(to_cat) > 0:
-                x = torch.cat(to_cat + [x], dim=1)
-        else:
-            if len(to_cat) > 0:
-                x = torch.cat(to_cat + [x], dim=1)
-            x = x + pos_embed
-        return x  # (B, prefix + N, D)
+        return join_prefix(x, self._prefix_tokens(B), pos_embed, self.no_embed_class)  # (B, prefix + N, D)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x)  # (B, gh, gw, D)
@@ -188,43 +150,35 @@ class VisionTransformer(nn.Module):
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         if self.attn_pool is not None:
             return self.attn_pool(x[:, self.num_prefix_tokens :])  # (B, D)
-        if self.global_pool == "token":
-            return x[:, 0]
-        if self.global_pool == "":
-            return x
-        x = x[:, self.num_prefix_tokens :]
-        if self.global_pool == "avg":
-            return x.mean(dim=1)
-        if self.global_pool == "max":
-            return x.amax(dim=1)
-        return 0.5 * (x.amax(dim=1) + x.mean(dim=1))  # avgmax
+        return pool_tokens(x, self.global_pool, self.num_prefix_tokens)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.pool(x)
         x = self.fc_norm(x)
         return x if pre_logits else self.head(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
+def create_model(config: Any = None, **overrides: Any) -> nn.Module:
+    """Build a randomly initialised model (eval mode) of any class from a config, a preset name of any class
+    (timm's vision_transformer.py, eva.py, deit.py, naflexvit.py) or timm keyword arguments."""
+    from vitexport.model.family_config import config_from_dict
+    from vitexport.model.family_models import model_for
 
-def create_model(config: ViTConfig | str | Dict[str, Any] | None = None, **overrides: Any) -> VisionTransformer:
-    """Build a randomly initialised model from a config, a preset name or timm keyword arguments."""
     if isinstance(config, str):
-        config = ViTConfig.from_dict({"architecture": config, **overrides})
+        config = config_from_dict({"architecture": config, **overrides})
     elif isinstance(config, dict):
-        config = ViTConfig.from_dict({**config, **overrides})
+        config = config_from_dict({**config, **overrides})
     elif config is None:
-        config = ViTConfig.from_dict(overrides)
+        config = config_from_dict(overrides)
     elif overrides:
         config = config.replace(**overrides)
-    return VisionTransformer(config).eval()
+    return model_for(config)
 
 
-def infer_grid(model: VisionTransformer, height: int, width: int) -> Dict[str, Any]:
-    """Geometry an input of ``height`` x ``width`` goes through: padded size, grid, tokens."""
-    return input_geometry(height, width, model.patch_embed.patch_size, model.patch_embed.dynamic_img_pad,
-                          model.num_prefix_tokens, model.patch_embed.grid_size)
+def infer_grid(model: nn.Module, height: int, width: int) -> Dict[str, Any]:
+    """Geometry an input of ``height`` x ``width`` goes through: padded size, grid, tokens (any model class)."""
+    c = model.config
+    return input_geometry(height, width, c.patch_hw, c.dynamic_img_pad, c.num_prefix_tokens, c.grid_size)
 
 
 def count_parameters(model: nn.Module) -> int:

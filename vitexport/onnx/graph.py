@@ -2,8 +2,8 @@
 
 A graph that will be wrong at other input sizes often looks fine at export time:
 a resampling (Resize, or the portable MatMul form) that lost its dependency on the
-input shape, a Pad that was folded away, the wrong cubic kernel. These checks read
-the graph, not its outputs.
+input shape, a Pad that was folded away, the wrong cubic kernel, rotary tables (Sin, Cos)
+computed once for the traced grid. These checks read the graph, not its outputs.
 """
 
 from __future__ import annotations
@@ -41,6 +41,11 @@ PORTABLE_OP_TYPES = frozenset({
     "Range",
     "ReduceMax", "ReduceMean", "ReduceSum", "Reshape", "Shape", "Slice", "Softmax", "Sqrt", "Squeeze", "Sub",
     "Transpose", "Unsqueeze", "Where",
+    # activations and norms of the layer families (SiLU, QuickGELU, GELU-tanh, RMSNorm, differential attention)
+    "Exp", "Pow", "Reciprocal", "Sigmoid", "Tanh",
+    # rotary tables (Eva: sin/cos of the grid's angles, the rotation's negated halves) and NaFlexViT's linear
+    # resampling weights (floor, clamp, the two neighbours' masks)
+    "Clip", "Cos", "Equal", "Floor", "Greater", "Max", "Neg", "Sin",
 })
 
 
@@ -57,6 +62,7 @@ class GraphReport:
     resize: list[dict[str, Any]] = field(default_factory=list)
     resample_matmuls: list[dict[str, Any]] = field(default_factory=list)  # the portable form's MatMuls
     pad: list[dict[str, Any]] = field(default_factory=list)
+    rope: list[dict[str, Any]] = field(default_factory=list)  # Sin/Cos nodes: the rotary tables
     problems: list[str] = field(default_factory=list)
     external_data: list[str] = field(default_factory=list)
 
@@ -240,6 +246,9 @@ def inspect_graph(model: Any, path: str = "") -> GraphReport:
             report.pad.append(
                 {"name": node.name, "pads_from_input_shape": _shape_dependent(graph, pads, input_name)}
             )
+        elif node.op_type in ("Sin", "Cos"):
+            report.rope.append({"name": node.name, "op_type": node.op_type,
+                                "angles_from_input_shape": _shape_dependent(graph, node.input[0], input_name)})
     report.resample_matmuls = _resample_matmuls(graph, input_name)
     return report
 
@@ -316,10 +325,12 @@ def check_graph(
     dynamic_size: bool = True,
     expect_resize: bool = True,
     expect_pad: bool = True,
+    expect_rope: bool = False,
 ) -> list[str]:
     """Problems of a graph against the declared interface and docs/numerics.md; empty when it passes.
 
-    ``expect_resize``/``expect_pad`` follow the model config (dynamic_img_size / dynamic_img_pad).
+    ``expect_resize``/``expect_pad`` follow the model config (an absolute table resampled with dynamic_img_size /
+    dynamic_img_pad); ``expect_rope``: rotary embeddings, whose Sin and Cos must follow the input's shape.
     """
     problems: list[str] = []
     if report.opset < 18:
@@ -353,6 +364,7 @@ def check_graph(
             problems.append(
                 f"Resize {r['name']!r} has a fixed output size: it does not follow the input's height/width"
             )
+    problems.extend(_check_rope(report, dynamic_size, expect_rope))
     if expect_pad and not report.pad:
         problems.append("no Pad node: inputs that are not multiples of the patch size cannot be padded")
     for p in report.pad:
@@ -361,18 +373,35 @@ def check_graph(
     return problems
 
 
+def _check_rope(report: GraphReport, dynamic_size: bool, expect_rope: bool) -> list[str]:
+    """Rotary embeddings: sin and cos computed in the graph, from the input's grid when the size is dynamic."""
+    if not expect_rope:
+        return []
+    if not report.rope:
+        return ["no Sin/Cos: the rotary embeddings are missing (or stored for one grid), so the graph only works at "
+                "one size"]
+    if dynamic_size:
+        return [f"{r['op_type']} {r['name']!r} has fixed angles: the rotary table does not follow the input's "
+                "height/width" for r in report.rope if not r["angles_from_input_shape"]]
+    return []
+
+
 def check_against_metadata(
     report: GraphReport, meta: dict[str, Any], config: dict[str, Any] | None = None
 ) -> list[str]:
     """`check_graph` with what an artifact's metadata declares (``config``: the model config, if not in it)."""
-    cfg = config if config is not None else meta.get("config") or {}
-    dynamic_img_size = cfg.get("dynamic_img_size", True)
+    from vitexport.model.family_config import config_from_dict
+
+    data = config if config is not None else meta.get("config") or {}
+    cfg = config_from_dict(data) if data else None
+    dynamic_img_size = cfg.dynamic_img_size if cfg else True
     return check_graph(
         report,
         IOSpec.from_metadata(meta),
         dynamic_size=meta.get("static_size") is None and dynamic_img_size,
-        expect_resize=dynamic_img_size,
-        expect_pad=cfg.get("dynamic_img_pad", True),
+        expect_resize=dynamic_img_size and (cfg.has_pos_table if cfg else True),
+        expect_pad=cfg.dynamic_img_pad if cfg else True,
+        expect_rope=cfg.rotary if cfg else False,
     )
 
 
@@ -417,16 +446,30 @@ def _check_portable(report: GraphReport, dynamic_size: bool, expect_resample: bo
                     "height/width"
                 )
     native = report.metadata.get("native_grid")
-    grids = [m["constant_shape"][-2:] for m in matmuls if m["constant_shape"]]
+    tables = [m["constant_shape"] for m in matmuls if m["constant_shape"]]
     if matmuls and native is not None:
-        if not grids:
+        if not tables:
             problems.append("the resampled embedding grid has no static shape in the graph: cannot check the "
                             f"native grid {native} of the metadata")
-        for grid in grids:
-            if list(grid) != list(native):
-                problems.append(f"the graph resamples a {grid[0]}x{grid[1]} embedding grid, but the metadata's "
-                                f"native grid is {native[0]}x{native[1]}")
+        for table in tables:
+            problem = _table_vs_native(table, list(native))
+            if problem:
+                problems.append(problem)
     return problems
+
+
+def _table_vs_native(table: list[Any], native: list[int]) -> str:
+    """How a resampled table's static shape disagrees with the native grid: a ``[1, D, H, W]`` grid must be it, a
+    factorized ``[1, D, L]`` row or column table one of its sides (NaFlexViT); empty when it agrees."""
+    if len(table) == 3:  # one axis of a factorized table
+        if table[-1] not in native:
+            return (f"the graph resamples a table of length {table[-1]}, but the metadata's native grid is "
+                    f"{native[0]}x{native[1]}")
+        return ""
+    if list(table[-2:]) != native:
+        return (f"the graph resamples a {table[-2]}x{table[-1]} embedding grid, but the metadata's native grid is "
+                f"{native[0]}x{native[1]}")
+    return ""
 
 
 def check_summary(report: GraphReport, dynamic_size: bool) -> list[str]:
@@ -434,7 +477,8 @@ def check_summary(report: GraphReport, dynamic_size: bool) -> list[str]:
     follows = ", size follows the input shape" if dynamic_size else ""
     items = []
     if report.resample_form == "portable" and report.resample_matmuls:
-        grids = {tuple(m["constant_shape"][-2:]) for m in report.resample_matmuls if m["constant_shape"]}
+        grids = {tuple(m["constant_shape"][-2:]) for m in report.resample_matmuls
+                 if m["constant_shape"] and len(m["constant_shape"]) >= 4}
         native = ", ".join(f"{h}x{w}" for h, w in sorted(grids))
         items.append(f"portable resampling: no Resize, {len(report.resample_matmuls)} MatMul"
                      + (", weights follow the input shape" if dynamic_size else "")
@@ -443,6 +487,9 @@ def check_summary(report: GraphReport, dynamic_size: bool) -> list[str]:
         items.append("Resize: antialiased cubic a=-0.5, half_pixel, exclude_outside=1" + follows)
     if report.pad:
         items.append("Pad" + (": pads follow the input shape" if dynamic_size else ""))
+    if report.rope:
+        items.append(f"rotary embeddings: {len(report.rope)} Sin/Cos" + (", angles follow the input shape"
+                                                                        if dynamic_size else ""))
     return items
 
 

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from vitexport._util.errors import CheckpointError, ConfigError, VitexportError
-from vitexport.model.config import MAX_INT_OPTION, ViTConfig
+from vitexport.model.config import MAX_INT_OPTION
+from vitexport.model.names import OUTPUTS
 
 MAX_LABELS = 1_000_000
 DTYPES = ("float32", "float16", "int8-dynamic", "int8-static")  # int8-static: QDQ, benchmarks/int8_bench.py
@@ -78,11 +79,14 @@ def _pair(value: Any) -> tuple[int, int] | None:
     return None
 
 
-def _config(meta: dict[str, Any], where: str, error: type[VitexportError]) -> ViTConfig | None:
+def _config(meta: dict[str, Any], where: str, error: type[VitexportError]) -> Any:
+    """The model config of any class (`vitexport.model.family_config.config_from_dict`), or None."""
+    from vitexport.model.family_config import config_from_dict
+
     if not meta.get("config"):
         return None
     try:
-        return ViTConfig.from_dict(meta["config"])
+        return config_from_dict(meta["config"])
     except ConfigError as exc:
         raise error(f"{where}: its metadata config is invalid ({exc}); re-export the model") from exc
 
@@ -99,11 +103,13 @@ def _geometry(meta: dict[str, Any], where: str, error: type[VitexportError]) -> 
         raise error(f"{where}: metadata num_prefix_tokens must be a non-negative integer, got {shown(prefix)}{fix}")
     if meta.get("batch_size") is not None and not _positive_int(meta["batch_size"]):
         raise error(f"{where}: metadata batch_size must be a positive integer, got {shown(meta['batch_size'])}{fix}")
+    if meta.get("output") is not None and meta["output"] not in OUTPUTS:
+        raise error(f"{where}: metadata output must be one of {', '.join(OUTPUTS)}, got {shown(meta['output'])}{fix}")
     if "dtype" in meta and meta["dtype"] not in DTYPES:
         raise error(f"{where}: metadata dtype must be one of {', '.join(DTYPES)}, got {shown(meta['dtype'])}{fix}")
 
 
-def _channels(cfg: ViTConfig | None, input_dims: Sequence[Any] | None, where: str,
+def _channels(cfg: Any, input_dims: Sequence[Any] | None, where: str,
               error: type[VitexportError]) -> None:
     if cfg is None or not input_dims:
         return

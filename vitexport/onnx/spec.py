@@ -10,12 +10,15 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from vitexport.model.names import DEFAULT_RESAMPLE, RESAMPLE_FORMS  # noqa: F401 - re-exported: the interface
+from vitexport.model.names import DEFAULT_RESAMPLE, OUTPUTS, RESAMPLE_FORMS  # noqa: F401 - re-exported: the interface
 from vitexport.security.sniff import TORCHSCRIPT_EXTRA_FILE  # noqa: F401 - re-exported
 
 INPUT_NAME = "pixel_values"
+# The output is named by what it holds (`vitexport.model.names.OUTPUTS`): the head's logits, the pooled embedding
+# before the head, or every token after the final norm.
 LOGITS_NAME = "logits"
 FEATURES_NAME = "features"
+TOKENS_NAME = "tokens"
 BATCH, HEIGHT, WIDTH, TOKENS = "batch", "height", "width", "tokens"
 
 # The exact ONNX equivalent of F.interpolate(mode="bicubic", antialias=True, align_corners=False).
@@ -73,11 +76,12 @@ class IOSpec:
         }
 
 
-def io_spec(
-    num_classes: int, global_pool: str, dynamic_batch: bool = True, dynamic_size: bool = True
-) -> IOSpec:
-    """Names and dynamic axes of a model's export (``features`` when num_classes=0)."""
-    output = LOGITS_NAME if num_classes > 0 else FEATURES_NAME
+def io_spec(output: str, global_pool: str, dynamic_batch: bool = True, dynamic_size: bool = True) -> IOSpec:
+    """Names and dynamic axes of a model's export whose output is ``output`` (one of `OUTPUTS`, its name too):
+    ``(B, classes)`` logits, ``(B, D)`` features, ``(B, tokens, D)`` tokens (every output per token without
+    pooling, ``global_pool=''``)."""
+    if output not in OUTPUTS:
+        raise ValueError(f"output {output!r} is not one of {', '.join(OUTPUTS)}")
     in_axes: dict[int, str] = {}
     out_axes: dict[int, str] = {}
     if dynamic_batch:
@@ -86,7 +90,7 @@ def io_spec(
     if dynamic_size:
         in_axes[2] = HEIGHT
         in_axes[3] = WIDTH
-        if global_pool == "":  # (B, tokens, D): the token count follows the input size
+        if global_pool == "" or output == TOKENS_NAME:  # (B, tokens, D): the token count follows the input size
             out_axes[1] = TOKENS
     return IOSpec(INPUT_NAME, output, in_axes, out_axes)
 

@@ -44,7 +44,7 @@ class CheckpointInfo:
     format: str
     config_source: str
     sha256: str
-    config: dict[str, Any]  # `ViTConfig.to_dict`
+    config: dict[str, Any]  # the config's ``to_dict`` (any model class)
     parameters: int
     patch_size: list[int]
     native_grid: list[int]
@@ -149,11 +149,11 @@ def describe_file(
 def _artifact_sizes(meta: dict[str, Any], sizes: tuple[tuple[int, int], ...], path: str) -> list[SizeGeometry]:
     """The geometry of each of ``sizes`` from an exported model's metadata (its config), as for a checkpoint."""
     from vitexport._util.geometry import input_geometry
-    from vitexport.model.config import ViTConfig
+    from vitexport.model.family_config import config_from_dict
 
     if not meta.get("config"):
         raise UsageError(f"{path!r} carries no vitexport config (not exported by vitexport); --size needs it")
-    cfg = ViTConfig.from_dict(meta["config"])
+    cfg = config_from_dict(meta["config"])
     return [SizeGeometry(**input_geometry(h, w, cfg.patch_hw, cfg.dynamic_img_pad, cfg.num_prefix_tokens,
                                           cfg.grid_size))
             for h, w in sizes]
@@ -193,11 +193,22 @@ def describe_checkpoint_file(
         parameters=count_parameters(model),
         patch_size=list(cfg.patch_hw),
         native_grid=list(cfg.grid_size),
-        prefix_tokens=PrefixTokens(int(cfg.class_token), cfg.reg_tokens, cfg.num_prefix_tokens),
-        pos_embed_rows=int(ckpt.state_dict["pos_embed"].shape[1]),
+        prefix_tokens=PrefixTokens(int(cfg.class_token), getattr(cfg, "num_reg_tokens", None) or
+                                   getattr(cfg, "reg_tokens", 0), cfg.num_prefix_tokens),
+        pos_embed_rows=_table_rows(ckpt.state_dict),
         sizes=[SizeGeometry(**infer_grid(model, h, w)) for h, w in sizes],
         head=source.get("head"), reference=source.get("reference"),
     )
+
+
+def _table_rows(sd: dict[str, Any]) -> int:
+    """Rows of the absolute position table: ViT's and Eva's ``pos_embed`` ``(1, rows, D)``, NaFlexViT's grid
+    ``(1, h, w, D)`` or its factorized row and column tables; 0 without one (rotary only)."""
+    if "pos_embed" in sd:
+        return int(sd["pos_embed"].shape[1])
+    if "embeds.pos_embed" in sd:
+        return int(sd["embeds.pos_embed"].shape[1] * sd["embeds.pos_embed"].shape[2])
+    return sum(int(sd[k].shape[1]) for k in ("embeds.pos_embed_y", "embeds.pos_embed_x") if k in sd)
 
 
 def describe_onnx(path: str | os.PathLike[str]) -> ArtifactInfo:

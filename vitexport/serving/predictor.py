@@ -31,7 +31,8 @@ from vitexport.engines.ort import (  # noqa: F401 - re-exported
     profile_placement,
     resolve_auto_provider,
 )
-from vitexport.model.config import ViTConfig
+from vitexport.model.family_config import config_from_dict
+from vitexport.model.names import default_output
 from vitexport.security.limits import (
     DEFAULT_MAX_MEMORY_GB,
     DEFAULT_MAX_TOKENS,
@@ -54,9 +55,10 @@ class Prediction:
 
     index: int
     size: tuple[int, int]
-    output: Any  # numpy: logits (num_classes,) or features
+    output: Any  # numpy: logits (num_classes,), features (D,) or tokens (T, D): the model's output, ``kind``
     probabilities: Any | None = None
     top_k: list[dict[str, Any]] = field(default_factory=list)
+    kind: str = "logits"  # `vitexport.model.names.OUTPUTS`: what ``output`` holds
 
     @property
     def logits(self) -> Any:
@@ -151,7 +153,7 @@ class Predictor:
         self.max_batch = int(self.fixed_batch or max_batch)
         self.max_tokens = limits.max_tokens
         self.top_k = top_k
-        self.vit_config = ViTConfig.from_dict(self.config)
+        self.vit_config = config_from_dict(self.config)  # any model class: what the limits read
 
     def _read_metadata(self, meta: dict[str, Any]) -> None:
         from vitexport.onnx.metadata import check_metadata
@@ -170,7 +172,9 @@ class Predictor:
         patch = meta.get("patch_size") or [16, 16]
         self.patch = (int(patch[0]), int(patch[1]))
         self.static_size = tuple(meta["static_size"]) if meta.get("static_size") else None
-        self.is_classifier = int(self.config.get("num_classes", 0)) > 0
+        # the output a classifier's top-k reads: logits (features and tokens models return embeddings)
+        self.output = meta.get("output") or default_output(int(self.config.get("num_classes", 0)))
+        self.is_classifier = self.output == "logits"
 
     @property
     def providers(self) -> list[str]:
@@ -242,7 +246,7 @@ class Predictor:
         """The `Prediction` of one raw output (of `run_prepared`): probabilities and top-k for a classifier."""
         import numpy as np
 
-        pred = Prediction(index=index, size=size, output=out)
+        pred = Prediction(index=index, size=size, output=out, kind=self.output)
         if self.is_classifier:
             probs = _softmax(out)
             pred.probabilities = probs
@@ -272,7 +276,12 @@ class FilePrediction:
     prediction: Prediction
 
     def to_json(self) -> dict[str, Any]:
-        return {"path": self.path, "size": list(self.prediction.size), "top_k": self.prediction.top_k}
+        """``top_k`` for a classifier; a features or tokens model's ``embedding`` (nested lists) instead."""
+        p = self.prediction
+        out: dict[str, Any] = {"path": self.path, "size": list(p.size), "output": p.kind, "top_k": p.top_k}
+        if p.kind != "logits":
+            out["embedding"] = p.output.tolist()
+        return out
 
 
 @dataclass

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from vitexport.engines.torchscript import TorchScriptEngine
-from vitexport.model.config import ViTConfig
 from vitexport.onnx.graph import GraphReport, check_against_metadata, inspect_graph, load_onnx
 from vitexport.onnx.metadata import check_metadata
 from vitexport.security.limits import Limits
@@ -39,7 +38,7 @@ def load_artifact(path: str, provider: str, limits: Limits) -> Artifact:
     return Artifact(path, "torchscript", engine.metadata, torchscript=engine)
 
 
-def static_checks(graph: GraphReport, metadata: dict[str, Any], cfg: ViTConfig) -> tuple[list[str], list[str]]:
+def static_checks(graph: GraphReport, metadata: dict[str, Any], cfg: Any) -> tuple[list[str], list[str]]:
     """(problems, notes) of the graph against its declared interface and the model config."""
     problems = check_against_metadata(graph, metadata, cfg.to_dict())
     notes: list[str] = []

@@ -65,6 +65,7 @@ class VerifyReport:
     atol: float
     rtol: float
     seed: int
+    output: str = "logits"  # what was compared: logits, features (pooled embedding) or tokens
     static_problems: list[str] = field(default_factory=list)
     static_notes: list[str] = field(default_factory=list)
     static_checks: list[str] = field(default_factory=list)  # what the static checks verified (resampling, Pad)

@@ -20,8 +20,8 @@ from vitexport._util.errors import UsageError, VerificationError, one_line
 from vitexport._util.files import refuse_inputs
 from vitexport._util.geometry import grid_size, padded_size
 from vitexport.engines import DEFAULT_PROVIDER, Engine, load_engines
-from vitexport.model.config import ViTConfig
-from vitexport.model.vit import VisionTransformer
+from vitexport.model.family_config import config_from_dict
+from vitexport.model.names import default_output
 from vitexport.onnx.graph import check_summary, model_files
 from vitexport.onnx.metadata import transformed_by_ort
 from vitexport.security.limits import DEFAULT_MAX_MEMORY_GB, DEFAULT_MAX_TOKENS, Limits
@@ -63,7 +63,7 @@ def _new_report(artifact: Artifact, checkpoint: Any, atol: float | None, rtol: f
     )
 
 
-def _references(artifact: Artifact, checkpoint: Any, config: Any) -> tuple[VisionTransformer, dict | None]:
+def _references(artifact: Artifact, checkpoint: Any, config: Any) -> tuple[torch.nn.Module, dict | None]:
     """The PyTorch reference (the checkpoint's, else the artifact's own weights) and, with both, their weight diff."""
     reference = None
     if checkpoint is not None:
@@ -100,7 +100,7 @@ def _engines(artifact: Artifact, request: str, debug: bool, probe: np.ndarray,
     return [engine for engine, _ in loaded]
 
 
-def _plans(engines: list[Engine], cases: list[Case], cfg: ViTConfig, explicit_sizes: bool,
+def _plans(engines: list[Engine], cases: list[Case], cfg: Any, explicit_sizes: bool,
            report: VerifyReport) -> dict[str, list[Case]]:
     """The cases each engine runs: all of them, or a reduced default sweep for slow engines (noted in the report)."""
     plans: dict[str, list[Case]] = {}
@@ -114,7 +114,7 @@ def _plans(engines: list[Engine], cases: list[Case], cfg: ViTConfig, explicit_si
     return plans
 
 
-def _run_reference(reference: VisionTransformer, x: np.ndarray) -> tuple[np.ndarray | None, float | None, str]:
+def _run_reference(reference: torch.nn.Module, x: np.ndarray) -> tuple[np.ndarray | None, float | None, str]:
     """(output, ms, error): the PyTorch reference on ``x``; an error when the model refuses that size."""
     try:
         with torch.no_grad():
@@ -124,7 +124,7 @@ def _run_reference(reference: VisionTransformer, x: np.ndarray) -> tuple[np.ndar
         return None, None, f"PyTorch rejects {x.shape[2]}x{x.shape[3]}: {one_line(exc, 160)}"
 
 
-def _geometry(case: Case, cfg: ViTConfig) -> dict[str, Any]:
+def _geometry(case: Case, cfg: Any) -> dict[str, Any]:
     pad = cfg.dynamic_img_pad
     gh, gw = grid_size(case.height, case.width, cfg.patch_hw, pad)
     return dict(padded_size=list(padded_size(case.height, case.width, cfg.patch_hw, pad)), grid=[gh, gw],
@@ -149,7 +149,7 @@ def _run_case(engine: Engine, x: np.ndarray, ref: np.ndarray, result: CaseResult
     return out
 
 
-def _sweep(cases: list[Case], cfg: ViTConfig, reference: VisionTransformer, engines: list[Engine],
+def _sweep(cases: list[Case], cfg: Any, reference: torch.nn.Module, engines: list[Engine],
            plans: dict[str, list[Case]], report: VerifyReport,
            progress: Callable[[CaseResult, int, int], None] | None) -> dict:
     """Every case through the reference and the engines whose plan holds it; results go into ``report``,
@@ -168,7 +168,7 @@ def _sweep(cases: list[Case], cfg: ViTConfig, reference: VisionTransformer, engi
             if ref is None:
                 result.error = ref_error
             else:
-                out = _run_case(engine, x, ref, result, report.atol, report.rtol, cfg.num_classes > 0)
+                out = _run_case(engine, x, ref, result, report.atol, report.rtol, reference.output == "logits")
                 if out is not None:
                     outputs[(case, engine.name)] = out
             report.cases.append(result)
@@ -266,7 +266,7 @@ def _verify_artifact(artifact: Artifact, start: float, *, checkpoint: Any, confi
     """The phases of `verify` once the artifact is loaded."""
     report = _new_report(artifact, checkpoint, atol, rtol, seed)
     fixed_batch = artifact.metadata.get("batch_size")
-    declared = ViTConfig.from_dict(artifact.metadata["config"]) if artifact.metadata.get("config") else None
+    declared = config_from_dict(artifact.metadata["config"]) if artifact.metadata.get("config") else None
     if declared is not None:  # the work asked for is refused before any model is built
         cases, report.skipped_cases = within_limits(case_list(declared, sizes, batch_sizes, fixed_batch), declared,
                                                     limits, skip_large,
@@ -283,9 +283,11 @@ def _verify_artifact(artifact: Artifact, start: float, *, checkpoint: Any, confi
         report.static_checks = check_summary(artifact.graph, dynamic_size)
     engines = _engines(artifact, provider, debug, make_input(cases[0], cfg.in_chans, seed), report)
     plans = _plans(engines, cases, cfg, sizes is not None, report)
-    outputs = _sweep(cases, cfg, reference, engines, plans, report, progress)
+    output = report.output = artifact.metadata.get("output") or default_output(cfg.num_classes)
+    with reference.producing(output):  # the reference returns what the artifact does: logits, features or tokens
+        outputs = _sweep(cases, cfg, reference, engines, plans, report, progress)
     if len(engines) > 1:
-        _cross_compare(cases, [e.name for e in engines], outputs, report, cfg.num_classes > 0)
+        _cross_compare(cases, [e.name for e in engines], outputs, report, output == "logits")
     report.diagnoses = diagnose_failures(report, artifact.graph, native_grid(artifact.metadata, cfg))
     report.seconds = time.perf_counter() - start
     return report
@@ -310,7 +312,7 @@ def heatmap_sweep(
         max_tokens: grid sizes over this many tokens per image are skipped.
         max_memory_gb: refuse the sweep if a case's estimated forward pass is larger.
     """
-    cfg = ViTConfig.from_dict(report.config)
+    cfg = config_from_dict(report.config)
     heights, widths = heatmap_sizes(cfg.img_hw, cfg.patch_hw)
     first = report.sessions[0] if report.sessions else {}
     provider = first.get("name" if report.format == "onnx" else "requested", DEFAULT_PROVIDER)

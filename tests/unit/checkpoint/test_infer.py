@@ -4,6 +4,7 @@ from the keys it writes, the geometry from the shapes, and a preset is corrected
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from typing import Any
 
@@ -19,8 +20,10 @@ from vitexport.checkpoint.infer import (
     mlp_ratio_for,
     shapes_of,
 )
-from vitexport.model.config import ViTConfig, preset_args
-from vitexport.model.names import FUSED, PACKED, has_trait, layer_names
+from vitexport.model.config import ViTConfig, get_preset, preset_args, presets_of_class
+from vitexport.model.family_config import EvaConfig, config_from_dict
+from vitexport.model.family_models import model_for
+from vitexport.model.names import FUSED, PACKED, ROTARY, has_trait, layer_names, vit_layer_names
 from vitexport.model.vit import VisionTransformer
 
 BASE = dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=2, num_classes=5)
@@ -33,9 +36,10 @@ def shapes(args: dict[str, Any]) -> dict[str, tuple[int, ...]]:
 
 
 def layouts() -> list[dict[str, Any]]:
-    """Every registered block with every attention and MLP it takes, and each norm."""
+    """Every registered block of a plain ViT with every attention and MLP it takes, and each norm (Eva's rotary
+    layers: `test_evas_rotary_layers_are_refused_by_their_keys`)."""
     out = []
-    for block, attn, mlp, norm in itertools.product(*(layer_names(k) for k in ("block", "attn", "mlp", "norm"))):
+    for block, attn, mlp, norm in itertools.product(*(vit_layer_names(k) for k in ("block", "attn", "mlp", "norm"))):
         if has_trait("block", block, FUSED) and (attn, mlp) != ("attn", "mlp"):
             continue  # a fused block has its own MLP and attention (the config refuses others)
         out.append(dict(block_fn=block, attn_layer=attn, mlp_layer=mlp, norm_layer=norm))
@@ -117,3 +121,53 @@ def test_a_preset_is_corrected_only_by_what_the_weights_state() -> None:
     keep = dict(preset, reg_tokens=4, no_embed_class=True, img_size=(256, 64))  # 16x4 rows: an 8x8 square too
     assert infer_config_args(shapes(dict(keep, depth=1)), check_layout=False)[0]["img_size"] == 128
     assert merge_shape_facts(keep, shapes(dict(keep, depth=1)))["img_size"] == (256, 64)
+
+
+# ---------------------------------------------------------------------------
+# timm's other classes: refused by the keys that show them, naming the presets they fit
+# ---------------------------------------------------------------------------
+ROTARY_LAYERS = [(kind, name) for kind in ("attn", "block") for name in layer_names(kind)
+                 if has_trait(kind, name, ROTARY)]
+
+
+@pytest.mark.parametrize(("kind", "name"), ROTARY_LAYERS, ids=lambda v: v)
+def test_evas_rotary_layers_are_refused_by_their_keys(kind: str, name: str) -> None:
+    """No rule builds Eva's layers from shapes (their rotary tables are not stored): the weights are refused, never
+    read as a plain ViT."""
+    choice = {"attn": {"attn_type": name}, "block": {"use_post_norm": name == "eva_post_norm"}}[kind]
+    cfg = EvaConfig(**BASE, use_rot_pos_emb=True, use_abs_pos_emb=False, **choice)
+    with torch.device("meta"):
+        sd = model_for(cfg).state_dict()
+    with pytest.raises(ConfigError, match="these weights are timm's Eva, not a plain ViT"):
+        infer_config_args(shapes_of(sd))
+
+
+@pytest.mark.parametrize("name", [
+    "vit_small_patch16_dinov3", "eva02_small_patch14_224", "vit_small_patch16_rope_mixed_ape_224",
+    "deit_tiny_distilled_patch16_224", "naflexvit_base_patch16_siglip",
+])
+def test_other_classes_are_refused_with_a_command_that_loads_them(name: str) -> None:
+    """The suggested --config fits the weights exactly (the head too): checked on ``meta``, nothing allocated."""
+    from vitexport.checkpoint.weights import expected_shapes
+
+    with torch.device("meta"):
+        weights = shapes_of(model_for(get_preset(name, num_classes=7)).state_dict())
+    with pytest.raises(ConfigError) as info:
+        infer_config_args(weights, file="w.pth")
+    message = str(info.value)
+    assert "\n" not in message and "not a plain ViT" in message
+    config = json.loads(message.split("vitexport onnx w.pth --config '")[1].split("'")[0])
+    assert config == {"architecture": name, "num_classes": 7}
+    assert expected_shapes(config_from_dict(config)) == weights
+
+
+def test_every_preset_of_another_class_is_refused_not_read_as_a_plain_vit() -> None:
+    """Every eva.py / deit.py distilled / naflexvit.py preset (at depth 2): never built from its shapes."""
+    for kind in ("eva", "deit_distilled", "naflexvit"):
+        for name, args in presets_of_class(kind).items():
+            kv = args.get("num_kv_heads")
+            overrides = {"depth": 2, **({"num_kv_heads": kv[:2]} if isinstance(kv, list) else {})}
+            with torch.device("meta"):
+                weights = shapes_of(model_for(get_preset(name, **overrides)).state_dict())
+            with pytest.raises(ConfigError, match=r"not a plain ViT|timm's Eva"):
+                infer_config_args(weights)

@@ -1,4 +1,6 @@
-"""One representative of every configuration family matches timm in PyTorch, TorchScript and ONNX.
+"""One representative of every configuration family of timm's VisionTransformer matches timm in PyTorch, TorchScript
+and ONNX (the families of timm's other classes: tests/unit/model/test_family_models.py, test_family_onnx.py); every
+preset of every class belongs to a tested family.
 
 The representative is the real timm entrypoint (its layer choices) shrunk to depth 2 and a small
 width with timm's own keyword overrides; our model is the preset of the same name with the same
@@ -23,6 +25,7 @@ import torch
 from safetensors.torch import save_file
 from timm.layers import RmsNorm
 
+from tests.helpers.families import REPRESENTATIVES
 from tests.helpers.models import perturb_
 from vitexport import load_model
 from vitexport._util.errors import ConfigError
@@ -31,14 +34,13 @@ from vitexport.export.onnx_export import export_onnx
 from vitexport.export.torchscript_export import export_torchscript
 from vitexport.model.config import ViTConfig, get_preset
 from vitexport.model.coverage import FAMILY_BASE, family_args
-from vitexport.model.families import FAMILIES, family_of
-from vitexport.model.presets import PRESETS
+from vitexport.model.families import FAMILIES, family_of, preset_names
 from vitexport.model.vit import VisionTransformer
 from vitexport.verify.sweep import verify
 
 TOL = 1e-5  # relative to max(1, |reference|); timm-exact layers differ by float rounding only (~1e-7)
 SIZES = [(24, 40), (17, 45), (7, 5), (50, 31), (1, 1)]  # native-ish, not multiples, < one patch, larger
-FAMILY_NAMES = [f.name for f in FAMILIES]
+FAMILY_NAMES = [f.name for f in FAMILIES if f.model_class == "vit"]
 
 
 def pair(name: str, seed: int = 0) -> tuple[VisionTransformer, torch.nn.Module]:
@@ -60,9 +62,13 @@ def rel_err(out: torch.Tensor | np.ndarray, ref: torch.Tensor) -> float:
 
 
 def test_every_preset_belongs_to_a_tested_family() -> None:
-    families = {family_of(args) for args in PRESETS.values()}
-    assert families == set(FAMILY_NAMES), families ^ set(FAMILY_NAMES)
-    assert len({family_of(PRESETS[f.representative]) for f in FAMILIES}) == len(FAMILIES)
+    """Every entrypoint of vision_transformer.py, eva.py, deit.py and naflexvit.py: a family tested here (timm's
+    VisionTransformer) or in test_family_models.py / test_family_onnx.py (the other classes)."""
+    families = {family_of(get_preset(name)) for name in preset_names()}
+    tested = set(FAMILY_NAMES) | set(REPRESENTATIVES)
+    assert families == {f.name for f in FAMILIES} and families <= tested, families ^ tested
+    assert len({family_of(get_preset(f.representative)) for f in FAMILIES}) == len(FAMILIES)
+    assert all(get_preset(f.representative).CLASS == f.model_class for f in FAMILIES)
 
 
 @pytest.mark.parametrize("name", FAMILY_NAMES)

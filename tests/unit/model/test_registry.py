@@ -4,6 +4,7 @@ only those names; the model builds the registered class; the declared traits are
 from __future__ import annotations
 
 import importlib
+import inspect
 import subprocess
 import sys
 from typing import Any
@@ -16,11 +17,29 @@ from tests.helpers.models import ROOT
 from vitexport._util.errors import ConfigError
 from vitexport.model import registry
 from vitexport.model.config import ViTConfig
-from vitexport.model.names import DIFFERENTIAL, FUSED, GATED, LAYER_FIELDS, LAYERS, PACKED, has_trait, layer_names
+from vitexport.model.family_config import EvaConfig
+from vitexport.model.family_models import model_for
+from vitexport.model.names import (
+    DIFFERENTIAL,
+    FUSED,
+    GATED,
+    LAYER_FIELDS,
+    LAYERS,
+    PACKED,
+    ROTARY,
+    has_trait,
+    layer_names,
+    vit_layer_names,
+)
 from vitexport.model.registry import entries, layer_class, register
 from vitexport.model.vit import VisionTransformer
 
 SMALL = dict(img_size=16, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=3)
+# How an Eva config chooses each ROTARY layer (attention by attn_type, the block by use_post_norm).
+EVA_CHOICES: dict[str, dict[str, dict[str, Any]]] = {
+    "attn": {"eva": dict(attn_type="eva"), "rope": dict(attn_type="rope")},
+    "block": {"eva": {}, "eva_post_norm": dict(use_post_norm=True)},
+}
 
 
 def test_every_declared_name_has_exactly_one_class_and_every_class_a_name() -> None:
@@ -58,7 +77,16 @@ def test_config_refuses_an_unknown_layer_name_in_one_line_naming_the_choices(fie
         ViTConfig(**SMALL, **{field: "made_up"})
     message = str(info.value)
     assert "\n" not in message and field in message and "'made_up'" in message
-    assert all(repr(name) in message for name in layer_names(LAYER_FIELDS[field])), message
+    assert all(repr(name) in message for name in vit_layer_names(LAYER_FIELDS[field])), message
+
+
+@pytest.mark.parametrize("kind", sorted(EVA_CHOICES))
+def test_a_plain_vit_refuses_evas_rotary_layers_by_name(kind: str) -> None:
+    field = next(f for f, k in LAYER_FIELDS.items() if k == kind)
+    for name in layer_names(kind):
+        if has_trait(kind, name, ROTARY):
+            with pytest.raises(ConfigError, match=f"{field} '{name}' is not supported by a plain ViT .*Eva"):
+                ViTConfig(**SMALL, **{field: name})
 
 
 def test_names_are_known_without_torch() -> None:
@@ -69,13 +97,15 @@ def test_names_are_known_without_torch() -> None:
     assert result.returncode == 0, result.stderr
 
 
-def _one_of_each(kind: str) -> list[tuple[str, dict[str, Any]]]:
-    """A config per registered name of ``kind`` that uses it (a fused block keeps the default MLP and attention)."""
+def _one_of_each(kind: str) -> list[tuple[str, Any]]:
+    """A config per registered name of ``kind`` that uses it (a fused block keeps the default MLP and attention;
+    Eva's rotary layers in an `EvaConfig`)."""
     field = next(f for f, k in LAYER_FIELDS.items() if k == kind and f != "embed_norm_layer")
-    return [(name, {**SMALL, field: name}) for name in layer_names(kind)]
+    return [(name, EvaConfig(**SMALL, use_rot_pos_emb=True, **EVA_CHOICES[kind][name])
+             if has_trait(kind, name, ROTARY) else ViTConfig(**SMALL, **{field: name})) for name in layer_names(kind)]
 
 
-def _built(model: VisionTransformer, kind: str) -> nn.Module:
+def _built(model: nn.Module, kind: str) -> nn.Module:
     block = model.blocks[0]
     return {"norm": model.norm, "block": block, "attn": getattr(block, "attn", None),
             "mlp": getattr(block, "mlp", None), "act": getattr(getattr(block, "mlp", None), "act", None)}[kind]
@@ -83,25 +113,29 @@ def _built(model: VisionTransformer, kind: str) -> nn.Module:
 
 @pytest.mark.parametrize("kind", sorted(LAYERS))
 def test_the_model_builds_the_registered_class(kind: str) -> None:
-    for name, args in _one_of_each(kind):
-        model = VisionTransformer(ViTConfig(**args))
+    for name, cfg in _one_of_each(kind):
+        model = model_for(cfg)
         assert type(_built(model, kind)) is layer_class(kind, name), (kind, name)
 
 
 @torch.no_grad()
 def test_declared_traits_are_what_the_classes_do() -> None:
-    for name, args in _one_of_each("block"):
-        block = VisionTransformer(ViTConfig(**args)).blocks[0]
+    for name, cfg in _one_of_each("block"):
+        block = model_for(cfg).blocks[0]
         assert hasattr(block, "in_proj") == has_trait("block", name, FUSED), name  # one projection feeds both
         assert any(n.endswith("lambda_q1") for n, _ in block.named_parameters()) == has_trait(
             "block", name, DIFFERENTIAL), name
-    for name, args in _one_of_each("attn"):
-        attn = VisionTransformer(ViTConfig(**args)).blocks[0].attn
+        # rotary: the block takes the rotary table and hands it to its attention
+        assert ("rope" in inspect.signature(block.forward).parameters) == has_trait("block", name, ROTARY), name
+    for name, cfg in _one_of_each("attn"):
+        attn = model_for(cfg).blocks[0].attn
         assert hasattr(attn, "lambda_q1") == has_trait("attn", name, DIFFERENTIAL), name
+        assert ("rope" in inspect.signature(attn.forward).parameters) == has_trait("attn", name, ROTARY), name
     x = torch.randn(1, 4, SMALL["embed_dim"], generator=torch.Generator().manual_seed(0)) * 1e-3
-    for name, args in _one_of_each("mlp"):
-        mlp = VisionTransformer(ViTConfig(**args, act_layer="silu")).blocks[0].mlp  # biases start at 0
-        assert (mlp.fc2.in_features * 2 == ViTConfig(**args).mlp_hidden) == has_trait("mlp", name, PACKED), name
+    for name, cfg in _one_of_each("mlp"):
+        args = cfg.to_dict()
+        mlp = VisionTransformer(ViTConfig.from_dict({**args, "act_layer": "silu"})).blocks[0].mlp  # biases at 0
+        assert (mlp.fc2.in_features * 2 == cfg.mlp_hidden) == has_trait("mlp", name, PACKED), name
         # gated: the activation multiplies another projection, so near 0 doubling the input quadruples the
         # output; through a plain MLP (silu(u) ~ u/2 there) it doubles it
         ratio = (mlp(2 * x).norm() / mlp(x).norm()).item()

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from tests.helpers.models import CONFIGS, make_model, needs_openvino
 from vitexport.export.onnx_export import export_onnx
 from vitexport.model.layers import resample_abs_pos_embed
-from vitexport.model.names import MODEL_RESAMPLE_FORMS, RESAMPLE_FORMS, model_resample_form
+from vitexport.model.names import MODEL_RESAMPLE_FORMS, RESAMPLE_FORMS, default_output, model_resample_form
 from vitexport.model.resample import bicubic_aa_weights, resample_bicubic_aa
 from vitexport.onnx.graph import PORTABLE_OP_TYPES, check_graph, inspect_graph, is_constant, non_portable_ops
 from vitexport.onnx.spec import io_spec
@@ -305,7 +305,7 @@ def test_good_portable_graphs_pass_the_static_checks(exported, config_name: str)
     model, path, _ = exported[config_name]
     report = inspect_graph(onnx.load(str(path)))
     cfg = model.config
-    assert check_graph(report, io_spec(cfg.num_classes, cfg.global_pool)) == []
+    assert check_graph(report, io_spec(default_output(cfg.num_classes), cfg.global_pool)) == []
 
 
 @pytest.mark.slow
@@ -317,16 +317,16 @@ def test_weights_frozen_by_a_static_export_fail_as_dynamic(tmp_path: Path, resam
     export_onnx(model, path, static_size=(33, 50), resample=resample)
     report = inspect_graph(onnx.load(str(path)))
     cfg = model.config
-    static_spec = io_spec(cfg.num_classes, cfg.global_pool, dynamic_size=False)
+    static_spec = io_spec(default_output(cfg.num_classes), cfg.global_pool, dynamic_size=False)
     assert check_graph(report, static_spec, dynamic_size=False) == []  # right for what it declares
-    problems = check_graph(report, io_spec(cfg.num_classes, cfg.global_pool), dynamic_size=True)
+    problems = check_graph(report, io_spec(default_output(cfg.num_classes), cfg.global_pool), dynamic_size=True)
     message = "has fixed weights" if resample == "portable" else "has a fixed output size"
     assert any(message in p for p in problems), problems
 
 
 def test_mislabelled_or_missing_resampling_fails(exported, spec_resize) -> None:
     _, path, _ = exported["spec_cls"]
-    spec = io_spec(10, "token")
+    spec = io_spec("logits", "token")
     report = inspect_graph(onnx.load(str(path)))
     report.resample_matmuls = []
     assert any("no positional-embedding resampling" in p for p in check_graph(report, spec))

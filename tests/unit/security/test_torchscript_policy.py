@@ -26,7 +26,7 @@ from tests.helpers.torchscript import (
 from vitexport._util.errors import CheckpointError, UnsafeCheckpointError
 from vitexport.export import export_torchscript
 from vitexport.model.config import ViTConfig
-from vitexport.model.coverage import OPTION_CONFIGS, export_configs, uncovered
+from vitexport.model.coverage import OPTION_CONFIGS, export_cases, export_configs, uncovered
 from vitexport.security import torchscript_allowlist
 from vitexport.security.torchscript_policy import (
     Features,
@@ -49,14 +49,14 @@ def test_every_export_passes_and_the_allowlist_is_derived_from_them(tmp_path: Pa
     """Every coverage config exports an archive the policy admits; what they use, together, is exactly the stored
     allowlist, and the stored file is what the generator writes (so it is neither stale nor wider than our
     exports)."""
-    from vitexport.model.vit import VisionTransformer
+    from vitexport.model.family_models import model_for
 
     gen = importlib.import_module("scripts.gen_torchscript_allowlist")
     union = Features()
-    for name, cfg in export_configs().items():
+    for name, (cfg, output) in export_cases().items():
         torch.manual_seed(0)
         path = tmp_path / f"{name}.ts"
-        export_torchscript(VisionTransformer(cfg).eval(), path)
+        export_torchscript(model_for(cfg), path, output=output)
         assert check_archive(path)["config"] == cfg.to_dict(), name
         for key, values in collect(read_archive(path)).allowlist().items():
             getattr(union, key).update(values)
