@@ -44,8 +44,8 @@ PORTABLE_OP_TYPES = frozenset({
     # activations and norms of the layer families (SiLU, QuickGELU, GELU-tanh, RMSNorm, differential attention)
     "Exp", "Pow", "Reciprocal", "Sigmoid", "Tanh",
     # rotary tables (Eva: sin/cos of the grid's angles, the rotation's negated halves) and NaFlexViT's linear
-    # resampling weights (floor, clamp, the two neighbours' masks)
-    "Clip", "Cos", "Equal", "Floor", "Greater", "Max", "Neg", "Sin",
+    # resampling weights (floor, clamp, the two neighbours' masks; Max is above)
+    "Clip", "Cos", "Equal", "Floor", "Greater", "Neg", "Sin",
 })
 
 
