@@ -76,12 +76,13 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Exports:
     return Exports(tmp_path_factory)
 
 
-SERVER_FILES = {"test_serve.py", "test_serve_cluster.py", "test_batch_ray.py", "test_serve_grpc.py", "test_triton.py"}
+SERVER_GROUPS = {"test_serve.py": "ray", "test_serve_cluster.py": "ray", "test_batch_ray.py": "ray",
+                 "test_serve_grpc.py": "ray", "test_triton.py": "tritonserver"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``--dist loadgroup``), the tests that start Ray or a tritonserver run on one worker, one
-    after another: two clusters at once would share the machine's few cores and ports."""
+    """Under pytest-xdist (``--dist loadgroup``), the tests that start Ray run on one worker, one after another (two
+    clusters at once would share the machine's few cores and ports), and so do those that start a tritonserver."""
     for item in items:
-        if item.path.parent.name == "e2e" and item.path.name in SERVER_FILES:
-            item.add_marker(pytest.mark.xdist_group("servers"))
+        if item.path.parent.name == "e2e" and item.path.name in SERVER_GROUPS:
+            item.add_marker(pytest.mark.xdist_group(SERVER_GROUPS[item.path.name]))
