@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from tests.helpers.models import CONFIGS, SAMPLES, make_model
+from tests.helpers.shared import build_once
 
 
 @pytest.fixture(autouse=True)
@@ -20,13 +22,17 @@ def _seed_everything() -> None:
 
 @pytest.fixture(scope="session")
 def sample_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The digits sample exported once per session with the library defaults (tests copy it, never write it)."""
-    from vitexport import load_model
-    from vitexport.export.onnx_export import export_onnx
+    """The digits sample exported once per run with the library defaults (tests copy it, never write it)."""
 
-    path = tmp_path_factory.mktemp("sample") / "digits-vit.onnx"
-    export_onnx(load_model(SAMPLES / "digits-vit.pt"), path)
-    return path
+    def build(folder: Path) -> Path:
+        from vitexport import load_model
+        from vitexport.export.onnx_export import export_onnx
+
+        path = folder / "digits-vit.onnx"
+        export_onnx(load_model(SAMPLES / "digits-vit.pt"), path)
+        return path
+
+    return build_once(tmp_path_factory, "sample", build)
 
 
 @pytest.fixture(params=sorted(CONFIGS), ids=sorted(CONFIGS))
@@ -34,16 +40,49 @@ def config_name(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-@pytest.fixture(scope="session")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]:
-    """One default ONNX export (portable resampling) per config, shared by the test modules: exports take seconds."""
-    from vitexport.export.onnx_export import export_onnx
+class Exports(Mapping):
+    """One default ONNX export (portable resampling) per config, made on first use, once per run: exports take
+    seconds. Each value is (the model, the .onnx path, the ExportResult); the model is rebuilt from its seed."""
 
-    out = {}
-    folder = tmp_path_factory.mktemp("onnx")
-    for name, args in CONFIGS.items():
-        model = make_model(args, seed=7)
-        path = folder / f"{name}.onnx"
-        result = export_onnx(model, path)
-        out[name] = (model, path, result)
-    return out
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self.factory, self.cache = tmp_path_factory, {}
+
+    def __getitem__(self, name: str) -> tuple:
+        if name in self.cache:
+            return self.cache[name]
+        state = np.random.get_state()
+        with torch.random.fork_rng():  # made inside a test: the test's own random draws stay as seeded
+            model = make_model(CONFIGS[name], seed=7)
+
+            def build(folder: Path):
+                from vitexport.export.onnx_export import export_onnx
+
+                return export_onnx(model, folder / f"{name}.onnx")
+
+            result = build_once(self.factory, f"onnx-{name}", build)
+        np.random.set_state(state)
+        self.cache[name] = (model, result.path, result)
+        return self.cache[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(CONFIGS)
+
+    def __len__(self) -> int:
+        return len(CONFIGS)
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Exports:
+    return Exports(tmp_path_factory)
+
+
+SERVER_GROUPS = {"test_serve.py": "ray", "test_serve_cluster.py": "ray", "test_batch_ray.py": "ray",
+                 "test_serve_grpc.py": "ray", "test_triton.py": "tritonserver"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``--dist loadgroup``), the tests that start Ray run on one worker, one after another (two
+    clusters at once would share the machine's few cores and ports), and so do those that start a tritonserver."""
+    for item in items:
+        if item.path.parent.name == "e2e" and item.path.name in SERVER_GROUPS:
+            item.add_marker(pytest.mark.xdist_group(SERVER_GROUPS[item.path.name]))

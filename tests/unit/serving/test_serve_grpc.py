@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -32,6 +34,19 @@ from vitexport.serving.grpc.service import GrpcError, GrpcService, add_servicer 
 
 TOKEN = "s3cret-token"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
+
+
+@dataclass
+class Served:
+    """The service, the server's address and its event loop: every coroutine of a test runs on that loop (the
+    service's batcher belongs to the loop that first used it, as in a replica)."""
+
+    service: ModelService
+    address: str
+    loop: asyncio.AbstractEventLoop
+
+    def run(self, coroutine: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(60)
 
 
 class Servicer(GrpcMethods):
@@ -61,7 +76,7 @@ def served(sample_onnx: Path, tmp_path_factory: pytest.TempPathFactory):
     thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
     thread.start()
     assert started.wait(30)
-    yield service, f"127.0.0.1:{port}"
+    yield Served(service, f"127.0.0.1:{port}", loop)
     asyncio.run_coroutine_threadsafe(holder["server"].stop(None), loop).result(30)
     thread.join(30)
     loop.close()
@@ -80,14 +95,14 @@ def grpc_infer(address: str, inputs: dict[str, np.ndarray], class_count: int = 0
         client.close()
 
 
-def http_infer(service: ModelService, inputs: dict[str, np.ndarray], class_count: int = 0) -> np.ndarray:
+def http_infer(served: Served, inputs: dict[str, np.ndarray], class_count: int = 0) -> np.ndarray:
     tensors = []
     for name, value in inputs.items():
         tensors.append(httpclient.InferInput(name, list(value.shape), "BYTES" if value.dtype == object else "FP32"))
         tensors[-1].set_data_from_numpy(value)
     outputs = [httpclient.InferRequestedOutput("logits", class_count=class_count)]
     body, size = httpclient.InferenceServerClient.generate_request_body(tensors, outputs=outputs)
-    response = asyncio.run(service.handle(HttpRequest.of("POST", "/v2/models/digits/infer", {
+    response = served.run(served.service.handle(HttpRequest.of("POST", "/v2/models/digits/infer", {
         **AUTH, "Inference-Header-Content-Length": str(size)}, body)))
     assert response.status == 200, response.body
     return httpclient.InferenceServerClient.parse_response_body(
@@ -95,7 +110,7 @@ def http_infer(service: ModelService, inputs: dict[str, np.ndarray], class_count
 
 
 def test_both_input_kinds_and_classification_equal_http_and_predictor(served, sample_onnx: Path) -> None:
-    service, address = served
+    address = served.address
     rng = np.random.default_rng(3)
     x = rng.standard_normal((3, 1, 23, 31)).astype(np.float32)
     images = [rng.integers(0, 256, size, dtype=np.uint8) for size in [(28, 28), (20, 33), (9, 40)]]
@@ -105,16 +120,16 @@ def test_both_input_kinds_and_classification_equal_http_and_predictor(served, sa
                          ({"image": blobs}, predictor.predict([Image.fromarray(a) for a in images]))):
         got = grpc_infer(address, inputs)
         np.testing.assert_allclose(got, np.stack([p.logits for p in want]), rtol=1e-5, atol=1e-5)
-        np.testing.assert_array_equal(got, http_infer(service, inputs))
+        np.testing.assert_array_equal(got, http_infer(served, inputs))
         top = grpc_infer(address, inputs, class_count=3)
-        assert top.shape == (3, 3) and (top == http_infer(service, inputs, class_count=3)).all()
+        assert top.shape == (3, 3) and (top == http_infer(served, inputs, class_count=3)).all()
         best = [int(row[0].decode().split(":")[1]) for row in top]
         assert best == [int(np.argmax(p.logits)) for p in want]
         assert top[0, 0].decode().split(":")[2] == predictor.labels[best[0]]
 
 
 def test_health_metadata_and_auth(served) -> None:
-    service, address = served
+    service, address = served.service, served.address
     client = grpcclient.InferenceServerClient(address)
     try:
         assert client.is_server_live() and client.is_server_ready()  # no token needed, as /v2/health
@@ -143,7 +158,7 @@ def test_health_metadata_and_auth(served) -> None:
 
 
 def test_bad_requests_get_the_http_message_and_status(served) -> None:
-    _, address = served
+    address = served.address
     cases = [
         ({"pixel_values": np.zeros((1, 3, 8, 8), np.float32)}, "INVALID_ARGUMENT", "[B, 1, H, W]"),
         ({"pixels": np.zeros((1, 1, 8, 8), np.float32)}, "INVALID_ARGUMENT", "unknown input 'pixels'"),
@@ -165,13 +180,12 @@ def test_typed_contents_equal_raw_contents(served) -> None:
     """Clients other than tritonclient may send InferTensorContents instead of raw_input_contents."""
     from tritonclient.grpc import service_pb2 as pb
 
-    service, _ = served
     x = np.random.default_rng(4).standard_normal((2, 1, 20, 24)).astype(np.float32)
     blob = png_bytes(np.random.default_rng(5).integers(0, 256, (28, 28), dtype=np.uint8))
-    grpc_service = GrpcService(service)
+    grpc_service = GrpcService(served.service)
 
     def run(request) -> np.ndarray:
-        response = asyncio.run(grpc_service.call("ModelInfer", request, AUTH))
+        response = served.run(grpc_service.call("ModelInfer", request, AUTH))
         return grpcclient.InferResult(response).as_numpy("logits")
 
     typed = pb.ModelInferRequest(model_name="digits")
@@ -182,7 +196,7 @@ def test_typed_contents_equal_raw_contents(served) -> None:
     np.testing.assert_array_equal(run(typed), run(raw))
     images = pb.ModelInferRequest(model_name="digits")
     images.inputs.add(name="image", datatype="BYTES", shape=[1]).contents.bytes_contents.append(blob)
-    np.testing.assert_array_equal(run(images), http_infer(service, {"image": np.array([blob], dtype=object)}))
+    np.testing.assert_array_equal(run(images), http_infer(served, {"image": np.array([blob], dtype=object)}))
     short = pb.ModelInferRequest(model_name="digits", raw_input_contents=[x.tobytes()[:-4]])
     short.inputs.add(name="pixel_values", datatype="FP32", shape=list(x.shape))
     with pytest.raises(GrpcError) as info:
