@@ -226,6 +226,31 @@ def test_external_data_is_checked_in_every_tensor_field(sample_onnx: Path, tmp_p
 # ---------------------------------------------------------------------------
 # TorchScript archives
 # ---------------------------------------------------------------------------
+# ONNX graphs that allocate at run time (issue 22, row 2)
+# ---------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("kind, command, code, fragment", [
+    ("expand", "predict", 2, "node 'x0' (Expand)"),  # the issue's: 4.1 GB peak before
+    ("tile", "bench", 2, "node 'b_tile' (Tile)"),
+    ("attribute", "verify", 2, "node 'b_expand' (Expand)"),
+    ("nonzero", "predict", 1, "node 'u_nonzero' (NonZero)"),
+])
+def test_run_time_memory_is_bounded_for_any_graph(sample_onnx: Path, tmp_path: Path, kind: str, command: str,
+                                                  code: int, fragment: str) -> None:
+    """Our digits export with a memory bomb folded into the logits (valid metadata): every command that runs a model
+    refuses it before running, naming the node and --max-memory-gb, with the whole child under 1 GB; a graph
+    whose shapes cannot be inferred is refused the same way (exit 1)."""
+    from tests.helpers.onnx_bombs import folded
+
+    path = folded(sample_onnx, tmp_path / "m.onnx", kind)
+    args = {"predict": ["predict", path, PNG], "bench": ["bench", path, "--iters", "1"],
+            "verify": ["verify", path, "--checkpoint", SAMPLE]}[command]
+    outcome, peak, _ = run_cli_measured(args)
+    outcome.one_line_error(code, fragment, "--max-memory-gb" if code == 2 else "vitexport onnx")
+    assert peak < 1024**3, peak
+
+
+# ---------------------------------------------------------------------------
 # ONNX skeletons that cost objects, not bytes (issue 22, row 3)
 # ---------------------------------------------------------------------------
 @pytest.mark.slow
