@@ -224,8 +224,6 @@ def test_external_data_is_checked_in_every_tensor_field(sample_onnx: Path, tmp_p
 
 
 # ---------------------------------------------------------------------------
-# TorchScript archives
-# ---------------------------------------------------------------------------
 # ONNX graphs that allocate at run time (issue 22, row 2)
 # ---------------------------------------------------------------------------
 @pytest.mark.slow
@@ -267,6 +265,8 @@ def test_40_mb_hostile_skeleton_costs_under_300_mb(tmp_path: Path, kind: str, co
     assert peak < 300 * 1024**2, (peak, seconds)
 
 
+# ---------------------------------------------------------------------------
+# TorchScript archives
 # ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def genuine(tmp_path_factory: pytest.TempPathFactory) -> Path:

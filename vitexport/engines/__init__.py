@@ -81,12 +81,15 @@ def resolve_request(request: str, debug: bool = False) -> list[tuple[str, list[s
 def graph_budget(path: str, max_memory_gb: float | None) -> Any:
     """The run-time memory check of the ONNX file at ``path`` (`vitexport.onnx.budget.GraphBudget`), its native
     size checked now: a graph over the limit there, or whose shapes cannot be inferred, is refused before any
-    runtime parses the file."""
+    runtime parses the file. The metadata that gives the native size is checked first (`CheckpointError` naming
+    the bad field, as every reader of it does): its values are the file's, not ours."""
     from vitexport.onnx.budget import GraphBudget
+    from vitexport.onnx.metadata import check_metadata
     from vitexport.onnx.spec import decode_metadata
 
     budget = GraphBudget.from_path(path, max_memory_gb)
-    native = budget.native_shape(decode_metadata(budget.model.metadata_props))
+    metadata = check_metadata(decode_metadata(budget.model.metadata_props), repr(str(path)))
+    native = budget.native_shape(metadata)
     if native is not None:
         budget.check(native)
     return budget
