@@ -73,9 +73,19 @@ def _ort_output_shape(path: Path, shape: tuple[int, ...]) -> tuple[int, ...]:
     return session.run(None, {session.get_inputs()[0].name: x})[0].shape
 
 
+@pytest.fixture(scope="module")
+def mha_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The contrib-MultiHeadAttention export the mha, optimized and int8 forms share (one export, not three)."""
+    from vitexport.export.onnx_export import export_onnx
+
+    path = tmp_path_factory.mktemp("mha") / "m.onnx"
+    export_onnx(make_model(CONFIGS["reg_noembed"], seed=3), path, attention="mha")
+    return path
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("form", ["mha", "onnx", "resize", "float16", "static", "optimized", "int8"])
-def test_every_export_form_is_inferable(tmp_path: Path, form: str) -> None:
+def test_every_export_form_is_inferable(tmp_path: Path, mha_export: Path, form: str) -> None:
     """Attention forms (contrib MultiHeadAttention, opset-23 Attention), resampling forms, fp16, a fixed size and
     batch, ORT's offline optimization (FusedMatMul, SkipLayerNormalization) and dynamic int8 (MatMulInteger,
     DynamicQuantizeLinear): the output's shape is ONNX Runtime's and the footprint is within the estimate."""
@@ -83,15 +93,17 @@ def test_every_export_form_is_inferable(tmp_path: Path, form: str) -> None:
     from vitexport.export.optimize import optimize_onnx, quantize_onnx
 
     args = CONFIGS["reg_noembed"]
-    options = {"mha": dict(attention="mha"), "onnx": dict(attention="onnx", opset=23),
+    options = {"onnx": dict(attention="onnx", opset=23),
                "resize": dict(resample="resize"),
                "float16": dict(dtype="float16"), "static": dict(static_size=(24, 40), batch_size=2)}
-    path = tmp_path / "m.onnx"
-    export_onnx(make_model(args, seed=3), path, **options.get(form, {"attention": "mha"}))
-    if form == "optimized":
-        path = optimize_onnx(path, tmp_path / "o.onnx").path
+    path = mha_export
+    if form in options:
+        path = tmp_path / "m.onnx"
+        export_onnx(make_model(args, seed=3), path, **options[form])
+    elif form == "optimized":
+        path = optimize_onnx(mha_export, tmp_path / "o.onnx").path
     elif form == "int8":
-        path = quantize_onnx(path, tmp_path / "q.onnx").path
+        path = quantize_onnx(mha_export, tmp_path / "q.onnx").path
     cfg = ViTConfig(**args)
     sizes = [(24, 40)] if form == "static" else _sizes(args)
     for h, w in sizes:
