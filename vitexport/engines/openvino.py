@@ -8,6 +8,11 @@
   width; OpenVINO does not recompile for a new input shape, but the first run at each new shape
   costs extra (shape inference and kernel preparation, cached afterwards):
   `benchmarks/engine_shapes.py` measures it.
+- **A first run at the native size.** OpenVINO 2026.4.1 (CPU, f32) keeps what it prepares for a dynamic
+  model's first inference: when that inference has sequence length 1 (no class token and an image of at
+  most one patch: avg-pool and MAP-head models, a 1x1 health check), every later size is wrong, by up to
+  4 on the logits; after a first inference at the native size every size is right, that case included.
+  So `load` runs one inference at the native size (zeros) right after compiling.
 - **Thread-safe.** An OpenVINO infer request serves one call at a time: `run` takes an idle request
   from a pool (creating one when all are busy) and gives it back afterwards, so concurrent callers
   never share one. Outputs are copied out of the request before it is reused.
@@ -130,7 +135,35 @@ class OpenVinoEngine(Engine):
         self._input_dtype = "float16" if fp16 else "float32"
         self._metadata = _metadata(model)
         self._requests = queue.SimpleQueue()
+        self._first_run()
         return self
+
+    def _first_run(self) -> None:
+        """One inference at the native size before any caller's (the module's note: a first inference with one
+        token would make every later one wrong)."""
+        import numpy as np
+
+        from vitexport._util.errors import VitexportError
+        from vitexport.onnx.budget import native_shape
+        from vitexport.onnx.metadata import check_metadata
+
+        try:
+            metadata = check_metadata(self._metadata, repr(self.path))
+        except VitexportError:  # refused by its readers (Predictor, verify) with the reason: sized by the graph here
+            metadata = {}
+        dims = [d.get_length() if d.is_static else None for d in self.compiled.inputs[0].get_partial_shape()]
+        shape = native_shape(dims, metadata)
+        if shape is None:
+            logger.warning("%s: no native input size in its graph or metadata; OpenVINO's first inference is the "
+                           "first caller's (a first one with one token makes later ones wrong)", self.path)
+            return
+        try:
+            self.run(np.zeros(shape, np.float32))
+        except VitexportError:
+            raise
+        except Exception as exc:
+            raise EngineError(f"OpenVINO could not run {self.path!r} at its native size "
+                              f"{'x'.join(map(str, shape))}: {one_line(exc)}") from exc
 
     @property
     def devices(self) -> list[str]:

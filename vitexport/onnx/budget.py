@@ -33,6 +33,20 @@ def _shape_text(shape: tuple[int, ...]) -> str:
     return "x".join(map(str, shape))
 
 
+def native_shape(dims: Any, metadata: dict[str, Any]) -> tuple[int, ...] | None:
+    """The input shape a model runs natively: the fixed dims of its [N, C, H, W] input, else its (checked)
+    metadata's batch (1), channels and size; None when neither says."""
+    if len(dims) != 4:
+        return None
+    config = metadata.get("config") or {}
+    size = metadata.get("static_size") or config.get("img_size")
+    if isinstance(size, int):
+        size = [size, size]
+    fallback = [metadata.get("batch_size") or 1, config.get("in_chans", 3), *(size or [0, 0])]
+    found = [d if isinstance(d, int) and d > 0 else f for d, f in zip(dims, fallback, strict=True)]
+    return tuple(int(d) for d in found) if all(isinstance(d, int) and d > 0 for d in found) else None
+
+
 class GraphBudget:
     """The memory check of one ONNX model against ``max_memory_gb`` (None: inferability only)."""
 
@@ -98,20 +112,11 @@ class GraphBudget:
         return self.footprint((1, *tuple(shape)[1:])).peak_bytes
 
     def native_shape(self, metadata: dict[str, Any]) -> tuple[int, ...] | None:
-        """The model's own input shape: fixed dims of the graph input, else its metadata's batch (1), channels
-        and size; None when neither says."""
+        """The model's own input shape (`native_shape` of its one graph input); None when it has not one input."""
         graph = self.model.graph
         weights = {t.name for t in graph.initializer}
         inputs = [i for i in graph.input if i.name not in weights]
-        if len(inputs) != 1 or len(inputs[0].dims) != 4:
-            return None
-        config = metadata.get("config") or {}
-        size = metadata.get("static_size") or config.get("img_size")
-        if isinstance(size, int):
-            size = [size, size]
-        fallback = [metadata.get("batch_size") or 1, config.get("in_chans", 3), *(size or [0, 0])]
-        dims = [d if isinstance(d, int) and d > 0 else f for d, f in zip(inputs[0].dims, fallback, strict=True)]
-        return tuple(int(d) for d in dims) if all(isinstance(d, int) and d > 0 for d in dims) else None
+        return native_shape(inputs[0].dims, metadata) if len(inputs) == 1 else None
 
 
-__all__ = ["CACHE_SIZE", "GraphBudget"]
+__all__ = ["CACHE_SIZE", "GraphBudget", "native_shape"]
