@@ -25,7 +25,7 @@ from PIL import Image
 
 from tests.helpers.hostile import PNG, SAMPLE, crafted_checkpoints, declare_size, kind_files
 from tests.helpers.images import crafted_exif_png, eps_bytes
-from tests.helpers.limited import ROOT, Outcome, run_cli
+from tests.helpers.limited import ROOT, Outcome, run_cli, run_cli_measured
 from tests.helpers.torchscript import (
     export_genuine,
     file_writing_archive,
@@ -33,6 +33,7 @@ from tests.helpers.torchscript import (
     is_model_code,
     rewrite,
 )
+from tests.helpers.wire import write_hostile_skeleton
 from vitexport.cli import cli
 from vitexport.security.torchscript_policy import check_archive
 
@@ -220,6 +221,48 @@ def test_external_data_is_checked_in_every_tensor_field(sample_onnx: Path, tmp_p
     bad = edited_copy(sample_onnx, tmp_path / "sub" / "evil.onnx", edit)
     for command in ("verify", "info"):
         one_line(CliRunner().invoke(cli, [command, str(bad)]), 1, "outside the model's folder")
+
+
+# ---------------------------------------------------------------------------
+# ONNX graphs that allocate at run time (issue 22, row 2)
+# ---------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("kind, command, code, fragment", [
+    ("expand", "predict", 2, "node 'x0' (Expand)"),  # the issue's: 4.1 GB peak before
+    ("tile", "bench", 2, "node 'b_tile' (Tile)"),
+    ("attribute", "verify", 2, "node 'b_expand' (Expand)"),
+    ("nonzero", "predict", 1, "node 'u_nonzero' (NonZero)"),
+])
+def test_run_time_memory_is_bounded_for_any_graph(sample_onnx: Path, tmp_path: Path, kind: str, command: str,
+                                                  code: int, fragment: str) -> None:
+    """Our digits export with a memory bomb folded into the logits (valid metadata): every command that runs a model
+    refuses it before running, naming the node and --max-memory-gb, with the whole child under 1 GB; a graph
+    whose shapes cannot be inferred is refused the same way (exit 1)."""
+    from tests.helpers.onnx_bombs import folded
+
+    path = folded(sample_onnx, tmp_path / "m.onnx", kind)
+    args = {"predict": ["predict", path, PNG], "bench": ["bench", path, "--iters", "1"],
+            "verify": ["verify", path, "--checkpoint", SAMPLE]}[command]
+    outcome, peak, _ = run_cli_measured(args)
+    outcome.one_line_error(code, fragment, "--max-memory-gb" if code == 2 else "vitexport onnx")
+    assert peak < 1024**3, peak
+
+
+# ---------------------------------------------------------------------------
+# ONNX skeletons that cost objects, not bytes (issue 22, row 3)
+# ---------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("kind, command", [("empty_nodes", "info"), ("packed_ints", "info"), ("dims", "predict"),
+                                           ("unknown_fields", "bench")])
+def test_40_mb_hostile_skeleton_costs_under_300_mb(tmp_path: Path, kind: str, command: str) -> None:
+    """40 MB of empty NodeProtos took the old reader 3.5 GB and 2 minutes (5 million objects); every command reads
+    models through the same reader, which now stops at its byte budget: one line, peak RSS of the whole child
+    (interpreter and imports included) under 300 MB. Other instances: packed ints, dims, unknown fields (time)."""
+    path = write_hostile_skeleton(tmp_path / "m.onnx", kind, 40_000_000)
+    args = {"info": ["info", path], "predict": ["predict", path, PNG], "bench": ["bench", path]}[command]
+    outcome, peak, seconds = run_cli_measured(args)
+    outcome.one_line_error(1, "is not a readable ONNX model", "would take more than")
+    assert peak < 300 * 1024**2, (peak, seconds)
 
 
 # ---------------------------------------------------------------------------

@@ -61,4 +61,30 @@ def run_cli(*cases: list[str], timeout: float = 180, cwd: Path | None = None) ->
     return [Outcome(**r) for r in json.loads(proc.stdout.split("@@RESULTS@@")[-1])]
 
 
-__all__ = ["MEMORY_BYTES", "Outcome", "run_cli"]
+_MEASURED = r"""
+import json, sys, time
+from click.testing import CliRunner
+from vitexport.cli import cli
+start = time.perf_counter()
+r = CliRunner().invoke(cli, json.loads(sys.argv[1]))
+seconds = time.perf_counter() - start
+# VmHWM, not ru_maxrss: Linux carries the forking parent's peak into ru_maxrss across exec
+peak = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print("\n@@RESULTS@@" + json.dumps({"code": r.exit_code, "stdout": r.stdout, "stderr": r.stderr,
+                                   "peak_bytes": peak, "seconds": seconds}))
+"""
+
+
+def run_cli_measured(args: list[str], timeout: float = 180) -> tuple[Outcome, int, float]:
+    """One command in a fresh limited child: its outcome, the child's peak RSS in bytes (VmHWM: interpreter and
+    imports included; Linux) and the command's wall time in seconds."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-c", _MEASURED, json.dumps(list(map(str, args)))], capture_output=True,
+                          text=True, timeout=timeout, preexec_fn=_limit, env=env)
+    assert proc.returncode == 0 and "@@RESULTS@@" in proc.stdout, (proc.returncode, proc.stderr[-3000:])
+    found = json.loads(proc.stdout.split("@@RESULTS@@")[-1])
+    peak, seconds = found.pop("peak_bytes"), found.pop("seconds")
+    return Outcome(**found), peak, seconds
+
+
+__all__ = ["MEMORY_BYTES", "Outcome", "run_cli", "run_cli_measured"]

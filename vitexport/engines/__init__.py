@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from vitexport._util.errors import EngineError, EngineUnavailable, EnvironmentProblem
 from vitexport._util.lazy import lazy_attributes
+from vitexport.security.limits import DEFAULT_MAX_MEMORY_GB
 
 if TYPE_CHECKING:
     from vitexport.engines.base import Engine
@@ -77,21 +78,45 @@ def resolve_request(request: str, debug: bool = False) -> list[tuple[str, list[s
     return [(request, [])]
 
 
+def graph_budget(path: str, max_memory_gb: float | None) -> Any:
+    """The run-time memory check of the ONNX file at ``path`` (`vitexport.onnx.budget.GraphBudget`), its native
+    size checked now: a graph over the limit there, or whose shapes cannot be inferred, is refused before any
+    runtime parses the file. The metadata that gives the native size is checked first (`CheckpointError` naming
+    the bad field, as every reader of it does): its values are the file's, not ours."""
+    from vitexport.onnx.budget import GraphBudget
+    from vitexport.onnx.metadata import check_metadata
+    from vitexport.onnx.spec import decode_metadata
+
+    budget = GraphBudget.from_path(path, max_memory_gb)
+    metadata = check_metadata(decode_metadata(budget.model.metadata_props), repr(str(path)))
+    native = budget.native_shape(metadata)
+    if native is not None:
+        budget.check(native)
+    return budget
+
+
 def load_engines(path: str, request: str, *, debug: bool = False, serving_only: bool = False,
+                 max_memory_gb: float | None = DEFAULT_MAX_MEMORY_GB,
                  **options: Any) -> tuple[list[tuple[Engine, list[str]]], list[str]]:
     """Loaded engines for a provider request, each with its notes; and, for ``all``, those skipped and why.
 
     With ``all`` an engine that cannot run here or cannot load this model is skipped with the reason;
     a named engine raises instead (`EngineUnavailable`: exit 2, `EngineError`: exit 1).
     ``serving_only`` leaves checking engines (`Engine.serving` false) out of ``all``.
+    ``max_memory_gb`` bounds every run's tensors (`graph_budget`: checked at the native size first, then for
+    each input shape before it runs; `LimitError`, or `CheckpointError` for a graph whose shapes cannot be
+    inferred).
     """
+    budget = graph_budget(path, max_memory_gb)
     loaded: list[tuple[Engine, list[str]]] = []
     skipped: list[str] = []
     for name, notes in resolve_request(request, debug=debug):
         if request == "all" and serving_only and not engine_class(name).serving:
             continue
         try:
-            loaded.append((create_engine(name, debug=debug, **options).load(path), notes))
+            engine = create_engine(name, debug=debug, **options)
+            engine.budget = budget
+            loaded.append((engine.load(path), notes))
         except (EngineUnavailable, EngineError) as exc:
             if request != "all":
                 raise
@@ -109,6 +134,7 @@ __all__ = [
     "create_engine",
     "engine_class",
     "engine_names",
+    "graph_budget",
     "load_engines",
     "resolve_request",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -12,7 +13,27 @@ class Engine(ABC):
     Engines take the keyword options ``threads`` (intra-op threads; None: the runtime's default),
     ``spin`` (whether idle worker threads may busy-wait between runs; bench turns it off while it
     interleaves engines) and ``debug``, plus their own.
+
+    ``budget`` (a `vitexport.onnx.budget.GraphBudget`, set by `vitexport.engines.load_engines` before `load`)
+    bounds the run-time memory of the graph: every subclass's `run` is wrapped so that an input whose
+    inferred tensors would pass ``--max-memory-gb`` is refused before the runtime sees it, the same check
+    for every runtime (and for runs an engine makes while loading). None: no check (an engine loaded by hand).
     """
+
+    budget: Any = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        run = cls.__dict__.get("run")
+        if run is not None and not getattr(run, "_guarded", False):
+            @functools.wraps(run)
+            def guarded(self: Engine, x: Any) -> Any:
+                if self.budget is not None:
+                    self.budget.check(tuple(getattr(x, "shape", ())))
+                return run(self, x)
+
+            guarded._guarded = True  # type: ignore[attr-defined]
+            cls.run = guarded  # type: ignore[method-assign]
 
     name: str = ""
     # False for engines meant for checking, not serving (`bench --provider all` leaves them out)

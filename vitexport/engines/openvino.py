@@ -8,6 +8,11 @@
   width; OpenVINO does not recompile for a new input shape, but the first run at each new shape
   costs extra (shape inference and kernel preparation, cached afterwards):
   `benchmarks/engine_shapes.py` measures it.
+- **A first run at the native size.** OpenVINO 2026.4.1 (CPU, f32) keeps what it prepares for a dynamic
+  model's first inference: when that inference has sequence length 1 (no class token and an image of at
+  most one patch: avg-pool and MAP-head models, a 1x1 health check), every later size is wrong, by up to
+  4 on the logits; after a first inference at the native size every size is right, that case included.
+  So `load` runs one inference at the native size (zeros) right after compiling.
 - **Thread-safe.** An OpenVINO infer request serves one call at a time: `run` takes an idle request
   from a pool (creating one when all are busy) and gives it back afterwards, so concurrent callers
   never share one. Outputs are copied out of the request before it is reused.

@@ -239,11 +239,48 @@ def _check_in_build(provider: str) -> None:
                                 advice)
 
 
+_arena_lock = threading.Lock()
+
+
+def _capped(opts: Any, chain: list[str], cap: int | None) -> tuple[list[Any], contextlib.AbstractContextManager]:
+    """The providers of a session whose allocations are capped at ``cap`` bytes, and the context to create it in.
+
+    The CPU: ONNX Runtime's shared (environment) arena with ``max_mem``, registered right before the session is
+    created, under a lock (a session keeps the arena registered when it was made; a later registration replaces
+    it for later sessions only); CUDA: the provider's ``gpu_mem_limit``. An allocation past the cap fails that
+    run with an error instead of taking the machine's memory: the second line behind `vitexport.onnx.budget`."""
+    if not cap:
+        return list(chain), contextlib.nullcontext()
+    providers: list[Any] = [(p, {"gpu_mem_limit": str(cap)}) if p == "CUDAExecutionProvider" else p for p in chain]
+    if chain[0] != "CPUExecutionProvider":
+        return providers, contextlib.nullcontext()
+    ort = _ort()
+
+    @contextlib.contextmanager
+    def registered() -> Iterator[None]:
+        with _arena_lock:
+            memory = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+            ort.create_and_register_allocator(memory, ort.OrtArenaCfg({"max_mem": int(cap)}))
+            opts.add_session_config_entry("session.use_env_allocators", "1")
+            yield
+
+    return providers, registered()
+
+
+def memory_cap(budget: Any, path: str | bytes) -> int | None:
+    """The allocation cap of a session for a `vitexport.onnx.budget.GraphBudget`: twice its limit (concurrent
+    runs share the arena) plus the model file (its weights); None without a limit."""
+    if budget is None or budget.max_bytes is None or isinstance(path, bytes):
+        return None
+    return int(2 * budget.max_bytes + os.path.getsize(path))
+
+
 def create_session(
     path: str | bytes, provider: str, threads: int | None = None, debug: bool = False, spin: bool = True,
-    tuning: SessionTuning | None = None,
+    tuning: SessionTuning | None = None, cap: int | None = None,
 ):
     """(session, SessionInfo) on ``provider`` ('cpu', 'cuda', 'tensorrt'); never silently on another one.
+    ``cap``: the session's allocations are capped at that many bytes (`_capped`).
 
     Raises `EngineUnavailable` (exit 2) when the provider is not usable here, `EngineError` when
     ONNX Runtime cannot load the model.
@@ -261,9 +298,10 @@ def create_session(
     try:
         # onnxruntime's Python layer print()s a provider that failed to register ("EP Error", e.g. TensorRT
         # without its libraries) to stdout, which would corrupt --json output: it is captured and logged instead
-        with quiet, contextlib.redirect_stdout(printed):
-            session = ort.InferenceSession(path, sess_options=session_options(debug, threads, spin=spin, tuning=tuning),
-                                           providers=chain)
+        opts = session_options(debug, threads, spin=spin, tuning=tuning)
+        providers, arena = _capped(opts, chain, cap)
+        with quiet, contextlib.redirect_stdout(printed), arena:
+            session = ort.InferenceSession(path, sess_options=opts, providers=providers)
     except Exception as exc:
         where = "the model" if isinstance(path, bytes) else repr(path)
         raise EngineError(f"ONNX Runtime could not load {where} on {chain[0]}: {one_line(exc)}") from exc
@@ -390,7 +428,8 @@ class OrtEngine(Engine):
     def load(self, path: str) -> OrtEngine:
         self.path = str(path)
         self.session, self.info = create_session(self.path, self.name, threads=self.threads, debug=self.debug,
-                                                 spin=self.spin, tuning=self.tuning)
+                                                 spin=self.spin, tuning=self.tuning,
+                                                 cap=memory_cap(self.budget, self.path))
         release_freed_heap()  # the load's freed temporaries (pre-packing) would stay in RSS (vitexport._util.memory)
         return self
 
@@ -472,6 +511,7 @@ __all__ = [
     "create_session",
     "cuda_resize_issue",
     "logger_severity",
+    "memory_cap",
     "ort_version",
     "probe_provider",
     "profile_placement",

@@ -9,10 +9,16 @@ ValueInfoProto, TensorProto) and skips everything else by its length, so weight 
 (``raw_data``, ``float_data``, ...) are never copied: large files are memory-mapped and their
 payload pages are never touched.
 
-Bounded: every length is checked against the bytes that remain (a truncated or corrupt file
-raises `WireError`, never reads past the end); messages are parsed to a fixed depth (subgraphs
-in attributes are skipped, not descended into); a file holding more than ``max_entries``
-nodes, tensors and value infos is refused. Work is linear in the file's skeleton.
+Bounded by bytes, not by objects: every length is checked against the bytes that remain (a truncated or
+corrupt file raises `WireError`, never reads past the end), and every decoded value (a node, a tensor,
+a value info, an attribute, a string, each int and float of a list, each field read or skipped) is
+charged what it costs as a Python object before it is built. The reader stops with `WireError` once
+the charges pass `budget_for(file size)`: `BASE_BUDGET` plus `BUDGET_PER_BYTE` times the file's size.
+A real model's skeleton is a small fraction of its file (weights are skipped, not decoded); 40 MB of
+empty ``NodeProto``s (5 million Python objects, ~3.5 GB) stops after ~110 MB. Subgraphs (a Loop's
+body, an If's branches) are read to `MAX_SUBGRAPH_DEPTH` levels and recorded as ``"<graph>"`` below
+that. Small tensors (at most `SMALL_TENSOR` elements: shapes, axes, scalars) keep their values, which
+shape inference (`vitexport.onnx.shapes`) needs; larger payloads are never copied.
 
 `from_proto` builds the same structure from an ``onnx.ModelProto`` (by attribute access, without
 importing onnx), so the graph checks in `vitexport.onnx.graph` have one implementation for both.
@@ -29,7 +35,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MMAP_ABOVE = 1 << 20  # files larger than this are memory-mapped instead of read
-MAX_ENTRIES = 5_000_000  # nodes + tensors + value infos: far above any real model
+BASE_BUDGET = 32 * 1024**2  # Python bytes of skeleton any file may cost (a ViT-g skeleton costs ~5 MB)
+BUDGET_PER_BYTE = 2  # plus this many per byte of the file
+MAX_SUBGRAPH_DEPTH = 3  # attribute graphs inside attribute graphs read this deep ("<graph>" below)
+SMALL_TENSOR = 64  # tensors of at most this many elements keep their values (shapes, axes, scalars)
+# what a decoded value costs as a Python object (measured with tracemalloc on CPython 3.11, rounded up); a field
+# read or skipped is charged 64 for the time it takes (~1 us: 40 MB of 3-byte fields stop after ~1.8 million)
+COST = {"field": 64, "node": 320, "tensor": 176, "value_info": 168, "attribute": 120, "str": 64, "int": 40,
+        "float": 32, "graph": 400, "message": 96}
 
 # wire types
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
@@ -45,12 +58,15 @@ class WireError(ValueError):
 
 @dataclass
 class Tensor:
-    """A TensorProto without its payload: name, dims, element type, where its data lives."""
+    """A TensorProto without its payload: name, dims, element type, where its data lives; the values of a
+    small tensor (at most `SMALL_TENSOR` elements): ``raw`` (raw_data) or ``values`` (the typed field)."""
 
     name: str = ""
     dims: list[int] = field(default_factory=list)
     data_type: int = 0
     external: dict[str, str] | None = None  # location/offset/length/... when data_location is EXTERNAL
+    raw: bytes | None = None
+    values: list[int | float] | None = None
 
 
 @dataclass
@@ -69,7 +85,7 @@ class Node:
     domain: str = ""
     input: list[str] = field(default_factory=list)
     output: list[str] = field(default_factory=list)
-    attributes: dict[str, Any] = field(default_factory=dict)  # decoded: str, int, float, lists, Tensor
+    attributes: dict[str, Any] = field(default_factory=dict)  # decoded: str, int, float, lists, Tensor, Graph
 
 
 @dataclass
@@ -126,32 +142,6 @@ def _varint(buf: Any, pos: int, end: int) -> tuple[int, int]:
     return found
 
 
-def _fields(buf: Any, pos: int, end: int) -> Iterator[tuple[int, int, int, int]]:
-    """(field number, wire type, a, b) of each field in ``buf[pos:end]``: a varint's value in ``a``;
-    for the other wire types the payload's byte range ``[a, b)``."""
-    while pos < end:
-        key, pos = _varint(buf, pos, end)
-        number, wire = key >> 3, key & 7
-        if number == 0:
-            raise WireError(f"field number 0 at byte {pos}")
-        if wire == _VARINT:
-            value, pos = _varint(buf, pos, end)
-            yield number, wire, value, 0
-            continue
-        if wire == _LEN:
-            size, pos = _varint(buf, pos, end)
-        elif wire == _I64:
-            size = 8
-        elif wire == _I32:
-            size = 4
-        else:  # 3/4 (groups) are not used by onnx.proto; 6/7 do not exist
-            raise WireError(f"wire type {wire} at byte {pos}")
-        if size > end - pos:
-            raise WireError(f"field {number} needs {size} bytes at byte {pos}, {end - pos} remain (truncated)")
-        yield number, wire, pos, pos + size
-        pos += size
-
-
 def _signed(value: int) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
@@ -181,82 +171,178 @@ def _floats(buf: Any, wire: int, a: int, b: int) -> list[float]:
     return list(struct.unpack_from(f"<{(b - a) // 4}f", buf, a))
 
 
+def budget_for(size: int) -> int:
+    """The Python bytes a file of ``size`` bytes may cost as a skeleton (`BASE_BUDGET` + `BUDGET_PER_BYTE` per byte)."""
+    return BASE_BUDGET + BUDGET_PER_BYTE * size
+
+
+def _packed_count(buf: Any, wire: int, a: int, b: int, width: int) -> int:
+    """How many values a repeated numeric field holds: fixed ``width`` bytes each, or varints (0: one each byte
+    below 0x80, counted without decoding)."""
+    if wire != _LEN:
+        return 1
+    if width:
+        return (b - a) // width
+    return (b - a) - bytes(buf[a:b]).translate(None, _LOW_BYTES).__len__()
+
+
+_LOW_BYTES = bytes(range(128))  # deleting these leaves the continuation bytes of varints
+
+
 class _Reader:
-    """One parse of one buffer; counts entries against ``max_entries``."""
+    """One parse of one buffer; charges every decoded value against ``budget`` (Python bytes)."""
 
-    def __init__(self, buf: Any, max_entries: int) -> None:
+    def __init__(self, buf: Any, budget: int) -> None:
         self.buf = buf
-        self.left = max_entries
+        self.budget = budget
+        self.left = budget
 
-    def _count(self) -> None:
-        self.left -= 1
+    def charge(self, cost: int) -> None:
+        self.left -= cost
         if self.left < 0:
-            raise WireError("too many nodes, tensors or value infos for a model")
+            raise WireError(f"its structure would take more than {self.budget / 1e6:,.0f} MB to read "
+                            f"(nodes, names, attributes) for a {len(self.buf) / 1e6:,.1f} MB file; it is crafted "
+                            "or corrupt")
+
+    def fields(self, pos: int, end: int) -> Iterator[tuple[int, int, int, int]]:
+        """(field number, wire type, a, b) of each field in ``buf[pos:end]``: a varint's value in ``a``; for the
+        other wire types the payload's byte range ``[a, b)``. Each field is charged, skipped ones too (time is
+        bounded with memory); one-byte keys and lengths, the common case, are read inline."""
+        buf, cost = self.buf, COST["field"]
+        while pos < end:
+            self.left -= cost
+            if self.left < 0:
+                self.charge(0)
+            key = buf[pos]
+            if key < 0x80:
+                pos += 1
+            else:
+                key, pos = _varint(buf, pos, end)
+            number, wire = key >> 3, key & 7
+            if number == 0:
+                raise WireError(f"field number 0 at byte {pos}")
+            if wire == _LEN:
+                size = buf[pos] if pos < end else 0x80
+                if size < 0x80:
+                    pos += 1
+                else:
+                    size, pos = _varint(buf, pos, end)
+            elif wire == _VARINT:
+                value, pos = _varint(buf, pos, end)
+                yield number, wire, value, 0
+                continue
+            elif wire == _I64:
+                size = 8
+            elif wire == _I32:
+                size = 4
+            else:  # 3/4 (groups) are not used by onnx.proto; 6/7 do not exist
+                raise WireError(f"wire type {wire} at byte {pos}")
+            if size > end - pos:
+                raise WireError(f"field {number} needs {size} bytes at byte {pos}, {end - pos} remain (truncated)")
+            yield number, wire, pos, pos + size
+            pos += size
+
+    def text(self, a: int, b: int) -> str:
+        self.charge(COST["str"] + (b - a))
+        return _text(self.buf, a, b)
+
+    def ints(self, wire: int, a: int, b: int) -> list[int]:
+        self.charge(COST["int"] * ((b - a) // 10))  # at least this many varints, charged before they are counted
+        self.charge(COST["int"] * (_packed_count(self.buf, wire, a, b, 0) - (b - a) // 10))
+        return _ints(self.buf, wire, a, b)
+
+    def floats(self, wire: int, a: int, b: int) -> list[float]:
+        self.charge(COST["float"] * _packed_count(self.buf, wire, a, b, 4))
+        return _floats(self.buf, wire, a, b)
 
     def entry(self, a: int, b: int) -> tuple[str, str]:  # StringStringEntryProto
         key = value = ""
-        for number, wire, x, y in _fields(self.buf, a, b):
+        for number, wire, x, y in self.fields(a, b):
             if wire == _LEN and number == 1:
-                key = _text(self.buf, x, y)
+                key = self.text(x, y)
             elif wire == _LEN and number == 2:
-                value = _text(self.buf, x, y)
+                value = self.text(x, y)
         return key, value
 
     def tensor(self, a: int, b: int) -> Tensor:
-        self._count()
-        t, external, location = Tensor(), {}, 0
-        for number, wire, x, y in _fields(self.buf, a, b):
+        self.charge(COST["tensor"])
+        t, external, location, payload = Tensor(), {}, 0, []
+        for number, wire, x, y in self.fields(a, b):
             if number == 1:
-                t.dims.extend(_ints(self.buf, wire, x, y))
+                t.dims.extend(self.ints(wire, x, y))
             elif number == 2 and wire == _VARINT:
                 t.data_type = x
             elif number == 8 and wire == _LEN:
-                t.name = _text(self.buf, x, y)
+                t.name = self.text(x, y)
             elif number == 13 and wire == _LEN:
                 key, value = self.entry(x, y)
                 external[key] = value
             elif number == 14 and wire == _VARINT:
                 location = x
-            # 9 raw_data and 4-7, 10, 11 typed data: skipped by length, never copied
+            elif number in _PAYLOAD_FIELDS:
+                payload.append((number, wire, x, y))
+            # other payloads (string_data, ...) are skipped by length, never copied
         if location == EXTERNAL:
             t.external = external
+        self._small_values(t, payload)
         return t
 
+    def _small_values(self, t: Tensor, payload: list[tuple[int, int, int, int]]) -> None:
+        """The values of a tensor of at most `SMALL_TENSOR` elements (from raw_data or its typed field)."""
+        count = 1
+        for d in t.dims:
+            count *= max(d, 0)
+        if count > SMALL_TENSOR or not payload:
+            return
+        for number, wire, x, y in payload:
+            if number == 9 and wire == _LEN and y - x <= 8 * SMALL_TENSOR:
+                self.charge(COST["str"] + (y - x))
+                t.raw = bytes(self.buf[x:y])
+            elif number in (4, 10):  # float_data (packed fixed32), double_data (packed fixed64)
+                if y - x <= 8 * SMALL_TENSOR:
+                    width = 4 if number == 4 else 8
+                    self.charge(COST["float"] * _packed_count(self.buf, wire, x, y, width))
+                    t.values = (t.values or []) + _fixed(self.buf, wire, x, y, width)
+            elif wire in (_VARINT, _LEN) and y - x <= 10 * SMALL_TENSOR:  # int32_data, int64_data, uint64_data
+                t.values = (t.values or []) + self.ints(wire, x, y)
+
     def value_info(self, a: int, b: int) -> ValueInfo:
-        self._count()
+        self.charge(COST["value_info"])
         v = ValueInfo()
-        for number, wire, x, y in _fields(self.buf, a, b):
+        for number, wire, x, y in self.fields(a, b):
             if number == 1 and wire == _LEN:
-                v.name = _text(self.buf, x, y)
+                v.name = self.text(x, y)
             elif number == 2 and wire == _LEN:
                 self._type(x, y, v)
         return v
 
     def _type(self, a: int, b: int, v: ValueInfo) -> None:  # TypeProto -> tensor_type (1)
-        for number, wire, x, y in _fields(self.buf, a, b):
+        for number, wire, x, y in self.fields(a, b):
             if number != 1 or wire != _LEN:
                 continue
-            for n2, w2, x2, y2 in _fields(self.buf, x, y):  # TypeProto.Tensor
+            for n2, w2, x2, y2 in self.fields(x, y):  # TypeProto.Tensor
                 if n2 == 1 and w2 == _VARINT:
                     v.elem_type = x2
                 elif n2 == 2 and w2 == _LEN:  # TensorShapeProto: dim (1)
-                    v.dims.extend(self._dim(x3, y3) for n3, w3, x3, y3 in _fields(self.buf, x2, y2)
+                    v.dims.extend(self._dim(x3, y3) for n3, w3, x3, y3 in self.fields(x2, y2)
                                   if n3 == 1 and w3 == _LEN)
 
     def _dim(self, a: int, b: int) -> int | str | None:
+        self.charge(COST["int"])
         dim: int | str | None = None
-        for number, wire, x, y in _fields(self.buf, a, b):
+        for number, wire, x, y in self.fields(a, b):
             if number == 1 and wire == _VARINT:
                 dim = _signed(x)
             elif number == 2 and wire == _LEN:
-                dim = _text(self.buf, x, y)
+                dim = self.text(x, y)
         return dim
 
-    def attribute(self, a: int, b: int) -> tuple[str, Any]:
+    def attribute(self, a: int, b: int, depth: int) -> tuple[str, Any]:
+        self.charge(COST["attribute"])
         name, kind, found = "", 0, {}
-        for number, wire, x, y in _fields(self.buf, a, b):
+        for number, wire, x, y in self.fields(a, b):
             if number == 1 and wire == _LEN:
-                name = _text(self.buf, x, y)
+                name = self.text(x, y)
             elif number == 20 and wire == _VARINT:
                 kind = x
             elif number == 2 and wire == _I32:
@@ -264,51 +350,56 @@ class _Reader:
             elif number == 3 and wire == _VARINT:
                 found[_INT] = _signed(x)
             elif number == 4 and wire == _LEN:
-                found[_STRING] = _text(self.buf, x, y)
+                found[_STRING] = self.text(x, y)
             elif number == 5 and wire == _LEN:
                 found[_TENSOR] = self.tensor(x, y)
-            elif number == 6 and wire == _LEN:
-                found[_GRAPH] = "<graph>"  # subgraphs are not descended into
+            elif number in (6, 11) and wire == _LEN:  # g, graphs
+                sub = self.graph(x, y, depth + 1) if depth < MAX_SUBGRAPH_DEPTH else "<graph>"
+                if number == 6:
+                    found[_GRAPH] = sub
+                else:
+                    found.setdefault(_GRAPHS, []).append(sub)
             elif number == 7:
-                found.setdefault(_FLOATS, []).extend(_floats(self.buf, wire, x, y))
+                found.setdefault(_FLOATS, []).extend(self.floats(wire, x, y))
             elif number == 8:
-                found.setdefault(_INTS, []).extend(_ints(self.buf, wire, x, y))
+                found.setdefault(_INTS, []).extend(self.ints(wire, x, y))
             elif number == 9 and wire == _LEN:
-                found.setdefault(_STRINGS, []).append(_text(self.buf, x, y))
+                found.setdefault(_STRINGS, []).append(self.text(x, y))
         if kind in found:
             return name, found[kind]
-        return name, next(iter(found.values()), [] if kind in (_FLOATS, _INTS, _STRINGS) else None)
+        return name, next(iter(found.values()), [] if kind in (_FLOATS, _INTS, _STRINGS, _GRAPHS) else None)
 
-    def node(self, a: int, b: int) -> Node:
-        self._count()
+    def node(self, a: int, b: int, depth: int) -> Node:
+        self.charge(COST["node"])
         n = Node()
-        for number, wire, x, y in _fields(self.buf, a, b):
+        for number, wire, x, y in self.fields(a, b):
             if wire != _LEN:
                 continue
             if number == 1:
-                n.input.append(_text(self.buf, x, y))
+                n.input.append(self.text(x, y))
             elif number == 2:
-                n.output.append(_text(self.buf, x, y))
+                n.output.append(self.text(x, y))
             elif number == 3:
-                n.name = _text(self.buf, x, y)
+                n.name = self.text(x, y)
             elif number == 4:
-                n.op_type = _text(self.buf, x, y)
+                n.op_type = self.text(x, y)
             elif number == 7:
-                n.domain = _text(self.buf, x, y)
+                n.domain = self.text(x, y)
             elif number == 5:
-                key, value = self.attribute(x, y)
+                key, value = self.attribute(x, y, depth)
                 n.attributes[key] = value
         return n
 
-    def graph(self, a: int, b: int) -> Graph:
+    def graph(self, a: int, b: int, depth: int = 0) -> Graph:
+        self.charge(COST["graph"])
         g = Graph()
-        for number, wire, x, y in _fields(self.buf, a, b):
+        for number, wire, x, y in self.fields(a, b):
             if wire != _LEN:
                 continue
             if number == 1:
-                g.node.append(self.node(x, y))
+                g.node.append(self.node(x, y, depth))
             elif number == 2:
-                g.name = _text(self.buf, x, y)
+                g.name = self.text(x, y)
             elif number == 5:
                 g.initializer.append(self.tensor(x, y))
             elif number in (11, 12, 13):
@@ -317,20 +408,20 @@ class _Reader:
 
     def model(self, a: int, b: int) -> Model:
         m, graphs = Model(), 0
-        for number, wire, x, y in _fields(self.buf, a, b):
+        for number, wire, x, y in self.fields(a, b):
             if number == 1 and wire == _VARINT:
                 m.ir_version = x
             elif number == 2 and wire == _LEN:
-                m.producer_name = _text(self.buf, x, y)
+                m.producer_name = self.text(x, y)
             elif number == 3 and wire == _LEN:
-                m.producer_version = _text(self.buf, x, y)
+                m.producer_version = self.text(x, y)
             elif number == 7 and wire == _LEN:
                 m.graph, graphs = self.graph(x, y), graphs + 1
             elif number == 8 and wire == _LEN:
                 domain, version = "", 0
-                for n2, w2, x2, y2 in _fields(self.buf, x, y):
+                for n2, w2, x2, y2 in self.fields(x, y):
                     if n2 == 1 and w2 == _LEN:
-                        domain = _text(self.buf, x2, y2)
+                        domain = self.text(x2, y2)
                     elif n2 == 2 and w2 == _VARINT:
                         version = _signed(x2)
                 m.opset_import[domain] = version
@@ -342,9 +433,23 @@ class _Reader:
         return m
 
 
-def parse_model(data: bytes | bytearray | memoryview | mmap.mmap, max_entries: int = MAX_ENTRIES) -> Model:
-    """The skeleton of a serialized ONNX ModelProto; `WireError` when the bytes are not one."""
-    return _Reader(data, max_entries).model(0, len(data))
+_PAYLOAD_FIELDS = (4, 5, 7, 9, 10, 11)  # float_data, int32_data, int64_data, raw_data, double_data, uint64_data
+
+
+def _fixed(buf: Any, wire: int, a: int, b: int, width: int) -> list[float]:
+    """A repeated float (width 4) or double (width 8) field's values, packed or not."""
+    code = "f" if width == 4 else "d"
+    if wire == (_I32 if width == 4 else _I64):
+        return [struct.unpack_from(f"<{code}", buf, a)[0]]
+    if wire != _LEN or (b - a) % width:
+        return []
+    return list(struct.unpack_from(f"<{(b - a) // width}{code}", buf, a))
+
+
+def parse_model(data: bytes | bytearray | memoryview | mmap.mmap, budget: int | None = None) -> Model:
+    """The skeleton of a serialized ONNX ModelProto; `WireError` when the bytes are not one, or when decoding them
+    would cost more than ``budget`` Python bytes (default `budget_for` their size)."""
+    return _Reader(data, budget_for(len(data)) if budget is None else budget).model(0, len(data))
 
 
 # Where tensors can sit in onnx.proto, as (message -> {field number: message of that field}); every
@@ -361,25 +466,24 @@ _TENSOR_PATHS: dict[str, dict[int, str]] = {
 MAX_NESTING = 64  # messages inside messages; protobuf's own parser stops at 100
 
 
-def external_locations(buf: Any, max_entries: int = MAX_ENTRIES) -> list[str]:
+def external_locations(buf: Any, budget: int | None = None) -> list[str]:
     """Every external-data location named by any tensor of a serialized ModelProto, wherever it sits
     (initializers, sparse initializers, node attributes, subgraphs, functions, training graphs), in file
-    order. Reads only field keys and lengths along `_TENSOR_PATHS`: payloads are skipped; nesting and the
-    number of messages visited are bounded (`WireError`)."""
+    order. Reads only field keys and lengths along `_TENSOR_PATHS`: payloads are skipped; nesting is bounded,
+    and every message and field visited is charged against ``budget`` (default `budget_for` the size)."""
+    return _external_locations(_Reader(buf, budget_for(len(buf)) if budget is None else budget))
+
+
+def _external_locations(reader: _Reader) -> list[str]:
     found: dict[str, None] = {}  # ordered and unique: a location named by many tensors is listed once
-    left = max_entries
-    reader = _Reader(buf, max_entries)  # for its StringStringEntryProto decoder
-    stack: list[tuple[str, int, int, int]] = [("model", 0, len(buf), 0)]
+    stack: list[tuple[str, int, int, int]] = [("model", 0, len(reader.buf), 0)]
     while stack:
         kind, a, b, depth = stack.pop()
-        left -= 1
-        if left < 0:
-            raise WireError("too many nested messages for a model")
         if depth > MAX_NESTING:
             raise WireError(f"messages nested more than {MAX_NESTING} deep")
         if kind == "tensor":
             entries, location = {}, 0
-            for number, wire, x, y in _fields(buf, a, b):
+            for number, wire, x, y in reader.fields(a, b):
                 if number == 13 and wire == _LEN:
                     key, value = reader.entry(x, y)
                     entries[key] = value
@@ -389,17 +493,19 @@ def external_locations(buf: Any, max_entries: int = MAX_ENTRIES) -> list[str]:
                 found.setdefault(entries["location"])
             continue
         children = []
-        for number, wire, x, y in _fields(buf, a, b):
+        for number, wire, x, y in reader.fields(a, b):
             child = _TENSOR_PATHS[kind].get(number)
             if child is not None and wire == _LEN:
+                reader.charge(COST["message"])
                 children.append((child, x, y, depth + 1))
         stack.extend(reversed(children))  # depth first, in file order
     return list(found)
 
 
-def read_model(path: str | os.PathLike[str], max_entries: int = MAX_ENTRIES) -> Model:
+def read_model(path: str | os.PathLike[str], budget: int | None = None) -> Model:
     """The skeleton of the ONNX file at ``path`` (external data is not read), with the external-data
-    locations of every tensor in it (`external_locations`); `WireError` when it is not one.
+    locations of every tensor in it (`external_locations`); `WireError` when it is not one, or when reading it
+    would cost more than ``budget`` Python bytes (default `budget_for` its size; both passes share it).
 
     Files over `MMAP_ABOVE` bytes are memory-mapped, so skipping their weights costs no reads.
     """
@@ -407,8 +513,9 @@ def read_model(path: str | os.PathLike[str], max_entries: int = MAX_ENTRIES) -> 
         size = os.fstat(fh.fileno()).st_size
         small = size <= MMAP_ABOVE  # (an empty file cannot be mapped)
         with contextlib.nullcontext(fh.read()) if small else mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            model = parse_model(buf, max_entries)
-            model.external_locations = external_locations(buf, max_entries)
+            reader = _Reader(buf, budget_for(size) if budget is None else budget)
+            model = reader.model(0, len(buf))
+            model.external_locations = _external_locations(reader)
             return model
 
 
@@ -428,10 +535,19 @@ def _proto_value_info(v: Any) -> ValueInfo:
 
 def _proto_tensor(t: Any) -> Tensor:
     external = {e.key: e.value for e in t.external_data} if t.data_location == EXTERNAL else None
-    return Tensor(name=t.name, dims=list(t.dims), data_type=t.data_type, external=external)
+    tensor = Tensor(name=t.name, dims=list(t.dims), data_type=t.data_type, external=external)
+    count = 1
+    for d in t.dims:
+        count *= max(d, 0)
+    if count <= SMALL_TENSOR:
+        if t.raw_data and len(t.raw_data) <= 8 * SMALL_TENSOR:
+            tensor.raw = bytes(t.raw_data)
+        values = [*t.float_data, *t.int32_data, *t.int64_data, *t.double_data, *t.uint64_data]
+        tensor.values = values or None
+    return tensor
 
 
-def _proto_attribute(a: Any) -> Any:
+def _proto_attribute(a: Any, depth: int) -> Any:
     kind = a.type
     if kind == _FLOAT:
         return a.f
@@ -442,7 +558,9 @@ def _proto_attribute(a: Any) -> Any:
     if kind == _TENSOR:
         return _proto_tensor(a.t)
     if kind == _GRAPH:
-        return "<graph>"
+        return _proto_graph(a.g, depth + 1) if depth < MAX_SUBGRAPH_DEPTH else "<graph>"
+    if kind == _GRAPHS:
+        return [_proto_graph(g, depth + 1) if depth < MAX_SUBGRAPH_DEPTH else "<graph>" for g in a.graphs]
     if kind == _FLOATS:
         return list(a.floats)
     if kind == _INTS:
@@ -452,18 +570,21 @@ def _proto_attribute(a: Any) -> Any:
     return None
 
 
-def from_proto(model: Any) -> Model:
-    """The `Model` of an in-memory ``onnx.ModelProto`` (no payload is copied)."""
-    g = model.graph
-    graph = Graph(
+def _proto_graph(g: Any, depth: int = 0) -> Graph:
+    return Graph(
         name=g.name,
         node=[Node(name=n.name, op_type=n.op_type, domain=n.domain, input=list(n.input), output=list(n.output),
-                   attributes={a.name: _proto_attribute(a) for a in n.attribute}) for n in g.node],
+                   attributes={a.name: _proto_attribute(a, depth) for a in n.attribute}) for n in g.node],
         input=[_proto_value_info(v) for v in g.input],
         output=[_proto_value_info(v) for v in g.output],
         value_info=[_proto_value_info(v) for v in g.value_info],
         initializer=[_proto_tensor(t) for t in g.initializer],
     )
+
+
+def from_proto(model: Any) -> Model:
+    """The `Model` of an in-memory ``onnx.ModelProto`` (no large payload is copied)."""
+    graph = _proto_graph(model.graph)
     return Model(
         ir_version=model.ir_version,
         producer_name=model.producer_name,
@@ -474,5 +595,6 @@ def from_proto(model: Any) -> Model:
     )
 
 
-__all__ = ["MAX_ENTRIES", "Graph", "Model", "Node", "Tensor", "ValueInfo", "WireError", "from_proto",
-           "parse_model", "read_model", "varint"]
+__all__ = ["BASE_BUDGET", "BUDGET_PER_BYTE", "MAX_SUBGRAPH_DEPTH", "SMALL_TENSOR", "Graph", "Model", "Node", "Tensor",
+           "ValueInfo", "WireError", "budget_for", "external_locations", "from_proto", "parse_model", "read_model",
+           "varint"]

@@ -146,7 +146,8 @@ def _predictors(model_path: str, provider: str, threads: int | None, interleaved
     """A Predictor per engine of the request (``all``: every usable serving engine)."""
     # Interleaved with other runners, ORT's spinning worker threads would steal the cores from the runner that
     # follows (measured: torch 30% slower); alone, ORT keeps its default spinning.
-    loaded, skipped = load_engines(model_path, provider, serving_only=True, threads=threads, spin=not interleaved)
+    loaded, skipped = load_engines(model_path, provider, serving_only=True, threads=threads, spin=not interleaved,
+                                   max_memory_gb=limits.max_memory_gb)
     report_skipped.extend(skipped)
     return [Predictor.from_engine(engine, model_path, provider_note="; ".join(notes), max_tokens=limits.max_tokens,
                                   max_memory_gb=limits.max_memory_gb)

@@ -13,7 +13,15 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from vitexport._util.errors import EngineError, EnvironmentProblem, InputError, ServingError, VitexportError, one_line
+from vitexport._util.errors import (
+    CheckpointError,
+    EngineError,
+    EnvironmentProblem,
+    InputError,
+    ServingError,
+    VitexportError,
+    one_line,
+)
 from vitexport.engines import (  # noqa: F401 - PROVIDER_CHOICES re-exported
     DEFAULT_PROVIDER,
     PROVIDER_CHOICES,
@@ -128,7 +136,7 @@ class Predictor:
         # a folder, a checkpoint or a truncated file: named here, not by the engine
         require(str(model_path), "onnx", deep=True)
         [(engine, notes)], _ = load_engines(str(model_path), provider, threads=threads, spin=spin,
-                                            **(engine_options or {}))
+                                            max_memory_gb=max_memory_gb, **(engine_options or {}))
         self._attach(engine, str(model_path), "; ".join(notes), max_batch, limits, top_k)
 
     @classmethod
@@ -146,6 +154,11 @@ class Predictor:
                 top_k: int) -> None:
         self.model_path, self.engine, self.provider, self.provider_note = model_path, engine, engine.name, note
         self.limits = limits
+        if engine.budget is None or engine.budget.max_memory_gb != limits.max_memory_gb:
+            from vitexport.engines import graph_budget
+
+            engine.budget = graph_budget(model_path, limits.max_memory_gb)
+        self.budget = engine.budget
         self._read_metadata(engine.metadata)
         for issue in engine.known_issues(self.metadata):
             logger.warning("%s on %s: %s", model_path, engine.name, issue)
@@ -191,6 +204,13 @@ class Predictor:
         if reason:
             raise InputError(f"a {height}x{width} image gives {reason}; downscale it or raise the limit "
                              "(max_tokens / max_memory_gb in Python)")
+        try:  # the graph itself at this size (`vitexport.onnx.budget`): what runs, not what the config says
+            reason = self.budget.over((self.fixed_batch or 1, self.channels, height, width))
+        except CheckpointError as exc:
+            raise InputError(f"a {height}x{width} image: {exc}") from None
+        if reason:
+            raise InputError(f"a {height}x{width} image: {reason}; downscale it, or raise the limit if you trust "
+                             "this model")
 
     def prepare(self, image: Any) -> Any:
         """One image -> validated (C, H, W) float32 input."""
@@ -223,8 +243,11 @@ class Predictor:
         (a fixed-batch export always runs its batch)."""
         if self.fixed_batch:
             return self.max_batch
-        return min(self.max_batch, largest_batch(self.vit_config, shape[-2], shape[-1], self.limits,
-                                                    self.metadata.get("attention")))
+        limit = min(self.max_batch, largest_batch(self.vit_config, shape[-2], shape[-1], self.limits,
+                                                  self.metadata.get("attention")))
+        if self.limits.max_bytes is not None:  # the graph's own footprint per image (each run is checked too)
+            limit = min(limit, max(1, int(self.limits.max_bytes // max(self.budget.per_item((1, *shape)), 1))))
+        return limit
 
     def run_prepared(self, prepared: list[Any]) -> list[Any]:
         """Raw outputs of `prepare`d (C, H, W) inputs, in order; equal sizes share runs (`batch_limit`)."""

@@ -83,7 +83,7 @@ def _references(artifact: Artifact, checkpoint: Any, config: Any) -> tuple[torch
 
 
 def _engines(artifact: Artifact, request: str, debug: bool, probe: np.ndarray,
-             report: VerifyReport) -> list[Engine]:
+             report: VerifyReport, limits: Limits) -> list[Engine]:
     """Load the engines to compare; their report entries (with placement diagnostics and the runtime's
     known issues with this model) go into ``report``."""
     if artifact.torchscript is not None:
@@ -91,7 +91,8 @@ def _engines(artifact: Artifact, request: str, debug: bool, probe: np.ndarray,
         return [artifact.torchscript]
     # the engines and the PyTorch reference alternate case by case: spinning ONNX Runtime worker threads would
     # take the cores from the reference run that follows (as in bench --compare-torch)
-    loaded, report.skipped_providers = load_engines(artifact.path, request, debug=debug, spin=False)
+    loaded, report.skipped_providers = load_engines(artifact.path, request, debug=debug, spin=False,
+                                                    max_memory_gb=limits.max_memory_gb)
     for engine, notes in loaded:
         engine.diagnose(probe)
         entry = engine.describe() | {"requested": request}
@@ -281,7 +282,7 @@ def _verify_artifact(artifact: Artifact, start: float, *, checkpoint: Any, confi
         report.static_problems, report.static_notes = static_checks(artifact.graph, artifact.metadata, cfg)
         dynamic_size = artifact.metadata.get("static_size") is None and cfg.dynamic_img_size
         report.static_checks = check_summary(artifact.graph, dynamic_size)
-    engines = _engines(artifact, provider, debug, make_input(cases[0], cfg.in_chans, seed), report)
+    engines = _engines(artifact, provider, debug, make_input(cases[0], cfg.in_chans, seed), report, limits)
     plans = _plans(engines, cases, cfg, sizes is not None, report)
     output = report.output = artifact.metadata.get("output") or default_output(cfg.num_classes)
     with reference.producing(output):  # the reference returns what the artifact does: logits, features or tokens

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 from tests.helpers.models import CONFIGS, make_model
+from tests.helpers.wire import KINDS, hostile_skeleton
 from vitexport._util.errors import CheckpointError
 from vitexport.export.onnx_export import export_onnx
 from vitexport.onnx.graph import inspect_graph, read_structure
@@ -102,8 +104,9 @@ def test_large_file_is_memory_mapped_and_weights_skipped(tmp_path: Path, monkeyp
     small = onnxwire.read_model(path)
     monkeypatch.setattr(onnxwire, "MMAP_ABOVE", 0)
     seen = []
-    real = onnxwire.parse_model
-    monkeypatch.setattr(onnxwire, "parse_model", lambda data, *a: seen.append(type(data).__name__) or real(data, *a))
+    real = onnxwire._Reader.__init__
+    monkeypatch.setattr(onnxwire._Reader, "__init__",
+                        lambda self, buf, budget: seen.append(type(buf).__name__) or real(self, buf, budget))
     assert onnxwire.read_model(path) == small and seen == ["mmap"]
 
 
@@ -136,9 +139,37 @@ def test_arbitrary_bytes_end_in_wire_error_or_a_model(data: bytes) -> None:
         pass
 
 
-def test_entry_limit_bounds_the_work(sample_onnx: Path) -> None:
-    with pytest.raises(onnxwire.WireError, match="too many"):
-        onnxwire.read_model(sample_onnx, max_entries=100)
+def test_the_byte_budget_bounds_the_work(sample_onnx: Path) -> None:
+    """A budget below what the sample's skeleton costs stops the read, in the first pass or the second."""
+    with pytest.raises(onnxwire.WireError, match="would take more than"):
+        onnxwire.read_model(sample_onnx, budget=10_000)
+    model = onnxwire.read_model(sample_onnx)
+    assert model.graph.node and sample_onnx.stat().st_size < onnxwire.BASE_BUDGET
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_hostile_skeletons_stop_within_the_byte_budget(kind: str) -> None:
+    """Every construct that costs a Python object is charged before it is built, whatever holds it: nodes,
+    input names, packed ints, attributes, dims, and unknown fields skipped by length (time). 1 MB of each, read
+    with a 4 MB budget, is refused within it (the old reader counted only nodes, tensors and value infos, up to 5
+    million). The default budget on 40 MB files: `test_40_mb_hostile_skeleton_costs_under_300_mb` (e2e)."""
+    data, budget = hostile_skeleton(kind, 1_000_000), 4_000_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(onnxwire.WireError, match="would take more than 4 MB to read"):
+            onnxwire.parse_model(data, budget)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1.2 * budget, peak
+
+
+def test_small_hostile_skeletons_parse_like_onnx() -> None:
+    """The hostile constructs are valid protobuf: at 2 KB each reads as onnx reads it (the budget is what stops
+    the large ones, not a parse error)."""
+    for kind in KINDS:
+        data = hostile_skeleton(kind, 2_000)
+        assert onnxwire.parse_model(data) == onnxwire.from_proto(onnx.ModelProto.FromString(data)), kind
 
 
 class _Watched:
@@ -194,8 +225,9 @@ def test_hostile_headers_fail_at_once(data: bytes, message: str) -> None:
         onnxwire.parse_model(data)
 
 
-def test_subgraphs_are_not_descended_into() -> None:
-    """An If node's branches (attribute graphs) are recorded as '<graph>': nesting depth is fixed, whatever the file."""
+def test_subgraphs_are_read_to_a_fixed_depth() -> None:
+    """An If node's branches (attribute graphs) are read MAX_SUBGRAPH_DEPTH levels deep and recorded as '<graph>'
+    below: nesting depth is fixed, whatever the file."""
     leaf = helper.make_graph([helper.make_node("Identity", ["x"], ["z"])], "leaf", [],
                              [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1])])
     inner = leaf
@@ -208,5 +240,10 @@ def test_subgraphs_are_not_descended_into() -> None:
     buf = _Watched(data)
     model = onnxwire.parse_model(buf)
     assert [n.op_type for n in model.graph.node] == ["If"]
-    assert model.graph.node[0].attributes == {"then_branch": "<graph>", "else_branch": "<graph>"}
-    assert sum(s.stop - s.start for s in buf.touched) < 200  # the nested levels were skipped, not read
+    level = model.graph
+    for _ in range(onnxwire.MAX_SUBGRAPH_DEPTH):
+        assert level.node[0].attributes["else_branch"].name == "leaf"
+        level = level.node[0].attributes["then_branch"]
+    assert level.node[0].attributes == {"then_branch": "<graph>", "else_branch": "<graph>"}
+    assert model == onnxwire.from_proto(onnx.ModelProto.FromString(data))
+    assert sum(s.stop - s.start for s in buf.touched) < 2000  # the deeper levels were skipped, not read

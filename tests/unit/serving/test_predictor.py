@@ -232,3 +232,29 @@ def test_model_without_metadata_is_refused_clearly(digits_onnx: Path, tmp_path: 
         Predictor(str(bare), provider="cpu")
     with pytest.raises(VerificationError, match="carries no vitexport config"):
         verify(bare, provider="cpu")
+
+
+def test_image_sizes_are_checked_against_the_graph_before_decoding(sample_onnx: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model whose graph grows with the image ([H, W, H, W] floats folded into the logits): a 28x28 image runs
+    as before, a 300x300 one is refused from its header (InputError naming the node), before its pixels are
+    decoded; batches are sized by the graph's footprint per image."""
+    from tests.helpers.onnx_bombs import folded
+    from vitexport.security import images
+
+    path = folded(sample_onnx, tmp_path / "g.onnx", "size_dependent")
+    small, large = tmp_path / "small.png", tmp_path / "large.png"
+    Image.new("L", (28, 28), 100).save(small)
+    Image.new("L", (300, 300), 100).save(large)
+    report = predict_files(str(path), [str(small)], provider="cpu")
+    reference = predict_files(str(sample_onnx), [str(small)], provider="cpu")
+    assert report.files[0].prediction.top_k == reference.files[0].prediction.top_k
+    decoded = []
+    real = images.load
+    monkeypatch.setattr(images, "load", lambda *a, **k: decoded.append(a) or real(*a, **k))
+    with pytest.raises(InputError, match=r"a 300x300 image: the graph holds 32\.\d GB .*node 'b_grow'"):
+        predict_files(str(path), [str(large)], provider="cpu")
+    assert not decoded
+    predictor = Predictor(str(path), provider="cpu", max_memory_gb=0.02)
+    per_image = predictor.budget.per_item((1, 1, 28, 28))
+    assert per_image > 2e6 and predictor.batch_limit((1, 28, 28)) == int(0.02e9 // per_image) < predictor.max_batch
