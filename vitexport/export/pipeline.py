@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from vitexport._util.errors import ExportError
+from vitexport._util.errors import ExportOptionError
 from vitexport._util.files import check_output, default_output
 from vitexport._util.interrupt import scratch_folder
 from vitexport.export.artifact import ExportResult
@@ -102,11 +102,11 @@ def export_checkpoint(
     from vitexport.checkpoint.load import load_model
 
     if to not in EXPORT_FORMATS:
-        raise ExportError(f"cannot export to {to!r}; use onnx or torchscript")
+        raise ExportOptionError(f"cannot export to {to!r}; use onnx or torchscript")
     if to == "onnx":
         options.update(_options(optimize, options).export_kwargs())
     elif optimize is not None:
-        raise ExportError("--optimize applies to ONNX exports only; leave it out for TorchScript")
+        raise ExportOptionError("--optimize applies to ONNX exports only; leave it out for TorchScript")
     suffix = ".onnx" if to == "onnx" else ".ts"
     out = check_output(output if output is not None else default_output(checkpoint, suffix), force,
                        inputs=(checkpoint, config if isinstance(config, (str, os.PathLike)) else None))

@@ -13,7 +13,15 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from vitexport._util.errors import EngineError, EnvironmentProblem, InputError, ServingError, VitexportError, one_line
+from vitexport._util.errors import (
+    EngineError,
+    EnvironmentProblem,
+    InputError,
+    ServingError,
+    ServingPathError,
+    VitexportError,
+    one_line,
+)
 from vitexport.engines import (  # noqa: F401 - PROVIDER_CHOICES re-exported
     DEFAULT_PROVIDER,
     PROVIDER_CHOICES,
@@ -118,7 +126,7 @@ class Predictor:
             raise ValueError("max_batch must be positive")
         limits = Limits(max_tokens, max_memory_gb)
         if not os.path.exists(str(model_path)):
-            raise ServingError(f"model {str(model_path)!r} does not exist; pass an exported .onnx file")
+            raise ServingPathError(f"model {str(model_path)!r} does not exist; pass an exported .onnx file")
         if provider == "all":
             raise EnvironmentProblem("a Predictor runs on one engine; name one instead of 'all'")
         from vitexport.security.sniff import require

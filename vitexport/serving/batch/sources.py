@@ -36,7 +36,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from vitexport._util.errors import InputError, UsageError, one_line
+from vitexport._util.errors import ImagePathError, InputError, UsageError, one_line
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
                             ".pgm", ".pbm", ".pnm"})
@@ -428,7 +428,7 @@ def _list_paths(list_file: str) -> Iterator[str]:
                     continue
                 yield path if len(path) <= LIST_LINE_LIMIT else path[:LIST_LINE_LIMIT] + "..."
     except OSError as exc:
-        raise InputError(f"cannot read the list file {list_file!r} ({exc.strerror}); check the path") from None
+        raise ImagePathError(f"cannot read the list file {list_file!r} ({exc.strerror}); check the path") from None
 
 
 def _classify_file(path: str) -> str:
@@ -439,7 +439,7 @@ def _classify_file(path: str) -> str:
         with open(path, "rb") as fh:
             head = fh.read(4096)
     except OSError as exc:
-        raise InputError(f"cannot read {path!r} ({exc.strerror}); check the path") from None
+        raise ImagePathError(f"cannot read {path!r} ({exc.strerror}); check the path") from None
     if head.startswith(b"PAR1"):
         return "parquet"
     if head[257:262] == b"ustar" or (head.startswith(b"\x1f\x8b") and path.lower().endswith(TAR_SUFFIXES[1:])):
