@@ -152,6 +152,8 @@ def _opened_file(path: str | os.PathLike[str]) -> Iterator[Any]:
     from PIL import Image
 
     path = str(path)
+    if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):  # a FIFO would block open()
+        raise ImagePathError(f"image {path!r} is not a regular file; pass image files")
     with warnings.catch_warnings():  # the CLI reads files in one thread: this filter is not shared
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")  # "Corrupt EXIF data", ...
