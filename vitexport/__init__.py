@@ -95,16 +95,18 @@ def get_preset(name: str, **overrides: Any) -> Any:
     return preset(name, **overrides)
 
 
-def create_model(config: Any = None, **overrides: Any) -> Any:
-    """A randomly initialised `VisionTransformer`.
+def create_model(config: Any = None, pretrained: bool = False, seed: int | None = None, **overrides: Any) -> Any:
+    """A `VisionTransformer` with random weights (vitexport downloads none: ``pretrained=True`` is refused).
 
     Args:
         config: a `ViTConfig`, a preset name, or a dict of timm keyword arguments (None: the defaults).
+        pretrained: must stay False; load fetched weights with `load_model` instead.
+        seed: make the random weights reproducible (the global torch RNG is left as it was).
         **overrides: config fields to change.
     """
     from vitexport.model.vit import create_model as create
 
-    return create(config, **overrides)
+    return create(config, pretrained=pretrained, seed=seed, **overrides)
 
 
 def resample_abs_pos_embed(posemb: Any, new_size: list[int], old_size: list[int], num_prefix_tokens: int = 1,

@@ -333,10 +333,15 @@ def _check_default_only(data: dict[str, Any]) -> None:
             )
 
 
+def preset_name(name: str) -> str:
+    """A preset's base name as `PRESETS` keys it: ``"timm/vit_base_patch16_224.augreg_in21k"`` ->
+    ``"vit_base_patch16_224"`` (hub ids and pretrained tags name the same architecture)."""
+    return name.split("/")[-1].split(".")[0]
+
+
 def preset_args(name: str) -> dict[str, Any]:
     """The timm keyword arguments of a named architecture; suggests the closest name on a miss."""
-    key = name.split("/")[-1]
-    key = key.removeprefix("timm/").split(".")[0]  # "vit_base_patch16_224.augreg_in21k" -> base name
+    key = preset_name(name)
     if key in PRESETS:
         return dict(PRESETS[key])
     close = difflib.get_close_matches(key, sorted(PRESETS), n=1, cutoff=0.5)

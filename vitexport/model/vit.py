@@ -13,6 +13,7 @@ from typing import Any, Dict, Iterator, List, Tuple
 import torch
 from torch import nn
 
+from vitexport._util.errors import ConfigError
 from vitexport._util.geometry import grid_size, input_geometry
 from vitexport.model.config import ViTConfig
 from vitexport.model.layers import AttentionPoolLatent, PatchEmbed, norm_factory, resample_abs_pos_embed
@@ -208,8 +209,20 @@ class VisionTransformer(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def create_model(config: ViTConfig | str | Dict[str, Any] | None = None, **overrides: Any) -> VisionTransformer:
-    """Build a randomly initialised model from a config, a preset name or timm keyword arguments."""
+def create_model(config: ViTConfig | str | Dict[str, Any] | None = None, pretrained: bool = False,
+                 seed: int | None = None, **overrides: Any) -> VisionTransformer:
+    """Build a randomly initialised model from a config, a preset name or timm keyword arguments.
+
+    vitexport builds architectures and downloads no weights: ``pretrained=True`` is refused with how to load a
+    checkpoint instead. ``seed`` makes the random weights reproducible (the global torch RNG is left as it
+    was); the model's ``meta`` records that its weights are random, and exports carry that in their metadata.
+    """
+    if pretrained:
+        name = config if isinstance(config, str) else "the architecture"
+        raise ConfigError(
+            f"vitexport downloads no weights, so it cannot build a pretrained {name}; fetch the checkpoint and "
+            f"load it with vitexport.load_model(path) (or vitexport.load_model(path, config={{\"architecture\": "
+            f"\"{name}\"}}) for weights alone), or leave pretrained out for random weights")
     if isinstance(config, str):
         config = ViTConfig.from_dict({"architecture": config, **overrides})
     elif isinstance(config, dict):
@@ -218,7 +231,14 @@ def create_model(config: ViTConfig | str | Dict[str, Any] | None = None, **overr
         config = ViTConfig.from_dict(overrides)
     elif overrides:
         config = config.replace(**overrides)
-    return VisionTransformer(config).eval()
+    if seed is None:
+        model = VisionTransformer(config).eval()
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = VisionTransformer(config).eval()
+    model.meta = {"source": {"weights": "random", "seed": seed, "architecture": config.architecture}}
+    return model
 
 
 def infer_grid(model: VisionTransformer, height: int, width: int) -> Dict[str, Any]:
