@@ -64,6 +64,12 @@ def _print_graph(graph: OnnxGraphInfo) -> None:
     click.echo(f"ops            {graph.nodes} nodes: {ops}")
 
 
+def _random_text(random: dict) -> str:
+    """How an artifact with random weights says so (`vitexport onnx --preset NAME --random-weights`)."""
+    return (f"random (seed {random.get('seed')}, preset {random.get('architecture')}): the architecture runs, "
+            "its outputs mean nothing")
+
+
 def _print_artifact_info(info: ArtifactInfo) -> None:
     meta = info.metadata
     click.echo(f"{info.kind:14s} {info.path} ({info.bytes / 1e6:.2f} MB)")
@@ -84,6 +90,8 @@ def _print_artifact_info(info: ArtifactInfo) -> None:
                f"prefix tokens {meta['num_prefix_tokens']}")
     _print_preprocess_and_labels(meta.get("preprocess"), meta.get("labels"), count_first=True)
     click.echo(f"source sha256  {meta.get('source_sha256')}")
+    if meta.get("random_weights"):
+        click.echo(f"weights        {_random_text(meta['random_weights'])}")
     click.echo("config         " + json.dumps(meta.get("config")))
     _print_sizes(info.sizes)
 
