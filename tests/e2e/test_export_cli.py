@@ -63,7 +63,7 @@ def test_cli_onnx_and_info(tmp_path: Path) -> None:
 
 def test_cli_onnx_to_unwritable_folder(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["onnx", str(SAMPLES / "digits-vit.pt"), "-o", str(tmp_path / "no" / "m.onnx")])
-    assert result.exit_code == 1 and "does not exist; create it first" in result.stderr
+    assert result.exit_code == 2 and "does not exist; create it first" in result.stderr
 
 
 def _printed_verify_command(stdout: str) -> list[str]:
