@@ -92,7 +92,7 @@ def test_cli_verify_pass_fail_json_and_plot(good, tmp_path, monkeypatch) -> None
     result = runner.invoke(cli, ["verify", str(path), "--sizes", "28xx", "--provider", "cpu"])
     assert result.exit_code == 2
     result = runner.invoke(cli, ["verify", str(tmp_path / "missing.onnx")])
-    assert result.exit_code == 1 and "does not exist" in result.stderr
+    assert result.exit_code == 2 and "does not exist" in result.stderr
     (tmp_path / "trunc.onnx").write_bytes(path.read_bytes()[:5000])
     result = runner.invoke(cli, ["verify", str(tmp_path / "trunc.onnx")])
     assert result.exit_code == 1 and "not a readable ONNX model" in result.stderr

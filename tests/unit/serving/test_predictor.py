@@ -166,16 +166,15 @@ def test_predict_files_gives_an_engine_refusal_only_to_the_images_refused(digits
     np.testing.assert_allclose(report.files[3].prediction.output, alone.output, atol=1e-5, rtol=1e-5)
 
 
-def test_predict_files_on_a_fixed_size_export_refuses_other_sizes_per_image(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_predict_files_on_a_fixed_size_export_refuses_other_sizes_per_image(static_onnx: Path,
+                                                                            tmp_path: Path) -> None:
     """A fixed-size export runs the images of its size and refuses the others, each in its own row."""
-    model = make_model(CONFIGS["spec_cls"], seed=5)
-    path = tmp_path / "fixed.onnx"
-    export_onnx(model, path, static_size=(28, 28))
-    for i, size in enumerate([(28, 28), (30, 28), (28, 28)]):
-        Image.fromarray(np.full(size, 40 * i, np.uint8), mode="L").convert("RGB").save(tmp_path / f"{i}.png")
-    report = predict_files(str(path), [str(tmp_path / "*.png")], provider="cpu")
+    for i, (h, w) in enumerate([(24, 40), (25, 40), (24, 40)]):
+        Image.fromarray(np.full((h, w, 3), 40 * i, np.uint8)).save(tmp_path / f"{i}.png")
+    report = predict_files(str(static_onnx), [str(tmp_path / "*.png")], provider="cpu")
     assert [f.error is None for f in report.files] == [True, False, True]
-    assert "fixed at 28x28" in report.files[1].error
+    assert "fixed at 24x40" in report.files[1].error
 
 
 def test_mixed_sizes_equal_one_by_one(rgb_onnx) -> None:
@@ -289,11 +288,18 @@ def test_fixed_batch_export_pads_partial_batches(rgb_onnx, fixed_batch_onnx: Pat
             np.testing.assert_allclose(a.output, b.output, atol=1e-5, rtol=0)
 
 
+@pytest.fixture(scope="module")
+def static_onnx(rgb_onnx, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """rgb_onnx's model exported at the fixed size 24x40 (shared: an export takes seconds)."""
+    path = tmp_path_factory.mktemp("static") / "static.onnx"
+    export_onnx(rgb_onnx[1], path, static_size=(24, 40))
+    return path
+
+
 @pytest.mark.slow
-def test_static_export_refuses_other_sizes(rgb_onnx, tmp_path: Path) -> None:
-    path, model = rgb_onnx
-    static = tmp_path / "static.onnx"
-    export_onnx(model, static, static_size=(24, 40))
+def test_static_export_refuses_other_sizes(rgb_onnx, static_onnx: Path) -> None:
+    path, _ = rgb_onnx
+    static = static_onnx
     predictor = Predictor(str(static), provider="cpu")
     img = np.random.default_rng(7).integers(0, 256, (24, 40, 3), dtype=np.uint8)
     np.testing.assert_allclose(predictor.predict(img).output, Predictor(str(path), provider="cpu").predict(img).output,
