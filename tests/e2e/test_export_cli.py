@@ -56,7 +56,7 @@ def test_cli_onnx_and_info(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "'bilinear' is not one of 'portable', 'resize'" in result.stderr
     result = runner.invoke(cli, ["onnx", str(SAMPLES / "digits-vit.pt"), "-o", str(tmp_path / "x.onnx"),
                                  "--opset", "17"])
-    assert result.exit_code == 1 and "needs opset >= 18" in result.stderr
+    assert result.exit_code == 2 and "needs opset >= 18" in result.stderr
     result = runner.invoke(cli, ["onnx", str(SAMPLES / "digits-vit.pt"), "--batch-size", "0"])
     assert result.exit_code == 2
 
