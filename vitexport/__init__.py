@@ -104,18 +104,21 @@ def get_preset(name: str, **overrides: Any) -> Any:
     return preset(name, **overrides)
 
 
-def create_model(config: Any = None, **overrides: Any) -> Any:
-    """A randomly initialised model of any class (eval mode): `VisionTransformer`, `Eva`,
-    `VisionTransformerDistilled` or `NaFlexVit`, as the config or preset says.
+def create_model(config: Any = None, pretrained: bool = False, seed: int | None = None, **overrides: Any) -> Any:
+    """A model with random weights (eval mode) of any class: `VisionTransformer`, `Eva`,
+    `VisionTransformerDistilled` or `NaFlexVit`, as the config or preset says (vitexport downloads no weights:
+    ``pretrained=True`` is refused).
 
     Args:
         config: a config of any class, a preset name of any class, or a dict of timm keyword arguments (with
             ``architecture`` or ``model_class`` for the other classes; None: a ViT's defaults).
+        pretrained: must stay False; load fetched weights with `load_model` instead.
+        seed: make the random weights reproducible (the global torch RNG is left as it was).
         **overrides: config fields to change.
     """
     from vitexport.model.vit import create_model as create
 
-    return create(config, **overrides)
+    return create(config, pretrained=pretrained, seed=seed, **overrides)
 
 
 def resample_abs_pos_embed(posemb: Any, new_size: list[int], old_size: list[int], num_prefix_tokens: int = 1,

@@ -73,6 +73,8 @@ def test_config_as_inline_json_is_the_same_as_the_file(tmp_path: Path) -> None:
     assert code == 1 and err.startswith("Error: --config (inline JSON) is not valid JSON") and err.count("\n") == 1
     code, _, err = run("info", str(tmp_path / "w.safetensors"), "--config", '{"embed_dimm": 3}')
     assert code == 1 and "did you mean 'embed_dim'" in err
+    code, _, err = run("info", str(SAMPLE), "--config", str(tmp_path / "missing.json"))
+    assert code == 2 and "does not exist" in err
 
 
 def test_info_sizes_of_an_exported_model_match_the_checkpoint(sample_onnx: Path) -> None:
@@ -99,14 +101,14 @@ def _write(path: Path, data: bytes) -> str:
 @pytest.mark.parametrize(
     "make, message, code",
     [
-        (lambda p: str(p / "nope.pt"), "does not exist", 1),
-        (lambda p: str(p), "is a directory", 1),
+        (lambda p: str(p / "nope.pt"), "does not exist", 2),  # a path that cannot be opened: usage
+        (lambda p: str(p), "is a directory", 2),
         (lambda p: _write(p / "empty.pt", b""), "is empty", 1),
         (lambda p: _write(p / "t.pt", SAMPLE.read_bytes()[:20000]), "truncated or corrupt", 1),
         (lambda p: _write(p / "x.txt", b"not a model"), "is not a checkpoint", 1),
     ],
 )
-def test_bad_files_exit_1_with_one_line(tmp_path: Path, make, message: str, code: int) -> None:
+def test_bad_files_exit_with_one_line(tmp_path: Path, make, message: str, code: int) -> None:
     exit_code, _, err = run("info", make(tmp_path))
     assert exit_code == code
     assert message in err
@@ -115,6 +117,7 @@ def test_bad_files_exit_1_with_one_line(tmp_path: Path, make, message: str, code
 
 
 def test_wrong_config_exit_1(tmp_path: Path) -> None:
+    """A --config whose content is unusable is the work failing (1); a --config file that is not there, usage (2)."""
     (tmp_path / "cfg.json").write_text(json.dumps(dict(CONFIGS["spec_cls"], embed_dim=64)))
     code, _, err = run("info", str(SAMPLE), "--config", str(tmp_path / "cfg.json"))
     assert code == 1 and "do not fit the model config: shape mismatch" in err and err.count("\n") == 1

@@ -56,14 +56,14 @@ def test_cli_onnx_and_info(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "'bilinear' is not one of 'portable', 'resize'" in result.stderr
     result = runner.invoke(cli, ["onnx", str(SAMPLES / "digits-vit.pt"), "-o", str(tmp_path / "x.onnx"),
                                  "--opset", "17"])
-    assert result.exit_code == 1 and "needs opset >= 18" in result.stderr
+    assert result.exit_code == 2 and "needs opset >= 18" in result.stderr
     result = runner.invoke(cli, ["onnx", str(SAMPLES / "digits-vit.pt"), "--batch-size", "0"])
     assert result.exit_code == 2
 
 
 def test_cli_onnx_to_unwritable_folder(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["onnx", str(SAMPLES / "digits-vit.pt"), "-o", str(tmp_path / "no" / "m.onnx")])
-    assert result.exit_code == 1 and "does not exist; create it first" in result.stderr
+    assert result.exit_code == 2 and "does not exist; create it first" in result.stderr
 
 
 def _printed_verify_command(stdout: str) -> list[str]:
@@ -114,3 +114,52 @@ def test_cli_optimize_quantize_and_verify(sample_onnx: Path, tmp_path: Path) -> 
     else:
         assert result.exit_code == 2 and "needs it to run here" in result.stderr
         assert not (tmp_path / "c.onnx").exists()
+
+
+PRESET_SMALL = '{"depth": 1, "embed_dim": 64, "num_heads": 2, "num_classes": 5}'
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "pass CHECKPOINT, or --preset NAME --random-weights (not both)"),
+    (["x.pt", "--preset", "vit_tiny_patch16_224"], "(not both)"),
+    (["x.pt", "--random-weights"], "--random-weights applies to --preset"),
+    (["--preset", "vit_tiny_patch16_224", "--random-weights", "--ema"], "--ema applies to CHECKPOINT"),
+    (["--preset", "vit_tiny_patch16_224"], "add --random-weights"),
+    (["--preset", "vit_tiy_patch16_224", "--random-weights"], "did you mean 'vit_tiny_patch16_224'"),
+])
+@pytest.mark.parametrize("command", ["onnx", "torchscript"])
+def test_cli_preset_usage_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str, args: list[str],
+                                 message: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, [command, *args])
+    assert result.exit_code == 2 and message in result.stderr, result.output
+    assert "Traceback" not in result.output and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_cli_onnx_preset_random_weights_runs_and_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    from vitexport import create_model, get_preset
+
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    result = runner.invoke(cli, ["onnx", "--preset", "vit_tiny_patch16_224", "--random-weights",
+                                 "--config", PRESET_SMALL])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "vit_tiny_patch16_224.onnx"  # the default output: NAME.onnx here
+    assert "weights        random (seed 0, preset vit_tiny_patch16_224)" in result.stdout
+    info = runner.invoke(cli, ["info", str(out)])
+    assert info.exit_code == 0 and "weights        random (seed 0, preset vit_tiny_patch16_224)" in info.stdout
+    assert json.loads(runner.invoke(cli, ["info", str(out), "--json"]).stdout)["metadata"]["random_weights"] == {
+        "seed": 0, "architecture": "vit_tiny_patch16_224"}
+    rebuilt = create_model(get_preset("vit_tiny_patch16_224", **json.loads(PRESET_SMALL)), seed=0)
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    x = torch.randn(2, 3, 45, 77, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        want = rebuilt(x).numpy()
+    assert np.abs(sess.run(None, {"pixel_values": x.numpy()})[0] - want).max() <= 1e-5 * max(1.0, np.abs(want).max())
+    verify = runner.invoke(cli, ["verify", str(out)])
+    assert verify.exit_code == 0, verify.output

@@ -355,8 +355,9 @@ def test_predict_on_crafted_exif_is_one_line(sample_onnx: Path, tmp_path: Path) 
     one_line(result, 1, "is corrupt: its EXIF block does not parse")
     ok = tmp_path / "ok.png"
     Image.fromarray(np.zeros((28, 28), np.uint8)).save(ok)
-    result = CliRunner().invoke(cli, ["predict", str(sample_onnx), str(ok), str(path)])
-    one_line(result, 1, "crafted.png")  # refused before any image is classified
+    result = CliRunner().invoke(cli, ["predict", str(sample_onnx), str(ok), str(path), "--provider", "cpu"])
+    assert result.exit_code == 0 and "is corrupt: its EXIF block does not parse" in result.stdout  # its own row
+    assert result.stdout.startswith(f"{ok}  28x28  ") and "1 of 2 images failed" in result.stderr
 
 
 # ---------------------------------------------------------------------------
@@ -435,8 +436,8 @@ WRONG_KIND: dict[tuple[str, str], tuple[int, str, str]] = {
     ("predict IMAGE", "safetensors"): (2, "is a safetensors weights file, not an image", "`vitexport onnx"),
     ("predict IMAGE", "torchscript"): (2, "is a TorchScript archive, not an image", "the model comes first"),
     ("predict IMAGE", "json"): (2, "is a JSON file, not an image", "pass image files"),
-    ("predict IMAGE", "empty"): (1, "is empty", "pass a PNG, JPEG"),
-    ("predict IMAGE", "text"): (1, "cannot read image", "pass a PNG, JPEG"),
+    ("predict IMAGE", "empty"): (1, "is empty", "pass a PNG, JPEG"),  # a bad image: its own row
+    ("predict IMAGE", "text"): (1, "image 'not a model' does not exist", "check the path"),  # a list of paths
     ("predict IMAGE", "eps"): (1, "is an EPS file, which vitexport does not decode", "convert it to PNG, JPEG"),
 }
 

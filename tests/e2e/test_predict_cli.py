@@ -37,16 +37,47 @@ def test_predict_cli_table_and_errors(sample_onnx: Path, tmp_path: Path) -> None
         line = next(x for x in result.stdout.splitlines() if x.startswith(path))
         assert line.split()[2] == label, line
     (tmp_path / "bad.png").write_bytes(b"not a png")
-    result = runner.invoke(cli, ["predict", str(sample_onnx), str(tmp_path / "bad.png")])
+    result = runner.invoke(cli, ["predict", str(sample_onnx), str(tmp_path / "bad.png"), "--provider", "cpu"])
     assert result.exit_code == 1 and "cannot read image" in result.stderr and result.stderr.count("\n") == 1
+    assert result.stdout.startswith(f"{tmp_path / 'bad.png'}  error: cannot read image")
     result = runner.invoke(cli, ["predict", str(sample_onnx), str(tmp_path / "missing.png")])
-    assert result.exit_code == 1 and "does not exist" in result.stderr
+    assert result.exit_code == 2 and "does not exist" in result.stderr
     result = runner.invoke(cli, ["predict", str(tmp_path / "nope.onnx"), IMAGES[0]])
-    assert result.exit_code == 1 and "does not exist" in result.stderr
-    result = runner.invoke(cli, ["predict", str(sample_onnx), IMAGES[0], "--max-tokens", "4"])
+    assert result.exit_code == 2 and "does not exist" in result.stderr
+    result = runner.invoke(cli, ["predict", str(sample_onnx), IMAGES[0], "--max-tokens", "4", "--provider", "cpu"])
     assert result.exit_code == 1 and "(--max-tokens)" in result.stderr and result.stderr.count("\n") == 1
     result = runner.invoke(cli, ["predict", str(sample_onnx), IMAGES[0], "--provider", "all"])
     assert result.exit_code == 2 and "'all' is not one of" in result.stderr  # predict runs one engine
+
+
+def test_predict_on_a_folder_tree_runs_the_good_images_and_reports_the_bad_ones(sample_onnx: Path,
+                                                                                tmp_path: Path) -> None:
+    """A folder (recursively) or a glob: one row per image, bad ones with their error (--json: an "error" field);
+    exit 0 while any image gave a result, 1 when none did, and 1 with --strict when any failed."""
+    import shutil
+
+    (tmp_path / "data" / "deep" / "er").mkdir(parents=True)
+    good = [tmp_path / "data" / "a.png", tmp_path / "data" / "deep" / "er" / "b.png"]
+    for src, dst in zip(IMAGES, good, strict=False):
+        shutil.copy(src, dst)
+    (tmp_path / "data" / "deep" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    runner = CliRunner()
+    for source in (str(tmp_path / "data"), str(tmp_path / "data" / "**" / "*.png")):
+        result = runner.invoke(cli, ["predict", str(sample_onnx), source, "--json", "--provider", "cpu"])
+        assert result.exit_code == 0, result.output
+        rows = {Path(r["path"]).name: r for r in json.loads(result.stdout)}
+        assert set(rows) == {"a.png", "b.png", "bad.png"}
+        assert rows["bad.png"]["error"] and rows["bad.png"]["top_k"] is None
+        assert rows["a.png"]["error"] is None and rows["a.png"]["top_k"][0]["label"] == Path(IMAGES[0]).name[6]
+        assert "1 of 3 images failed" in result.stderr
+    result = runner.invoke(cli, ["predict", str(sample_onnx), str(tmp_path / "data"), "--strict", "--provider", "cpu"])
+    assert result.exit_code == 1 and "--strict" in result.stderr and result.stderr.count("\n") == 1
+    assert len(result.stdout.splitlines()) == 3  # every row printed before the verdict
+    result = runner.invoke(cli, ["predict", str(sample_onnx), str(tmp_path / "data" / "deep" / "*.png"),
+                                 "--provider", "cpu"])
+    assert result.exit_code == 1 and "gave a result: 1 of 1 failed" in result.stderr
+    result = runner.invoke(cli, ["predict", str(sample_onnx), str(tmp_path / "data" / "*.gif")])
+    assert result.exit_code == 2 and "no files match" in result.stderr
 
 
 def test_commands_name_a_model_without_metadata_in_one_line(sample_onnx: Path, tmp_path: Path) -> None:

@@ -62,7 +62,7 @@ def test_cli_inconsistent_config(tmp_path: Path) -> None:
     one_line(run("info", str(SAMPLE), "--config", str(tmp_path / "c.json")), 1, "needs class_token=True")
     (tmp_path / "list.json").write_text("[1, 2]")
     one_line(run("info", str(SAMPLE), "--config", str(tmp_path / "list.json")), 1, "must hold a JSON object")
-    one_line(run("info", str(SAMPLE), "--config", str(tmp_path / "missing.json")), 1, "does not exist")
+    one_line(run("info", str(SAMPLE), "--config", str(tmp_path / "missing.json")), 2, "does not exist")
 
 
 def test_cli_malicious_checkpoint(tmp_path: Path) -> None:
@@ -79,7 +79,7 @@ def test_cli_output_is_a_directory_or_in_a_file(tmp_path: Path) -> None:
     (tmp_path / "out.onnx").mkdir()
     one_line(run("onnx", str(SAMPLE), "-o", str(tmp_path / "out.onnx"), "--force"), 2, "is a directory")
     (tmp_path / "afile").write_text("x")
-    one_line(run("onnx", str(SAMPLE), "-o", str(tmp_path / "afile" / "m.onnx")), 1, "does not exist")
+    one_line(run("onnx", str(SAMPLE), "-o", str(tmp_path / "afile" / "m.onnx")), 2, "does not exist")
 
 
 def test_cli_malformed_onnx(tmp_path: Path) -> None:

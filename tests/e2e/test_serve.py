@@ -387,19 +387,21 @@ def ray_init_calls(monkeypatch: pytest.MonkeyPatch) -> list:
     return calls
 
 
-@pytest.mark.parametrize("content, message", [("", "must hold one token"), ("two words", "must hold one token"),
-                                              (None, "cannot read the token file")])
+@pytest.mark.parametrize("content, message, code", [("", "must hold one token", 1),
+                                                    ("two words", "must hold one token", 1),
+                                                    (None, "cannot read the token file", 2)])
 def test_bad_token_file_fails_before_ray_starts(sample_onnx: Path, tmp_path: Path, ray_init_calls, content,
-                                                message: str) -> None:
+                                                message: str, code: int) -> None:
+    """A token file that is not there is usage (2); one whose content is unusable is the work failing (1)."""
     token = tmp_path / "token"
     if content is not None:
         token.write_text(content)
     result = CliRunner().invoke(cli, ["serve", str(sample_onnx), "--token-file", str(token), "--provider", "cpu"])
-    assert result.exit_code == 1 and message in result.stderr, (result.exit_code, result.stderr)
+    assert result.exit_code == code and message in result.stderr, (result.exit_code, result.stderr)
     assert not ray_init_calls
 
 
 def test_missing_model_fails_before_ray_starts(tmp_path: Path, ray_init_calls) -> None:
     result = CliRunner().invoke(cli, ["serve", str(tmp_path / "nope.onnx"), "--provider", "cpu"])
-    assert result.exit_code == 1 and "does not exist" in result.stderr, result.stderr
+    assert result.exit_code == 2 and "does not exist" in result.stderr, result.stderr
     assert not ray_init_calls

@@ -35,6 +35,25 @@ def test_cuda_unavailable_exits_2(sample_onnx: Path) -> None:
     assert result.stderr.count("\n") == 1
 
 
+def test_rows_show_max_abs_cosine_and_the_error_relative_to_the_outputs_scale(sample_onnx: Path,
+                                                                              tmp_path: Path) -> None:
+    """Each row's rel is max|d| / max|ref| (the report's rel_to_scale), not the element-by-element max_rel; the
+    JSON report keeps max_rel (schema 1: fields only added) beside ref_scale and rel_to_scale."""
+    report = tmp_path / "r.json"
+    result = CliRunner().invoke(cli, ["verify", str(sample_onnx), "--provider", "cpu", "--sizes", "28x28,9x30",
+                                      "--batch-sizes", "1,2", "--json", str(report)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(report.read_text())
+    assert data["schema_version"] == 1
+    rows = re.findall(r"max\|d\| (\S+)  rel (\S+)  cos (\S+)", result.stdout)
+    assert len(rows) == len(data["cases"]) >= 4
+    for (max_abs, rel, cos), case in zip(rows, data["cases"], strict=True):
+        assert case["rel_to_scale"] == pytest.approx(case["max_abs"] / case["ref_scale"])
+        assert (max_abs, rel, cos) == (f"{case['max_abs']:.2e}", f"{case['rel_to_scale']:.2e}", f"{case['cosine']:.6f}")
+    assert any(c["max_rel"] > 10 * c["rel_to_scale"] for c in data["cases"])  # what the rows used to show
+    assert "(rel: max|d| / max|ref|, the output's scale)" in result.stdout
+
+
 @pytest.mark.slow
 def test_cli_verify_pass_fail_json_and_plot(good, tmp_path, monkeypatch) -> None:
     import vitexport.verify.sweep as verify_mod
@@ -51,7 +70,7 @@ def test_cli_verify_pass_fail_json_and_plot(good, tmp_path, monkeypatch) -> None
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["passed"] and data["schema_version"] == 1 and len(data["cases"]) >= 12
     assert {"max_abs", "max_rel", "cosine", "top1_agreement", "nonfinite", "runtime_ms", "torch_ms", "grid",
-            "padded_size", "seq_len", "provider"} <= set(data["cases"][0])
+            "padded_size", "seq_len", "provider", "ref_scale", "rel_to_scale"} <= set(data["cases"][0])
     assert (tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"
 
     assert "static checks  ok (dynamic axes; portable resampling: no Resize, 2 MatMul" in result.stdout
@@ -73,7 +92,7 @@ def test_cli_verify_pass_fail_json_and_plot(good, tmp_path, monkeypatch) -> None
     result = runner.invoke(cli, ["verify", str(path), "--sizes", "28xx", "--provider", "cpu"])
     assert result.exit_code == 2
     result = runner.invoke(cli, ["verify", str(tmp_path / "missing.onnx")])
-    assert result.exit_code == 1 and "does not exist" in result.stderr
+    assert result.exit_code == 2 and "does not exist" in result.stderr
     (tmp_path / "trunc.onnx").write_bytes(path.read_bytes()[:5000])
     result = runner.invoke(cli, ["verify", str(tmp_path / "trunc.onnx")])
     assert result.exit_code == 1 and "not a readable ONNX model" in result.stderr

@@ -1,8 +1,10 @@
 """The small exception hierarchy users see.
 
 Every error carries a one-line message that names the problem and the fix.
-The CLI maps ``exit_code`` to the process exit status: 1 when the work failed
-(bad checkpoint, verification mismatch), 2 for usage or environment problems.
+The CLI maps ``exit_code`` to the process exit status (README, "Exit codes"): 1 when the work failed
+(a file whose contents are unusable, an export or verification that failed), 2 for usage or environment
+problems found before any work (a bad option, an input path that does not exist or cannot be opened, a file
+of another kind, an output in the way, a missing package or provider, a request over the work limits).
 """
 
 from __future__ import annotations
@@ -34,6 +36,12 @@ class OutputError(VitexportError):
     """An output cannot be written where it was asked for (missing or unwritable folder)."""
 
 
+class OutputPathError(OutputError):
+    """An output's folder does not exist (or is a file): usage, found before any work."""
+
+    exit_code = 2
+
+
 class OutputExistsError(OutputError):
     """An output file exists and replacing it was not asked for (or the path is a directory)."""
 
@@ -43,6 +51,14 @@ class OutputExistsError(OutputError):
 class FileKindError(VitexportError):
     """A file of another kind than the argument takes (a checkpoint where an exported model goes, an image
     where the model goes, ...); the message names the kind and the command or flag that takes it."""
+
+    exit_code = 2
+
+
+class InputPathError(VitexportError):
+    """An input path that does not exist or cannot be opened: missing, a directory where a file goes, not a
+    regular file, no permission (usage, exit 2). The stages raise it as their own error class too
+    (`CheckpointPathError`, ...), so ``except CheckpointError`` still catches a missing checkpoint."""
 
     exit_code = 2
 
@@ -92,6 +108,26 @@ class EngineError(VitexportError):
 
 class ServingError(VitexportError):
     """The serving path (`Predictor`) cannot use a model: missing file, no vitexport metadata."""
+
+
+class ExportOptionError(ExportError, UsageError):
+    """Export options out of range or that cannot work together (an opset below 18, ...): usage, exit 2."""
+
+
+class CheckpointPathError(InputPathError, CheckpointError):
+    """A checkpoint or exported model path that does not exist or cannot be opened."""
+
+
+class ConfigPathError(InputPathError, ConfigError):
+    """A ``--config`` file that does not exist or cannot be opened."""
+
+
+class ImagePathError(InputPathError, InputError):
+    """An image path that does not exist or cannot be opened."""
+
+
+class ServingPathError(InputPathError, ServingError):
+    """A model (or token) file given to the serving path that does not exist or cannot be opened."""
 
 
 def one_line(exc: BaseException | str, limit: int = 300, kind: bool = False) -> str:

@@ -36,7 +36,7 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from vitexport._util.errors import OutputError, OutputExistsError, VitexportError
+from vitexport._util.errors import OutputError, OutputExistsError, OutputPathError, VitexportError
 from vitexport._util.interrupt import held, scratch_folder
 
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
@@ -96,7 +96,7 @@ def check_output(path: str | os.PathLike[str], force: bool = False,
     if out.exists() and not force:
         raise OutputExistsError(f"output {str(out)!r} exists; pass --force to replace it")
     if not out.parent.is_dir():
-        raise OutputError(f"output folder {str(out.parent)!r} does not exist; create it first")
+        raise OutputPathError(f"output folder {str(out.parent)!r} does not exist; create it first")
     return out
 
 
@@ -206,7 +206,7 @@ def staged_folder(path: str | os.PathLike[str], force: bool = False,
     if info is not None and not force:
         raise OutputExistsError(f"output {str(target)!r} exists; pass --force to replace it")
     if not target.parent.is_dir():
-        raise OutputError(f"output folder {str(target.parent)!r} does not exist; create it first")
+        raise OutputPathError(f"output folder {str(target.parent)!r} does not exist; create it first")
     with contextlib.ExitStack() as stack:
         try:
             staged = stack.enter_context(scratch_folder(f".{target.name}.", scratch, suffix=".tmp"))

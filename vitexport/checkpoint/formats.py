@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from vitexport._util.errors import CheckpointError, one_line
+from vitexport._util.errors import CheckpointError, CheckpointPathError, one_line
 from vitexport.onnx.metadata import labels_list, preprocess_dict
 from vitexport.security.sniff import HUB_WEIGHT_FILES, require, sniff
 from vitexport.security.untrusted import load_torch_file
@@ -44,7 +44,7 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 # ---------------------------------------------------------------------------
 def _resolve_file(path: Path) -> Path:
     if not path.exists():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist; check the path")
+        raise CheckpointPathError(f"checkpoint {str(path)!r} does not exist; check the path")
     if path.is_dir():
         from vitexport.checkpoint.release import folder_weights
 
@@ -54,11 +54,11 @@ def _resolve_file(path: Path) -> Path:
         for name in HUB_WEIGHT_FILES:
             if (path / name).is_file():
                 return path / name
-        raise CheckpointError(
+        raise CheckpointPathError(
             f"{str(path)!r} is a directory without {' or '.join(HUB_WEIGHT_FILES[:2])}; pass the weights file itself"
         )
     if not path.is_file():
-        raise CheckpointError(f"{str(path)!r} is not a regular file; pass a checkpoint file")
+        raise CheckpointPathError(f"{str(path)!r} is not a regular file; pass a checkpoint file")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {str(path)!r} is empty (0 bytes); re-download or re-save it")
     return path

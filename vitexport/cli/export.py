@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from vitexport.cli.app import cli
-from vitexport.cli.options import SIZE, BatchType, command_line, fmt_hw, limit_options
+from vitexport.cli.options import (
+    SIZE,
+    BatchType,
+    check_source,
+    command_line,
+    fmt_hw,
+    limit_options,
+    preset_options,
+)
 from vitexport.export.attention import ATTENTION_CHOICES, ATTENTION_MIN_OPSET
 from vitexport.export.defaults import (
     DEFAULT_DTYPE,
@@ -18,6 +27,9 @@ from vitexport.export.defaults import (
     TOLERANCES,
 )
 from vitexport.model.names import DEFAULT_RESAMPLE, OUTPUTS, RESAMPLE_FORMS
+
+if TYPE_CHECKING:
+    from vitexport.export.artifact import ExportResult
 
 INT8_ATOL, INT8_RTOL = TOLERANCES["int8-dynamic"]
 
@@ -43,18 +55,24 @@ def _print_export(result, verify_command: str) -> None:
     click.echo(f"parameters     {result.parameters:,}")
     click.echo(f"checks         {'; '.join(result.checks)}")
     click.echo(f"export time    {result.seconds:.1f} s")
+    random = result.metadata.get("random_weights")
+    if random:
+        click.echo(f"weights        random (seed {random['seed']}, preset {random['architecture']}), recorded in "
+                   "the metadata: the architecture runs, its outputs mean nothing")
     if result.optimized:
         click.echo(f"attention      {result.metadata.get('attention')}")
         click.echo(f"verify         {verify_command} (weights were folded)")
 
 
-
 @cli.command("onnx")
-@click.argument("checkpoint", type=str)
-@click.option("-o", "--out", "out", type=str, help="Output .onnx path (default: beside the checkpoint).")
+@click.argument("checkpoint", type=str, required=False)
+@preset_options
+@click.option("-o", "--out", "out", type=str,
+              help="Output .onnx path (default: beside the checkpoint; NAME.onnx here with --preset).")
 @click.option("--output", "model_output", type=click.Choice(OUTPUTS), default=None, help=OUTPUT_HELP)
 @click.option("--config", "config", type=str,
-              help="JSON file of timm keyword arguments (or a timm config.json), or the JSON object itself.")
+              help="JSON file of timm keyword arguments (or a timm config.json), or the JSON object itself; with "
+                   "--preset, overrides of its options.")
 @click.option("--ema", "use_ema", is_flag=True, help="Use the EMA weights of a timm training checkpoint.")
 @click.option("--opset", type=int, default=None,
               help=f"ONNX opset (default {DEFAULT_OPSET}, where Resize runs on ORT's CUDA provider; "
@@ -75,19 +93,26 @@ def _print_export(result, verify_command: str) -> None:
                    "(one antialiased Resize: ONNX Runtime and the ONNX reference only).")
 @click.option("--force", is_flag=True, help="Replace an existing output file.")
 @limit_options
-def onnx_cmd(checkpoint, out, model_output, config, use_ema, opset, dtype, batch_size, static_size, img_size,
-             attention, optimize, resample, force, max_tokens, max_memory_gb) -> None:
-    """Export a checkpoint to ONNX with dynamic batch, height and width."""
-    from vitexport.export.pipeline import export_checkpoint
-
-    result = export_checkpoint(
-        checkpoint, out, to="onnx", config=config, use_ema=use_ema, img_size=img_size, force=force,
-        opset=opset, dtype=dtype, batch_size=batch_size, static_size=static_size, attention=attention,
-        optimize=optimize, resample=resample, max_tokens=max_tokens, max_memory_gb=max_memory_gb,
-        output=model_output,
-    )
+def onnx_cmd(checkpoint, preset, random_weights, out, model_output, config, use_ema, opset, dtype, batch_size,
+             static_size, img_size, attention, optimize, resample, force, max_tokens, max_memory_gb) -> None:
+    """Export a checkpoint (or a preset with random weights) to ONNX with dynamic batch, height and width."""
+    check_source(checkpoint, preset, random_weights, "CHECKPOINT", ema=use_ema)
+    options = dict(to="onnx", config=config, img_size=img_size, force=force, opset=opset, dtype=dtype,
+                   batch_size=batch_size, static_size=static_size, attention=attention, optimize=optimize,
+                   resample=resample, max_tokens=max_tokens, max_memory_gb=max_memory_gb, output=model_output)
+    result = _export(checkpoint, preset, random_weights, out, use_ema, options)
     _print_export(result, command_line("verify", result.path, "--checkpoint", checkpoint,
-                                   *(("--config", config) if config else ())))
+                                       *(("--config", config) if config else ())) if checkpoint else "")
+
+
+def _export(checkpoint: str | None, preset: str | None, random_weights: bool, out: str | None, use_ema: bool,
+            options: dict) -> ExportResult:
+    """`export_checkpoint` of the file, or `export_preset` of the preset (`check_source` decided which)."""
+    from vitexport.export.pipeline import export_checkpoint, export_preset
+
+    if preset is not None:
+        return export_preset(preset, out, random_weights=random_weights, **options)
+    return export_checkpoint(checkpoint, out, use_ema=use_ema, **options)
 
 
 @cli.command("quantize")
@@ -114,23 +139,26 @@ def quantize_cmd(model_path, output, force) -> None:
 
 
 @cli.command("torchscript")
-@click.argument("checkpoint", type=str)
-@click.option("-o", "--out", "out", type=str, help="Output .ts path (default: beside the checkpoint).")
+@click.argument("checkpoint", type=str, required=False)
+@preset_options
+@click.option("-o", "--out", "out", type=str,
+              help="Output .ts path (default: beside the checkpoint; NAME.ts here with --preset).")
 @click.option("--output", "model_output", type=click.Choice(OUTPUTS), default=None, help=OUTPUT_HELP)
 @click.option("--config", "config", type=str,
-              help="JSON file of timm keyword arguments (or a timm config.json), or the JSON object itself.")
+              help="JSON file of timm keyword arguments (or a timm config.json), or the JSON object itself; with "
+                   "--preset, overrides of its options.")
 @click.option("--ema", "use_ema", is_flag=True, help="Use the EMA weights of a timm training checkpoint.")
 @click.option("--img-size", type=SIZE, help="Make HxW the model's native size first (set_input_size).")
 @click.option("--force", is_flag=True, help="Replace an existing output file.")
 @limit_options
-def torchscript_cmd(checkpoint, out, model_output, config, use_ema, img_size, force, max_tokens,
-                    max_memory_gb) -> None:
-    """Export a checkpoint to TorchScript (torch.jit.script: shapes stay dynamic)."""
-    from vitexport.export.pipeline import export_checkpoint
-
-    _print_export(export_checkpoint(checkpoint, out, to="torchscript", config=config, use_ema=use_ema,
-                                    img_size=img_size, force=force, max_tokens=max_tokens,
-                                    max_memory_gb=max_memory_gb, output=model_output), "")
+def torchscript_cmd(checkpoint, preset, random_weights, out, model_output, config, use_ema, img_size, force,
+                    max_tokens, max_memory_gb) -> None:
+    """Export a checkpoint (or a preset with random weights) to TorchScript (torch.jit.script: shapes stay
+    dynamic)."""
+    check_source(checkpoint, preset, random_weights, "CHECKPOINT", ema=use_ema)
+    options = dict(to="torchscript", config=config, img_size=img_size, force=force, max_tokens=max_tokens,
+                   max_memory_gb=max_memory_gb, output=model_output)
+    _print_export(_export(checkpoint, preset, random_weights, out, use_ema, options), "")
 
 
 @cli.command()

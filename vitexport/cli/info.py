@@ -66,6 +66,12 @@ def _print_graph(graph: OnnxGraphInfo) -> None:
     click.echo(f"ops            {graph.nodes} nodes: {ops}")
 
 
+def _random_text(random: dict) -> str:
+    """How an artifact with random weights says so (`vitexport onnx --preset NAME --random-weights`)."""
+    return (f"random (seed {random.get('seed')}, preset {random.get('architecture')}): the architecture runs, "
+            "its outputs mean nothing")
+
+
 def _print_artifact_info(info: ArtifactInfo) -> None:
     meta = info.metadata
     click.echo(f"{info.kind:14s} {info.path} ({info.bytes / 1e6:.2f} MB)")
@@ -90,6 +96,8 @@ def _print_artifact_info(info: ArtifactInfo) -> None:
     if source.get("head"):
         click.echo(f"source         {source.get('format')}: {source['head']} head, equals {source.get('reference')} "
                    "at the native size")
+    if meta.get("random_weights"):
+        click.echo(f"weights        {_random_text(meta['random_weights'])}")
     click.echo("config         " + json.dumps(meta.get("config")))
     _print_sizes(info.sizes)
 

@@ -105,3 +105,26 @@ def fmt_hw(hw: Any) -> str:
 def command_line(*args: Any) -> str:
     """A vitexport command line to print for the user to run, each argument quoted for the shell."""
     return " ".join(["vitexport", *(shlex.quote(str(a)) for a in args)])
+
+
+def preset_options(fn: Any) -> Any:
+    """--preset NAME and --random-weights: a named architecture instead of a file (`vitexport presets` lists them)."""
+    fn = click.option("--random-weights", is_flag=True,
+                      help="With --preset: build it with random weights (seed 0), recorded in the metadata; "
+                           "vitexport downloads no weights.")(fn)
+    return click.option("--preset", metavar="NAME",
+                        help="Build this architecture (see `vitexport presets`) instead of reading a file; "
+                             "needs --random-weights.")(fn)
+
+
+def check_source(file: str | None, preset: str | None, random_weights: bool, what: str, **exclusive: Any) -> None:
+    """Exactly one of the file argument (``what``) or --preset; --random-weights only with --preset; the options
+    in ``exclusive`` (name -> value) apply to files only."""
+    if (file is None) == (preset is None):
+        raise click.UsageError(f"pass {what}, or --preset NAME --random-weights (not both)")
+    if random_weights and preset is None:
+        raise click.UsageError("--random-weights applies to --preset; a file brings its own weights")
+    if preset is not None:
+        for name, value in exclusive.items():
+            if value:
+                raise click.UsageError(f"--{name.replace('_', '-')} applies to {what}, not to --preset")

@@ -35,7 +35,7 @@ def _case_line(c: CaseResult) -> str:
     cos = 0.0 if c.cosine is None else c.cosine
     line = (f"{status} {c.provider:9s} {c.height:>4d}x{c.width:<4d} b{c.batch:<2d} {c.input_kind[:5]:5s} "
             f"pad {fmt_hw(c.padded_size):>9s} grid {fmt_hw(c.grid):>6s} seq {c.seq_len:>5d}  "
-            f"max|d| {_fmt_err(c.max_abs)}  rel {_fmt_err(c.max_rel)}  cos {cos:.6f}"
+            f"max|d| {_fmt_err(c.max_abs)}  rel {_fmt_err(c.rel_to_scale)}  cos {cos:.6f}"
             f"  top1 {top1}  run {rt} ms  torch {pt} ms")
     if c.nonfinite:
         line += "  NaN/Inf"
@@ -130,7 +130,7 @@ def _print_verify_summary(report: VerifyReport) -> None:
     for diagnosis in report.diagnoses:
         click.echo(f"diagnosis      {diagnosis}")
     click.echo(f"tolerance      |d| <= {report.atol:g} + {report.rtol:g}*|ref|; worst max|d| "
-               f"{report.worst_max_abs:.2e}")
+               f"{report.worst_max_abs:.2e} (rel: max|d| / max|ref|, the output's scale)")
 
 
 def _print_verdict(report: VerifyReport) -> None:

@@ -2,7 +2,8 @@
 
 - `options`: opset, attention, resampling form, dtype and the tolerance per dtype, checked together (light);
 - `onnx_export`, `torchscript_export`: the exporters, which only export;
-- `pipeline`: a checkpoint to an artifact (the CLI's commands), export then ONNX Runtime optimization;
+- `pipeline`: a checkpoint (or a preset with random weights) to an artifact (the CLI's commands), export then
+  ONNX Runtime optimization;
 - `optimize`: ONNX Runtime's offline optimization and dynamic int8 of an exported file (no torch);
 - `attention`: how attention is written into the graph; `artifact`: the result and metadata of every export.
 
@@ -19,6 +20,7 @@ __getattr__, __dir__ = lazy_attributes(__name__, {
     "export_torchscript": "vitexport.export.torchscript_export",
     "export_checkpoint": "vitexport.export.pipeline",
     "export_optimized": "vitexport.export.pipeline",
+    "export_preset": "vitexport.export.pipeline",
     "ExportOptions": "vitexport.export.options",
     "TOLERANCES": "vitexport.export.defaults",
     "tolerance_for": "vitexport.export.options",

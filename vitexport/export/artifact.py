@@ -141,10 +141,18 @@ def artifact_metadata(
         "source_sha256": source_sha256 or source.get("sha256"),
         # the checkpoint's format and, for a release format, its head and the library output it equals
         "source": {k: source[k] for k in ("format", "config_source", "head", "reference") if k in source} or None,
+        "random_weights": _random_weights(source),
         "torch_version": torch.__version__,
         "onnx_version": onnx.__version__,
         "onnxscript_version": onnxscript.__version__,
     }
+
+
+def _random_weights(source: dict[str, Any]) -> dict[str, Any] | None:
+    """``{"seed": ..., "architecture": ...}`` for a model built with random weights (`create_model`), else None."""
+    if source.get("weights") != "random":
+        return None
+    return {"seed": source.get("seed"), "architecture": source.get("architecture")}
 
 
 def prepared_model(model: torch.nn.Module, dtype: str) -> torch.nn.Module:

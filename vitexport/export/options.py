@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from vitexport._util.errors import ExportError
+from vitexport._util.errors import ExportOptionError
 from vitexport.export.attention import ATTENTION_CHOICES, ATTENTION_MIN_OPSET
 from vitexport.export.defaults import (
     DEFAULT_ATTENTION,
@@ -64,27 +64,28 @@ class ExportOptions:
         attention = self.attention or default_attention(self.optimize)
         object.__setattr__(self, "attention", attention)
         if attention not in ATTENTION_CHOICES:
-            raise ExportError(f"attention {attention!r} is not supported; use one of {', '.join(ATTENTION_CHOICES)}")
+            raise ExportOptionError(
+                f"attention {attention!r} is not supported; use one of {', '.join(ATTENTION_CHOICES)}")
         opset = self.opset if self.opset is not None else default_opset(attention)
         object.__setattr__(self, "opset", opset)
         if not MIN_OPSET <= opset <= MAX_OPSET:
-            raise ExportError(
+            raise ExportOptionError(
                 f"opset {opset} is not supported: antialiased bicubic Resize needs opset >= {MIN_OPSET} "
                 f"(the exporter goes up to {MAX_OPSET}); use --opset {DEFAULT_OPSET}"
             )
         if opset < ATTENTION_MIN_OPSET[attention]:
-            raise ExportError(
+            raise ExportOptionError(
                 f"attention={attention!r} needs opset >= {ATTENTION_MIN_OPSET[attention]}; pass --opset "
                 f"{ATTENTION_MIN_OPSET[attention]} (its Resize-19 runs on CUDA only in recent onnxruntime-gpu) "
                 "or use --attention mha"
             )
         if self.resample not in RESAMPLE_FORMS:
-            raise ExportError(
+            raise ExportOptionError(
                 f"resample form {self.resample!r} is not supported; use {' or '.join(RESAMPLE_FORMS)} "
                 f"(default {DEFAULT_RESAMPLE}: right on every runtime)"
             )
         if self.dtype not in EXPORT_DTYPES:
-            raise ExportError(f"dtype {self.dtype!r} is not supported; use {' or '.join(EXPORT_DTYPES)}")
+            raise ExportOptionError(f"dtype {self.dtype!r} is not supported; use {' or '.join(EXPORT_DTYPES)}")
 
     def export_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of `vitexport.export.onnx_export.export_onnx` these options stand for."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from vitexport._util.errors import ConfigError
+from vitexport._util.errors import ConfigError, ConfigPathError
 from vitexport._util.safejson import MAX_JSON_BYTES, parse_json
 from vitexport.model.family_presets import FAMILY_PRESETS
 from vitexport.model.names import (  # noqa: F401 - re-exported
@@ -415,12 +415,13 @@ def load_config_arg(config: dict[str, Any] | str | Path | None) -> dict[str, Any
         return data
     path = Path(config)
     if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist; pass a JSON file of timm keyword arguments")
+        what = "is not a regular file" if path.exists() else "does not exist"
+        raise ConfigPathError(f"config file {str(path)!r} {what}; pass a JSON file of timm keyword arguments")
     try:
         with open(path, "rb") as fh:
             data = parse_json(fh.read(MAX_JSON_BYTES + 1))
     except OSError as exc:
-        raise ConfigError(f"config file {str(path)!r} cannot be read ({exc.strerror}); check the path") from exc
+        raise ConfigPathError(f"config file {str(path)!r} cannot be read ({exc.strerror}); check the path") from exc
     except ValueError as exc:
         raise ConfigError(f"config file {str(path)!r} is {exc}; fix the file") from exc
     if not isinstance(data, dict):

@@ -7,11 +7,12 @@ positional embeddings (resampled to the input's grid) -> blocks -> norm -> pool 
 # No `from __future__ import annotations` here: TorchScript needs evaluated annotations (torch.jit.Final).
 
 import logging
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 from torch import nn
 
+from vitexport._util.errors import ConfigError
 from vitexport._util.geometry import grid_size, input_geometry
 from vitexport.model.base import ModelBase
 from vitexport.model.config import ViTConfig
@@ -158,12 +159,24 @@ class VisionTransformer(ModelBase):
         return x if pre_logits else self.head(x)
 
 
-def create_model(config: Any = None, **overrides: Any) -> nn.Module:
+def create_model(config: Any = None, pretrained: bool = False, seed: Optional[int] = None,
+                 **overrides: Any) -> nn.Module:
     """Build a randomly initialised model (eval mode) of any class from a config, a preset name of any class
-    (timm's vision_transformer.py, eva.py, deit.py, naflexvit.py) or timm keyword arguments."""
+    (timm's vision_transformer.py, eva.py, deit.py, naflexvit.py) or timm keyword arguments.
+
+    vitexport builds architectures and downloads no weights: ``pretrained=True`` is refused with how to load a
+    checkpoint instead. ``seed`` makes the random weights reproducible (the global torch RNG is left as it
+    was); the model's ``meta`` records that its weights are random, and exports carry that in their metadata.
+    """
     from vitexport.model.family_config import config_from_dict
     from vitexport.model.family_models import model_for
 
+    if pretrained:
+        name = config if isinstance(config, str) else "the architecture"
+        raise ConfigError(
+            f"vitexport downloads no weights, so it cannot build a pretrained {name}; fetch the checkpoint and "
+            f"load it with vitexport.load_model(path) (or vitexport.load_model(path, config={{\"architecture\": "
+            f"\"{name}\"}}) for weights alone), or leave pretrained out for random weights")
     if isinstance(config, str):
         config = config_from_dict({"architecture": config, **overrides})
     elif isinstance(config, dict):
@@ -172,7 +185,14 @@ def create_model(config: Any = None, **overrides: Any) -> nn.Module:
         config = config_from_dict(overrides)
     elif overrides:
         config = config.replace(**overrides)
-    return model_for(config)
+    if seed is None:
+        model = model_for(config)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = model_for(config)
+    model.meta = {"source": {"weights": "random", "seed": seed, "architecture": config.architecture}}
+    return model
 
 
 def infer_grid(model: nn.Module, height: int, width: int) -> Dict[str, Any]:

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from vitexport._util.errors import InputError, one_line
+from vitexport._util.errors import ImagePathError, InputError, one_line
 
 ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF", "PPM")  # Pillow's names; PPM covers PBM/PGM/PPM
 KINDS = {fmt: fmt.lower() for fmt in ACCEPTED_FORMATS}  # `sniff`'s kind for each format
@@ -120,9 +120,11 @@ def _open_file_error(path: str, exc: BaseException) -> InputError:
     from vitexport.security.sniff import require
 
     if isinstance(exc, FileNotFoundError):
-        return InputError(f"image {path!r} does not exist; check the path")
+        return ImagePathError(f"image {path!r} does not exist; check the path")
     if isinstance(exc, IsADirectoryError):
-        return InputError(f"image {path!r} is a directory; pass image files")
+        return ImagePathError(f"image {path!r} is a directory; pass image files")
+    if isinstance(exc, PermissionError):
+        return ImagePathError(f"image {path!r} cannot be opened ({exc.strerror}); check its permissions")
     if isinstance(exc, Image.DecompressionBombError):
         return _bomb(Source.file(path))
     require(path, "image")  # a model, a checkpoint, an EPS file, ...: raises, saying what it is and where it goes
@@ -150,6 +152,8 @@ def _opened_file(path: str | os.PathLike[str]) -> Iterator[Any]:
     from PIL import Image
 
     path = str(path)
+    if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):  # a FIFO would block open()
+        raise ImagePathError(f"image {path!r} is not a regular file; pass image files")
     with warnings.catch_warnings():  # the CLI reads files in one thread: this filter is not shared
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")  # "Corrupt EXIF data", ...

@@ -16,8 +16,9 @@ first field being a GraphProto field. Whether the whole file is well formed is `
 (``require(..., deep=True)``).
 
 `require` turns a wrong kind into one line that says what the file is and which command or flag
-takes it (`FileKindError`, exit 2); a missing, empty, truncated or unknown file is
-`CheckpointError` (`InputError` for images; exit 1), as the rest of vitexport reports bad files.
+takes it (`FileKindError`, exit 2); a path that does not exist or cannot be opened is an `InputPathError`
+(exit 2); an empty, truncated or unknown file is `CheckpointError` (`InputError` for images; exit 1), as the
+rest of vitexport reports bad files.
 """
 
 from __future__ import annotations
@@ -30,7 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vitexport._util.errors import CheckpointError, FileKindError, InputError
+from vitexport._util.errors import (
+    CheckpointError,
+    CheckpointPathError,
+    FileKindError,
+    ImagePathError,
+    InputError,
+)
 from vitexport.security.images import ACCEPTED_TEXT, KINDS, other_format, undecodable
 from vitexport.security.onnxwire import WireError, varint
 
@@ -54,6 +61,9 @@ _IMAGES = (
 )
 IMAGE_KINDS = frozenset(KINDS.values())  # one kind per format the image decoder accepts
 CHECKPOINT_KINDS = frozenset({"torch-zip", "torch-pickle", "pickle", "safetensors", "hub-folder", "npz"})
+# What `sniff` says of a path that cannot be used as a file at all (kinds, and labels of the kind "unknown"):
+# a usage problem (exit 2), not a bad file.
+PATH_PROBLEMS = frozenset({"missing", "directory", "not a regular file", "unreadable"})
 
 # ModelProto fields -> wire type (0 varint, 2 length-delimited); GraphProto fields are all messages/strings
 _MODEL_FIELDS = {1: 0, 2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20: 2, 25: 2, 26: 2}
@@ -334,6 +344,10 @@ def wrong_kind_message(path: str | os.PathLike[str], found: Sniffed, role: str) 
         if role in ("checkpoint", "info", "reference"):
             return f"{shown} is a directory without {' or '.join(HUB_WEIGHT_FILES[:2])}; pass the weights file itself"
         return f"{spec.missing} {shown} is a directory; pass {'image files' if role == 'image' else 'a file'}"
+    if found.label == "unreadable":
+        return f"{spec.missing} {shown} cannot be opened ({found.detail}); check the path and its permissions"
+    if found.label == "not a regular file":
+        return f"{spec.missing} {shown} is not a regular file; pass {'image files' if role == 'image' else 'a file'}"
     if found.kind == "other-image" and role == "image":
         return undecodable(shown, found.label)
     fix = _fix(role, found, str(path))
@@ -347,9 +361,11 @@ def wrong_kind_message(path: str | os.PathLike[str], found: Sniffed, role: str) 
 def require(path: str | os.PathLike[str], role: str, deep: bool = False, found: Sniffed | None = None) -> Sniffed:
     """The kind of ``path`` when ``role`` takes it; else raise with what the file is and how to fix it.
 
-    A file of another known kind raises `FileKindError` (exit 2: the wrong argument); a missing,
-    empty, unknown or unreadable one `CheckpointError` (exit 1). ``deep``: an ONNX file is also
-    parsed to its end (`onnxwire`: weights skipped), so a truncated one is named here, not by the runtime.
+    A file of another known kind raises `FileKindError` (exit 2: the wrong argument); a path that does not
+    exist or cannot be opened (a directory, not a regular file, no permission) `CheckpointPathError` or
+    `ImagePathError` (exit 2); an empty or unknown file `CheckpointError` (`InputError` for images; exit 1).
+    ``deep``: an ONNX file is also parsed to its end (`onnxwire`: weights skipped), so a truncated one is
+    named here, not by the runtime.
     ``found``: what `sniff` already said of ``path`` (it is not read again).
     """
     found = found or sniff(path)
@@ -360,6 +376,8 @@ def require(path: str | os.PathLike[str], role: str, deep: bool = False, found: 
     message = wrong_kind_message(path, found, role)
     if found.kind in CHECKPOINT_KINDS | IMAGE_KINDS | {"onnx", "torchscript", "json"}:
         raise FileKindError(message)
+    if found.kind in PATH_PROBLEMS or found.label in PATH_PROBLEMS:
+        raise (ImagePathError if role == "image" else CheckpointPathError)(message)
     raise (InputError if role == "image" else CheckpointError)(message)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,8 @@ from vitexport._util.errors import (
     EnvironmentProblem,
     InputError,
     ServingError,
+    ServingPathError,
+    UsageError,
     VitexportError,
     one_line,
 )
@@ -128,7 +131,7 @@ class Predictor:
             raise ValueError("max_batch must be positive")
         limits = Limits(max_tokens, max_memory_gb)
         if not os.path.exists(str(model_path)):
-            raise ServingError(f"model {str(model_path)!r} does not exist; pass an exported .onnx file")
+            raise ServingPathError(f"model {str(model_path)!r} does not exist; pass an exported .onnx file")
         if provider == "all":
             raise EnvironmentProblem("a Predictor runs on one engine; name one instead of 'all'")
         from vitexport.security.sniff import require
@@ -192,7 +195,6 @@ class Predictor:
     @property
     def providers(self) -> list[str]:
         return self.engine.devices
-
 
     def check_size(self, height: int, width: int) -> None:
         """Refuse an image size over the limits (or other than a static export's size), before any decoding."""
@@ -293,61 +295,128 @@ class Predictor:
 
 @dataclass
 class FilePrediction:
-    """One image file's `Prediction` (what `vitexport predict` prints per file)."""
+    """One image's result in `predict_files`: its key (the file; the member of a tar file, the row of a Parquet
+    file), and its `Prediction`, or the one-line ``error`` that kept it from one."""
 
     path: str
-    prediction: Prediction
+    prediction: Prediction | None
+    error: str | None = None
+    member: str | None = None
+    row: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """``top_k`` for a classifier; a features or tokens model's ``embedding`` (nested lists) instead."""
+        """``top_k`` for a classifier; a features or tokens model's ``embedding`` (nested lists) instead; ``error``
+        (and no size, output or result) for an image that gave none."""
+        out: dict[str, Any] = {"path": self.path}
+        if self.member is not None:
+            out["member"] = self.member
+        if self.row is not None:
+            out["row"] = self.row
         p = self.prediction
-        out: dict[str, Any] = {"path": self.path, "size": list(p.size), "output": p.kind, "top_k": p.top_k}
-        if p.kind != "logits":
+        out.update(size=list(p.size) if p else None, output=p.kind if p else None, top_k=p.top_k if p else None,
+                   error=self.error)
+        if p is not None and p.kind != "logits":
             out["embedding"] = p.output.tolist()
         return out
 
 
 @dataclass
 class PredictReport:
-    """`predict_files`' result: the engine that ran, why ``auto`` fell back (if it did), one entry per file."""
+    """`predict_files`' result: the engine that ran, why ``auto`` fell back (if it did), one entry per image
+    (`FilePrediction`, with an ``error`` for each image that gave no result), the files the folders held that
+    are not images (``ignored``), and the sources as given."""
 
     model: str
     provider: str
     provider_note: str
     files: list[FilePrediction] = field(default_factory=list)
+    ignored: int = 0
+    sources: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[FilePrediction]:
+        return [f for f in self.files if f.error is not None]
 
     def to_json(self) -> list[dict[str, Any]]:
-        """One object per file, in the order given (`vitexport predict --json`)."""
+        """One object per image, in the order found (`vitexport predict --json`)."""
         return [f.to_json() for f in self.files]
+
+
+PREDICT_CHUNK = 64  # images decoded at a time by `predict_files`: memory stays bounded over any folder
 
 
 def predict_files(
     model_path: str,
-    paths: list[str],
+    sources: list[str],
     *,
     provider: str = DEFAULT_PROVIDER,
     top_k: int = DEFAULT_TOP_K,
     max_tokens: int | None = DEFAULT_MAX_TOKENS,
     max_memory_gb: float | None = DEFAULT_MAX_MEMORY_GB,
+    on_result: Callable[[FilePrediction], None] | None = None,
 ) -> PredictReport:
-    """Classify image files: every file's header is read before the model loads (an unreadable file fails
-    first), and sizes over the limits are refused before any pixels are decoded.
+    """Classify the images of ``sources``; an image that cannot be read, decoded or run becomes an entry with
+    its ``error``, and the others go on. Sizes over the limits are refused from the header, before decoding.
 
     Args:
         model_path: an .onnx file exported by vitexport.
-        paths: image files of any size (`vitexport.security.images.read_image`).
+        sources: image files, folders (walked recursively), globs (``'data/**/*.png'``), text files listing
+            image paths, tar shards or Parquet files: what `vitexport batch` takes
+            (`vitexport.serving.batch.sources.open_sources`). A source that does not exist, a glob that matches
+            nothing, a file of another kind and sources holding no image at all are `UsageError`s, raised
+            before the model loads.
         provider: the engine, as for `Predictor`.
         top_k: classes per image.
         max_tokens: refuse images with more tokens.
         max_memory_gb: refuse images whose estimated forward pass is larger.
+        on_result: called with each entry, in order, as soon as it is known (the CLI prints rows as they come).
     """
-    from vitexport.security.images import image_size, read_image
+    from itertools import chain, islice
 
-    for path in paths:  # unreadable files fail before any model work (headers only)
-        image_size(path)
+    from vitexport.serving.batch.sources import open_sources
+
+    opened = open_sources(sources)
+    items = chain.from_iterable(source.items() for source in opened)
+    first = next(items, None)
+    if first is None:
+        ignored = sum(s.ignored for s in opened)
+        raise UsageError(f"no images in {', '.join(map(repr, sources[:3]))}"
+                         + (f" ({ignored} other files ignored)" if ignored else "")
+                         + "; pass image files, or folders and globs that hold some")
+    items = chain([first], items)
     predictor = Predictor(model_path, provider=provider, top_k=top_k, max_tokens=max_tokens,
                           max_memory_gb=max_memory_gb)
-    decoded = [read_image(p, check=predictor.check_size) for p in paths]  # sizes refused before decoding
-    predictions = predictor.predict(decoded)
-    return PredictReport(str(model_path), predictor.provider, predictor.provider_note,
-                         [FilePrediction(str(p), pred) for p, pred in zip(paths, predictions, strict=True)])
+    report = PredictReport(str(model_path), predictor.provider, predictor.provider_note, sources=list(sources))
+    while chunk := list(islice(items, PREDICT_CHUNK)):
+        for entry in _predict_chunk(predictor, chunk):
+            report.files.append(entry)
+            if on_result is not None:
+                on_result(entry)
+    report.ignored = sum(s.ignored for s in opened)
+    return report
+
+
+def _predict_chunk(predictor: Predictor, items: list[Any]) -> list[FilePrediction]:
+    """Entries for a few images (`Item`s of `vitexport.serving.batch.sources`), in order: decoded with the
+    Predictor's size check, run together; a run the engine refuses is retried image by image, so that only the
+    images it refuses get its error."""
+    entries = [FilePrediction(item.path, None, member=item.member, row=item.row) for item in items]
+    decoded: dict[int, Any] = {}
+    for i, item in enumerate(items):
+        try:
+            decoded[i] = item.load(predictor.check_size)
+        except VitexportError as exc:
+            entries[i].error = str(exc)
+    try:
+        runs = [(list(decoded), predictor.predict(list(decoded.values())))] if decoded else []
+    except VitexportError:
+        runs = []
+        for i, image in decoded.items():
+            try:
+                runs.append(([i], [predictor.predict(image)]))
+            except VitexportError as exc:
+                entries[i].error = str(exc)
+    for indices, predictions in runs:
+        for i, pred in zip(indices, predictions, strict=True):
+            entries[i].prediction = pred
+    return entries

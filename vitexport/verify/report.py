@@ -29,13 +29,15 @@ class CaseResult:
     passed: bool
     max_abs: float | None = None
     mean_abs: float | None = None
-    max_rel: float | None = None
+    max_rel: float | None = None  # element by element (kept for the report's readers; not shown in rows)
     cosine: float | None = None
     top1_agreement: float | None = None
     nonfinite: bool = False
     runtime_ms: float | None = None
     torch_ms: float | None = None
     error: str | None = None
+    ref_scale: float | None = None  # max |ref|: the output's scale
+    rel_to_scale: float | None = None  # max_abs / ref_scale: the relative error the rows show
 
 
 @dataclass

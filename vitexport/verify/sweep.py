@@ -144,7 +144,8 @@ def _run_case(engine: Engine, x: np.ndarray, ref: np.ndarray, result: CaseResult
     except Exception as exc:  # the runtime refused this input: that is a failed case, not a crash
         result.error = one_line(exc, 200, kind=True)
         return None
-    for key in ("max_abs", "mean_abs", "max_rel", "cosine", "top1_agreement", "nonfinite"):
+    for key in ("max_abs", "mean_abs", "max_rel", "cosine", "top1_agreement", "nonfinite", "ref_scale",
+                "rel_to_scale"):
         setattr(result, key, getattr(comp, key))
     result.passed = comp.within_tolerance
     return out

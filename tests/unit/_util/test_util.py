@@ -30,7 +30,7 @@ def test_check_output(tmp_path: Path) -> None:
         check_output(tmp_path, force=True)
     with pytest.raises(OutputError, match="does not exist; create it first") as missing:
         check_output(tmp_path / "no" / "m.onnx")
-    assert missing.value.exit_code == 1
+    assert missing.value.exit_code == 2  # usage: found before any work
 
 
 def test_atomic_file_replaces_only_on_success(tmp_path: Path) -> None:

@@ -234,8 +234,9 @@ def test_torchscript_matches_timm(tmp_path: Path, config_name: str) -> None:
 
 
 def test_opset_below_18_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ExportError, match="needs opset >= 18"):
+    with pytest.raises(ExportError, match="needs opset >= 18") as refused:
         export_onnx(make_model(CONFIGS["spec_cls"]), tmp_path / "m.onnx", opset=17)
+    assert refused.value.exit_code == 2  # an option out of range: usage
 
 
 def test_existing_output_is_kept_unless_forced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

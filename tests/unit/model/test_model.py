@@ -192,3 +192,24 @@ def test_create_model_from_preset_with_overrides() -> None:
     model = create_model("vit_tiny_patch16_224", num_classes=3, depth=1)
     assert model.config.embed_dim == 192 and model.config.num_classes == 3 and len(model.blocks) == 1
     assert isinstance(model, VisionTransformer) and not model.training
+
+
+def test_create_model_seed_is_reproducible_and_leaves_the_global_rng() -> None:
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    first = create_model("vit_tiny_patch16_224", seed=5, depth=1, num_classes=4)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    again = create_model("vit_tiny_patch16_224", seed=5, depth=1, num_classes=4)
+    other = create_model("vit_tiny_patch16_224", seed=6, depth=1, num_classes=4)
+    for name, value in first.state_dict().items():
+        assert torch.equal(value, again.state_dict()[name]), name
+    assert any(not torch.equal(v, other.state_dict()[k]) for k, v in first.state_dict().items() if v.numel() > 1)
+    assert first.meta["source"] == {"weights": "random", "seed": 5, "architecture": "vit_tiny_patch16_224"}
+
+
+def test_create_model_refuses_pretrained_with_the_way_to_load_weights() -> None:
+    import vitexport
+
+    with pytest.raises(ConfigError, match=r"downloads no weights.*vitexport\.load_model\(path"):
+        vitexport.create_model("vit_tiny_patch16_224", pretrained=True)
+    assert len(vitexport.create_model("vit_tiny_patch16_224", pretrained=False, depth=1).blocks) == 1

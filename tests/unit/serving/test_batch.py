@@ -136,7 +136,7 @@ def test_bad_images_become_error_rows_and_the_rest_run(models, tmp_path: Path, s
     assert set(errors) == {"text.png", "cut.png", "big.png", "missing.png", "empty.png", "model.png"}
     assert "does not exist" in errors["missing.png"] and "over the limit of 1,000" in errors["big.png"]
     assert "is an ONNX model, not an image" in errors["model.png"] and "is empty (0 bytes)" in errors["empty.png"]
-    assert "truncated or corrupt" in errors["cut.png"] and errors["text.png"].startswith("cannot read image")
+    assert "is truncated or corrupt" in errors["cut.png"] and errors["text.png"].startswith("cannot read image")
     assert all(r["top_k"] is None and r["height"] is None for r in rows if r["error"])
     assert all(r["top_k"] for r in rows if not r["error"])
 

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from vitexport._util.errors import InputError, UsageError
+from vitexport._util.errors import FileKindError, InputError, UsageError
 from vitexport.serving.batch.sources import (
     Item,
     all_shards,
@@ -103,13 +103,14 @@ def test_what_each_argument_is(tmp_path: Path, sample_onnx: Path) -> None:
     write_parquet(tmp_path / "p.parquet", pa.array([png()], pa.binary()))
     kinds = {name: open_source(str(tmp_path / name)).kind for name in ("one.png", "s.tar", "s.tar.gz", "p.parquet")}
     assert kinds == {"one.png": "image", "s.tar": "tar", "s.tar.gz": "tar", "p.parquet": "parquet"}
-    with pytest.raises(UsageError, match="is an ONNX model; SOURCE takes a folder"):
+    with pytest.raises(FileKindError, match=r"is an ONNX model, not an image: the model comes first.*SOURCE takes"):
         open_source(str(sample_onnx))
     with pytest.raises(UsageError, match="does not exist"):
         open_source(str(tmp_path / "nope"))
-    (tmp_path / "blob.bin").write_bytes(bytes(range(256)) * 4)
-    with pytest.raises(UsageError, match="is not a format vitexport reads; SOURCE takes a folder"):
-        open_source(str(tmp_path / "blob.bin"))
+    (tmp_path / "blob.bin").write_bytes(bytes(range(256)) * 4)  # no kind vitexport knows: the decoder judges it
+    (item,) = open_source(str(tmp_path / "blob.bin")).items()
+    with pytest.raises(InputError, match="not a format vitexport reads"):
+        item.load()
     with pytest.raises(UsageError, match="no SOURCE"):
         open_sources([])
 

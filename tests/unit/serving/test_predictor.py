@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,9 @@ from PIL import Image
 
 from samples.digits_data import held_out
 from tests.helpers.models import CONFIGS, SAMPLES, make_model, predict_in_threads
-from vitexport._util.errors import InputError, ServingError
+from vitexport._util.errors import InputError, ServingError, UsageError
 from vitexport.export.onnx_export import export_onnx
+from vitexport.serving.batch.sources import open_sources
 from vitexport.serving.predictor import Predictor, predict_files
 
 
@@ -73,24 +75,107 @@ def test_predict_files_accuracy_on_held_out_digits(digits_onnx: Path, tmp_path: 
     assert accuracy >= 0.97, accuracy
 
 
-def test_predict_files_reads_every_header_before_loading_the_model(digits_onnx: Path, tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    """An unreadable file among good ones fails before any engine is created; an oversized one before decoding."""
+def test_predict_files_refuses_unusable_sources_before_loading_and_oversized_images_before_decoding(
+        digits_onnx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A source that does not exist, or sources without any image, are usage errors before any engine is created;
+    an image over the limits is an error row decided from its header, before its pixels are decoded."""
     from PIL import ImageFile
 
     good = str(SAMPLES / "images" / "digit-4-28px.png")
-    (tmp_path / "bad.png").write_bytes(b"not a png")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("not an image")
     with monkeypatch.context() as patched:
         patched.setattr(Predictor, "__init__", lambda *a, **k: pytest.fail("the model was loaded"))
-        with pytest.raises(InputError, match="cannot read image"):
-            predict_files(str(digits_onnx), [good, str(tmp_path / "bad.png")], provider="cpu")
+        with pytest.raises(UsageError, match="does not exist"):
+            predict_files(str(digits_onnx), [good, str(tmp_path / "missing.png")], provider="cpu")
+        with pytest.raises(UsageError, match=r"no images in .*\(1 other files ignored\)"):
+            predict_files(str(digits_onnx), [str(tmp_path / "empty")], provider="cpu")
     decoded: list[object] = []
     real = ImageFile.ImageFile.load
     monkeypatch.setattr(ImageFile.ImageFile, "load", lambda img: decoded.append(img) or real(img))
-    with pytest.raises(InputError, match=r"over the limit of 4 \(--max-tokens\)"):
-        predict_files(str(digits_onnx), [good], provider="cpu", max_tokens=4)
-    assert decoded == []
+    report = predict_files(str(digits_onnx), [good], provider="cpu", max_tokens=4)
+    assert [f.prediction for f in report.files] == [None] and decoded == []
+    assert "over the limit of 4 (--max-tokens)" in report.files[0].error
     assert len(predict_files(str(digits_onnx), [good], provider="cpu").files) == 1 and decoded  # the spy sees loads
+
+
+def _tree(root: Path) -> dict[str, str]:
+    """A folder tree of held-out digits at several sizes, two levels deep, with a bad image, a truncated one and
+    a text file among them; returns {path: what it is}."""
+    images, _ = held_out(20)
+    made: dict[str, str] = {}
+    for i, (sub, size) in enumerate([("", 28), ("a", 20), ("a/b", 36), ("a/b", 17), ("c", 28), ("c", 41)]):
+        folder = root / sub
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{i}.png"
+        Image.fromarray(images[i], mode="L").resize((size + i % 2, size), Image.BILINEAR).save(path)
+        made[str(path)] = "image"
+    (root / "a" / "bad.png").write_bytes(b"not a png")
+    made[str(root / "a" / "bad.png")] = "bad"
+    cut = root / "c" / "cut.png"
+    cut.write_bytes((root / "c" / "4.png").read_bytes()[:60])
+    made[str(cut)] = "bad"
+    (root / "a" / "notes.txt").write_text("ignored")
+    return made
+
+
+def test_predict_files_walks_folders_and_globs_with_errors_as_rows(digits_onnx: Path, tmp_path: Path) -> None:
+    """A folder is walked recursively (each level sorted by name), a glob matches across folders; each image's
+    result equals the Predictor's on that image alone, and each bad image is a row with its error."""
+    made = _tree(tmp_path / "data")
+    predictor = Predictor(str(digits_onnx), provider="cpu", top_k=3)
+    walked = sorted(made, key=lambda p: Path(p).relative_to(tmp_path / "data").parts)
+    glob = str(tmp_path / "data" / "**" / "*.png")
+    assert [i.path for s in open_sources([glob]) for i in s.items()] != walked  # a glob lists a level's files first
+    for sources in ([str(tmp_path / "data")], [glob]):
+        report = predict_files(str(digits_onnx), sources, provider="cpu", top_k=3)
+        batch_order = [i.path for s in open_sources(sources) for i in s.items()]  # what `vitexport batch` reads
+        assert [f.path for f in report.files] == batch_order and sorted(batch_order) == sorted(walked), sources
+        if sources[0] != glob:
+            assert batch_order == walked
+        assert report.ignored == (1 if sources[0].endswith("data") else 0)
+        for entry in report.files:
+            if made[entry.path] == "bad":
+                assert entry.prediction is None and "image" in entry.error, entry
+                continue
+            alone = predictor.predict(Image.open(entry.path))
+            assert entry.error is None and entry.prediction.top_k == alone.top_k
+            np.testing.assert_allclose(entry.prediction.output, alone.output, atol=1e-5, rtol=1e-5)
+        data = json.loads(json.dumps(report.to_json()))
+        assert {d["path"] for d in data if d["error"]} == {p for p, kind in made.items() if kind == "bad"}
+        assert all((d["top_k"] is None and d["size"] is None) == bool(d["error"]) for d in data)
+
+
+def test_predict_files_gives_an_engine_refusal_only_to_the_images_refused(digits_onnx: Path, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """An engine that refuses one image of a run fails that image's row only: the run is retried image by image."""
+    from vitexport._util.errors import EngineError
+
+    for i, size in enumerate([(28, 28), (28, 30), (28, 28), (17, 30)]):
+        Image.fromarray(np.full(size, 30 * i, np.uint8), mode="L").save(tmp_path / f"{i}.png")
+    real = Predictor.run_batch
+
+    def refuse_width_30(self, batch):
+        if batch.shape[-1] == 30 and batch.shape[-2] == 28:
+            raise EngineError("refused a 28x30 input")
+        return real(self, batch)
+
+    monkeypatch.setattr(Predictor, "run_batch", refuse_width_30)
+    report = predict_files(str(digits_onnx), [str(tmp_path)], provider="cpu")
+    assert [f.error for f in report.files] == [None, "refused a 28x30 input", None, None]
+    alone = Predictor(str(digits_onnx), provider="cpu").predict(Image.open(tmp_path / "3.png"))
+    np.testing.assert_allclose(report.files[3].prediction.output, alone.output, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_predict_files_on_a_fixed_size_export_refuses_other_sizes_per_image(static_onnx: Path,
+                                                                            tmp_path: Path) -> None:
+    """A fixed-size export runs the images of its size and refuses the others, each in its own row."""
+    for i, (h, w) in enumerate([(24, 40), (25, 40), (24, 40)]):
+        Image.fromarray(np.full((h, w, 3), 40 * i, np.uint8)).save(tmp_path / f"{i}.png")
+    report = predict_files(str(static_onnx), [str(tmp_path / "*.png")], provider="cpu")
+    assert [f.error is None for f in report.files] == [True, False, True]
+    assert "fixed at 24x40" in report.files[1].error
 
 
 def test_mixed_sizes_equal_one_by_one(rgb_onnx) -> None:
@@ -204,11 +289,18 @@ def test_fixed_batch_export_pads_partial_batches(rgb_onnx, fixed_batch_onnx: Pat
             np.testing.assert_allclose(a.output, b.output, atol=1e-5, rtol=0)
 
 
+@pytest.fixture(scope="module")
+def static_onnx(rgb_onnx, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """rgb_onnx's model exported at the fixed size 24x40 (shared: an export takes seconds)."""
+    path = tmp_path_factory.mktemp("static") / "static.onnx"
+    export_onnx(rgb_onnx[1], path, static_size=(24, 40))
+    return path
+
+
 @pytest.mark.slow
-def test_static_export_refuses_other_sizes(rgb_onnx, tmp_path: Path) -> None:
-    path, model = rgb_onnx
-    static = tmp_path / "static.onnx"
-    export_onnx(model, static, static_size=(24, 40))
+def test_static_export_refuses_other_sizes(rgb_onnx, static_onnx: Path) -> None:
+    path, _ = rgb_onnx
+    static = static_onnx
     predictor = Predictor(str(static), provider="cpu")
     img = np.random.default_rng(7).integers(0, 256, (24, 40, 3), dtype=np.uint8)
     np.testing.assert_allclose(predictor.predict(img).output, Predictor(str(path), provider="cpu").predict(img).output,
@@ -237,7 +329,7 @@ def test_model_without_metadata_is_refused_clearly(digits_onnx: Path, tmp_path: 
 def test_image_sizes_are_checked_against_the_graph_before_decoding(sample_onnx: Path, tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """A model whose graph grows with the image ([H, W, H, W] floats folded into the logits): a 28x28 image runs
-    as before, a 300x300 one is refused from its header (InputError naming the node), before its pixels are
+    as before, a 300x300 one is refused from its header (its row's error names the node), before its pixels are
     decoded; batches are sized by the graph's footprint per image."""
     from tests.helpers.onnx_bombs import folded
     from vitexport.security import images
@@ -252,8 +344,9 @@ def test_image_sizes_are_checked_against_the_graph_before_decoding(sample_onnx: 
     decoded = []
     real = images.load
     monkeypatch.setattr(images, "load", lambda *a, **k: decoded.append(a) or real(*a, **k))
-    with pytest.raises(InputError, match=r"a 300x300 image: the graph holds 32\.\d GB .*node 'b_grow'"):
-        predict_files(str(path), [str(large)], provider="cpu")
+    [refused] = predict_files(str(path), [str(large)], provider="cpu").files  # its error row, the others go on
+    assert refused.prediction is None
+    assert re.search(r"a 300x300 image: the graph holds 32\.\d GB .*node 'b_grow'", refused.error), refused.error
     assert not decoded
     predictor = Predictor(str(path), provider="cpu", max_memory_gb=0.02)
     per_image = predictor.budget.per_item((1, 1, 28, 28))

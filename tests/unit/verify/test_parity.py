@@ -47,3 +47,19 @@ def test_tolerances_per_dtype_are_one_table() -> None:
     assert tolerance_for("float16") == TOLERANCES["float16"] and tolerance_for("int8-dynamic") == (0.1, 5e-2)
     assert tolerance_for("bfloat7") == TOLERANCES["float32"]  # unknown dtypes: the strictest
     assert TOLERANCES["float32"] < TOLERANCES["float16"] < TOLERANCES["int8-dynamic"]
+
+
+def test_the_headline_relative_error_is_against_the_outputs_scale() -> None:
+    """Logits near zero make the element-by-element ratio huge on a good match; the figure verify shows is
+    max |d| over max |ref|, which stays at the match's real size."""
+    rng = np.random.default_rng(0)
+    ref = rng.normal(0, 5, (3, 10))
+    ref[0, 3] = 1e-7  # a logit next to zero
+    out = ref + rng.uniform(-2e-6, 2e-6, ref.shape)
+    comp = compare(out, ref, 2e-5, 1e-4, top1=True)
+    assert comp.within_tolerance and comp.cosine > 1 - 1e-10
+    assert comp.ref_scale == pytest.approx(np.abs(ref).max())
+    assert comp.rel_to_scale == pytest.approx(comp.max_abs / np.abs(ref).max())
+    assert comp.rel_to_scale < 1e-6 < 1e-2 < comp.max_rel  # the element-by-element figure alarms; the scale's does not
+    assert compare(np.zeros((1, 3)), np.zeros((1, 3)), 1e-5, 0.0, top1=False).rel_to_scale == 0.0
+    assert compare(np.ones((1, 3)), np.zeros((1, 3)), 1e-5, 0.0, top1=False).rel_to_scale == np.inf

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from vitexport._util.errors import ServingError, UsageError
+from vitexport._util.errors import ServingPathError, UsageError
 from vitexport.engines import DEFAULT_PROVIDER
 from vitexport.security.limits import DEFAULT_MAX_MEMORY_GB, DEFAULT_MAX_TOKENS
 from vitexport.serving.batch.infer import BatchOptions, Worker
@@ -204,7 +204,7 @@ def job_description(model: str, sources: Sequence[Source], options: BatchOptions
     """What makes two runs the same job (their shards interchangeable): the model's bytes (its path when it is
     only on a cluster's nodes), the sources, the options that change rows."""
     if model_here and not os.path.isfile(model):
-        raise ServingError(f"model {model!r} does not exist; pass an exported .onnx file")
+        raise ServingPathError(f"model {model!r} does not exist; pass an exported .onnx file")
     identity = {"model_sha256": file_sha256(model)} if model_here else {"model": model}
     return {**identity, "sources": source_paths(sources), "options": options.job_fields(), "columns": list(keys)}
 

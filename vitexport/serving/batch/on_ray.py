@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from vitexport._util.errors import EnvironmentProblem, ServingError, VitexportError, one_line
+from vitexport._util.errors import EnvironmentProblem, ServingError, ServingPathError, VitexportError, one_line
 from vitexport._util.interrupt import HANDLED
 from vitexport.serving.batch.infer import BatchOptions, Worker
 from vitexport.serving.batch.job import Progress, Summary, Tracker, job_description, summarize
@@ -88,7 +88,7 @@ def _check_model(model: str, options: BatchOptions, keys: tuple[str, ...], local
     fails before Ray starts; ``auto`` is resolved here for a local Ray."""
     if not os.path.exists(model):
         if local:
-            raise ServingError(f"model {model!r} does not exist; pass an exported .onnx file")
+            raise ServingPathError(f"model {model!r} does not exist; pass an exported .onnx file")
         logger.warning("%s is not here; it must exist at that path on the cluster's nodes", model)
         return options.provider, "", False
     with Worker(model, replace(options, workers=1, threads=1), keys) as worker:

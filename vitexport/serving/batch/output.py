@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vitexport._util.errors import OutputError, OutputExistsError, one_line
+from vitexport._util.errors import OutputError, OutputExistsError, OutputPathError, one_line
 from vitexport._util.files import atomic_file, write_text
 from vitexport.serving.batch.sources import Shard
 
@@ -106,7 +106,7 @@ class OutputFolder:
             info = os.lstat(self.folder)
         except FileNotFoundError:
             if not self.folder.parent.is_dir():
-                raise OutputError(f"the folder above {where!r} does not exist; create it first") from None
+                raise OutputPathError(f"the folder above {where!r} does not exist; create it first") from None
             return
         if stat.S_ISLNK(info.st_mode):
             raise OutputExistsError(f"output {where!r} is a symbolic link; pass a folder path with -o")

@@ -36,7 +36,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from vitexport._util.errors import InputError, UsageError, one_line
+from vitexport._util.errors import FileKindError, ImagePathError, InputError, UsageError, one_line
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
                             ".pgm", ".pbm", ".pnm"})
@@ -428,18 +428,20 @@ def _list_paths(list_file: str) -> Iterator[str]:
                     continue
                 yield path if len(path) <= LIST_LINE_LIMIT else path[:LIST_LINE_LIMIT] + "..."
     except OSError as exc:
-        raise InputError(f"cannot read the list file {list_file!r} ({exc.strerror}); check the path") from None
+        raise ImagePathError(f"cannot read the list file {list_file!r} ({exc.strerror}); check the path") from None
 
 
 def _classify_file(path: str) -> str:
-    """``tar``, ``parquet``, ``image`` or ``list`` for a SOURCE that is a file; `UsageError` for other kinds."""
-    from vitexport.security.sniff import IMAGE_KINDS, sniff
+    """``tar``, ``parquet``, ``image`` or ``list`` for a SOURCE that is a file; `FileKindError` for a file of
+    another kind vitexport knows (a model, a checkpoint, JSON). Files of no known kind are images: decoding says
+    what is wrong with them, in their own row."""
+    from vitexport.security.sniff import IMAGE_KINDS, sniff, wrong_kind_message
 
     try:
         with open(path, "rb") as fh:
             head = fh.read(4096)
     except OSError as exc:
-        raise InputError(f"cannot read {path!r} ({exc.strerror}); check the path") from None
+        raise ImagePathError(f"cannot read {path!r} ({exc.strerror}); check the path") from None
     if head.startswith(b"PAR1"):
         return "parquet"
     if head[257:262] == b"ustar" or (head.startswith(b"\x1f\x8b") and path.lower().endswith(TAR_SUFFIXES[1:])):
@@ -447,21 +449,25 @@ def _classify_file(path: str) -> str:
     found = sniff(path)
     if found.kind in IMAGE_KINDS or (_is_image_name(path) and found.kind == "unknown"):
         return "image"  # an image file named as one: decoded (or refused) per image
-    if found.kind == "unknown" and b"\0" not in head:
-        try:
-            head.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            if exc.start < len(head) - 4:  # not just a character cut at the end of the sample
-                raise UsageError(f"{path!r} is neither an image nor a text list of paths; pass {SOURCE_KINDS}"
-                                 ) from None
+    if found.kind == "unknown" and b"\0" not in head and _is_text(head):
         return "list"
-    raise UsageError(f"{path!r} is {found.label}; SOURCE takes {SOURCE_KINDS}")
+    if found.kind in ("unknown", "empty", "other-image"):  # no kind of file vitexport knows: the image decoder
+        return "image"  # says what is wrong with it, in that image's row (predict and batch alike)
+    raise FileKindError(wrong_kind_message(path, found, "image") + f" (SOURCE takes {SOURCE_KINDS})")
+
+
+def _is_text(head: bytes) -> bool:
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start >= len(head) - 4  # only a character cut at the end of the sample
+    return True
 
 
 def open_source(arg: str, image_column: str = "image",
                 max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> Source:
-    """The `Source` a SOURCE argument names; `UsageError` (exit 2) for a missing path, an empty glob or a
-    file of another kind."""
+    """The `Source` a SOURCE argument names; `UsageError` (exit 2) for a missing path or an empty glob,
+    `FileKindError` (exit 2) for a file of another kind (a model, a checkpoint, JSON)."""
     if os.path.isdir(arg):
         kind = "folder"
     elif os.path.isfile(arg):

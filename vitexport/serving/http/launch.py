@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from vitexport._util.errors import EnvironmentProblem, ServingError
+from vitexport._util.errors import EnvironmentProblem, ServingPathError
 from vitexport._util.interrupt import HANDLED as STOP_SIGNALS
 from vitexport.serving.http.config import INSTALL_HINT, ServeOptions, grpc_options, with_absolute_paths
 
@@ -79,7 +79,7 @@ def prepare_options(options: ServeOptions) -> tuple[ServeOptions, str]:
         read_token(app.token_file)
     if not here:
         if options.address is None:
-            raise ServingError(f"model {app.model!r} does not exist; pass an exported .onnx file")
+            raise ServingPathError(f"model {app.model!r} does not exist; pass an exported .onnx file")
         logger.warning("%s is not here; it must exist at that path on the cluster's nodes", app.model)
         return options, ""
     loaded = Predictor(app.model, provider=app.provider, max_batch=app.max_batch, max_tokens=app.max_tokens,

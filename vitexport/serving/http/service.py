@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from vitexport import __version__
-from vitexport._util.errors import InputError, ServingError, VitexportError, one_line
+from vitexport._util.errors import InputError, ServingError, ServingPathError, VitexportError, one_line
 from vitexport.onnx.spec import IOSpec
 from vitexport.security.images import decode_bytes
 from vitexport.serving.batching import size_chunks
@@ -96,7 +96,7 @@ def read_token(path: str) -> bytes:
         with open(path, "rb") as f:
             token = f.read(4097).strip()
     except OSError as exc:
-        raise ServingError(f"cannot read the token file {path!r} ({exc.strerror}); check --token-file") from None
+        raise ServingPathError(f"cannot read the token file {path!r} ({exc.strerror}); check --token-file") from None
     if not token or len(token) > 4096 or not all(33 <= b < 127 for b in token):
         raise ServingError(f"the token file {path!r} must hold one token of 1-4096 printable ASCII characters "
                            "without spaces; e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))' > FILE")
