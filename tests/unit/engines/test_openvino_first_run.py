@@ -1,5 +1,6 @@
 """OpenVINO 2026.4.1's first-inference bug contained (vitexport.engines.openvino): a dynamically compiled model whose
-first inference has sequence length 1 was wrong at every later size; the engine now runs an input of two patches first."""
+first inference has sequence length 1 was wrong at every later size; the engine now runs an input of two patches
+first."""
 
 from __future__ import annotations
 
