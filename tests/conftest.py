@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
+# One intra-op thread for PyTorch here and in the commands tests start: the test models are tiny, and OpenMP's
+# spinning threads on a machine whose cores are all busy (pytest-xdist workers, servers) made the suite 2x slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -16,6 +22,7 @@ from tests.helpers.shared import build_once
 @pytest.fixture(autouse=True)
 def _seed_everything() -> None:
     """Every test starts from the same random state, so that no input depends on which tests ran before."""
+    torch.set_num_threads(1)  # and a test that changed it does not change the next one's
     torch.manual_seed(0)
     np.random.seed(0)
 

@@ -8,6 +8,8 @@ tested against a real `vitexport serve --grpc-port` in tests/e2e/test_serve_grpc
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +19,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.helpers.models import ROOT
 from tests.helpers.serving import png_bytes
 from vitexport._util.procs import free_ports
-from vitexport.serving.http.config import AppArgs
 from vitexport.serving.http.service import HttpRequest, ModelService
 from vitexport.serving.predictor import Predictor
 
@@ -29,8 +31,8 @@ grpcclient = pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc]
 httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient is not installed")
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
-from vitexport.serving.grpc.methods import GrpcMethods  # noqa: E402
-from vitexport.serving.grpc.service import GrpcError, GrpcService, add_servicer  # noqa: E402
+from tests.helpers.grpc_server import model_service  # noqa: E402
+from vitexport.serving.grpc.service import GrpcError, GrpcService  # noqa: E402
 
 TOKEN = "s3cret-token"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
@@ -38,8 +40,8 @@ AUTH = {"authorization": f"Bearer {TOKEN}"}
 
 @dataclass
 class Served:
-    """The service, the server's address and its event loop: every coroutine of a test runs on that loop (the
-    service's batcher belongs to the loop that first used it, as in a replica)."""
+    """The address of a gRPC server in its own process, and an equal `ModelService` in this one whose coroutines run
+    on one event loop of a thread (the service's batcher belongs to the loop that first used it, as in a replica)."""
 
     service: ModelService
     address: str
@@ -49,37 +51,27 @@ class Served:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(60)
 
 
-class Servicer(GrpcMethods):
-    def __init__(self, service: ModelService) -> None:
-        self.service = service
-
-
 @pytest.fixture(scope="module")
 def served(sample_onnx: Path, tmp_path_factory: pytest.TempPathFactory):
-    """A ModelService (token, batches of 4, a 0.25 MB body limit, 64 tokens) behind an in-process gRPC server."""
+    """The sample behind `tests.helpers.grpc_server` (a token, batches of 4, a 0.25 MB body limit, 64 tokens)."""
     token = tmp_path_factory.mktemp("grpc") / "token"
     token.write_text(TOKEN + "\n")
-    service = ModelService(AppArgs(str(sample_onnx), "digits", "cpu", max_batch=4, max_tokens=64, max_body_mb=0.25,
-                                   token_file=str(token)))
-    loop = asyncio.new_event_loop()
     port = free_ports()[0]
-    started, holder = threading.Event(), {}
-
-    async def serve() -> None:
-        server = holder["server"] = grpc.aio.server()
-        add_servicer(Servicer(service), server)
-        server.add_insecure_port(f"127.0.0.1:{port}")
-        await server.start()
-        started.set()
-        await server.wait_for_termination()
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
+    server = subprocess.Popen([sys.executable, "-m", "tests.helpers.grpc_server", str(sample_onnx), str(port),
+                               str(token)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-    assert started.wait(30)
-    yield Served(service, f"127.0.0.1:{port}", loop)
-    asyncio.run_coroutine_threadsafe(holder["server"].stop(None), loop).result(30)
-    thread.join(30)
-    loop.close()
+    try:
+        ready = server.stdout.readline()  # "serving" once the port is bound; nothing if it died
+        assert ready.strip() == "serving", f"the gRPC test server did not start (exit {server.poll()})"
+        yield Served(model_service(str(sample_onnx), str(token)), f"127.0.0.1:{port}", loop)
+    finally:
+        server.kill()
+        server.wait(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)
+        loop.close()
 
 
 def grpc_infer(address: str, inputs: dict[str, np.ndarray], class_count: int = 0, headers=AUTH) -> np.ndarray:
