@@ -255,8 +255,13 @@ def inspect_graph(model: Any, path: str = "") -> GraphReport:
 
 def _has_subgraph(node: Any) -> bool:
     """Does the node hold a subgraph (Loop, If, Scan)? Its body may read any outer value, unlisted in its inputs."""
-    attributes = node.attributes.values() if isinstance(node, onnxwire.Node) else node.attribute
-    return any(a == "<graph>" if isinstance(node, onnxwire.Node) else a.type in (5, 10) for a in attributes)
+    if not isinstance(node, onnxwire.Node):
+        return any(a.type in (5, 10) for a in node.attribute)  # GRAPH, GRAPHS
+
+    def is_graph(value: Any) -> bool:  # a decoded subgraph, or the marker of one past the reader's depth
+        return isinstance(value, onnxwire.Graph) or (isinstance(value, str) and value == "<graph>")
+
+    return any(is_graph(a) or (isinstance(a, list) and any(map(is_graph, a))) for a in node.attributes.values())
 
 
 def _value_independent(graph: Any, input_name: str) -> set[str]:
