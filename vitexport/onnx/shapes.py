@@ -17,6 +17,7 @@ shape in it is known in advance. Torch-free, onnx-free.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -912,16 +913,45 @@ def _run_node(ctx: Ctx, node: onnxwire.Node, ins: list[Info | None], env: dict[s
     return handler(ctx, node, ins), Footprint(peak_bytes=workspace(node, ins))
 
 
+def in_order(nodes: list[onnxwire.Node]) -> list[onnxwire.Node]:
+    """``nodes`` in an order where each comes after the nodes making what it reads, what its subgraphs read from
+    outside included (ONNX Runtime's quantizer writes a Loop before the node making a value its body reads, and
+    ONNX Runtime runs it): the file's order when it is one, else the earliest ready node first. A cycle, or a
+    value no node makes, is left for the walk to name."""
+    producer = {out: i for i, node in enumerate(nodes) for out in node.output if out}
+    needs = [{producer[r] for r in _references(node) if producer.get(r, i) != i} for i, node in enumerate(nodes)]
+    if all(j < i for i, js in enumerate(needs) for j in js):
+        return list(nodes)
+    users: dict[int, list[int]] = {}
+    for i, js in enumerate(needs):
+        for j in js:
+            users.setdefault(j, []).append(i)
+    waiting = [len(js) for js in needs]
+    ready = [i for i, count in enumerate(waiting) if count == 0]
+    heapq.heapify(ready)
+    order: list[int] = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for user in users.get(i, ()):
+            waiting[user] -= 1
+            if waiting[user] == 0:
+                heapq.heappush(ready, user)
+    placed = set(order)
+    return [nodes[i] for i in order] + [node for i, node in enumerate(nodes) if i not in placed]
+
+
 def walk(graph: onnxwire.Graph, env: dict[str, Info], ctx: Ctx) -> Footprint:
     """Infer every node of ``graph`` in order, adding its outputs to ``env`` (which holds the graph's inputs and
     what outer scopes define); the footprint of one run, each tensor freed after its last reader."""
     env.update({t.name: tensor_info(t) for t in graph.initializer})
+    nodes = in_order(graph.node)
     last: dict[str, int] = {}
-    for i, node in enumerate(graph.node):
+    for i, node in enumerate(nodes):
         last.update((name, i) for name in _references(node))
-    last.update((o.name, len(graph.node)) for o in graph.output)
+    last.update((o.name, len(nodes)) for o in graph.output)
     found, live, sizes = Footprint(), 0, {}
-    for i, node in enumerate(graph.node):
+    for i, node in enumerate(nodes):
         missing = [n for n in node.input if n and n not in env]
         if missing:
             raise Uninferable(node, f"reads {missing[0][:80]!r} before any node makes it")

@@ -59,3 +59,32 @@ def test_our_export_passes_and_results_are_cached(sample_onnx: Path, monkeypatch
             budget.check((8, 1, 300, 300))
     assert calls == [NATIVE, (8, 1, 300, 300)]
     assert budget.native_shape({"config": {"img_size": 28, "in_chans": 1}}) == NATIVE
+
+
+def test_nodes_out_of_file_order_are_inferred_in_dependency_order(sample_onnx: Path, tmp_path: Path) -> None:
+    """ONNX Runtime's int8 quantizer writes the chunked attention's Loop before the node making a value its body reads
+    (ONNX Runtime runs it; the walk in file order refused it): the same graph with its nodes reversed, and the
+    quantized sample, are inferred at several sizes and run on ONNX Runtime; a value no node makes is still refused."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    from vitexport.export.optimize import quantize_onnx
+
+    proto = onnx.load(str(sample_onnx))
+    nodes = list(proto.graph.node)
+    del proto.graph.node[:]
+    proto.graph.node.extend(reversed(nodes))
+    reversed_path = tmp_path / "reversed.onnx"
+    onnx.save(proto, str(reversed_path))
+    int8_path = tmp_path / "int8.onnx"
+    quantize_onnx(sample_onnx, int8_path)
+    for path in (reversed_path, int8_path):
+        for shape in [(2, 1, 28, 28), (3, 1, 20, 45), (1, 1, 5, 3)]:
+            assert GraphBudget.from_path(path, None).check(shape).peak_bytes > 0
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        assert session.run(None, {"pixel_values": np.zeros((3, 1, 20, 45), np.float32)})[0].shape == (3, 10)
+    proto.graph.node.remove(next(n for n in proto.graph.node if n.op_type == "Reshape"))  # its value: made by none
+    onnx.save(proto, str(reversed_path))
+    with pytest.raises(CheckpointError, match="before any node makes it"):
+        GraphBudget.from_path(reversed_path, None).check(NATIVE)
