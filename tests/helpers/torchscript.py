@@ -14,8 +14,8 @@ from tests.helpers.models import SAMPLES
 
 SAMPLE = SAMPLES / "digits-vit.pt"
 FORWARD = """    x: Tensor) -> Tensor:
-    _0 = (self).forward_head((self).forward_features(x, ), False, )
-    return _0
+    x0 = (self).forward_features(x, )
+    return (self).forward_head(x0, False, )
 """
 
 
