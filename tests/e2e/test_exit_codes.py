@@ -5,6 +5,7 @@ unreadable, and with a corrupt file of the right kind."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -118,3 +119,19 @@ def test_a_file_whose_contents_are_unusable_exits_1(command: str, sample_onnx: P
 def test_a_missing_output_folder_exits_2(tmp_path: Path) -> None:
     result = _invoke(["onnx", str(SAMPLE), "-o", str(tmp_path / "no" / "m.onnx")])
     assert result.exit_code == 2 and "does not exist; create it first" in result.stderr, result.output
+
+
+def test_a_name_too_long_is_a_path_error_and_a_row_in_a_list(sample_onnx: Path, tmp_path: Path) -> None:
+    """`info` on a name over the file system's limit exits 2 with one line (was an unexpected OSError, exit 1); in a
+    path list given to `predict`, that line is a row with its error and the other images run."""
+    long_name = str(tmp_path / ("y" * 300 + ".onnx"))
+    result = CliRunner().invoke(cli, ["info", long_name])
+    assert result.exit_code == 2 and "File name too long" in result.stderr, result.output
+    assert len(result.stderr.strip().splitlines()) == 1
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{SAMPLES / 'images' / 'digit-4-28px.png'}\n{tmp_path / ('z' * 300 + '.png')}\n")
+    result = CliRunner().invoke(cli, ["predict", str(sample_onnx), str(listing), "--provider", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert rows[0]["error"] is None and rows[0]["top_k"][0]["label"] == "4"
+    assert "File name too long" in rows[1]["error"]

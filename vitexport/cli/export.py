@@ -117,7 +117,8 @@ def _export(checkpoint: str | None, preset: str | None, random_weights: bool, ou
 
 @cli.command("quantize")
 @click.argument("model_path", metavar="MODEL", type=str)
-@click.option("-o", "--output", type=str, help="Output path (default: MODEL with .int8.onnx).")
+@click.option("-o", "--out", "--output", "output", type=str,
+              help="Output path (default: MODEL with .int8.onnx).")
 @click.option("--force", is_flag=True, help="Replace an existing output file.")
 def quantize_cmd(model_path, output, force) -> None:
     """Dynamic int8 quantization of the MatMul weights for CPU inference (resampling stays float)."""

@@ -237,6 +237,12 @@ def _is_json(head: bytes, size: int) -> bool:
 def sniff(path: str | os.PathLike[str]) -> Sniffed:
     """The kind of ``path``; reads at most `HEAD_BYTES` (and a zip's central directory)."""
     p = Path(path)
+    try:
+        os.stat(p)  # a name too long for the file system, a loop of links: say so, as for a file we cannot open
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    except OSError as exc:
+        return Sniffed("unknown", "unreadable", exc.strerror or str(exc))
     if p.is_dir():
         weights = next((name for name in HUB_WEIGHT_FILES if (p / name).is_file()), None)
         if weights:

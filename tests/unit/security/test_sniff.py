@@ -153,3 +153,23 @@ def test_require_deep_names_a_truncated_onnx(files: dict[str, Path]) -> None:
         require(files["truncated onnx"], "onnx", deep=True)
     with pytest.raises(FileKindError, match="is a PyTorch checkpoint, not an ONNX model"):
         require(files["checkpoint"], "onnx")
+
+
+def test_paths_the_file_system_cannot_look_up_are_one_line_path_errors(tmp_path: Path) -> None:
+    """A name over the file system's limit (os.stat: ENAMETOOLONG) and a loop of symbolic links (ELOOP) raised an
+    unexpected OSError from `sniff`; they are unreadable paths now: exit 2 for a model, an error row for an image.
+    A path through a regular file still reads as missing."""
+    from vitexport._util.errors import CheckpointPathError, ImagePathError
+
+    loop = tmp_path / "loop"
+    loop.symlink_to(tmp_path / "loop")
+    (tmp_path / "file").write_text("x")
+    for path, reason in ((tmp_path / ("y" * 300 + ".onnx"), "File name too long"),
+                         (loop, "Too many levels of symbolic links")):
+        found = sniff(path)
+        assert (found.kind, found.label, found.detail) == ("unknown", "unreadable", reason)
+        with pytest.raises(CheckpointPathError, match=f"cannot be opened [(]{reason}[)]; check the path"):
+            require(path, "info")
+        with pytest.raises(ImagePathError, match=f"cannot be opened [(]{reason}[)]"):
+            require(path, "image")
+    assert sniff(tmp_path / "file" / "x.onnx").kind == "missing"
