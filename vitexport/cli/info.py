@@ -91,9 +91,9 @@ def _print_artifact_info(info: ArtifactInfo) -> None:
     click.echo(f"patch / grid   patch {fmt_hw(meta['patch_size'])}, native grid {fmt_hw(meta['native_grid'])}, "
                f"prefix tokens {meta['num_prefix_tokens']}")
     _print_preprocess_and_labels(meta.get("preprocess"), meta.get("labels"), count_first=True)
-    click.echo(f"source sha256  {meta.get('source_sha256')}")
+    click.echo(f"source sha256  {meta.get('source_sha256') or 'none (not exported from a file)'}")
     source = meta.get("source") if isinstance(meta.get("source"), dict) else {}
-    if source.get("head"):
+    if source.get("head") and meta.get("output", "logits") == "logits":  # what the checkpoint's head equals
         click.echo(f"source         {source.get('format')}: {source['head']} head, equals {source.get('reference')} "
                    "at the native size")
     if meta.get("random_weights"):
