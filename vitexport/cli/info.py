@@ -93,7 +93,9 @@ def _print_artifact_info(info: ArtifactInfo) -> None:
     _print_preprocess_and_labels(meta.get("preprocess"), meta.get("labels"), count_first=True)
     click.echo(f"source sha256  {meta.get('source_sha256') or 'none (not exported from a file)'}")
     source = meta.get("source") if isinstance(meta.get("source"), dict) else {}
-    if source.get("head") and meta.get("output", "logits") == "logits":  # what the checkpoint's head equals
+    # what the checkpoint's own output (its head's, or the pooled features without one) equals; not for another output
+    same_output = meta.get("output", "logits") == ("features" if source.get("head") == "none" else "logits")
+    if source.get("head") and same_output:
         click.echo(f"source         {source.get('format')}: {source['head']} head, equals {source.get('reference')} "
                    "at the native size")
     if meta.get("random_weights"):
