@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from tests.helpers.serving import free_ports, listening, png_bytes, require_ray, start_server
+from tests.helpers.serving import free_ports, infer_inputs, listening, png_bytes, require_ray, start_server
 
 require_ray()
 pytestmark = pytest.mark.serve
@@ -53,10 +53,7 @@ def server(sample_onnx: Path, tmp_path_factory: pytest.TempPathFactory):
 def infer(module, address: str, headers: dict, inputs: dict[str, np.ndarray], class_count: int = 0) -> np.ndarray:
     client = module.InferenceServerClient(address)
     try:
-        tensors = []
-        for name, value in inputs.items():
-            tensors.append(module.InferInput(name, list(value.shape), "BYTES" if value.dtype == object else "FP32"))
-            tensors[-1].set_data_from_numpy(value)
+        tensors = infer_inputs(module, inputs)
         outputs = [module.InferRequestedOutput("logits", class_count=class_count)]
         return client.infer(MODEL, tensors, outputs=outputs, headers=headers).as_numpy("logits")
     finally:

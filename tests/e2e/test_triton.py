@@ -31,7 +31,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from samples.digits_data import held_out
-from tests.helpers.serving import png_bytes
+from tests.helpers.serving import infer_inputs, png_bytes
 from vitexport._util.errors import EnvironmentProblem
 from vitexport.cli import cli
 from vitexport.serving.predictor import Predictor
@@ -92,10 +92,7 @@ def infer(module, address: str, inputs: dict[str, np.ndarray], class_count: int 
     """One request with tritonclient's http or grpc module; a fresh client (they are not thread-safe)."""
     client = module.InferenceServerClient(address)
     try:
-        tensors = []
-        for name, value in inputs.items():
-            tensors.append(module.InferInput(name, list(value.shape), "BYTES" if value.dtype == object else "FP32"))
-            tensors[-1].set_data_from_numpy(value)
+        tensors = infer_inputs(module, inputs)
         return client.infer(MODEL, tensors, outputs=[module.InferRequestedOutput("logits", class_count=class_count)]
                             ).as_numpy("logits")
     finally:

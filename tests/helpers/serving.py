@@ -61,3 +61,13 @@ def png_bytes(pixels: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def infer_inputs(module, inputs: dict[str, np.ndarray]) -> list:
+    """tritonclient ``InferInput``s (``module``: tritonclient.http or tritonclient.grpc) for named arrays: object
+    arrays (encoded images) as BYTES, the rest as FP32."""
+    tensors = []
+    for name, value in inputs.items():
+        tensors.append(module.InferInput(name, list(value.shape), "BYTES" if value.dtype == object else "FP32"))
+        tensors[-1].set_data_from_numpy(value)
+    return tensors

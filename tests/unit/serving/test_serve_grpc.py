@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from tests.helpers.models import ROOT
-from tests.helpers.serving import png_bytes
+from tests.helpers.serving import infer_inputs, png_bytes
 from vitexport._util.procs import free_ports
 from vitexport.serving.http.service import HttpRequest, ModelService
 from vitexport.serving.predictor import Predictor
@@ -77,10 +77,7 @@ def served(sample_onnx: Path, tmp_path_factory: pytest.TempPathFactory):
 def grpc_infer(address: str, inputs: dict[str, np.ndarray], class_count: int = 0, headers=AUTH) -> np.ndarray:
     client = grpcclient.InferenceServerClient(address)
     try:
-        tensors = []
-        for name, value in inputs.items():
-            tensors.append(grpcclient.InferInput(name, list(value.shape), "BYTES" if value.dtype == object else "FP32"))
-            tensors[-1].set_data_from_numpy(value)
+        tensors = infer_inputs(grpcclient, inputs)
         return client.infer("digits", tensors, outputs=[grpcclient.InferRequestedOutput("logits", class_count)],
                             headers=headers).as_numpy("logits")
     finally:
@@ -88,10 +85,7 @@ def grpc_infer(address: str, inputs: dict[str, np.ndarray], class_count: int = 0
 
 
 def http_infer(served: Served, inputs: dict[str, np.ndarray], class_count: int = 0) -> np.ndarray:
-    tensors = []
-    for name, value in inputs.items():
-        tensors.append(httpclient.InferInput(name, list(value.shape), "BYTES" if value.dtype == object else "FP32"))
-        tensors[-1].set_data_from_numpy(value)
+    tensors = infer_inputs(httpclient, inputs)
     outputs = [httpclient.InferRequestedOutput("logits", class_count=class_count)]
     body, size = httpclient.InferenceServerClient.generate_request_body(tensors, outputs=outputs)
     response = served.run(served.service.handle(HttpRequest.of("POST", "/v2/models/digits/infer", {
