@@ -48,15 +48,16 @@ from benchmarks.peak import describe_peak, load_average, measure_peak
 from vitexport._util.memory import release_freed_heap
 
 MODELS = ("vit_small_patch16_224", "vit_base_patch16_224")
-# The RoPE family (EVA-02, DINOv3) goes here once vitexport builds it: add its preset name (e.g. a DINOv3
-# ViT-S/16 or an EVA-02 ViT-B/14) and the table, fit and plot include it; sizes follow its patch size.
-ROPE_MODELS: tuple[str, ...] = ()
+# A RoPE model (timm's Eva class: rotary tables computed in the graph per grid, 4 register tokens); sizes follow
+# its patch size.
+ROPE_MODELS: tuple[str, ...] = ("vit_small_patch16_dinov3",)
 TOKENS = (1024, 4096, 8192, 16384)
 ENGINES = ("eager", "ort", "ort-mha", "openvino")
 EXPORTS = {"ort": None, "openvino": None, "reference": None, "ort-mha": "mha", "ort-sdpa": "sdpa"}  # None: default
 LABELS = {"eager": "eager", "ort": "ORT", "ort-mha": "ORT mha", "openvino": "OpenVINO", "ort-sdpa": "ORT sdpa",
           "reference": "reference"}
-SHORT = {"vit_small_patch16_224": "ViT-S/16", "vit_base_patch16_224": "ViT-B/16"}
+SHORT = {"vit_small_patch16_224": "ViT-S/16", "vit_base_patch16_224": "ViT-B/16",
+         "vit_small_patch16_dinov3": "DINOv3 ViT-S/16 (RoPE)"}
 REPLY = "@@highres "  # a worker's answers start with this (libraries may print to stdout too)
 
 
@@ -168,7 +169,7 @@ def export_files(name: str, engines: list[str], folder: str) -> dict[str, str]:
 
 def measure_size(workers: dict[str, Worker], h: int, w: int, rounds: int, folder: str) -> dict[str, Any]:
     """One size: the untimed first run of every engine (parity, peak), then ``rounds`` interleaved timed rounds."""
-    from vitexport.verify.sweep import TOLERANCES, compare
+    from vitexport.verify.parity import TOLERANCES, compare
 
     result: dict[str, dict[str, Any]] = {}
     outputs = {}
