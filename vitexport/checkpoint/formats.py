@@ -26,7 +26,7 @@ from vitexport.security.untrusted import load_torch_file
 
 FORMAT_NAME = "vitexport.checkpoint"
 FORMAT_VERSION = 1
-STATE_DICT_KEYS = ("state_dict", "model")
+STATE_DICT_KEYS = ("state_dict", "model", "module")  # module: DeepSpeed saves (BAAI's EVA releases)
 EMA_STATE_DICT_KEYS = ("state_dict_ema", "model_ema")
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
@@ -152,7 +152,7 @@ def extract_state_dict(obj: Any, path: Path, use_ema: bool = False) -> tuple[dic
         found = ", ".join(sorted(str(k) for k in obj)[:10])
         raise CheckpointError(
             f"{str(path)!r} holds no state dict (keys: {found or 'none'}); "
-            "expected tensors or one of state_dict, state_dict_ema, model, model_ema"
+            "expected tensors or one of state_dict, state_dict_ema, model, model_ema, module"
         )
     raise CheckpointError(
         f"{str(path)!r} holds a {type(obj).__name__}, not a state dict; re-save it with torch.save(model.state_dict())"

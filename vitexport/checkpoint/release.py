@@ -7,7 +7,8 @@ Which reader a checkpoint gets, first match wins:
    weights file (`folder_weights`); an ``.npz`` is big_vision's (converted in `formats.contents`);
 3. by keys: transformers keys with a transformers ``config.json`` beside the weights (or given as ``--config``),
    ``visual.*`` with an ``open_clip_config.json`` beside them (or as ``--config``), else `detect_format`
-   (OpenAI CLIP, open_clip timm towers, DINOv2);
+   (OpenAI CLIP, open_clip timm towers, DINOv2, DINOv3,
+   EVA / EVA-02 and the EVA-02 CLIP tower);
 4. otherwise timm's own layout: ``arch``, a hub ``config.json``, shape inference (`vitexport.checkpoint.resolve`).
 
 A converted checkpoint's config is what the file states, completed by ``--config`` (`complete_args`: an

@@ -29,6 +29,8 @@ HEAD_KINDS = ("classifier", "projection", "none")
 # Stored facts a preset is matched on when a fix suggests architectures.
 _MATCH_KEYS = ("embed_dim", "depth", "patch_size", "class_token", "reg_tokens", "pre_norm", "mlp_layer")
 _INDEX_BUFFER = re.compile(r"(^|\.)position_ids$|^(input_resolution|context_length|vocab_size)$")
+# EVA's rotary module is shared by every attention: its buffers are saved once per block too, as the same tensor
+_ROPE_COPY = re.compile(r"^(.*?)blocks\.\d+\.attn\.rope\.(freqs_cos|freqs_sin)$")
 
 
 @dataclass
@@ -53,9 +55,12 @@ class Converted:
 def drop_index_buffers(sd: dict[str, torch.Tensor]) -> list[str]:
     """Remove the integer index buffers release files carry besides the weights (transformers' persistent
     ``*.position_ids`` of older saves, the ``input_resolution``/``context_length``/``vocab_size`` of OpenAI's
-    CLIP); they hold no weights. The removed names, so that `check_tensors` sees only weights."""
+    CLIP), and the per-block copies of EVA's shared rotary buffers (``blocks.N.attn.rope.freqs_cos``: one tensor
+    under many names, which `check_tensors` would take for crafted views; the model's own ``rope.freqs_cos``
+    stays); they hold no weights. The removed names, so that `check_tensors` sees only weights."""
     dropped = [k for k, v in sd.items() if _INDEX_BUFFER.search(k) and isinstance(v, torch.Tensor)
                and not v.is_floating_point() and not v.is_complex() and v.dim() <= 2]
+    dropped += [k for k in sd if (m := _ROPE_COPY.match(k)) and f"{m.group(1)}rope.{m.group(2)}" in sd]
     for key in dropped:
         del sd[key]
     return dropped

@@ -36,9 +36,11 @@ _W3 = re.compile(r"blocks\.(\d+)\.mlp\.w3\.(?:weight|bias)")
 
 
 def is_dinov2(keys: Iterable[str]) -> bool:
-    """The DINOv2 repository's layout: timm's test (``mask_token``) on a model with a ``pos_embed`` table."""
+    """The DINOv2 repository's layout: timm's test (``mask_token``) on a model with a ``pos_embed`` table, without
+    the rotary buffers or MIM head of an EVA-02 pretraining file (which has a mask token too)."""
     keys = set(keys)
-    return "mask_token" in keys and "pos_embed" in keys and "patch_embed.proj.weight" in keys
+    eva = any(k.endswith("rope.freqs_cos") or k.startswith("lm_head.") for k in keys)
+    return "mask_token" in keys and "pos_embed" in keys and "patch_embed.proj.weight" in keys and not eva
 
 
 def dinov2_to_timm(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -94,7 +96,7 @@ def convert_dinov2(sd: dict[str, torch.Tensor]) -> Converted:
                      "(as the repository's torch.hub models are)")
     if any(k.startswith(("rope_embed.", "storage_tokens")) for k in sd):
         raise refuse(FORMAT, "it has rotary embeddings or storage tokens: a DINOv3 checkpoint",
-                     "DINOv3 needs timm's Eva class, which this vitexport does not build yet")
+                     "DINOv3's own files have no pos_embed: this mix cannot be mapped exactly")
     conv = tuple(need(sd, "patch_embed.proj.weight", FORMAT, rank=4).shape)
     args = patch_args(conv)
     dim = args["embed_dim"]
