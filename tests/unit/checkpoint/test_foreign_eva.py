@@ -8,7 +8,8 @@ with its ``bias_mask``, ``rope_embed.periods``, ``mask_token``; BAAI's ``q_bias`
 ``VisionRotaryEmbeddingFast`` computes them, the ``visual.`` prefix beside a text tower, a MIM ``lm_head``).
 Each synthetic file is proven faithful by timm's own ``checkpoint_filter_fn`` mapping it back to the timm model's
 exact state dict; timm's forward is then the reference (the stand-in for the original library, whose forward
-timm's port reproduces).
+timm's port reproduces). For DINOv3 a second, independent reference: transformers' DINOv3 port (checked
+against the repository upstream), its weights written in the repository's names.
 """
 
 from __future__ import annotations
@@ -278,3 +279,58 @@ def test_dinov3_periods_fit_the_rope_base() -> None:
         args = convert_dinov3(sd).args
         assert args["num_heads"] == heads, head_dim
         assert head_dim == 4 or math.isclose(args["rope_temperature"], base), (head_dim, args["rope_temperature"])
+
+
+def dinov3_from_transformers(model: Any, seed: int) -> dict[str, torch.Tensor]:
+    """transformers' DINOv3ViTModel weights in the DINOv3 repository's names (the inverse of transformers'
+    convert_dinov3_vit_to_hf.py): fused qkv with a masked (zero) key bias, ls1/ls2, storage tokens."""
+    sd = model.state_dict()
+    dim = model.config.hidden_size
+    gen = torch.Generator().manual_seed(seed)
+    out = {"cls_token": sd["embeddings.cls_token"], "storage_tokens": sd["embeddings.register_tokens"],
+           "mask_token": sd["embeddings.mask_token"][0],
+           "patch_embed.proj.weight": sd["embeddings.patch_embeddings.weight"],
+           "patch_embed.proj.bias": sd["embeddings.patch_embeddings.bias"], "norm.weight": sd["norm.weight"],
+           "norm.bias": sd["norm.bias"],
+           "rope_embed.periods": dinov3_periods(dim // model.config.num_attention_heads, model.config.rope_theta)}
+    mlp = ({"gate_proj": "w1", "up_proj": "w2", "down_proj": "w3"} if model.config.use_gated_mlp
+           else {"up_proj": "fc1", "down_proj": "fc2"})
+    for i in range(model.config.num_hidden_layers):
+        src, dst = f"model.layer.{i}.", f"blocks.{i}."
+        a = src + "attention."
+        out[dst + "attn.qkv.weight"] = torch.cat([sd[a + "q_proj.weight"], sd[a + "k_proj.weight"],
+                                                  sd[a + "v_proj.weight"]])
+        out[dst + "attn.qkv.bias"] = torch.cat([sd[a + "q_proj.bias"], torch.randn(dim, generator=gen),
+                                                sd[a + "v_proj.bias"]])
+        out[dst + "attn.qkv.bias_mask"] = torch.cat([torch.ones(dim), torch.zeros(dim), torch.ones(dim)])
+        out[dst + "attn.proj.weight"], out[dst + "attn.proj.bias"] = sd[a + "o_proj.weight"], sd[a + "o_proj.bias"]
+        for n in ("norm1", "norm2"):
+            out[f"{dst}{n}.weight"], out[f"{dst}{n}.bias"] = sd[f"{src}{n}.weight"], sd[f"{src}{n}.bias"]
+        out[dst + "ls1.gamma"] = sd[src + "layer_scale1.lambda1"]
+        out[dst + "ls2.gamma"] = sd[src + "layer_scale2.lambda1"]
+        for theirs, ours in mlp.items():
+            for p in ("weight", "bias"):
+                out[f"{dst}mlp.{ours}.{p}"] = sd[f"{src}mlp.{theirs}.{p}"]
+    return out
+
+
+@pytest.mark.parametrize("gated", [False, True])
+@torch.no_grad()
+def test_dinov3_equals_transformers_port_of_the_repository(gated: bool) -> None:
+    """A second reference besides timm: transformers' DINOv3 port (checked against the repository upstream), its
+    weights in the repository's layout; pooler_output is the repository's x_norm_clstoken."""
+    T = pytest.importorskip("transformers", reason="transformers is a test dependency")
+    torch.manual_seed(9)
+    cfg = T.DINOv3ViTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                            image_size=32, patch_size=8, num_register_tokens=4, use_gated_mlp=gated,
+                            hidden_act="silu" if gated else "gelu")
+    ref = perturb_(T.DINOv3ViTModel(cfg), 9).eval()
+    sd = dinov3_from_transformers(ref, seed=9)
+    converted = convert_state_dict(sd)
+    assert converted is not None and converted.format == "dinov3"
+    ours = build_model(config_from_dict(complete_args(converted, {"img_size": 32})), converted.state_dict, "dinov3")
+    for size in ((32, 32), (48, 24), (16, 64)):  # whole patches: transformers' patch conv drops a remainder
+        x = images(2, *size)
+        expected = ref(pixel_values=x)
+        assert rel_err(ours(x), expected.pooler_output) <= TOL, size
+        assert rel_err(ours.forward_features(x), expected.last_hidden_state) <= TOL, size
