@@ -185,6 +185,8 @@ def test_original_file_exports_with_the_cli_and_matches_timm(name: str, tmp_path
     model, sd = original(name, seed=2)
     path = tmp_path / f"{name}.pth"
     torch.save({"module": sd} if name == "eva02-clip" else sd, path)  # BAAI's DeepSpeed wrapper
+    bare = CliRunner().invoke(cli, ["info", str(path)])  # what the weights do not state: one line, with the fix
+    assert bare.exit_code == 1 and bare.stderr.count("\n") == 1 and "--config '{" in bare.stderr, bare.stderr
     out = tmp_path / "model.onnx"
     result = CliRunner().invoke(cli, ["onnx", str(path), "-o", str(out), "--config", json.dumps(CASES[name][2])])
     assert result.exit_code == 0, result.output
