@@ -336,3 +336,10 @@ def test_dinov3_equals_transformers_port_of_the_repository(gated: bool) -> None:
         expected = ref(pixel_values=x)
         assert rel_err(ours(x), expected.pooler_output) <= TOL, size
         assert rel_err(ours.forward_features(x), expected.last_hidden_state) <= TOL, size
+
+
+def test_dinov3_periods_saved_in_half_precision_give_the_base() -> None:
+    _, sd = original("dinov3-qkvb", seed=10)
+    sd["rope_embed.periods"] = dinov3_periods(64).to(torch.bfloat16)
+    args = convert_dinov3(sd).args
+    assert args["rope_temperature"] == 100.0 and args["num_heads"] == 6

@@ -212,10 +212,11 @@ def _dinov3_rope(sd: dict[str, torch.Tensor], dim: int, unknown: list[str], sugg
                      f"embed_dim {dim}", "the file is of another layout: re-save it")
     n = len(periods)
     p = periods.double()
+    tol = 1e-3 if periods.dtype in (torch.float32, torch.float64) else 1e-2  # a half-precision save rounds them
     base = float(p[-1] ** (n / (n - 1))) if n > 1 else DINOV3_ROPE_BASE  # one band: period 1 whatever the base
-    base = float(round(base)) if math.isclose(base, round(base), rel_tol=1e-4) else base
+    base = float(round(base)) if math.isclose(base, round(base), rel_tol=tol) else base
     expected = base ** (2.0 * torch.arange(n, dtype=torch.float32) / (2 * n))
-    if not torch.allclose(periods.float(), expected, rtol=1e-3, atol=0):
+    if not torch.allclose(periods.float(), expected, rtol=tol, atol=0):
         raise refuse(DINOV3, "its rotary periods are not base ** (4 i / head_dim) (the min_period/max_period "
                      "form)", "timm's Eva builds only the base form: this model cannot be mapped exactly")
     return {"num_heads": dim // (4 * n), "rope_temperature": base}
