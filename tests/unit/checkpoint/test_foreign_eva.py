@@ -234,6 +234,9 @@ DINOV3_REFUSALS = [
     (lambda sd: {**sd, "pos_embed": torch.zeros(1, 17, 384)}, "absolute position table"),
     (lambda sd: {**sd, "blocks.1.attn.qkv.bias_mask": torch.zeros(3 * 384)}, "masks query or value biases"),
     (lambda sd: _drop(sd, "storage_tokens"), "no storage_tokens"),
+    (lambda sd: {**sd, "blocks.0.attn.wq.weight": torch.zeros(384, 384),
+                 "blocks.0.ffn.w12.weight": torch.zeros(8, 384)},
+     "Sapiens2 checkpoint: its original layout"),
     (lambda sd: {**_drop(sd, "mlp.fc1"), **{k.replace("fc1", "w0"): v for k, v in sd.items() if "fc1" in k}},
      "unknown FFN"),
 ]
@@ -244,7 +247,7 @@ def test_dinov3_layouts_timm_does_not_map_are_refused(edit: Any, message: str) -
     _, sd = original("dinov3-qkvb", seed=5)
     sd = edit(sd)
     with pytest.raises(CheckpointError, match=message) as err:  # the file as detected, or as a DINOv3 one
-        convert_dinov3(sd) if "storage_tokens" in sd else convert_state_dict(sd)
+        convert_dinov3(sd) if "storage_tokens" in sd and "blocks.0.ffn.w12.weight" not in sd else convert_state_dict(sd)
     assert "\n" not in str(err.value)
 
 

@@ -106,8 +106,9 @@ def refuse_unmapped(keys: set[str]) -> None:
     """Layouts of this family timm's conversion does not map, refused by name (`detect`, after the tests)."""
     if _is_sapiens2(keys):
         raise refuse("Sapiens2", "its original layout (attn.wq, ffn.w12) is not converted by vitexport",
-                     "convert it with timm (timm.create_model(..., pretrained_cfg_overlay=dict(file=...))) and "
-                     "save the model's state_dict")
+                     "load it with timm (timm.create_model(ARCH, pretrained=True, "
+                     "pretrained_cfg_overlay=dict(file=PATH))), save model.state_dict() and pass that with --config "
+                     "'{\"architecture\": ARCH}'")
     if any(k.startswith("rope_embed.") for k in keys) and "patch_embed.proj.weight" in keys:
         raise refuse(DINOV3, "it has rotary periods (rope_embed) but no storage_tokens, and timm's conversion "
                      "recognises DINOv3 by its storage tokens", "this model cannot be mapped exactly")
