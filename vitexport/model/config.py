@@ -155,10 +155,10 @@ class Geometry:
 
 
 @dataclass(frozen=True)
-class ViTConfig(Geometry):
-    """Architecture of a dynamic-pad Vision Transformer, in timm's keyword names."""
+class ImageArgs(Geometry):
+    """The keyword arguments timm's ``VisionTransformer`` and ``Eva`` open with, in timm's order, with the ViT's
+    defaults (a class with another default declares the field again; it keeps its place)."""
 
-    CLASS: ClassVar[str] = "vit"  # the model class (`vitexport.model.names.MODEL_CLASSES`)
     img_size: int | tuple[int, int] = 224
     patch_size: int | tuple[int, int] = 16
     in_chans: int = 3
@@ -167,6 +167,13 @@ class ViTConfig(Geometry):
     embed_dim: int = 768
     depth: int = 12
     num_heads: int = 12
+
+
+@dataclass(frozen=True)
+class ViTConfig(ImageArgs):
+    """Architecture of a dynamic-pad Vision Transformer, in timm's keyword names (the first ones: `ImageArgs`)."""
+
+    CLASS: ClassVar[str] = "vit"  # the model class (`vitexport.model.names.MODEL_CLASSES`)
     mlp_ratio: float = 4.0
     qkv_bias: bool = True
     qk_norm: bool = False

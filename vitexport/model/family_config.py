@@ -36,6 +36,7 @@ from vitexport.model.config import (
     MAX_INT_OPTION,
     TRAINING_ONLY_KEYS,
     Geometry,
+    ImageArgs,
     ViTConfig,
     _check_eps,
     _check_flags,
@@ -176,7 +177,7 @@ class _FromDict(Geometry):
 
 
 @dataclass(frozen=True)
-class EvaConfig(_FromDict):
+class EvaConfig(_FromDict, ImageArgs):
     """timm's ``Eva`` keyword arguments (``norm_layer`` a name, its eps ``norm_eps``)."""
 
     CLASS: ClassVar[str] = "eva"
@@ -184,14 +185,8 @@ class EvaConfig(_FromDict):
     DEFAULT_ONLY: ClassVar[dict[str, tuple[Any, ...]]] = {"rope_mrope_section": (None,)}
     TUPLE_FIELDS: ClassVar[tuple[str, ...]] = ("img_size", "patch_size", "num_kv_heads", "ref_feat_shape")
 
-    img_size: int | tuple[int, int] = 224
-    patch_size: int | tuple[int, int] = 16
-    in_chans: int = 3
-    num_classes: int = 1000
+    # img_size, patch_size, in_chans, num_classes, global_pool, embed_dim, depth, num_heads: `ImageArgs`
     global_pool: str = "avg"
-    embed_dim: int = 768
-    depth: int = 12
-    num_heads: int = 12
     num_kv_heads: int | tuple[int, ...] | None = None
     qkv_bias: bool = True
     qkv_fused: bool = True
