@@ -21,17 +21,11 @@ from vitexport._util.lazy import lazy_attributes
 
 __version__ = "0.1.0"
 
+# The model stage names its classes and configs (timm's other dynamic-size ViT classes too) lazily itself.
+_MODEL_API = ("ViTConfig", "VisionTransformer", "EvaConfig", "DistilledConfig", "NaFlexConfig", "config_from_dict",
+              "Eva", "VisionTransformerDistilled", "NaFlexVit")
 _LAZY = {
-    "ViTConfig": "vitexport.model.config",
-    "VisionTransformer": "vitexport.model.vit",
-    # timm's other dynamic-size ViT classes: configs (torch-free) and models
-    "EvaConfig": "vitexport.model.family_config",
-    "DistilledConfig": "vitexport.model.family_config",
-    "NaFlexConfig": "vitexport.model.family_config",
-    "config_from_dict": "vitexport.model.family_config",
-    "Eva": "vitexport.model.eva",
-    "VisionTransformerDistilled": "vitexport.model.deit",
-    "NaFlexVit": "vitexport.model.naflex",
+    **dict.fromkeys(_MODEL_API, "vitexport.model"),
     "export_onnx": "vitexport.export.onnx_export",
     "export_torchscript": "vitexport.export.torchscript_export",
     "Predictor": "vitexport.serving.predictor",

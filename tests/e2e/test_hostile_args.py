@@ -103,19 +103,35 @@ MEASURE_PEAK = (
 )
 
 
+@pytest.fixture(scope="module")
+def vit_ti_exports(tmp_path_factory: pytest.TempPathFactory):
+    """A ViT-Ti-wide model (depth 3) and its export per attention form, made once per run on first use (shared by
+    the pytest-xdist workers): the chunked export serves three sizes."""
+    from tests.helpers.models import make_model
+    from tests.helpers.shared import build_once
+    from vitexport.export.exporter import export_onnx
+
+    model = make_model(dict(img_size=224, patch_size=16, num_classes=10, embed_dim=192, depth=3, num_heads=3), seed=2)
+
+    def export(attention: str) -> Path:
+        def build(folder: Path) -> Path:
+            export_onnx(model, folder / f"{attention}.onnx", attention=attention)
+            return folder / f"{attention}.onnx"
+
+        return build_once(tmp_path_factory, f"estimate-{attention}", build)
+
+    return model, export
+
+
 @pytest.mark.parametrize("attention, height, width, batch", [
     ("chunked", 512, 512, 1), ("chunked", 784, 800, 1), ("chunked", 256, 240, 4), ("sdpa", 512, 512, 1)])
-def test_estimate_is_within_25_percent_of_the_measured_peak(tmp_path: Path, attention: str, height: int, width: int,
+def test_estimate_is_within_25_percent_of_the_measured_peak(vit_ti_exports, attention: str, height: int, width: int,
                                                             batch: int) -> None:
     """The estimate against ONNX Runtime's measured peak of one forward pass, in a fresh process: its peak RSS
     (VmHWM, reset just before the run) over its RSS before it, freed heap pages returned first. A ViT-Ti-wide
     model with chunked attention at ~1k tokens (one block) and ~2.5k (two), a batch, and whole score matrices."""
-    from tests.helpers.models import make_model
-    from vitexport.export.exporter import export_onnx
-
-    model = make_model(dict(img_size=224, patch_size=16, num_classes=10, embed_dim=192, depth=3, num_heads=3), seed=2)
-    path = tmp_path / f"{attention}.onnx"
-    export_onnx(model, path, attention=attention)
+    model, export = vit_ti_exports
+    path = export(attention)
     measured = int(subprocess.run([sys.executable, "-c", MEASURE_PEAK, str(path), str(height), str(width), str(batch)],
                                   capture_output=True, text=True, check=True, timeout=300, cwd=ROOT).stdout)
     est = estimate(model.config, height, width, batch, attention).bytes

@@ -15,16 +15,14 @@ from hypothesis import strategies as st
 
 from tests.helpers.models import CONFIGS, SAMPLES, make_model
 from vitexport.cli import cli
-from vitexport.export.onnx_export import export_onnx
 
 SAMPLE = SAMPLES / "digits-vit.pt"
 
 
 @pytest.fixture(scope="module")
-def spec_export(tmp_path_factory: pytest.TempPathFactory):
-    model = make_model(CONFIGS["reg_noembed"], seed=21)  # non-square 3x5 native grid, registers
-    path = tmp_path_factory.mktemp("hyp") / "m.onnx"
-    export_onnx(model, path)
+def spec_export(exported):
+    """reg_noembed (non-square 3x5 native grid, registers): the session's default export (read-only)."""
+    model, path, _ = exported["reg_noembed"]
     return model, ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]), path
 
 

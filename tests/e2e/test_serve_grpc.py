@@ -60,6 +60,10 @@ def infer(module, address: str, headers: dict, inputs: dict[str, np.ndarray], cl
         client.close()
 
 
+# The tests that start the server (Ray and its gRPC proxy: a minute or more on 2 busy cores) are slow, as the HTTP
+# server's in test_serve.py; the RPCs run in the fast lane in-process (tests/unit/serving/test_serve_grpc.py).
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_grpc_equals_http(server) -> None:
     rng = np.random.default_rng(7)
     images = [rng.integers(0, 256, size, dtype=np.uint8) for size in [(28, 28), (20, 33), (9, 40)]]
@@ -77,6 +81,8 @@ def test_grpc_equals_http(server) -> None:
         assert (top_grpc == top_http).all() and top_grpc.shape == (3, 3)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_health_auth_limits_and_binding(server) -> None:
     client = grpcclient.InferenceServerClient(server.grpc)
     try:
@@ -99,6 +105,8 @@ def test_health_auth_limits_and_binding(server) -> None:
                  {"pixel_values": np.zeros((1, 1, 28, 28), np.float32)}).shape == (1, 10)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_concurrent_grpc_and_http_clients_equal_predictor(server) -> None:
     """4 gRPC and 4 HTTP client threads, mixed sizes, share the replica's batches; each gets its own results."""
     sizes = [(28, 28), (20, 20), (33, 17)]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -64,16 +65,31 @@ def _print_export(result, verify_command: str) -> None:
         click.echo(f"verify         {verify_command} (weights were folded)")
 
 
+def source_options(suffix: str) -> Callable[[Any], Any]:
+    """CHECKPOINT (or --preset), -o/--out, --output, --config and --ema: the source and output options every
+    export command takes, in this order; ``suffix`` is the artifact's (``.onnx``, ``.ts``)."""
+    options = (
+        click.argument("checkpoint", type=str, required=False),
+        preset_options,
+        click.option("-o", "--out", "out", type=str,
+                     help=f"Output {suffix} path (default: beside the checkpoint; NAME{suffix} here with --preset)."),
+        click.option("--output", "model_output", type=click.Choice(OUTPUTS), default=None, help=OUTPUT_HELP),
+        click.option("--config", "config", type=str,
+                     help="JSON file of timm keyword arguments (or a timm config.json), or the JSON object itself; "
+                          "with --preset, overrides of its options."),
+        click.option("--ema", "use_ema", is_flag=True, help="Use the EMA weights of a timm training checkpoint."),
+    )
+
+    def apply(fn: Any) -> Any:
+        for option in reversed(options):  # as if stacked as decorators: the first is outermost
+            fn = option(fn)
+        return fn
+
+    return apply
+
+
 @cli.command("onnx")
-@click.argument("checkpoint", type=str, required=False)
-@preset_options
-@click.option("-o", "--out", "out", type=str,
-              help="Output .onnx path (default: beside the checkpoint; NAME.onnx here with --preset).")
-@click.option("--output", "model_output", type=click.Choice(OUTPUTS), default=None, help=OUTPUT_HELP)
-@click.option("--config", "config", type=str,
-              help="JSON file of timm keyword arguments (or a timm config.json), or the JSON object itself; with "
-                   "--preset, overrides of its options.")
-@click.option("--ema", "use_ema", is_flag=True, help="Use the EMA weights of a timm training checkpoint.")
+@source_options(".onnx")
 @click.option("--opset", type=int, default=None,
               help=f"ONNX opset (default {DEFAULT_OPSET}, where Resize runs on ORT's CUDA provider; "
                    f"{ATTENTION_MIN_OPSET['onnx']} with --attention onnx).")
@@ -140,15 +156,7 @@ def quantize_cmd(model_path, output, force) -> None:
 
 
 @cli.command("torchscript")
-@click.argument("checkpoint", type=str, required=False)
-@preset_options
-@click.option("-o", "--out", "out", type=str,
-              help="Output .ts path (default: beside the checkpoint; NAME.ts here with --preset).")
-@click.option("--output", "model_output", type=click.Choice(OUTPUTS), default=None, help=OUTPUT_HELP)
-@click.option("--config", "config", type=str,
-              help="JSON file of timm keyword arguments (or a timm config.json), or the JSON object itself; with "
-                   "--preset, overrides of its options.")
-@click.option("--ema", "use_ema", is_flag=True, help="Use the EMA weights of a timm training checkpoint.")
+@source_options(".ts")
 @click.option("--img-size", type=SIZE, help="Make HxW the model's native size first (set_input_size).")
 @click.option("--force", is_flag=True, help="Replace an existing output file.")
 @limit_options

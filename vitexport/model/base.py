@@ -16,11 +16,12 @@ TorchScript reads ``output`` as a constant when it scripts the model (each class
 # No `from __future__ import annotations` here: TorchScript compiles the subclasses.
 
 import contextlib
-from typing import Any, Iterator, List
+from typing import Any, Dict, Iterator, List, Optional
 
 import torch
 from torch import nn
 
+from vitexport.model.layers.embed import resample_abs_pos_embed
 from vitexport.model.names import MODEL_RESAMPLE_FORMS, OUTPUTS, default_output
 
 
@@ -30,13 +31,42 @@ class ModelBase(nn.Module):
     # Python-side state that must not reach TorchScript (which always resamples with F.interpolate).
     __jit_ignored_attributes__ = ("config", "meta", "resample_form")
 
-    def _init_base(self, config: Any) -> None:
+    def _init_base(self, config: Any, config_class: Any = None, kwargs: Optional[Dict[str, Any]] = None) -> Any:
+        """Take the model's config (``config_class(**kwargs)`` when ``config`` is None; otherwise ``kwargs``
+        override it) and set what every class keeps of it; returns the config."""
+        if config is None:
+            config = config_class(**(kwargs or {}))
+        elif kwargs:
+            config = config.replace(**kwargs)
         self.config = config
+        self.num_classes = config.num_classes
+        self.global_pool = config.global_pool
+        self.num_prefix_tokens = config.num_prefix_tokens
         self.meta = {}  # preprocessing, labels, source: filled by the loader
         # How the position table is resampled outside TorchScript: MODEL_RESAMPLE_FORMS; changed only within
         # `resampling`.
         self.resample_form = "interpolate"
         self.output = default_output(config.num_classes)
+        return config
+
+    def _init_tokens(self, config: Any, num_patches: int, reg_tokens: int, pos_table: bool = True) -> None:
+        """The class and register tokens and the absolute position table (None without one: ``pos_table``) of a
+        model with timm's ``patch_embed`` (the ViT's and Eva's), in timm's shapes."""
+        D = config.embed_dim
+        self.no_embed_class = config.no_embed_class
+        self.dynamic_img_size = config.dynamic_img_size
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, D)) if config.class_token else None
+        self.reg_token = nn.Parameter(torch.zeros(1, reg_tokens, D)) if reg_tokens else None
+        embed_len = num_patches if config.no_embed_class else num_patches + config.num_prefix_tokens
+        self.pos_embed = nn.Parameter(torch.randn(1, embed_len, D) * 0.02) if pos_table else None
+
+    def _init_linears(self) -> None:
+        """timm's init of every ``nn.Linear``: truncated normal weights (std 0.02), zero biases."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
     @torch.jit.ignore
     @contextlib.contextmanager
@@ -86,6 +116,19 @@ class ModelBase(nn.Module):
             yield self
         finally:
             self.output = previous
+
+    def _grid_pos_embed(self, pos_embed: torch.Tensor, gh: int, gw: int) -> torch.Tensor:
+        """``pos_embed`` (the absolute table of ``_init_tokens``) on a ``gh x gw`` patch grid: resampled from the
+        native grid when ``dynamic_img_size``, in the portable form inside an ONNX export (`resampling`)."""
+        if not self.dynamic_img_size:
+            return pos_embed
+        old = self.patch_embed.grid_size
+        portable = False
+        if not torch.jit.is_scripting():
+            portable = self.portable_resampling()
+        return resample_abs_pos_embed(pos_embed, [gh, gw], [old[0], old[1]],
+                                      0 if self.no_embed_class else self.num_prefix_tokens,
+                                      portable=portable)  # (1, [prefix +] gh*gw, D)
 
     def _prefix_tokens(self, batch: int) -> List[torch.Tensor]:
         """The class and register tokens (``cls_token``, ``reg_token``) of a batch, in timm's order; a class with

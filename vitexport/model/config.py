@@ -94,11 +94,71 @@ def _pair(value: Any, name: str) -> tuple[int, int]:
     return pair
 
 
-@dataclass(frozen=True)
-class ViTConfig:
-    """Architecture of a dynamic-pad Vision Transformer, in timm's keyword names."""
+def _check_int(name: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= MAX_INT_OPTION:
+        kind = "positive" if low else "non-negative"
+        raise ConfigError(f"{name} must be a {kind} integer (at most {MAX_INT_OPTION:,}), got {value!r}")
 
-    CLASS: ClassVar[str] = "vit"  # the model class (`vitexport.model.names.MODEL_CLASSES`)
+
+def _check_flags(config: Any, names: tuple[str, ...], optional: tuple[str, ...] = ()) -> None:
+    """Booleans that are booleans (JSON "false" is a string), and the ones that may also be null."""
+    for name in names + optional:
+        value = getattr(config, name)
+        if not isinstance(value, bool) and not (name in optional and value is None):
+            allowed = "true, false or null" if name in optional else "true or false"
+            raise ConfigError(f"{name} must be {allowed}, got {value!r}")
+
+
+def _check_eps(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise ConfigError(f"{name} must be a small positive number (e.g. 1e-6), got {value!r}")
+
+
+def _check_options(data: dict[str, Any], known: set[str], accepted: set[str] | frozenset[str], config_name: str,
+                   default_only: dict[str, tuple[Any, ...]], model_class: str = "") -> None:
+    """Refuse, by name, the options of a ``from_dict`` argument that are not ``accepted`` (with the closest field
+    of ``known``), and those that vitexport builds only at timm's default (``default_only``)."""
+    unknown = [k for k in data if k not in accepted]
+    if unknown:
+        hints = [f"{k!r}" + (f" (did you mean {c[0]!r}?)" if (c := difflib.get_close_matches(k, sorted(known), n=1))
+                             else "") for k in unknown]
+        raise ConfigError("unsupported model option " + ", ".join(hints) + f"; {config_name} supports: "
+                          + ", ".join(sorted(known - {"architecture"})))
+    where = f" for {model_class}" if model_class else ""
+    for key, allowed in default_only.items():
+        if key in data and data[key] not in allowed:
+            raise ConfigError(f"{key}={data[key]!r} is not supported by vitexport{where} (only {allowed[0]!r}, "
+                              "timm's default); this model cannot be exported exactly")
+
+
+def _tuples(args: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """``args`` with the JSON lists of ``keys`` as tuples (a frozen config holds tuples)."""
+    return {k: tuple(v) if k in keys and isinstance(v, list) else v for k, v in args.items()}
+
+
+class Geometry:
+    """The geometry every config class answers from ``img_size`` and ``patch_size``."""
+
+    @property
+    def img_hw(self) -> tuple[int, int]:
+        return _pair(self.img_size, "img_size")  # type: ignore[attr-defined]
+
+    @property
+    def patch_hw(self) -> tuple[int, int]:
+        return _pair(self.patch_size, "patch_size")  # type: ignore[attr-defined]
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        """The native positional-embedding grid: ``img_size // patch_size`` (floor), as timm."""
+        (h, w), (ph, pw) = self.img_hw, self.patch_hw
+        return h // ph, w // pw
+
+
+@dataclass(frozen=True)
+class ImageArgs(Geometry):
+    """The keyword arguments timm's ``VisionTransformer`` and ``Eva`` open with, in timm's order, with the ViT's
+    defaults (a class with another default declares the field again; it keeps its place)."""
+
     img_size: int | tuple[int, int] = 224
     patch_size: int | tuple[int, int] = 16
     in_chans: int = 3
@@ -107,6 +167,13 @@ class ViTConfig:
     embed_dim: int = 768
     depth: int = 12
     num_heads: int = 12
+
+
+@dataclass(frozen=True)
+class ViTConfig(ImageArgs):
+    """Architecture of a dynamic-pad Vision Transformer, in timm's keyword names (the first ones: `ImageArgs`)."""
+
+    CLASS: ClassVar[str] = "vit"  # the model class (`vitexport.model.names.MODEL_CLASSES`)
     mlp_ratio: float = 4.0
     qkv_bias: bool = True
     qk_norm: bool = False
@@ -174,15 +241,8 @@ class ViTConfig:
         """Integer sizes within range, flags that are booleans (JSON "false" is a string, not False)."""
         for name, low in (("in_chans", 1), ("embed_dim", 1), ("depth", 1), ("num_heads", 1), ("num_classes", 0),
                           ("reg_tokens", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= MAX_INT_OPTION:
-                kind = "positive" if low else "non-negative"
-                raise ConfigError(f"{name} must be a {kind} integer (at most {MAX_INT_OPTION:,}), got {value!r}")
-        for name in BOOL_FIELDS:
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        if self.fc_norm is not None and not isinstance(self.fc_norm, bool):
-            raise ConfigError(f"fc_norm must be true, false or null, got {self.fc_norm!r}")
+            _check_int(name, getattr(self, name), low)
+        _check_flags(self, BOOL_FIELDS, optional=("fc_norm",))
 
     def _check_layers(self) -> None:
         """Layer choices: registered names (`vitexport.model.names.LAYERS`), and the combinations timm itself
@@ -197,9 +257,7 @@ class ViTConfig:
                 raise ConfigError(f"{name} {value!r} is not supported{eva}; use {null}one of "
                                   + ", ".join(map(repr, choices)))
         for name in ("norm_eps", "embed_norm_eps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
-                raise ConfigError(f"{name} must be a small positive number (e.g. 1e-6), got {value!r}")
+            _check_eps(name, getattr(self, name))
         if has_trait("block", self.block_fn, FUSED):
             if self.scale_attn_norm or self.scale_mlp_norm:
                 raise ConfigError(f"block_fn={self.block_fn!r} has no scale_attn_norm/scale_mlp_norm (timm asserts)")
@@ -228,21 +286,6 @@ class ViTConfig:
     def mlp_hidden(self) -> int:
         """The MLP's hidden width, ``int(embed_dim * mlp_ratio)`` as timm sizes it."""
         return int(self.embed_dim * self.mlp_ratio)
-
-    # ---- derived geometry -------------------------------------------------
-    @property
-    def img_hw(self) -> tuple[int, int]:
-        return _pair(self.img_size, "img_size")
-
-    @property
-    def patch_hw(self) -> tuple[int, int]:
-        return _pair(self.patch_size, "patch_size")
-
-    @property
-    def grid_size(self) -> tuple[int, int]:
-        """The native positional-embedding grid: ``img_size // patch_size`` (floor), as timm."""
-        (h, w), (ph, pw) = self.img_hw, self.patch_hw
-        return h // ph, w // pw
 
     @property
     def num_prefix_tokens(self) -> int:
@@ -309,17 +352,7 @@ class ViTConfig:
             raise ConfigError(f"{name} timm's {MODEL_CLASSES.get(declared, declared)}, not a plain ViT; build it with "
                               "vitexport.get_preset / vitexport.create_model (any class), not ViTConfig")
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = [k for k in data if k not in known and k not in TRAINING_ONLY_KEYS and k not in DEFAULT_ONLY_KEYS]
-        if unknown:
-            hints = []
-            for key in unknown:
-                close = difflib.get_close_matches(key, sorted(known), n=1)
-                hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-            raise ConfigError(
-                "unsupported model option " + ", ".join(hints)
-                + "; vitexport supports: " + ", ".join(sorted(known - {"architecture"}))
-            )
-        _check_default_only(data)
+        _check_options(data, known, known | TRAINING_ONLY_KEYS | set(DEFAULT_ONLY_KEYS), "vitexport", DEFAULT_ONLY_KEYS)
         for key in DEFAULT_WHEN_EMPTY:  # timm: None (or '' for attn_layer) means its default layer
             if key in data and data[key] in (None, ""):
                 data.pop(key)
@@ -327,11 +360,8 @@ class ViTConfig:
         if dropped:
             logger.debug("ignoring training-only options: %s", ", ".join(dropped))
         base.update({k: v for k, v in data.items() if k in known})
-        for key in ("img_size", "patch_size"):
-            if isinstance(base.get(key), list):
-                base[key] = tuple(base[key])
         try:
-            return cls(architecture=arch, **base)
+            return cls(architecture=arch, **_tuples(base, ("img_size", "patch_size")))
         except TypeError as exc:  # pragma: no cover - guarded by the key check above
             raise ConfigError(f"invalid model config: {exc}") from exc
 
@@ -346,16 +376,6 @@ def _preset_or_empty(name: str | None) -> dict[str, Any]:
         return preset_args(name) if name else {}
     except ConfigError:
         return {}
-
-
-def _check_default_only(data: dict[str, Any]) -> None:
-    """Refuse, by name, timm options that vitexport builds only at their default value."""
-    for key, allowed in DEFAULT_ONLY_KEYS.items():
-        if key in data and data[key] not in allowed:
-            raise ConfigError(
-                f"{key}={data[key]!r} is not supported by vitexport (only {allowed[0]!r}, timm's default); "
-                "this model cannot be exported exactly"
-            )
 
 
 def preset_key(name: str) -> str:

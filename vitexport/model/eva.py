@@ -17,7 +17,7 @@ from torch import nn
 
 from vitexport.model.base import ModelBase
 from vitexport.model.family_config import EvaConfig
-from vitexport.model.layers import AttentionPoolLatent, PatchEmbed, norm_factory, resample_abs_pos_embed
+from vitexport.model.layers import AttentionPoolLatent, PatchEmbed, norm_factory
 from vitexport.model.layers.tokens import join_prefix, pool_tokens
 from vitexport.model.registry import build
 from vitexport.model.rope import make_rope
@@ -35,28 +35,14 @@ class Eva(ModelBase):
 
     def __init__(self, config: Optional[EvaConfig] = None, **kwargs: Any) -> None:
         super().__init__()
-        if config is None:
-            config = EvaConfig(**kwargs)
-        elif kwargs:
-            config = config.replace(**kwargs)
-        self._init_base(config)
-        c, D = config, config.embed_dim
+        c = self._init_base(config, EvaConfig, kwargs)
+        D = c.embed_dim
         norm = norm_factory(c.norm_layer, c.norm_eps)
-
-        self.num_classes = c.num_classes
-        self.global_pool = c.global_pool
-        self.num_prefix_tokens = c.num_prefix_tokens
-        self.no_embed_class = c.no_embed_class
-        self.dynamic_img_size = c.dynamic_img_size
         self.rope_mixed = c.use_rot_pos_emb and c.rope_type == "mixed"
 
         self.patch_embed = PatchEmbed(c.img_hw, c.patch_hw, c.in_chans, D, bias=not c.use_pre_transformer_norm,
                                       dynamic_img_pad=c.dynamic_img_pad, strict_img_size=not c.dynamic_img_size)
-        num_patches = self.patch_embed.num_patches
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, D)) if c.class_token else None
-        self.reg_token = nn.Parameter(torch.zeros(1, c.num_reg_tokens, D)) if c.num_reg_tokens else None
-        embed_len = num_patches if c.no_embed_class else num_patches + c.num_prefix_tokens
-        self.pos_embed = nn.Parameter(torch.randn(1, embed_len, D) * 0.02) if c.use_abs_pos_emb else None
+        self._init_tokens(c, self.patch_embed.num_patches, c.num_reg_tokens, pos_table=c.use_abs_pos_emb)
         self.rope = None
         if c.use_rot_pos_emb:
             self.rope = make_rope(c.rope_type, D, c.num_heads, c.depth, c.rope_temperature, c.rope_grid_offset,
@@ -73,11 +59,7 @@ class Eva(ModelBase):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        self._init_linears()
         for p in (self.cls_token, self.reg_token, self.pos_embed):
             if p is not None:
                 nn.init.trunc_normal_(p, std=0.02)
@@ -87,16 +69,7 @@ class Eva(ModelBase):
         B, gh, gw, D = x.shape
         pos_embed: Optional[torch.Tensor] = None
         if self.pos_embed is not None:
-            if self.dynamic_img_size:
-                old = self.patch_embed.grid_size
-                portable_form = False
-                if not torch.jit.is_scripting():
-                    portable_form = self.portable_resampling()
-                pos_embed = resample_abs_pos_embed(self.pos_embed, [gh, gw], [old[0], old[1]],
-                                                   0 if self.no_embed_class else self.num_prefix_tokens,
-                                                   portable=portable_form)  # (1, [prefix +] gh*gw, D)
-            else:
-                pos_embed = self.pos_embed
+            pos_embed = self._grid_pos_embed(self.pos_embed, gh, gw)  # (1, [prefix +] gh*gw, D)
         x = x.reshape(B, gh * gw, D)  # (B, N, D)
         rope: Optional[torch.Tensor] = None
         if self.rope is not None:

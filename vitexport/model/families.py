@@ -14,13 +14,18 @@ ONNX and TorchScript.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from vitexport.model.config import FAMILY_PRESETS, LAYER_OPTIONS, PRESETS, get_preset
 
 # The ViTConfig fields that define a family (besides global_pool == 'map'): every layer choice and layer option
 # (vitexport.model.config.LAYER_OPTIONS), and pre_norm.
 LAYOUT_FIELDS = (*LAYER_OPTIONS, "pre_norm")
+
+
+class _Row(NamedTuple):
+    representative: str
+    description: str
 
 
 @dataclass(frozen=True)
@@ -31,67 +36,68 @@ class Family:
     model_class: str = "vit"  # `vitexport.model.names.MODEL_CLASSES`
 
 
-FAMILIES: tuple[Family, ...] = (
-    Family("vit", "vit_base_patch16_224",
-           "pre-norm blocks, LayerNorm eps 1e-6, GELU MLP: ViT, DeiT-3, DINOv2, registers, *_gap_*, FlexiViT, "
-           "EVA (this class), RADIO, InternViT, TIPSv2, SigLIP *_siglip_gap_* with GELU"),
-    Family("clip", "vit_base_patch16_clip_224", "CLIP: pre_norm, LayerNorm eps 1e-5, GELU"),
-    Family("clip-quickgelu", "vit_base_patch16_clip_quickgelu_224",
-           "CLIP with OpenAI's QuickGELU: pre_norm, LayerNorm eps 1e-5"),
-    Family("siglip", "vit_base_patch16_siglip_224", "SigLIP: attention-pool (MAP) head, GELU"),
-    Family("siglip2", "vit_so400m_patch16_siglip_256", "SigLIP 2 / giantopt: MAP head, GELU-tanh"),
-    Family("siglip2-gap", "vit_so400m_patch16_siglip_gap_256", "SigLIP 2 without the MAP head: GELU-tanh, avg pool"),
-    Family("aimv2", "aimv2_large_patch14_224",
-           "AIMv2: RMSNorm eps 1e-5 (also after the patch embedding), SwiGLU (SiLU), no projection biases"),
-    Family("beit3", "beit3_base_patch16_224", "BEiT3: LayerNorm eps 1e-5, scale norms in attention and MLP"),
-    Family("xp", "vit_base_patch16_xp_224",
-           "*_xp_*: parallel-scaling blocks, RMSNorm (also qk-norm), pre_norm, no qkv bias"),
-    Family("parallel-scaling", "vit_pwee_patch16_reg1_gap_256", "ViT-22B-style parallel-scaling blocks, LayerNorm"),
-    Family("parallel-things", "vit_base_patch16_18x2_224", "*_18x2_*: two parallel attention and MLP branches"),
-    Family("res-post", "vit_base_patch16_rpn_224", "*_rpn_*: residual post-norm blocks"),
-    Family("diff-attention", "vit_dwee_patch16_reg1_gap_256", "differential attention in pre-norm blocks"),
-    Family("diff-parallel", "vit_dpwee_patch16_reg1_gap_256", "parallel-scaling blocks with differential attention"),
-    Family("swiglu-packed", "vit_giant_patch14_dinov2",
-           "DINOv2 / TIPSv2 giant: packed SwiGLU MLP (one fc1, SiLU gate first)"),
-    # timm's VisionTransformerDistilled (deit.py)
-    Family("deit-distilled", "deit_tiny_distilled_patch16_224",
-           "DeiT distilled: a distillation token and a second head, averaged at inference", "deit_distilled"),
-    # timm's Eva (eva.py)
-    Family("eva", "eva_giant_patch14_224", "EVA-01: absolute table only, fused qkv with q/v biases, GELU MLP", "eva"),
-    Family("eva02", "eva02_small_patch14_224",
-           "EVA-02 tiny/small: axial RoPE on a reference grid + absolute table, packed SwiGLU", "eva"),
-    Family("eva02-split", "eva02_base_patch16_clip_224",
-           "EVA-02 base/large and EVA-02 CLIP: separate q/k/v, SwiGLU with its norm, axial RoPE + table", "eva"),
-    Family("eva02-post-norm", "eva02_enormous_patch14_clip_224", "EVA-02 CLIP enormous: residual post-norm blocks",
-           "eva"),
-    Family("dinov3", "vit_small_patch16_dinov3_qkvb",
-           "DINOv3 / LingBot: normalized-coordinate RoPE, no table, 4 registers, layer scale", "eva"),
-    Family("dinov3-swiglu", "vit_huge_plus_patch16_dinov3", "DINOv3 huge+/7B: the same with SwiGLU (width aligned)",
-           "eva"),
-    Family("pe-core", "vit_pe_core_base_patch16_224",
-           "Perception Encoder core: axial RoPE (xy) + table, attention pool over every token", "eva"),
-    Family("pe-spatial", "vit_pe_spatial_base_patch16_512", "Perception Encoder lang/spatial: no attention pool",
-           "eva"),
-    Family("rope-axial", "vit_small_patch16_rope_224", "RoPE-ViT axial: rotary only", "eva"),
-    Family("rope-axial-ape", "vit_small_patch16_rope_ape_224", "RoPE-ViT axial with an absolute table", "eva"),
-    Family("rope-mixed", "vit_small_patch16_rope_mixed_224", "RoPE-ViT mixed: learned per-block frequencies", "eva"),
-    Family("rope-mixed-ape", "vit_small_patch16_rope_mixed_ape_224", "RoPE-ViT mixed with an absolute table", "eva"),
-    Family("sbb-rope", "vit_betwixt_patch16_rope_reg4_gap_256", "timm's SBB RoPE ViTs: registers, no class token",
-           "eva"),
-    Family("sapiens2", "vit_base_patch16_sapiens2",
-           "Sapiens2: grouped-query attention, RMSNorm, q/k norm, attention-only layer scale", "eva"),
-    # timm's NaFlexVit (naflexvit.py) on NCHW images
-    Family("naflex", "naflexvit_base_patch16_gap", "NaFlexViT: linear patches, bicubic table", "naflexvit"),
-    Family("naflex-ar", "naflexvit_base_patch16_par_gap", "aspect-preserving table: a square resampled, cropped",
-           "naflexvit"),
-    Family("naflex-factorized", "naflexvit_base_patch16_parfac_gap", "row + column tables, linearly resampled",
-           "naflexvit"),
-    Family("naflex-siglip", "naflexvit_base_patch16_siglip", "SigLIP2-NaFlex: antialiased bilinear table, MAP head",
-           "naflexvit"),
-    Family("naflex-radio-v3", "naflexvit_base_patch16_radio_v3", "C-RADIO v3: bilinear, align_corners", "naflexvit"),
-    Family("naflex-radio-v4", "naflexvit_so400m_patch16_radio_v4", "C-RADIO v3/v4: bilinear without antialias",
-           "naflexvit"),
-)
+# Per model class (`vitexport.model.names.MODEL_CLASSES`): family name -> (representative preset, description).
+_TABLE: dict[str, dict[str, _Row]] = {
+    "vit": {  # timm's VisionTransformer (vision_transformer.py)
+        "vit": _Row("vit_base_patch16_224",
+                    "pre-norm blocks, LayerNorm eps 1e-6, GELU MLP: ViT, DeiT-3, DINOv2, registers, *_gap_*, FlexiViT, "
+                    "EVA (this class), RADIO, InternViT, TIPSv2, SigLIP *_siglip_gap_* with GELU"),
+        "clip": _Row("vit_base_patch16_clip_224", "CLIP: pre_norm, LayerNorm eps 1e-5, GELU"),
+        "clip-quickgelu": _Row("vit_base_patch16_clip_quickgelu_224",
+                               "CLIP with OpenAI's QuickGELU: pre_norm, LayerNorm eps 1e-5"),
+        "siglip": _Row("vit_base_patch16_siglip_224", "SigLIP: attention-pool (MAP) head, GELU"),
+        "siglip2": _Row("vit_so400m_patch16_siglip_256", "SigLIP 2 / giantopt: MAP head, GELU-tanh"),
+        "siglip2-gap": _Row("vit_so400m_patch16_siglip_gap_256", "SigLIP 2 without the MAP head: GELU-tanh, avg pool"),
+        "aimv2": _Row("aimv2_large_patch14_224",
+                      "AIMv2: RMSNorm eps 1e-5 (also after the patch embedding), SwiGLU (SiLU), no projection biases"),
+        "beit3": _Row("beit3_base_patch16_224", "BEiT3: LayerNorm eps 1e-5, scale norms in attention and MLP"),
+        "xp": _Row("vit_base_patch16_xp_224",
+                   "*_xp_*: parallel-scaling blocks, RMSNorm (also qk-norm), pre_norm, no qkv bias"),
+        "parallel-scaling": _Row("vit_pwee_patch16_reg1_gap_256", "ViT-22B-style parallel-scaling blocks, LayerNorm"),
+        "parallel-things": _Row("vit_base_patch16_18x2_224", "*_18x2_*: two parallel attention and MLP branches"),
+        "res-post": _Row("vit_base_patch16_rpn_224", "*_rpn_*: residual post-norm blocks"),
+        "diff-attention": _Row("vit_dwee_patch16_reg1_gap_256", "differential attention in pre-norm blocks"),
+        "diff-parallel": _Row("vit_dpwee_patch16_reg1_gap_256", "parallel-scaling blocks with differential attention"),
+        "swiglu-packed": _Row("vit_giant_patch14_dinov2",
+                              "DINOv2 / TIPSv2 giant: packed SwiGLU MLP (one fc1, SiLU gate first)"),
+    },
+    "deit_distilled": {  # timm's VisionTransformerDistilled (deit.py)
+        "deit-distilled": _Row("deit_tiny_distilled_patch16_224",
+                               "DeiT distilled: a distillation token and a second head, averaged at inference"),
+    },
+    "eva": {  # timm's Eva (eva.py)
+        "eva": _Row("eva_giant_patch14_224", "EVA-01: absolute table only, fused qkv with q/v biases, GELU MLP"),
+        "eva02": _Row("eva02_small_patch14_224",
+                      "EVA-02 tiny/small: axial RoPE on a reference grid + absolute table, packed SwiGLU"),
+        "eva02-split": _Row("eva02_base_patch16_clip_224", "EVA-02 base/large and EVA-02 CLIP: separate q/k/v, "
+                            "SwiGLU with its norm, axial RoPE + table"),
+        "eva02-post-norm": _Row("eva02_enormous_patch14_clip_224", "EVA-02 CLIP enormous: residual post-norm blocks"),
+        "dinov3": _Row("vit_small_patch16_dinov3_qkvb",
+                       "DINOv3 / LingBot: normalized-coordinate RoPE, no table, 4 registers, layer scale"),
+        "dinov3-swiglu": _Row("vit_huge_plus_patch16_dinov3", "DINOv3 huge+/7B: the same with SwiGLU (width aligned)"),
+        "pe-core": _Row("vit_pe_core_base_patch16_224",
+                        "Perception Encoder core: axial RoPE (xy) + table, attention pool over every token"),
+        "pe-spatial": _Row("vit_pe_spatial_base_patch16_512", "Perception Encoder lang/spatial: no attention pool"),
+        "rope-axial": _Row("vit_small_patch16_rope_224", "RoPE-ViT axial: rotary only"),
+        "rope-axial-ape": _Row("vit_small_patch16_rope_ape_224", "RoPE-ViT axial with an absolute table"),
+        "rope-mixed": _Row("vit_small_patch16_rope_mixed_224", "RoPE-ViT mixed: learned per-block frequencies"),
+        "rope-mixed-ape": _Row("vit_small_patch16_rope_mixed_ape_224", "RoPE-ViT mixed with an absolute table"),
+        "sbb-rope": _Row("vit_betwixt_patch16_rope_reg4_gap_256", "timm's SBB RoPE ViTs: registers, no class token"),
+        "sapiens2": _Row("vit_base_patch16_sapiens2",
+                         "Sapiens2: grouped-query attention, RMSNorm, q/k norm, attention-only layer scale"),
+    },
+    "naflexvit": {  # timm's NaFlexVit (naflexvit.py) on NCHW images
+        "naflex": _Row("naflexvit_base_patch16_gap", "NaFlexViT: linear patches, bicubic table"),
+        "naflex-ar": _Row("naflexvit_base_patch16_par_gap", "aspect-preserving table: a square resampled, cropped"),
+        "naflex-factorized": _Row("naflexvit_base_patch16_parfac_gap", "row + column tables, linearly resampled"),
+        "naflex-siglip": _Row("naflexvit_base_patch16_siglip", "SigLIP2-NaFlex: antialiased bilinear table, MAP head"),
+        "naflex-radio-v3": _Row("naflexvit_base_patch16_radio_v3", "C-RADIO v3: bilinear, align_corners"),
+        "naflex-radio-v4": _Row("naflexvit_so400m_patch16_radio_v4", "C-RADIO v3/v4: bilinear without antialias"),
+    },
+}
+FAMILIES: tuple[Family, ...] = tuple(Family(name, representative, description, model_class)
+                                     for model_class, rows in _TABLE.items()
+                                     for name, (representative, description) in rows.items())
 
 
 def _class_layout(cfg: Any) -> tuple[Any, ...]:

@@ -26,7 +26,6 @@ blocks are its `ROTARY` layers; NaFlexViT's blocks are the ViT's, built from `Na
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import logging
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -36,9 +35,16 @@ from vitexport.model.config import (
     GLOBAL_POOLS,
     MAX_INT_OPTION,
     TRAINING_ONLY_KEYS,
+    Geometry,
+    ImageArgs,
     ViTConfig,
+    _check_eps,
+    _check_flags,
+    _check_int,
+    _check_options,
     _finite,
     _pair,
+    _tuples,
     preset_entry,
 )
 from vitexport.model.names import ROTARY, layer_names, with_trait
@@ -77,24 +83,9 @@ NAFLEX_ACTS = {None: "gelu", "gelu": "gelu", "gelu_tanh": "gelu_tanh", "quick_ge
                "swish": "silu"}  # timm get_act_layer names -> vitexport's (ACT_LAYERS)
 
 
-def _check_int(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= MAX_INT_OPTION:
-        kind = "positive" if low else "non-negative"
-        raise ConfigError(f"{name} must be a {kind} integer (at most {MAX_INT_OPTION:,}), got {value!r}")
-
-
 def _check_choice(name: str, value: Any, choices: tuple[Any, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"{name} {value!r} is not supported; use one of " + ", ".join(map(repr, choices)))
-
-
-def _check_flags(config: Any, names: tuple[str, ...], optional: tuple[str, ...] = ()) -> None:
-    """Booleans that are booleans (JSON "false" is a string), and the ones that may also be null."""
-    for name in names + optional:
-        value = getattr(config, name)
-        if not isinstance(value, bool) and not (name in optional and value is None):
-            allowed = "true, false or null" if name in optional else "true or false"
-            raise ConfigError(f"{name} must be {allowed}, got {value!r}")
 
 
 def _check_ratio(name: str, value: Any, dim: int, optional: bool = False) -> None:
@@ -103,11 +94,6 @@ def _check_ratio(name: str, value: Any, dim: int, optional: bool = False) -> Non
     if not _finite(value) or value <= 0 or not 1 <= int(dim * value) <= MAX_INT_OPTION:
         raise ConfigError(f"{name} must be a positive finite number giving an MLP width of at least 1 for "
                           f"embed_dim {dim}, got {value!r}")
-
-
-def _check_eps(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
-        raise ConfigError(f"{name} must be a small positive number (e.g. 1e-6), got {value!r}")
 
 
 def _check_sizes(img_size: Any, patch_size: Any) -> tuple[Any, Any]:
@@ -154,7 +140,7 @@ def _split_architecture(data: Any, kind: str) -> tuple[str | None, dict[str, Any
     return arch, base, data
 
 
-class _FromDict:
+class _FromDict(Geometry):
     """``from_dict`` / ``to_dict`` / ``replace`` shared by the configs of this module."""
 
     CLASS: ClassVar[str]
@@ -169,24 +155,12 @@ class _FromDict:
         arch, base, data = _split_architecture(data, cls.CLASS)
         known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         accepted = known | cls.TRAINING_ONLY | cls.NO_EFFECT | set(cls.DEFAULT_ONLY)
-        unknown = [k for k in data if k not in accepted]
-        if unknown:
-            hints = [f"{k!r}" + (f" (did you mean {c[0]!r}?)" if (c := difflib.get_close_matches(k, sorted(known), n=1))
-                                 else "") for k in unknown]
-            raise ConfigError("unsupported model option " + ", ".join(hints) + f"; {cls.__name__} supports: "
-                              + ", ".join(sorted(known - {"architecture"})))
-        for key, allowed in cls.DEFAULT_ONLY.items():
-            if key in data and data[key] not in allowed:
-                raise ConfigError(f"{key}={data[key]!r} is not supported by vitexport for {cls.CLASS} (only "
-                                  f"{allowed[0]!r}, timm's default); this model cannot be exported exactly")
+        _check_options(data, known, accepted, cls.__name__, cls.DEFAULT_ONLY, cls.CLASS)
         dropped = sorted(k for k in data if k not in known)
         if dropped:
             logger.debug("ignoring options without effect on inference: %s", ", ".join(dropped))
         base.update({k: v for k, v in data.items() if k in known})
-        for key in cls.TUPLE_FIELDS:
-            if isinstance(base.get(key), list):
-                base[key] = tuple(base[key])
-        return cls(architecture=arch, **base)  # type: ignore[call-arg]
+        return cls(architecture=arch, **_tuples(base, cls.TUPLE_FIELDS))  # type: ignore[call-arg]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly timm keyword arguments (tuples as lists), the class, ``architecture`` when known."""
@@ -201,23 +175,9 @@ class _FromDict:
     def replace(self, **changes: Any) -> Any:
         return dataclasses.replace(self, **changes)  # type: ignore[type-var]
 
-    @property
-    def img_hw(self) -> tuple[int, int]:
-        return _pair(self.img_size, "img_size")  # type: ignore[attr-defined]
-
-    @property
-    def patch_hw(self) -> tuple[int, int]:
-        return _pair(self.patch_size, "patch_size")  # type: ignore[attr-defined]
-
-    @property
-    def grid_size(self) -> tuple[int, int]:
-        """The native grid: ``img_size // patch_size`` (floor), as timm."""
-        (h, w), (ph, pw) = self.img_hw, self.patch_hw
-        return h // ph, w // pw
-
 
 @dataclass(frozen=True)
-class EvaConfig(_FromDict):
+class EvaConfig(_FromDict, ImageArgs):
     """timm's ``Eva`` keyword arguments (``norm_layer`` a name, its eps ``norm_eps``)."""
 
     CLASS: ClassVar[str] = "eva"
@@ -225,14 +185,8 @@ class EvaConfig(_FromDict):
     DEFAULT_ONLY: ClassVar[dict[str, tuple[Any, ...]]] = {"rope_mrope_section": (None,)}
     TUPLE_FIELDS: ClassVar[tuple[str, ...]] = ("img_size", "patch_size", "num_kv_heads", "ref_feat_shape")
 
-    img_size: int | tuple[int, int] = 224
-    patch_size: int | tuple[int, int] = 16
-    in_chans: int = 3
-    num_classes: int = 1000
+    # img_size, patch_size, in_chans, num_classes, global_pool, embed_dim, depth, num_heads: `ImageArgs`
     global_pool: str = "avg"
-    embed_dim: int = 768
-    depth: int = 12
-    num_heads: int = 12
     num_kv_heads: int | tuple[int, ...] | None = None
     qkv_bias: bool = True
     qkv_fused: bool = True

@@ -144,16 +144,9 @@ class NaFlexVit(ModelBase):
 
     def __init__(self, config: Optional[NaFlexConfig] = None, **kwargs: Any) -> None:
         super().__init__()
-        if config is None:
-            config = NaFlexConfig(**kwargs)
-        elif kwargs:
-            config = config.replace(**kwargs)
-        self._init_base(config)
-        c, D = config, config.embed_dim
+        c = self._init_base(config, NaFlexConfig, kwargs)
+        D = c.embed_dim
         norm = norm_factory(c.norm_layer or "layernorm", NAFLEX_NORM_EPS)
-        self.num_classes = c.num_classes
-        self.global_pool = c.global_pool
-        self.num_prefix_tokens = c.num_prefix_tokens
         self.pool_include_prefix = c.pool_include_prefix
 
         self.embeds = NaFlexEmbeds(c)
@@ -167,11 +160,7 @@ class NaFlexVit(ModelBase):
                                                  c.attn_pool_mlp_ratio or c.mlp_ratio, norm, c.act)
         self.fc_norm = norm(D) if c.final_norm and c.fc_norm_active else nn.Identity()
         self.head = nn.Linear(D, c.num_classes) if c.num_classes > 0 else nn.Identity()
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        self._init_linears()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         portable_form = False

@@ -34,20 +34,9 @@ class VisionTransformer(ModelBase):
 
     def __init__(self, config: ViTConfig | None = None, **kwargs: Any) -> None:
         super().__init__()
-        if config is None:
-            config = ViTConfig(**kwargs)
-        elif kwargs:
-            config = config.replace(**kwargs)
-        self._init_base(config)
-        c = config
+        c = self._init_base(config, ViTConfig, kwargs)
         D = c.embed_dim
         norm_layer = norm_factory(c.norm_layer, c.norm_eps)  # as timm's norm_layer: dim -> module
-
-        self.num_classes = c.num_classes
-        self.global_pool = c.global_pool
-        self.num_prefix_tokens = c.num_prefix_tokens
-        self.no_embed_class = c.no_embed_class
-        self.dynamic_img_size = c.dynamic_img_size
 
         self.patch_embed = PatchEmbed(
             img_size=c.img_hw,
@@ -59,11 +48,7 @@ class VisionTransformer(ModelBase):
             strict_img_size=not c.dynamic_img_size,
             norm=norm_factory(c.embed_norm_layer, c.embed_norm_eps)(D) if c.embed_norm_layer else None,
         )
-        num_patches = self.patch_embed.num_patches
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, D)) if c.class_token else None
-        self.reg_token = nn.Parameter(torch.zeros(1, c.reg_tokens, D)) if c.reg_tokens else None
-        embed_len = num_patches if c.no_embed_class else num_patches + self.num_prefix_tokens
-        self.pos_embed = nn.Parameter(torch.randn(1, embed_len, D) * 0.02)
+        self._init_tokens(c, self.patch_embed.num_patches, c.reg_tokens)
         self.norm_pre = norm_layer(D) if c.pre_norm else nn.Identity()
         self.blocks = nn.Sequential(*[build("block", c.block_fn, c, i) for i in range(c.depth)])
         use_fc_norm = c.use_fc_norm
@@ -77,11 +62,7 @@ class VisionTransformer(ModelBase):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        self._init_linears()
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         if self.cls_token is not None:
             nn.init.normal_(self.cls_token, std=1e-6)
@@ -124,20 +105,7 @@ class VisionTransformer(ModelBase):
     # ---- forward ----------------------------------------------------------
     def _pos_embed(self, x: torch.Tensor) -> torch.Tensor:
         B, gh, gw, D = x.shape
-        if self.dynamic_img_size:
-            old = self.patch_embed.grid_size
-            portable = False
-            if not torch.jit.is_scripting():
-                portable = self.portable_resampling()  # see `resampling`
-            pos_embed = resample_abs_pos_embed(
-                self.pos_embed,
-                [gh, gw],
-                [old[0], old[1]],
-                0 if self.no_embed_class else self.num_prefix_tokens,
-                portable=portable,
-            )  # (1, [prefix +] gh*gw, D)
-        else:
-            pos_embed = self.pos_embed
+        pos_embed = self._grid_pos_embed(self.pos_embed, gh, gw)  # (1, [prefix +] gh*gw, D)
         x = x.reshape(B, gh * gw, D)  # (B, N, D)
         return join_prefix(x, self._prefix_tokens(B), pos_embed, self.no_embed_class)  # (B, prefix + N, D)
 

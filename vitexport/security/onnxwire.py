@@ -204,6 +204,13 @@ class _Reader:
                             f"(nodes, names, attributes) for a {len(self.buf) / 1e6:,.1f} MB file; it is crafted "
                             "or corrupt")
 
+    def len_fields(self, pos: int, end: int) -> Iterator[tuple[int, int, int]]:
+        """(field number, a, b) of the length-delimited fields (strings, bytes, messages) in ``buf[pos:end]``, their
+        payload ``buf[a:b]``; the other fields are skipped (and charged, as `fields` does)."""
+        for number, wire, a, b in self.fields(pos, end):
+            if wire == _LEN:
+                yield number, a, b
+
     def fields(self, pos: int, end: int) -> Iterator[tuple[int, int, int, int]]:
         """(field number, wire type, a, b) of each field in ``buf[pos:end]``: a varint's value in ``a``; for the
         other wire types the payload's byte range ``[a, b)``. Each field is charged, skipped ones too (time is
@@ -372,9 +379,7 @@ class _Reader:
     def node(self, a: int, b: int, depth: int) -> Node:
         self.charge(COST["node"])
         n = Node()
-        for number, wire, x, y in self.fields(a, b):
-            if wire != _LEN:
-                continue
+        for number, x, y in self.len_fields(a, b):
             if number == 1:
                 n.input.append(self.text(x, y))
             elif number == 2:
@@ -393,9 +398,7 @@ class _Reader:
     def graph(self, a: int, b: int, depth: int = 0) -> Graph:
         self.charge(COST["graph"])
         g = Graph()
-        for number, wire, x, y in self.fields(a, b):
-            if wire != _LEN:
-                continue
+        for number, x, y in self.len_fields(a, b):
             if number == 1:
                 g.node.append(self.node(x, y, depth))
             elif number == 2:

@@ -120,12 +120,12 @@ def test_latent_query_and_differential_heads_pass_verify_on_every_engine(name: s
 
 
 @torch.no_grad()
-def test_the_real_budget_splits_a_2304_token_image(tmp_path: Path) -> None:
-    """The default budget (no patch): 2,304 tokens of a 2-head model in a batch of 2 take 2 blocks."""
-    model = make_model(TINY, seed=8)
-    path = tmp_path / "m.onnx"
-    export_onnx(model, path)
-    x = torch.randn(2, 3, 392, 376, generator=torch.Generator().manual_seed(5))  # 49 x 47 patches + CLS
+def test_the_real_budget_splits_a_2304_token_image(exported) -> None:
+    """The default budget (no patch): 2,304 tokens of a 2-head model in a batch of 2 take 2 blocks (the session's
+    default export of spec_cls: 8x8 patches, a class token)."""
+    model, path, _ = exported["spec_cls"]
+    assert model.config.num_heads == 2 and model.config.patch_size == 8 and model.config.num_prefix_tokens == 1
+    x = torch.randn(2, model.config.in_chans, 392, 376, generator=torch.Generator().manual_seed(5))  # 49 x 47 + CLS
     rows = block_rows(2, 2, 2304, 2304, CHUNK_SCORES)
     assert math.ceil(2304 / rows) == 2
     expected = model(x)

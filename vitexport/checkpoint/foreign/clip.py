@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from vitexport._util.errors import ConfigError
+from vitexport.checkpoint.foreign import common
 from vitexport.checkpoint.foreign.common import (
     Converted,
     block_count,
@@ -35,7 +35,6 @@ from vitexport.checkpoint.foreign.common import (
     need,
     patch_args,
     patch_pair,
-    read_weights,
     refuse,
     shape,
     square_side,
@@ -383,23 +382,14 @@ OPEN_CLIP_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin
 
 def read_open_clip_config(path: str | Path) -> dict[str, Any]:
     """``open_clip_config.json`` (or an open_clip model-config JSON) through the bounded JSON reader."""
-    from vitexport.model.config import load_config_arg
-
-    try:
-        data = load_config_arg(str(path))
-    except ConfigError as exc:
-        raise refuse(OPEN_CLIP, str(exc), "pass open_clip's open_clip_config.json") from exc
-    assert data is not None
+    data = common.read_json(Path(path), OPEN_CLIP, "pass open_clip's open_clip_config.json")
     model_cfg_of(data)  # refuses a file without model_cfg.vision_cfg
     return data
 
 
 def open_clip_weights_file(folder: Path) -> Path:
     """The weights of an open_clip folder (``open_clip_model.safetensors``, else ``open_clip_pytorch_model.bin``)."""
-    file = next((folder / n for n in OPEN_CLIP_WEIGHTS if (folder / n).is_file()), None)
-    if file is None:
-        raise refuse(OPEN_CLIP, f"{str(folder)!r} holds no {' or '.join(OPEN_CLIP_WEIGHTS)}", "pass the model's folder")
-    return file
+    return common.folder_file(folder, OPEN_CLIP_WEIGHTS, OPEN_CLIP)
 
 
 def convert_open_clip(sd: dict[str, torch.Tensor], data: dict[str, Any]) -> Converted:
@@ -417,7 +407,7 @@ def read_open_clip_folder(folder: str | Path) -> Converted:
     ``open_clip_pytorch_model.bin``): its image tower in timm's layout, with its preprocessing."""
     folder = Path(folder)
     data = read_open_clip_config(folder / OPEN_CLIP_CONFIG)
-    return convert_open_clip(read_weights(open_clip_weights_file(folder)), data)
+    return convert_open_clip(common.read_weights(open_clip_weights_file(folder)), data)
 
 
 __all__ = [

@@ -195,7 +195,29 @@ def complete_args(converted: Converted, explicit: dict[str, Any] | None = None, 
     return {**explicit, **converted.args}
 
 
+def read_json(path: Path, fmt: str, fix: str) -> dict[str, Any]:
+    """A JSON object of a checkpoint's folder (a config) through the bounded JSON reader; what it refuses is
+    refused as a ``fmt`` checkpoint with ``fix``."""
+    from vitexport.model.config import load_config_arg
+
+    try:
+        data = load_config_arg(str(path))
+    except ConfigError as exc:
+        raise refuse(fmt, str(exc), fix) from exc
+    assert data is not None
+    return data
+
+
+def folder_file(folder: Path, names: tuple[str, ...], fmt: str) -> Path:
+    """The first of ``names`` that is a file in ``folder`` (a hub folder's weights); refused by name if none is."""
+    file = next((folder / n for n in names if (folder / n).is_file()), None)
+    if file is None:
+        raise refuse(fmt, f"{str(folder)!r} holds no {' or '.join(names)}", "pass the model's folder")
+    return file
+
+
 __all__ = [
-    "HEAD_KINDS", "Converted", "block_count", "complete_args", "drop_index_buffers", "grid_args", "matching_presets",
-    "need", "patch_args", "patch_pair", "read_weights", "refuse", "shape", "square_side",
+    "HEAD_KINDS", "Converted", "block_count", "complete_args", "drop_index_buffers", "folder_file", "grid_args",
+    "matching_presets", "need", "patch_args", "patch_pair", "read_json", "read_weights", "refuse", "shape",
+    "square_side",
 ]

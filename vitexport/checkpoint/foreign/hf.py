@@ -32,13 +32,14 @@ from typing import Any
 
 import torch
 
-from vitexport._util.errors import ConfigError
 from vitexport.checkpoint.foreign.common import (
     Converted,
     block_count,
+    folder_file,
     need,
     patch_args,
     patch_pair,
+    read_json,
     read_weights,
     refuse,
     shape,
@@ -74,14 +75,7 @@ def is_transformers_config(data: Any) -> bool:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    from vitexport.model.config import load_config_arg
-
-    try:
-        data = load_config_arg(str(path))
-    except ConfigError as exc:
-        raise refuse("transformers", str(exc), "fix the folder") from exc
-    assert data is not None
-    return data
+    return read_json(path, "transformers", "fix the folder")
 
 
 def weights_file(folder: Path, fmt: str = "transformers") -> Path:
@@ -90,10 +84,7 @@ def weights_file(folder: Path, fmt: str = "transformers") -> Path:
     if any((folder / f"{name}.index.json").is_file() for name in _WEIGHT_FILES):
         raise refuse(fmt, "its weights are sharded (*.index.json)", "merge the shards into one "
                      "model.safetensors (model.save_pretrained(out, max_shard_size='100GB'))")
-    file = next((folder / n for n in _WEIGHT_FILES if (folder / n).is_file()), None)
-    if file is None:
-        raise refuse(fmt, f"{str(folder)!r} holds no {' or '.join(_WEIGHT_FILES)}", "pass the model's folder")
-    return file
+    return folder_file(folder, _WEIGHT_FILES, fmt)
 
 
 def _vision_config(data: dict[str, Any]) -> tuple[str, dict[str, Any]]:

@@ -66,10 +66,14 @@ class Mlp(nn.Module):
     ) -> None:
         super().__init__()
         inner = hidden if inner is None else inner  # the width after the activation (gated: hidden / 2)
-        self.fc1 = nn.Linear(dim, hidden, bias=bias)
+        self._input_projections(dim, hidden, bias)
         self.act = build("act", act_layer)
         self.norm = norm_layer(inner) if norm_layer is not None else nn.Identity()
         self.fc2 = nn.Linear(inner, dim, bias=bias)
+
+    def _input_projections(self, dim: int, hidden: int, bias: bool) -> None:
+        """The layers before the activation (timm's keys): ``fc1``."""
+        self.fc1 = nn.Linear(dim, hidden, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.norm(self.act(self.fc1(x))))
@@ -81,15 +85,8 @@ class GluMlp(Mlp):
 
     gate_last: torch.jit.Final[bool]
 
-    def __init__(
-        self,
-        dim: int,
-        hidden: int,
-        act_layer: str = "silu",
-        bias: bool = True,
-        norm_layer: Optional[NormFactory] = None,
-        gate_last: bool = True,
-    ) -> None:
+    def __init__(self, dim: int, hidden: int, act_layer: str = "silu", bias: bool = True,
+                 norm_layer: Optional[NormFactory] = None, gate_last: bool = True) -> None:
         if hidden % 2:
             raise ValueError(f"a gated MLP needs an even hidden width, got {hidden}")
         super().__init__(dim, hidden, act_layer, bias, norm_layer, inner=hidden // 2)
@@ -104,23 +101,16 @@ class GluMlp(Mlp):
 
 
 @register("mlp", "swiglu", "timm.layers.SwiGLU")
-class SwiGLU(nn.Module):
+class SwiGLU(Mlp):
     """timm ``SwiGLU``: separate ``fc1_g`` (gate) and ``fc1_x`` projections."""
 
-    def __init__(
-        self,
-        dim: int,
-        hidden: int,
-        act_layer: str = "silu",
-        bias: bool = True,
-        norm_layer: Optional[NormFactory] = None,
-    ) -> None:
-        super().__init__()
+    def __init__(self, dim: int, hidden: int, act_layer: str = "silu", bias: bool = True,
+                 norm_layer: Optional[NormFactory] = None) -> None:
+        super().__init__(dim, hidden, act_layer, bias, norm_layer)
+
+    def _input_projections(self, dim: int, hidden: int, bias: bool) -> None:
         self.fc1_g = nn.Linear(dim, hidden, bias=bias)
         self.fc1_x = nn.Linear(dim, hidden, bias=bias)
-        self.act = build("act", act_layer)
-        self.norm = norm_layer(hidden) if norm_layer is not None else nn.Identity()
-        self.fc2 = nn.Linear(hidden, dim, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.norm(self.act(self.fc1_g(x)) * self.fc1_x(x)))

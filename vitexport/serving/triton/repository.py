@@ -192,7 +192,8 @@ def model_config(graph: GraphInterface, name: str, backend: str = "onnxruntime",
 
 @dataclass(frozen=True)
 class Repository:
-    """What `write_repository` wrote."""
+    """What `write_repository` wrote: the repository (``root``), the model's folder in it (``model_dir``), the
+    model's ``config`` and every file written (``files``)."""
 
     root: Path
     model_dir: Path
