@@ -88,7 +88,7 @@ def export_torchscript(
         scripted = _script(prepared)  # TorchScript reads the output choice as a constant
         metadata = artifact_metadata(prepared, spec, "float32", None, None, source_sha256)
         archive = save_archive(scripted, json.dumps(metadata))  # in memory, written by Python (see save_archive)
-        stage.file.write_bytes(archive.getbuffer())
+        stage.file.write_bytes(archive)
         del archive
         checked = _check_scripted(stage.file, prepared)
         moved = stage.commit()

@@ -19,6 +19,7 @@ import contextlib
 import io
 import json
 import math
+import os
 import sys
 import threading
 import warnings
@@ -110,35 +111,52 @@ def script_fresh(model: Any) -> Any:
         return torch.jit.script(model)
 
 
-def save_archive(scripted: Any, extra: str | bytes) -> io.BytesIO:
-    """The archive of a scripted model, in memory, with ``extra`` as its ``extra/vitexport.json``.
+def save_archive(scripted: Any, extra: str | bytes) -> bytes:
+    """The archive of a scripted model, in memory, with ``extra`` as its ``extra/vitexport.json``: what
+    ``torch.jit.save`` writes to a file object, without its second copy (``save_to_buffer`` is what it calls).
 
     Serialized in memory, written by the caller: torch.jit.save's C++ writer finishes the zip in a destructor, and
     a failed write there (a full disk, a quota) aborts the process."""
-    import torch
-
     from vitexport.security.sniff import TORCHSCRIPT_EXTRA_FILE
 
-    archive = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        torch.jit.save(scripted, archive, _extra_files={TORCHSCRIPT_EXTRA_FILE: extra})
-    return archive
+    return scripted.save_to_buffer(_extra_files={TORCHSCRIPT_EXTRA_FILE: extra})
 
 
-def members(archive: bytes) -> dict[str, bytes | int]:
-    """An archive's members without its folder: each record's bytes, the size of each member that depends on the
-    weights (`vitexport.security.torchscript_policy.is_data`)."""
+def members(archive: bytes | Any) -> dict[str, bytes | int]:
+    """An archive's members without its folder (``archive``: its bytes or a binary file): each record's bytes, the
+    size of each member that depends on the weights (`vitexport.security.torchscript_policy.is_data`)."""
     import zipfile
 
     from vitexport.security.torchscript_policy import is_data
 
     out: dict[str, bytes | int] = {}
-    with zipfile.ZipFile(io.BytesIO(archive)) as zf:
+    with zipfile.ZipFile(io.BytesIO(archive) if isinstance(archive, bytes) else archive) as zf:
         for info in zf.infolist():
             rel = info.filename.split("/", 1)[1]
             out[rel] = info.file_size if is_data(rel) else zf.read(info)
     return out
+
+
+def _saved_members(scripted: Any) -> dict[str, bytes | int]:
+    """`members` of the scripted model's archive, written by torch's file writer to a file that is already
+    unlinked (nothing is left behind, and the weights' bytes never sit in memory); in memory where there is no
+    ``/proc/self/fd``. The records are the same either way (the archive's folder name differs, and is not
+    compared)."""
+    import tempfile
+
+    from vitexport.security.sniff import TORCHSCRIPT_EXTRA_FILE
+
+    fd, name = tempfile.mkstemp(prefix="vitexport-regenerate-", suffix=".ts")
+    try:
+        os.unlink(name)
+        proc = f"/proc/self/fd/{fd}"
+        if not os.path.exists(proc):
+            return members(save_archive(scripted, b"{}"))
+        scripted.save(proc, _extra_files={TORCHSCRIPT_EXTRA_FILE: b"{}"})
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            return members(fh)
+    finally:
+        os.close(fd)
 
 
 def _regenerate(config: dict[str, Any], output: str, data_bytes: int) -> dict[str, Any]:
@@ -157,9 +175,9 @@ def _regenerate(config: dict[str, Any], output: str, data_bytes: int) -> dict[st
         return {"parameters": count}
     model = model.to_empty(device="cpu").eval()  # float32 and eval: what the exporter's prepared_model gives
     with model.producing(output):
-        archive = save_archive(script_fresh(model), b"{}")
-    del model
-    found = members(archive.getvalue())
+        scripted = script_fresh(model)
+    found = _saved_members(scripted)
+    del model, scripted
     return {"members": {k: v if isinstance(v, int) else base64.b64encode(v).decode() for k, v in found.items()}}
 
 

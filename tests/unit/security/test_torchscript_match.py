@@ -7,6 +7,8 @@ tests/e2e/test_hostile_cli.py."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -145,9 +147,11 @@ def test_a_zip_torch_could_read_otherwise_is_refused(genuine: Path, tmp_path: Pa
 
 
 def test_exports_of_two_configs_in_one_process_are_admitted(tmp_path: Path) -> None:
-    """Code is named by what the process scripted before (``___torch_mangle_N``) unless scripting starts fresh:
-    two configs exported one after the other, in either order, are both admitted (regenerated in yet another
-    order), and the code an export writes here is what a new interpreter writes for the same config."""
+    """Code is named by what the process scripted before (``___torch_mangle_N``), and constants are declared in
+    the order of the process's string hashes, unless scripting starts fresh: two configs exported one after the
+    other, in either order, are both admitted (regenerated in yet another order); an export made by a new
+    interpreter with another hash seed, from a copy of the package in another folder, has the same code and is
+    admitted too (its debug pickles name the other folder)."""
     paths = {}
     for name, cfg, output in (("vit", SMALL, None), ("eva", EVA, "features"), ("vit-again", SMALL, "features")):
         torch.manual_seed(0)
@@ -155,16 +159,20 @@ def test_exports_of_two_configs_in_one_process_are_admitted(tmp_path: Path) -> N
         export_torchscript(model_for(cfg), paths[name], output=output)
     for path in reversed(paths.values()):
         assert check_archive(path)["config"]["embed_dim"] == 32
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(ROOT / "vitexport", elsewhere / "vitexport", ignore=shutil.ignore_patterns("__pycache__"))
     script = (f"import torch; from vitexport.export import export_torchscript; from vitexport.model.family_models "
               f"import model_for; from vitexport.model.family_config import config_from_dict; "
               f"export_torchscript(model_for(config_from_dict({EVA.to_dict()!r})), {str(tmp_path / 'fresh.ts')!r}, "
               f"output='features')")
-    subprocess.run([sys.executable, "-c", script], check=True, cwd=ROOT, timeout=600)
+    env = {**os.environ, "PYTHONPATH": str(elsewhere), "PYTHONHASHSEED": "12345"}
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=elsewhere, env=env, timeout=600)
 
     def code(path: Path) -> dict[str, bytes | int]:
         found = torchscript_match.members(path.read_bytes())
-        return {k: v for k, v in found.items() if isinstance(v, bytes) and k != "extra/vitexport.json"}
+        return {k: v for k, v in found.items() if isinstance(v, bytes) and k.endswith(".py")}
     assert code(tmp_path / "fresh.ts") == code(paths["eva"])
+    assert check_archive(tmp_path / "fresh.ts")["config"]["embed_dim"] == 32
 
 
 def test_a_config_larger_than_the_weights_is_refused_before_it_is_built(genuine: Path, tmp_path: Path,
