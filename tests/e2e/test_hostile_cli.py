@@ -27,15 +27,18 @@ from tests.helpers.hostile import PNG, SAMPLE, crafted_checkpoints, declare_size
 from tests.helpers.images import crafted_exif_png, eps_bytes
 from tests.helpers.limited import ROOT, Outcome, run_cli, run_cli_measured
 from tests.helpers.torchscript import (
+    OVERWRITES,
     export_genuine,
     file_writing_archive,
+    hostile_export,
     in_forward,
     is_model_code,
     rewrite,
 )
 from tests.helpers.wire import write_hostile_skeleton
+from vitexport._util.errors import CheckpointError
 from vitexport.cli import cli
-from vitexport.security.torchscript_policy import check_archive
+from vitexport.security.torchscript_policy import check_archive, screen
 
 
 def one_line(result, code: int, *fragments: str) -> None:
@@ -282,8 +285,37 @@ def test_archive_that_writes_a_file_is_refused(tmp_path: Path) -> None:
     assert not target.exists()
 
 
+@pytest.mark.parametrize("name", ["creates-a-file", OVERWRITES])
+def test_shadowed_names_never_write_through_verify(genuine: Path, tmp_path: Path, name: str) -> None:
+    """Issue 22: an edited export of ours whose forward maps a file (``torch.from_file(path, True, n)``) and later
+    rebinds ``torch``, with dummy methods from_file/sum/add/mul (and fill_), passed `verify` 29/29 and created
+    (or overwrote) the file. It is refused before anything is loaded."""
+    target = tmp_path / "victim.bin"
+    if name == OVERWRITES:
+        target.write_bytes(b"A" * 16)
+    evil = hostile_export(genuine, tmp_path / "evil.ts", name, target)
+    result = CliRunner().invoke(cli, ["verify", str(evil), "--sizes", "28x28", "--batch-sizes", "1"])
+    one_line(result, 1, "refused to load TorchScript archive", "differs at line", "re-export the model")
+    assert (target.read_bytes() == b"A" * 16) if name == OVERWRITES else not target.exists()
+
+
 def test_genuine_export_verifies(genuine: Path) -> None:
     result = CliRunner().invoke(cli, ["verify", str(genuine), "--sizes", "28x28,17x45", "--batch-sizes", "2"])
+    assert result.exit_code == 0 and "PASSED" in result.stdout, result.stderr
+
+
+def test_an_export_of_another_config_verifies(tmp_path: Path) -> None:
+    """A second config (another width, a features output), exported after the digits sample in this process (the
+    code is named as in a fresh interpreter), is admitted and verifies."""
+    from vitexport.export import export_torchscript
+    from vitexport.model.config import ViTConfig
+    from vitexport.model.family_models import model_for
+
+    torch.manual_seed(0)
+    path = tmp_path / "small.ts"
+    cfg = ViTConfig(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=5)
+    export_torchscript(model_for(cfg), path, output="features")
+    result = CliRunner().invoke(cli, ["verify", str(path), "--sizes", "32x32,24x40", "--batch-sizes", "2"])
     assert result.exit_code == 0 and "PASSED" in result.stdout, result.stderr
 
 
@@ -309,13 +341,16 @@ def test_info_reads_metadata_only(genuine: Path, tmp_path: Path, monkeypatch: py
 )
 def test_admitted_code_still_runs_within_limits(genuine: Path, tmp_path: Path, body: str, result: str,
                                                 fragment: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Code made only of what our exports use passes the policy, but can loop or allocate: the child's
-    timeout and memory limit turn that into failed cases, and the run ends by itself."""
+    """Code made only of what our exports use passes the screen but not the positive match (issue 22); were the
+    match bypassed, the child's timeout and memory limit would turn looping or allocating into failed cases, and
+    the run ends by itself."""
     import vitexport.security.torchscript_worker as worker
 
     monkeypatch.setattr(worker, "RUN_SECONDS", 3.0)
     bad = rewrite(genuine, tmp_path / "bad.ts", is_model_code, in_forward(body, result))
-    check_archive(bad)  # admitted: nothing it calls is new
+    with pytest.raises(CheckpointError, match="differs at line"):
+        check_archive(bad)
+    monkeypatch.setattr(worker, "check_archive", lambda path: screen(path)[1])  # the match bypassed
     out = CliRunner().invoke(cli, ["verify", str(bad), "--sizes", "28x28", "--batch-sizes", "1"])
     assert out.exit_code == 1 and "verification failed" in out.stderr, out.stderr
     assert fragment in out.stdout and "IsolationError" in out.stdout, out.stdout

@@ -93,3 +93,48 @@ def file_writing_archive(archive: Path, target: Path) -> Path:
     assert target.stat().st_size == 16
     target.unlink()
     return archive
+
+
+def hostile_forward(first: str, shadow: str, methods: tuple[str, ...], path: Path) -> Callable[[bytes], bytes]:
+    """An edit of the model's code file in the shape of issue 22's bypass: ``forward`` starts with ``first`` (which
+    binds ``_pwn`` to a mapping of ``path``), adds ``_pwn`` to the result times zero, and then ``shadow`` rebinds a
+    name the screen's old AST check took as local for the whole function; the class gains dummy methods named
+    ``methods`` (the old check accepted any method call whose name some class defines). TorchScript resolves names
+    in order: the calls before ``shadow`` are torch's own."""
+    def edit(data: bytes) -> bytes:
+        text = data.decode()
+        assert FORWARD in text
+        self_type = text[: text.index(FORWARD)].rsplit("def forward(self: ", 1)[1].split(",", 1)[0]
+        dummies = "".join(f"  def {name}(self: {self_type}) -> int:\n    return 0\n" for name in methods)
+        new = (f"    x: Tensor) -> Tensor:\n{first.format(path=path)}"
+               "    _0 = (self).forward_head((self).forward_features(x, ), False, )\n"
+               "    _0 = torch.add(_0, torch.mul(torch.sum(_pwn), 0))\n"
+               f"{shadow}    return _0\n{dummies}")
+        return text.replace(FORWARD, new).encode()
+    return edit
+
+
+# issue 22's instance and other instances of its root cause (names resolved in order; methods matched by name)
+SHADOW_TORCH = "    torch = 0\n"
+FROM_FILE = "    _pwn = torch.from_file(\"{path}\", True, 64)\n"
+HOSTILE_FORWARDS = {
+    # the instance of the issue: creates a 256-byte file
+    "creates-a-file": (FROM_FILE, SHADOW_TORCH, ("from_file", "sum", "add", "mul")),
+    # shadowed by a loop target instead of an assignment
+    "loop-target-shadow": (FROM_FILE, "    for torch in range(1):\n      pass\n", ("from_file", "sum", "add", "mul")),
+    # shadowed by tuple unpacking
+    "tuple-shadow": (FROM_FILE, "    torch, _y = 0, 1\n", ("from_file", "sum", "add", "mul")),
+    # through ops.aten, with ops shadowed
+    "ops-shadow": ("    _pwn = ops.aten.from_file(\"{path}\", True, 64)\n", "    ops = 0\n", ("from_file",)),
+    # overwrites an existing file through a shared mapping (fill_ as a method some class defines)
+    "overwrites-through-a-shared-mapping": ("    _pwn = torch.from_file(\"{path}\", True, 4)\n"
+                                            "    _f = _pwn.fill_(1.)\n",
+                                            SHADOW_TORCH, ("from_file", "sum", "add", "mul", "fill_")),
+}
+OVERWRITES = "overwrites-through-a-shared-mapping"
+
+
+def hostile_export(genuine: Path, dst: Path, name: str, target: Path) -> Path:
+    """A copy of ``genuine`` edited by `HOSTILE_FORWARDS` ``name``, writing ``target``."""
+    first, shadow, methods = HOSTILE_FORWARDS[name]
+    return rewrite(genuine, dst, is_model_code, hostile_forward(first, shadow, methods, target))

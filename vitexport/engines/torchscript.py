@@ -1,8 +1,9 @@
 """TorchScript archives run by torch on the CPU, for verify (serving engines import no torch).
 
-The archive must pass `vitexport.security.torchscript_policy` and is loaded and run in a child process
+The archive must be admitted by `vitexport.security.torchscript_policy` (its code exactly what vitexport's
+exporter writes for the config in its metadata, with this torch) and is loaded and run in a confined child process
 with a memory limit and timeouts (`vitexport.security.torchscript_worker`); this process imports torch
-only to report its version.
+only to report its version (and to regenerate the code it compares with, in a child).
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ def _torch_version() -> str:
 class TorchScriptEngine(Engine):
     """A TorchScript archive run by torch on the CPU (verify only: serving engines import no torch).
 
-    The archive must pass `vitexport.security.torchscript_policy` and is loaded and run in a child process
-    with a memory limit and timeouts (`vitexport.security.torchscript_worker`)."""
+    The archive must be admitted by `vitexport.security.torchscript_policy` (positive match) and is loaded and
+    run in a confined child process with a memory limit and timeouts (`vitexport.security.torchscript_worker`)."""
 
     name = "torchscript-cpu"
 

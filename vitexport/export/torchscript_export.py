@@ -1,9 +1,13 @@
 """TorchScript export: ``torch.jit.script`` (shapes stay dynamic), config and metadata as an extra file, the
-archive checked against eager PyTorch at a non-native size before it is written."""
+archive checked against eager PyTorch at a non-native size before it is written.
+
+Scripting and saving are `vitexport.security.torchscript_match`'s (a fresh TorchScript state, so the code depends
+on the config, output and torch release alone): `vitexport verify` regenerates an archive's code the same way and
+runs it only when the two are identical byte for byte.
+"""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import time
@@ -22,16 +26,15 @@ from vitexport.export.artifact import (
     prepared_model,
 )
 from vitexport.model.vit import count_parameters
-from vitexport.onnx.spec import TORCHSCRIPT_EXTRA_FILE, io_spec
+from vitexport.onnx.spec import io_spec
 from vitexport.security.limits import DEFAULT_MAX_MEMORY_GB, DEFAULT_MAX_TOKENS, Limits
 from vitexport.security.limits import check as check_limits
+from vitexport.security.torchscript_match import save_archive, script_fresh
 
 
 def _script(prepared: torch.nn.Module) -> torch.jit.ScriptModule:
     try:
-        with warnings.catch_warnings():  # torch.jit's deprecation notices are not the user's business here
-            warnings.simplefilter("ignore", FutureWarning)
-            return torch.jit.script(prepared)
+        return script_fresh(prepared)
     except Exception as exc:
         raise ExportError(f"torch.jit.script failed: {one_line(exc, kind=True)}") from exc
 
@@ -84,13 +87,8 @@ def export_torchscript(
         prepared = prepared_model(model, "float32")
         scripted = _script(prepared)  # TorchScript reads the output choice as a constant
         metadata = artifact_metadata(prepared, spec, "float32", None, None, source_sha256)
-        # Serialized in memory, written by Python: torch.jit.save's C++ writer finishes the zip in a destructor,
-        # and a failed write there (a full disk, a quota) aborts the process, leaving the staging folder behind.
-        archive = io.BytesIO()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            torch.jit.save(scripted, archive, _extra_files={TORCHSCRIPT_EXTRA_FILE: json.dumps(metadata)})
-        stage.file.write_bytes(archive.getbuffer())
+        archive = save_archive(scripted, json.dumps(metadata))  # in memory, written by Python (see save_archive)
+        stage.file.write_bytes(archive)
         del archive
         checked = _check_scripted(stage.file, prepared)
         moved = stage.commit()

@@ -39,6 +39,7 @@ from vitexport._util import errors
 from vitexport._util.errors import IsolationError, VitexportError
 
 MAX_FRAME = 16 * 1024**3  # what the parent accepts from a child in one message
+CONFINEMENT: dict[str, bool] = {}  # in a confined child: which of `confine`'s lines hold
 _HEADER = struct.Struct("<Q")
 
 
@@ -124,8 +125,148 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+def _landlock_no_writes() -> bool:
+    """Linux 5.13+ with Landlock enabled: from now on this process (and what it starts) may not open a file for
+    writing, truncate one, or create, remove, rename or link anything, anywhere, root or not (file descriptors
+    already open are unaffected). False where the kernel offers no Landlock (then only `confine`'s other lines
+    hold)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        abi = libc.syscall(444, None, ctypes.c_size_t(0), ctypes.c_uint32(1))  # landlock_create_ruleset: ABI
+        if abi < 1:
+            return False
+        # WRITE_FILE, REMOVE_DIR, REMOVE_FILE, MAKE_CHAR, MAKE_DIR, MAKE_REG, MAKE_SOCK, MAKE_FIFO, MAKE_BLOCK,
+        # MAKE_SYM; REFER (ABI 2), TRUNCATE (ABI 3). Handled and never allowed: a ruleset without rules.
+        access = sum(1 << bit for bit in (1, *range(4, 13)))
+        access |= (1 << 13 if abi >= 2 else 0) | (1 << 14 if abi >= 3 else 0)
+        attr = ctypes.c_uint64(access)
+        fd = libc.syscall(444, ctypes.byref(attr), ctypes.c_size_t(8), ctypes.c_uint32(0))
+        if fd < 0:
+            return False
+        try:
+            zero = ctypes.c_ulong(0)
+            if libc.prctl(38, ctypes.c_ulong(1), zero, zero, zero) != 0:  # PR_SET_NO_NEW_PRIVS (for Landlock)
+                return False
+            return libc.syscall(446, fd, ctypes.c_uint32(0)) == 0  # landlock_restrict_self
+        finally:
+            os.close(fd)
+    except (OSError, AttributeError, ValueError):
+        return False
+
+
+# seccomp: per architecture (audit arch, open(2) or None, openat(2), the system calls refused outright)
+_SECCOMP_ARCHES = {
+    "x86_64": (0xC000003E, 2, 257, (
+        85, 437, 76, 77, 82, 264, 316, 87, 263, 83, 258, 84, 86, 265, 88, 266, 133, 259,  # create, truncate,
+        90, 91, 268, 452, 92, 93, 94, 260, 285, 303, 304, 188, 189, 190, 197, 198, 199,  # rename, remove, link,
+        165, 166, 425, 426, 427, 101, 311)),  # mode, owner, xattrs, mount, io_uring, ptrace, process_vm_writev
+    "aarch64": (0xC00000B7, None, 56, (
+        437, 45, 46, 38, 276, 35, 34, 37, 36, 33, 52, 53, 452, 54, 55, 47, 264, 265, 5, 6, 7, 14, 15, 16,
+        40, 39, 425, 426, 427, 117, 271)),
+}
+_O_WRITE = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC  # O_TMPFILE needs O_WRONLY or O_RDWR
+
+
+def _seccomp_no_writes() -> bool:
+    """Linux x86-64 and arm64: a seccomp filter (classic BPF, installed with prctl) makes every system call that
+    opens a file for writing (open/openat with O_WRONLY, O_RDWR, O_CREAT, O_TRUNC; openat2, creat,
+    open_by_handle_at) or creates, truncates, renames, removes, links, chmods or chowns a file, mounts, or reaches
+    another process (ptrace, process_vm_writev, io_uring) fail with EPERM, root included. False where it cannot be
+    installed."""
+    import ctypes
+    import platform
+    import struct as st
+
+    arch = _SECCOMP_ARCHES.get(platform.machine())
+    if arch is None:
+        return False
+    audit, open_nr, openat_nr, refused = arch
+    ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ/JGE/JSET|K, BPF_RET|K
+    allow, eperm, kill = 0x7FFF0000, 0x00050000 | 1, 0x80000000  # RET_ALLOW, RET_ERRNO|EPERM, RET_KILL_PROCESS
+    head = [(ld, 0, 0, 4), (jeq, 1, 0, audit), (ret, 0, 0, kill), (ld, 0, 0, 0)]  # arch, then the call's number
+    if audit == 0xC000003E:
+        head += [(jge, 0, 1, 0x40000000), (ret, 0, 0, eperm)]  # the x32 ABI's numbers: refused
+    body: list[tuple[int, int, int, int]] = []
+    for nr, arg in ((open_nr, 1), (openat_nr, 2)):  # open(path, flags), openat(dirfd, path, flags)
+        if nr is not None:
+            body += [(jeq, 0, 4, nr), (ld, 0, 0, 16 + 8 * arg), (jset, 0, 1, _O_WRITE), (ret, 0, 0, eperm),
+                     (ld, 0, 0, 0)]
+    body.append((ret, 0, 0, allow))
+    n = len(refused)  # each refused number jumps over the rest of the list and `body` to the final EPERM
+    listed = [(jeq, n - 1 - i + len(body), 0, nr) for i, nr in enumerate(refused)]
+    prog = head + listed + body + [(ret, 0, 0, eperm)]
+    raw = b"".join(st.pack("HBBI", *ins) for ins in prog)
+    buf = ctypes.create_string_buffer(raw, len(raw))
+
+    class _Prog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    fprog = _Prog(len(prog), ctypes.cast(buf, ctypes.c_void_p))
+    libc = ctypes.CDLL(None, use_errno=True)
+    zero = ctypes.c_ulong(0)
+    if libc.prctl(38, ctypes.c_ulong(1), zero, zero, zero) != 0:  # PR_SET_NO_NEW_PRIVS
+        return False
+    return libc.prctl(22, ctypes.c_ulong(2), ctypes.byref(fprog), zero, zero) == 0  # PR_SET_SECCOMP, MODE_FILTER
+
+
+def confine(keep: tuple[int, ...]) -> dict[str, bool]:
+    """In a forked child, before it touches a file it did not write: take away what writing files needs.
+
+    - every file descriptor but ``keep`` (its pipes) is closed; 0, 1 and 2 are ``/dev/null`` (read-only for 0);
+    - ``RLIMIT_FSIZE`` is 0 (SIGXFSZ ignored): no write may grow a regular file, so a created file stays empty and
+      a write to one fails (EFBIG);
+    - the working directory is a folder that no longer exists: nothing can be created by a relative path;
+    - the umask is 0o777;
+    - Linux x86-64 and arm64: a seccomp filter (`_seccomp_no_writes`) refuses every system call that opens a file
+      for writing, creates, truncates, renames or removes one, root included; so ``torch.from_file(path, True,
+      n)`` cannot open an existing file to map it shared;
+    - where the kernel has Landlock (`_landlock_no_writes`), the same again at the file-system level.
+
+    Without the seccomp filter and Landlock (another OS or architecture, a kernel without them), a process
+    running as root can still open an existing file by its absolute path for writing, truncate it, remove or
+    rename it, create empty files, and write a file through a shared mapping (``torch.from_file(path, True,
+    n)`` on a file of at least n bytes): ``RLIMIT_FSIZE`` stops growth, not those. Nothing here stops code from
+    reading files, using the network or burning CPU within the limits. The real defence is not running foreign
+    code: TorchScript is admitted only when it is our exporter's (`vitexport.security.torchscript_policy`).
+    Returns which lines hold."""
+    import resource
+    import tempfile
+
+    done = {"fds": False, "fsize": False, "cwd": False, "landlock": False, "seccomp": False}
+    null_in, null_out = os.open(os.devnull, os.O_RDONLY), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null_in, 0)
+    os.dup2(null_out, 1)
+    os.dup2(null_out, 2)
+    try:
+        open_fds = [int(n) for n in os.listdir("/proc/self/fd")]
+    except (OSError, ValueError):
+        open_fds = list(range(3, max(os.sysconf("SC_OPEN_MAX"), null_out + 1)))
+    for fd in open_fds:
+        if fd > 2 and fd not in keep:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    done["fds"] = True
+    with contextlib.suppress(OSError, ValueError):
+        folder = tempfile.mkdtemp(prefix="vitexport-confined-")
+        os.chdir(folder)
+        os.rmdir(folder)
+        done["cwd"] = True
+    os.umask(0o777)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+    done["fsize"] = True
+    done["landlock"] = _landlock_no_writes()
+    try:
+        done["seccomp"] = _seccomp_no_writes()
+    except (OSError, AttributeError, ValueError):
+        done["seccomp"] = False
+    return done
+
+
 def _child_main(handler: Callable[[dict, dict], tuple[dict, dict]], requests: int, replies: int,
-                memory_bytes: int, first: bool) -> None:
+                memory_bytes: int, first: bool, confined: bool = False) -> None:
     """Runs in the forked child: answer requests until the parent closes the pipe; never returns."""
     import resource
 
@@ -136,9 +277,15 @@ def _child_main(handler: Callable[[dict, dict], tuple[dict, dict]], requests: in
         reset_in_child()
         _die_with_parent()
         faulthandler.disable()  # a crash is reported by the parent, in one line, not as a C-level traceback
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 1)  # the child reports through its pipe only: no warnings or prints on the terminal
-        os.dup2(devnull, 2)
+        if confined:
+            import fcntl
+
+            requests, replies = (fcntl.fcntl(fd, fcntl.F_DUPFD, 3) if fd <= 2 else fd for fd in (requests, replies))
+            CONFINEMENT.update(confine((requests, replies)))
+        else:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)  # the child reports through its pipe only: no warnings or prints on the terminal
+            os.dup2(devnull, 2)
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash must not leave a core file behind
         if "torch" in sys.modules:  # the parent's OpenMP pool does not survive fork: a parallel op would hang
             sys.modules["torch"].set_num_threads(1)
@@ -183,7 +330,8 @@ class Worker:
     """A forked child answering ``handler(header, arrays) -> (header, arrays)`` requests, with limits."""
 
     def __init__(self, handler: Callable[[dict, dict], tuple[dict, dict]], what: str, memory_bytes: int,
-                 one_shot: bool = False) -> None:
+                 one_shot: bool = False, confined: bool = False) -> None:
+        """``confined``: the child cannot write files (`confine`) before it handles anything."""
         self.what, self.memory_bytes = what, memory_bytes
         req_r, req_w = os.pipe()
         rep_r, rep_w = os.pipe()
@@ -191,7 +339,7 @@ class Worker:
         if pid == 0:  # pragma: no cover - the child's coverage is not collected
             os.close(req_w)
             os.close(rep_r)
-            _child_main(handler, req_r, rep_w, memory_bytes, one_shot)
+            _child_main(handler, req_r, rep_w, memory_bytes, one_shot, confined)
         os.close(req_r)
         os.close(rep_w)
         self.pid, self.requests = pid, req_w
@@ -266,4 +414,4 @@ def call(fn: Callable[[], Any], what: str, timeout_s: float, memory_bytes: int) 
     return reply["result"]
 
 
-__all__ = ["IsolationError", "Worker", "call", "enabled"]
+__all__ = ["IsolationError", "Worker", "call", "confine", "enabled"]

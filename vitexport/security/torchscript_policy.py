@@ -1,4 +1,4 @@
-"""TorchScript is code: vitexport loads only archives whose code it could have written itself.
+"""TorchScript is code: vitexport runs an archive only if its code is what its own exporter writes.
 
 A TorchScript archive carries its program as Python-syntax source (``code/__torch__/**.py``)
 and its objects as pickles (``data.pkl``, ``constants.pkl``); ``torch.jit.load`` compiles the
@@ -6,35 +6,41 @@ one and unpickles the other (running any scripted ``__setstate__``), and calling
 runs whatever the code says: ``torch.from_file(path, shared=True)`` writes a file of the
 author's choosing. Before ``torch.jit.load`` ever sees an archive, `check_archive`:
 
-- reads it with bounded zip reads (`vitexport.security.safezip`);
-- parses every code file with `ast` (never executes it) and collects what it uses: the
-  qualified names it calls or references (``torch.add``, ``ops.prim.RaiseException``), the
-  bare names, the syntax node types, the dunder methods it defines, the modules it defines
-  classes in, what its loops iterate over; every ``__torch__.*`` reference must be defined in
-  the archive itself, and every method called on an object must be defined by one of its classes;
-- compares those with `vitexport.security.torchscript_allowlist`, which `scripts/gen_torchscript_allowlist.py`
-  derives from vitexport's own exports (every test config and a small model of every family);
-- pre-scans ``data.pkl``, ``constants.pkl`` and the debug pickles (`vitexport.security.picklescan`): globals
-  must be the archive's own classes or what our exports reference, storages must be backed.
+1. reads it with bounded zip reads (`vitexport.security.safezip`), refusing a zip that torch's reader
+   (miniz) could read differently from Python's: duplicate names (also by case: miniz looks names up without
+   it), members outside the folder of the first entry (torch's prefix), a directory at a shifted offset;
+2. screens it (`screen`, a first line that refuses most hostile archives with a precise message): parses every
+   code file with `ast` (never executes it) and compares what it uses (qualified names, bare names,
+   syntax, dunder methods, modules, loops) with `vitexport.security.torchscript_allowlist`, which
+   `scripts/gen_torchscript_allowlist.py` derives from vitexport's own exports; pre-scans ``data.pkl``,
+   ``constants.pkl`` and the debug pickles (`vitexport.security.picklescan`);
+3. requires the torch release that wrote it (its metadata's ``torch_version``) to be this one;
+4. **positive match** (`match`): the caller regenerates, from the config and output in the archive's own
+   metadata, what vitexport's exporter writes (`vitexport.security.torchscript_match.regenerated_members`), and
+   every member that is not tensor data (code files, their debug pickles, ``data.pkl``, ``constants.pkl``,
+   ``constants/``, version records) must be identical byte for byte; the tensor data members (``data/N``,
+   the weights) and ``.data/serialization_id`` (a hash that covers them) must exist with the same sizes and are
+   read as data. Nothing else is run.
 
-Anything else is refused with the first thing that differs: an archive from another tool or
-another torch release is refused too (re-export it with ``vitexport torchscript``). The
-archives that pass still run in a child process with a memory limit and a timeout
-(`vitexport.security.torchscript_worker`): the allowlist bounds what code does, not how long or how big.
-`read_metadata` reads ``extra/vitexport.json`` alone (bounded); `vitexport info` never loads
-the archive. Torch-free.
+Anything else is refused with the first thing that differs and the advice to re-export it with
+``vitexport torchscript``. The archives that pass still run in a confined child process
+(`vitexport.security.torchscript_worker`). `read_metadata` reads ``extra/vitexport.json`` alone (bounded);
+`vitexport info` never loads the archive. Torch-free.
 """
 
 from __future__ import annotations
 
 import ast
+import hashlib
 import os
 import re
+import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vitexport._util.errors import CheckpointError, UnsafeCheckpointError
+from vitexport._util.errors import CheckpointError, IsolationError, UnsafeCheckpointError
 from vitexport._util.safejson import parse_json
 from vitexport.security.picklescan import Limits as PickleLimits
 from vitexport.security.picklescan import scan
@@ -43,6 +49,7 @@ from vitexport.security.sniff import TORCHSCRIPT_EXTRA_FILE, sniff, torchscript_
 
 MAX_CODE_BYTES = 64_000_000  # all code files together (a ViT export has ~60 KB)
 MAX_PICKLE_BYTES = 64_000_000
+MAX_RECORD_BYTES = 256_000_000  # every member that is not tensor data, together
 _MANGLE = re.compile(r"\.___torch_mangle_\d+")
 ADVICE = ("vitexport runs only TorchScript whose code its own exporter writes: re-export the model with "
           "`vitexport torchscript` (or verify its ONNX export)")
@@ -65,6 +72,29 @@ class Archive:
     pickles: dict[str, bytes] = field(default_factory=dict)  # member name (without prefix) -> bytes
     members: dict[str, int] = field(default_factory=dict)  # member name (without prefix) -> size
     metadata: bytes | None = None
+    records: dict[str, bytes] = field(default_factory=dict)  # every member but tensor data (data/N) -> bytes
+
+    def digest(self) -> str:
+        """sha256 over every member that is not tensor data (names and bytes) and the data members' sizes."""
+        h = hashlib.sha256()
+        for name in sorted(self.members):
+            h.update(name.encode() + b"\0" + str(self.members[name]).encode() + b"\0")
+            h.update(hashlib.sha256(self.records.get(name, b"")).digest())
+        return h.hexdigest()
+
+
+def is_tensor_data(name: str) -> bool:
+    """Whether member ``name`` (without the prefix) is a tensor's bytes (``data/0``...), which torch reads as
+    data: the weights."""
+    return name.startswith("data/") and name[len("data/"):].isdigit()
+
+
+SERIALIZATION_ID = ".data/serialization_id"  # 40 digits: a hash of the record names and their crc32s (weights too)
+
+
+def is_data(name: str) -> bool:
+    """Whether member ``name`` depends on the weights (`is_tensor_data`, `SERIALIZATION_ID`): compared by size."""
+    return is_tensor_data(name) or name == SERIALIZATION_ID
 
 
 def is_torchscript(path: str | os.PathLike[str]) -> bool:
@@ -73,32 +103,81 @@ def is_torchscript(path: str | os.PathLike[str]) -> bool:
     return sniff(path).kind == "torchscript"
 
 
+def _directory_offset(path: Path) -> int | None:
+    """Where the end-of-central-directory record says the directory starts (zip64's when the classic field
+    says 0xFFFFFFFF), as miniz reads it; None when there is no record."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        fh.seek(max(0, size - 65557 - 20))
+        tail = fh.read()
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or at + 22 > len(tail):
+        return None
+    offset = struct.unpack("<I", tail[at + 16 : at + 20])[0]
+    if offset != 0xFFFFFFFF:
+        return offset
+    locator = tail.rfind(b"PK\x06\x07", 0, at)
+    if locator < 0:
+        return None
+    with open(path, "rb") as fh:
+        fh.seek(struct.unpack("<Q", tail[locator + 8 : locator + 16])[0])
+        record = fh.read(56)
+    return struct.unpack("<Q", record[48:56])[0] if len(record) == 56 and record[:4] == b"PK\x06\x06" else None
+
+
+def _check_layout(zf: Any, p: Path, names: list[str], what: str) -> str:
+    """The archive's folder (torch's prefix: the first entry's), after refusing what torch's zip reader could
+    read differently from Python's."""
+    problem = ""
+    folded = {n.lower() for n in names}
+    if len(folded) != len(names):
+        problem = "holds two zip entries of the same name (or names differing only in case)"
+    elif any(not n.isascii() or not n.isprintable() for n in names):
+        problem = "has a zip entry whose name is not printable ASCII"
+    elif _directory_offset(p) != zf.start_dir:
+        problem = "has data before its first zip entry (its directory's offsets are shifted)"
+    prefix = names[0].split("/", 1)[0] + "/" if names and "/" in names[0] else ""
+    if not problem and (not prefix or any(not n.startswith(prefix) for n in names)):
+        problem = "has zip entries outside the folder of its first entry"
+    if not problem and torchscript_prefix(names) != prefix:
+        problem = "has no code/ and data.pkl in the folder of its first entry"
+    if problem:
+        raise UnsafeCheckpointError(f"refused to load {what}: it {problem}; {ADVICE}")
+    return prefix
+
+
 def read_archive(path: str | os.PathLike[str]) -> Archive:
-    """Code, pickles and metadata of a TorchScript archive, each read with a cap."""
+    """Code, pickles, metadata and every other record but tensor data of a TorchScript archive, each read with a
+    cap, after `_check_layout`."""
     p, what = Path(path), f"TorchScript archive {str(path)!r}"
     archive = Archive(p)
     with open_zip(p, "TorchScript archive") as zf:
         names = zf.namelist()
-        prefix = torchscript_prefix(names)
-        if prefix is None:
+        if torchscript_prefix(names) is None:
             raise CheckpointError(f"{what} has no code/ and data.pkl; export it with `vitexport torchscript`")
-        total = 0
+        prefix = _check_layout(zf, p, names, what)
+        total = records = 0
         for name in names:
-            if not name.startswith(prefix):
-                continue
             rel = name[len(prefix) :]
             archive.members[rel] = zf.getinfo(name).file_size
+            if not is_tensor_data(rel):
+                records += archive.members[rel]
+                if records > MAX_RECORD_BYTES:
+                    raise CheckpointError(f"{what} holds more than {MAX_RECORD_BYTES / 1e6:.0f} MB besides its "
+                                          f"tensor data; refused: {ADVICE}")
+                limit = MAX_METADATA_BYTES if rel == f"extra/{TORCHSCRIPT_EXTRA_FILE}" else MAX_PICKLE_BYTES
+                archive.records[rel] = read_member(zf, name, what, limit)
             if rel.startswith("code/") and rel.endswith(".py"):
-                text = read_member(zf, name, what)
+                text = archive.records[rel]
                 total += len(text)
                 if total > MAX_CODE_BYTES:
                     raise CheckpointError(f"{what} holds more than {MAX_CODE_BYTES / 1e6:.0f} MB of code; refused")
                 module = rel[len("code/") : -len(".py")].replace("/", ".")
                 archive.code[module] = text.decode("utf-8", errors="replace")
             elif rel.endswith(".pkl") or rel.endswith(".debug_pkl"):
-                archive.pickles[rel] = read_member(zf, name, what, MAX_PICKLE_BYTES)
+                archive.pickles[rel] = archive.records[rel]
             elif rel == f"extra/{TORCHSCRIPT_EXTRA_FILE}":
-                archive.metadata = read_member(zf, name, what, MAX_METADATA_BYTES)
+                archive.metadata = archive.records[rel]
     return archive
 
 
@@ -110,13 +189,7 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
         if name is None:
             raise CheckpointError(f"{what} has no vitexport metadata; export it with `vitexport torchscript`")
         data = read_member(zf, name, what, MAX_METADATA_BYTES)
-    try:
-        meta = parse_json(data)
-    except ValueError as exc:
-        raise CheckpointError(f"{what}: its metadata is {exc}; export it again") from exc
-    if not isinstance(meta, dict):
-        raise CheckpointError(f"{what}: its metadata is not a JSON object; export it again")
-    return meta
+    return _parse_metadata(data, what)
 
 
 # ---------------------------------------------------------------------------
@@ -284,8 +357,9 @@ def _check_pickles(archive: Archive, features: Features, allowed: frozenset[str]
                                       f"{max(have, 0):,}; it is corrupt or crafted: {ADVICE}")
 
 
-def check_archive(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Refuse an archive whose code or pickles go beyond what vitexport's exports use; its metadata if it passes."""
+def screen(path: str | os.PathLike[str]) -> tuple[Archive, dict[str, Any]]:
+    """The first line (module doc, steps 1-2): refuse an archive whose code or pickles go beyond what vitexport's
+    exports use; the archive as read and its metadata if it passes. Passing is not admission: `check_archive`."""
     from vitexport.security import torchscript_allowlist as allow
 
     archive = read_archive(path)
@@ -299,8 +373,133 @@ def check_archive(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise UnsafeCheckpointError(f"refused to load {what}: its code {problem}; {ADVICE} "
                                     f"(allowlist derived with torch {allow.TORCH_VERSION})")
     _check_pickles(archive, features, allow.ALLOWED["pickle_globals"])
-    return read_metadata(path)
+    if archive.metadata is None:
+        raise CheckpointError(f"{what} has no vitexport metadata; export it with `vitexport torchscript`")
+    return archive, _parse_metadata(archive.metadata, what)
 
 
-__all__ = ["ADVICE", "Archive", "Features", "check_archive", "collect", "is_torchscript", "normalize",
-           "read_archive", "read_metadata"]
+def _parse_metadata(data: bytes, what: str) -> dict[str, Any]:
+    try:
+        meta = parse_json(data)
+    except ValueError as exc:
+        raise CheckpointError(f"{what}: its metadata is {exc}; export it again") from exc
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{what}: its metadata is not a JSON object; export it again")
+    return meta
+
+
+# what `check_archive`'s caller regenerates: member name (without the prefix) -> its bytes, or its size for
+# tensor data; from (the archive's metadata, the bytes its tensor data members hold together)
+Regenerate = Callable[[dict[str, Any], int], dict[str, "bytes | int"]]
+
+
+# a source file's path in a debug pickle: where vitexport or torch is installed is not part of the code
+_SOURCE_PATH = re.compile(r"(?:.*[/\\])?((?:vitexport|torch)[/\\][\w./\\-]+\.py)")
+_STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE"}
+
+
+def _debug_ops(data: bytes) -> list[tuple[str, Any]] | None:
+    """A debug pickle (source ranges: offsets, source text, file names; read only for error messages) as its
+    opcodes and arguments, with each source path cut to its package-relative part; None if it does not parse.
+    Parsed with `pickletools.genops`, which builds nothing."""
+    import pickletools
+
+    ops: list[tuple[str, Any]] = []
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            name = "STRING" if op.name in _STRING_OPS else op.name
+            path = _SOURCE_PATH.fullmatch(arg) if isinstance(arg, str) and len(arg) < 4096 else None
+            ops.append((name, ("source", path.group(1).replace("\\", "/")) if path else arg))
+    except (ValueError, TypeError, UnicodeDecodeError, EOFError, struct.error):
+        return None
+    return ops
+
+
+def _same_record(name: str, have: bytes | None, want: bytes) -> bool:
+    """A record is ours when it is the same bytes; a debug pickle also when it differs only in where vitexport
+    and torch are installed (the source paths it names)."""
+    if have == want:
+        return True
+    if have is None or not name.endswith(".debug_pkl"):
+        return False
+    ours = _debug_ops(want)
+    return ours is not None and _debug_ops(have) == ours
+
+
+def _first_line_difference(have: bytes, want: bytes) -> str:
+    a, b = have.split(b"\n"), want.split(b"\n")
+    line = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+    return f"line {line + 1}"
+
+
+def match(archive: Archive, expected: dict[str, bytes | int]) -> str:
+    """The first way ``archive`` differs from ``expected`` (what vitexport's exporter writes for its config,
+    `Regenerate`), as a clause, or "" when it is the same: every record byte for byte (``extra/vitexport.json``,
+    the metadata, is data and the exporter's own; a debug pickle may name its source files under another
+    install folder), every tensor data member present with the same size."""
+    meta = f"extra/{TORCHSCRIPT_EXTRA_FILE}"
+    ours = "what vitexport's exporter writes for the config in its metadata"
+    extra = sorted(set(archive.members) - set(expected) - {meta})
+    if extra:
+        return f"it holds {extra[0]!r}, which is not in {ours}"
+    missing = sorted(set(expected) - set(archive.members) - {meta})
+    if missing:
+        return f"it lacks {missing[0]!r}, which is in {ours}"
+    for name, want in sorted(expected.items()):
+        if name == meta:
+            continue
+        if isinstance(want, int):
+            digits = name != SERIALIZATION_ID or archive.records.get(name, b"").isdigit()
+            if not is_data(name) or archive.members[name] != want or not digits:
+                return f"its {name!r} holds {archive.members[name]:,} bytes, {want:,} in {ours}"
+        elif not _same_record(name, archive.records.get(name), want):
+            where = _first_line_difference(archive.records.get(name, b""), want) if name.endswith(".py") else ""
+            return f"its {name!r} differs{' at ' + where if where else ''} from {ours}"
+    return ""
+
+
+_ADMITTED: dict[str, dict[str, Any]] = {}  # Archive.digest() -> metadata, for archives admitted in this process
+
+
+def check_archive(path: str | os.PathLike[str], regenerate: Regenerate | None = None,
+                  torch_version: str | None = None) -> dict[str, Any]:
+    """Admit a TorchScript archive (module doc, steps 1-4) or refuse it in one line; its metadata.
+
+    Args:
+        path: the archive.
+        regenerate: what vitexport's exporter writes for a metadata's config (`Regenerate`; by default
+            `vitexport.security.torchscript_match.regenerated_members`).
+        torch_version: the torch release that must have written it (default: this process's).
+    """
+    if regenerate is None:
+        from vitexport.security.torchscript_match import regenerated_members as regenerate
+    if torch_version is None:
+        import torch
+
+        torch_version = torch.__version__
+    archive, metadata = screen(path)
+    what = f"TorchScript archive {str(path)!r}"
+    made_with = metadata.get("torch_version")
+    if made_with != torch_version:
+        shown = repr(made_with)[:40] if isinstance(made_with, str) else "an unknown release"
+        raise UnsafeCheckpointError(f"refused to load {what}: it was written by torch {shown} and this is torch "
+                                    f"{torch_version}, so its code cannot be compared with what vitexport's "
+                                    f"exporter writes; {ADVICE} (here, with torch {torch_version})")
+    key = archive.digest()
+    if key in _ADMITTED:
+        return _ADMITTED[key]
+    data_bytes = sum(size for name, size in archive.members.items() if is_tensor_data(name))
+    try:
+        expected = regenerate(metadata, data_bytes)
+    except (CheckpointError, IsolationError) as exc:
+        raise CheckpointError(f"refused to load {what}: {exc}") from exc
+    problem = match(archive, expected)
+    if problem:
+        raise UnsafeCheckpointError(f"refused to load {what}: {problem} (torch {torch_version}); {ADVICE}")
+    _ADMITTED[key] = metadata
+    return metadata
+
+
+__all__ = ["ADVICE", "SERIALIZATION_ID", "Archive", "Features", "Regenerate", "check_archive", "collect", "is_data",
+           "is_tensor_data",
+           "is_torchscript", "match", "normalize", "read_archive", "read_metadata", "screen"]

@@ -1,13 +1,14 @@
-"""Load and run a TorchScript archive in a child process, after the policy check.
+"""Load and run a TorchScript archive in a confined child process, after the policy admitted it.
 
-`vitexport.security.torchscript_policy` admits only archives whose code uses what vitexport's own exports
-use; that bounds *what* the code can do, not how long it runs or how much memory it takes (a
-loop over ``range`` of a huge number, a resampling to a huge grid set in ``data.pkl``). So the
-archive is loaded and run in a forked child (`vitexport.security.isolate.Worker`) with an address-space
-limit and a timeout per call: a hang, a crash or an allocation that does not fit ends as one
-line, and the parent process keeps nothing of the archive but numpy arrays (read with
-``allow_pickle=False``). The child runs torch single-threaded: an OpenMP pool does not survive
-``fork``.
+`vitexport.security.torchscript_policy` admits only archives whose code is exactly what vitexport's exporter
+writes for their config (the weights are data). The archive is still loaded and run in a forked child
+(`vitexport.security.isolate.Worker`) with an address-space limit and a timeout per call, so a hang, a crash
+or an allocation that does not fit ends as one line, and the parent process keeps nothing of the archive but
+numpy arrays (read with ``allow_pickle=False``). The child is confined before it loads anything
+(`vitexport.security.isolate.confine`): no file descriptors but its two pipes, ``RLIMIT_FSIZE`` 0, a working
+directory that no longer exists, a seccomp filter that refuses opening files for writing (Linux x86-64, arm64)
+and Landlock where the kernel has it; what that does not stop is said there. The child runs torch
+single-threaded: an OpenMP pool does not survive ``fork``.
 """
 
 from __future__ import annotations
@@ -55,11 +56,12 @@ class TorchScriptRunner:
 
     def __init__(self, path: str | os.PathLike[str], memory_bytes: int) -> None:
         self.path = str(path)
-        self.metadata = check_archive(self.path)  # refuses before torch.jit.load sees the file
+        self.metadata = check_archive(self.path)  # refuses before torch.jit.load sees the file (positive match)
         self.memory_bytes = memory_bytes + 3 * Path(self.path).stat().st_size
         self.what = f"TorchScript archive {self.path!r}"
-        self.handle = _handler(self.path)
-        self.worker = isolate.Worker(self.handle, self.what, self.memory_bytes) if isolate.enabled() else None
+        self.handle = _handler(os.path.abspath(self.path))  # the confined child's working directory is gone
+        self.worker = isolate.Worker(self.handle, self.what, self.memory_bytes, confined=True) \
+            if isolate.enabled() else None
         self._call("load", {}, LOAD_SECONDS)
 
     def _call(self, op: str, arrays: dict[str, Any], timeout_s: float) -> dict[str, Any]:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import ctypes
 import os
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -83,3 +85,58 @@ def test_a_worker_answers_many_requests_then_reports_its_death() -> None:
     finally:
         worker.close(kill=True)
         worker.close(kill=True)  # twice is safe
+
+
+def _try(fn) -> str:
+    try:
+        fn()
+    except OSError as exc:
+        return os.strerror(exc.errno) if exc.errno else str(exc)
+    return "done"
+
+
+def test_a_confined_child_cannot_write_files(tmp_path) -> None:
+    """Issue 22: the child that runs admitted TorchScript inherits no writable file descriptor but its pipes, cannot
+    grow any file (RLIMIT_FSIZE 0), and has no working directory to create files in. Root can still open an
+    existing file by its absolute path without Landlock; nothing it writes through write(2) lands."""
+    inherited = open(tmp_path / "parent-log.txt", "wb")  # the parent holds a file open for writing
+    target = tmp_path / "absolute.bin"
+
+    def handler(header: dict, arrays: dict) -> tuple[dict, dict]:
+        def write_absolute() -> None:
+            with open(target, "wb") as fh:
+                fh.write(b"x" * 64)
+
+        def write_inherited() -> None:
+            os.write(inherited.fileno(), b"x" * 64)
+
+        return {"relative": _try(lambda: open("relative.txt", "wb").close()), "absolute": _try(write_absolute),
+                "inherited": _try(write_inherited), "cwd": _try(os.getcwd)}, {}
+
+    worker = isolate.Worker(handler, "probe", 0, confined=True)
+    try:
+        reply, _ = worker.request({"op": "probe"})
+    finally:
+        worker.close()
+    inherited.close()
+    assert reply["relative"] != "done" and reply["inherited"] == os.strerror(9), reply  # EBADF: closed
+    assert reply["absolute"] != "done", reply  # File too large (EFBIG), or refused by Landlock
+    assert not target.exists() or target.stat().st_size == 0
+    assert (tmp_path / "parent-log.txt").stat().st_size == 0
+    assert not list(tmp_path.glob("relative.txt"))
+    assert not list(Path(tempfile.gettempdir()).glob("vitexport-confined-*"))
+
+
+def test_confinement_reports_what_holds() -> None:
+    def handler(header: dict, arrays: dict) -> tuple[dict, dict]:
+        import resource
+
+        return {"fsize": resource.getrlimit(resource.RLIMIT_FSIZE), "fds": sorted(os.listdir("/proc/self/fd"))}, {}
+
+    worker = isolate.Worker(handler, "probe", 0, confined=True)
+    try:
+        reply, _ = worker.request({"op": "probe"})
+    finally:
+        worker.close()
+    assert reply["fsize"] == [0, 0]
+    assert len(reply["fds"]) <= 6, reply  # 0, 1, 2, the two pipes (and the listing's own)
