@@ -91,6 +91,8 @@ def http_send(address: str, inputs: dict[str, np.ndarray], timeout: float) -> tu
         response = conn.getresponse()
         payload = response.read()
         return response.status, "" if response.status == 200 else json.loads(payload)["error"]
+    except TimeoutError:
+        return 0, f"no answer within {timeout:g} s"
     finally:
         conn.close()
 
@@ -260,7 +262,7 @@ MALFORMED = [
     ("a 100,000-character input name", _json({"inputs": [{**GOOD, "name": "x" * 100_000}]}), {}),
     ("a 100,000-character datatype", _json({"inputs": [{**GOOD, "datatype": "D" * 100_000}]}), {}),
     ("a 100,000-character unknown field", _json({"inputs": [{**GOOD, "f" * 100_000: 1}]}), {}),
-    ("a shape of 100,000 dimensions", _json({"inputs": [{**GOOD, "shape": [1] * 100_000}]}), {}),
+    ("a shape of 100,000 dimensions, one negative", _json({"inputs": [{**GOOD, "shape": [1] * 100_000 + [-1]}]}), {}),
     ("a binary_data_size of 100,000 items", _json({"inputs": [{**GOOD, "parameters": {
         "binary_data_size": [1] * 100_000}}]}), {}),
 ]
