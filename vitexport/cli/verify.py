@@ -8,15 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from vitexport.cli.app import CliError, cli, echo
-from vitexport.cli.options import (
-    FiniteRange,
-    batches_text,
-    fmt_hw,
-    limit_options,
-    parse_batches,
-    parse_sizes,
-    tolerance_text,
-)
+from vitexport.cli.options import batches_text, fmt_hw, limit_options, parse_batches, parse_sizes, tolerance_text
 from vitexport.engines import DEFAULT_PROVIDER, PROVIDER_CHOICES
 from vitexport.export.defaults import TOLERANCES
 from vitexport.verify.defaults import DEFAULT_BATCH_SIZES, DEFAULT_SEED
@@ -63,8 +55,8 @@ def _case_line(c: CaseResult) -> str:
                    "reference (ONNX's reference evaluator, a reduced sweep), or all of them, compared.")
 @click.option("--sizes", callback=parse_sizes, help="Comma-separated HxW list (default: a sweep from the model).")
 @click.option("--batch-sizes", default=batches_text(DEFAULT_BATCH_SIZES), show_default=True, callback=parse_batches)
-@click.option("--atol", type=FiniteRange(min=0), help=_tolerance_help("Absolute", 0))
-@click.option("--rtol", type=FiniteRange(min=0), help=_tolerance_help("Relative", 1))
+@click.option("--atol", type=float, help=_tolerance_help("Absolute", 0))
+@click.option("--rtol", type=float, help=_tolerance_help("Relative", 1))
 @click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True)
 @click.option("--json", "json_path", type=str, help="Write the report as JSON (schema: docs/verify-report.md).")
 @click.option("--plot", "plot_path", type=str, help="Write a heatmap PNG of max error over heights x widths.")

@@ -76,7 +76,8 @@ class AppArgs:
                 isinstance(value, int) or math.isfinite(value))  # math.isfinite(10**5000) is an OverflowError
             if not number or not (value >= 0 if key == "batch_wait_ms" else value > 0):
                 got = "a huge integer" if isinstance(value, int) and value.bit_length() > 64 else repr(value)[:40]
-                raise ValueError(f"{key} must be a finite number above 0 (batch_wait_ms: 0 or more), got {got}")
+                rule = "must be finite and not negative" if key == "batch_wait_ms" else "must be positive and finite"
+                raise ValueError(f"{key} {rule}, got {got}; fix it in the config's args")
 
     @property
     def max_body_bytes(self) -> int:
