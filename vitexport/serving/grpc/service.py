@@ -6,7 +6,8 @@ the same way, through the same service:
 
 - auth: ``authorization: Bearer <token>`` metadata on every RPC except ServerLive and ServerReady;
 - inputs: ``pixel_values`` FP32 or ``image`` BYTES, in ``raw_input_contents`` (what tritonclient sends) or
-  typed ``contents``, through `ModelService.prepare_request`; the message may hold at most ``--max-body-mb``;
+  typed ``contents``, through `ModelService.prepare_request`; the message may hold at most ``--max-body-mb``, and
+  each input's shape is charged to the request's `RequestBudget` (images, pixels, values) before its data is read;
 - outputs: in ``raw_output_contents``; ``classification`` (an int64 parameter on a requested output, what
   tritonclient's ``class_count`` sends) returns BYTES ``"logit:index:label"``, best first;
 - batching: `ModelService.infer_prepared`, the replica's `SizeBatcher` shared with HTTP requests.
