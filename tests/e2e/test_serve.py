@@ -168,6 +168,16 @@ def _raw(server, method: str, path: str, body: bytes = b"", headers: dict | None
         conn.close()
 
 
+def test_ray_routes_are_not_exposed(server) -> None:
+    """Ray Serve's proxy answers /-/routes (naming the model) and /-/healthz itself, before any replica could ask for
+    the token: the local server hides them (issue 22, row 4); its own health checks stay open."""
+    for path in ("/-/routes", "/-/healthz", "/-/routes/"):
+        for headers in ({"Authorization": ""}, {}):  # without the token, and with it
+            status, payload = _raw(server, "GET", path, headers=headers)
+            assert status == 404 and MODEL not in json.dumps(payload), (path, status, payload)
+    assert _raw(server, "GET", "/v2/health/ready", headers={"Authorization": ""}) == (200, {"ready": True})
+
+
 def test_bad_requests_get_4xx_and_the_server_keeps_serving(server) -> None:
     infer = f"/v2/models/{MODEL}/infer"
     cases = [

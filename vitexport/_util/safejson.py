@@ -38,7 +38,8 @@ def _depth(value: Any) -> int:
             deepest = max(deepest, depth)
             if depth > MAX_DEPTH:
                 return depth
-            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+            values = item.values() if isinstance(item, dict) else item  # scalars are not pushed: a list of
+            stack.extend((v, depth + 1) for v in values if isinstance(v, (list, dict)))  # 16M numbers stays cheap
     return deepest
 
 

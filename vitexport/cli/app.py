@@ -6,6 +6,7 @@ Library errors become one-line messages here and only here; exit codes (docs/des
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from typing import Any
@@ -14,6 +15,24 @@ import click
 
 from vitexport import __version__
 from vitexport._util.errors import VitexportError, one_line
+from vitexport._util.text import safe_lines, safe_text
+
+
+def echo(message: Any = "", *, err: bool = False, nl: bool = True, block: bool = False, rewind: bool = False) -> None:
+    """Print the CLI's output: one line, every control character in it escaped (`safe_text`: labels, metadata values,
+    config names and paths come from files we did not write), so a file cannot set the window title, clear the
+    screen, move the cursor or forge a line. ``block``: a document of several lines (YAML, indented JSON) keeps its
+    own newlines; ``rewind``: a progress line, written over the previous one."""
+    text = "" if message is None else str(message)
+    text = safe_lines(text) if block else safe_text(text)
+    click.echo("\r" + text if rewind else text, err=err, nl=nl)
+
+
+class SafeFormatter(logging.Formatter):
+    """Log lines as `echo` prints: the message escaped (`safe_text`); a traceback (--debug) is left as it is."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return safe_text(super().formatMessage(record))
 
 
 class CliError(click.ClickException):
@@ -22,6 +41,9 @@ class CliError(click.ClickException):
     def __init__(self, message: str, exit_code: int = 1) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+    def format_message(self) -> str:
+        return safe_text(self.message)  # "Error: ..." is one line, whatever a file put into the message
 
 
 class VitexportGroup(click.Group):
@@ -78,10 +100,10 @@ def _map_unexpected(exc: Exception) -> tuple[str, int]:
 @click.pass_context
 def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
     """Export dynamic-pad Vision Transformers to ONNX/TorchScript, verify and serve them."""
-    import logging
-
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(SafeFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     # Library warnings (e.g. an assumed head count) reach the user; third-party chatter does not.
     logging.getLogger("vitexport").setLevel(level)
     ctx.obj = {"debug": debug}

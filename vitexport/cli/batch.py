@@ -8,7 +8,7 @@ import time
 
 import click
 
-from vitexport.cli.app import cli
+from vitexport.cli.app import cli, echo
 from vitexport.cli.options import ONE_ENGINE, limit_options
 from vitexport.engines import DEFAULT_PROVIDER
 from vitexport.serving.batch.sources import DEFAULT_SHARD_SIZE
@@ -53,12 +53,12 @@ class ProgressLine:
 
 def _print_summary(summary) -> None:
     skipped = f" ({summary.skipped_shards:,} already done, skipped)" if summary.skipped_shards else ""
-    click.echo(f"output    {summary.output}: {summary.images:,} rows in {summary.shards:,} shards{skipped}")
-    click.echo(f"failed    {summary.failed:,} (rows with an error)")
-    click.echo(f"ran       {summary.processed:,} images in {summary.seconds:.1f} s, {summary.images_per_s:,.1f} "
+    echo(f"output    {summary.output}: {summary.images:,} rows in {summary.shards:,} shards{skipped}")
+    echo(f"failed    {summary.failed:,} (rows with an error)")
+    echo(f"ran       {summary.processed:,} images in {summary.seconds:.1f} s, {summary.images_per_s:,.1f} "
                f"images/s ({summary.mode}, {summary.provider})")
     if summary.ignored_files:
-        click.echo(f"ignored   {summary.ignored_files:,} files without an image, .tar or .parquet suffix")
+        echo(f"ignored   {summary.ignored_files:,} files without an image, .tar or .parquet suffix")
 
 
 @cli.command("batch")
@@ -108,8 +108,8 @@ def batch_cmd(model_path, sources, output, image_column, top_k, logits, shard_si
         if line is not None:
             line.end()
     if summary.provider_note:
-        click.echo(f"note: {summary.provider_note}", err=True)
+        echo(f"note: {summary.provider_note}", err=True)
     if as_json:
-        click.echo(json.dumps(summary.to_json()))
+        echo(json.dumps(summary.to_json()))
         return
     _print_summary(summary)

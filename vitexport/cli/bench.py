@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from vitexport.cli.app import cli
+from vitexport.cli.app import cli, echo
 from vitexport.cli.options import batches_text, fmt_hw, limit_options, parse_batches, parse_sizes
 from vitexport.engines import DEFAULT_PROVIDER, PROVIDER_CHOICES
 from vitexport.serving.defaults import BENCH_BATCH_SIZES, BENCH_ITERS, BENCH_WARMUP
@@ -37,17 +37,17 @@ def bench_cmd(model_path, sizes, batch_sizes, provider, warmup, iters, threads, 
 
     def progress(text: str) -> None:
         if not as_json and sys.stderr.isatty():
-            click.echo(f"\r{text:40s}", nl=False, err=True)
+            echo(f"{text:40s}", nl=False, err=True, rewind=True)
 
     report = bench(model_path, sizes, batch_sizes, provider=provider, warmup=warmup, iters=iters,
                    compare_torch=compare_torch, threads=threads, progress=progress, max_tokens=max_tokens,
                    max_memory_gb=max_memory_gb)
     if sys.stderr.isatty() and not as_json:
-        click.echo("\r" + " " * 40 + "\r", nl=False, err=True)
+        click.echo("\r" + " " * 40 + "\r", nl=False, err=True)  # clears the progress line
     if report.provider_note:
-        click.echo(f"note: {report.provider_note}", err=True)
+        echo(f"note: {report.provider_note}", err=True)
     if as_json:
-        click.echo(json.dumps(report.to_json(), indent=2))
+        echo(json.dumps(report.to_json(), indent=2), block=True)
         return
     _print_bench(report, compare_torch)
 
@@ -57,14 +57,14 @@ def _print_bench(report: BenchReport, compare_torch: bool) -> None:
     then the recommendation."""
     names = [e.name for e in report.engines]
     checked = bool(report.parity_reference)
-    click.echo(f"model {report.model}; {report.warmup} warm-up + {report.iters} timed runs per case"
+    echo(f"model {report.model}; {report.warmup} warm-up + {report.iters} timed runs per case"
                + (", engines interleaved" if len(names) > 1 or compare_torch else ""))
     for e in report.engines:
-        click.echo(f"engine {e.name}: {', '.join(e.providers)} ({e.version})" + "".join(f"; {n}" for n in e.notes))
+        echo(f"engine {e.name}: {', '.join(e.providers)} ({e.version})" + "".join(f"; {n}" for n in e.notes))
     for skipped in report.skipped:
-        click.echo(f"skipped {skipped}")
+        echo(f"skipped {skipped}")
     if checked:
-        click.echo(f"parity: every engine's output against {report.parity_reference} (max |difference|)")
+        echo(f"parity: every engine's output against {report.parity_reference} (max |difference|)")
     head = f"{'size':>9s} {'batch':>5s}"
     for name in names:
         head += f" {name + ' median ms':>18s} {'p90 ms':>8s} {'images/s':>9s}"
@@ -72,7 +72,7 @@ def _print_bench(report: BenchReport, compare_torch: bool) -> None:
     if compare_torch:
         head += f" {'torch median ms':>18s} {'p90 ms':>8s} {'images/s':>9s}"
         head += "".join(f" {name + ' speed-up':>16s}" for name in names)
-    click.echo(head)
+    echo(head)
     rows: dict[tuple[int, int, int], dict[str, Any]] = {}
     for c in report.cases:
         rows.setdefault((c.height, c.width, c.batch), {})[c.engine] = c
@@ -87,6 +87,6 @@ def _print_bench(report: BenchReport, compare_torch: bool) -> None:
             c = cases[0]
             line += f" {c.torch_median_ms:>18.2f} {c.torch_p90_ms:>8.2f} {c.torch_images_per_s:>9.1f}"
             line += "".join(f" {c.speedup_vs_torch:>15.2f}x" for c in cases)
-        click.echo(line)
+        echo(line)
     if len(names) > 1:
-        click.echo(report.recommendation)
+        echo(report.recommendation)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from vitexport.cli.app import cli
+from vitexport.cli.app import cli, echo
 from vitexport.cli.options import (
     SIZE,
     BatchType,
@@ -41,28 +41,28 @@ OUTPUT_HELP = ("What the model returns: logits (the default with a head), featur
 
 
 def _print_export(result, verify_command: str) -> None:
-    click.echo(f"wrote          {result.path} ({result.bytes / 1e6:.2f} MB)")
-    click.echo(f"output         {result.metadata.get('output')} {result.metadata.get('output_shape')} "
+    echo(f"wrote          {result.path} ({result.bytes / 1e6:.2f} MB)")
+    echo(f"output         {result.metadata.get('output')} {result.metadata.get('output_shape')} "
                f"({result.metadata.get('model_class')})")
     if result.external_data:
-        click.echo(f"external data  {result.external_data}")
+        echo(f"external data  {result.external_data}")
     if result.opset:
-        click.echo(f"opset          {result.opset}")
+        echo(f"opset          {result.opset}")
     axes = result.io.to_json()
-    click.echo("dynamic axes   " + (json.dumps(axes) if any(axes.values()) else "none (fixed shapes)"))
+    echo("dynamic axes   " + (json.dumps(axes) if any(axes.values()) else "none (fixed shapes)"))
     if result.static_size:
-        click.echo(f"static size    {fmt_hw(result.static_size)}")
-    click.echo(f"dtype          {result.dtype}")
-    click.echo(f"parameters     {result.parameters:,}")
-    click.echo(f"checks         {'; '.join(result.checks)}")
-    click.echo(f"export time    {result.seconds:.1f} s")
+        echo(f"static size    {fmt_hw(result.static_size)}")
+    echo(f"dtype          {result.dtype}")
+    echo(f"parameters     {result.parameters:,}")
+    echo(f"checks         {'; '.join(result.checks)}")
+    echo(f"export time    {result.seconds:.1f} s")
     random = result.metadata.get("random_weights")
     if random:
-        click.echo(f"weights        random (seed {random['seed']}, preset {random['architecture']}), recorded in "
+        echo(f"weights        random (seed {random['seed']}, preset {random['architecture']}), recorded in "
                    "the metadata: the architecture runs, its outputs mean nothing")
     if result.optimized:
-        click.echo(f"attention      {result.metadata.get('attention')}")
-        click.echo(f"verify         {verify_command} (weights were folded)")
+        echo(f"attention      {result.metadata.get('attention')}")
+        echo(f"verify         {verify_command} (weights were folded)")
 
 
 def source_options(suffix: str) -> Callable[[Any], Any]:
@@ -143,15 +143,15 @@ def quantize_cmd(model_path, output, force) -> None:
     result = quantize_onnx(model_path, output, force=force)
     d = result.details
     source_mb = Path(model_path).stat().st_size / 1e6
-    click.echo(f"wrote          {result.path} ({result.bytes / 1e6:.2f} MB, from {source_mb:.2f} MB)")
+    echo(f"wrote          {result.path} ({result.bytes / 1e6:.2f} MB, from {source_mb:.2f} MB)")
     if result.external_data:
-        click.echo(f"external data  {result.external_data}")
-    click.echo(f"scheme         {d['scheme']}")
-    click.echo(f"quantized      {d['matmuls_quantized']} MatMul (weights int8)")
-    click.echo(f"kept float     {d['matmuls_left_float']} MatMul without constant weights (attention scores, "
+        echo(f"external data  {result.external_data}")
+    echo(f"scheme         {d['scheme']}")
+    echo(f"quantized      {d['matmuls_quantized']} MatMul (weights int8)")
+    echo(f"kept float     {d['matmuls_left_float']} MatMul without constant weights (attention scores, "
                "embedding resampling); "
                f"{', '.join(d['kept_float'])}")
-    click.echo(f"verify         {command_line('verify', result.path, '--checkpoint', model_path)} "
+    echo(f"verify         {command_line('verify', result.path, '--checkpoint', model_path)} "
                f"(against the float model's weights; int8 tolerance {INT8_ATOL:g} + {INT8_RTOL:g}*|ref|)")
 
 
@@ -181,13 +181,13 @@ def presets(as_json: bool) -> None:
 
     if as_json:
         entries = {name: preset_entry(name) for name in preset_names()}
-        click.echo(json.dumps({name: args if kind == "vit" else {"model_class": kind, **args}
-                               for name, (kind, args) in entries.items()}, indent=2))
+        echo(json.dumps({name: args if kind == "vit" else {"model_class": kind, **args}
+                         for name, (kind, args) in entries.items()}, indent=2), block=True)
         return
     for name in preset_names():
         cfg = get_preset(name)
         h, w = cfg.img_hw
-        click.echo(
+        echo(
             f"{name:40s} {family_of(cfg):16s} img {h if h == w else fmt_hw((h, w))}  patch {cfg.patch_size}  "
             f"dim {cfg.embed_dim}  depth {cfg.depth}  heads {cfg.num_heads}  prefix {cfg.num_prefix_tokens}  "
             f"pool {cfg.global_pool or 'none'}"

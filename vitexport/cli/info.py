@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from vitexport.cli.app import cli
+from vitexport.cli.app import cli, echo
 from vitexport.cli.options import SIZE, fmt_hw
 
 if TYPE_CHECKING:
@@ -17,39 +17,39 @@ if TYPE_CHECKING:
 def _print_preprocess_and_labels(preprocess: dict | None, labels: list[str] | None, count_first: bool) -> None:
     if preprocess:
         p = preprocess
-        click.echo(f"preprocess     scale {p.get('scale')}, mean {p.get('mean')}, std {p.get('std')}")
+        echo(f"preprocess     scale {p.get('scale')}, mean {p.get('mean')}, std {p.get('std')}")
     if labels and count_first:  # an exported model: how many, then the first ten
-        click.echo(f"labels         {len(labels)}: {', '.join(labels[:10])}")
+        echo(f"labels         {len(labels)}: {', '.join(labels[:10])}")
     elif labels:
         shown = ", ".join(labels[:10]) + (f", ... ({len(labels)})" if len(labels) > 10 else "")
-        click.echo(f"labels         {shown}")
+        echo(f"labels         {shown}")
 
 
 def _print_checkpoint_info(info: CheckpointInfo) -> None:
     cfg, prefix = info.config, info.prefix_tokens
-    click.echo(f"checkpoint     {info.path}")
-    click.echo(f"format         {info.format} (config from {info.config_source})")
-    click.echo(f"sha256         {info.sha256}")
+    echo(f"checkpoint     {info.path}")
+    echo(f"format         {info.format} (config from {info.config_source})")
+    echo(f"sha256         {info.sha256}")
     if cfg.get("architecture"):
-        click.echo(f"architecture   {cfg['architecture']}")
-    click.echo(f"parameters     {info.parameters:,}")
-    click.echo(f"native size    {fmt_hw(info.img_size)}, patch {fmt_hw(info.patch_size)}, "
+        echo(f"architecture   {cfg['architecture']}")
+    echo(f"parameters     {info.parameters:,}")
+    echo(f"native size    {fmt_hw(info.img_size)}, patch {fmt_hw(info.patch_size)}, "
                f"grid {fmt_hw(info.native_grid)}")
-    click.echo(f"prefix tokens  {prefix.total} (class token: {'yes' if prefix.class_token else 'no'}, "
+    echo(f"prefix tokens  {prefix.total} (class token: {'yes' if prefix.class_token else 'no'}, "
                f"registers: {prefix.registers}); pos_embed rows: {info.pos_embed_rows}")
-    click.echo(f"dynamic        img_size={cfg['dynamic_img_size']}, img_pad={cfg['dynamic_img_pad']}")
+    echo(f"dynamic        img_size={cfg['dynamic_img_size']}, img_pad={cfg['dynamic_img_pad']}")
     if info.head:  # a release format: what the model's output is
-        click.echo(f"output         {info.head} head: equals {info.reference} at the native size")
+        echo(f"output         {info.head} head: equals {info.reference} at the native size")
     _print_preprocess_and_labels(info.preprocess, info.labels, count_first=False)
     for note in info.notes:
-        click.echo(f"note           {note}")
-    click.echo("config         " + json.dumps({k: v for k, v in cfg.items() if k != "architecture"}))
+        echo(f"note           {note}")
+    echo("config         " + json.dumps({k: v for k, v in cfg.items() if k != "architecture"}))
     _print_sizes(info.sizes)
 
 
 def _print_sizes(sizes: list[SizeGeometry] | None) -> None:
     for s in sizes or []:
-        click.echo(
+        echo(
             f"size {fmt_hw(s.input_size)}: padded {fmt_hw(s.padded_size)}, grid {fmt_hw(s.grid)}, "
             f"{s.num_patches} patches, sequence length {s.seq_len} "
             f"(pos-embed resampled {fmt_hw(s.resampled_from)} -> {fmt_hw(s.grid)})"
@@ -57,13 +57,13 @@ def _print_sizes(sizes: list[SizeGeometry] | None) -> None:
 
 
 def _print_graph(graph: OnnxGraphInfo) -> None:
-    click.echo(f"opset          {graph.opset}")
+    echo(f"opset          {graph.opset}")
     for name, dims in {**graph.inputs, **graph.outputs}.items():
-        click.echo(f"tensor         {name} [{', '.join(str(d) for d in dims)}]")
+        echo(f"tensor         {name} [{', '.join(str(d) for d in dims)}]")
     if graph.external_data:
-        click.echo(f"external data  {', '.join(graph.external_data)}")
+        echo(f"external data  {', '.join(graph.external_data)}")
     ops = ", ".join(f"{k} {v}" for k, v in graph.op_counts.items())
-    click.echo(f"ops            {graph.nodes} nodes: {ops}")
+    echo(f"ops            {graph.nodes} nodes: {ops}")
 
 
 def _random_text(random: dict) -> str:
@@ -74,33 +74,33 @@ def _random_text(random: dict) -> str:
 
 def _print_artifact_info(info: ArtifactInfo) -> None:
     meta = info.metadata
-    click.echo(f"{info.kind:14s} {info.path} ({info.bytes / 1e6:.2f} MB)")
+    echo(f"{info.kind:14s} {info.path} ({info.bytes / 1e6:.2f} MB)")
     if info.graph is not None:
         _print_graph(info.graph)
     if not meta:
-        click.echo("metadata       none (not exported by vitexport)")
+        echo("metadata       none (not exported by vitexport)")
         return
-    click.echo(f"exported by    vitexport {meta.get('version')} (torch {meta.get('torch_version')}, "
+    echo(f"exported by    vitexport {meta.get('version')} (torch {meta.get('torch_version')}, "
                f"onnx {meta.get('onnx_version')}, onnxscript {meta.get('onnxscript_version')})")
-    click.echo(f"dynamic axes   {json.dumps(meta.get('dynamic_axes'))}")
+    echo(f"dynamic axes   {json.dumps(meta.get('dynamic_axes'))}")
     if meta.get("static_size"):
-        click.echo(f"static size    {fmt_hw(meta['static_size'])}")
-    click.echo(f"dtype          {meta.get('dtype')}")
+        echo(f"static size    {fmt_hw(meta['static_size'])}")
+    echo(f"dtype          {meta.get('dtype')}")
     if info.graph is not None:  # exports before the portable form carry no "resample" key: they hold a Resize
-        click.echo(f"resampling     {meta.get('resample', 'resize')}")
-    click.echo(f"patch / grid   patch {fmt_hw(meta['patch_size'])}, native grid {fmt_hw(meta['native_grid'])}, "
+        echo(f"resampling     {meta.get('resample', 'resize')}")
+    echo(f"patch / grid   patch {fmt_hw(meta['patch_size'])}, native grid {fmt_hw(meta['native_grid'])}, "
                f"prefix tokens {meta['num_prefix_tokens']}")
     _print_preprocess_and_labels(meta.get("preprocess"), meta.get("labels"), count_first=True)
-    click.echo(f"source sha256  {meta.get('source_sha256') or 'none (not exported from a file)'}")
+    echo(f"source sha256  {meta.get('source_sha256') or 'none (not exported from a file)'}")
     source = meta.get("source") if isinstance(meta.get("source"), dict) else {}
     # what the checkpoint's own output (its head's, or the pooled features without one) equals; not for another output
     same_output = meta.get("output", "logits") == ("features" if source.get("head") == "none" else "logits")
     if source.get("head") and same_output:
-        click.echo(f"source         {source.get('format')}: {source['head']} head, equals {source.get('reference')} "
+        echo(f"source         {source.get('format')}: {source['head']} head, equals {source.get('reference')} "
                    "at the native size")
     if meta.get("random_weights"):
-        click.echo(f"weights        {_random_text(meta['random_weights'])}")
-    click.echo("config         " + json.dumps(meta.get("config")))
+        echo(f"weights        {_random_text(meta['random_weights'])}")
+    echo("config         " + json.dumps(meta.get("config")))
     _print_sizes(info.sizes)
 
 
@@ -117,7 +117,7 @@ def info(model_path: str, config: str | None, use_ema: bool, sizes: tuple, as_js
 
     described = describe_file(model_path, config=config, use_ema=use_ema, sizes=sizes)
     if as_json:
-        click.echo(json.dumps(described.to_json(), indent=2))
+        echo(json.dumps(described.to_json(), indent=2), block=True)
     elif described.kind == "checkpoint":
         _print_checkpoint_info(described)
     else:

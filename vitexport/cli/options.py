@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import shlex
 from typing import Any
@@ -42,9 +43,20 @@ class SizeType(click.ParamType):
 SIZE = SizeType()
 
 
+class FiniteRange(click.FloatRange):
+    """A float range that refuses nan and inf (``click.FloatRange`` takes both: nan passes every comparison, inf
+    every lower bound): a usage error, exit 2."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
 def limit_options(fn: Any) -> Any:
     """--max-tokens and --max-memory-gb (vitexport.security.limits), shared by every command that runs a model."""
-    fn = click.option("--max-memory-gb", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_MAX_MEMORY_GB,
+    fn = click.option("--max-memory-gb", type=FiniteRange(min=0, min_open=True), default=DEFAULT_MAX_MEMORY_GB,
                       show_default=True, help="Refuse work whose estimated memory for one forward pass is larger.")(fn)
     return click.option("--max-tokens", type=click.IntRange(min=1), default=DEFAULT_MAX_TOKENS, show_default=True,
                         help="Refuse sizes with more tokens per image (attention memory grows with its square).")(fn)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from vitexport.cli.app import CliError, cli
+from vitexport.cli.app import CliError, cli, echo
 from vitexport.cli.options import ONE_ENGINE, fmt_hw, limit_options
 from vitexport.engines import DEFAULT_PROVIDER
 from vitexport.serving.defaults import DEFAULT_TOP_K
@@ -38,7 +38,7 @@ def _verdict(report: PredictReport, strict: bool) -> None:
     failed, total = len(report.failed), len(report.files)
     if report.ignored:
         files = "file" if report.ignored == 1 else "files"
-        click.echo(f"note: {report.ignored} {files} without an image suffix ignored in the folders given", err=True)
+        echo(f"note: {report.ignored} {files} without an image suffix ignored in the folders given", err=True)
     if not failed:
         return
     first = report.failed[0]
@@ -46,7 +46,7 @@ def _verdict(report: PredictReport, strict: bool) -> None:
         named = ", ".join(map(repr, report.sources[:3])) + (", ..." if len(report.sources) > 3 else "")
         what = f"no image of {named} gave a result" if failed == total else "--strict: some images gave no result"
         raise CliError(f"{what}: {failed} of {total} failed (first: {_key(first)}: {first.error})", 1)
-    click.echo(f"note: {failed} of {total} images failed (rows with an error); --strict makes that exit 1",
+    echo(f"note: {failed} of {total} images failed (rows with an error); --strict makes that exit 1",
                err=True)
 
 
@@ -70,12 +70,12 @@ def predict_cmd(model_path, sources, top_k, provider, strict, max_tokens, max_me
     from vitexport.serving.predictor import predict_files
 
     def show(item: FilePrediction) -> None:
-        click.echo(_row(item))
+        echo(_row(item))
 
     report = predict_files(model_path, list(sources), provider=provider, top_k=top_k, max_tokens=max_tokens,
                            max_memory_gb=max_memory_gb, on_result=None if as_json else show)
     if report.provider_note and len(report.failed) < len(report.files):  # said where results were computed
-        click.echo(f"note: {report.provider_note}", err=True)
+        echo(f"note: {report.provider_note}", err=True)
     if as_json:
-        click.echo(json.dumps(report.to_json()))
+        echo(json.dumps(report.to_json()))
     _verdict(report, strict)

@@ -6,8 +6,8 @@ import sys
 
 import click
 
-from vitexport.cli.app import cli
-from vitexport.cli.options import ONE_ENGINE
+from vitexport.cli.app import cli, echo
+from vitexport.cli.options import ONE_ENGINE, FiniteRange
 from vitexport.engines import DEFAULT_PROVIDER
 from vitexport.security.limits import DEFAULT_MAX_TOKENS
 from vitexport.serving.defaults import (
@@ -15,6 +15,7 @@ from vitexport.serving.defaults import (
     DEFAULT_HOST,
     DEFAULT_MAX_BATCH,
     DEFAULT_MAX_BODY_MB,
+    DEFAULT_MAX_IMAGES,
     DEFAULT_PORT,
 )
 
@@ -23,20 +24,20 @@ def _print_started(started, options) -> None:
     app, scaling = options.app, options.scaling
     replicas = (f"{scaling.autoscale[0]}-{scaling.autoscale[1]} replicas (autoscaling)" if scaling.autoscale
                 else f"{scaling.replicas} replica{'s' if scaling.replicas > 1 else ''}")
-    click.echo(f"serving   {started.name} ({started.model}) on {started.provider}, {replicas}, "
+    echo(f"serving   {started.name} ({started.model}) on {started.provider}, {replicas}, "
                f"batches of up to {app.max_batch} images within {app.batch_wait_ms:g} ms")
     if started.provider_note:
-        click.echo(f"note      {started.provider_note}")
+        echo(f"note      {started.provider_note}")
     for label, path in (("live", "/v2/health/live"), ("ready", "/v2/health/ready"),
                         ("metadata", f"/v2/models/{started.name}"), ("infer", f"/v2/models/{started.name}/infer")):
-        click.echo(f"{label:9s} {started.url}{path}")
+        echo(f"{label:9s} {started.url}{path}")
     if started.grpc:
-        click.echo(f"grpc      {started.grpc} (inference.GRPCInferenceService; tritonclient.grpc)")
-    click.echo(f"example   {started.curl_example()}")
+        echo(f"grpc      {started.grpc} (inference.GRPCInferenceService; tritonclient.grpc)")
+    echo(f"example   {started.curl_example()}")
     if started.local:
-        click.echo("stop      Ctrl-C or SIGTERM")
+        echo("stop      Ctrl-C or SIGTERM")
     else:
-        click.echo(f"deployed  to the Ray cluster at {options.address}; it keeps running there "
+        echo(f"deployed  to the Ray cluster at {options.address}; it keeps running there "
                    f"(remove it with: serve delete {started.name} --address http://HEAD:8265)")
     sys.stdout.flush()
 
@@ -54,13 +55,15 @@ def _print_started(started, options) -> None:
 @click.option("--threads", type=click.IntRange(min=1), help="Engine intra-op threads per replica.")
 @click.option("--max-batch", type=click.IntRange(min=1), default=DEFAULT_MAX_BATCH, show_default=True,
               help="Most images of one size in one engine run, across concurrent requests.")
-@click.option("--batch-wait-ms", type=click.FloatRange(min=0), default=DEFAULT_BATCH_WAIT_MS, show_default=True,
+@click.option("--batch-wait-ms", type=FiniteRange(min=0), default=DEFAULT_BATCH_WAIT_MS, show_default=True,
               help="How long a batch waits for more requests.")
 @click.option("--max-tokens", type=click.IntRange(min=1), default=DEFAULT_MAX_TOKENS, show_default=True,
               help="Refuse images with more patches than this (also caps the pixels of an encoded image).")
-@click.option("--max-body-mb", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_MAX_BODY_MB,
+@click.option("--max-body-mb", type=FiniteRange(min=0, min_open=True), default=DEFAULT_MAX_BODY_MB,
               show_default=True,
               help="Refuse request bodies (after gzip/deflate) over this size.")
+@click.option("--max-images", type=click.IntRange(min=1), default=DEFAULT_MAX_IMAGES, show_default=True,
+              help="Refuse requests with more images (pixel_values batch or encoded images) than this.")
 @click.option("--token-file", help="Require 'Authorization: Bearer <token>' (the file's content) except on /v2/health.")
 @click.option("--address", help="Deploy to this Ray cluster (e.g. 10.0.0.5:6379, auto) and leave it running there.")
 @click.option("--grpc-port", type=click.IntRange(1, 65535),
@@ -71,7 +74,8 @@ def _print_started(started, options) -> None:
 @click.option("--storage-uri", metavar="URI", help="--print-config kserve: where that repository is (s3://, gs://, "
                                                     "pvc://...).")
 def serve_cmd(model_path, name, host, port, replicas, autoscale, provider, threads, max_batch, batch_wait_ms,
-              max_tokens, max_body_mb, token_file, address, grpc_port, print_config, storage_uri) -> None:
+              max_tokens, max_body_mb, max_images, token_file, address, grpc_port, print_config,
+              storage_uri) -> None:
     """Serve a model over HTTP (Open Inference Protocol / KServe v2) on Ray Serve."""
     import logging
 
@@ -102,16 +106,17 @@ def serve_cmd(model_path, name, host, port, replicas, autoscale, provider, threa
     if (print_config == "kserve") != (storage_uri is not None):
         raise click.BadParameter("--storage-uri goes with --print-config kserve (where the Triton repository is)",
                                  param_hint="--storage-uri")
-    app = AppArgs(model_path, name, provider, threads, max_batch, batch_wait_ms, max_tokens, max_body_mb, token_file)
+    app = AppArgs(model_path, name, provider, threads, max_batch, batch_wait_ms, max_tokens, max_body_mb, token_file,
+                  max_images)
     options = ServeOptions(app, Scaling(replicas or 1, bounds), host, port, address, grpc_port)
     if print_config == "kserve":
         from vitexport.serving.triton.kserve import kserve_yaml
 
-        click.echo(kserve_yaml(options, storage_uri), nl=False)
+        echo(kserve_yaml(options, storage_uri), nl=False, block=True)
         return
     ray_modules()  # exit 2 with the install command before anything else
     if print_config:
-        click.echo(config_yaml(with_absolute_paths(options)[0]), nl=False)
+        echo(config_yaml(with_absolute_paths(options)[0]), nl=False, block=True)
         return
     if not logging.getLogger("vitexport").isEnabledFor(logging.INFO):
         for noisy in ("ray", "ray.serve"):  # Ray's progress lines are not for this terminal

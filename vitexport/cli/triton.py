@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from vitexport.cli.app import cli
+from vitexport.cli.app import cli, echo
 from vitexport.security.limits import DEFAULT_MAX_TOKENS
 from vitexport.serving.triton.repository import BACKENDS, DEFAULT_MAX_BATCH_SIZE, KINDS
 
@@ -36,17 +36,17 @@ def triton_cmd(model_path, repository, name, backend, max_batch_size, instances,
     written = write_repository(model_path, repository, name, backend, max_batch_size, instances, kind,
                                max_tokens, force)
     config = written.config
-    click.echo(f"wrote     {written.model_dir} ({backend} backend, max_batch_size {config.max_batch_size}, "
+    echo(f"wrote     {written.model_dir} ({backend} backend, max_batch_size {config.max_batch_size}, "
                f"{instances} x KIND_{kind.upper()})")
     for path in written.files:
-        click.echo(f"          {path}")
+        echo(f"          {path}")
     inputs = ", ".join(f"{t.name} {_kserve_type(t.data_type)} {list(t.dims)}" for t in config.inputs)
     outputs = ", ".join(f"{t.name} {_kserve_type(t.data_type)} {list(t.dims)}" for t in config.outputs)
-    click.echo(f"inputs    {inputs}" + ("  (send one)" if len(config.inputs) > 1 else ""))
-    click.echo(f"outputs   {outputs}")
-    click.echo(f"serve     tritonserver --model-repository {written.root.resolve()}")
+    echo(f"inputs    {inputs}" + ("  (send one)" if len(config.inputs) > 1 else ""))
+    echo(f"outputs   {outputs}")
+    echo(f"serve     tritonserver --model-repository {written.root.resolve()}")
     if backend == "python":
-        click.echo("needs     vitexport in Triton's Python (pip install vitexport in the server's image)")
+        echo("needs     vitexport in Triton's Python (pip install vitexport in the server's image)")
 
 
 def _kserve_type(data_type: str) -> str:

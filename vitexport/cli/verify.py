@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from vitexport.cli.app import CliError, cli
+from vitexport.cli.app import CliError, cli, echo
 from vitexport.cli.options import batches_text, fmt_hw, limit_options, parse_batches, parse_sizes, tolerance_text
 from vitexport.engines import DEFAULT_PROVIDER, PROVIDER_CHOICES
 from vitexport.export.defaults import TOLERANCES
@@ -37,6 +37,8 @@ def _case_line(c: CaseResult) -> str:
             f"pad {fmt_hw(c.padded_size):>9s} grid {fmt_hw(c.grid):>6s} seq {c.seq_len:>5d}  "
             f"max|d| {_fmt_err(c.max_abs)}  rel {_fmt_err(c.rel_to_scale)}  cos {cos:.6f}"
             f"  top1 {top1}  run {rt} ms  torch {pt} ms")
+    if c.fresh_compile:
+        line += "  fresh compile"
     if c.nonfinite:
         line += "  NaN/Inf"
     if c.error:
@@ -78,7 +80,7 @@ def verify_cmd(ctx, model_path, checkpoint, config, provider, sizes, batch_sizes
         require_matplotlib()
 
     def progress(case, done: int, total: int) -> None:
-        click.echo(f"[{done:>3d}/{total}] {_case_line(case)}")
+        echo(f"[{done:>3d}/{total}] {_case_line(case)}")
 
     report = verify(model_path, checkpoint=checkpoint, config=config, provider=provider, sizes=sizes,
                     batch_sizes=batch_sizes, atol=atol, rtol=rtol, seed=seed, progress=progress,
@@ -87,56 +89,56 @@ def verify_cmd(ctx, model_path, checkpoint, config, provider, sizes, batch_sizes
     _print_verify_summary(report)
     if json_path:
         report.write_json(json_path, force=True)
-        click.echo(f"report         {json_path}")
+        echo(f"report         {json_path}")
     if plot_path:
         from vitexport.verify.heatmap import render_heatmap
         from vitexport.verify.sweep import heatmap_sweep
 
-        click.echo("plot           sweeping heights x widths for the heatmap ...")
+        echo("plot           sweeping heights x widths for the heatmap ...")
         grid = heatmap_sweep(model_path, report, checkpoint=checkpoint, config=config, max_tokens=max_tokens,
                              max_memory_gb=max_memory_gb)
         render_heatmap(grid.report, plot_path, grid.heights, grid.widths, force=True)
-        click.echo(f"plot           {plot_path} ({len(grid.heights)}x{len(grid.widths)} sizes)")
+        echo(f"plot           {plot_path} ({len(grid.heights)}x{len(grid.widths)} sizes)")
     _print_verdict(report)
 
 
 def _print_verify_summary(report: VerifyReport) -> None:
-    click.echo("")
-    click.echo(f"model          {report.model} ({report.format}, {report.dtype}, output {report.output}); "
+    echo("")
+    echo(f"model          {report.model} ({report.format}, {report.dtype}, output {report.output}); "
                f"reference: {report.reference}")
     for s in report.sessions:
         version = f" ({s['version']})" if s.get("version") else ""
-        click.echo(f"session        {s['name']}: requested {s['requested']}, running on {', '.join(s['providers'])}"
+        echo(f"session        {s['name']}: requested {s['requested']}, running on {', '.join(s['providers'])}"
                    + version + (f"; placement {s['placement']}" if s.get("placement") else ""))
         for note in s.get("notes", []):
-            click.echo(f"note           {s['name']}: {note}")
+            echo(f"note           {s['name']}: {note}")
         for w in s.get("warnings", []):
-            click.echo(f"warning        {w}")
+            echo(f"warning        {w}")
     for skipped in report.skipped_providers + report.skipped_cases:
-        click.echo(f"skipped        {skipped}")
+        echo(f"skipped        {skipped}")
     for note in report.static_notes:
-        click.echo(f"note           {note}")
+        echo(f"note           {note}")
     for problem in report.static_problems:
-        click.echo(f"static check   FAIL {problem}")
+        echo(f"static check   FAIL {problem}")
     if not report.static_problems:
-        click.echo(f"static checks  ok ({'; '.join(['dynamic axes', *report.static_checks])})"
+        echo(f"static checks  ok ({'; '.join(['dynamic axes', *report.static_checks])})"
                    if report.format == "onnx" else "static checks  n/a for TorchScript")
     if report.weight_diff:
         worst = sorted(report.weight_diff.items(), key=lambda kv: -kv[1])[:5]
-        click.echo("weights        differ from the checkpoint: " + ", ".join(f"{k} {v:.3g}" for k, v in worst))
+        echo("weights        differ from the checkpoint: " + ", ".join(f"{k} {v:.3g}" for k, v in worst))
     for x in report.cross_provider:
         if not x.passed:
-            click.echo(f"cross-provider FAIL {x.height}x{x.width} b{x.batch} {x.providers}: max|d| {x.max_abs:.2e}")
+            echo(f"cross-provider FAIL {x.height}x{x.width} b{x.batch} {x.providers}: max|d| {x.max_abs:.2e}")
     for diagnosis in report.diagnoses:
-        click.echo(f"diagnosis      {diagnosis}")
-    click.echo(f"tolerance      |d| <= {report.atol:g} + {report.rtol:g}*|ref|; worst max|d| "
+        echo(f"diagnosis      {diagnosis}")
+    echo(f"tolerance      |d| <= {report.atol:g} + {report.rtol:g}*|ref|; worst max|d| "
                f"{report.worst_max_abs:.2e} (rel: max|d| / max|ref|, the output's scale)")
 
 
 def _print_verdict(report: VerifyReport) -> None:
     fails = report.failures
     verdict, passed = "PASSED" if report.passed else "FAILED", len(report.cases) - len(fails)
-    click.echo(f"{verdict}         {passed}/{len(report.cases)} cases in {report.seconds:.1f} s")
+    echo(f"{verdict}         {passed}/{len(report.cases)} cases in {report.seconds:.1f} s")
     if not report.passed:
         where = ", ".join(dict.fromkeys(f"{c.height}x{c.width}" for c in fails))
         where = where if len(where) < 120 else where[:117] + "..."

@@ -21,6 +21,7 @@ class Engine(ABC):
     """
 
     budget: Any = None
+    path: str = ""  # the file `load` read
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -40,6 +41,9 @@ class Engine(ABC):
     serving: bool = True
     # non-empty: verify gives this engine a reduced default sweep, and this is why
     reduced_sweep: str = ""
+    # non-empty: what a compiled model's first inference can spoil in this runtime; verify then also runs a fresh
+    # compile whose first request is the sweep's smallest size (then the native and the largest), and this is why
+    cold_start: str = ""
     # what `load` read from the model (engines that ask their runtime each time override the properties)
     _metadata: dict[str, Any] = {}  # noqa: RUF012 - replaced by load, never mutated
     _input_dtype: str = "float32"
@@ -52,6 +56,13 @@ class Engine(ABC):
     def load(self, path: str) -> Engine:
         """Load the model file; returns the engine. Raises `EngineUnavailable` (exit 2) when it cannot run
         here, `EngineError` when it cannot load this model."""
+
+    def fresh(self) -> Engine:
+        """A new engine with this one's options, loaded (compiled) anew from the same file: what a process that
+        starts now would get (`cold_start`)."""
+        import copy
+
+        return copy.copy(self).load(self.path)
 
     @abstractmethod
     def run(self, x: Any) -> Any:

@@ -79,6 +79,8 @@ class OpenVinoEngine(Engine):
     """OpenVINO on ``device`` (default the CPU), fp32; thread-safe `run` (a pool of infer requests)."""
 
     name = "openvino"
+    cold_start = ("OpenVINO 2026.4.1 keeps what it prepares for a compiled model's first inference: a first request of "
+                  "one token made every later size wrong (the engine runs a two-patch input right after compiling)")
 
     def __init__(self, *, device: str = "CPU", threads: int | None = None, spin: bool = True,
                  debug: bool = False, performance_hint: str | None = None, num_streams: int | None = None,

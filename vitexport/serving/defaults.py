@@ -15,6 +15,7 @@ DEFAULT_HOST = "127.0.0.1"  # serve listens on the loopback unless told otherwis
 DEFAULT_PORT = 8000
 DEFAULT_BATCH_WAIT_MS = 5.0  # how long a server batch waits for more requests
 DEFAULT_MAX_BODY_MB = 64.0  # largest request body (after gzip/deflate)
+DEFAULT_MAX_IMAGES = 256  # most images in one server request (16 engine batches of the default size)
 
 __all__ = ["BENCH_BATCH_SIZES", "BENCH_ITERS", "BENCH_WARMUP", "DEFAULT_BATCH_WAIT_MS", "DEFAULT_HOST",
-           "DEFAULT_MAX_BATCH", "DEFAULT_MAX_BODY_MB", "DEFAULT_PORT", "DEFAULT_TOP_K"]
+           "DEFAULT_MAX_BATCH", "DEFAULT_MAX_BODY_MB", "DEFAULT_MAX_IMAGES", "DEFAULT_PORT", "DEFAULT_TOP_K"]

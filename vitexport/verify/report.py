@@ -38,6 +38,7 @@ class CaseResult:
     error: str | None = None
     ref_scale: float | None = None  # max |ref|: the output's scale
     rel_to_scale: float | None = None  # max_abs / ref_scale: the relative error the rows show
+    fresh_compile: bool = False  # run on a fresh compile, in order: smallest size first (`Engine.cold_start`)
 
 
 @dataclass

@@ -153,10 +153,9 @@ def _run_case(engine: Engine, x: np.ndarray, ref: np.ndarray, result: CaseResult
 
 def _sweep(cases: list[Case], cfg: Any, reference: torch.nn.Module, engines: list[Engine],
            plans: dict[str, list[Case]], report: VerifyReport,
-           progress: Callable[[CaseResult, int, int], None] | None) -> dict:
+           progress: Callable[[CaseResult, int, int], None] | None, total: int) -> dict:
     """Every case through the reference and the engines whose plan holds it; results go into ``report``,
-    outputs are returned."""
-    total = sum(len(plans[e.name]) for e in engines)
+    outputs are returned. ``total``: the cases ``progress`` counts to."""
     outputs: dict[tuple[Case, str], np.ndarray] = {}
     for case in cases:
         runners = [e for e in engines if case in plans[e.name]]
@@ -177,6 +176,43 @@ def _sweep(cases: list[Case], cfg: Any, reference: torch.nn.Module, engines: lis
             if progress is not None:
                 progress(result, len(report.cases), total)
     return outputs
+
+
+def _cold_plans(engines: list[Engine], plans: dict[str, list[Case]]) -> dict[str, list[Case]]:
+    """The cases of a fresh compile for each engine whose first inference after compiling can spoil later ones
+    (`Engine.cold_start`): the sweep's smallest size first, then its first (native) and its largest size."""
+    cold = {}
+    for engine in engines:
+        plan = plans[engine.name]
+        if engine.cold_start and plan:
+            batch = min(c.batch for c in plan)  # 1, or a fixed-batch export's batch
+            sizes = sorted({(c.height, c.width) for c in plan}, key=lambda hw: (hw[0] * hw[1], hw))
+            order = dict.fromkeys([sizes[0], (plan[0].height, plan[0].width), sizes[-1]])
+            cold[engine.name] = [Case(h, w, batch) for h, w in order]
+    return cold
+
+
+def _cold_starts(cold: dict[str, list[Case]], cfg: Any, reference: torch.nn.Module, engines: list[Engine],
+                 report: VerifyReport, progress: Callable[[CaseResult, int, int], None] | None, total: int) -> None:
+    """Run `_cold_plans` on a fresh compile of each such engine, in order, each case against the reference; the
+    results go into ``report`` marked ``fresh_compile``. The sweep itself runs on an engine whose first request was
+    its first case, so it cannot see what a first request of the smallest size does."""
+    for engine in engines:
+        if engine.name not in cold:
+            continue
+        fresh = engine.fresh()
+        for case in cold[engine.name]:
+            x = make_input(case, cfg.in_chans, report.seed)
+            ref, torch_ms, ref_error = _run_reference(reference, x)
+            result = CaseResult(case.height, case.width, case.batch, case.input_kind, provider=engine.name,
+                                passed=False, torch_ms=torch_ms, fresh_compile=True, **_geometry(case, cfg))
+            if ref is None:
+                result.error = ref_error
+            else:
+                _run_case(fresh, x, ref, result, report.atol, report.rtol, reference.output == "logits")
+            report.cases.append(result)
+            if progress is not None:
+                progress(result, len(report.cases), total)
 
 
 def _cross_compare(cases: list[Case], names: list[str], outputs: dict, report: VerifyReport, top1: bool) -> None:
@@ -287,7 +323,10 @@ def _verify_artifact(artifact: Artifact, start: float, *, checkpoint: Any, confi
     plans = _plans(engines, cases, cfg, sizes is not None, report)
     output = report.output = artifact.metadata.get("output") or default_output(cfg.num_classes)
     with reference.producing(output):  # the reference returns what the artifact does: logits, features or tokens
-        outputs = _sweep(cases, cfg, reference, engines, plans, report, progress)
+        cold = _cold_plans(engines, plans)
+        total = sum(len(plans[e.name]) for e in engines) + sum(map(len, cold.values()))
+        outputs = _sweep(cases, cfg, reference, engines, plans, report, progress, total)
+        _cold_starts(cold, cfg, reference, engines, report, progress, total)
     if len(engines) > 1:
         _cross_compare(cases, [e.name for e in engines], outputs, report, output == "logits")
     report.diagnoses = diagnose_failures(report, artifact.graph, native_grid(artifact.metadata, cfg))

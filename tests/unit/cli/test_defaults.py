@@ -51,6 +51,7 @@ def test_cli_and_library_defaults_agree() -> None:
     assert (app.provider, app.max_batch, app.batch_wait_ms, app.max_body_mb) == (
         DEFAULT_PROVIDER, option("serve", "max_batch").default, option("serve", "batch_wait_ms").default,
         option("serve", "max_body_mb").default)
+    assert app.max_images == option("serve", "max_images").default == defaults.DEFAULT_MAX_IMAGES
     serve = ServeOptions(app)
     assert (serve.host, serve.port) == (option("serve", "host").default, option("serve", "port").default)
     assert option("onnx", "dtype").default == DEFAULT_DTYPE

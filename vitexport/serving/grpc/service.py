@@ -6,7 +6,8 @@ the same way, through the same service:
 
 - auth: ``authorization: Bearer <token>`` metadata on every RPC except ServerLive and ServerReady;
 - inputs: ``pixel_values`` FP32 or ``image`` BYTES, in ``raw_input_contents`` (what tritonclient sends) or
-  typed ``contents``, through `ModelService.prepare_request`; the message may hold at most ``--max-body-mb``;
+  typed ``contents``, through `ModelService.prepare_request`; the message may hold at most ``--max-body-mb``, and
+  each input's shape is charged to the request's `RequestBudget` (images, pixels, values) before its data is read;
 - outputs: in ``raw_output_contents``; ``classification`` (an int64 parameter on a requested output, what
   tritonclient's ``class_count`` sends) returns BYTES ``"logit:index:label"``, best first;
 - batching: `ModelService.infer_prepared`, the replica's `SizeBatcher` shared with HTTP requests.
@@ -24,14 +25,16 @@ from tritonclient.grpc import service_pb2 as pb
 
 from vitexport import __version__
 from vitexport.serving.http.protocol import (
+    Admit,
     InferRequest,
     RequestedOutput,
     RequestError,
     select_outputs,
     serialize_bytes,
+    shown,
     wire_tensor,
 )
-from vitexport.serving.http.service import EXTENSIONS, VERSION, ModelService, error_status
+from vitexport.serving.http.service import EXTENSIONS, VERSION, ModelService, RequestBudget, error_status
 
 logger = logging.getLogger(__name__)
 # tritonclient's generated messages name their module 'grpc_service_pb2' (the .proto's), not where they live; Ray
@@ -87,9 +90,9 @@ class GrpcService:
 
     def _check_model(self, name: str, version: str) -> None:
         if name != self.service.name:
-            raise RequestError(404, f"unknown model {name!r}; this server serves {self.service.name!r}")
+            raise RequestError(404, f"unknown model {shown(name)}; this server serves {self.service.name!r}")
         if version not in ("", VERSION):
-            raise RequestError(404, f"model {name!r} has only version {VERSION}")
+            raise RequestError(404, f"model {shown(name)} has only version {VERSION}")
 
     async def _ModelReady(self, request: Any) -> Any:
         self._check_model(request.name, request.version)
@@ -109,8 +112,9 @@ class GrpcService:
         if size > limit:
             raise RequestError(413, f"the request message holds {size:,} bytes, over this server's limit of "
                                     f"{limit:,} bytes (--max-body-mb); send fewer or smaller images per request")
-        parsed = infer_request(request)
-        prepared = await asyncio.to_thread(self.service.prepare_request, parsed)
+        budget = RequestBudget(self.service)  # each input's shape is charged before its data is read
+        parsed = infer_request(request, budget.admit)
+        prepared = await asyncio.to_thread(self.service.prepare_request, parsed, budget)
         outputs = await self.service.infer_prepared(prepared)
         return infer_response(self.service, parsed, np.stack(outputs))
 
@@ -130,24 +134,25 @@ def add_servicer(servicer: Any, server: Any) -> None:
         server.add_registered_method_handlers(SERVICE, handlers)
 
 
-def infer_request(request: Any) -> InferRequest:
-    """A ``ModelInferRequest`` -> the protocol's `InferRequest`; `RequestError` when malformed."""
+def infer_request(request: Any, admit: Admit | None = None) -> InferRequest:
+    """A ``ModelInferRequest`` -> the protocol's `InferRequest`; `RequestError` when malformed. ``admit(name, datatype,
+    shape)`` sees each input's shape before its data is read, as for HTTP."""
     raw = list(request.raw_input_contents)
     if raw and len(raw) != len(request.inputs):
         raise RequestError(400, f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs; send one per input")
     tensors = []
     for i, spec in enumerate(request.inputs):
         if raw:
-            tensors.append(wire_tensor(spec.name, spec.datatype, spec.shape, raw=raw[i]))
+            tensors.append(wire_tensor(spec.name, spec.datatype, spec.shape, raw=raw[i], admit=admit))
         else:
             values = spec.contents.bytes_contents if spec.datatype == "BYTES" else spec.contents.fp32_contents
-            tensors.append(wire_tensor(spec.name, spec.datatype, spec.shape, values=values))
+            tensors.append(wire_tensor(spec.name, spec.datatype, spec.shape, values=values, admit=admit))
     outputs = []
     for out in request.outputs:
         param = out.parameters.get("classification")
         k = 0 if param is None else param.int64_param or param.uint64_param
         if k < 0:
-            raise RequestError(400, f"output {out.name!r}: classification must be a positive integer, got {k}")
+            raise RequestError(400, f"output {shown(out.name)}: classification must be a positive integer, got {k}")
         outputs.append(RequestedOutput(out.name, True, int(k)))
     return InferRequest(tensors, outputs, True, request.id or None)
 

@@ -20,9 +20,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from vitexport.serving.grpc.methods import GrpcMethods
-from vitexport.serving.http.batcher import SizeBatcher
+from vitexport.serving.http.batcher import batch_service
 from vitexport.serving.http.config import DEPLOYMENT_NAME, AppArgs, Scaling, deployment_options
-from vitexport.serving.http.service import HttpRequest, ModelService, read_limited
+from vitexport.serving.http.service import ModelService, starlette_response
 
 
 @serve.deployment(name=DEPLOYMENT_NAME)
@@ -32,18 +32,10 @@ class VitexportModel(GrpcMethods):
 
     def __init__(self, args: dict[str, Any]) -> None:
         self.service = ModelService(AppArgs.from_args(args))
-        self.batcher = SizeBatcher(self.service.run_chunks, self.service.args.max_batch,
-                                   self.service.args.batch_wait_ms / 1000)
-        self.service.runner = self.batcher.submit
+        self.batcher = batch_service(self.service)
 
     async def __call__(self, request: Request) -> Response:
-        headers = {k.lower(): v for k, v in request.headers.items()}
-
-        def read(limit: int) -> Any:
-            return read_limited(request.stream(), headers.get("content-length"), limit)
-
-        response = await self.service.handle(HttpRequest(request.method, request.url.path, headers, read))
-        return Response(response.body, status_code=response.status, headers=response.headers)
+        return await starlette_response(self.service, request)
 
 
 def make_app(args: AppArgs, scaling: Scaling) -> Any:

@@ -123,4 +123,13 @@ class SizeBatcher:
                     item.future.set_result(result)
 
 
-__all__ = ["SizeBatcher"]
+
+def batch_service(service: Any) -> SizeBatcher:
+    """Put a `SizeBatcher` in front of a `ModelService`'s engine, as each replica does: concurrent requests (HTTP
+    and gRPC) share its engine runs. Returns the batcher."""
+    batcher = SizeBatcher(service.run_chunks, service.args.max_batch, service.args.batch_wait_ms / 1000)
+    service.runner = batcher.submit
+    return batcher
+
+
+__all__ = ["SizeBatcher", "batch_service"]

@@ -8,6 +8,7 @@ No Ray import (PyYAML only for `config_yaml`).
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -23,6 +24,7 @@ from vitexport.serving.defaults import (
     DEFAULT_HOST,
     DEFAULT_MAX_BATCH,
     DEFAULT_MAX_BODY_MB,
+    DEFAULT_MAX_IMAGES,
     DEFAULT_PORT,
 )
 
@@ -63,11 +65,19 @@ class AppArgs:
     max_tokens: int = DEFAULT_MAX_TOKENS
     max_body_mb: float = DEFAULT_MAX_BODY_MB
     token_file: str | None = None
+    max_images: int = DEFAULT_MAX_IMAGES
 
     def __post_init__(self) -> None:
         check_model_name(self.name)
-        if self.max_batch < 1 or self.max_tokens < 1 or self.max_body_mb <= 0 or self.batch_wait_ms < 0:
-            raise ValueError("max_batch, max_tokens and max_body_mb must be positive, batch_wait_ms not negative")
+        numbers = {"max_batch": self.max_batch, "max_tokens": self.max_tokens, "max_images": self.max_images,
+                   "max_body_mb": self.max_body_mb, "batch_wait_ms": self.batch_wait_ms}
+        for key, value in numbers.items():  # nan passes every comparison, inf every lower bound
+            number = isinstance(value, int | float) and not isinstance(value, bool) and (
+                isinstance(value, int) or math.isfinite(value))  # math.isfinite(10**5000) is an OverflowError
+            if not number or not (value >= 0 if key == "batch_wait_ms" else value > 0):
+                got = "a huge integer" if isinstance(value, int) and value.bit_length() > 64 else repr(value)[:40]
+                rule = "must be finite and not negative" if key == "batch_wait_ms" else "must be positive and finite"
+                raise ValueError(f"{key} {rule}, got {got}; fix it in the config's args")
 
     @property
     def max_body_bytes(self) -> int:

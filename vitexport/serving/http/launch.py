@@ -4,13 +4,15 @@
   unusable provider fail in a second with a clear error, before Ray starts; ``auto`` is resolved
   here once. Then a new local Ray instance (never one found through ``RAY_ADDRESS``), Serve's HTTP
   proxy on ``host:port``, the application, and a wait for SIGINT/SIGTERM (or ``stop``), after which
-  Serve and Ray are shut down (replicas finish their requests for up to 5 s).
+  Serve and Ray are shut down (replicas finish their requests for up to 5 s). Ray Serve's own HTTP routes
+  (``/-/routes``, ``/-/healthz``: no token, and the first names the model) are not exposed (`HideRayRoutes`).
 - ``address``: the application is deployed to that cluster and left running there; the model
   and token paths must exist on its nodes (they are checked here when they exist here too).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -25,6 +27,8 @@ from vitexport.serving.http.config import INSTALL_HINT, ServeOptions, grpc_optio
 
 logger = logging.getLogger(__name__)
 SHUTDOWN_TIMEOUT_S = 15.0
+PROXY_CALLBACK_VARIABLE = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"  # Ray Serve: middlewares for its HTTP proxy
+RAY_ROUTES = "/-/"  # the prefix of Ray Serve's own routes (/-/routes, /-/healthz)
 
 
 @dataclass(frozen=True)
@@ -130,7 +134,7 @@ def serve_local(options: ServeOptions, on_ready: Callable[[Started], None],
         try:
             ray.init(address="local", num_cpus=max(os.cpu_count() or 1, options.scaling.most),
                      include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
-                     runtime_env=_grpc_runtime_env(options))
+                     runtime_env=_runtime_env(options))
         finally:
             if saved is not None:
                 os.environ["RAY_ADDRESS"] = saved
@@ -147,16 +151,47 @@ def serve_local(options: ServeOptions, on_ready: Callable[[Started], None],
         _on_signals(previous)
 
 
-def _grpc_runtime_env(options: ServeOptions) -> dict[str, Any] | None:
-    """For a local gRPC endpoint: Serve's gRPC proxy bound to ``--host`` like HTTP (a worker setup hook; Ray Serve
-    binds every interface otherwise) and refusing messages over ``--max-body-mb`` (plus framing) as it reads them."""
+def _runtime_env(options: ServeOptions) -> dict[str, Any]:
+    """The local Ray instance's runtime environment, which Serve's proxies inherit: Ray's own HTTP routes hidden
+    (`proxy_middlewares`); for a gRPC endpoint, Serve's gRPC proxy bound to ``--host`` like HTTP (a worker setup
+    hook; Ray Serve binds every interface otherwise) and refusing messages over ``--max-body-mb`` (plus framing) as
+    it reads them."""
+    env: dict[str, Any] = {"env_vars": {PROXY_CALLBACK_VARIABLE: f"{__name__}.proxy_middlewares"}}
     if options.grpc_port is None:
-        return None
+        return env
     from vitexport.serving.grpc.methods import HOST_VARIABLE
 
-    return {"worker_process_setup_hook": "vitexport.serving.grpc.methods.bind_grpc_host",
-            "env_vars": {HOST_VARIABLE: options.host,
-                         "RAY_SERVE_GRPC_MAX_MESSAGE_SIZE": str(options.app.max_body_bytes + 2**20)}}
+    env["worker_process_setup_hook"] = "vitexport.serving.grpc.methods.bind_grpc_host"
+    env["env_vars"].update({HOST_VARIABLE: options.host,
+                            "RAY_SERVE_GRPC_MAX_MESSAGE_SIZE": str(options.app.max_body_bytes + 2**20)})
+    return env
+
+
+class HideRayRoutes:
+    """ASGI middleware in front of Ray Serve's HTTP proxy: Ray's own routes (``/-/routes`` names every application,
+    ``/-/healthz``; the proxy answers them itself, before any replica could ask for the token) get a 404 like any
+    unknown path. ``/v2/health/live`` and ``/ready`` are this server's health checks."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope.get("type") == "http" and str(scope.get("path", "")).startswith(RAY_ROUTES):
+            body = json.dumps({"error": "no such endpoint; the server's health checks are /v2/health/live and "
+                                        "/v2/health/ready"}).encode()
+            await send({"type": "http.response.start", "status": 404,
+                        "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
+
+
+def proxy_middlewares() -> list[Any]:
+    """Ray Serve's HTTP proxy callback (``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH``, set for the local Ray
+    instance): the middlewares it wraps itself in."""
+    from starlette.middleware import Middleware
+
+    return [Middleware(HideRayRoutes)]
 
 
 def _on_signals(handler: Any) -> Any:
@@ -185,4 +220,5 @@ def _shutdown(ray: Any, serve: Any) -> None:
     ray.shutdown()
 
 
-__all__ = ["Started", "deploy_to_cluster", "prepare_options", "ray_modules", "serve_local"]
+__all__ = ["HideRayRoutes", "Started", "deploy_to_cluster", "prepare_options", "proxy_middlewares", "ray_modules",
+           "serve_local"]

@@ -11,6 +11,10 @@
   ``value`` being the output's own value (a logit), as Triton does.
 - Every bad request is a `RequestError` carrying its 4xx status; `error_response` is the body
   ``{"error": "..."}`` that ``tritonclient`` shows to its user.
+- Work stays bounded before any limit can be checked: the JSON header goes through `safejson.parse_json`
+  (deep nesting or a 5,000-digit number is a 400, not a RecursionError or ValueError); an ``admit(name,
+  datatype, shape)`` callback (the server's per-request budget) sees each input's shape before its data is
+  decoded; a value taken from the request appears in a message only through `shown` (a few dozen characters).
 """
 
 from __future__ import annotations
@@ -20,16 +24,22 @@ import binascii
 import json
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from math import prod
 from typing import Any
 
 import numpy as np
 
+from vitexport._util.safejson import parse_json
+
 HEADER_LENGTH = "inference-header-content-length"
 JSON_TYPE = "application/json"
 BINARY_TYPE = "application/octet-stream"
 _INPUT_KEYS = {"name", "datatype", "shape", "data", "parameters"}
+SHOWN_CHARS = 40  # the most of a request value that a message repeats
+MAX_RANK = 8  # dimensions of an input shape (ours have 1 or 4)
+Admit = Callable[[str, str, list[int]], None]  # (input name, datatype, shape): raises to refuse before decoding
 
 
 class RequestError(Exception):
@@ -79,6 +89,22 @@ class InferRequest:
     id: str | None = None
 
 
+def shown(value: Any, limit: int = SHOWN_CHARS) -> str:
+    """``repr(value)`` for a message, cut to ``limit`` characters: an error never repeats unbounded input."""
+    if isinstance(value, (str, bytes)):
+        text = repr(value[:limit])
+    elif isinstance(value, int) and value.bit_length() > 64:  # repr of a 5,000-digit int is itself refused
+        text = f"an integer of {value.bit_length():,} bits"
+    elif isinstance(value, (list, dict, tuple)) and len(value) > limit:
+        text = f"a {type(value).__name__} of {len(value):,} items"
+    else:
+        try:
+            text = repr(value)
+        except (ValueError, RecursionError):
+            text = f"a {type(value).__name__}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def json_response(obj: Any, status: int = 200) -> HttpResponse:
     return HttpResponse(status, json.dumps(obj).encode(), {"Content-Type": JSON_TYPE})
 
@@ -98,7 +124,7 @@ def decode_content(body: bytes, encoding: str | None, limit: int) -> bytes:
     if encoding == "identity":
         return body
     if encoding not in ("gzip", "deflate"):
-        raise RequestError(415, f"Content-Encoding {encoding!r} is not supported; send gzip, deflate or identity")
+        raise RequestError(415, f"Content-Encoding {shown(encoding)} is not supported; send gzip, deflate or identity")
     inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
     try:
         out = inflater.decompress(body, limit + 1)  # at most limit + 1 bytes: a compression bomb stops here
@@ -114,24 +140,28 @@ def decode_content(body: bytes, encoding: str | None, limit: int) -> bytes:
 def _split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], memoryview]:
     size = len(body)
     if header_length is not None:
-        try:
-            size = int(header_length)
-        except ValueError:
-            raise RequestError(400, f"Inference-Header-Content-Length {header_length!r} is not a number") from None
+        text = header_length.strip()
+        if not (text.isdigit() and text.isascii() and len(text) <= 19):  # int() of 5,000 digits is a ValueError
+            raise RequestError(400, f"Inference-Header-Content-Length {shown(header_length)} is not a number; "
+                                    "send the JSON header's length in bytes")
+        size = int(text)
         if not 0 < size <= len(body):
             raise RequestError(400, f"Inference-Header-Content-Length {size} does not fit a body of {len(body)} bytes")
-    try:
-        header = json.loads(bytes(body[:size]))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RequestError(400, f"malformed JSON in the request ({exc}); send a JSON inference request") from None
+    try:  # bounded: no RecursionError at any depth, no ValueError from a 5,000-digit number
+        header = parse_json(bytes(body[:size]), limit=size)
+    except ValueError as exc:
+        raise RequestError(400, f"malformed JSON in the request (the header is {exc}); send a JSON inference "
+                                "request") from None
     if not isinstance(header, dict):
         raise RequestError(400, f"the request is a JSON {type(header).__name__}, not an object with 'inputs'")
     return header, memoryview(body)[size:]
 
 
 def _shape(raw: Any, where: str) -> list[int]:
-    if not isinstance(raw, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in raw):
-        raise RequestError(400, f"{where}: shape must be a list of non-negative integers, got {raw!r}")
+    if not isinstance(raw, list) or len(raw) > MAX_RANK or not all(
+            isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**63 for d in raw):
+        raise RequestError(400, f"{where}: shape must be a list of at most {MAX_RANK} non-negative integers, "
+                                f"got {shown(raw)}")
     return raw
 
 
@@ -188,36 +218,51 @@ def _tensor_data(spec: dict[str, Any], shape: list[int], raw: memoryview | None,
         return np.frombuffer(raw, dtype="<f4").astype(np.float32).reshape(shape)
     if datatype == "BYTES":
         return _json_bytes(spec["data"], count, where) if raw is None else _binary_bytes(raw, count, where)
-    raise RequestError(400, f"{where}: datatype {datatype!r} is not accepted; send FP32 pixels or BYTES images")
+    raise _datatype_error(datatype, where)
 
 
-def wire_tensor(name: str, datatype: str, shape: Any, raw: bytes | None = None, values: Any = None) -> Tensor:
+def _datatype_error(datatype: str, where: str) -> RequestError:
+    return RequestError(400, f"{where}: datatype {shown(datatype)} is not accepted; send FP32 pixels or BYTES images")
+
+
+def _where(name: str) -> str:
+    return f"input {shown(name)}"
+
+
+def wire_tensor(name: str, datatype: str, shape: Any, raw: bytes | None = None, values: Any = None,
+                admit: Admit | None = None) -> Tensor:
     """One input from another wire form (gRPC): ``raw`` bytes as the binary extension lays them out, or ``values``
-    (numbers, or a list of bytes for BYTES); the same checks and messages as an HTTP input."""
-    where = f"input {name!r}"
+    (numbers, or a list of bytes for BYTES); the same checks and messages as an HTTP input, ``admit`` called
+    before the data is read."""
+    where = _where(name)
     shape = _shape(list(shape), where)
+    if admit is not None:
+        admit(name, datatype, shape)
     if raw is not None:
         return Tensor(name, datatype, shape, _tensor_data({"datatype": datatype}, shape, memoryview(raw), where))
     if datatype == "BYTES":
-        items = [bytes(v) for v in values]
-        if len(items) != prod(shape):
-            raise RequestError(400, f"{where}: data holds {len(items)} elements, its shape needs {prod(shape)}")
-        return Tensor(name, datatype, shape, items)
+        if len(values) != prod(shape):
+            raise RequestError(400, f"{where}: data holds {len(values)} elements, its shape needs {prod(shape)}")
+        return Tensor(name, datatype, shape, [bytes(v) for v in values])
     if datatype != "FP32":
-        raise RequestError(400, f"{where}: datatype {datatype!r} is not accepted; send FP32 pixels or BYTES images")
+        raise _datatype_error(datatype, where)
+    if len(values) != prod(shape):
+        raise RequestError(400, f"{where}: data holds {len(values)} values, its shape needs {prod(shape)}")
     return Tensor(name, datatype, shape, _numbers(list(values), prod(shape), where).reshape(shape))
 
 
-def _parse_input(spec: Any, binary: memoryview, offset: int) -> tuple[Tensor, int]:
-    """One ``$request_input`` -> (Tensor, offset after its binary data)."""
+def _parse_input(spec: Any, binary: memoryview, offset: int, admit: Admit | None) -> tuple[Tensor, int]:
+    """One ``$request_input`` -> (Tensor, offset after its binary data); ``admit`` sees its shape first."""
     if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
         raise RequestError(400, "each input must be an object with a 'name', 'datatype', 'shape' and data")
-    where = f"input {spec['name']!r}"
+    where = _where(spec["name"])
     if unknown := set(spec) - _INPUT_KEYS:
-        raise RequestError(400, f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+        raise RequestError(400, f"{where}: unknown field(s) {shown(', '.join(sorted(unknown)))}")
     if not isinstance(spec.get("datatype"), str):
         raise RequestError(400, f"{where}: 'datatype' is missing (FP32 or BYTES)")
     shape = _shape(spec.get("shape"), where)
+    if admit is not None:
+        admit(spec["name"], spec["datatype"], shape)
     params = spec.get("parameters") or {}
     size = params.get("binary_data_size") if isinstance(params, dict) else None
     if size is None:
@@ -225,7 +270,7 @@ def _parse_input(spec: Any, binary: memoryview, offset: int) -> tuple[Tensor, in
             raise RequestError(400, f"{where}: no 'data' and no binary_data_size parameter")
         return Tensor(spec["name"], spec["datatype"], shape, _tensor_data(spec, shape, None, where)), offset
     if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > len(binary):
-        raise RequestError(400, f"{where}: binary_data_size {size!r} does not fit the {len(binary) - offset} "
+        raise RequestError(400, f"{where}: binary_data_size {shown(size)} does not fit the {len(binary) - offset} "
                                 "bytes after the JSON header")
     raw = binary[offset : offset + size]
     return Tensor(spec["name"], spec["datatype"], shape, _tensor_data(spec, shape, raw, where)), offset + size
@@ -236,22 +281,24 @@ def _parse_output(spec: Any) -> RequestedOutput:
         raise RequestError(400, "each requested output must be an object with a 'name'")
     params = spec.get("parameters") or {}
     if not isinstance(params, dict):
-        raise RequestError(400, f"output {spec['name']!r}: parameters must be an object")
+        raise RequestError(400, f"output {shown(spec['name'])}: parameters must be an object")
     k = params.get("classification", 0)
     if not isinstance(k, int) or isinstance(k, bool) or k < 0:
-        raise RequestError(400, f"output {spec['name']!r}: classification must be a positive integer, got {k!r}")
+        raise RequestError(400, f"output {shown(spec['name'])}: classification must be a positive integer, "
+                                f"got {shown(k)}")
     return RequestedOutput(spec["name"], bool(params.get("binary_data", False)), k)
 
 
-def parse_infer_request(body: bytes, header_length: str | None = None) -> InferRequest:
-    """A request body (JSON, or JSON header + binary tensors) -> `InferRequest`; `RequestError` when malformed."""
+def parse_infer_request(body: bytes, header_length: str | None = None, admit: Admit | None = None) -> InferRequest:
+    """A request body (JSON, or JSON header + binary tensors) -> `InferRequest`; `RequestError` when malformed.
+    ``admit(name, datatype, shape)`` sees each input's shape before its data is decoded, and may refuse it."""
     header, binary = _split_body(body, header_length)
     inputs = header.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise RequestError(400, "the request has no 'inputs' list; send at least one input tensor")
     tensors, offset = [], 0
     for spec in inputs:
-        tensor, offset = _parse_input(spec, binary, offset)
+        tensor, offset = _parse_input(spec, binary, offset, admit)
         tensors.append(tensor)
     if offset != len(binary):
         raise RequestError(400, f"{len(binary) - offset} bytes after the JSON header belong to no input "
@@ -307,7 +354,7 @@ def select_outputs(request: InferRequest, outputs: dict[str, np.ndarray],
     selected = []
     for out in wanted:
         if out.name not in outputs:
-            raise RequestError(400, f"unknown output {out.name!r}; this model has {', '.join(map(repr, outputs))}")
+            raise RequestError(400, f"unknown output {shown(out.name)}; this model has {', '.join(map(repr, outputs))}")
         value = outputs[out.name]
         selected.append((out, classify(value, out.classification, labels) if out.classification else value))
     return selected
@@ -334,7 +381,8 @@ def encode_infer_response(model_name: str, request: InferRequest, outputs: dict[
 
 
 __all__ = [
-    "HEADER_LENGTH", "HttpResponse", "InferRequest", "RequestError", "RequestedOutput", "Tensor", "classify",
+    "HEADER_LENGTH", "SHOWN_CHARS", "Admit", "HttpResponse", "InferRequest", "RequestError", "RequestedOutput",
+    "Tensor", "classify",
     "decode_content", "encode_infer_response", "error_response", "json_response", "parse_infer_request",
-    "select_outputs", "serialize_bytes", "wire_tensor",
+    "select_outputs", "serialize_bytes", "shown", "wire_tensor",
 ]

@@ -10,9 +10,11 @@ only adapts Starlette requests and puts a `SizeBatcher` (`batching`) in front of
 - Batching: a request is cut into chunks of one image size and at most ``max_batch`` images;
   the runner (direct here, a `SizeBatcher` in the deployment) gathers chunks of concurrent
   requests, and `run_chunks` runs equal sizes together through `Predictor.run_prepared`.
-- Limits: the body (``max_body_mb``, also after gzip/deflate), pixels per image (the most that
-  ``max_tokens`` patches can hold, checked before decoding) and decoded values per request (no
-  more than a ``pixel_values`` request of the body limit would carry).
+- Limits: the body (``max_body_mb``, also after gzip/deflate); then one `RequestBudget` per request, for
+  pixels and encoded images alike, charged from shapes and image headers before anything is decoded: images
+  per request (``max_images``), pixels per image (the most that ``max_tokens`` patches can hold), patches
+  and decoded values per request.
+- Messages never repeat unbounded input (`protocol.shown`, and at most `MAX_ERROR_CHARS` in all).
 - Every bad request is a 4xx ``{"error": ...}``; a bad input in a shared batch fails only its own request.
 """
 
@@ -23,6 +25,7 @@ import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from math import prod
 from typing import Any
 
 import numpy as np
@@ -44,6 +47,7 @@ from vitexport.serving.http.protocol import (
     error_response,
     json_response,
     parse_infer_request,
+    shown,
 )
 
 logger = logging.getLogger(__name__)
@@ -52,6 +56,7 @@ IMAGE_INPUT = "image"
 VERSION = "1"
 EXTENSIONS = ["binary_tensor_data", "classification"]
 PLATFORMS = {"openvino": "openvino", "reference": "onnx_reference"}  # engine -> metadata platform (else ORT's)
+MAX_ERROR_CHARS = 500  # an error message, whatever went into it
 Runner = Callable[[np.ndarray], Awaitable[Any]]
 
 
@@ -79,7 +84,8 @@ async def read_limited(chunks: AsyncIterator[bytes], content_length: str | None,
     """The body, refused with 413 as soon as it (or its announced length) passes ``limit`` bytes."""
     too_big = RequestError(413, f"the request body is over this server's limit of {limit:,} bytes "
                                 "(--max-body-mb); send fewer or smaller images per request")
-    if content_length is not None and content_length.isdigit() and int(content_length) > limit:
+    announced = (content_length or "").strip()
+    if announced.isascii() and announced.isdigit() and (len(announced) > 18 or int(announced) > limit):
         raise too_big
     parts, total = [], 0
     async for chunk in chunks:
@@ -109,6 +115,64 @@ def largest_size_group(stacks: list[np.ndarray]) -> int:
     for s in stacks:
         counts[s.shape[1:]] = counts.get(s.shape[1:], 0) + len(s)
     return max(counts.values(), default=0)
+
+
+class RequestBudget:
+    """What one request may cost, in one account for both inputs (FP32 pixels and BYTES images), HTTP and gRPC alike,
+    charged from shapes and image headers before anything is decoded or run:
+
+    - images: at most ``max_images`` per request (`admit`, from the shape: a request of a million 1x1 images
+      would otherwise cost a million preparations and engine runs while other requests wait);
+    - each image: at most ``max_pixels`` (the pixels of ``max_tokens`` patches; `charge`);
+    - the request: decoded float32 values at most what a ``pixel_values`` body of the body limit carries, and
+      patches at most ``max_tokens`` x ``max_batch`` (one full engine batch at the token limit).
+
+    Every refusal is an `InputError` (400) naming the limit and the fix."""
+
+    def __init__(self, service: ModelService) -> None:
+        self.service = service
+        self.values = service.max_body // 4
+        self.patches = service.args.max_tokens * service.args.max_batch
+        self.images = 0
+
+    def admit(self, name: str, datatype: str, shape: list[int]) -> None:
+        """Refuse an input from its shape, before its data is read: too many images (the first axis; every BYTES
+        element is an image) or, for pixels [B, C, H, W], too large images or too many values in all."""
+        images = prod(shape) if datatype == "BYTES" else shape[0] if shape else 0
+        self.count(images)
+        if datatype == "FP32" and len(shape) == 4 and 0 not in shape:
+            self.charge(shape[2], shape[3], images, shape[1])
+        elif datatype == "FP32":
+            self.charge_values(prod(shape))
+
+    def count(self, images: int) -> None:
+        """``images`` more images in the request (every input counts: a request of a million inputs is refused too)."""
+        self.images += images
+        limit = self.service.args.max_images
+        if self.images > limit:
+            raise InputError(f"the request holds {self.images:,} images, over this server's limit of {limit:,} per "
+                             "request (--max-images); send fewer images per request")
+
+    def charge(self, height: int, width: int, count: int = 1, channels: int | None = None) -> None:
+        """``count`` images of ``height`` x ``width``: each within the pixel limit, all within the request's."""
+        service = self.service
+        ph, pw = service.predictor.patch
+        if height * width > service.max_pixels:
+            raise InputError(f"a {height}x{width} image has {height * width:,} pixels, over this server's limit of "
+                             f"{service.max_pixels:,} (--max-tokens {service.args.max_tokens} patches of {ph}x{pw}); "
+                             "downscale it")
+        self.patches -= count * -(-height // ph) * -(-width // pw)
+        if self.patches < 0:
+            limit = service.args.max_tokens * service.args.max_batch
+            raise InputError(f"the images hold more than {limit:,} patches in all, over this server's limit per "
+                             "request (max_tokens x max_batch); send fewer or smaller images per request")
+        self.charge_values(count * height * width * (channels or service.predictor.channels))
+
+    def charge_values(self, values: int) -> None:
+        self.values -= values
+        if self.values < 0:
+            raise InputError(f"the images decode to more than {self.service.max_body // 4:,} values, over this "
+                             "server's limit per request; send fewer or smaller images per request")
 
 
 class ModelService:
@@ -157,7 +221,7 @@ class ModelService:
         try:
             return await self._dispatch(request)
         except Exception as exc:
-            return error_response(*error_status(exc, f"{request.method} {request.path}"))
+            return error_response(*error_status(exc, f"{shown(request.method)} {shown(request.path)}"))
 
     async def _dispatch(self, request: HttpRequest) -> HttpResponse:
         parts = [p for p in request.path.split("/") if p]
@@ -169,9 +233,9 @@ class ModelService:
             _allow(request, "GET")
             return json_response({"name": "vitexport", "version": __version__, "extensions": EXTENSIONS})
         if len(parts) < 3 or parts[:2] != ["v2", "models"]:
-            raise RequestError(404, f"no endpoint {request.path!r}; see /v2/models/{self.name}")
+            raise RequestError(404, f"no endpoint {shown(request.path)}; see /v2/models/{self.name}")
         if parts[2] != self.name:
-            raise RequestError(404, f"unknown model {parts[2]!r}; this server serves {self.name!r}")
+            raise RequestError(404, f"unknown model {shown(parts[2])}; this server serves {self.name!r}")
         rest = parts[3:]
         if rest[:1] == ["versions"]:
             if len(rest) < 2 or rest[1] != VERSION:
@@ -186,7 +250,7 @@ class ModelService:
         if rest == ["infer"]:
             _allow(request, "POST")
             return await self._infer(request)
-        raise RequestError(404, f"no endpoint {request.path!r}; see /v2/models/{self.name}")
+        raise RequestError(404, f"no endpoint {shown(request.path)}; see /v2/models/{self.name}")
 
     def _authorize(self, request: HttpRequest) -> None:
         self.authorize(request.headers.get("authorization"))
@@ -212,15 +276,22 @@ class ModelService:
     def decode(self, body: bytes, headers: dict[str, str]) -> tuple[InferRequest, list[np.ndarray]]:
         """Body -> (request, prepared (C, H, W) inputs); 4xx errors for anything the model cannot take."""
         body = decode_content(body, headers.get("content-encoding"), self.max_body)
-        parsed = parse_infer_request(body, headers.get(HEADER_LENGTH))
-        return parsed, self.prepare_request(parsed)
+        budget = RequestBudget(self)
+        parsed = parse_infer_request(body, headers.get(HEADER_LENGTH), admit=budget.admit)
+        return parsed, self.prepare_request(parsed, budget)
 
-    def prepare_request(self, parsed: InferRequest) -> list[np.ndarray]:
+    def prepare_request(self, parsed: InferRequest, budget: RequestBudget | None = None) -> list[np.ndarray]:
         """A parsed request (HTTP, gRPC or Triton's Python backend) -> prepared (C, H, W) inputs; 4xx errors for
-        anything the model cannot take."""
+        anything the model cannot take. ``budget``: the request's `RequestBudget` when the parser already admitted
+        its inputs (a new one admits them here)."""
+        if budget is None:
+            budget = RequestBudget(self)
+            for tensor in parsed.inputs:
+                budget.admit(tensor.name, tensor.datatype, tensor.shape)
         for out in parsed.outputs:
             if out.name != self.spec.output_name:
-                raise RequestError(400, f"unknown output {out.name!r}; this model has {self.spec.output_name!r}")
+                raise RequestError(400, f"unknown output {shown(out.name)}; this model has "
+                                        f"{self.spec.output_name!r}")
             if out.classification and len(self.output_tail) != 1:
                 raise RequestError(400, f"classification needs a [batch, classes] output; {out.name!r} is "
                                         f"[batch, {', '.join(map(str, self.output_tail))}]")
@@ -231,44 +302,35 @@ class ModelService:
         if tensor.name == self.input_name:
             prepared = self._prepare_pixels(tensor)
         elif tensor.name == IMAGE_INPUT:
-            prepared = self._prepare_images(tensor)
+            prepared = self._prepare_images(tensor, budget)
         else:
-            raise RequestError(400, f"unknown input {tensor.name!r}; send {self.input_name!r} (FP32 [B, C, H, W], "
-                                    f"preprocessed) or {IMAGE_INPUT!r} (BYTES [B], encoded images)")
+            raise RequestError(400, f"unknown input {shown(tensor.name)}; send {self.input_name!r} (FP32 [B, C, H, "
+                                    f"W], preprocessed) or {IMAGE_INPUT!r} (BYTES [B], encoded images)")
         if -1 in self.output_tail and len({x.shape for x in prepared}) > 1:
             raise RequestError(400, "this model's output follows the image size; send one image size per request")
         return prepared
 
     def _prepare_pixels(self, tensor: Tensor) -> list[np.ndarray]:
+        """Pixels [B, C, H, W], already charged to the request's budget from their shape."""
         c = self.predictor.channels
         if tensor.datatype != "FP32":
-            raise RequestError(400, f"input {tensor.name!r} must be FP32, got {tensor.datatype}")
+            raise RequestError(400, f"input {tensor.name!r} must be FP32, got {shown(tensor.datatype)}")
         if len(tensor.shape) != 4 or tensor.shape[1] != c or 0 in tensor.shape:
             raise RequestError(400, f"input {tensor.name!r} must be [B, {c}, H, W] with B, H, W >= 1, "
                                     f"got {tensor.shape}")
         return [self.predictor.prepare(x) for x in tensor.data]
 
-    def _prepare_images(self, tensor: Tensor) -> list[np.ndarray]:
+    def _prepare_images(self, tensor: Tensor, budget: RequestBudget) -> list[np.ndarray]:
+        """Encoded images, each charged to the request's budget from its header before its pixels are decoded."""
         if tensor.datatype != "BYTES":
             raise RequestError(400, f"input {IMAGE_INPUT!r} must be BYTES (one encoded image per element), "
-                                    f"got {tensor.datatype}")
+                                    f"got {shown(tensor.datatype)}")
         if len(tensor.shape) != 1 or tensor.shape[0] < 1:
             raise RequestError(400, f"input {IMAGE_INPUT!r} must have shape [B] with B >= 1, got {tensor.shape}")
-        budget = [self.max_body // 4]  # float32 values: no more than a pixel_values request of the body limit
-
-        def check(h: int, w: int) -> None:  # from the header, before any pixel is decoded
-            if h * w > self.max_pixels:
-                raise InputError(f"a {h}x{w} image has {h * w:,} pixels, over this server's limit of "
-                                 f"{self.max_pixels:,}; downscale it")
-            budget[0] -= h * w * self.predictor.channels
-            if budget[0] < 0:
-                raise InputError(f"the images decode to more than {self.max_body // 4:,} values, over this "
-                                 "server's limit per request; send fewer or smaller images per request")
-
         prepared = []
         for i, data in enumerate(tensor.data):
             try:
-                prepared.append(self.predictor.prepare(decode_bytes(data, check)))
+                prepared.append(self.predictor.prepare(decode_bytes(data, budget.charge)))
             except InputError as exc:
                 raise InputError(f"image {i}: {exc}") from None
         return prepared
@@ -306,13 +368,26 @@ class ModelService:
         return results
 
 
+async def starlette_response(service: ModelService, request: Any) -> Any:
+    """A Starlette request (Ray Serve's, or any ASGI server's) answered by ``service``, as a Starlette response."""
+    from starlette.responses import Response
+
+    headers = {k.lower(): v for k, v in request.headers.items()}
+
+    def read(limit: int) -> Any:
+        return read_limited(request.stream(), headers.get("content-length"), limit)
+
+    response = await service.handle(HttpRequest(request.method, request.url.path, headers, read))
+    return Response(response.body, status_code=response.status, headers=response.headers)
+
+
 def error_status(exc: Exception, where: str) -> tuple[int, str, dict[str, str]]:
     """(HTTP status, one-line message, headers) for an exception raised while serving ``where``; what is the
     server's fault is logged. One mapping for HTTP, gRPC and Triton's Python backend."""
     if isinstance(exc, RequestError):
-        return exc.status, exc.message, exc.headers
+        return exc.status, one_line(exc.message, MAX_ERROR_CHARS), exc.headers
     if isinstance(exc, InputError):
-        return 400, one_line(exc), {}
+        return 400, one_line(exc, MAX_ERROR_CHARS), {}
     if isinstance(exc, MemoryError):
         logger.error("out of memory on %s", where)
         return 503, "the server ran out of memory on this request; send fewer or smaller images", {}
@@ -325,8 +400,9 @@ def error_status(exc: Exception, where: str) -> tuple[int, str, dict[str, str]]:
 
 def _allow(request: HttpRequest, method: str) -> None:
     if request.method != method:
-        raise RequestError(405, f"{request.path} takes {method}, not {request.method}", {"Allow": method})
+        raise RequestError(405, f"{shown(request.path)} takes {method}, not {shown(request.method)}",
+                           {"Allow": method})
 
 
-__all__ = ["IMAGE_INPUT", "HttpRequest", "ModelService", "error_status", "largest_size_group", "read_limited",
-           "read_token"]
+__all__ = ["IMAGE_INPUT", "MAX_ERROR_CHARS", "HttpRequest", "ModelService", "RequestBudget", "error_status",
+           "largest_size_group", "read_limited", "read_token", "starlette_response"]
