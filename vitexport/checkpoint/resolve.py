@@ -1,8 +1,9 @@
 """Where a checkpoint's model config comes from, first match wins: a release format's own statement completed by
-``--config`` (`vitexport.checkpoint.release`), ``--config`` (timm keyword arguments or a hub
-``config.json``), the config a vitexport checkpoint carries, a timm training checkpoint's ``arch`` (its preset,
-with the ``--model-kwargs`` and ``--gp`` of its saved ``args``, corrected by the weights' shapes), a hub
-``config.json`` beside the weights, or inference from the shapes alone (`vitexport.checkpoint.infer`).
+``--config`` (`vitexport.checkpoint.release`), a ``--config`` naming an architecture (or a hub ``config.json``),
+then, completed by a ``--config`` of plain options (its options win), the config a vitexport checkpoint carries, a
+timm training checkpoint's ``arch`` (its preset, with the ``--model-kwargs`` and ``--gp`` of its saved ``args``,
+corrected by the weights' shapes), a hub ``config.json`` beside the weights, or inference from the shapes alone
+(`vitexport.checkpoint.infer`).
 """
 
 from __future__ import annotations
@@ -44,20 +45,33 @@ def _beside(file: Path) -> dict[str, Any] | None:
 def resolve_config(found: Contents, file: Path, explicit: dict[str, Any] | None, path: str | None = None
                    ) -> list[str]:
     """Fill ``found.args``/``source`` (and preprocess/labels) from the release format, --config, arch, config.json
-    or the shapes; the notes on what shape inference guessed. ``path``: the checkpoint as the user named it."""
+    or the shapes; the notes on what shape inference guessed. ``path``: the checkpoint as the user named it.
+
+    A ``--config`` that names an architecture (or is a hub config.json) replaces what the file says; one of plain
+    options completes it: the file's own config, its ``arch``, the config.json beside it or what the shapes show,
+    with the options given winning (and, for shape inference, never guessed or refused)."""
     if found.release is not None:
         from vitexport.checkpoint.release import release_config
 
         release_config(found, explicit, path or str(file))
         return []
-    if explicit is not None:
+    if explicit is not None and (is_hub_layout(explicit) or {"architecture", "arch", "model_class"} & set(explicit)):
         if is_hub_layout(explicit):
             found.args, preprocess_hub, labels_hub = hub_config(explicit)
             found.preprocess, found.labels = preprocess_hub or found.preprocess, labels_hub or found.labels
         else:
             found.args = explicit
         found.source = "--config"
-    elif found.source:  # the checkpoint carries its config
+        return []
+    notes = _from_the_file(found, file, explicit, path or str(file))
+    if explicit is not None:
+        found.args, found.source = {**found.args, **explicit}, f"{found.source}+--config"
+    return notes
+
+
+def _from_the_file(found: Contents, file: Path, given: dict[str, Any] | None, path: str) -> list[str]:
+    """``found.args``/``source`` from what the file says: its own config, ``arch``, config.json or the shapes."""
+    if found.source:  # the checkpoint carries its config
         pass
     elif found.arch is not None:
         preset = preset_args(found.arch) | _train_model_kwargs(found.train_args) | {"architecture": found.arch}
@@ -66,7 +80,7 @@ def resolve_config(found: Contents, file: Path, explicit: dict[str, Any] | None,
         found.args, found.preprocess, found.labels = hub_config(data) if is_hub_layout(data) else (data, None, None)
         found.source = "config.json"
     else:
-        found.args, notes = infer_config_args(found.state_dict, file=str(file))
+        found.args, notes = infer_config_args(found.state_dict, file=path, given=given)
         found.source = "inferred"
         return notes
     return []
