@@ -139,13 +139,14 @@ def test_options_given_complete_the_inferred_config_and_a_refusal_asks_for_the_r
     result = CliRunner().invoke(cli, ["info", str(path), "--config", '{"norm_eps": 1e-5}'])
     assert result.exit_code == 1, result.output
     message = result.stderr.strip()
-    assert "act_layer is not stored" in message and "norm_eps," not in message, message
+    assert "embed_norm_eps, act_layer are not stored" in message and " norm_eps," not in message, message
     (printed,) = commands(message)[:1]
-    assert json.loads(printed[printed.index("--config") + 1]) == {"norm_eps": 1e-5, "act_layer": "silu"}
+    full = {"norm_eps": 1e-5, "embed_norm_eps": 1e-5, "act_layer": "silu"}
+    assert json.loads(printed[printed.index("--config") + 1]) == full
     run_as_printed(printed, path)
-    result = CliRunner().invoke(cli, ["info", str(path), "--config", '{"norm_eps": 1e-5, "act_layer": "silu"}'])
+    result = CliRunner().invoke(cli, ["info", str(path), "--config", json.dumps(full)])
     assert result.exit_code == 0 and "config from inferred+--config" in result.stdout, result.output
-    assert built_exactly(path, {"norm_eps": 1e-5, "act_layer": "silu"}, ref)
+    assert built_exactly(path, full, ref)
 
 
 def test_unstored_options_hint_at_a_presets_size_completes_to_the_preset() -> None:

@@ -102,14 +102,17 @@ def matching_presets_of_class(shapes: Shapes, kind: str, limit: int = 4,
     return [(name, extra) for _, name, extra in found[:limit]]
 
 
-def _first_mlp_width(shapes: Shapes) -> int | None:
-    """The hidden width of block 0's MLP (its first projection's outputs; half of a packed one)."""
-    for key, share in (("fc1", 1), ("fc1_g", 1), ("fc1_x", 1), ("w1", 1), ("fc1.0", 1), ("w12", 2)):
-        for prefix in ("blocks.0.mlp.", "blocks.0.ffn."):
+def _mlp_widths(shapes: Shapes) -> list[int]:
+    """What block 0's MLP hidden width may be: its first projection's outputs, the last one's inputs (half of a
+    packed first projection), or half of a packed ``w12``."""
+    widths = []
+    for prefix in ("blocks.0.mlp.", "blocks.0.ffn."):
+        for key, part, share in (("fc1", 0, 1), ("fc1_g", 0, 1), ("w1", 0, 1), ("w12", 0, 2), ("fc2", 1, 1),
+                                 ("w3", 1, 1)):
             weight = shapes.get(f"{prefix}{key}.weight")
-            if weight:
-                return weight[0] // share
-    return None
+            if weight and len(weight) == 2 and weight[part] // share not in widths:
+                widths.append(weight[part] // share)
+    return widths
 
 
 def resized_presets(shapes: Shapes, kind: str, limit: int = 3) -> list[tuple[str, dict[str, Any]]]:
@@ -125,7 +128,7 @@ def resized_presets(shapes: Shapes, kind: str, limit: int = 3) -> list[tuple[str
     proj = shapes.get("patch_embed.proj.weight", ())
     dim = proj[0] if len(proj) == 4 else None
     head = shapes.get("head.weight")
-    hidden = _first_mlp_width(shapes)
+    widths = _mlp_widths(shapes)
     found: list[tuple[str, dict[str, Any]]] = []
     for name, cfg, preset in _preset_shapes(kind):
         if len(found) == limit:
@@ -147,7 +150,7 @@ def resized_presets(shapes: Shapes, kind: str, limit: int = 3) -> list[tuple[str
             side = math.isqrt(max(rows, 0))
             if side * side == rows and side:
                 overrides["img_size"] = [side * proj[2], side * proj[3]]
-        ratios = [None] if hidden is None else [mlp_ratio_for(dim, hidden), hidden / dim]
+        ratios = [r for w in widths for r in (mlp_ratio_for(dim, w), w / dim)] or [None]
         for ratio in ratios:
             config = {"architecture": name, **overrides, **({"mlp_ratio": ratio} if ratio else {})}
             try:

@@ -181,6 +181,8 @@ def _unstored_options(args: dict[str, Any]) -> list[str]:
         args.get("scale_attn_norm") or args.get("scale_mlp_norm")
     ):
         needed.append("norm_eps")
+    if args.get("embed_norm_layer"):
+        needed.append("embed_norm_eps")
     mlp = args.get("mlp_layer")
     if has_trait("mlp", mlp, GATED) or args.get("global_pool") == "map" or args.get("pre_norm"):
         needed.append("act_layer")
