@@ -81,7 +81,7 @@ def test_serve_says_what_it_is_doing_and_keeps_rays_noise_in_a_log(server) -> No
     in that log file (the fixture checks the terminal at the end: none there, at start or at shutdown)."""
     lines = server.header.splitlines()
     assert lines[0].startswith("starting  Ray Serve for ") and lines[1].startswith("ray log   "), lines
-    assert re.fullmatch(r"ready     after \d+\.\d s", lines[2]), lines
+    assert re.fullmatch(r"started   in \d+\.\d s, ready for requests", lines[2]), lines
     log = Path(lines[1].split()[2])
     assert log.is_file() and log.stat().st_size > 0, log
     assert "RAY_AUTH_MODE" not in server.header and "\x1b[" not in server.header

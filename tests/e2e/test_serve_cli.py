@@ -84,5 +84,5 @@ def test_serve_says_it_is_starting_at_once_and_ready_with_the_time(sample_onnx: 
     else:
         assert second.startswith(f"ray log   {seen['log']} ") and Path(seen["log"]).name.startswith("vitexport-serve-")
         assert not Path(seen["log"]).exists()  # made when Ray starts: a start that fails before leaves no file
-    assert re.search(r"^ready     after \d+\.\d s$", result.stdout, re.M), result.stdout
-    assert result.stdout.index("ready ") < result.stdout.index("serving ")
+    assert re.search(r"^started   in \d+\.\d s, ready for requests$", result.stdout, re.M), result.stdout
+    assert result.stdout.index("started ") < result.stdout.index("serving ")

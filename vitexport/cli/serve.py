@@ -22,7 +22,7 @@ from vitexport.serving.defaults import (
 
 def _print_started(started, options, began: float) -> None:
     app, scaling = options.app, options.scaling
-    click.echo(f"ready     after {time.monotonic() - began:.1f} s")
+    click.echo(f"started   in {time.monotonic() - began:.1f} s, ready for requests")
     replicas = (f"{scaling.autoscale[0]}-{scaling.autoscale[1]} replicas (autoscaling)" if scaling.autoscale
                 else f"{scaling.replicas} replica{'s' if scaling.replicas > 1 else ''}")
     click.echo(f"serving   {started.name} ({started.model}) on {started.provider}, {replicas}, "

@@ -12,7 +12,7 @@ from pathlib import Path
 from tests.helpers.models import ROOT
 
 CHILD = textwrap.dedent("""
-    import logging, os, subprocess, sys
+    import contextlib, logging, os, subprocess, sys
     import click
     from vitexport.serving.http.launch import ray_output
 
@@ -20,12 +20,14 @@ CHILD = textwrap.dedent("""
     ray_logger = logging.getLogger("ray")  # as Ray does: its own handler on the stream of import time
     ray_logger.addHandler(logging.StreamHandler(sys.stderr))
     ray_logger.propagate = False
-    with ray_output(sys.argv[1] if sys.argv[1] != "-" else None):
+    with ray_output(sys.argv[1] if sys.argv[1] != "-" else None) as (out, err):
         os.write(2, b"Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=disabled\\n")
         os.write(1, b"\\x1b[36m(ServeController pid=1)\\x1b[0m shutting down\\n")
+        print("\\x1b[33m(raylet)\\x1b[0m Task ServeController.graceful_shutdown failed")  # Ray's driver prints
         subprocess.run(["sh", "-c", "echo child-out; echo child-err >&2"], check=True)
         ray_logger.warning("ray python warning")
-        click.echo("ours on stdout")
+        with contextlib.redirect_stdout(out):  # as serve_local calls on_ready
+            click.echo("ours on stdout")
         logging.getLogger("vitexport").warning("ours on stderr")
     click.echo("ours after")
 """)
@@ -43,7 +45,8 @@ def test_rays_output_goes_to_the_log_and_ours_to_the_terminal(tmp_path: Path) ->
     assert result.stdout == "ours on stdout\nours after\n", result.stdout
     assert result.stderr == "WARNING vitexport: ours on stderr\n", result.stderr
     text = log.read_text()
-    for line in ("RAY_AUTH_MODE=disabled", "shutting down", "child-out", "child-err", "ray python warning"):
+    for line in ("RAY_AUTH_MODE=disabled", "shutting down", "graceful_shutdown failed", "child-out", "child-err",
+                 "ray python warning"):
         assert line in text, (line, text)
     assert "ours" not in text
 
@@ -52,4 +55,5 @@ def test_verbose_moves_nothing(tmp_path: Path) -> None:
     result = _run("-")
     assert result.returncode == 0, result.stderr
     assert "shutting down" in result.stdout and "child-out" in result.stdout and "ours on stdout" in result.stdout
+    assert "graceful_shutdown failed" in result.stdout
     assert "RAY_AUTH_MODE" in result.stderr and "child-err" in result.stderr and "ours on stderr" in result.stderr

@@ -114,12 +114,13 @@ def deploy_to_cluster(options: ServeOptions, on_ready: Callable[[Started], None]
     options, note = prepare_options(options)
     ray, serve = ray_modules()
     ours = _current_handlers()
-    with ray_output(log):
+    with ray_output(log) as terminal:
         ray.init(address=options.address, log_to_driver=False, logging_level=logging.WARNING)
         _on_signals(ours)  # ray.init replaces SIGTERM's handler with one that raises SystemExit anywhere
         try:
             _deploy(serve, options)
-            on_ready(_started(options, note, local=False))
+            with contextlib.redirect_stdout(terminal[0]):  # the caller's lines: to the terminal
+                on_ready(_started(options, note, local=False))
         finally:
             ray.shutdown()  # disconnects this driver; the application stays on the cluster
 
@@ -133,14 +134,14 @@ def serve_local(options: ServeOptions, on_ready: Callable[[Started], None],
     stop = stop or threading.Event()
     previous = _on_signals(lambda *_: stop.set())  # from here a signal only asks to stop: never half-started Ray
     try:
-        with ray_output(log):
-            _serve_until_stopped(ray, serve, options, note, on_ready, stop)
+        with ray_output(log) as terminal:
+            _serve_until_stopped(ray, serve, options, note, on_ready, stop, terminal[0])
     finally:
         _on_signals(previous)
 
 
 def _serve_until_stopped(ray: Any, serve: Any, options: ServeOptions, note: str,
-                         on_ready: Callable[[Started], None], stop: threading.Event) -> None:
+                         on_ready: Callable[[Started], None], stop: threading.Event, terminal: Any) -> None:
     saved = os.environ.pop("RAY_ADDRESS", None)  # local means a new instance, never a cluster found by the env
     try:
         ray.init(address="local", num_cpus=max(os.cpu_count() or 1, options.scaling.most),
@@ -153,7 +154,8 @@ def _serve_until_stopped(ray: Any, serve: Any, options: ServeOptions, note: str,
     try:
         if not stop.is_set():
             _deploy(serve, options)
-            on_ready(_started(options, note, local=True))
+            with contextlib.redirect_stdout(terminal):  # the caller's lines: to the terminal, not the log
+                on_ready(_started(options, note, local=True))
         while not stop.wait(0.5):
             pass
     finally:
@@ -199,14 +201,15 @@ def _shutdown(ray: Any, serve: Any) -> None:
 
 
 @contextlib.contextmanager
-def ray_output(log: str | None) -> Iterator[None]:
-    """While Ray runs in this process: what writes to file descriptors 1 and 2 (Ray's Python loggers, its C++ core
-    with the token-authentication warning, the processes it starts, Serve's coloured shutdown lines) goes to the
-    file ``log`` instead. vitexport's own lines keep their way out: ``sys.stdout``/``sys.stderr`` and the root
-    logger's handlers on those descriptors are moved onto copies of the originals for the time. ``None``: nothing
-    is moved (``--verbose``)."""
+def ray_output(log: str | None) -> Iterator[tuple[Any, Any]]:
+    """While Ray runs in this process: what writes to file descriptors 1 and 2 goes to the file ``log`` instead:
+    Ray's C++ core (the token-authentication warning), the processes it starts, and its Python side, whose loggers
+    and whose prints of errors from its processes (coloured "(raylet) ..." lines, at shutdown too) write to
+    ``sys.stdout``/``sys.stderr``. Yields (stdout, stderr) streams to the original descriptors for vitexport's own
+    lines; the root logger's handlers on those descriptors (vitexport's warnings: Ray's loggers do not propagate
+    there) are moved onto them for the time. ``None``: nothing is moved (``--verbose``)."""
     if log is None:
-        yield
+        yield sys.stdout, sys.stderr
         return
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
@@ -217,7 +220,7 @@ def ray_output(log: str | None) -> Iterator[None]:
     target = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
     try:
         for fd, stream in streams.items():
-            if _fileno(stream) == fd:  # a real descriptor (not a test runner's buffer): keep writing to the original
+            if _fileno(stream) == fd:  # a real descriptor (not a test runner's buffer): a copy of the original
                 moved[fd] = open(os.dup(saved[fd]), "w", buffering=1, encoding=getattr(stream, "encoding", None),
                                  errors=getattr(stream, "errors", None))
         for handler in logging.getLogger().handlers:
@@ -226,17 +229,15 @@ def ray_output(log: str | None) -> Iterator[None]:
                 handlers.append((handler, handler.setStream(moved[fd])))
         for fd in (1, 2):
             os.dup2(target, fd)
-        sys.stdout, sys.stderr = moved.get(1, sys.stdout), moved.get(2, sys.stderr)
-        yield
+        yield moved.get(1, streams[1]), moved.get(2, streams[2])
     finally:
-        for stream in (sys.stdout, sys.stderr, *streams.values()):
+        for stream in (*streams.values(), *moved.values()):
             with contextlib.suppress(OSError, ValueError):
                 stream.flush()
         for fd in (1, 2):
             os.dup2(saved[fd], fd)
             os.close(saved[fd])
         os.close(target)
-        sys.stdout, sys.stderr = streams[1], streams[2]
         for handler, stream in handlers:
             handler.setStream(stream)
         for stream in moved.values():
