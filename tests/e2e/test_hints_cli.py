@@ -147,6 +147,9 @@ def test_options_given_complete_the_inferred_config_and_a_refusal_asks_for_the_r
     result = CliRunner().invoke(cli, ["info", str(path), "--config", json.dumps(full)])
     assert result.exit_code == 0 and "config from inferred+--config" in result.stdout, result.output
     assert built_exactly(path, full, ref)
+    # a --config that states the width is a whole config of timm keyword arguments, as before (omitted: defaults)
+    result = CliRunner().invoke(cli, ["info", str(path), "--config", json.dumps({**full, "embed_dim": 64})])
+    assert result.exit_code == 1 and "do not fit the model config" in result.stderr, result.output
 
 
 def test_unstored_options_hint_at_a_presets_size_completes_to_the_preset() -> None:
