@@ -244,18 +244,24 @@ def test_notes_work_as_printed(name: str, tmp_path: Path, caplog: pytest.LogCapt
     assert built_exactly(path, json.loads(args_printed[-1]), ref)
 
 
-def test_other_class_hint_works_as_printed(tmp_path: Path) -> None:
-    """Weights of a distilled DeiT at its preset's size (5.9 M parameters): the printed command exports them."""
+def other_class_hint_builds(name: str, path: Path, expect: str, **overrides: Any) -> None:
+    """Weights of preset ``name`` (of another class) with ``overrides``: the refusal (saying ``expect``) prints a
+    command that exports them and builds the very model."""
     from vitexport.model.family_models import model_for
 
     torch.manual_seed(0)
-    model = perturb_(model_for(get_preset("deit_tiny_distilled_patch16_224", num_classes=7)), 0).eval()
-    path = save(model, tmp_path / "deit.pth")
-    message = refusal(path)
+    model = perturb_(model_for(get_preset(name, **overrides)), 0).eval()
+    message = refusal(save(model, path))
     printed = commands(message)
-    assert printed and "not a plain ViT" in message, message
+    assert printed and "not a plain ViT" in message and expect in message, message
     run_as_printed(printed[0], path)
     assert built_exactly(path, json.loads(printed[0][printed[0].index("--config") + 1]), model)
+
+
+def test_other_class_hint_works_as_printed(tmp_path: Path) -> None:
+    """Weights of a distilled DeiT at its preset's size (5.9 M parameters): the printed command exports them."""
+    other_class_hint_builds("deit_tiny_distilled_patch16_224", tmp_path / "deit.pth", "load them with its architecture",
+                            num_classes=7)
 
 
 @pytest.mark.parametrize("name", ["vit_small_patch16_dinov3", "eva02_small_patch14_224",
@@ -263,15 +269,7 @@ def test_other_class_hint_works_as_printed(tmp_path: Path) -> None:
 def test_other_class_at_another_size_gets_a_resized_command(name: str, tmp_path: Path) -> None:
     """Weights of timm's other classes at depth 2 and width 64 (no preset's size): the refusal offers the preset
     resized to them, and the command builds the very model (the head count keeps the preset's head width)."""
-    from vitexport.model.family_models import model_for
-
     preset = get_preset(name)
     heads = 64 // (preset.embed_dim // preset.num_heads)
-    torch.manual_seed(0)
-    model = perturb_(model_for(get_preset(name, depth=2, embed_dim=64, num_heads=heads, num_classes=5)), 0).eval()
-    path = save(model, tmp_path / "weights.pth")
-    message = refusal(path)
-    printed = commands(message)
-    assert printed and "resized to them" in message, message
-    run_as_printed(printed[0], path)
-    assert built_exactly(path, json.loads(printed[0][printed[0].index("--config") + 1]), model)
+    other_class_hint_builds(name, tmp_path / "weights.pth", "resized to them", depth=2, embed_dim=64, num_heads=heads,
+                            num_classes=5)

@@ -19,7 +19,6 @@ from vitexport.checkpoint.infer import infer_config_args, merge_shape_facts
 from vitexport.model.config import ViTConfig, load_config_arg, preset_args
 from vitexport.model.family_config import config_from_dict
 
-
 # Options that make a --config the whole config (it replaces what the file says instead of completing it).
 WHOLE_CONFIG = frozenset({"architecture", "arch", "model_class", "embed_dim"})
 
