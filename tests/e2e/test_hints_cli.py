@@ -149,7 +149,8 @@ def test_options_given_complete_the_inferred_config_and_a_refusal_asks_for_the_r
     assert built_exactly(path, full, ref)
     # a --config that states the width is a whole config of timm keyword arguments, as before (omitted: defaults)
     result = CliRunner().invoke(cli, ["info", str(path), "--config", json.dumps({**full, "embed_dim": 64})])
-    assert result.exit_code == 1 and "do not fit the model config" in result.stderr, result.output
+    assert result.exit_code == 1 and "model config (--config): embed_dim (64) must be divisible by num_heads (12)" \
+        in result.stderr, result.output  # timm's default head count: nothing was taken from the weights
 
 
 def test_unstored_options_hint_at_a_presets_size_completes_to_the_preset() -> None:
