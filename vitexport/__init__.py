@@ -103,6 +103,16 @@ def create_model(config: Any = None, pretrained: bool = False, seed: int | None 
     `VisionTransformerDistilled` or `NaFlexVit`, as the config or preset says (vitexport downloads no weights:
     ``pretrained=True`` is refused).
 
+    This is vitexport's own function, not timm's ``timm.create_model`` (timm is not needed): the model is
+    vitexport's dynamic-pad ViT with timm's parameter names, so it exports, and a timm state dict loads into it.
+    To try an architecture before fetching its weights::
+
+        model = vitexport.create_model("vit_base_patch16_siglip_224", pretrained=False, seed=0)
+        vitexport.save_checkpoint(model, "siglip.pt")  # then: vitexport onnx siglip.pt
+
+    or, in one command, ``vitexport onnx --preset vit_base_patch16_siglip_224 --random-weights`` (``verify`` and
+    ``bench`` take ``--preset NAME --random-weights`` too); ``vitexport presets`` lists the names.
+
     Args:
         config: a config of any class, a preset name of any class, or a dict of timm keyword arguments (with
             ``architecture`` or ``model_class`` for the other classes; None: a ViT's defaults).

@@ -11,6 +11,7 @@ import asyncio
 import http.client
 import json
 import os
+import re
 import secrets
 import signal
 import threading
@@ -45,12 +46,45 @@ def server(sample_onnx: Path, tmp_path_factory: pytest.TempPathFactory):
     token.write_text(secrets.token_urlsafe(24) + "\n")
     url, tree = start_server(sample_onnx, "--name", MODEL, "--provider", "cpu", "--max-batch", "8",
                              "--batch-wait-ms", "10", "--max-body-mb", "4", "--token-file", str(token))
-    yield SimpleNamespace(url=url, address=url.removeprefix("http://"), token=token.read_text().strip(), tree=tree)
+    header = lines_until(tree.proc.stdout, "stop ")  # what it printed until it was ready
+    yield SimpleNamespace(url=url, address=url.removeprefix("http://"), token=token.read_text().strip(), tree=tree,
+                          header=header)
     seconds, code, left = tree.stop(signal.SIGINT)
-    out = tree.proc.stdout.read()
+    out, err = header + tree.proc.stdout.read(), tree.proc.stderr.read()
+    if found := re.search(r"^ray log   (\S+) ", header, re.M):
+        Path(found.group(1)).unlink(missing_ok=True)
     print(f"\nSIGINT: the server exited {code} after {seconds:.1f} s, {len(left)} processes left")
     assert code == 0 and not left and seconds < 30, (seconds, code, left)
     assert f"{url}/v2/models/{MODEL}/infer" in out and "curl -s" in out and "Authorization: Bearer" in out, out
+    # Ray's warnings and its coloured shutdown lines went to the log file, not to this terminal
+    assert "RAY_AUTH_MODE" not in out + err and "\x1b[" not in out + err and "ServeController" not in out, (out, err)
+
+
+def lines_until(stream, prefix: str, timeout: float = 30.0) -> str:
+    """What ``stream`` holds up to the line starting with ``prefix`` (read in a thread: bounded in time)."""
+    lines: list[str] = []
+
+    def read() -> None:
+        for line in stream:
+            lines.append(line)
+            if line.startswith(prefix):
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout)
+    return "".join(lines)
+
+
+def test_serve_says_what_it_is_doing_and_keeps_rays_noise_in_a_log(server) -> None:
+    """A start line at once, where Ray's own output goes, and readiness with the time it took; Ray's messages are
+    in that log file (the fixture checks the terminal at the end: none there, at start or at shutdown)."""
+    lines = server.header.splitlines()
+    assert lines[0].startswith("starting  Ray Serve for ") and lines[1].startswith("ray log   "), lines
+    assert re.fullmatch(r"started   in \d+\.\d s, ready for requests", lines[2]), lines
+    log = Path(lines[1].split()[2])
+    assert log.is_file() and log.stat().st_size > 0, log
+    assert "RAY_AUTH_MODE" not in server.header and "\x1b[" not in server.header
 
 
 def client(server) -> httpclient.InferenceServerClient:

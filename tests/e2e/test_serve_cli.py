@@ -1,8 +1,10 @@
 """`vitexport serve` on the command line without starting Ray: a missing Ray names its install command, bad
-options are usage errors (exit 2), and --print-config writes what the library's config holds."""
+options are usage errors (exit 2), --print-config writes what the library's config holds, and the start, log and
+readiness lines come in order."""
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -55,3 +57,32 @@ def test_print_config_holds_the_library_defaults(sample_onnx: Path) -> None:
     assert args["name"] == Path(sample_onnx).name.split(".")[0] and args["model"] == str(Path(sample_onnx).resolve())
     assert (args["provider"], args["max_batch"], args["batch_wait_ms"], args["max_body_mb"]) == (
         DEFAULT_PROVIDER, DEFAULT_MAX_BATCH, DEFAULT_BATCH_WAIT_MS, DEFAULT_MAX_BODY_MB)
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_serve_says_it_is_starting_at_once_and_ready_with_the_time(sample_onnx: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  verbose: bool) -> None:
+    """The start line is out before Ray is started (a stand-in for `serve_local` reads what was printed), the log
+    file for Ray's own output is named (none with --verbose), and readiness comes with the time it took."""
+    pytest.importorskip("ray", reason="Ray Serve is not installed (pip install 'vitexport[serve]')")
+    from vitexport.serving.http import launch
+
+    seen: dict = {}
+
+    def serve_local(options, on_ready, stop=None, log=None) -> None:
+        sys.stdout.flush()
+        seen["printed"], seen["log"] = sys.stdout.buffer.getvalue().decode(), log
+        on_ready(launch.Started("http://127.0.0.1:8000", options.app.name, options.app.model, "cpu"))
+
+    monkeypatch.setattr(launch, "serve_local", serve_local)
+    result = _serve(str(sample_onnx), "--provider", "cpu", *(["--verbose"] if verbose else []))
+    assert result.exit_code == 0, result.output
+    first, second = seen["printed"].splitlines()
+    assert first == f"starting  Ray Serve for {sample_onnx} on a new local Ray instance (10 s to a minute) ..."
+    if verbose:
+        assert seen["log"] is None and second == "ray log   here (--verbose)"
+    else:
+        assert second.startswith(f"ray log   {seen['log']} ") and Path(seen["log"]).name.startswith("vitexport-serve-")
+        assert not Path(seen["log"]).exists()  # made when Ray starts: a start that fails before leaves no file
+    assert re.search(r"^started   in \d+\.\d s, ready for requests$", result.stdout, re.M), result.stdout
+    assert result.stdout.index("started ") < result.stdout.index("serving ")

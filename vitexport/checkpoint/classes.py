@@ -4,14 +4,17 @@ presets of that class whose keys and shapes they match: what shape inference ref
 Shape inference (`vitexport.checkpoint.infer`) builds a plain ViT. These classes keep what decides their output
 outside the weights (Eva's rotary embeddings: their kind, temperature, grid; NaFlexViT's table resampling; a
 distilled DeiT's two heads), so their weights are never built from shapes: they are refused by the keys that show
-the class, naming the presets of that class the weights fit exactly and the command that loads them.
+the class, naming the presets of that class the weights fit exactly and the command that loads them, or else a
+preset of that layout resized to the weights (`resized_presets`: checked against their shapes before it is offered).
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import math
 import re
+import shlex
 from collections.abc import Mapping
 from typing import Any
 
@@ -99,20 +102,96 @@ def matching_presets_of_class(shapes: Shapes, kind: str, limit: int = 4,
     return [(name, extra) for _, name, extra in found[:limit]]
 
 
+def _mlp_widths(shapes: Shapes) -> list[int]:
+    """What block 0's MLP hidden width may be: its first projection's outputs, the last one's inputs (half of a
+    packed first projection), or half of a packed ``w12``."""
+    widths = []
+    for prefix in ("blocks.0.mlp.", "blocks.0.ffn."):
+        for key, part, share in (("fc1", 0, 1), ("fc1_g", 0, 1), ("w1", 0, 1), ("w12", 0, 2), ("fc2", 1, 1),
+                                 ("w3", 1, 1)):
+            weight = shapes.get(f"{prefix}{key}.weight")
+            if weight and len(weight) == 2 and weight[part] // share not in widths:
+                widths.append(weight[part] // share)
+    return widths
+
+
+def resized_presets(shapes: Shapes, kind: str, limit: int = 3) -> list[tuple[str, dict[str, Any]]]:
+    """Presets of ``kind`` with the weights' keys (the same layout) but other sizes, with the size overrides that
+    make them fit the weights exactly: depth, width (heads keep the preset's head width), MLP ratio, patch, grid,
+    classes. Each is checked against the weights' shapes on ``meta`` before it is offered (a test model of depth 2
+    and width 64 gets a command that loads it)."""
+    from vitexport.checkpoint.weights import expected_shapes
+    from vitexport.model.family_config import config_from_dict
+
+    want = {k: tuple(v) for k, v in shapes.items()}
+    depth = 1 + max((int(m.group(1)) for k in shapes if (m := _BLOCK.match(k))), default=-1)
+    proj = shapes.get("patch_embed.proj.weight", ())
+    dim = proj[0] if len(proj) == 4 else None
+    head = shapes.get("head.weight")
+    widths = _mlp_widths(shapes)
+    found: list[tuple[str, dict[str, Any]]] = []
+    for name, cfg, preset in _preset_shapes(kind):
+        if len(found) == limit:
+            break
+        if _names(_signature(preset, cfg.depth)) != _names(_signature(shapes)) or dim is None:
+            continue
+        head_width = cfg.embed_dim // cfg.num_heads
+        overrides: dict[str, Any] = {"depth": depth, "embed_dim": dim, "num_heads": max(1, dim // head_width),
+                                     "patch_size": proj[2] if proj[2] == proj[3] else [proj[2], proj[3]],
+                                     "in_chans": proj[1], "num_classes": head[0] if head else 0}
+        kv = getattr(cfg, "num_kv_heads", None)
+        if isinstance(kv, tuple):
+            overrides["num_kv_heads"] = [min(h, overrides["num_heads"]) for h in (kv * depth)[:depth]]
+        gh, gw = cfg.grid_size
+        overrides["img_size"] = [gh * proj[2], gw * proj[3]]  # the preset's grid, in these patches
+        pos = shapes.get("pos_embed")
+        if pos is not None:
+            rows = pos[1] - (0 if getattr(cfg, "no_embed_class", False) else cfg.num_prefix_tokens)
+            side = math.isqrt(max(rows, 0))
+            if side * side == rows and side:
+                overrides["img_size"] = [side * proj[2], side * proj[3]]
+        ratios = [r for w in widths for r in (mlp_ratio_for(dim, w), w / dim)] or [None]
+        for ratio in ratios:
+            config = {"architecture": name, **overrides, **({"mlp_ratio": ratio} if ratio else {})}
+            try:
+                fits = expected_shapes(config_from_dict(config)) == want
+            except (ConfigError, ValueError, TypeError, RuntimeError):
+                fits = False
+            if fits:
+                found.append((name, {k: v for k, v in config.items() if k != "architecture"}))
+                break
+    return found
+
+
+def mlp_ratio_for(dim: int, hidden: int) -> float:
+    """The smallest float ratio with ``int(dim * ratio) == hidden`` (timm sizes the MLP that way)."""
+    ratio = hidden / dim
+    while int(dim * ratio) < hidden:
+        ratio = math.nextafter(ratio, math.inf)
+    return ratio
+
+
 def refuse_other_class(shapes: Shapes, file: str | None = None) -> None:
     """Raise `ConfigError` when the keys show a class shape inference does not build (`class_shown`), naming the
-    presets of that class these weights fit and a command that loads them."""
+    presets of that class these weights fit and a command that loads them (at their own sizes, or resized)."""
     shown = class_shown(shapes)
     if shown is None:
         return
     kind, why = shown
     title = MODEL_CLASSES[kind]
+    where = shlex.quote(file) if file else "WEIGHTS"
     names = matching_presets_of_class(shapes, kind)
     if names:
         name, extra = names[0]
-        config = json.dumps({"architecture": name, **extra})
+        config = shlex.quote(json.dumps({"architecture": name, **extra}))
         others = f" (or {', '.join(n for n, _ in names[1:])})" if len(names) > 1 else ""
-        hint = f"load them with its architecture: vitexport onnx {file or 'WEIGHTS'} --config '{config}'{others}"
+        hint = f"load them with its architecture: vitexport onnx {where} --config {config}{others}"
+    elif resized := resized_presets(shapes, kind):
+        name, extra = resized[0]
+        config = shlex.quote(json.dumps({"architecture": name, **extra}))
+        others = f" (or {', '.join(n for n, _ in resized[1:])}, resized alike)" if len(resized) > 1 else ""
+        hint = (f"no {title} preset has these sizes; as {name} resized to them (the head count keeps its head "
+                f"width, which the weights do not store): vitexport onnx {where} --config {config}{others}")
     else:
         hint = (f"no {title} preset has these sizes: pass --config with the architecture they were trained as "
                 f"(`vitexport presets` lists the {title} ones) and its size overrides")
@@ -121,4 +200,5 @@ def refuse_other_class(shapes: Shapes, file: str | None = None) -> None:
                       f"computes; {hint}")
 
 
-__all__ = ["CLASS_KEYS", "class_shown", "matching_presets_of_class", "refuse_other_class"]
+__all__ = ["CLASS_KEYS", "class_shown", "matching_presets_of_class", "mlp_ratio_for", "refuse_other_class",
+           "resized_presets"]

@@ -8,7 +8,8 @@ The weights store neither a norm's eps nor the activation. Inference assumes tim
 (eps 1e-6, GELU) only for layouts whose timm architectures use them; where timm's own
 architectures with that layout use other values (CLIP: eps 1e-5 and maybe QuickGELU; SigLIP's
 MAP head: GELU or GELU-tanh; AIMv2: RMSNorm eps 1e-5, SiLU; BEiT3: eps 1e-5), it refuses and
-names the options and the matching architectures instead of building something close.
+names the options, timm's architectures of that layout (any depth and width) and, for each set of
+values they use, a command whose ``--config`` completes the inferred config with them (`unstored_hints`).
 Weights of timm's other classes (Eva: DINOv3, EVA-02, PE, RoPE-ViT; distilled DeiT; NaFlexViT) are refused by the
 keys that show the class, naming the presets of that class they fit (`vitexport.checkpoint.classes`).
 Torch-free: it reads ``{key: shape}`` (a state dict's tensors are read for their shapes only; only a refusal of
@@ -21,11 +22,12 @@ import dataclasses
 import json
 import math
 import re
+import shlex
 from collections.abc import Mapping
 from typing import Any
 
 from vitexport._util.errors import ConfigError
-from vitexport.checkpoint.classes import class_shown, matching_presets_of_class, refuse_other_class
+from vitexport.checkpoint.classes import class_shown, matching_presets_of_class, mlp_ratio_for, refuse_other_class
 from vitexport.model.config import ViTConfig, presets_of_class
 from vitexport.model.families import LAYOUT_FIELDS
 from vitexport.model.names import FUSED, GATED, PACKED, has_trait, with_trait
@@ -42,14 +44,6 @@ _DEFAULTS = {f.name: f.default for f in dataclasses.fields(ViTConfig)}
 def shapes_of(sd: Mapping[str, Any]) -> Shapes:
     """``{key: shape}`` of a state dict (tensors or anything with a ``shape``), or of ``{key: shape}`` itself."""
     return {k: tuple(getattr(v, "shape", v)) for k, v in sd.items()}
-
-
-def mlp_ratio_for(dim: int, hidden: int) -> float:
-    """The smallest float ratio with ``int(dim * ratio) == hidden`` (timm sizes the MLP that way)."""
-    ratio = hidden / dim
-    while int(dim * ratio) < hidden:
-        ratio = math.nextafter(ratio, math.inf)
-    return ratio
 
 
 def _block_kind(shapes: Shapes) -> str:
@@ -72,13 +66,13 @@ def _res_post_order(shapes: Shapes) -> bool:
     return keys.index(first) < keys.index(second)
 
 
-def ambiguous_block_note(shapes: Shapes, block_fn: str) -> str | None:
+def ambiguous_block_note(shapes: Shapes, block_fn: str, file: str | None = None) -> str | None:
     """A note when pre-norm and residual-post-norm blocks cannot be told apart (sorted keys, no LayerScale)."""
     keys = list(shapes)
     if block_fn == "block" and "blocks.0.ls1.gamma" not in shapes and keys == sorted(keys):
         return (
             "the weights' keys are sorted, so pre-norm blocks (assumed) cannot be told from residual-post-norm "
-            "blocks (timm's *_rpn_*); pass --config with the architecture for those"
+            f"blocks (timm's *_rpn_*); for those: {config_command(file, {'block_fn': 'res_post'})}"
         )
     return None
 
@@ -168,67 +162,134 @@ def infer_block_args(shapes: Shapes, dim: int) -> dict[str, Any]:
     return args
 
 
-def assumed_act_note(args: dict[str, Any]) -> str | None:
+def assumed_act_note(args: dict[str, Any], file: str | None = None) -> str | None:
     """The plain layout whose timm architectures disagree on the activation: no class token, avg pool."""
     plain = all(args.get(k, _DEFAULTS[k]) == _DEFAULTS[k] for k in ("norm_layer", "mlp_layer", "block_fn", "pre_norm"))
     if plain and not args.get("class_token") and args.get("global_pool") == "avg" and not args.get("fc_norm"):
         return (
             "act_layer is not stored in the weights: GELU assumed (timm's default); SigLIP 2 *_siglip_gap_* "
-            "weights use gelu_tanh: pass --config with their architecture"
+            f"weights use gelu_tanh: for those: {config_command(file, {'act_layer': 'gelu_tanh'})}"
         )
     return None
 
 
 def _unstored_options(args: dict[str, Any]) -> list[str]:
-    """The options the weights do not store whose value timm's architectures with this layout disagree on
+    """The fields the weights do not store whose value timm's architectures with this layout disagree on
     or set away from timm's defaults."""
     needed: list[str] = []
     if args.get("norm_layer") == "rmsnorm" or args.get("embed_norm_layer") or args.get("pre_norm") or (
         args.get("scale_attn_norm") or args.get("scale_mlp_norm")
     ):
         needed.append("norm_eps")
+    if args.get("embed_norm_layer"):
+        needed.append("embed_norm_eps")
     mlp = args.get("mlp_layer")
     if has_trait("mlp", mlp, GATED) or args.get("global_pool") == "map" or args.get("pre_norm"):
         needed.append("act_layer")
     if has_trait("mlp", mlp, PACKED):
-        needed.append(f"mlp_layer ({' or '.join(map(repr, with_trait('mlp', PACKED)))}: which half is the gate)")
+        needed.append("mlp_layer")
     return needed
 
 
+def _shown(field: str) -> str:
+    if field == "mlp_layer":
+        return f"mlp_layer ({' or '.join(map(repr, with_trait('mlp', PACKED)))}: which half is the gate)"
+    return field
+
+
+def _visible_layout(cfg: ViTConfig) -> tuple[Any, ...]:
+    """What the weights show of a layout (the packing order of a packed MLP is unseen), whatever the sizes."""
+    mlp = PACKED_MLP if has_trait("mlp", cfg.mlp_layer, PACKED) else cfg.mlp_layer
+    return (*(getattr(cfg, f) for f in VISIBLE_FIELDS), mlp, cfg.global_pool == "map")
+
+
+def layout_presets(args: dict[str, Any]) -> list[tuple[str, ViTConfig]]:
+    """The plain-ViT presets (timm's vision_transformer.py and deit.py's plain DeiTs) with the layout ``args``
+    show, whatever their depth, width and patch."""
+    target = _visible_layout(ViTConfig.from_dict(args))
+    found = ((name, ViTConfig.from_dict(preset)) for name, preset in presets_of_class("vit").items())
+    return [(name, cfg) for name, cfg in found if _visible_layout(cfg) == target]
+
+
 def matching_presets(args: dict[str, Any], limit: int = 4) -> list[str]:
-    """Presets with the same visible layout and the same width, depth and patch."""
-
-    def visible(a: dict[str, Any]) -> tuple[Any, ...]:
-        cfg = ViTConfig.from_dict(a)
-        mlp = PACKED_MLP if has_trait("mlp", cfg.mlp_layer, PACKED) else cfg.mlp_layer  # the packing order is unseen
-        return (*(getattr(cfg, f) for f in VISIBLE_FIELDS), mlp, cfg.global_pool == "map", cfg.embed_dim,
-                cfg.depth, cfg.patch_hw)
-
-    target = visible(args)
-    presets = presets_of_class("vit")  # timm's vision_transformer.py and deit.py's plain DeiTs
-    same = [name for name, preset in presets.items() if visible(preset) == target]
-    grid = ViTConfig.from_dict(args).grid_size
-    same.sort(key=lambda name: ViTConfig.from_dict(presets[name]).grid_size != grid)  # same grid first
-    return same[:limit]
+    """Presets with the same visible layout and the same width, depth and patch (the same grid first)."""
+    cfg = ViTConfig.from_dict(args)
+    same = [(name, p) for name, p in layout_presets(args)
+            if (p.embed_dim, p.depth, p.patch_hw) == (cfg.embed_dim, cfg.depth, cfg.patch_hw)]
+    same.sort(key=lambda item: item[1].grid_size != cfg.grid_size)
+    return [name for name, _ in same[:limit]]
 
 
-def refuse_unstored(args: dict[str, Any], shapes: Shapes | None = None, file: str | None = None) -> None:
-    """Raise when the layout needs options the weights do not store (see the module docstring). With the weights'
-    ``shapes``, Eva presets they fit exactly are named too (PE's keys look like a ViT's with a MAP head)."""
-    needed = _unstored_options(args)
+def unstored_hints(args: dict[str, Any], needed: list[str], heads_guessed: bool = False
+                   ) -> list[tuple[list[str], dict[str, Any]]]:
+    """(preset names, the options that complete the inferred config) for each set of values of the unstored
+    fields that timm's architectures with this layout use, whatever their depth and width: those of the weights'
+    size first. The options hold ``needed`` and every unstored field those architectures set away from timm's
+    defaults, and ``num_heads`` when it was guessed and their presets of this width agree on it. Without such an
+    architecture, timm's defaults (one entry, no names)."""
+    cfg = ViTConfig.from_dict(args)
+    fields = [f for f in UNSTORED_FIELDS if f in needed or (f != "mlp_layer" and (
+        f != "embed_norm_eps" or cfg.embed_norm_layer))]
+    groups: dict[tuple[Any, ...], list[tuple[str, ViTConfig]]] = {}
+    for name, preset in layout_presets(args):
+        values = {f: getattr(preset, f) for f in fields if f in needed or getattr(preset, f) != _DEFAULTS[f]}
+        groups.setdefault(tuple(values.items()), []).append((name, preset))
+    if not groups:
+        return [([], {f: getattr(cfg, f) if f == "mlp_layer" else _DEFAULTS[f] for f in needed})]
+
+    def rank(members: list[tuple[str, ViTConfig]]) -> tuple[int, int, int]:
+        exact = any((p.embed_dim, p.depth, p.patch_hw) == (cfg.embed_dim, cfg.depth, cfg.patch_hw) for _, p in members)
+        width = any(p.embed_dim == cfg.embed_dim for _, p in members)
+        return (not exact, not width, -len(members))
+
+    out = []
+    for key, members in sorted(groups.items(), key=lambda kv: rank(kv[1])):
+        options = dict(key)
+        heads = {p.num_heads for _, p in members if p.embed_dim == cfg.embed_dim}
+        if heads_guessed and len(heads) == 1 and (h := heads.pop()) != cfg.num_heads:
+            options["num_heads"] = h
+        members.sort(key=lambda item: (item[1].embed_dim != cfg.embed_dim, item[1].depth != cfg.depth,
+                                       item[1].patch_hw != cfg.patch_hw, item[1].grid_size != cfg.grid_size))
+        out.append(([name for name, _ in members], options))
+    return out
+
+
+def config_command(file: str | None, options: dict[str, Any]) -> str:
+    """The command a refusal prints: ``vitexport onnx FILE --config '{...}'`` (the file as the user named it)."""
+    return f"vitexport onnx {shlex.quote(file) if file else 'WEIGHTS'} --config {shlex.quote(json.dumps(options))}"
+
+
+def _names(names: list[str], most: int = 3) -> str:
+    shown = ", ".join(names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def refuse_unstored(args: dict[str, Any], shapes: Shapes | None = None, file: str | None = None,
+                    given: Mapping[str, Any] | None = None, heads_guessed: bool = False) -> None:
+    """Raise when the layout needs options the weights do not store and ``given`` (--config) does not give (see
+    the module docstring), with a command for each set of values timm's architectures of this layout use. With the
+    weights' ``shapes``, Eva presets they fit exactly are named too (PE's keys look like a ViT's with a MAP head)."""
+    needed = [f for f in _unstored_options(args) if f not in (given or {})]
     if not needed:
         return
-    names = matching_presets(args)
-    hint = (
-        "pass --config '{\"architecture\": \"" + names[0] + "\"}'" + (f" (or one of {', '.join(names[1:])})"
-                                                                      if len(names) > 1 else "")
-        if names else "pass --config with these options"
-    )
+    commands: dict[str, list[str]] = {}  # a command (what is given wins) -> the presets it is for
+    for names, options in unstored_hints(args, needed, heads_guessed):
+        commands.setdefault(config_command(file, {**options, **(given or {})}), []).extend(names)
+    parts = []
+    for i, (command, names) in enumerate(list(commands.items())[:3]):
+        if not names:
+            parts.append(f"no timm architecture has this layout; with timm's defaults: {command} (check them "
+                         "against how the weights were trained)")
+        else:
+            parts.append(f"{'or, as ' if i else 'as '}timm's {_names(names)} (this layout, any depth and width): "
+                         f"{command}")
+    hint = "; ".join(parts) + " (the same --config completes what the weights show for info, torchscript and " \
+                              "verify --checkpoint)"
     eva = matching_presets_of_class(shapes, "eva") if shapes is not None else []
     if eva:
-        config = json.dumps({"architecture": eva[0][0], **eva[0][1]})
+        config = {"architecture": eva[0][0], **eva[0][1]}
         hint += (f"; they also fit timm's Eva {', '.join(n for n, _ in eva)} (rotary embeddings are not stored): "
-                 f"vitexport onnx {file or 'WEIGHTS'} --config '{config}'")
+                 f"{config_command(file, config)}")
     elif shapes is not None and (eva := matching_presets_of_class(shapes, "eva", exact=False)):
         hint += (f"; their keys are also those of timm's Eva {', '.join(n for n, _ in eva)} (rotary embeddings "
                  "are not stored): for those, pass --config with the architecture and its size overrides")
@@ -238,22 +299,25 @@ def refuse_unstored(args: dict[str, Any], shapes: Shapes | None = None, file: st
     )
     verb = "is" if len(needed) == 1 else "are"
     raise ConfigError(
-        f"cannot infer the model config: {', '.join(needed)} {verb} not stored in the weights ({kinds}), "
-        f"and timm's architectures with this layout do not all use timm's defaults for it; {hint}"
+        f"cannot infer the model config: {', '.join(map(_shown, needed))} {verb} not stored in the weights "
+        f"({kinds}), and timm's architectures with this layout do not all use timm's defaults for it; {hint}"
     )
 
 
 # ---------------------------------------------------------------------------
 # the whole config
 # ---------------------------------------------------------------------------
-def infer_config_args(sd: Mapping[str, Any], check_layout: bool = True,
-                      file: str | None = None) -> tuple[dict[str, Any], list[str]]:
+def infer_config_args(sd: Mapping[str, Any], check_layout: bool = True, file: str | None = None,
+                      given: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], list[str]]:
     """timm keyword arguments implied by a state dict's keys and shapes, and notes on what was guessed.
 
     With ``check_layout``, layouts whose eps/activation the weights do not store are refused
     (`refuse_unstored`), and weights of another model class with the presets they fit (``file`` names the
-    weights in the command it suggests); without, only the geometry is to be trusted.
+    weights in the commands it suggests); without, only the geometry is to be trusted. ``given`` (``--config``
+    without an architecture) completes what the weights show: its options win, what it gives is neither guessed
+    (no note) nor refused, and it settles a grid the rows of ``pos_embed`` leave open.
     """
+    given = dict(given or {})
     shapes = shapes_of(sd)
     if class_shown(shapes) is not None:
         if check_layout:
@@ -279,20 +343,29 @@ def infer_config_args(sd: Mapping[str, Any], check_layout: bool = True,
         "pre_norm": "norm_pre.weight" in shapes,
     }
     args.update(infer_block_args(shapes, embed_dim))
-    notes += [n for n in [ambiguous_block_note(shapes, args["block_fn"])] if n]
+    if "block_fn" not in given:
+        notes += [n for n in [ambiguous_block_note(shapes, args["block_fn"], file)] if n]
     reg = shapes.get("reg_token")
     args["reg_tokens"] = reg[1] if reg else 0
     head = shapes.get("head.weight")
     args["num_classes"] = head[0] if head else 0
-    if "num_heads" not in args:  # stored only with qk-norm or differential attention
+    heads_guessed = "num_heads" not in args  # stored only with qk-norm or differential attention
+    if heads_guessed:
         args["num_heads"] = max(1, embed_dim // 64)
-        notes.append(f"num_heads is not stored in the weights; assumed embed_dim/64 = {args['num_heads']}")
-    args.update(_infer_pooling(shapes, args["class_token"], notes))
-    args.update(_infer_grid(shapes, int(args["class_token"]) + args["reg_tokens"], (ph, pw), notes))
+        if "num_heads" not in given:
+            notes.append(f"num_heads is not stored in the weights; assumed embed_dim/64 = {args['num_heads']}")
+    args.update(_infer_pooling(shapes, args["class_token"], notes if "global_pool" not in given else []))
+    prefix = int(given.get("class_token", args["class_token"])) + given.get("reg_tokens", args["reg_tokens"])
+    heads_guessed = heads_guessed and "num_heads" not in given
+    layout_hint = None
+    if check_layout and (needed := [f for f in _unstored_options({**args, **given}) if f not in given]):
+        layout_hint = unstored_hints({**args, **given}, needed, heads_guessed)[0]
+    args.update(_infer_grid(shapes, prefix, (ph, pw), notes, given, file, layout_hint))
     if check_layout:
-        refuse_unstored(args, shapes, file)
-        notes += [n for n in [assumed_act_note(args)] if n]
-    return args, notes
+        refuse_unstored({**args, **given}, shapes, file, given, heads_guessed)
+        if "act_layer" not in given:
+            notes += [n for n in [assumed_act_note(args, file)] if n]
+    return {**args, **given}, notes
 
 
 def _infer_pooling(shapes: Shapes, class_token: bool, notes: list[str]) -> dict[str, Any]:
@@ -311,28 +384,61 @@ def _infer_pooling(shapes: Shapes, class_token: bool, notes: list[str]) -> dict[
     return args
 
 
-def _infer_grid(shapes: Shapes, num_prefix: int, patch: tuple[int, int], notes: list[str]) -> dict[str, Any]:
-    """``no_embed_class`` and ``img_size`` from the rows of ``pos_embed``: a square grid, with prefix rows or not."""
+def _grid_candidates(rows: int, num_prefix: int) -> list[tuple[bool, int, int]]:
+    """(no_embed_class, grid rows, grid columns) that ``rows`` of ``pos_embed`` can be: with the prefix tokens'
+    rows and without (with prefix tokens); a square grid, else the factors closest to a square."""
+    out = []
+    for no_embed_class in ((False, True) if num_prefix else (False,)):
+        n = rows - (0 if no_embed_class else num_prefix)
+        if n <= 0:
+            continue
+        side = max(d for d in range(1, math.isqrt(n) + 1) if n % d == 0)
+        out.append((no_embed_class, side, n // side))
+    return out
+
+
+def _infer_grid(shapes: Shapes, num_prefix: int, patch: tuple[int, int], notes: list[str],
+                given: Mapping[str, Any] | None = None, file: str | None = None,
+                layout_hint: tuple[list[str], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """``no_embed_class`` and ``img_size`` from the rows of ``pos_embed``: a square grid, with prefix rows or not;
+    what ``given`` states of them is taken, and settles the rest. A refusal's commands carry ``layout_hint``'s
+    options too (what `refuse_unstored` would ask for next), so that each works as printed."""
+    given = given or {}
     pos = shapes.get("pos_embed")
     if pos is None:
         raise ConfigError("cannot infer the model config: no pos_embed; pass --config")
-    candidates = []
-    for no_embed_class in (False, True):
-        n = pos[1] - (0 if no_embed_class else num_prefix)
-        side = math.isqrt(max(n, 0))
-        if n > 0 and side * side == n:
-            candidates.append((no_embed_class, side))
-    if num_prefix == 0:
-        candidates = candidates[:1]
-    if len(candidates) != 1:
+    ph, pw = patch
+    candidates = _grid_candidates(pos[1], num_prefix)
+    if "img_size" in given:
+        if "no_embed_class" in given:
+            return {}
+        size = given["img_size"]
+        gh, gw = (size, size) if isinstance(size, int) else tuple(size)
+        return {"no_embed_class": bool(num_prefix) and pos[1] == (gh // ph) * (gw // pw)}
+    if "no_embed_class" in given:
+        candidates = [c for c in candidates if c[0] == bool(given["no_embed_class"])]
+    square = [c for c in candidates if c[1] == c[2]]
+    if len(square) != 1:
+        candidates = [c for c in candidates if c[2] <= 4 * c[1]] or candidates  # 1x19 only when nothing else fits
+        names, extra = layout_hint or ([], {})
+        commands = []
+        for no_embed_class, side, cols in square or candidates:
+            grid = {"img_size": side * ph if side == cols and ph == pw else [side * ph, cols * pw]}
+            if num_prefix:
+                grid["no_embed_class"] = no_embed_class
+            why = f" ({'no rows' if no_embed_class else 'rows'} for the prefix tokens)" if num_prefix else ""
+            commands.append(config_command(file, {**extra, **given, **grid}) + why)
+        also = (f"; {', '.join(extra)} as timm's {names[0] if names else 'defaults'}: not stored in the weights "
+                "either" if extra else "")
         raise ConfigError(
-            f"cannot infer the positional-embedding grid from pos_embed of {pos[1]} rows "
-            f"with {num_prefix} prefix tokens (non-square or ambiguous); pass --config with img_size and no_embed_class"
+            f"cannot infer the positional-embedding grid from pos_embed of {pos[1]} rows with {num_prefix} prefix "
+            f"tokens ({'ambiguous' if square else 'non-square'}); pass --config with img_size (the grid it was "
+            f"trained at, in pixels){' and no_embed_class' if num_prefix else ''}"
+            + (f", e.g. {' or '.join(commands)}{also}" if commands else "")
         )
-    no_embed_class, side = candidates[0]
+    no_embed_class, side, _ = square[0]
     if no_embed_class:
         notes.append("pos_embed has no rows for the prefix tokens: no_embed_class=True, square grid assumed")
-    ph, pw = patch
     notes.append(f"native grid inferred as {side}x{side} (img_size {side * ph}x{side * pw})")
     return {"no_embed_class": no_embed_class, "img_size": (side * ph, side * pw) if ph != pw else side * ph}
 
@@ -373,5 +479,5 @@ def _pos_embed_fits(args: dict[str, Any], shapes: Shapes) -> bool:
     return pos is not None and pos[1] == gh * gw + (0 if cfg.no_embed_class else cfg.num_prefix_tokens)
 
 
-__all__ = ["infer_block_args", "infer_config_args", "matching_presets", "merge_shape_facts", "refuse_unstored",
-           "shapes_of"]
+__all__ = ["config_command", "infer_block_args", "infer_config_args", "layout_presets", "matching_presets",
+           "merge_shape_facts", "refuse_unstored", "shapes_of", "unstored_hints"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from typing import TYPE_CHECKING, Any
@@ -9,7 +10,16 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from vitexport.cli.app import cli, echo
-from vitexport.cli.options import batches_text, fmt_hw, limit_options, parse_batches, parse_sizes
+from vitexport.cli.options import (
+    batches_text,
+    check_source,
+    fmt_hw,
+    limit_options,
+    parse_batches,
+    parse_sizes,
+    preset_model,
+    preset_options,
+)
 from vitexport.engines import DEFAULT_PROVIDER, PROVIDER_CHOICES
 from vitexport.serving.defaults import BENCH_BATCH_SIZES, BENCH_ITERS, BENCH_WARMUP
 
@@ -18,7 +28,10 @@ if TYPE_CHECKING:
 
 
 @cli.command("bench")
-@click.argument("model_path", metavar="MODEL", type=str)
+@click.argument("model_path", metavar="MODEL", type=str, required=False)
+@preset_options
+@click.option("--config", "config", type=str, help="With --preset: overrides of its options (a JSON file, or the JSON "
+                                                    "object itself), e.g. '{\"depth\": 2}'.")
 @click.option("--sizes", callback=parse_sizes, help="Comma-separated HxW list (default: native and two odd sizes).")
 @click.option("--batch-sizes", default=batches_text(BENCH_BATCH_SIZES), show_default=True, callback=parse_batches)
 @click.option("--provider", type=click.Choice(PROVIDER_CHOICES), default=DEFAULT_PROVIDER, show_default=True,
@@ -30,18 +43,27 @@ if TYPE_CHECKING:
 @click.option("--compare-torch", is_flag=True, help="Also time PyTorch eager, interleaved, and print the ratio.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @limit_options
-def bench_cmd(model_path, sizes, batch_sizes, provider, warmup, iters, threads, compare_torch, as_json, max_tokens,
-              max_memory_gb) -> None:
-    """Median and p90 latency and images/s per size and batch, per engine."""
+def bench_cmd(model_path, preset, random_weights, config, sizes, batch_sizes, provider, warmup, iters, threads,
+              compare_torch, as_json, max_tokens, max_memory_gb) -> None:
+    """Median and p90 latency and images/s per size and batch, per engine. With --preset NAME --random-weights:
+    that architecture, exported to a temporary ONNX file first."""
     from vitexport.serving.bench import bench
+
+    check_source(model_path, preset, random_weights, "MODEL")
+    if config is not None and preset is None:
+        raise click.UsageError("--config applies to --preset (overrides of its options); an exported MODEL "
+                               "carries its own config")
 
     def progress(text: str) -> None:
         if not as_json and sys.stderr.isatty():
             echo(f"{text:40s}", nl=False, err=True, rewind=True)
 
-    report = bench(model_path, sizes, batch_sizes, provider=provider, warmup=warmup, iters=iters,
-                   compare_torch=compare_torch, threads=threads, progress=progress, max_tokens=max_tokens,
-                   max_memory_gb=max_memory_gb)
+    source = (preset_model(preset, random_weights, config, max_tokens=max_tokens, max_memory_gb=max_memory_gb)
+              if preset is not None else contextlib.nullcontext(model_path))
+    with source as model_path:
+        report = bench(model_path, sizes, batch_sizes, provider=provider, warmup=warmup, iters=iters,
+                       compare_torch=compare_torch, threads=threads, progress=progress, max_tokens=max_tokens,
+                       max_memory_gb=max_memory_gb)
     if sys.stderr.isatty() and not as_json:
         click.echo("\r" + " " * 40 + "\r", nl=False, err=True)  # clears the progress line
     if report.provider_note:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import shlex
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import click
@@ -140,3 +145,21 @@ def check_source(file: str | None, preset: str | None, random_weights: bool, wha
         for name, value in exclusive.items():
             if value:
                 raise click.UsageError(f"--{name.replace('_', '-')} applies to {what}, not to --preset")
+
+
+@contextlib.contextmanager
+def preset_model(preset: str, random_weights: bool, config: str | None, **options: Any) -> Iterator[str]:
+    """``verify``/``bench --preset NAME --random-weights``: the preset exported to ONNX (``export_preset``, with
+    ``config`` as overrides of its options) in a temporary folder, removed when the command ends; its path."""
+    from vitexport.export.pipeline import export_preset
+    from vitexport.model.config import preset_key
+
+    with tempfile.TemporaryDirectory(prefix="vitexport-preset-") as folder:
+        started = time.monotonic()
+        result = export_preset(preset, Path(folder) / f"{preset_key(preset)}.onnx", to="onnx",
+                               random_weights=random_weights, config=config, **options)
+        keep = command_line("onnx", "--preset", preset, "--random-weights", *(("--config", config) if config else ()))
+        click.echo(f"exported       {preset} with random weights (seed {result.metadata['random_weights']['seed']}) "
+                   f"to a temporary ONNX file ({result.bytes / 1e6:.2f} MB, {time.monotonic() - started:.1f} s), "
+                   f"removed at the end; to keep it: {keep}", err=True)
+        yield str(result.path)

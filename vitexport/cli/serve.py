@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 
 import click
 
@@ -20,8 +21,9 @@ from vitexport.serving.defaults import (
 )
 
 
-def _print_started(started, options) -> None:
+def _print_started(started, options, began: float) -> None:
     app, scaling = options.app, options.scaling
+    echo(f"started   in {time.monotonic() - began:.1f} s, ready for requests")
     replicas = (f"{scaling.autoscale[0]}-{scaling.autoscale[1]} replicas (autoscaling)" if scaling.autoscale
                 else f"{scaling.replicas} replica{'s' if scaling.replicas > 1 else ''}")
     echo(f"serving   {started.name} ({started.model}) on {started.provider}, {replicas}, "
@@ -73,9 +75,11 @@ def _print_started(started, options) -> None:
                    "for the Triton repository of `vitexport triton` (needs --storage-uri), and exit.")
 @click.option("--storage-uri", metavar="URI", help="--print-config kserve: where that repository is (s3://, gs://, "
                                                     "pvc://...).")
+@click.option("--verbose", is_flag=True, help="Show Ray's own messages here (its warnings, the processes it starts, "
+                                             "its shutdown lines) instead of in the log file whose path is printed.")
 def serve_cmd(model_path, name, host, port, replicas, autoscale, provider, threads, max_batch, batch_wait_ms,
-              max_tokens, max_body_mb, max_images, token_file, address, grpc_port, print_config,
-              storage_uri) -> None:
+              max_tokens, max_body_mb, max_images, token_file, address, grpc_port, print_config, storage_uri,
+              verbose) -> None:
     """Serve a model over HTTP (Open Inference Protocol / KServe v2) on Ray Serve."""
     import logging
 
@@ -91,6 +95,7 @@ def serve_cmd(model_path, name, host, port, replicas, autoscale, provider, threa
     )
     from vitexport.serving.http.launch import deploy_to_cluster, ray_modules, serve_local
 
+    began = time.monotonic()
     try:
         name = check_model_name(name or default_model_name(model_path))
     except ValueError as exc:
@@ -114,12 +119,31 @@ def serve_cmd(model_path, name, host, port, replicas, autoscale, provider, threa
 
         echo(kserve_yaml(options, storage_uri), nl=False, block=True)
         return
+    if not print_config:  # at once: loading the model and starting Ray take a while
+        where = f"the Ray cluster at {address}" if address else "a new local Ray instance (10 s to a minute)"
+        echo(f"starting  Ray Serve for {model_path} on {where} ...")
+        sys.stdout.flush()
     ray_modules()  # exit 2 with the install command before anything else
     if print_config:
         echo(config_yaml(with_absolute_paths(options)[0]), nl=False, block=True)
         return
-    if not logging.getLogger("vitexport").isEnabledFor(logging.INFO):
+    verbose = verbose or logging.getLogger("vitexport").isEnabledFor(logging.INFO)  # also `vitexport -v serve`
+    if not verbose:
         for noisy in ("ray", "ray.serve"):  # Ray's progress lines are not for this terminal
             logging.getLogger(noisy).setLevel(logging.WARNING)
+    log = None if verbose else ray_log_file()
+    echo(f"ray log   {log} (Ray's own messages; --verbose shows them here)" if log else
+               "ray log   here (--verbose)")
+    sys.stdout.flush()
     run = deploy_to_cluster if address else serve_local
-    run(options, lambda started: _print_started(started, options))
+    run(options, lambda started: _print_started(started, options, began), log=log)
+
+
+def ray_log_file() -> str:
+    """Where Ray's own output goes: a new name in the temporary folder, made when Ray starts (`ray_output`; a failed
+    start before Ray leaves no file) and kept after the server stops, as a log."""
+    import os
+    import secrets
+    import tempfile
+
+    return os.path.join(tempfile.gettempdir(), f"vitexport-serve-{os.getpid()}-{secrets.token_hex(4)}.log")

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
 from vitexport.cli.app import CliError, cli, echo
-from vitexport.cli.options import batches_text, fmt_hw, limit_options, parse_batches, parse_sizes, tolerance_text
+from vitexport.cli.options import (
+    batches_text,
+    check_source,
+    fmt_hw,
+    limit_options,
+    parse_batches,
+    parse_sizes,
+    preset_model,
+    preset_options,
+    tolerance_text,
+)
 from vitexport.engines import DEFAULT_PROVIDER, PROVIDER_CHOICES
 from vitexport.export.defaults import TOLERANCES
 from vitexport.verify.defaults import DEFAULT_BATCH_SIZES, DEFAULT_SEED
@@ -47,9 +58,12 @@ def _case_line(c: CaseResult) -> str:
 
 
 @cli.command("verify")
-@click.argument("model_path", metavar="MODEL", type=str)
+@click.argument("model_path", metavar="MODEL", type=str, required=False)
+@preset_options
 @click.option("--checkpoint", type=str, help="Reference from the original checkpoint (also catches changed weights).")
-@click.option("--config", "config", type=str, help="JSON config for --checkpoint (a file, or the JSON object itself).")
+@click.option("--config", "config", type=str,
+              help="JSON config for --checkpoint (a file, or the JSON object itself); with --preset, overrides of its "
+                   "options, e.g. '{\"depth\": 2}'.")
 @click.option("--provider", type=click.Choice(PROVIDER_CHOICES), default=DEFAULT_PROVIDER, show_default=True,
               help="Engine: ONNX Runtime (auto: CUDA when usable, else cpu; cuda; tensorrt), openvino (CPU, f32), "
                    "reference (ONNX's reference evaluator, a reduced sweep), or all of them, compared.")
@@ -63,12 +77,14 @@ def _case_line(c: CaseResult) -> str:
 @click.option("--force", is_flag=True, help="Replace existing --json/--plot files.")
 @limit_options
 @click.pass_context
-def verify_cmd(ctx, model_path, checkpoint, config, provider, sizes, batch_sizes, atol, rtol, seed, json_path,
-               plot_path, force, max_tokens, max_memory_gb) -> None:
-    """Prove a runtime (or TorchScript) matches PyTorch at many resolutions; exit 1 on any mismatch."""
+def verify_cmd(ctx, model_path, preset, random_weights, checkpoint, config, provider, sizes, batch_sizes, atol, rtol,
+               seed, json_path, plot_path, force, max_tokens, max_memory_gb) -> None:
+    """Prove a runtime (or TorchScript) matches PyTorch at many resolutions; exit 1 on any mismatch. With --preset
+    NAME --random-weights: does that architecture export and run here (exported to a temporary ONNX file)."""
     from vitexport._util.files import check_output
     from vitexport.verify.sweep import verify
 
+    check_source(model_path, preset, random_weights, "MODEL", checkpoint=checkpoint)
     if json_path and plot_path and Path(json_path).resolve() == Path(plot_path).resolve():
         raise click.BadParameter("--json and --plot name the same file; give each its own path", ctx=ctx)
     for target in (json_path, plot_path):
@@ -78,27 +94,33 @@ def verify_cmd(ctx, model_path, checkpoint, config, provider, sizes, batch_sizes
         from vitexport.verify.heatmap import require_matplotlib
 
         require_matplotlib()
+    if preset is not None:  # --config: the preset's overrides, taken by its export
+        source = preset_model(preset, random_weights, config, max_tokens=max_tokens, max_memory_gb=max_memory_gb)
+        config = None
+    else:
+        source = contextlib.nullcontext(model_path)
 
     def progress(case, done: int, total: int) -> None:
         echo(f"[{done:>3d}/{total}] {_case_line(case)}")
 
-    report = verify(model_path, checkpoint=checkpoint, config=config, provider=provider, sizes=sizes,
-                    batch_sizes=batch_sizes, atol=atol, rtol=rtol, seed=seed, progress=progress,
-                    debug=ctx.obj.get("debug", False), max_tokens=max_tokens, max_memory_gb=max_memory_gb,
-                    outputs=(json_path, plot_path))
-    _print_verify_summary(report)
-    if json_path:
-        report.write_json(json_path, force=True)
-        echo(f"report         {json_path}")
-    if plot_path:
-        from vitexport.verify.heatmap import render_heatmap
-        from vitexport.verify.sweep import heatmap_sweep
+    with source as model_path:
+        report = verify(model_path, checkpoint=checkpoint, config=config, provider=provider, sizes=sizes,
+                        batch_sizes=batch_sizes, atol=atol, rtol=rtol, seed=seed, progress=progress,
+                        debug=ctx.obj.get("debug", False), max_tokens=max_tokens, max_memory_gb=max_memory_gb,
+                        outputs=(json_path, plot_path))
+        _print_verify_summary(report)
+        if json_path:
+            report.write_json(json_path, force=True)
+            echo(f"report         {json_path}")
+        if plot_path:
+            from vitexport.verify.heatmap import render_heatmap
+            from vitexport.verify.sweep import heatmap_sweep
 
-        echo("plot           sweeping heights x widths for the heatmap ...")
-        grid = heatmap_sweep(model_path, report, checkpoint=checkpoint, config=config, max_tokens=max_tokens,
-                             max_memory_gb=max_memory_gb)
-        render_heatmap(grid.report, plot_path, grid.heights, grid.widths, force=True)
-        echo(f"plot           {plot_path} ({len(grid.heights)}x{len(grid.widths)} sizes)")
+            echo("plot           sweeping heights x widths for the heatmap ...")
+            grid = heatmap_sweep(model_path, report, checkpoint=checkpoint, config=config, max_tokens=max_tokens,
+                                 max_memory_gb=max_memory_gb)
+            render_heatmap(grid.report, plot_path, grid.heights, grid.widths, force=True)
+            echo(f"plot           {plot_path} ({len(grid.heights)}x{len(grid.widths)} sizes)")
     _print_verdict(report)
 
 

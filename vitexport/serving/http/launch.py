@@ -8,16 +8,20 @@
   (``/-/routes``, ``/-/healthz``: no token, and the first names the model) are not exposed (`HideRayRoutes`).
 - ``address``: the application is deployed to that cluster and left running there; the model
   and token paths must exist on its nodes (they are checked here when they exist here too).
+- Ray's own output (its warnings, the processes it starts, its shutdown lines) goes to a log file the caller
+  names (`ray_output`; `vitexport serve` prints its path), so that the terminal shows vitexport's lines only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import signal
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -108,47 +112,58 @@ def _deploy(serve: Any, options: ServeOptions) -> None:
     serve.run(make_app(options.app, options.scaling), name=options.app.name, route_prefix="/")
 
 
-def deploy_to_cluster(options: ServeOptions, on_ready: Callable[[Started], None]) -> None:
-    """Deploy to the Ray cluster at ``options.address`` and leave the application running there."""
+def deploy_to_cluster(options: ServeOptions, on_ready: Callable[[Started], None], log: str | None = None) -> None:
+    """Deploy to the Ray cluster at ``options.address`` and leave the application running there; Ray's own
+    output goes to the file ``log`` (`ray_output`)."""
     options, note = prepare_options(options)
     ray, serve = ray_modules()
     ours = _current_handlers()
-    ray.init(address=options.address, log_to_driver=False, logging_level=logging.WARNING)
-    _on_signals(ours)  # ray.init replaces SIGTERM's handler with one that raises SystemExit anywhere
-    try:
-        _deploy(serve, options)
-        on_ready(_started(options, note, local=False))
-    finally:
-        ray.shutdown()  # disconnects this driver; the application stays on the cluster
+    with ray_output(log) as terminal:
+        ray.init(address=options.address, log_to_driver=False, logging_level=logging.WARNING)
+        _on_signals(ours)  # ray.init replaces SIGTERM's handler with one that raises SystemExit anywhere
+        try:
+            _deploy(serve, options)
+            with contextlib.redirect_stdout(terminal[0]):  # the caller's lines: to the terminal
+                on_ready(_started(options, note, local=False))
+        finally:
+            ray.shutdown()  # disconnects this driver; the application stays on the cluster
 
 
 def serve_local(options: ServeOptions, on_ready: Callable[[Started], None],
-                stop: threading.Event | None = None) -> None:
-    """Serve on a new local Ray instance until ``stop`` is set or (main thread) SIGINT/SIGTERM arrives."""
+                stop: threading.Event | None = None, log: str | None = None) -> None:
+    """Serve on a new local Ray instance until ``stop`` is set or (main thread) SIGINT/SIGTERM arrives; Ray's own
+    output (its warnings, the processes it starts, its shutdown lines) goes to the file ``log`` (`ray_output`)."""
     options, note = prepare_options(options)
     ray, serve = ray_modules()
     stop = stop or threading.Event()
     previous = _on_signals(lambda *_: stop.set())  # from here a signal only asks to stop: never half-started Ray
     try:
-        saved = os.environ.pop("RAY_ADDRESS", None)  # local means a new instance, never a cluster found by the env
-        try:
-            ray.init(address="local", num_cpus=max(os.cpu_count() or 1, options.scaling.most),
-                     include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
-                     runtime_env=_runtime_env(options))
-        finally:
-            if saved is not None:
-                os.environ["RAY_ADDRESS"] = saved
-        _on_signals(lambda *_: stop.set())  # again: ray.init installs its own SIGTERM handler (sys.exit)
-        try:
-            if not stop.is_set():
-                _deploy(serve, options)
-                on_ready(_started(options, note, local=True))
-            while not stop.wait(0.5):
-                pass
-        finally:
-            _shutdown(ray, serve)
+        with ray_output(log) as terminal:
+            _serve_until_stopped(ray, serve, options, note, on_ready, stop, terminal[0])
     finally:
         _on_signals(previous)
+
+
+def _serve_until_stopped(ray: Any, serve: Any, options: ServeOptions, note: str,
+                         on_ready: Callable[[Started], None], stop: threading.Event, terminal: Any) -> None:
+    saved = os.environ.pop("RAY_ADDRESS", None)  # local means a new instance, never a cluster found by the env
+    try:
+        ray.init(address="local", num_cpus=max(os.cpu_count() or 1, options.scaling.most),
+                 include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+                 runtime_env=_runtime_env(options))
+    finally:
+        if saved is not None:
+            os.environ["RAY_ADDRESS"] = saved
+    _on_signals(lambda *_: stop.set())  # again: ray.init installs its own SIGTERM handler (sys.exit)
+    try:
+        if not stop.is_set():
+            _deploy(serve, options)
+            with contextlib.redirect_stdout(terminal):  # the caller's lines: to the terminal, not the log
+                on_ready(_started(options, note, local=True))
+        while not stop.wait(0.5):
+            pass
+    finally:
+        _shutdown(ray, serve)
 
 
 def _runtime_env(options: ServeOptions) -> dict[str, Any]:
@@ -220,5 +235,56 @@ def _shutdown(ray: Any, serve: Any) -> None:
     ray.shutdown()
 
 
+@contextlib.contextmanager
+def ray_output(log: str | None) -> Iterator[tuple[Any, Any]]:
+    """While Ray runs in this process: what writes to file descriptors 1 and 2 goes to the file ``log`` instead:
+    Ray's C++ core (the token-authentication warning), the processes it starts, and its Python side, whose loggers
+    and whose prints of errors from its processes (coloured "(raylet) ..." lines, at shutdown too) write to
+    ``sys.stdout``/``sys.stderr``. Yields (stdout, stderr) streams to the original descriptors for vitexport's own
+    lines; the root logger's handlers on those descriptors (vitexport's warnings: Ray's loggers do not propagate
+    there) are moved onto them for the time. ``None``: nothing is moved (``--verbose``)."""
+    if log is None:
+        yield sys.stdout, sys.stderr
+        return
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    streams = {1: sys.stdout, 2: sys.stderr}
+    moved: dict[int, Any] = {}
+    handlers: list[tuple[logging.StreamHandler, Any]] = []
+    target = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+    try:
+        for fd, stream in streams.items():
+            if _fileno(stream) == fd:  # a real descriptor (not a test runner's buffer): a copy of the original
+                moved[fd] = open(os.dup(saved[fd]), "w", buffering=1, encoding=getattr(stream, "encoding", None),
+                                 errors=getattr(stream, "errors", None))
+        for handler in logging.getLogger().handlers:
+            fd = _fileno(getattr(handler, "stream", None))
+            if isinstance(handler, logging.StreamHandler) and fd in moved:
+                handlers.append((handler, handler.setStream(moved[fd])))
+        for fd in (1, 2):
+            os.dup2(target, fd)
+        yield moved.get(1, streams[1]), moved.get(2, streams[2])
+    finally:
+        for stream in (*streams.values(), *moved.values()):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        for fd in (1, 2):
+            os.dup2(saved[fd], fd)
+            os.close(saved[fd])
+        os.close(target)
+        for handler, stream in handlers:
+            handler.setStream(stream)
+        for stream in moved.values():
+            stream.close()
+
+
+def _fileno(stream: Any) -> int | None:
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
 __all__ = ["HideRayRoutes", "Started", "deploy_to_cluster", "prepare_options", "proxy_middlewares", "ray_modules",
-           "serve_local"]
+           "ray_output", "serve_local"]
