@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 from typing import TYPE_CHECKING, Any
@@ -15,9 +14,9 @@ from vitexport.cli.options import (
     check_source,
     fmt_hw,
     limit_options,
+    model_source,
     parse_batches,
     parse_sizes,
-    preset_model,
     preset_options,
 )
 from vitexport.engines import DEFAULT_PROVIDER, PROVIDER_CHOICES
@@ -58,9 +57,8 @@ def bench_cmd(model_path, preset, random_weights, config, sizes, batch_sizes, pr
         if not as_json and sys.stderr.isatty():
             echo(f"{text:40s}", nl=False, err=True, rewind=True)
 
-    source = (preset_model(preset, random_weights, config, max_tokens=max_tokens, max_memory_gb=max_memory_gb)
-              if preset is not None else contextlib.nullcontext(model_path))
-    with source as model_path:
+    with model_source(model_path, preset, random_weights, config, max_tokens=max_tokens,
+                      max_memory_gb=max_memory_gb) as model_path:
         report = bench(model_path, sizes, batch_sizes, provider=provider, warmup=warmup, iters=iters,
                        compare_torch=compare_torch, threads=threads, progress=progress, max_tokens=max_tokens,
                        max_memory_gb=max_memory_gb)

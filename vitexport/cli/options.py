@@ -148,9 +148,14 @@ def check_source(file: str | None, preset: str | None, random_weights: bool, wha
 
 
 @contextlib.contextmanager
-def preset_model(preset: str, random_weights: bool, config: str | None, **options: Any) -> Iterator[str]:
-    """``verify``/``bench --preset NAME --random-weights``: the preset exported to ONNX (``export_preset``, with
-    ``config`` as overrides of its options) in a temporary folder, removed when the command ends; its path."""
+def model_source(model_path: str | None, preset: str | None, random_weights: bool, config: str | None,
+                 **options: Any) -> Iterator[str]:
+    """The model ``verify``/``bench`` run: ``model_path`` as given, or with ``--preset NAME --random-weights`` the
+    preset exported to ONNX (``export_preset``, with ``config`` as overrides of its options) in a temporary folder,
+    removed when the command ends; its path."""
+    if preset is None:
+        yield model_path
+        return
     from vitexport.export.pipeline import export_preset
     from vitexport.model.config import preset_key
 

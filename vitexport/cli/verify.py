@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,9 +13,9 @@ from vitexport.cli.options import (
     check_source,
     fmt_hw,
     limit_options,
+    model_source,
     parse_batches,
     parse_sizes,
-    preset_model,
     preset_options,
     tolerance_text,
 )
@@ -94,11 +93,10 @@ def verify_cmd(ctx, model_path, preset, random_weights, checkpoint, config, prov
         from vitexport.verify.heatmap import require_matplotlib
 
         require_matplotlib()
+    source = model_source(model_path, preset, random_weights, config, max_tokens=max_tokens,
+                          max_memory_gb=max_memory_gb)
     if preset is not None:  # --config: the preset's overrides, taken by its export
-        source = preset_model(preset, random_weights, config, max_tokens=max_tokens, max_memory_gb=max_memory_gb)
         config = None
-    else:
-        source = contextlib.nullcontext(model_path)
 
     def progress(case, done: int, total: int) -> None:
         echo(f"[{done:>3d}/{total}] {_case_line(case)}")
