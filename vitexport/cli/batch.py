@@ -12,7 +12,7 @@ from vitexport.cli.app import cli, echo
 from vitexport.cli.options import ONE_ENGINE, limit_options
 from vitexport.engines import DEFAULT_PROVIDER
 from vitexport.serving.batch.sources import DEFAULT_SHARD_SIZE
-from vitexport.serving.defaults import DEFAULT_MAX_BATCH, DEFAULT_TOP_K
+from vitexport.serving.defaults import CPU_RUN_TOKENS, DEFAULT_MAX_BATCH, DEFAULT_TOP_K
 
 
 class ProgressLine:
@@ -78,6 +78,9 @@ def _print_summary(summary) -> None:
 @click.option("--workers", type=click.IntRange(min=1), help="Decoding threads beside the engine (default: up to 4).")
 @click.option("--max-batch", type=click.IntRange(min=1), default=DEFAULT_MAX_BATCH, show_default=True,
               help="Most images of one patch grid in one engine run.")
+@click.option("--run-tokens", type=click.IntRange(min=0),
+              help=f"Most tokens (images x tokens each) in one engine run [default: {CPU_RUN_TOKENS} on a CPU, no "
+                   "cap on a GPU; 0: no cap].")
 @limit_options
 @click.option("--ray", "use_ray", is_flag=True, help="Run on a new local Ray instance (a pool of Ray Data actors).")
 @click.option("--address", help="Run on the Ray cluster at this address (e.g. 10.0.0.5:6379, auto).")
@@ -85,7 +88,7 @@ def _print_summary(summary) -> None:
               help="Ray actors, each holding one model (default: the cluster's CPUs over --threads).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object (and no progress).")
 def batch_cmd(model_path, sources, output, image_column, top_k, logits, shard_size, force, provider, threads,
-              workers, max_batch, max_tokens, max_memory_gb, use_ray, address, replicas, as_json) -> None:
+              workers, max_batch, run_tokens, max_tokens, max_memory_gb, use_ray, address, replicas, as_json) -> None:
     """Run a model over every image of SOURCE... (folders, globs, path lists, Parquet files, tar shards) into
     Parquet shards in OUTPUT; a rerun resumes, bad images become rows with an error."""
     import logging
@@ -102,8 +105,8 @@ def batch_cmd(model_path, sources, output, image_column, top_k, logits, shard_si
     try:
         summary = run(model_path, sources, output, top_k=top_k, logits=logits, image_column=image_column,
                       shard_size=shard_size, force=force, provider=provider, threads=threads, workers=workers,
-                      max_batch=max_batch, max_tokens=max_tokens, max_memory_gb=max_memory_gb, ray=use_ray,
-                      address=address, replicas=replicas, progress=line)
+                      max_batch=max_batch, run_tokens=run_tokens, max_tokens=max_tokens, max_memory_gb=max_memory_gb,
+                      ray=use_ray, address=address, replicas=replicas, progress=line)
     finally:
         if line is not None:
             line.end()

@@ -90,6 +90,12 @@ class Engine(ABC):
         return [self.name]
 
     @property
+    def on_cpu(self) -> bool:
+        """Whether the model runs on the CPU (what `devices` names first is no GPU provider or device)."""
+        first = (self.devices or [self.name])[0].upper()
+        return not any(gpu in first for gpu in ("CUDA", "TENSORRT", "GPU", "ROCM", "DML"))
+
+    @property
     def version(self) -> str:
         """The runtime and its version, e.g. ``onnxruntime-gpu 1.31.1``."""
         return ""

@@ -7,6 +7,10 @@ The engine default (``auto``) is `vitexport.engines.DEFAULT_PROVIDER`; the work 
 from __future__ import annotations
 
 DEFAULT_MAX_BATCH = 16  # most images of one size in one engine run (Predictor, serve)
+# most tokens (images x tokens per image) in one engine run on a CPU: a ViT-S/16 image costs 10-15% more in runs
+# of 16 at 224x224 (3,152 tokens) than in runs of 4-8 here (its activations outgrow the caches), and runs of about
+# 1,000-2,000 tokens are the fastest at every size measured (benchmarks/RESULTS.md, "Run size"). GPUs: no cap.
+CPU_RUN_TOKENS = 2048
 DEFAULT_TOP_K = 5  # classes per image in a Prediction
 BENCH_BATCH_SIZES: tuple[int, ...] = (1, 8)
 BENCH_WARMUP = 3  # untimed runs per case
@@ -17,5 +21,6 @@ DEFAULT_BATCH_WAIT_MS = 5.0  # how long a server batch waits for more requests
 DEFAULT_MAX_BODY_MB = 64.0  # largest request body (after gzip/deflate)
 DEFAULT_MAX_IMAGES = 256  # most images in one server request (16 engine batches of the default size)
 
-__all__ = ["BENCH_BATCH_SIZES", "BENCH_ITERS", "BENCH_WARMUP", "DEFAULT_BATCH_WAIT_MS", "DEFAULT_HOST",
-           "DEFAULT_MAX_BATCH", "DEFAULT_MAX_BODY_MB", "DEFAULT_MAX_IMAGES", "DEFAULT_PORT", "DEFAULT_TOP_K"]
+__all__ = ["BENCH_BATCH_SIZES", "BENCH_ITERS", "BENCH_WARMUP", "CPU_RUN_TOKENS", "DEFAULT_BATCH_WAIT_MS",
+           "DEFAULT_HOST", "DEFAULT_MAX_BATCH", "DEFAULT_MAX_BODY_MB", "DEFAULT_MAX_IMAGES", "DEFAULT_PORT",
+           "DEFAULT_TOP_K"]

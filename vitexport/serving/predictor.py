@@ -25,6 +25,7 @@ from vitexport._util.errors import (
     VitexportError,
     one_line,
 )
+from vitexport._util.geometry import token_count
 from vitexport.engines import (  # noqa: F401 - PROVIDER_CHOICES re-exported
     DEFAULT_PROVIDER,
     PROVIDER_CHOICES,
@@ -52,7 +53,7 @@ from vitexport.security.limits import (
     largest_batch,
     over_limit,
 )
-from vitexport.serving.defaults import DEFAULT_MAX_BATCH, DEFAULT_TOP_K
+from vitexport.serving.defaults import CPU_RUN_TOKENS, DEFAULT_MAX_BATCH, DEFAULT_TOP_K
 
 logger = logging.getLogger(__name__)
 
@@ -88,12 +89,12 @@ def _softmax(x: Any) -> Any:
 class Predictor:
     """Images of any size in, labels out, on one engine; safe to share across threads.
 
-    Reads preprocessing, labels and channels from the model's vitexport metadata. Equal
-    sizes are batched together (at most ``max_batch`` per run); results come back in
-    input order. ``max_tokens`` (tokens per image) and ``max_memory_gb`` (the estimate of one
-    forward pass, `vitexport.security.limits`) refuse images that would exhaust memory, before they are
-    decoded when read with `read_image` (``check=predictor.check_size``); batches of equal sizes
-    are split to stay within ``max_memory_gb``.
+    Reads preprocessing, labels and channels from the model's vitexport metadata. Equal sizes are batched
+    together (at most ``max_batch`` per run, and on a CPU at most ``run_tokens`` tokens per run); results come
+    back in input order. ``max_tokens`` (tokens per image) and ``max_memory_gb`` (the estimate of one forward
+    pass, `vitexport.security.limits`) refuse images that would exhaust memory, before they are decoded when
+    read with `read_image` (``check=predictor.check_size``); batches of equal sizes are split to stay within
+    ``max_memory_gb``.
     ``provider`` names an engine (`vitexport.engines`: ``cpu``, ``cuda``, ``tensorrt``,
     ``openvino``, ``reference``); ``auto`` is ONNX Runtime's CUDA when usable, else its CPU,
     and `provider_note` says why it fell back. ``engine_options`` go to the engine: for ONNX Runtime
@@ -112,6 +113,7 @@ class Predictor:
         spin: bool = True,
         max_memory_gb: float | None = DEFAULT_MAX_MEMORY_GB,
         engine_options: dict[str, Any] | None = None,
+        run_tokens: int | None = None,
     ) -> None:
         """Load ``model_path`` on one engine.
 
@@ -126,6 +128,8 @@ class Predictor:
             spin: let idle engine threads busy-wait between runs (faster alone, worse beside other work).
             max_memory_gb: refuse images whose estimated forward pass is larger; split batches to stay within it.
             engine_options: engine-specific options (see the class docstring).
+            run_tokens: the most tokens (images x tokens per image) in one engine run; None: `CPU_RUN_TOKENS`
+                on a CPU engine, no cap on a GPU; 0: no cap.
         """
         if max_batch < 1:
             raise ValueError("max_batch must be positive")
@@ -140,21 +144,23 @@ class Predictor:
         require(str(model_path), "onnx", deep=True)
         [(engine, notes)], _ = load_engines(str(model_path), provider, threads=threads, spin=spin,
                                             max_memory_gb=max_memory_gb, **(engine_options or {}))
-        self._attach(engine, str(model_path), "; ".join(notes), max_batch, limits, top_k)
+        self._attach(engine, str(model_path), "; ".join(notes), max_batch, limits, top_k, run_tokens)
 
     @classmethod
     def from_engine(cls, engine: Engine, model_path: str, *, provider_note: str = "",
                     max_batch: int = DEFAULT_MAX_BATCH, max_tokens: int | None = DEFAULT_MAX_TOKENS,
-                    top_k: int = DEFAULT_TOP_K, max_memory_gb: float | None = DEFAULT_MAX_MEMORY_GB) -> Predictor:
+                    top_k: int = DEFAULT_TOP_K, max_memory_gb: float | None = DEFAULT_MAX_MEMORY_GB,
+                    run_tokens: int | None = None) -> Predictor:
         """A Predictor on an engine that has already loaded ``model_path`` (e.g. from `load_engines`)."""
         if max_batch < 1:
             raise ValueError("max_batch must be positive")
         predictor = cls.__new__(cls)
-        predictor._attach(engine, str(model_path), provider_note, max_batch, Limits(max_tokens, max_memory_gb), top_k)
+        predictor._attach(engine, str(model_path), provider_note, max_batch, Limits(max_tokens, max_memory_gb), top_k,
+                          run_tokens)
         return predictor
 
     def _attach(self, engine: Engine, model_path: str, note: str, max_batch: int, limits: Limits,
-                top_k: int) -> None:
+                top_k: int, run_tokens: int | None) -> None:
         self.model_path, self.engine, self.provider, self.provider_note = model_path, engine, engine.name, note
         self.limits = limits
         if engine.budget is None or engine.budget.max_memory_gb != limits.max_memory_gb:
@@ -170,6 +176,9 @@ class Predictor:
         self.max_tokens = limits.max_tokens
         self.top_k = top_k
         self.vit_config = config_from_dict(self.config)  # any model class: what the limits read
+        if run_tokens is not None and run_tokens < 0:
+            raise ValueError("run_tokens must be 0 (no cap) or positive")
+        self.run_tokens = (CPU_RUN_TOKENS if engine.on_cpu else 0) if run_tokens is None else int(run_tokens)
 
     def _read_metadata(self, meta: dict[str, Any]) -> None:
         from vitexport.onnx.metadata import check_metadata
@@ -241,12 +250,16 @@ class Predictor:
         return out
 
     def batch_limit(self, shape: tuple[int, ...]) -> int:
-        """The most (C, H, W) inputs of ``shape`` in one run: ``max_batch``, fewer where the memory limit says so
-        (a fixed-batch export always runs its batch)."""
+        """The most (C, H, W) inputs of ``shape`` in one run: ``max_batch``, fewer where ``run_tokens`` or the
+        memory limit say so (a fixed-batch export always runs its batch)."""
         if self.fixed_batch:
             return self.max_batch
-        limit = min(self.max_batch, largest_batch(self.vit_config, shape[-2], shape[-1], self.limits,
-                                                  self.metadata.get("attention")))
+        cfg = self.vit_config
+        attention = self.metadata.get("attention")
+        limit = min(self.max_batch, largest_batch(cfg, shape[-2], shape[-1], self.limits, attention))
+        if self.run_tokens:
+            tokens = token_count(shape[-2], shape[-1], cfg.patch_hw, cfg.num_prefix_tokens, cfg.dynamic_img_pad)
+            limit = min(limit, max(1, self.run_tokens // tokens))
         if self.limits.max_bytes is not None:  # the graph's own footprint per image (each run is checked too)
             limit = min(limit, max(1, int(self.limits.max_bytes // max(self.budget.per_item((1, *shape)), 1))))
         return limit

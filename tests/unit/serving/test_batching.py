@@ -59,3 +59,65 @@ def test_the_predictor_runs_the_chunks_its_memory_limit_allows(sample_onnx: Path
     assert runs == expected and max(runs) <= 4 and len(runs) > 3
     for a, b in zip(got, want, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+
+
+def test_chunks_are_balanced_within_the_limit() -> None:
+    """17 inputs at a limit of 16 run as 9 + 8 (not 16 + 1), 33 at 16 as 11 x 3: the fewest runs, even sizes."""
+    xs = [np.zeros((1, 2, 3), np.float32) for _ in range(17)]
+    assert [len(idx) for idx, _ in size_chunks(xs, max_batch=16)] == [9, 8]
+    assert [len(idx) for idx, _ in size_chunks(xs + xs[:16], max_batch=16)] == [11, 11, 11]
+    assert [len(idx) for idx, _ in size_chunks(xs[:16], max_batch=16)] == [16]
+    assert [idx for idx, _ in size_chunks(xs[:5], max_batch=2)] == [[0, 1], [2, 3], [4]]  # 3 runs: 2, 2, 1
+
+
+def test_run_tokens_caps_the_images_in_one_run(sample_onnx: Path) -> None:
+    """A CPU run holds at most ``run_tokens`` tokens (images x tokens each): the default caps large images on a CPU,
+    0 lifts the cap, and the capped runs give the uncapped results."""
+    from vitexport.serving.defaults import CPU_RUN_TOKENS
+
+    capped = Predictor(str(sample_onnx), provider="cpu", max_batch=16, run_tokens=100)
+    free = Predictor(str(sample_onnx), provider="cpu", max_batch=16, run_tokens=0)
+    default = Predictor(str(sample_onnx), provider="cpu", max_batch=16)
+    assert default.run_tokens == CPU_RUN_TOKENS and free.run_tokens == 0
+    from vitexport._util.geometry import token_count
+
+    tokens = token_count(28, 28, capped.patch, capped.vit_config.num_prefix_tokens)  # padded to whole patches
+    assert capped.batch_limit((1, 28, 28)) == 100 // tokens < 16 and free.batch_limit((1, 28, 28)) == 16
+    big = (1, 28 * 8, 28 * 8)  # 784 patches of 8x8: 2 in a default run
+    assert default.batch_limit(big) == CPU_RUN_TOKENS // (784 + default.vit_config.num_prefix_tokens) == 2
+    assert Predictor(str(sample_onnx), provider="cpu", run_tokens=1).batch_limit((1, 28, 28)) == 1  # never 0
+    rng = np.random.default_rng(5)
+    xs = [rng.standard_normal((1, 28, 28)).astype(np.float32) for _ in range(13)]
+    runs: list[int] = []
+    run = capped.engine.run
+    capped.engine.run = lambda x: runs.append(len(x)) or run(x)
+    got, want = capped.run_prepared(xs), free.run_prepared(xs)
+    limit = 100 // tokens
+    assert max(runs) <= limit and sum(runs) == 13 and len(runs) == -(-13 // limit)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="run_tokens"):
+        Predictor(str(sample_onnx), provider="cpu", run_tokens=-1)
+
+
+@pytest.mark.parametrize(("devices", "on_cpu"), [
+    (["CPUExecutionProvider"], True),
+    (["CUDAExecutionProvider", "CPUExecutionProvider"], False),
+    (["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"], False),
+    (["OpenVINO CPU"], True),
+    (["OpenVINO GPU.0"], False),
+    (["reference"], True),
+])
+def test_the_run_cap_applies_to_cpu_engines_only(devices: list[str], on_cpu: bool) -> None:
+    """`Engine.on_cpu` reads what really runs (a CUDA session that fell back to the CPU is on the CPU)."""
+    from vitexport.engines.base import Engine
+
+    class Fake(Engine):
+        name = "fake"
+        available = load = run = None  # never called: only what `devices` names matters
+
+        @property
+        def devices(self) -> list[str]:
+            return devices
+
+    assert Fake().on_cpu is on_cpu

@@ -52,11 +52,14 @@ class BatchOptions:
     max_tokens: int | None = DEFAULT_MAX_TOKENS
     max_memory_gb: float | None = DEFAULT_MAX_MEMORY_GB
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+    run_tokens: int | None = None  # None: the Predictor's default (a cap on a CPU, none on a GPU)
 
     def __post_init__(self) -> None:
         for name in ("top_k", "shard_size", "max_batch", "max_image_bytes"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.run_tokens is not None and self.run_tokens < 0:
+            raise UsageError(f"run_tokens must be 0 (no cap) or positive, got {self.run_tokens}")
         for name in ("threads", "workers"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UsageError(f"{name} must be at least 1 (or None for the default), got {getattr(self, name)}")
@@ -101,11 +104,12 @@ class Worker:
         self.key_columns = key_columns
         self.predictor = Predictor(model, provider=options.provider, threads=options.threads,
                                    max_batch=options.max_batch, max_tokens=options.max_tokens, top_k=options.top_k,
-                                   spin=False, max_memory_gb=options.max_memory_gb)
+                                   spin=False, max_memory_gb=options.max_memory_gb, run_tokens=options.run_tokens)
         if options.logits and not self.predictor.is_classifier:
             raise UsageError(f"{model!r} has no classification head (it outputs features); drop --logits")
         self.output_shape = self._probe_output()
         self.pool = ThreadPoolExecutor(options.decode_threads, thread_name_prefix="vitexport-decode")
+        self._limits: dict[tuple[int, ...], int] = {}
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
@@ -171,7 +175,8 @@ class Worker:
 
     def rows(self, items: Iterable[Item]) -> Iterator[tuple[int, Row]]:
         """(position, row) for each item, as results come (not in order): decoding runs ahead in the pool while
-        this thread runs full batches of one shape; what is left runs at the end."""
+        this thread runs full batches of one shape (as many as `Predictor.batch_limit` gives the shape: on a CPU
+        fewer than ``max_batch`` for large images); what is left runs at the end."""
         batch = self.predictor.max_batch
         window: deque[Future] = deque()
         ahead = max(2 * batch, 4 * self.options.decode_threads)
@@ -196,7 +201,9 @@ class Worker:
             return
         group = waiting.setdefault(done.x.shape, [])
         group.append(done)
-        if len(group) >= batch:
+        if done.x.shape not in self._limits:  # a run's size for this shape (`Predictor.batch_limit`)
+            self._limits[done.x.shape] = self.predictor.batch_limit(done.x.shape)
+        if len(group) >= self._limits[done.x.shape]:
             yield from self._infer(waiting.pop(done.x.shape))
         elif sum(len(g) for g in waiting.values()) > 2 * batch:  # many shapes: run the largest group now
             yield from self._infer(waiting.pop(max(waiting, key=lambda s: len(waiting[s]))))

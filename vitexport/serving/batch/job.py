@@ -131,6 +131,7 @@ def run(
     threads: int | None = None,
     workers: int | None = None,
     max_batch: int = DEFAULT_MAX_BATCH,
+    run_tokens: int | None = None,
     max_tokens: int | None = DEFAULT_MAX_TOKENS,
     max_memory_gb: float | None = DEFAULT_MAX_MEMORY_GB,
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
@@ -159,6 +160,7 @@ def run(
         threads: engine threads (per actor on Ray, default 1 there).
         workers: decoding threads beside the engine (default: up to 4).
         max_batch: most images of one patch grid in one engine run.
+        run_tokens: most tokens (images x tokens each) in one engine run (`Predictor`; None: its default).
         max_tokens: refuse images with more tokens (an error row).
         max_memory_gb: refuse images whose estimated forward pass is larger (an error row).
         max_image_bytes: refuse larger encoded images from tar and Parquet sources (an error row).
@@ -168,7 +170,7 @@ def run(
         progress: called with a `Progress` at most every 0.1 s and after each shard.
     """
     options = BatchOptions(top_k, logits, image_column, shard_size, provider, threads, workers, max_batch,
-                           max_tokens, max_memory_gb, max_image_bytes)
+                           max_tokens, max_memory_gb, max_image_bytes, run_tokens)
     _check_modes(ray, address, replicas)
     from vitexport._util.extras import require_extra
 
