@@ -30,6 +30,9 @@ class ModelBase(nn.Module):
 
     # Python-side state that must not reach TorchScript (which always resamples with F.interpolate).
     __jit_ignored_attributes__ = ("config", "meta", "resample_form")
+    # What `_init_base` sets that the forward passes read, constants in TorchScript (a subclass adds its own:
+    # ``__constants__ = (*ModelBase.__constants__, ...)``).
+    __constants__ = ("output", "global_pool", "num_prefix_tokens")
 
     def _init_base(self, config: Any, config_class: Any = None, kwargs: Optional[Dict[str, Any]] = None) -> Any:
         """Take the model's config (``config_class(**kwargs)`` when ``config`` is None; otherwise ``kwargs``

@@ -8,7 +8,7 @@ fc_norm -> head. The semantics are timm 1.0.31's eval mode with ``dynamic_img_si
 dynamic_img_pad=True``; patch dropout and RoPE coordinate augmentation are training-only and absent.
 """
 
-# No `from __future__ import annotations` here: TorchScript needs evaluated annotations (torch.jit.Final).
+# No `from __future__ import annotations` here: TorchScript needs evaluated annotations.
 
 from typing import Any, Optional, Tuple
 
@@ -26,12 +26,7 @@ from vitexport.model.rope import make_rope
 class Eva(ModelBase):
     """timm's ``Eva`` restricted to what exports: see `EvaConfig` for options."""
 
-    output: torch.jit.Final[str]
-    dynamic_img_size: torch.jit.Final[bool]
-    no_embed_class: torch.jit.Final[bool]
-    num_prefix_tokens: torch.jit.Final[int]
-    global_pool: torch.jit.Final[str]
-    rope_mixed: torch.jit.Final[bool]
+    __constants__ = (*ModelBase.__constants__, "dynamic_img_size", "no_embed_class", "rope_mixed")
 
     def __init__(self, config: Optional[EvaConfig] = None, **kwargs: Any) -> None:
         super().__init__()

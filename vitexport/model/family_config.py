@@ -383,7 +383,7 @@ class DistilledConfig(ViTConfig):
 
 
 @dataclass(frozen=True)
-class NaFlexConfig(_FromDict):
+class NaFlexConfig(_FromDict, ImageArgs):
     """timm's ``NaFlexVit`` on NCHW images: ``NaFlexVitCfg`` fields plus ``img_size``, ``in_chans``, ``num_classes``.
 
     ``img_size`` is the size the weights were trained at (timm's pretrained ``input_size``); timm uses it only to
@@ -396,13 +396,9 @@ class NaFlexConfig(_FromDict):
     DEFAULT_ONLY: ClassVar[dict[str, tuple[Any, ...]]] = NAFLEX_DEFAULT_ONLY
     TUPLE_FIELDS: ClassVar[tuple[str, ...]] = ("img_size", "patch_size", "pos_embed_grid_size")
 
+    # patch_size, in_chans, num_classes, embed_dim, depth, num_heads: `ImageArgs` (img_size and global_pool have
+    # other defaults here)
     img_size: int | tuple[int, int] | None = None
-    in_chans: int = 3
-    num_classes: int = 1000
-    patch_size: int | tuple[int, int] = 16
-    embed_dim: int = 768
-    depth: int = 12
-    num_heads: int = 12
     mlp_ratio: float = 4.0
     scale_mlp_norm: bool = False
     qkv_bias: bool = True

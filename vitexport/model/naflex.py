@@ -137,10 +137,7 @@ class NaFlexEmbeds(nn.Module):
 class NaFlexVit(ModelBase):
     """timm's ``NaFlexVit`` on NCHW images: see `NaFlexConfig` for options."""
 
-    output: torch.jit.Final[str]
-    num_prefix_tokens: torch.jit.Final[int]
-    global_pool: torch.jit.Final[str]
-    pool_include_prefix: torch.jit.Final[bool]
+    __constants__ = (*ModelBase.__constants__, "pool_include_prefix")
 
     def __init__(self, config: Optional[NaFlexConfig] = None, **kwargs: Any) -> None:
         super().__init__()

@@ -66,7 +66,19 @@ def apply_rope(x: torch.Tensor, table: torch.Tensor, rotate_half: bool) -> torch
 
 class Float32Table(nn.Module):
     """A RoPE module with one frequency buffer, rebuilt in float32 when the model is cast (timm's ``_apply``):
-    sin and cos stay float32 in a float16 model. A subclass computes it in ``_table``."""
+    sin and cos stay float32 in a float16 model. A subclass computes it in ``_table``. The grid options of timm's
+    tables (``temperature``, ``grid_offset``, ``grid_indexing``, ``rotate_half``) are kept here."""
+
+    __constants__ = ("grid_offset", "xy", "rotate_half")  # TorchScript constants (a subclass adds its own)
+
+    def __init__(self, head_dim: int, temperature: float, grid_offset: float, grid_indexing: str,
+                 rotate_half: bool) -> None:
+        super().__init__()
+        self.head_dim = head_dim
+        self.temperature = float(temperature)
+        self.grid_offset = float(grid_offset)
+        self.xy = grid_indexing == "xy"
+        self.rotate_half = rotate_half
 
     def _table(self) -> torch.Tensor:
         raise NotImplementedError
@@ -82,26 +94,11 @@ class Float32Table(nn.Module):
 class AxialRope(Float32Table):
     """timm ``RotaryEmbeddingCat(in_pixels=False)``: ``forward(gh, gw) -> (gh*gw, 2 * head_dim)``."""
 
-    grid_offset: torch.jit.Final[float]
-    xy: torch.jit.Final[bool]
-    rotate_half: torch.jit.Final[bool]
-    ref_h: torch.jit.Final[int]
-    ref_w: torch.jit.Final[int]
+    __constants__ = (*Float32Table.__constants__, "ref_h", "ref_w")
 
-    def __init__(
-        self,
-        head_dim: int,
-        temperature: float = 10000.0,
-        grid_offset: float = 0.0,
-        grid_indexing: str = "ij",
-        ref_feat_shape: Optional[Tuple[int, int]] = None,
-        rotate_half: bool = False,
-    ) -> None:
-        super().__init__()
-        self.temperature = float(temperature)
-        self.grid_offset = float(grid_offset)
-        self.xy = grid_indexing == "xy"
-        self.rotate_half = rotate_half
+    def __init__(self, head_dim: int, temperature: float = 10000.0, grid_offset: float = 0.0, grid_indexing: str = "ij",
+                 ref_feat_shape: Optional[Tuple[int, int]] = None, rotate_half: bool = False) -> None:
+        super().__init__(head_dim, temperature, grid_offset, grid_indexing, rotate_half)
         self.ref_h, self.ref_w = ref_feat_shape if ref_feat_shape is not None else (0, 0)
         self.num_bands = head_dim // 4
         self.register_buffer("bands", self._table(), persistent=False)  # (head_dim // 4,)
@@ -126,24 +123,9 @@ class AxialRope(Float32Table):
 class DinoV3Rope(Float32Table):
     """timm ``RotaryEmbeddingDinoV3`` (normalize_coords='separate'): ``forward(gh, gw) -> (gh*gw, 2 * head_dim)``."""
 
-    grid_offset: torch.jit.Final[float]
-    xy: torch.jit.Final[bool]
-    rotate_half: torch.jit.Final[bool]
-
-    def __init__(
-        self,
-        head_dim: int,
-        temperature: float = 100.0,
-        grid_offset: float = 0.0,
-        grid_indexing: str = "ij",
-        rotate_half: bool = True,
-    ) -> None:
-        super().__init__()
-        self.head_dim = head_dim
-        self.temperature = float(temperature)
-        self.grid_offset = float(grid_offset)
-        self.xy = grid_indexing == "xy"
-        self.rotate_half = rotate_half
+    def __init__(self, head_dim: int, temperature: float = 100.0, grid_offset: float = 0.0, grid_indexing: str = "ij",
+                 rotate_half: bool = True) -> None:
+        super().__init__(head_dim, temperature, grid_offset, grid_indexing, rotate_half)
         self.register_buffer("periods", self._table(), persistent=False)  # (head_dim // 4,)
 
     def _table(self) -> torch.Tensor:

@@ -4,7 +4,7 @@ Reads top to bottom: patch embedding (pad right/bottom, conv) -> prefix tokens a
 positional embeddings (resampled to the input's grid) -> blocks -> norm -> pool -> head.
 """
 
-# No `from __future__ import annotations` here: TorchScript needs evaluated annotations (torch.jit.Final).
+# No `from __future__ import annotations` here: TorchScript needs evaluated annotations.
 
 import logging
 from typing import Any, Dict, Optional, Tuple
@@ -26,11 +26,7 @@ logger = logging.getLogger(__name__)
 class VisionTransformer(ModelBase):
     """timm's ``VisionTransformer`` restricted to what exports: see `ViTConfig` for options."""
 
-    output: torch.jit.Final[str]
-    dynamic_img_size: torch.jit.Final[bool]
-    no_embed_class: torch.jit.Final[bool]
-    num_prefix_tokens: torch.jit.Final[int]
-    global_pool: torch.jit.Final[str]
+    __constants__ = (*ModelBase.__constants__, "dynamic_img_size", "no_embed_class")
 
     def __init__(self, config: ViTConfig | None = None, **kwargs: Any) -> None:
         super().__init__()
