@@ -11,8 +11,7 @@ import click
 from vitexport.cli.app import cli, echo
 from vitexport.cli.options import ONE_ENGINE, limit_options
 from vitexport.engines import DEFAULT_PROVIDER
-from vitexport.serving.batch.sources import DEFAULT_SHARD_SIZE
-from vitexport.serving.defaults import CPU_RUN_TOKENS, DEFAULT_MAX_BATCH, DEFAULT_TOP_K
+from vitexport.serving.defaults import CPU_RUN_TOKENS, DEFAULT_MAX_BATCH, DEFAULT_SHARD_SIZE, DEFAULT_TOP_K
 
 
 class ProgressLine:

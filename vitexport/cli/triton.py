@@ -6,7 +6,7 @@ import click
 
 from vitexport.cli.app import cli, echo
 from vitexport.security.limits import DEFAULT_MAX_TOKENS
-from vitexport.serving.triton.repository import BACKENDS, DEFAULT_MAX_BATCH_SIZE, KINDS
+from vitexport.serving.defaults import DEFAULT_MAX_BATCH, TRITON_BACKENDS, TRITON_KINDS
 
 
 @cli.command("triton")
@@ -14,14 +14,14 @@ from vitexport.serving.triton.repository import BACKENDS, DEFAULT_MAX_BATCH_SIZE
 @click.option("-o", "--output", "repository", required=True, type=str,
               help="The model repository (created if missing; other models in it are left alone).")
 @click.option("--name", help="Model name in the repository and in URLs (default: the file's stem).")
-@click.option("--backend", type=click.Choice(BACKENDS), default="onnxruntime", show_default=True,
+@click.option("--backend", type=click.Choice(TRITON_BACKENDS), default="onnxruntime", show_default=True,
               help="onnxruntime: Triton runs the graph (GPU deployments); python: Triton's Python backend runs "
                    "vitexport's Predictor (pixel_values or encoded images, as `vitexport serve`).")
-@click.option("--max-batch-size", type=click.IntRange(min=1), default=DEFAULT_MAX_BATCH_SIZE, show_default=True,
+@click.option("--max-batch-size", type=click.IntRange(min=1), default=DEFAULT_MAX_BATCH, show_default=True,
               help="Triton's max_batch_size (a fixed-batch export gets 0 on onnxruntime: Triton does not batch it).")
 @click.option("--instances", type=click.IntRange(min=1), default=1, show_default=True,
               help="Model instances (instance_group count).")
-@click.option("--kind", type=click.Choice(KINDS), default="cpu", show_default=True,
+@click.option("--kind", type=click.Choice(TRITON_KINDS), default="cpu", show_default=True,
               help="Where instances run: KIND_CPU or KIND_GPU (python: ONNX Runtime's CUDA provider).")
 @click.option("--max-tokens", type=click.IntRange(min=1), default=DEFAULT_MAX_TOKENS, show_default=True,
               help="python: refuse images with more patches than this (onnxruntime: Triton does not check).")

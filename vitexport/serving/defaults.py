@@ -20,7 +20,12 @@ DEFAULT_PORT = 8000
 DEFAULT_BATCH_WAIT_MS = 5.0  # how long a server batch waits for more requests
 DEFAULT_MAX_BODY_MB = 64.0  # largest request body (after gzip/deflate)
 DEFAULT_MAX_IMAGES = 256  # most images in one server request (16 engine batches of the default size)
+DEFAULT_SHARD_SIZE = 4096  # `vitexport batch`: images per output shard (the unit of resuming)
+DEFAULT_MAX_IMAGE_BYTES = 256 << 20  # `vitexport batch`: an encoded image read into memory (tar member, Parquet cell)
+TRITON_BACKENDS = ("onnxruntime", "python")  # `vitexport triton --backend`
+TRITON_KINDS = ("cpu", "gpu")  # `vitexport triton --kind`: where Triton runs the instances
 
 __all__ = ["BENCH_BATCH_SIZES", "BENCH_ITERS", "BENCH_WARMUP", "CPU_RUN_TOKENS", "DEFAULT_BATCH_WAIT_MS",
-           "DEFAULT_HOST", "DEFAULT_MAX_BATCH", "DEFAULT_MAX_BODY_MB", "DEFAULT_MAX_IMAGES", "DEFAULT_PORT",
-           "DEFAULT_TOP_K"]
+           "DEFAULT_HOST", "DEFAULT_MAX_BATCH", "DEFAULT_MAX_BODY_MB", "DEFAULT_MAX_IMAGES",
+           "DEFAULT_MAX_IMAGE_BYTES", "DEFAULT_PORT", "DEFAULT_SHARD_SIZE", "DEFAULT_TOP_K", "TRITON_BACKENDS",
+           "TRITON_KINDS"]

@@ -8,6 +8,7 @@ are re-exported from there for code written against earlier versions.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from collections.abc import Callable
@@ -356,17 +357,15 @@ class PredictReport:
 
 
 PREDICT_CHUNK = 64  # images decoded at a time by `predict_files`: memory stays bounded over any folder
+PREDICTOR_OPTIONS = tuple(inspect.signature(Predictor.__init__).parameters)[2:]  # after self and model_path
 
 
 def predict_files(
     model_path: str,
     sources: list[str],
     *,
-    provider: str = DEFAULT_PROVIDER,
-    top_k: int = DEFAULT_TOP_K,
-    max_tokens: int | None = DEFAULT_MAX_TOKENS,
-    max_memory_gb: float | None = DEFAULT_MAX_MEMORY_GB,
     on_result: Callable[[FilePrediction], None] | None = None,
+    **options: Any,
 ) -> PredictReport:
     """Classify the images of ``sources``; an image that cannot be read, decoded or run becomes an entry with
     its ``error``, and the others go on. Sizes over the limits are refused from the header, before decoding.
@@ -378,12 +377,13 @@ def predict_files(
             (`vitexport.serving.batch.sources.open_sources`). A source that does not exist, a glob that matches
             nothing, a file of another kind and sources holding no image at all are `UsageError`s, raised
             before the model loads.
-        provider: the engine, as for `Predictor`.
-        top_k: classes per image.
-        max_tokens: refuse images with more tokens.
-        max_memory_gb: refuse images whose estimated forward pass is larger.
         on_result: called with each entry, in order, as soon as it is known (the CLI prints rows as they come).
+        options: the `Predictor`'s options by name (``provider``, ``top_k``, ``max_tokens``, ``max_memory_gb``,
+            ``threads``, ``max_batch``, ...), checked before the sources are read.
     """
+    if unknown := sorted(set(options) - set(PREDICTOR_OPTIONS)):
+        raise UsageError(f"unknown Predictor option(s) {', '.join(unknown)}; the options are "
+                         f"{', '.join(PREDICTOR_OPTIONS)}")
     from itertools import chain, islice
 
     from vitexport.serving.batch.sources import open_sources
@@ -397,8 +397,7 @@ def predict_files(
                          + (f" ({ignored} other files ignored)" if ignored else "")
                          + "; pass image files, or folders and globs that hold some")
     items = chain([first], items)
-    predictor = Predictor(model_path, provider=provider, top_k=top_k, max_tokens=max_tokens,
-                          max_memory_gb=max_memory_gb)
+    predictor = Predictor(model_path, **options)
     report = PredictReport(str(model_path), predictor.provider, predictor.provider_note, sources=list(sources))
     while chunk := list(islice(items, PREDICT_CHUNK)):
         for entry in _predict_chunk(predictor, chunk):

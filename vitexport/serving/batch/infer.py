@@ -20,7 +20,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -39,7 +39,23 @@ MAX_DECODE_THREADS = 4
 
 @dataclass(frozen=True)
 class BatchOptions:
-    """What a batch job computes and how (`vitexport.batch.run` documents each)."""
+    """What a batch job computes and how: `vitexport.batch.run`'s options, each checked on creation.
+
+    Attributes:
+        top_k: classes per image.
+        logits: also write the logits (models with a head).
+        image_column: the Parquet column of encoded images.
+        shard_size: images per output shard, the unit of resuming (a tar file is one shard).
+        provider: the engine, as for `Predictor`; on Ray, cuda and tensorrt give each actor a GPU.
+        threads: engine threads (per actor on Ray, default 1 there).
+        workers: decoding threads beside the engine (default: up to 4).
+        max_batch: most images of one patch grid in one engine run.
+        max_tokens: refuse images with more tokens (an error row).
+        max_memory_gb: refuse images whose estimated forward pass is larger (an error row).
+        max_image_bytes: refuse larger encoded images from tar and Parquet sources (an error row).
+        run_tokens: most tokens (images x tokens each) in one engine run (None: the `Predictor`'s default, a cap
+            on a CPU and none on a GPU; 0: no cap).
+    """
 
     top_k: int = DEFAULT_TOP_K
     logits: bool = False
@@ -52,7 +68,15 @@ class BatchOptions:
     max_tokens: int | None = DEFAULT_MAX_TOKENS
     max_memory_gb: float | None = DEFAULT_MAX_MEMORY_GB
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
-    run_tokens: int | None = None  # None: the Predictor's default (a cap on a CPU, none on a GPU)
+    run_tokens: int | None = None
+
+    @classmethod
+    def from_kwargs(cls, options: dict[str, Any]) -> BatchOptions:
+        """The options named in ``options`` (the others at their defaults); an unknown name is a `UsageError`."""
+        known = [f.name for f in fields(cls)]
+        if unknown := sorted(set(options) - set(known)):
+            raise UsageError(f"unknown batch option(s) {', '.join(unknown)}; the options are {', '.join(known)}")
+        return cls(**options)
 
     def __post_init__(self) -> None:
         for name in ("top_k", "shard_size", "max_batch", "max_image_bytes"):
@@ -97,14 +121,18 @@ class _Decoded:
 class Worker:
     """One Predictor and its decoding threads; `table` runs a shard. Close it (or use it as a context manager)."""
 
-    def __init__(self, model: str, options: BatchOptions, key_columns: tuple[str, ...] = ("path",)) -> None:
+    def __init__(self, model: str, options: BatchOptions, key_columns: tuple[str, ...] = ("path",),
+                 spin: bool = True) -> None:
+        """``spin``: the engine's idle threads busy-wait between the ops of a run (ONNX Runtime's default):
+        7-15% more images/s here beside the decoding threads (benchmarks/RESULTS.md, "Batch"); off for Ray
+        actors, which may share a node's cores."""
         from vitexport.serving.predictor import Predictor
 
         self.options = options
         self.key_columns = key_columns
         self.predictor = Predictor(model, provider=options.provider, threads=options.threads,
                                    max_batch=options.max_batch, max_tokens=options.max_tokens, top_k=options.top_k,
-                                   spin=False, max_memory_gb=options.max_memory_gb, run_tokens=options.run_tokens)
+                                   spin=spin, max_memory_gb=options.max_memory_gb, run_tokens=options.run_tokens)
         if options.logits and not self.predictor.is_classifier:
             raise UsageError(f"{model!r} has no classification head (it outputs features); drop --logits")
         self.output_shape = self._probe_output()

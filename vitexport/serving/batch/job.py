@@ -15,20 +15,15 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from vitexport._util.errors import ServingPathError, UsageError
-from vitexport.engines import DEFAULT_PROVIDER
-from vitexport.security.limits import DEFAULT_MAX_MEMORY_GB, DEFAULT_MAX_TOKENS
 from vitexport.serving.batch.infer import BatchOptions, Worker
 from vitexport.serving.batch.output import OutputFolder, ShardInfo, file_sha256
 from vitexport.serving.batch.sources import (
-    DEFAULT_MAX_IMAGE_BYTES,
-    DEFAULT_SHARD_SIZE,
     Source,
     all_shards,
     key_columns,
     open_sources,
     source_paths,
 )
-from vitexport.serving.defaults import DEFAULT_MAX_BATCH, DEFAULT_TOP_K
 
 logger = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 0.1
@@ -122,23 +117,12 @@ def run(
     sources: str | Sequence[str],
     output: str,
     *,
-    top_k: int = DEFAULT_TOP_K,
-    logits: bool = False,
-    image_column: str = "image",
-    shard_size: int = DEFAULT_SHARD_SIZE,
     force: bool = False,
-    provider: str = DEFAULT_PROVIDER,
-    threads: int | None = None,
-    workers: int | None = None,
-    max_batch: int = DEFAULT_MAX_BATCH,
-    run_tokens: int | None = None,
-    max_tokens: int | None = DEFAULT_MAX_TOKENS,
-    max_memory_gb: float | None = DEFAULT_MAX_MEMORY_GB,
-    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
     ray: bool = False,
     address: str | None = None,
     replicas: int | None = None,
     progress: Callable[[Progress], None] | None = None,
+    **options: Any,
 ) -> Summary:
     """Run an exported model over every image of some sources into a folder of Parquet shards (`vitexport batch`).
 
@@ -151,44 +135,34 @@ def run(
         model: an .onnx file exported by vitexport.
         sources: folders, globs, list files, images, Parquet files, tar shards (`vitexport.serving.batch.sources`).
         output: the output folder (new, empty, or this job's).
-        top_k: classes per image.
-        logits: also write the logits (models with a head).
-        image_column: the Parquet column of encoded images.
-        shard_size: images per output shard, the unit of resuming (a tar file is one shard).
         force: start over, replacing this layout's files in ``output``.
-        provider: the engine, as for `Predictor`; on Ray, cuda and tensorrt give each actor a GPU.
-        threads: engine threads (per actor on Ray, default 1 there).
-        workers: decoding threads beside the engine (default: up to 4).
-        max_batch: most images of one patch grid in one engine run.
-        run_tokens: most tokens (images x tokens each) in one engine run (`Predictor`; None: its default).
-        max_tokens: refuse images with more tokens (an error row).
-        max_memory_gb: refuse images whose estimated forward pass is larger (an error row).
-        max_image_bytes: refuse larger encoded images from tar and Parquet sources (an error row).
         ray: run on a new local Ray instance.
         address: run on the Ray cluster at this address.
         replicas: Ray actors, each holding one Predictor (default: the cluster's CPUs over ``threads``).
         progress: called with a `Progress` at most every 0.1 s and after each shard.
+        options: what each image gets and how it runs, by the names of `BatchOptions`'s fields (``top_k``,
+            ``logits``, ``image_column``, ``shard_size``, ``provider``, ``threads``, ``workers``, ``max_batch``,
+            ``run_tokens``, ``max_tokens``, ``max_memory_gb``, ``max_image_bytes``), documented there.
     """
-    options = BatchOptions(top_k, logits, image_column, shard_size, provider, threads, workers, max_batch,
-                           max_tokens, max_memory_gb, max_image_bytes, run_tokens)
+    opts = BatchOptions.from_kwargs(options)
     _check_modes(ray, address, replicas)
     from vitexport._util.extras import require_extra
 
     require_extra("batch", "`vitexport batch`")
-    srcs = open_sources([sources] if isinstance(sources, (str, os.PathLike)) else list(sources), image_column,
-                        max_image_bytes)
+    srcs = open_sources([sources] if isinstance(sources, (str, os.PathLike)) else list(sources), opts.image_column,
+                        opts.max_image_bytes)
     keys = key_columns(srcs)
     if ray or address:
         from vitexport.serving.batch.on_ray import run_on_ray
 
-        return run_on_ray(model, srcs, output, options, keys, force=force, address=address, replicas=replicas,
+        return run_on_ray(model, srcs, output, opts, keys, force=force, address=address, replicas=replicas,
                           progress=progress)
-    with Worker(model, options, keys) as worker:
+    with Worker(model, opts, keys) as worker:
         p = worker.predictor
-        out = OutputFolder(output, job_description(model, srcs, options, keys), force)
+        out = OutputFolder(output, job_description(model, srcs, opts, keys), force)
         with out:
-            tracker = Tracker(progress, *(_totals(srcs, shard_size) if progress else (None, None)))
-            count = run_shards(srcs, options, out, tracker, worker.table)
+            tracker = Tracker(progress, *(_totals(srcs, opts.shard_size) if progress else (None, None)))
+            count = run_shards(srcs, opts, out, tracker, worker.table)
         return summarize(out, tracker, count, "local", p.provider, p.provider_note, srcs)
 
 

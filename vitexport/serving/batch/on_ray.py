@@ -62,7 +62,7 @@ class ShardActor:
     def __init__(self, model: str, options: BatchOptions, keys: tuple[str, ...], cwd: str) -> None:
         if os.path.isdir(cwd):
             os.chdir(cwd)  # relative image paths mean what they meant to the driver
-        self.worker = Worker(model, options, keys)
+        self.worker = Worker(model, options, keys, spin=False)  # actors may share a node's cores
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import pyarrow as pa

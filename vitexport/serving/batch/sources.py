@@ -37,14 +37,13 @@ from pathlib import Path
 from typing import Any
 
 from vitexport._util.errors import FileKindError, ImagePathError, InputError, UsageError, one_line
+from vitexport.serving.defaults import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_SHARD_SIZE
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
                             ".pgm", ".pbm", ".pnm"})
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 PARQUET_SUFFIX = ".parquet"
 KEY_COLUMNS = ("path", "member", "row")
-DEFAULT_SHARD_SIZE = 4096  # images per output shard (the unit of resuming)
-DEFAULT_MAX_IMAGE_BYTES = 256 << 20  # an encoded image read into memory (tar member, Parquet cell)
 LIST_LINE_LIMIT = 4096  # characters of one path in a list file
 PARQUET_READ_ROWS = 64  # rows of a Parquet file decoded at a time
 SOURCE_KINDS = "a folder, a glob, a text file listing image paths, an image, Parquet files or tar shards"

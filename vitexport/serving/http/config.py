@@ -51,6 +51,11 @@ def default_model_name(model_path: str) -> str:
     return Path(model_path).name.split(".")[0]
 
 
+def _arg(default: Any, help_text: str) -> Any:
+    """An `AppArgs` field: its default and the help of the `vitexport serve` option that sets it."""
+    return field(default=default, metadata={"help": help_text})
+
+
 @dataclass(frozen=True)
 class AppArgs:
     """What each replica needs (the config file's ``args``): the model and the service's limits; checked on
@@ -58,14 +63,18 @@ class AppArgs:
 
     model: str
     name: str
-    provider: str = DEFAULT_PROVIDER
-    threads: int | None = None
-    max_batch: int = DEFAULT_MAX_BATCH
-    batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS
-    max_tokens: int = DEFAULT_MAX_TOKENS
-    max_body_mb: float = DEFAULT_MAX_BODY_MB
-    token_file: str | None = None
-    max_images: int = DEFAULT_MAX_IMAGES
+    # each field's default and help are `vitexport serve`'s (its --provider, --threads, ... options read them)
+    provider: str = _arg(DEFAULT_PROVIDER, "Engine of each replica, as for predict (auto: CUDA when usable, else cpu).")
+    threads: int | None = _arg(None, "Engine intra-op threads per replica.")
+    max_batch: int = _arg(DEFAULT_MAX_BATCH, "Most images of one size in one engine run, across concurrent requests.")
+    batch_wait_ms: float = _arg(DEFAULT_BATCH_WAIT_MS, "How long a batch waits for more requests.")
+    max_tokens: int = _arg(DEFAULT_MAX_TOKENS, "Refuse images with more patches than this (also caps the pixels of "
+                                               "an encoded image).")
+    max_body_mb: float = _arg(DEFAULT_MAX_BODY_MB, "Refuse request bodies (after gzip/deflate) over this size.")
+    token_file: str | None = _arg(None, "Require 'Authorization: Bearer <token>' (the file's content) except on "
+                                        "/v2/health.")
+    max_images: int = _arg(DEFAULT_MAX_IMAGES, "Refuse requests with more images (pixel_values batch or encoded "
+                                               "images) than this.")
 
     def __post_init__(self) -> None:
         check_model_name(self.name)

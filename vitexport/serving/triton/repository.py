@@ -30,12 +30,12 @@ from typing import Any
 
 from vitexport._util.errors import CheckpointError, UsageError
 from vitexport.security.limits import DEFAULT_MAX_TOKENS
+from vitexport.serving.defaults import TRITON_BACKENDS, TRITON_KINDS
 from vitexport.serving.http.config import AppArgs
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("onnxruntime", "python")
-KINDS = ("cpu", "gpu")
+BACKENDS, KINDS = TRITON_BACKENDS, TRITON_KINDS
 VERSION = "1"
 LABELS_FILE = "labels.txt"
 IMAGE_INPUT = "image"
