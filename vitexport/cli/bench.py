@@ -9,16 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from vitexport.cli.app import cli, echo
-from vitexport.cli.options import (
-    batches_text,
-    check_source,
-    fmt_hw,
-    limit_options,
-    model_source,
-    parse_batches,
-    parse_sizes,
-    preset_options,
-)
+from vitexport.cli.options import check_source, fmt_hw, limit_options, model_source, preset_options, sweep_options
 from vitexport.engines import DEFAULT_PROVIDER, PROVIDER_CHOICES
 from vitexport.serving.defaults import BENCH_BATCH_SIZES, BENCH_ITERS, BENCH_WARMUP
 
@@ -31,8 +22,7 @@ if TYPE_CHECKING:
 @preset_options
 @click.option("--config", "config", type=str, help="With --preset: overrides of its options (a JSON file, or the JSON "
                                                     "object itself), e.g. '{\"depth\": 2}'.")
-@click.option("--sizes", callback=parse_sizes, help="Comma-separated HxW list (default: native and two odd sizes).")
-@click.option("--batch-sizes", default=batches_text(BENCH_BATCH_SIZES), show_default=True, callback=parse_batches)
+@sweep_options(BENCH_BATCH_SIZES, "native and two odd sizes")
 @click.option("--provider", type=click.Choice(PROVIDER_CHOICES), default=DEFAULT_PROVIDER, show_default=True,
               help="Engine to time, or all: every usable serving engine (ONNX Runtime, OpenVINO) side by side, "
                    "interleaved.")

@@ -5,10 +5,8 @@ from __future__ import annotations
 import contextlib
 import math
 import re
-import shlex
-import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +107,18 @@ def batches_text(batches: tuple[int, ...]) -> str:
     return ",".join(str(b) for b in batches)
 
 
+def sweep_options(batches: tuple[int, ...], sizes: str) -> Callable[[Any], Any]:
+    """--sizes HxW,... and --batch-sizes N,... for the commands that sweep a model (verify, bench): ``batches``
+    is the library's default, ``sizes`` says what runs without --sizes."""
+
+    def add(fn: Any) -> Any:
+        fn = click.option("--batch-sizes", default=batches_text(batches), show_default=True,
+                          callback=parse_batches)(fn)
+        return click.option("--sizes", callback=parse_sizes, help=f"Comma-separated HxW list (default: {sizes}).")(fn)
+
+    return add
+
+
 def tolerance_text(value: float) -> str:
     """A tolerance as help text writes it, in scientific notation: 2e-05 -> '2e-5', 0.005 -> '5e-3'."""
     mantissa, exponent = f"{value:e}".split("e")
@@ -121,6 +131,8 @@ def fmt_hw(hw: Any) -> str:
 
 def command_line(*args: Any) -> str:
     """A vitexport command line to print for the user to run, each argument quoted for the shell."""
+    import shlex
+
     return " ".join(["vitexport", *(shlex.quote(str(a)) for a in args)])
 
 
@@ -156,6 +168,8 @@ def model_source(model_path: str | None, preset: str | None, random_weights: boo
     if preset is None:
         yield model_path
         return
+    import tempfile
+
     from vitexport.export.pipeline import export_preset
     from vitexport.model.config import preset_key
 

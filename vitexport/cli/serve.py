@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import fields
+from typing import Any
 
 import click
 
 from vitexport.cli.app import cli, echo
 from vitexport.cli.options import ONE_ENGINE, FiniteRange
-from vitexport.engines import DEFAULT_PROVIDER
-from vitexport.security.limits import DEFAULT_MAX_TOKENS
-from vitexport.serving.defaults import (
-    DEFAULT_BATCH_WAIT_MS,
-    DEFAULT_HOST,
-    DEFAULT_MAX_BATCH,
-    DEFAULT_MAX_BODY_MB,
-    DEFAULT_MAX_IMAGES,
-    DEFAULT_PORT,
-)
+from vitexport.serving.defaults import DEFAULT_HOST, DEFAULT_PORT
+from vitexport.serving.http.config import AppArgs
+
+
+def app_option(name: str, **kwargs: Any) -> Any:
+    """The option that sets `AppArgs`'s field ``name``, with that field's default and help (one place for both)."""
+    spec = {f.name: f for f in fields(AppArgs)}[name]
+    return click.option(f"--{name.replace('_', '-')}", default=spec.default, show_default=spec.default is not None,
+                        help=spec.metadata["help"], **kwargs)
 
 
 def _print_started(started, options, began: float) -> None:
@@ -52,21 +53,14 @@ def _print_started(started, options, began: float) -> None:
 @click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True)
 @click.option("--replicas", type=click.IntRange(min=1), help="Replicas of the model (default 1).")
 @click.option("--autoscale", metavar="MIN:MAX", help="Autoscale between MIN and MAX replicas instead of --replicas.")
-@click.option("--provider", type=click.Choice(ONE_ENGINE), default=DEFAULT_PROVIDER,
-              show_default=True, help="Engine of each replica, as for predict (auto: CUDA when usable, else cpu).")
-@click.option("--threads", type=click.IntRange(min=1), help="Engine intra-op threads per replica.")
-@click.option("--max-batch", type=click.IntRange(min=1), default=DEFAULT_MAX_BATCH, show_default=True,
-              help="Most images of one size in one engine run, across concurrent requests.")
-@click.option("--batch-wait-ms", type=FiniteRange(min=0), default=DEFAULT_BATCH_WAIT_MS, show_default=True,
-              help="How long a batch waits for more requests.")
-@click.option("--max-tokens", type=click.IntRange(min=1), default=DEFAULT_MAX_TOKENS, show_default=True,
-              help="Refuse images with more patches than this (also caps the pixels of an encoded image).")
-@click.option("--max-body-mb", type=FiniteRange(min=0, min_open=True), default=DEFAULT_MAX_BODY_MB,
-              show_default=True,
-              help="Refuse request bodies (after gzip/deflate) over this size.")
-@click.option("--max-images", type=click.IntRange(min=1), default=DEFAULT_MAX_IMAGES, show_default=True,
-              help="Refuse requests with more images (pixel_values batch or encoded images) than this.")
-@click.option("--token-file", help="Require 'Authorization: Bearer <token>' (the file's content) except on /v2/health.")
+@app_option("provider", type=click.Choice(ONE_ENGINE))
+@app_option("threads", type=click.IntRange(min=1))
+@app_option("max_batch", type=click.IntRange(min=1))
+@app_option("batch_wait_ms", type=FiniteRange(min=0))
+@app_option("max_tokens", type=click.IntRange(min=1))
+@app_option("max_body_mb", type=FiniteRange(min=0, min_open=True))
+@app_option("max_images", type=click.IntRange(min=1))
+@app_option("token_file")
 @click.option("--address", help="Deploy to this Ray cluster (e.g. 10.0.0.5:6379, auto) and leave it running there.")
 @click.option("--grpc-port", type=click.IntRange(1, 65535),
               help="Also serve the protocol over gRPC (inference.GRPCInferenceService) on this port.")
@@ -84,7 +78,6 @@ def serve_cmd(model_path, name, host, port, replicas, autoscale, provider, threa
     import logging
 
     from vitexport.serving.http.config import (
-        AppArgs,
         Scaling,
         ServeOptions,
         check_model_name,

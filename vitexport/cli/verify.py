@@ -9,14 +9,12 @@ import click
 
 from vitexport.cli.app import CliError, cli, echo
 from vitexport.cli.options import (
-    batches_text,
     check_source,
     fmt_hw,
     limit_options,
     model_source,
-    parse_batches,
-    parse_sizes,
     preset_options,
+    sweep_options,
     tolerance_text,
 )
 from vitexport.engines import DEFAULT_PROVIDER, PROVIDER_CHOICES
@@ -66,8 +64,7 @@ def _case_line(c: CaseResult) -> str:
 @click.option("--provider", type=click.Choice(PROVIDER_CHOICES), default=DEFAULT_PROVIDER, show_default=True,
               help="Engine: ONNX Runtime (auto: CUDA when usable, else cpu; cuda; tensorrt), openvino (CPU, f32), "
                    "reference (ONNX's reference evaluator, a reduced sweep), or all of them, compared.")
-@click.option("--sizes", callback=parse_sizes, help="Comma-separated HxW list (default: a sweep from the model).")
-@click.option("--batch-sizes", default=batches_text(DEFAULT_BATCH_SIZES), show_default=True, callback=parse_batches)
+@sweep_options(DEFAULT_BATCH_SIZES, "a sweep from the model")
 @click.option("--atol", type=float, help=_tolerance_help("Absolute", 0))
 @click.option("--rtol", type=float, help=_tolerance_help("Relative", 1))
 @click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True)

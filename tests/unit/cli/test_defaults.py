@@ -20,7 +20,8 @@ from vitexport.verify.sweep import verify
 
 
 def option(command: str, name: str) -> click.Option:
-    return next(p for p in cli.commands[command].params if p.name == name)
+    cmd = cli.get_command(click.Context(cli), command)
+    return next(p for p in cmd.params if p.name == name)
 
 
 def default_of(fn, name: str):
@@ -66,3 +67,33 @@ def test_tolerance_help_is_read_from_the_table() -> None:
                 f"fp16 {tolerance_text(TOLERANCES['float16'][index])})") in text, text
     assert option("verify", "atol").help == "Absolute tolerance (default by dtype: fp32 2e-5, fp16 5e-3)."
     assert [tolerance_text(v) for v in (2e-5, 1e-4, 5e-3, 2.5e-5, 0.1)] == ["2e-5", "1e-4", "5e-3", "2.5e-5", "1e-1"]
+
+
+def test_serve_options_are_the_app_args_fields() -> None:
+    """Each `vitexport serve` option that sets an `AppArgs` field takes that field's default and help: a Ray
+    config written by hand and the command line start from the same values and say the same about them."""
+    import dataclasses
+
+    fields = {f.name: f for f in dataclasses.fields(AppArgs) if f.metadata.get("help")}
+    assert set(fields) == {"provider", "threads", "max_batch", "batch_wait_ms", "max_tokens", "max_body_mb",
+                           "token_file", "max_images"}
+    for name, spec in fields.items():
+        opt = option("serve", name)
+        assert (opt.default, opt.help) == (spec.default, spec.metadata["help"]), name
+        assert opt.show_default == (spec.default is not None), name
+
+
+def test_batch_and_predict_files_take_the_options_of_what_they_run(tmp_path) -> None:
+    """`vitexport.batch.run(**options)` takes `BatchOptions`'s fields and `predict_files(**options)` the
+    Predictor's, by name: an unknown name is a one-line usage error naming the known ones, before any work."""
+    from vitexport._util.errors import UsageError
+    from vitexport.batch import run
+    from vitexport.serving.batch.infer import BatchOptions
+    from vitexport.serving.predictor import predict_files
+
+    with pytest.raises(UsageError, match=r"unknown batch option\(s\) max_bach; the options are top_k, logits"):
+        run("missing.onnx", str(tmp_path), str(tmp_path / "out"), max_bach=4)
+    assert not (tmp_path / "out").exists()
+    assert BatchOptions.from_kwargs({"max_batch": 4, "run_tokens": 0}) == BatchOptions(max_batch=4, run_tokens=0)
+    with pytest.raises(UsageError, match=r"unknown Predictor option\(s\) topk; the options are provider, threads"):
+        predict_files("missing.onnx", [str(tmp_path)], topk=3)
