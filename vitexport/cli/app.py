@@ -6,7 +6,7 @@ Library errors become one-line messages here and only here; exit codes (docs/des
 
 from __future__ import annotations
 
-import logging
+import importlib
 import os
 import sys
 from typing import Any
@@ -28,11 +28,21 @@ def echo(message: Any = "", *, err: bool = False, nl: bool = True, block: bool =
     click.echo("\r" + text if rewind else text, err=err, nl=nl)
 
 
-class SafeFormatter(logging.Formatter):
-    """Log lines as `echo` prints: the message escaped (`safe_text`); a traceback (--debug) is left as it is."""
+def _setup_logging(level_name: str) -> None:
+    """Log to stderr at ``level_name``, lines as `echo` prints: the message escaped (`safe_text`); a traceback
+    (--debug) is left as it is. (logging is imported here, not at startup: `vitexport --help` never logs.)"""
+    import logging
 
-    def formatMessage(self, record: logging.LogRecord) -> str:
-        return safe_text(super().formatMessage(record))
+    class SafeFormatter(logging.Formatter):
+        def formatMessage(self, record: logging.LogRecord) -> str:
+            return safe_text(super().formatMessage(record))
+
+    level = getattr(logging, level_name)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(SafeFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
+    # Library warnings (e.g. an assumed head count) reach the user; third-party chatter does not.
+    logging.getLogger("vitexport").setLevel(level)
 
 
 class CliError(click.ClickException):
@@ -46,7 +56,53 @@ class CliError(click.ClickException):
         return safe_text(self.message)  # "Error: ..." is one line, whatever a file put into the message
 
 
+# Each command: the module of vitexport.cli that defines it, and its line in `vitexport --help`. The listing is
+# printed from here, so `vitexport --help` imports no command's module, and running a command imports only its own
+# (startup is part of the interface: `benchmarks/startup_bench.py`). A command missing here cannot be defined.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "batch": ("batch", "Run a model over a dataset into Parquet shards (resumable)."),
+    "bench": ("bench", "Latency and images/s per size and batch, per engine."),
+    "info": ("info", "Describe a checkpoint or an exported ONNX/TorchScript model."),
+    "onnx": ("export", "Export a checkpoint or preset to ONNX (dynamic batch, H, W)."),
+    "predict": ("predict", "Classify images of any size with an exported ONNX model."),
+    "presets": ("export", "List the named architectures (timm's model names)."),
+    "quantize": ("export", "Quantize an exported model's MatMul weights to int8 (CPU)."),
+    "serve": ("serve", "Serve a model over HTTP (Open Inference Protocol) on Ray Serve."),
+    "torchscript": ("export", "Export a checkpoint or preset to TorchScript (dynamic shapes)."),
+    "triton": ("triton", "Write a Triton model repository for an exported ONNX model."),
+    "verify": ("verify", "Prove a runtime matches PyTorch at many resolutions."),
+}
+
+
 class VitexportGroup(click.Group):
+    """The command group: commands listed from `COMMANDS` and imported when used; library errors as one line."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands and name in COMMANDS:
+            importlib.import_module(f"vitexport.cli.{COMMANDS[name][0]}")  # its decorator registers it
+        return super().get_command(ctx, name)
+
+    def command(self, *args: Any, **kwargs: Any) -> Any:
+        """`click.Group.command`, with the command's line in the listing taken from `COMMANDS`."""
+        decorate = super().command(*args, **kwargs)
+
+        def register(fn: Any) -> click.Command:
+            cmd = decorate(fn)
+            if cmd.name not in COMMANDS:
+                self.commands.pop(cmd.name, None)
+                raise RuntimeError(f"command {cmd.name!r} is not in vitexport.cli.app.COMMANDS; add it there")
+            cmd.short_help = COMMANDS[cmd.name][1]
+            return cmd
+
+        return register
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, COMMANDS[name][1]) for name in self.list_commands(ctx)])
+
     def invoke(self, ctx: click.Context) -> Any:
         from vitexport._util.interrupt import signals_as_exit
 
@@ -100,11 +156,6 @@ def _map_unexpected(exc: Exception) -> tuple[str, int]:
 @click.pass_context
 def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
     """Export dynamic-pad Vision Transformers to ONNX/TorchScript, verify and serve them."""
-    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(SafeFormatter("%(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=level, handlers=[handler])
-    # Library warnings (e.g. an assumed head count) reach the user; third-party chatter does not.
-    logging.getLogger("vitexport").setLevel(level)
+    _setup_logging("DEBUG" if debug else "INFO" if verbose else "WARNING")
     ctx.obj = {"debug": debug}
 
