@@ -10,6 +10,11 @@ inference phases in one process.
     python -m benchmarks.startup_bench            # 15 runs each (about a minute)
     python -m benchmarks.startup_bench --quick    # 3 runs each, smoke test
     python -m benchmarks.startup_bench --exe /tmp/serve-venv/bin/vitexport   # an installed console script
+    python -m benchmarks.startup_bench --baseline b4b3603^   # also the package at a git revision, interleaved
+
+``--baseline REV`` unpacks ``vitexport/`` at that revision (``git archive``) and times its ``--help`` and
+``info`` in the same rounds (same interpreter, same installed packages, PYTHONPATH set to each tree), then
+prints this checkout's time over the baseline's: "at least as fast as before" measured in one run.
 
 Targets (issue 13): ``--help`` under 0.15 s, ``info model.onnx`` under 0.5 s; predict dominated by the session.
 Without ``--model`` the digits sample is exported first (needs the export extra).
@@ -18,10 +23,12 @@ Without ``--model`` the digits sample is exported first (needs the export extra)
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -43,18 +50,30 @@ print(f"{{(t1 - t0) * 1e3:.1f}} {{(t2 - t1) * 1e3:.1f}} {{(t3 - t2) * 1e3:.1f}}"
 """
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+def _env(root: Path = ROOT) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
 
 
 def _cli(exe: str | None) -> list[str]:
     return [exe] if exe else [sys.executable, "-c", "from vitexport.cli import main; main()"]
 
 
-def _time(cmd: list[str]) -> float:
+def _time(cmd: list[str], root: Path = ROOT) -> float:
     start = time.perf_counter()
-    subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, env=_env())
+    # run in ``root``: `python -c` puts the current folder first on sys.path, before PYTHONPATH
+    subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, env=_env(root), cwd=root)
     return time.perf_counter() - start
+
+
+def _baseline(rev: str, folder: Path) -> Path:
+    """The ``vitexport`` package at git revision ``rev``, unpacked under ``folder`` (returned: its parent)."""
+    out = folder / "baseline"
+    out.mkdir()
+    data = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", rev, "vitexport"], check=True,
+                          capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        tar.extractall(out, filter="data")
+    return out
 
 
 def _export_sample(folder: Path) -> Path:
@@ -75,14 +94,25 @@ def _commands(model: Path, exe: str | None) -> dict[str, list[str]]:
     }
 
 
-def _table(commands: dict[str, list[str]], runs: int) -> None:
-    times: dict[str, list[float]] = {name: [] for name in commands}
+def _table(commands: dict[str, list[str]], runs: int, baseline: tuple[str, Path] | None = None) -> None:
+    """Every command (and, with ``baseline``, --help and info of that tree too) once a round, ``runs`` rounds."""
+    jobs = {name: (cmd, ROOT) for name, cmd in commands.items()}
+    if baseline is not None:
+        for name in ("vitexport --help", "vitexport info model.onnx"):
+            jobs[f"{name} @ {baseline[0]}"] = (commands[name], baseline[1])
+    times: dict[str, list[float]] = {name: [] for name in jobs}
     for _ in range(runs):
-        for name, cmd in commands.items():
-            times[name].append(_time(cmd))
-    print(f"{'command':32s} {'best s':>8s} {'median s':>9s}   ({runs} interleaved runs each)")
+        for name, (cmd, root) in jobs.items():
+            times[name].append(_time(cmd, root))
+    width = max(32, *(len(n) for n in jobs))
+    print(f"{'command':{width}s} {'best s':>8s} {'median s':>9s}   ({runs} interleaved runs each)")
     for name, values in times.items():
-        print(f"{name:32s} {min(values):8.3f} {statistics.median(values):9.3f}")
+        print(f"{name:{width}s} {min(values):8.3f} {statistics.median(values):9.3f}")
+    if baseline is not None:
+        for name in ("vitexport --help", "vitexport info model.onnx"):
+            now, then = times[name], times[f"{name} @ {baseline[0]}"]
+            print(f"{name}: this checkout / {baseline[0]} = {min(now) / min(then):.2f} (best), "
+                  f"{statistics.median(now) / statistics.median(then):.2f} (median)")
 
 
 def _importtime(commands: dict[str, list[str]], top: int) -> None:
@@ -122,13 +152,16 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--top", type=int, default=8, help="imports listed per command")
     parser.add_argument("--quick", action="store_true", help="3 runs, 4 imports: a smoke test")
+    parser.add_argument("--baseline", metavar="REV", help="also time --help and info of the package at this git "
+                                                          "revision, interleaved, and print the ratios")
     args = parser.parse_args()
     runs, top = (3, 4) if args.quick else (args.runs, args.top)
     with tempfile.TemporaryDirectory() as folder:
         model = args.model or _export_sample(Path(folder))
         commands = _commands(model, args.exe)
         print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs; model {model.name}")
-        _table(commands, runs)
+        baseline = (args.baseline, _baseline(args.baseline, Path(folder))) if args.baseline else None
+        _table(commands, runs, baseline)
         _importtime(commands, top)
         _phases(model, runs)
 

@@ -20,7 +20,6 @@ from typing import Any, ClassVar
 
 from vitexport._util.errors import ConfigError, ConfigPathError
 from vitexport._util.safejson import MAX_JSON_BYTES, parse_json
-from vitexport.model.family_presets import FAMILY_PRESETS
 from vitexport.model.names import (  # noqa: F401 - re-exported
     DEFAULT_RESAMPLE,
     DIFFERENTIAL,
@@ -34,9 +33,24 @@ from vitexport.model.names import (  # noqa: F401 - re-exported
     layer_names,
     vit_layer_names,
 )
-from vitexport.model.presets import PRESETS
 
 logger = logging.getLogger(__name__)
+
+
+def _tables() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The generated preset tables (`vitexport.model.presets`, `vitexport.model.family_presets`), imported on first
+    use: 17 ms of `vitexport info`'s startup otherwise, which reads a config but names no preset."""
+    from vitexport.model.family_presets import FAMILY_PRESETS
+    from vitexport.model.presets import PRESETS
+
+    return PRESETS, FAMILY_PRESETS
+
+
+def __getattr__(name: str) -> Any:
+    """``PRESETS`` and ``FAMILY_PRESETS``, re-exported lazily (`_tables`)."""
+    if name in ("PRESETS", "FAMILY_PRESETS"):
+        return _tables()[name == "FAMILY_PRESETS"]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 GLOBAL_POOLS = ("token", "avg", "max", "avgmax", "map", "")
 # Layer choices are names (timm passes classes), declared in vitexport.model.names.LAYERS and registered by the
@@ -388,6 +402,7 @@ def preset_entry(name: str) -> tuple[str, dict[str, Any]]:
     (`vitexport.model.presets`) or one of eva.py, deit.py, naflexvit.py (`vitexport.model.family_presets`);
     suggests the closest name on a miss."""
     key = preset_key(name)
+    PRESETS, FAMILY_PRESETS = _tables()
     if key in PRESETS:
         return "vit", dict(PRESETS[key])
     if key in FAMILY_PRESETS:
@@ -403,6 +418,7 @@ def preset_entry(name: str) -> tuple[str, dict[str, Any]]:
 def presets_of_class(kind: str) -> dict[str, dict[str, Any]]:
     """Every preset of model class ``kind`` (`vitexport.model.names.MODEL_CLASSES`) and its timm keyword arguments;
     the plain ViTs include deit.py's plain DeiTs."""
+    PRESETS, FAMILY_PRESETS = _tables()
     found = {name: dict(entry["args"]) for name, entry in FAMILY_PRESETS.items() if entry["class"] == kind}
     return {**({k: dict(v) for k, v in PRESETS.items()} if kind == "vit" else {}), **found}
 

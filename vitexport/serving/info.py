@@ -242,12 +242,13 @@ def describe_artifact(path: str | os.PathLike[str], kind: str | None = None) -> 
     """
     from vitexport.onnx.metadata import check_metadata
     from vitexport.security.sniff import sniff
-    from vitexport.security.torchscript_policy import read_metadata
 
     kind = kind or sniff(path).kind
     if kind == "onnx":
         return describe_onnx(path)
     if kind == "torchscript":
+        from vitexport.security.torchscript_policy import read_metadata
+
         p = Path(path)
         metadata = check_metadata(read_metadata(p), repr(str(p)))  # never loaded: metadata only
         return ArtifactInfo("torchscript", str(p), p.stat().st_size, metadata)

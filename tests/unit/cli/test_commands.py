@@ -65,3 +65,18 @@ def test_an_unknown_command_is_a_usage_error() -> None:
 
     result = CliRunner().invoke(cli, ["expor"])
     assert result.exit_code == 2 and "No such command 'expor'" in result.output
+
+
+def test_info_on_an_onnx_file_loads_only_what_it_reads(sample_onnx) -> None:
+    """`vitexport info model.onnx` imports neither the generated preset tables (17 ms) nor the TorchScript policy
+    (12 ms) nor another command's module: what kept it as fast as before the stage folders
+    (benchmarks/RESULTS.md, "Startup")."""
+    snippet = ("import sys; from vitexport.cli import main; sys.argv = ['vitexport', 'info', sys.argv[1]]\n"
+               "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+               "print('LOADED', sorted(m for m in sys.modules if m in ('vitexport.model.presets', "
+               "'vitexport.model.family_presets', 'vitexport.security.torchscript_policy', 'torch', 'onnx') "
+               "or (m.startswith('vitexport.cli.') and m not in ('vitexport.cli.app', 'vitexport.cli.info', "
+               "'vitexport.cli.options'))))")
+    r = subprocess.run([sys.executable, "-c", snippet, str(sample_onnx)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "resampling" in r.stdout and r.stdout.splitlines()[-1] == "LOADED []", r.stdout
