@@ -42,6 +42,7 @@ def check_against_predict(model: Path, folder: Path, good: list[str], output: Pa
     return summary
 
 
+@pytest.mark.slow  # `vitexport batch` and `predict` in fresh processes, twice
 def test_batch_equals_predict_and_resumes_without_recomputing(sample_onnx: Path, tmp_path: Path) -> None:
     good = digit_folder(tmp_path / "digits", {20: 30, 28: 30, 33: 25, 40: 20})
     out = tmp_path / "out"
@@ -67,6 +68,7 @@ def test_two_thousand_held_out_digits_equal_predict(sample_onnx: Path, tmp_path:
     check_against_predict(sample_onnx, tmp_path / "digits", good, tmp_path / "out", "--shard-size", "256")
 
 
+@pytest.mark.slow  # a real SIGINT to a running `vitexport batch`, then a rerun
 def test_ctrl_c_leaves_whole_shards_and_the_rerun_finishes_the_job(sample_onnx: Path, tmp_path: Path) -> None:
     good = digit_folder(tmp_path / "digits", {28: 450, 36: 300})
     out = tmp_path / "out"
@@ -109,6 +111,7 @@ def test_usage_errors_are_one_line_and_exit_2(sample_onnx: Path, tmp_path: Path,
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow  # `vitexport batch` in a fresh process on a pseudo-terminal
 def test_progress_line_on_a_terminal_only(sample_onnx: Path, tmp_path: Path) -> None:
     digit_folder(tmp_path / "digits", {28: 60})
     leader, follower = pty.openpty()

@@ -26,11 +26,16 @@ from tests.helpers.batch import (
 )
 from tests.helpers.serving import VITEXPORT, ProcessTree, env
 
-pytest.importorskip("ray.data", reason="Ray Data is not installed (pip install 'vitexport[batch]')")
-pytest.importorskip("pyarrow", reason="vitexport batch needs pyarrow (pip install 'vitexport[batch]')")
 if not sys.platform.startswith("linux"):
     pytest.skip("these tests track Ray's processes through /proc (Linux only)", allow_module_level=True)
 pytestmark = [pytest.mark.serve, pytest.mark.slow, pytest.mark.timeout(600)]  # Ray starts: slow under load
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _ray_data() -> None:
+    """Imported when a test runs, not when the quick subset collects this module (every test here is slow)."""
+    pytest.importorskip("ray.data", reason="Ray Data is not installed (pip install 'vitexport[batch]')")
+    pytest.importorskip("pyarrow", reason="vitexport batch needs pyarrow (pip install 'vitexport[batch]')")
 
 
 def assert_same_rows(got: list[dict], want: list[dict]) -> None:

@@ -38,6 +38,7 @@ def test_an_unknown_layer_name_in_config_exits_1_naming_the_choices(field: str, 
     assert f"{field} {value!r} is not supported" in result.stderr
 
 
+@pytest.mark.slow  # an export, then verify compiling it on OpenVINO at three sizes
 def test_verify_on_openvino_names_the_resize_form_as_the_cause(tmp_path: Path) -> None:
     """`verify --provider openvino` on the resize form: exit 1; the diagnosis names the resampled grids, the
     error the cause and the fix (--resample portable)."""

@@ -20,7 +20,7 @@ from onnx import TensorProto, helper
 
 from benchmarks import gpu_bench
 from scripts import gpu_check, ort_placement
-from tests.helpers.models import ROOT, SAMPLES
+from tests.helpers.models import ROOT
 
 SPLIT = ROOT / "scripts" / "split_wheel.sh"
 PINNED = subprocess.run(["bash", str(SPLIT), "wheel-name"], capture_output=True, text=True, check=True).stdout.strip()
@@ -186,18 +186,8 @@ def test_classify_memcpy_tells_io_copies_from_inner_ones() -> None:
     assert result["memcpy_inside"] == [{"op": "MemcpyToHost", "tensor": "a", "from": "Relu", "to": ["Floor"]}]
 
 
-@pytest.fixture(scope="module")
-def sample_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from vitexport import load_model
-    from vitexport.export.onnx_export import export_onnx
-
-    path = tmp_path_factory.mktemp("placement") / "digits.onnx"
-    export_onnx(load_model(SAMPLES / "digits-vit.pt"), path)
-    return path
-
-
 @pytest.mark.slow
-def test_placement_on_cpu_and_cpu_nodes_seen_as_a_gpu_session_would(sample_onnx: Path) -> None:
+def test_placement_on_cpu_and_cpu_nodes_seen_as_a_gpu_session_would(sample_onnx: Path, tmp_path: Path) -> None:
     result = ort_placement.placement(str(sample_onnx), "cpu")
     assert result["session_providers"] == ["CPUExecutionProvider"] and result["target_met"]
     total = result["placement"]["CPUExecutionProvider"]
@@ -207,7 +197,7 @@ def test_placement_on_cpu_and_cpu_nodes_seen_as_a_gpu_session_would(sample_onnx:
 
     opts = ort.SessionOptions()
     opts.enable_profiling = True
-    opts.profile_file_prefix = str(sample_onnx.parent / "p")
+    opts.profile_file_prefix = str(tmp_path / "p")  # the export is the run's shared one: never write beside it
     session = ort.InferenceSession(str(sample_onnx), sess_options=opts, providers=["CPUExecutionProvider"])
     session.run(None, {"pixel_values": np.zeros((2, 1, 29, 31), np.float32)})
     events = json.loads(Path(session.end_profiling()).read_text())

@@ -123,6 +123,7 @@ def vit_ti_exports(tmp_path_factory: pytest.TempPathFactory):
     return model, export
 
 
+@pytest.mark.slow  # measures the peak of real runs (fresh processes) at up to ~2.5k tokens
 @pytest.mark.parametrize("attention, height, width, batch", [
     ("chunked", 512, 512, 1), ("chunked", 784, 800, 1), ("chunked", 256, 240, 4), ("sdpa", 512, 512, 1)])
 def test_estimate_is_within_25_percent_of_the_measured_peak(vit_ti_exports, attention: str, height: int, width: int,

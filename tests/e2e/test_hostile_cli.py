@@ -23,9 +23,10 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from tests.helpers.hostile import PNG, SAMPLE, crafted_checkpoints, declare_size, kind_files
+from tests.helpers.hostile import PNG, SAMPLE, declare_size, kind_files
 from tests.helpers.images import crafted_exif_png, eps_bytes
 from tests.helpers.limited import ROOT, Outcome, run_cli, run_cli_measured
+from tests.helpers.shared import hostile_checkpoints
 from tests.helpers.torchscript import (
     OVERWRITES,
     export_genuine,
@@ -80,7 +81,7 @@ CASE_IDS = [name if name != "sample" else "sample-classes.json" for name, *_ in 
 
 @pytest.fixture(scope="module")
 def crafted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return crafted_checkpoints(tmp_path_factory.mktemp("crafted"))
+    return hostile_checkpoints(tmp_path_factory)
 
 
 def _info_args(crafted: dict[str, Path], name: str, extra: list[str]) -> list[str]:
@@ -333,8 +334,8 @@ def test_info_reads_metadata_only(genuine: Path, tmp_path: Path, monkeypatch: py
 @pytest.mark.parametrize(
     "body, result, fragment",
     [
-        ("    _z = 0\n    for _i in range(100000000000):\n      _z = torch.add(_z, 1)\n", "torch.add(_0, _z)",
-         "did not finish in 3 s"),
+        pytest.param("    _z = 0\n    for _i in range(100000000000):\n      _z = torch.add(_z, 1)\n",
+                     "torch.add(_0, _z)", "did not finish in 3 s", marks=pytest.mark.slow),  # waits out the 3 s
         ("    _p = torch.pad(x, [0, 300000, 0, 300000])\n", "torch.add(_0, torch.mean(_p))", "failed"),
     ],
     ids=["endless-loop", "huge-allocation"],

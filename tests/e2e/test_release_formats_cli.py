@@ -207,6 +207,7 @@ def check_native_output(release: Release, out: Path) -> None:
     np.testing.assert_allclose(got, expected, atol=ATOL, rtol=RTOL)
 
 
+@pytest.mark.slow  # seven release formats built by their own libraries, each exported by the CLI
 @pytest.mark.parametrize("name", sorted(FORMATS))
 def test_release_format_exports_and_equals_its_library(name: str, tmp_path: Path) -> None:
     release = FORMATS[name](tmp_path)
@@ -265,6 +266,7 @@ def test_transformers_weights_file_reads_the_config_beside_it(tmp_path: Path) ->
 # ---------------------------------------------------------------------------
 # a refusal's hint is a command that works
 # ---------------------------------------------------------------------------
+@pytest.mark.slow  # builds an open_clip model and exports it through the CLI
 def test_bare_openai_clip_state_dict_is_refused_with_a_command_that_works(tmp_path: Path) -> None:
     """OpenAI's `visual.*` layout stores no activation, head count, eps or pooling: refused in one line with the
     command for OpenAI's weights (its QuickGELU rule); that command, run as printed, exports the model, and the

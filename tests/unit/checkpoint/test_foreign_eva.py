@@ -179,6 +179,7 @@ def _onnx(path: Path, x: torch.Tensor) -> np.ndarray:
     return session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
 
 
+@pytest.mark.slow  # two RoPE models exported through the CLI
 @pytest.mark.parametrize("name", ["dinov3-qkvb", "eva02-clip"])
 @torch.no_grad()
 def test_original_file_exports_with_the_cli_and_matches_timm(name: str, tmp_path: Path) -> None:

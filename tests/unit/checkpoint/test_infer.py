@@ -161,6 +161,7 @@ def test_other_classes_are_refused_with_a_command_that_loads_them(name: str) -> 
     assert expected_shapes(config_from_dict(config)) == weights
 
 
+@pytest.mark.slow  # a sweep over every preset of three model classes
 def test_every_preset_of_another_class_is_refused_not_read_as_a_plain_vit() -> None:
     """Every eva.py / deit.py distilled / naflexvit.py preset (at depth 2): never built from its shapes."""
     for kind in ("eva", "deit_distilled", "naflexvit"):

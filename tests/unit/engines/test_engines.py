@@ -145,20 +145,16 @@ def test_openvino_runs_in_f32_reads_the_metadata_and_says_so(sample_onnx: Path) 
     np.testing.assert_allclose(out, ref, atol=2e-5, rtol=1e-4)
 
 
-def test_openvino_stays_right_after_a_first_image_of_one_token(tmp_path: Path) -> None:
+def test_openvino_stays_right_after_a_first_image_of_one_token(tmp_path_factory: pytest.TempPathFactory) -> None:
     """OpenVINO 2026.4 computes attention wrongly at longer sequences when a compiled model's first run had one
     token (measured: max |d| 3.0 on this model without the engine's priming run): a model without prefix
     tokens, whose first image is one patch, then larger images."""
     needs_openvino()
     import torch
 
-    from tests.helpers.models import make_model
-    from vitexport.export.exporter import export_onnx
+    from tests.helpers.shared import no_prefix_model
 
-    model = make_model(dict(img_size=32, patch_size=8, num_classes=5, embed_dim=32, depth=2, num_heads=2,
-                            class_token=False, global_pool="avg"), seed=1)
-    path = tmp_path / "noprefix.onnx"
-    export_onnx(model, path)
+    path, model = no_prefix_model(tmp_path_factory, "avg")
     engine = create_engine("openvino").load(str(path))
     for h, w in [(1, 1), (40, 40), (3, 3), (50, 31)]:
         x = torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(h))
@@ -227,6 +223,7 @@ def test_reference_engine_takes_a_reduced_sweep_and_says_so(sample_onnx: Path) -
     assert not explicit.sessions[0]["notes"]
 
 
+@pytest.mark.slow  # the reference evaluator on a 6-block model, traced by tracemalloc
 def test_reference_engine_drops_results_after_their_last_reader(tmp_path: Path) -> None:
     """Same output, bit for bit, as the evaluator's own run, in a fraction of its memory: the evaluator keeps
     every block's activations to the end; the engine keeps about one block's (the Loop bodies' outer reads

@@ -9,21 +9,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers.models import make_model, needs_openvino, sweep_sizes
+from tests.helpers.models import needs_openvino, sweep_sizes
+from tests.helpers.shared import NO_PREFIX, no_prefix_model
 from vitexport.engines import create_engine
 
 # no class token, no registers, average pooling: an image of at most one patch is a sequence of one token
-AVG_ONE_TOKEN = dict(img_size=32, patch_size=8, num_classes=5, embed_dim=32, depth=2, num_heads=2, class_token=False,
-                     global_pool="avg")
+AVG_ONE_TOKEN = {**NO_PREFIX, "global_pool": "avg"}
 
 
 @pytest.fixture(scope="module")
 def avg_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from vitexport.export.onnx_export import export_onnx
-
-    path = tmp_path_factory.mktemp("avg") / "avg.onnx"
-    export_onnx(make_model(AVG_ONE_TOKEN, seed=1), path)
-    return path
+    return no_prefix_model(tmp_path_factory, "avg")[0]
 
 
 @pytest.mark.parametrize("first", [(1, 1), (8, 8), (5, 3)], ids=["1x1", "one-patch", "under-one-patch"])

@@ -17,6 +17,7 @@ import torch
 from onnx.reference import ReferenceEvaluator
 
 from tests.helpers.models import make_model, needs_openvino, perturb_, timm_model
+from tests.helpers.shared import build_once
 from vitexport.engines import create_engine
 from vitexport.export import attention as attention_mod
 from vitexport.export.exporter import export_onnx
@@ -41,12 +42,12 @@ def rel_err(out: np.ndarray, ref: torch.Tensor) -> float:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[VisionTransformer, Path]:
     """A tiny model exported with the defaults and a small block budget (read-only for the tests)."""
-    model = make_model(TINY, seed=7)
-    path = tmp_path_factory.mktemp("chunked") / "tiny.onnx"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(attention_mod, "CHUNK_SCORES", SMALL_BUDGET)
-        export_onnx(model, path)
-    return model, path
+    def build(folder: Path) -> Path:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(attention_mod, "CHUNK_SCORES", SMALL_BUDGET)
+            export_onnx(make_model(TINY, seed=7), folder / "tiny.onnx")
+        return folder / "tiny.onnx"
+    return make_model(TINY, seed=7), build_once(tmp_path_factory, "attention-tiny", build)
 
 
 def test_default_export_is_chunked_with_standard_ops_at_opset_18(tiny) -> None:

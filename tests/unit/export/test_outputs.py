@@ -107,6 +107,7 @@ def test_logits_without_a_head_is_refused_in_one_line(tmp_path: Path) -> None:
         export_onnx(ours, tmp_path / "m.onnx", output="embedding")
 
 
+@pytest.mark.slow  # an export of its own (a CLIP tower with --output features)
 @torch.no_grad()
 def test_predictor_returns_the_embedding_of_a_features_export(tmp_path: Path) -> None:
     """A classifier exported with --output features: no top-k, the embedding per image (``predict --json``)."""

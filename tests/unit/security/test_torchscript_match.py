@@ -146,6 +146,7 @@ def test_a_zip_torch_could_read_otherwise_is_refused(genuine: Path, tmp_path: Pa
             check_archive(path)
 
 
+@pytest.mark.slow  # four TorchScript exports, one in a fresh interpreter from a copy of the package
 def test_exports_of_two_configs_in_one_process_are_admitted(tmp_path: Path) -> None:
     """Code is named by what the process scripted before (``___torch_mangle_N``), and constants are declared in
     the order of the process's string hashes, unless scripting starts fresh: two configs exported one after the

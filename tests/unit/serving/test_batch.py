@@ -14,9 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from tests.helpers.models import CONFIGS, make_model, sweep_sizes
+from tests.helpers.models import CONFIGS, sweep_sizes
+from tests.helpers.shared import pooled_features, rgb_classifier
 from vitexport._util.errors import InputError, OutputError, OutputExistsError, UsageError
-from vitexport.export.exporter import export_onnx
 from vitexport.serving.batch.infer import BatchOptions, Worker
 from vitexport.serving.batch.job import run
 from vitexport.serving.batch.output import JOB_FILE, OutputFolder
@@ -27,17 +27,11 @@ RGB = CONFIGS["reg_noembed"]  # 24x40 native, patch 8, 7 classes, registers
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A classifier with preprocessing and labels, a pooled and a token features model."""
-    folder = tmp_path_factory.mktemp("batch-models")
-    classifier = make_model(RGB, seed=3)
-    classifier.meta = {"preprocess": {"scale": 1 / 255, "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3]},
-                       "labels": [f"c{i}" for i in range(7)]}
-    out = {"classifier": folder / "cls.onnx", "pooled": folder / "pooled.onnx", "tokens": folder / "tokens.onnx"}
-    export_onnx(classifier, out["classifier"])
-    export_onnx(make_model({**RGB, "num_classes": 0}, seed=4), out["pooled"])
-    export_onnx(make_model(CONFIGS["features_nopool"], seed=5), out["tokens"])
-    return out
+def models(tmp_path_factory: pytest.TempPathFactory, exported) -> dict[str, Path]:
+    """A classifier with preprocessing and labels, a pooled and a token features model (each made once per run;
+    the classifier and the token model are the ones other modules use too)."""
+    return {"classifier": rgb_classifier(tmp_path_factory)[0], "pooled": pooled_features(tmp_path_factory),
+            "tokens": exported["features_nopool"][1]}
 
 
 def write_images(folder: Path, sizes: list[tuple[int, int]], seed: int = 0, mode: str = "RGB") -> list[str]:

@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 
 from samples.digits_data import held_out
-from tests.helpers.models import CONFIGS, SAMPLES, make_model, predict_in_threads
+from tests.helpers.models import SAMPLES, predict_in_threads
+from tests.helpers.shared import rgb_classifier
 from vitexport._util.errors import InputError, ServingError, UsageError
 from vitexport.export.onnx_export import export_onnx
 from vitexport.serving.batch.sources import open_sources
@@ -26,12 +27,7 @@ def digits_onnx(sample_onnx: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def rgb_onnx(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn.Module]:
-    model = make_model(CONFIGS["reg_noembed"], seed=3)
-    model.meta = {"preprocess": {"scale": 1 / 255, "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3]},
-                  "labels": [f"c{i}" for i in range(7)]}
-    path = tmp_path_factory.mktemp("rgb") / "rgb.onnx"
-    export_onnx(model, path)
-    return path, model
+    return rgb_classifier(tmp_path_factory)
 
 
 def write_pngs(folder: Path, size: int) -> tuple[list[str], np.ndarray]:

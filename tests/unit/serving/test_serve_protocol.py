@@ -18,9 +18,9 @@ import pytest
 from PIL import Image
 
 from tests.helpers.images import crafted_exif_png, eps_bytes
-from tests.helpers.models import CONFIGS, make_model, needs_openvino
+from tests.helpers.models import needs_openvino
 from tests.helpers.serving import png_bytes
-from vitexport.export.onnx_export import export_onnx
+from tests.helpers.shared import rgb_classifier
 from vitexport.serving.batching import size_chunks
 from vitexport.serving.http.config import AppArgs
 from vitexport.serving.http.protocol import (
@@ -215,12 +215,7 @@ def test_protocol_and_service_import_neither_ray_nor_torch() -> None:
 @pytest.fixture(scope="module")
 def rgb_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 3-channel model with its own mean/std and labels: the server's preprocessing must use them."""
-    model = make_model(CONFIGS["reg_noembed"], seed=5)
-    model.meta = {"preprocess": {"scale": 1 / 255, "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3]},
-                  "labels": [f"class-{i}" for i in range(7)]}
-    path = tmp_path_factory.mktemp("serve-rgb") / "rgb.onnx"
-    export_onnx(model, path)
-    return path
+    return rgb_classifier(tmp_path_factory)[0]
 
 
 @pytest.fixture(scope="module")
@@ -278,7 +273,7 @@ def test_classification_through_the_service(service: ModelService, rgb_model: Pa
     for row, pred in zip(got, Predictor(str(rgb_model), provider="cpu").predict([Image.fromarray(a) for a in images]),
                          strict=True):
         best = np.argsort(-pred.logits, kind="stable")[:2]
-        assert [v.decode().split(":")[1:] for v in row] == [[str(c), f"class-{c}"] for c in best]
+        assert [v.decode().split(":")[1:] for v in row] == [[str(c), f"c{c}"] for c in best]
         np.testing.assert_allclose([float(v.decode().split(":")[0]) for v in row], pred.logits[best], rtol=1e-5)
 
 
@@ -335,13 +330,15 @@ def test_auth(service: ModelService) -> None:
 
 
 def _bomb_png(side: int) -> bytes:
-    """A valid PNG of side x side black pixels: a few KB on the wire, side**2 pixels when decoded."""
-    import io
-
-    img = Image.new("1", (side, side))
-    buf = io.BytesIO()
-    img.save(buf, format="PNG", optimize=True)
-    return buf.getvalue()
+    """A valid PNG of side x side black pixels (1 bit each): ~110 KB on the wire for side 30,000, side**2 pixels
+    when decoded. Written chunk by chunk (Pillow would first draw the whole 110 MB bitmap: 2 s per test worker)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    row = b"\x00" * (1 + (side + 7) // 8)  # filter byte "none", then the row's bits
+    deflate = zlib.compressobj(9)
+    idat = b"".join([*(deflate.compress(row) for _ in range(side)), deflate.flush()])
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)  # 1-bit greyscale, no interlace
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 def _image_request(blobs: list[bytes]) -> tuple[bytes, dict[str, str]]:

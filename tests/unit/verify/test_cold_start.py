@@ -11,16 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.models import make_model, needs_openvino
+from tests.helpers.models import needs_openvino
+from tests.helpers.shared import no_prefix_model
 from vitexport.verify.sweep import verify
 
 # no class token, no registers: an image of at most one patch is a sequence of one token
-ONE_TOKEN = {
-    "avg": dict(img_size=32, patch_size=8, num_classes=5, embed_dim=32, depth=2, num_heads=2, class_token=False,
-                global_pool="avg"),
-    "map": dict(img_size=32, patch_size=8, num_classes=5, embed_dim=32, depth=2, num_heads=2, class_token=False,
-                global_pool="map"),  # a SigLIP-style attention-pool head
-}
+POOLS = ["avg", "map"]  # no prefix token: average pooling, and a SigLIP-style attention-pool head
 SIZES = {
     "1x1 first": [(1, 1), (32, 32), (24, 40), (96, 96)],
     "under one patch first": [(5, 3), (32, 32), (17, 33)],
@@ -28,13 +24,10 @@ SIZES = {
 }
 
 
-@pytest.fixture(scope="module", params=sorted(ONE_TOKEN))
+@pytest.fixture(scope="module", params=POOLS)
 def one_token_export(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from vitexport.export.onnx_export import export_onnx
 
-    path = tmp_path_factory.mktemp("cold") / f"{request.param}.onnx"
-    export_onnx(make_model(ONE_TOKEN[request.param], seed=1), path)
-    return path
+    return no_prefix_model(tmp_path_factory, request.param)[0]
 
 
 @pytest.mark.parametrize("sizes", list(SIZES.values()), ids=list(SIZES))

@@ -10,7 +10,8 @@ import pytest
 from onnx import helper, numpy_helper
 
 from tests.helpers.models import CONFIGS, make_model
-from tests.helpers.onnx_edits import edited, resize_export, set_resize_attr, spec_export
+from tests.helpers.onnx_edits import edited, resize_export, set_resize_attr
+from tests.helpers.shared import verify_exports
 from vitexport.export.onnx_export import export_onnx
 from vitexport.export.torchscript_export import export_torchscript
 from vitexport.verify.sweep import verify
@@ -28,7 +29,7 @@ CUDA = cuda_usable()
 @pytest.fixture(scope="module")
 def good(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A good export of the spec model (3x3 native grid, 28x28 -> padded 32x32), and its checkpoint."""
-    return spec_export(tmp_path_factory.mktemp("verify"))
+    return verify_exports(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
