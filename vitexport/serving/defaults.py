@@ -7,9 +7,9 @@ The engine default (``auto``) is `vitexport.engines.DEFAULT_PROVIDER`; the work 
 from __future__ import annotations
 
 DEFAULT_MAX_BATCH = 16  # most images of one size in one engine run (Predictor, serve)
-# most tokens (images x tokens per image) in one engine run on a CPU: a ViT-S/16 image costs 10-15% more in runs
-# of 16 at 224x224 (3,152 tokens) than in runs of 4-8 here (its activations outgrow the caches), and runs of about
-# 1,000-2,000 tokens are the fastest at every size measured (benchmarks/RESULTS.md, "Run size"). GPUs: no cap.
+# most tokens (images x tokens per image) in one engine run on a CPU: it bounds one run's activations and latency;
+# per image, runs of 2-16 ViT-S/16 images cost the same within noise on a 2-core CPU, runs of 1 cost 12-20% more
+# (benchmarks/RESULTS.md, "Images per engine run"). GPUs: no cap.
 CPU_RUN_TOKENS = 2048
 DEFAULT_TOP_K = 5  # classes per image in a Prediction
 BENCH_BATCH_SIZES: tuple[int, ...] = (1, 8)
