@@ -85,6 +85,19 @@ def verify_exports(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
     return build_once(tmp_path_factory, "verify-good", spec_export)
 
 
+def verify_resize_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`verify_exports`' checkpoint exported with resample="resize", once per run in a folder of its own (the
+    good export's folder is shared: a second worker writing beside it would find the file there)."""
+    from tests.helpers.onnx_edits import resize_export
+
+    def build(folder: Path) -> Path:
+        original = verify_exports(tmp_path_factory)[1]
+        checkpoint = folder / original.name
+        shutil.copyfile(original, checkpoint)
+        return resize_export(checkpoint)
+    return build_once(tmp_path_factory, "verify-resize", build)
+
+
 def hostile_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The crafted checkpoints of ``hostile.crafted_checkpoints``, written once per run (tests only read them)."""
     from tests.helpers.hostile import crafted_checkpoints

@@ -10,8 +10,8 @@ import pytest
 from onnx import helper, numpy_helper
 
 from tests.helpers.models import CONFIGS, make_model
-from tests.helpers.onnx_edits import edited, resize_export, set_resize_attr
-from tests.helpers.shared import verify_exports
+from tests.helpers.onnx_edits import edited, set_resize_attr
+from tests.helpers.shared import verify_exports, verify_resize_export
 from vitexport.export.onnx_export import export_onnx
 from vitexport.export.torchscript_export import export_torchscript
 from vitexport.verify.sweep import verify
@@ -33,9 +33,9 @@ def good(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module")
-def good_resize(good) -> Path:
+def good_resize(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same model exported with resample="resize" (one antialiased Resize)."""
-    return resize_export(good[1])
+    return verify_resize_export(tmp_path_factory)
 
 
 def pad_left_top(model: onnx.ModelProto) -> None:
