@@ -52,7 +52,8 @@ class ProgressLine:
 
 def _print_summary(summary) -> None:
     skipped = f" ({summary.skipped_shards:,} already done, skipped)" if summary.skipped_shards else ""
-    echo(f"output    {summary.output}: {summary.images:,} rows in {summary.shards:,} shards{skipped}")
+    shards = f"{summary.shards:,} shard{'' if summary.shards == 1 else 's'}"
+    echo(f"output    {summary.output}: {summary.images:,} rows in {shards}{skipped}")
     echo(f"failed    {summary.failed:,} (rows with an error)")
     echo(f"ran       {summary.processed:,} images in {summary.seconds:.1f} s, {summary.images_per_s:,.1f} "
                f"images/s ({summary.mode}, {summary.provider})")
