@@ -41,8 +41,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from benchmarks.common import base_parser, interleave, machine_line, run_footer, write_results
-from benchmarks.peak import describe_peak, load_average, measure_peak
+from benchmarks.common import base_parser, interleave, run_footer, start_report, write_results
+from benchmarks.peak import describe_peak, load_average
 
 ROOT = Path(__file__).resolve().parents[1]
 VITEXPORT = [sys.executable, "-c", "from vitexport.cli import main; main()"]
@@ -250,8 +250,7 @@ def main() -> None:
         args.rounds, args.memory_counts = 1, "500,5000"
     small, large = (int(c) for c in args.memory_counts.split(","))
     start = time.perf_counter()
-    report: dict[str, Any] = {"machine": machine_line(), "args": vars(args), "load_start": load_average() or 0.0}
-    report["peak"] = measure_peak((1024,), 0.3, mlas_n=1024) if args.quick else measure_peak()
+    report = start_report(args)
     print(describe_peak(report["peak"]), flush=True)
     with tempfile.TemporaryDirectory(prefix="batch-bench-") as tmp:
         folder = Path(tmp)

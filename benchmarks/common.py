@@ -110,6 +110,16 @@ def base_parser(doc: str, quick: str):
     return parser
 
 
+def start_report(args) -> dict[str, Any]:
+    """A report's opening: the machine, the arguments, the load average now, and the fp32 peak measured now
+    (with --quick, a short measurement at one size)."""
+    from benchmarks.peak import load_average, measure_peak
+
+    report: dict[str, Any] = {"machine": machine_line(), "args": vars(args), "load_start": load_average() or 0.0}
+    report["peak"] = measure_peak((1024,), 0.3, mlas_n=1024) if args.quick else measure_peak()
+    return report
+
+
 def run_footer(report: dict) -> str:
     """The machine, the load average before and after, and the run time of a benchmark report."""
     busy = (" (over ~1.3 on 2 cores before the run: something else ran in the last minute, perhaps the previous "

@@ -22,18 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import base_parser, interleave, machine_line, run_footer, write_results
-from benchmarks.peak import describe_peak, load_average, measure_peak
+from benchmarks.batch_bench import export_model
+from benchmarks.common import base_parser, interleave, run_footer, start_report, write_results
+from benchmarks.peak import describe_peak, load_average
 
 RUNS = (1, 2, 4, 8, 16)
 SIZES = [(224, 224), (200, 333), (160, 240)]
 IMAGES = 16
-
-
-def export_model(folder: Path, quick: bool) -> Path:
-    from benchmarks.batch_bench import export_model as export
-
-    return export(folder, quick)
 
 
 def predictors(model: Path, engine: str) -> dict[str, Any]:
@@ -61,8 +56,8 @@ def case(model: Path, engine: str, size: tuple[int, int], rounds: int) -> dict[s
     tokens = token_count(h, w, first.patch, cfg.num_prefix_tokens)
     best = min(per_image[f"runs of {n}"] for n in RUNS)
     return {"engine": engine, "size": list(size), "tokens": tokens, "ms_per_image": per_image,
-            "over_best": {k: v / best for k, v in per_image.items()}, "cap_images": first.batch_limit((3, h, w)),
-            "rounds_ms": times}
+            "over_best": {k: v / best for k, v in per_image.items()},
+            "cap_images": first.batch_limit((first.channels, h, w)), "rounds_ms": times}
 
 
 def lines_of(report: dict[str, Any]) -> list[str]:
@@ -90,8 +85,7 @@ def main() -> None:
     if args.quick:
         args.rounds = 1
     start = time.perf_counter()
-    report: dict[str, Any] = {"machine": machine_line(), "args": vars(args), "load_start": load_average() or 0.0}
-    report["peak"] = measure_peak((1024,), 0.3, mlas_n=1024) if args.quick else measure_peak()
+    report = start_report(args)
     with tempfile.TemporaryDirectory(prefix="run-size-") as tmp:
         model = export_model(Path(tmp), args.quick)
         sizes = [(28, 28), (20, 33)] if args.quick else SIZES

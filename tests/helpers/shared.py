@@ -41,6 +41,16 @@ def build_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Calla
         return pickle.loads(done.read_bytes())
 
 
+def export_once(tmp_path_factory: pytest.TempPathFactory, key: str, model: Any, filename: str) -> Path:
+    """``model`` exported to ONNX with the defaults, once per run (``key`` names it in the run's shared folder)."""
+    from vitexport.export.onnx_export import export_onnx
+
+    def build(folder: Path) -> Path:
+        export_onnx(model, folder / filename)
+        return folder / filename
+    return build_once(tmp_path_factory, key, build)
+
+
 RGB_PREPROCESS = {"scale": 1 / 255, "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3]}
 
 
@@ -49,15 +59,10 @@ def rgb_classifier(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]
     own mean/std and labels ``c0``..``c6``, which preprocessing and top-k must use; made once per run for the
     Predictor, batch and server tests. Returns the .onnx path and the model."""
     from tests.helpers.models import CONFIGS, make_model
-    from vitexport.export.onnx_export import export_onnx
 
     model = make_model(CONFIGS["reg_noembed"], seed=3)
     model.meta = {"preprocess": RGB_PREPROCESS, "labels": [f"c{i}" for i in range(7)]}
-
-    def build(folder: Path) -> Path:
-        export_onnx(model, folder / "rgb.onnx")
-        return folder / "rgb.onnx"
-    return build_once(tmp_path_factory, "rgb-classifier", build), model
+    return export_once(tmp_path_factory, "rgb-classifier", model, "rgb.onnx"), model
 
 
 NO_PREFIX = dict(img_size=32, patch_size=8, num_classes=5, embed_dim=32, depth=2, num_heads=2, class_token=False)
@@ -68,14 +73,9 @@ def no_prefix_model(tmp_path_factory: pytest.TempPathFactory, pool: str = "avg")
     patch is one token: the first-request and cold-start tests' model, exported once per run. Returns the .onnx
     path and the model."""
     from tests.helpers.models import make_model
-    from vitexport.export.onnx_export import export_onnx
 
     model = make_model({**NO_PREFIX, "global_pool": pool}, seed=1)
-
-    def build(folder: Path) -> Path:
-        export_onnx(model, folder / f"{pool}.onnx")
-        return folder / f"{pool}.onnx"
-    return build_once(tmp_path_factory, f"no-prefix-{pool}", build), model
+    return export_once(tmp_path_factory, f"no-prefix-{pool}", model, f"{pool}.onnx"), model
 
 
 def verify_exports(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
@@ -108,9 +108,6 @@ def hostile_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, P
 def pooled_features(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``reg_noembed`` without a head (``num_classes=0``): a pooled embedding per image, exported once per run."""
     from tests.helpers.models import CONFIGS, make_model
-    from vitexport.export.onnx_export import export_onnx
 
-    def build(folder: Path) -> Path:
-        export_onnx(make_model({**CONFIGS["reg_noembed"], "num_classes": 0}, seed=4), folder / "pooled.onnx")
-        return folder / "pooled.onnx"
-    return build_once(tmp_path_factory, "pooled", build)
+    model = make_model({**CONFIGS["reg_noembed"], "num_classes": 0}, seed=4)
+    return export_once(tmp_path_factory, "pooled", model, "pooled.onnx")
